@@ -1,0 +1,915 @@
+"""The configuration: frozen pydantic models in Authelia's shape, and how they are loaded.
+
+Loading reads one or more YAML files, applies `PORTAL_*` / `AUTHELIA_*` environment overrides
+(and `*_FILE` for secrets), drops the Authelia keys the portal does not implement with one warning
+each, validates everything, and reports every problem at once, each naming its path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from portal.errors import ConfigError
+
+ENV_PREFIXES = ("PORTAL_", "AUTHELIA_")
+# Variables with these names steer the program itself, not a configuration key.
+ENV_NOT_KEYS = frozenset({"CONFIG", "CONFIG_FILTERS", "CONFIG_EXPERIMENTAL_FILTERS"})
+
+# Keys Authelia has and the portal does not implement: one warning each, then ignored.
+UNSUPPORTED_KEYS = (
+    "certificates_directory",
+    "theme",
+    "default_2fa_method",
+    "default_redirection_url",
+    "jwt_secret",
+    "totp",
+    "webauthn",
+    "duo_api",
+    "identity_providers",
+    "ntp",
+    "telemetry",
+    "definitions",
+    "privacy_policy",
+    "access_control",
+    "server.asset_path",
+    "server.disable_healthcheck",
+    "server.buffers",
+    "server.timeouts",
+    "server.tls",
+    "server.headers",
+    "server.endpoints.enable_pprof",
+    "server.endpoints.enable_expvars",
+    "server.endpoints.authz",
+    "server.endpoints.rate_limits.second_factor_totp",
+    "server.endpoints.rate_limits.second_factor_duo",
+    "server.endpoints.rate_limits.session_elevation_start",
+    "server.endpoints.rate_limits.session_elevation_finish",
+    "log.keep_stdout",
+    "identity_validation.elevated_session",
+    "authentication_backend.password_change",
+    "authentication_backend.refresh_interval",
+    "authentication_backend.file.extra_attributes",
+    "authentication_backend.ldap.attributes.extra",
+    "session.redis",
+    "session.domain",
+    "storage.mysql",
+)
+
+_UNITS = {
+    "ms": 0.001,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+    "M": 2592000, "month": 2592000, "months": 2592000,
+    "y": 31536000, "year": 31536000, "years": 31536000,
+}  # fmt: skip
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read a duration as Authelia writes it: seconds, '90s', '1h30m', '5 minutes', '2 days'."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as '5 minutes' or '90s'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return timedelta(seconds=value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a duration such as '5 minutes' or '90s'")
+    text = value.strip()
+    if re.fullmatch(r"\d+", text):
+        return timedelta(seconds=int(text))
+    seconds = 0.0
+    pos = 0
+    for match in _DURATION_PART.finditer(text):
+        unit = match.group(2)
+        factor = _UNITS.get(unit) if unit == "M" else _UNITS.get(unit.lower())
+        if match.start() != pos or factor is None:
+            break
+        seconds += float(match.group(1)) * factor
+        pos = match.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(
+            f"'{value}' is not a duration; write for example '5 minutes', '1h30m' or '90s'"
+        )
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed `scheme://host:port` address."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = ""
+
+    def __str__(self) -> str:
+        """Show the address as written in the configuration."""
+        if self.scheme in ("unix", "ldapi") and self.path:
+            return f"{self.scheme}://{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _address_parser(default_ports: Mapping[str, int], default_scheme: str) -> Any:
+    """Build a validator that accepts only the given schemes, filling in their default ports."""
+
+    def parse(value: Any) -> Address:
+        if isinstance(value, Address):
+            return value
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be an address such as 'tcp://127.0.0.1:9091'")
+        text = value if "://" in value else f"{default_scheme}://{value}"
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme not in default_ports:
+            allowed = ", ".join(f"'{s}'" for s in default_ports)
+            raise ValueError(f"scheme '{scheme}' is not supported; use one of {allowed}")
+        if scheme in ("unix", "ldapi"):
+            return Address(scheme, "", 0, parts.path)
+        try:
+            port = parts.port or default_ports[scheme]
+        except ValueError as exc:
+            raise ValueError(f"'{value}' has an invalid port") from exc
+        if parts.path not in ("", "/"):
+            raise ValueError(f"'{value}' must not have a path")
+        return Address(scheme, parts.hostname or "", port)
+
+    return BeforeValidator(parse)
+
+
+ServerAddress = Annotated[Address, _address_parser({"tcp": 9091, "unix": 0}, "tcp")]
+SmtpAddress = Annotated[
+    Address, _address_parser({"smtp": 25, "submission": 587, "submissions": 465}, "smtp")
+]
+LdapAddress = Annotated[Address, _address_parser({"ldap": 389, "ldaps": 636, "ldapi": 0}, "ldaps")]
+PostgresAddress = Annotated[Address, _address_parser({"tcp": 5432, "unix": 0}, "tcp")]
+
+
+def is_loopback_host(host: str) -> bool:
+    """Tell whether a host name or address is this machine's loopback."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(value: str, *, what: str) -> str:
+    """Require an absolute https URL (plain http only for a loopback host)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an absolute URL such as 'https://auth.example.com' ({what})")
+    # SECURITY: links and cookies over plain http can be read in transit; only loopback skips TLS.
+    if parts.scheme != "https" and not is_loopback_host(parts.hostname):
+        raise ValueError("must use https (plain http is only allowed for a loopback host)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value
+
+
+def _host_in_domain(host: str, domain: str) -> bool:
+    """Tell whether host is the cookie domain or one of its subdomains."""
+    host, domain = host.lower().rstrip("."), domain.lower().lstrip(".").rstrip(".")
+    return host == domain or host.endswith("." + domain)
+
+
+class Model(BaseModel):
+    """A frozen configuration section that refuses unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- server ---------------------------------------------------------------------------------
+
+
+class RateLimitBucket(Model):
+    """At most `requests` in any `period`."""
+
+    period: Duration
+    requests: int = Field(gt=0)
+
+
+class RateLimit(Model):
+    """Buckets counted per client IP for one endpoint."""
+
+    enable: bool = True
+    buckets: tuple[RateLimitBucket, ...]
+
+
+def _buckets(*pairs: tuple[int, int]) -> RateLimit:
+    return RateLimit(
+        buckets=tuple(RateLimitBucket(period=timedelta(seconds=p), requests=r) for p, r in pairs)
+    )
+
+
+class RateLimits(Model):
+    """Per-IP limits on the reset endpoints (Authelia's defaults)."""
+
+    reset_password_start: RateLimit = _buckets((600, 5), (900, 10), (1800, 15))
+    reset_password_finish: RateLimit = _buckets((60, 10), (120, 15))
+
+
+class Endpoints(Model):
+    """Settings of individual endpoints."""
+
+    rate_limits: RateLimits = RateLimits()
+
+
+class ServerConfig(Model):
+    """Where the portal listens and whom it trusts."""
+
+    address: ServerAddress = Address("tcp", "", 9091)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.IPv4Network("127.0.0.0/8"),
+        ipaddress.IPv6Network("::1/128"),
+    )
+    endpoints: Endpoints = Endpoints()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+            except ValueError as exc:
+                raise ValueError(f"must be a list of CIDR networks: {exc}") from exc
+        return value
+
+
+# --- log ------------------------------------------------------------------------------------
+
+
+class LogConfig(Model):
+    """How much the portal logs and where."""
+
+    level: Literal["trace", "debug", "info", "warn", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    file_path: Path | None = None
+
+
+# --- identity validation ------------------------------------------------------------------
+
+
+class ResetPasswordConfig(Model):
+    """The signed reset link."""
+
+    jwt_secret: SecretStr
+    jwt_lifespan: Duration = timedelta(minutes=5)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        # SECURITY: a short HMAC secret can be brute-forced offline from one reset link.
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (generate one: portal crypto rand)")
+        return value
+
+    @field_validator("jwt_lifespan")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1 second")
+        if value > timedelta(days=1):
+            raise ValueError("must be at most 1 day (reset links should be short-lived)")
+        return value
+
+
+class IdentityValidationConfig(Model):
+    """How users prove who they are before sensitive actions."""
+
+    reset_password: ResetPasswordConfig
+
+
+# --- authentication backend ---------------------------------------------------------------
+
+
+class PasswordResetConfig(Model):
+    """Whether the reset flow is offered, and where."""
+
+    disable: bool = False
+    custom_url: str | None = None
+
+    @field_validator("custom_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if not value else _check_url(value, what="custom_url")
+
+
+class Argon2Config(Model):
+    """argon2 parameters (Authelia's defaults)."""
+
+    variant: Literal["argon2id", "argon2i", "argon2d"] = "argon2id"
+    iterations: int = Field(3, ge=1)
+    memory: int = Field(65536, ge=8, description="KiB")
+    parallelism: int = Field(4, ge=1, le=255)
+    key_length: int = Field(32, ge=16, le=1024)
+    salt_length: int = Field(16, ge=8, le=1024)
+
+
+class Sha2CryptConfig(Model):
+    """SHA-crypt parameters (Authelia's defaults)."""
+
+    variant: Literal["sha512", "sha256"] = "sha512"
+    iterations: int = Field(50000, ge=1000, le=999999999)
+    salt_length: int = Field(16, ge=1, le=16)
+
+
+class Pbkdf2Config(Model):
+    """PBKDF2 parameters (Authelia's defaults)."""
+
+    variant: Literal["sha1", "sha224", "sha256", "sha384", "sha512"] = "sha512"
+    iterations: int = Field(310000, ge=100000)
+    salt_length: int = Field(16, ge=8, le=1024)
+
+
+class BcryptConfig(Model):
+    """bcrypt parameters (Authelia's defaults)."""
+
+    variant: Literal["standard", "sha256"] = "standard"
+    cost: int = Field(12, ge=10, le=31)
+
+
+class ScryptConfig(Model):
+    """scrypt parameters (Authelia's defaults); iterations is log2 of N."""
+
+    variant: Literal["scrypt"] = "scrypt"
+    iterations: int = Field(16, ge=1, le=58)
+    block_size: int = Field(8, ge=1)
+    parallelism: int = Field(1, ge=1)
+    key_length: int = Field(32, ge=16, le=1024)
+    salt_length: int = Field(16, ge=8, le=1024)
+
+
+class PasswordConfig(Model):
+    """How the file backend hashes new passwords."""
+
+    algorithm: Literal["argon2", "sha2crypt", "pbkdf2", "bcrypt", "scrypt"] = "argon2"
+    argon2: Argon2Config = Argon2Config()
+    sha2crypt: Sha2CryptConfig = Sha2CryptConfig()
+    pbkdf2: Pbkdf2Config = Pbkdf2Config()
+    bcrypt: BcryptConfig = BcryptConfig()
+    scrypt: ScryptConfig = ScryptConfig()
+
+
+class FileSearchConfig(Model):
+    """How sign-in and reset identifiers are matched against the users file."""
+
+    email: bool = False
+    case_insensitive: bool = False
+
+
+class FileBackendConfig(Model):
+    """The YAML users file."""
+
+    path: Path
+    watch: bool = False
+    search: FileSearchConfig = FileSearchConfig()
+    password: PasswordConfig = PasswordConfig()
+
+
+class LdapTlsConfig(Model):
+    """TLS to the directory server."""
+
+    server_name: str | None = None
+    skip_verify: bool = False
+    minimum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.2"
+    maximum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.3"
+    certificate_chain: str | None = None
+    private_key: SecretStr | None = None
+
+
+class LdapPoolingConfig(Model):
+    """Connection pooling to the directory server."""
+
+    enable: bool = False
+    count: int = Field(5, ge=1)
+    retries: int = Field(2, ge=0)
+    timeout: Duration = timedelta(seconds=10)
+
+
+class LdapAttributesConfig(Model):
+    """Which LDAP attributes hold what (defaults depend on the implementation)."""
+
+    distinguished_name: str | None = None
+    username: str | None = None
+    display_name: str | None = None
+    mail: str | None = None
+    member_of: str | None = None
+    group_name: str | None = None
+
+
+class LdapBackendConfig(Model):
+    """An LDAP directory (schema only for now)."""
+
+    address: LdapAddress
+    implementation: Literal[
+        "custom", "activedirectory", "rfc2307bis", "freeipa", "lldap", "glauth"
+    ] = "custom"
+    timeout: Duration = timedelta(seconds=5)
+    start_tls: bool = False
+    tls: LdapTlsConfig = LdapTlsConfig()
+    pooling: LdapPoolingConfig = LdapPoolingConfig()
+    base_dn: str | None = None
+    additional_users_dn: str | None = None
+    users_filter: str | None = None
+    additional_groups_dn: str | None = None
+    groups_filter: str | None = None
+    group_search_mode: Literal["filter", "memberof"] = "filter"
+    permit_referrals: bool = False
+    permit_unauthenticated_bind: bool = False
+    permit_feature_detection_failure: bool = False
+    user: str | None = None
+    password: SecretStr | None = None
+    attributes: LdapAttributesConfig = LdapAttributesConfig()
+
+
+class AuthenticationBackendConfig(Model):
+    """Where users and their passwords live: exactly one of file or ldap."""
+
+    password_reset: PasswordResetConfig = PasswordResetConfig()
+    file: FileBackendConfig | None = None
+    ldap: LdapBackendConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AuthenticationBackendConfig:
+        if (self.file is None) == (self.ldap is None):
+            raise ValueError("configure exactly one of 'file' or 'ldap'")
+        return self
+
+
+# --- password policy ------------------------------------------------------------------------
+
+
+class StandardPolicyConfig(Model):
+    """Length and character-class rules."""
+
+    enabled: bool = False
+    min_length: int = Field(8, ge=1, le=1024)
+    max_length: int = Field(0, ge=0, le=1024)
+    require_uppercase: bool = False
+    require_lowercase: bool = False
+    require_number: bool = False
+    require_special: bool = False
+
+    @model_validator(mode="after")
+    def _lengths(self) -> StandardPolicyConfig:
+        if self.max_length and self.max_length < self.min_length:
+            raise ValueError("max_length must be 0 (no limit) or at least min_length")
+        return self
+
+
+class ZxcvbnPolicyConfig(Model):
+    """Strength estimation with zxcvbn."""
+
+    enabled: bool = False
+    min_score: int = Field(3, ge=0, le=4)
+
+
+class PasswordPolicyConfig(Model):
+    """Rules a new password must meet."""
+
+    standard: StandardPolicyConfig = StandardPolicyConfig()
+    zxcvbn: ZxcvbnPolicyConfig = ZxcvbnPolicyConfig()
+
+
+# --- notifier -------------------------------------------------------------------------------
+
+
+class SmtpTlsConfig(Model):
+    """TLS to the SMTP server."""
+
+    server_name: str | None = None
+    skip_verify: bool = False
+    minimum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.2"
+    maximum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.3"
+    certificate_chain: str | None = None
+    private_key: SecretStr | None = None
+
+
+class SmtpConfig(Model):
+    """An SMTP relay."""
+
+    address: SmtpAddress
+    sender: str
+    timeout: Duration = timedelta(seconds=5)
+    username: str | None = None
+    password: SecretStr | None = None
+    identifier: str = "localhost"
+    subject: str = "[Portal] {title}"
+    startup_check_address: str = "test@example.com"
+    disable_require_tls: bool = False
+    disable_starttls: bool = False
+    disable_html_emails: bool = False
+    tls: SmtpTlsConfig = SmtpTlsConfig()
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError("must be an email address, optionally as 'Name <address>'")
+        return value
+
+
+class FilesystemNotifierConfig(Model):
+    """Append every mail to a file (for tests and homelabs)."""
+
+    filename: Path
+
+
+class NotifierConfig(Model):
+    """How mail reaches users: exactly one of smtp or filesystem."""
+
+    disable_startup_check: bool = False
+    template_path: Path | None = None
+    smtp: SmtpConfig | None = None
+    filesystem: FilesystemNotifierConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NotifierConfig:
+        if (self.smtp is None) == (self.filesystem is None):
+            raise ValueError("configure exactly one of 'smtp' or 'filesystem'")
+        return self
+
+
+# --- session --------------------------------------------------------------------------------
+
+SameSite = Literal["lax", "strict", "none"]
+
+
+class SessionCookieConfig(Model):
+    """One cookie domain the portal protects; unset values come from the session section."""
+
+    domain: str
+    authelia_url: str
+    default_redirection_url: str | None = None
+    name: str | None = None
+    same_site: SameSite | None = None
+    expiration: Duration | None = None
+    inactivity: Duration | None = None
+    remember_me: Duration | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not value or "/" in value or ":" in value or value.startswith("."):
+            raise ValueError("must be a bare domain such as 'example.com'")
+        return value
+
+    @field_validator("authelia_url")
+    @classmethod
+    def _authelia_url(cls, value: str) -> str:
+        _check_url(value, what="the portal's public address")
+        return value.rstrip("/")
+
+    @field_validator("default_redirection_url")
+    @classmethod
+    def _redirection(cls, value: str | None) -> str | None:
+        return None if not value else _check_url(value, what="default_redirection_url")
+
+    @model_validator(mode="after")
+    def _urls_in_domain(self) -> SessionCookieConfig:
+        portal_host = urlsplit(self.authelia_url).hostname or ""
+        if not _host_in_domain(portal_host, self.domain) and not is_loopback_host(portal_host):
+            raise ValueError(f"authelia_url must be on the domain '{self.domain}' or below it")
+        if self.default_redirection_url:
+            host = urlsplit(self.default_redirection_url).hostname or ""
+            if not _host_in_domain(host, self.domain) and not is_loopback_host(host):
+                raise ValueError(
+                    f"default_redirection_url must be on the domain '{self.domain}' or below it"
+                )
+            if self.default_redirection_url.rstrip("/") == self.authelia_url:
+                raise ValueError("default_redirection_url must not be the authelia_url")
+        return self
+
+
+class SessionConfig(Model):
+    """Sessions and their cookies."""
+
+    secret: SecretStr | None = None
+    name: str = "portal_session"
+    same_site: SameSite = "lax"
+    expiration: Duration = timedelta(hours=1)
+    inactivity: Duration = timedelta(minutes=5)
+    remember_me: Duration = timedelta(days=30)
+    cookies: tuple[SessionCookieConfig, ...]
+
+    @field_validator("cookies")
+    @classmethod
+    def _at_least_one(cls, value: tuple[SessionCookieConfig, ...]) -> Any:
+        if not value:
+            raise ValueError("list at least one cookie domain with its authelia_url")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_cookies(self) -> SessionConfig:
+        inherited = ("name", "same_site", "expiration", "inactivity", "remember_me")
+        filled = tuple(
+            cookie.model_copy(
+                update={k: getattr(self, k) for k in inherited if getattr(cookie, k) is None}
+            )
+            for cookie in self.cookies
+        )
+        object.__setattr__(self, "cookies", filled)
+        return self
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+class LocalStorageConfig(Model):
+    """SQLite."""
+
+    path: Path
+
+
+class PostgresStorageConfig(Model):
+    """PostgreSQL (schema only: not implemented yet)."""
+
+    address: PostgresAddress
+    database: str = "authelia"
+    schema_: str = Field("public", alias="schema")
+    username: str = "authelia"
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=5)
+    tls: SmtpTlsConfig | None = None
+
+
+class StorageConfig(Model):
+    """Where the portal keeps its state: exactly one of local or postgres."""
+
+    encryption_key: SecretStr
+    local: LocalStorageConfig | None = None
+    postgres: PostgresStorageConfig | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 20:
+            raise ValueError("must be at least 20 characters (generate one: portal crypto rand)")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StorageConfig:
+        if (self.local is None) == (self.postgres is None):
+            raise ValueError("configure exactly one of 'local' or 'postgres'")
+        return self
+
+
+# --- regulation -----------------------------------------------------------------------------
+
+
+class RegulationConfig(Model):
+    """Bans after repeated failed sign-ins (Authelia's defaults)."""
+
+    modes: tuple[Literal["user", "ip"], ...] = ("user", "ip")
+    max_retries: int = Field(3, ge=0)
+    find_time: Duration = timedelta(minutes=2)
+    ban_time: Duration = timedelta(minutes=5)
+
+
+class Config(Model):
+    """The whole configuration."""
+
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+    identity_validation: IdentityValidationConfig
+    authentication_backend: AuthenticationBackendConfig
+    password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
+    notifier: NotifierConfig
+    session: SessionConfig
+    storage: StorageConfig
+    regulation: RegulationConfig = RegulationConfig()
+
+    @property
+    def portal_url(self) -> str:
+        """Return the public address links in mails are built from (the first cookie's)."""
+        return self.session.cookies[0].authelia_url
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    path: tuple[str, ...]  # "*" stands for a list index
+    secret: bool
+    is_list: bool
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """Return the non-None members of an Optional/Union/Annotated annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _unwrap(arg) if a is not None]
+    return [] if annotation is type(None) else [annotation]
+
+
+def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[_Leaf]:
+    """Walk a model and yield every key an environment variable may set."""
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        for member in _unwrap(field.annotation):
+            origin = typing.get_origin(member)
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                yield from _leaves(member, (*prefix, key))
+            elif origin is tuple:
+                inner = typing.get_args(member)[0]
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    yield from _leaves(inner, (*prefix, key, "*"))
+                else:
+                    yield _Leaf((*prefix, key), False, True)
+            else:
+                yield _Leaf((*prefix, key), member is SecretStr, False)
+            break
+
+
+def _env_pattern(leaf: _Leaf) -> re.Pattern[str]:
+    parts = [r"(\d+)" if p == "*" else re.escape(p.upper()) for p in leaf.path]
+    return re.compile("_".join(parts))
+
+
+def _set_path(raw: dict[str, Any], path: Sequence[str | int], value: Any) -> None:
+    node: Any = raw
+    for step, nxt in zip(path, path[1:], strict=False):
+        empty: Any = [] if isinstance(nxt, int) else {}
+        if isinstance(step, int):
+            while len(node) <= step:
+                node.append({})
+            if not isinstance(node[step], type(empty)):
+                node[step] = empty
+            node = node[step]
+        else:
+            if not isinstance(node.get(step), type(empty)):
+                node[step] = empty
+            node = node[step]
+    last = path[-1]
+    if isinstance(last, int):
+        while len(node) <= last:
+            node.append(None)
+    node[last] = value
+
+
+def _apply_environment(
+    raw: dict[str, Any], environ: Mapping[str, str], problems: list[str], warnings: list[str]
+) -> None:
+    """Override keys from PORTAL_* (or AUTHELIA_*) variables, and secrets from *_FILE."""
+    leaves = [(leaf, _env_pattern(leaf)) for leaf in _leaves(Config)]
+    found: dict[tuple[str | int, ...], tuple[str, Any]] = {}
+    for prefix in reversed(ENV_PREFIXES):  # PORTAL_ is applied last, so it wins
+        for name, value in sorted(environ.items()):
+            if not name.startswith(prefix) or name[len(prefix) :] in ENV_NOT_KEYS:
+                continue
+            rest = name[len(prefix) :]
+            from_file = rest.endswith("_FILE")
+            matched = False
+            for leaf, pattern in leaves:
+                match = pattern.fullmatch(rest[:-5] if from_file else rest)
+                if match is None or (from_file and not leaf.secret):
+                    continue
+                matched = True
+                indexes = iter(int(g) for g in match.groups())
+                path = tuple(next(indexes) if p == "*" else p for p in leaf.path)
+                parsed: Any = value
+                if from_file:
+                    try:
+                        parsed = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
+                    except OSError as exc:
+                        problems.append(f"{name}: cannot read the file: {exc.strerror}")
+                        break
+                elif leaf.is_list:
+                    parsed = [v.strip() for v in value.split(",") if v.strip()]
+                previous = found.get(path)
+                if previous and previous[0].startswith(prefix):
+                    problems.append(f"{name}: {previous[0]} sets the same key; set only one")
+                found[path] = (name, parsed)
+                break
+            if not matched and prefix == "PORTAL_":
+                warnings.append(f"environment variable {name} matches no configuration key")
+    for path, (_, value) in found.items():
+        _set_path(raw, path, value)
+
+
+def _drop_unsupported(raw: dict[str, Any], warnings: list[str]) -> None:
+    """Remove keys Authelia has and the portal does not implement, warning once for each."""
+    for dotted in UNSUPPORTED_KEYS:
+        *parents, last = dotted.split(".")
+        node: Any = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            del node[last]
+            warnings.append(f"{dotted}: not supported by the portal; ignored")
+
+
+def _format_location(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "configuration"
+
+
+def _format_error(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "missing":
+        message = "option is required"
+    elif kind == "extra_forbidden":
+        message = "unknown option (check the spelling and the indentation)"
+    elif kind == "string_too_short":
+        message = f"must be at least {error['ctx']['min_length']} characters"
+    elif kind == "too_short":
+        message = f"must have at least {error['ctx']['min_length']} item(s)"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    elif message.startswith("Input should be"):
+        message = "must be" + message.removeprefix("Input should be")
+    loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    return f"{_format_location(loc)}: {message}"
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            data = yaml.load(handle)
+    except OSError as exc:
+        problems.append(f"{path}: cannot read the configuration file: {exc.strerror}")
+        return {}
+    except YAMLError as exc:
+        problems.append(f"{path}: not valid YAML: {exc}".replace("\n", " "))
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}: the configuration must be a mapping of sections")
+        return {}
+    return data
+
+
+def read_config(
+    paths: Sequence[Path], environ: Mapping[str, str]
+) -> tuple[Config, list[str]]:
+    """Load and validate the configuration; return it with its warnings or raise ConfigError."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    raw: dict[str, Any] = {}
+    for path in paths:
+        _merge(raw, _read_yaml(path, problems))
+    _apply_environment(raw, environ, problems, warnings)
+    _drop_unsupported(raw, warnings)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_format_error(e) for e in exc.errors(include_url=False))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config, warnings

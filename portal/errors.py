@@ -1,0 +1,84 @@
+"""The portal's one exception tree; middlewares.py maps it to HTTP.
+
+    PortalError
+    +-- ConfigError            the configuration is invalid (every problem, listed)
+    +-- StartupCheckError      a backend failed its start-up check
+    +-- BackendUnavailableError a backend cannot be reached now (503)
+    +-- UserBackendError
+    |   +-- UnsupportedHashError      a stored hash the portal cannot read
+    |   +-- PasswordWriteError        a password could not be written
+    +-- StorageError
+    +-- BadRequestError        the client sent something unusable (400)
+        +-- PayloadTooLargeError      (413)
+        +-- CsrfError                 (403)
+"""
+
+from __future__ import annotations
+
+
+class PortalError(Exception):
+    """Base of every error the portal raises on purpose."""
+
+    status = 500
+    public_message = "Something went wrong on our side. Please try again later."
+
+
+class ConfigError(PortalError):
+    """The configuration has one or more problems, each naming its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StartupCheckError(PortalError):
+    """A backend failed the check it runs before the port opens."""
+
+
+class BackendUnavailableError(PortalError):
+    """A backend cannot be reached right now; the request may be retried."""
+
+    status = 503
+    public_message = "This service is temporarily unavailable. Please try again in a few minutes."
+
+
+class UserBackendError(PortalError):
+    """The user backend failed."""
+
+
+class UnsupportedHashError(UserBackendError):
+    """A stored password hash is in a format the portal cannot verify."""
+
+
+class PasswordWriteError(UserBackendError):
+    """A new password could not be written; the old one is still in place."""
+
+
+class StorageError(PortalError):
+    """The storage backend failed."""
+
+
+class BadRequestError(PortalError):
+    """The client sent a request the portal cannot use."""
+
+    status = 400
+    public_message = "The request could not be understood."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.public_message)
+        if message:
+            self.public_message = message
+
+
+class PayloadTooLargeError(BadRequestError):
+    """The request body is larger than the portal accepts."""
+
+    status = 413
+    public_message = "The request is too large."
+
+
+class CsrfError(BadRequestError):
+    """The form's anti-forgery token is missing or wrong."""
+
+    status = 403
+    public_message = "This form has expired. Please reload the page and try again."

@@ -1,0 +1,1 @@
+"""Durable storage: the Storage seam (base.py) and its backends (sqlite.py)."""

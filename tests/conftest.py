@@ -1,0 +1,69 @@
+"""Shared fixtures: configuration builders and the demo users."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from portal.config import Config, read_config
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+AUTHELIA = SHARED / "compat" / "authelia"
+JWT_SECRET = "j" * 40
+ENCRYPTION_KEY = "e" * 32
+
+ConfigFactory = Callable[..., Config]
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge extra into a copy of base, recursing into mappings."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def minimal_raw(tmp_path: Path) -> dict[str, Any]:
+    """Return the smallest valid configuration, as the YAML would hold it."""
+    return {
+        "identity_validation": {"reset_password": {"jwt_secret": JWT_SECRET}},
+        "authentication_backend": {"file": {"path": str(tmp_path / "users.yml")}},
+        "notifier": {"filesystem": {"filename": str(tmp_path / "notification.txt")}},
+        "session": {
+            "cookies": [{"domain": "example.com", "authelia_url": "https://auth.example.com"}]
+        },
+        "storage": {"encryption_key": ENCRYPTION_KEY, "local": {"path": str(tmp_path / "db")}},
+    }
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    """Copy Authelia's Standalone users (password `password`) where the portal may write."""
+    target = tmp_path / "users.yml"
+    shutil.copy(AUTHELIA / "suites" / "Standalone" / "users.yml", target)
+    return target
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigFactory:
+    """Build a validated Config from the minimal one plus overrides (nested dicts merge)."""
+
+    def build(**overrides: Any) -> Config:
+        raw = deep_merge(minimal_raw(tmp_path), overrides)
+        path = tmp_path / "configuration.yml"
+        with path.open("w") as handle:
+            YAML(typ="safe", pure=True).dump(raw, handle)
+        config, _ = read_config([path], {})
+        return config
+
+    return build

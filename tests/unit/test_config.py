@@ -1,0 +1,437 @@
+"""The configuration: Authelia's shape, environment overrides, and errors that name their path."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from portal.config import parse_duration, read_config
+from portal.errors import ConfigError
+from tests.conftest import AUTHELIA, ENCRYPTION_KEY, JWT_SECRET, REPO, deep_merge, minimal_raw
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    with path.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(data, handle)
+    return path
+
+
+def problems_of(paths: list[Path], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        read_config(paths, environ or {})
+    return caught.value.problems
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "configuration.yml", minimal_raw(tmp_path))
+
+
+def with_changes(tmp_path: Path, **changes: Any) -> Path:
+    return write_yaml(tmp_path / "configuration.yml", deep_merge(minimal_raw(tmp_path), changes))
+
+
+# --- good configurations ----------------------------------------------------------------------
+
+
+def test_minimal_configuration_gets_authelias_defaults(config_file: Path) -> None:
+    config, warnings = read_config([config_file], {})
+
+    assert warnings == []
+    reset = config.identity_validation.reset_password
+    assert reset.jwt_lifespan == timedelta(minutes=5)
+    assert reset.jwt_algorithm == "HS256"
+    start = config.server.endpoints.rate_limits.reset_password_start.buckets
+    assert [(b.period.total_seconds(), b.requests) for b in start] == [
+        (600, 5),
+        (900, 10),
+        (1800, 15),
+    ]
+    finish = config.server.endpoints.rate_limits.reset_password_finish.buckets
+    assert [(b.period.total_seconds(), b.requests) for b in finish] == [(60, 10), (120, 15)]
+    assert config.authentication_backend.file is not None
+    argon2 = config.authentication_backend.file.password.argon2
+    assert (argon2.variant, argon2.memory, argon2.iterations, argon2.parallelism) == (
+        "argon2id",
+        65536,
+        3,
+        4,
+    )
+    assert config.regulation.max_retries == 3
+    assert config.regulation.find_time == timedelta(minutes=2)
+    assert config.regulation.ban_time == timedelta(minutes=5)
+    assert config.portal_url == "https://auth.example.com"
+
+
+def test_the_configuration_is_frozen(config_file: Path) -> None:
+    config, _ = read_config([config_file], {})
+    with pytest.raises(ValueError, match="frozen"):
+        config.log.level = "debug"  # type: ignore[misc]
+
+
+def test_the_embedded_default_configuration_loads_with_secrets_from_the_environment() -> None:
+    environ = {
+        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
+        "PORTAL_STORAGE_ENCRYPTION_KEY": ENCRYPTION_KEY,
+    }
+    config, warnings = read_config([REPO / "config" / "configuration.yml"], environ)
+
+    assert warnings == []
+    assert config.portal_url == "http://127.0.0.1:9091"
+    assert str(config.server.address) == "tcp://127.0.0.1:9091"
+    assert config.notifier.filesystem is not None
+    assert config.notifier.filesystem.filename == Path("var/notification.txt")
+    assert config.storage.local is not None
+    assert config.storage.local.path == Path("var/db.sqlite3")
+
+
+def test_cookie_values_not_set_are_inherited_from_the_session_section(tmp_path: Path) -> None:
+    path = with_changes(
+        tmp_path,
+        session={
+            "name": "shared",
+            "expiration": "2h",
+            "cookies": [
+                {"domain": "example.com", "authelia_url": "https://auth.example.com"},
+                {
+                    "domain": "example.org",
+                    "authelia_url": "https://login.example.org",
+                    "name": "own",
+                    "same_site": "strict",
+                },
+            ],
+        },
+    )
+    config, _ = read_config([path], {})
+
+    first, second = config.session.cookies
+    assert (first.name, first.expiration, first.same_site) == ("shared", timedelta(hours=2), "lax")
+    assert (second.name, second.same_site) == ("own", "strict")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (30, 30),
+        ("45", 45),
+        ("90s", 90),
+        ("5 minutes", 300),
+        ("1h30m", 5400),
+        ("2 days", 172800),
+        ("1 week", 604800),
+        ("1M", 2592000),
+        ("1y", 31536000),
+        ("1 hour 5 minutes", 3900),
+        ("250ms", 0.25),
+    ],
+)
+def test_durations_are_read_as_authelia_writes_them(text: str | int, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 parsecs", "m5", "-5", True, "5 minutes ago"])
+def test_a_bad_duration_is_refused(text: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("tcp://:9091", "tcp://:9091"),
+        ("tcp://0.0.0.0:8080", "tcp://0.0.0.0:8080"),
+        ("tcp://[::1]:9091", "tcp://[::1]:9091"),
+        ("127.0.0.1:9000", "tcp://127.0.0.1:9000"),
+        ("unix:///run/portal.sock", "unix:///run/portal.sock"),
+    ],
+)
+def test_server_addresses(tmp_path: Path, address: str, shown: str) -> None:
+    config, _ = read_config([with_changes(tmp_path, server={"address": address})], {})
+    assert str(config.server.address) == shown
+
+
+# --- Authelia's own files --------------------------------------------------------------------
+
+
+def test_authelias_reference_configuration_loads_with_the_rest_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    environ = {
+        "AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
+        "AUTHELIA_STORAGE_ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "PORTAL_AUTHENTICATION_BACKEND_FILE_PATH": str(tmp_path / "users.yml"),
+        "PORTAL_NOTIFIER_FILESYSTEM_FILENAME": str(tmp_path / "notification.txt"),
+        "PORTAL_STORAGE_LOCAL_PATH": str(tmp_path / "db.sqlite3"),
+        "PORTAL_SESSION_COOKIES_0_DOMAIN": "example.com",
+        "PORTAL_SESSION_COOKIES_0_AUTHELIA_URL": "https://auth.example.com",
+    }
+    config, warnings = read_config([AUTHELIA / "config.template.yml"], environ)
+
+    assert config.identity_validation.reset_password.jwt_secret.get_secret_value() == JWT_SECRET
+    assert config.session.secret is not None
+    assert config.session.secret.get_secret_value() == "insecure_session_secret"
+    assert warnings == []
+
+
+def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key() -> None:
+    environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
+    config, warnings = read_config(
+        [AUTHELIA / "suites" / "Standalone" / "configuration.yml"], environ
+    )
+
+    assert config.authentication_backend.file is not None
+    assert config.authentication_backend.file.path == Path("/config/users.yml")
+    assert config.notifier.smtp is not None
+    assert str(config.notifier.smtp.address) == "smtp://mail.example.com:1025"
+    assert config.regulation.find_time == timedelta(minutes=5)
+    assert config.session.cookies[0].remember_me == timedelta(days=365)
+    assert config.password_policy.standard.require_special is True
+    start = config.server.endpoints.rate_limits.reset_password_start.buckets
+    assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
+    for key in ("totp", "webauthn", "ntp", "telemetry", "access_control", "server.tls", "theme"):
+        assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
+    assert (
+        "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
+        in warnings
+    )
+
+
+def test_authelias_ldap_suite_loads_with_its_ldap_block() -> None:
+    environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
+    config, warnings = read_config([AUTHELIA / "suites" / "LDAP" / "configuration.yml"], environ)
+
+    ldap = config.authentication_backend.ldap
+    assert ldap is not None
+    assert str(ldap.address) == "ldaps://openldap:636"
+    assert ldap.pooling.enable and ldap.pooling.count == 4
+    assert ldap.tls.skip_verify is True
+    assert ldap.attributes.username == "uid"
+    assert ldap.users_filter is not None and "{mail_attribute}={input}" in ldap.users_filter
+    assert config.session.cookies[0].default_redirection_url == "https://home.example.com:8080/"
+    assert any(w.startswith("access_control:") for w in warnings)
+
+
+def test_authelias_short_ldap_suite_secret_is_refused_without_an_override() -> None:
+    problems = problems_of([AUTHELIA / "suites" / "LDAP" / "configuration.yml"])
+    assert problems == [
+        "identity_validation.reset_password.jwt_secret: must be at least 32 characters "
+        "(generate one: portal crypto rand)"
+    ]
+
+
+# --- bad configurations ----------------------------------------------------------------------
+
+
+def test_every_error_is_reported_at_once_each_naming_its_path(tmp_path: Path) -> None:
+    path = with_changes(
+        tmp_path,
+        identity_validation={"reset_password": {"jwt_secret": "short", "jwt_algorithm": "RS256"}},
+        server={"address": "http://:9091"},
+        log={"level": "loud"},
+        regulation={"find_time": "a while"},
+    )
+    problems = problems_of([path])
+
+    assert "identity_validation.reset_password.jwt_secret: must be at least 32 characters " \
+        "(generate one: portal crypto rand)" in problems
+    assert "identity_validation.reset_password.jwt_algorithm: must be 'HS256', 'HS384' or " \
+        "'HS512'" in problems
+    assert any(p.startswith("server.address: scheme 'http' is not supported") for p in problems)
+    assert any(p.startswith("log.level: must be") for p in problems)
+    assert any(p.startswith("regulation.find_time: 'a while' is not a duration") for p in problems)
+    assert len(problems) == 5
+
+
+def test_missing_required_sections_are_named(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "c.yml", {"log": {"level": "info"}})
+    problems = problems_of([path])
+    assert sorted(problems) == [
+        "authentication_backend: option is required",
+        "identity_validation: option is required",
+        "notifier: option is required",
+        "session: option is required",
+        "storage: option is required",
+    ]
+
+
+def test_a_key_neither_authelia_nor_the_portal_knows_is_an_error(tmp_path: Path) -> None:
+    path = with_changes(tmp_path, server={"adress": "tcp://:1"}, colour="blue")
+    problems = problems_of([path])
+    assert sorted(problems) == [
+        "colour: unknown option (check the spelling and the indentation)",
+        "server.adress: unknown option (check the spelling and the indentation)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"authentication_backend": {"ldap": {"address": "ldap://127.0.0.1"}}},
+            "authentication_backend: configure exactly one of 'file' or 'ldap'",
+        ),
+        (
+            {"notifier": {"smtp": {"address": "smtp://127.0.0.1", "sender": "a@b.c"}}},
+            "notifier: configure exactly one of 'smtp' or 'filesystem'",
+        ),
+        (
+            {"session": {"cookies": [{"domain": "example.com", "authelia_url": "http://auth.example.com"}]}},  # noqa: E501
+            "session.cookies[0].authelia_url: must use https (plain http is only allowed for a "
+            "loopback host)",
+        ),
+        (
+            {"session": {"cookies": [{"domain": "example.com", "authelia_url": "https://auth.evil.com"}]}},  # noqa: E501
+            "session.cookies[0]: authelia_url must be on the domain 'example.com' or below it",
+        ),
+        (
+            {"session": {"cookies": []}},
+            "session.cookies: list at least one cookie domain with its authelia_url",
+        ),
+        (
+            {"storage": {"encryption_key": "too-short"}},
+            "storage.encryption_key: must be at least 20 characters (generate one: portal crypto "
+            "rand)",
+        ),
+        (
+            {"server": {"trusted_proxies": ["10.0.0.0/8", "not-a-network"]}},
+            "server.trusted_proxies: must be a list of CIDR networks: 'not-a-network' does not "
+            "appear to be an IPv4 or IPv6 network",
+        ),
+        (
+            {"identity_validation": {"reset_password": {"jwt_lifespan": "2 days"}}},
+            "identity_validation.reset_password.jwt_lifespan: must be at most 1 day (reset links "
+            "should be short-lived)",
+        ),
+    ],
+)
+def test_semantic_errors_name_their_path(
+    tmp_path: Path, changes: dict[str, Any], problem: str
+) -> None:
+    assert problems_of([with_changes(tmp_path, **changes)]) == [problem]
+
+
+def test_plain_http_is_allowed_for_a_loopback_portal(tmp_path: Path) -> None:
+    cookies = [{"domain": "localhost", "authelia_url": "http://localhost:9091/"}]
+    config, _ = read_config([with_changes(tmp_path, session={"cookies": cookies})], {})
+    assert config.portal_url == "http://localhost:9091"
+
+
+def test_the_error_never_echoes_a_secret(tmp_path: Path) -> None:
+    secret = "hunter2-but-too-short"
+    path = with_changes(tmp_path, identity_validation={"reset_password": {"jwt_secret": secret}})
+    assert all(secret not in problem for problem in problems_of([path]))
+
+
+def test_unreadable_and_malformed_files_are_reported(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("server: [unclosed\n")
+    assert problems_of([broken])[0].startswith(f"{broken}: not valid YAML")
+    missing = tmp_path / "missing.yml"
+    assert problems_of([missing])[0] == (
+        f"{missing}: cannot read the configuration file: No such file or directory"
+    )
+    a_list = write_yaml(tmp_path / "list.yml", ["server"])
+    assert problems_of([a_list])[0] == f"{a_list}: the configuration must be a mapping of sections"
+
+
+def test_several_files_merge_later_ones_winning(tmp_path: Path) -> None:
+    base = write_yaml(tmp_path / "base.yml", minimal_raw(tmp_path))
+    extra = write_yaml(tmp_path / "extra.yml", {"log": {"level": "debug"}})
+    config, _ = read_config([base, extra], {})
+    assert config.log.level == "debug"
+    assert config.authentication_backend.file is not None
+
+
+# --- the environment -------------------------------------------------------------------------
+
+
+def test_environment_overrides_the_file(config_file: Path) -> None:
+    environ = {
+        "PORTAL_LOG_LEVEL": "debug",
+        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_LIFESPAN": "10 minutes",
+        "PORTAL_SERVER_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
+        "PORTAL_AUTHENTICATION_BACKEND_FILE_SEARCH_EMAIL": "true",
+        "PORTAL_SESSION_COOKIES_0_AUTHELIA_URL": "https://login.example.com",
+    }
+    config, warnings = read_config([config_file], environ)
+
+    assert warnings == []
+    assert config.log.level == "debug"
+    assert config.identity_validation.reset_password.jwt_lifespan == timedelta(minutes=10)
+    assert [str(n) for n in config.server.trusted_proxies] == ["10.0.0.0/8", "192.168.1.1/32"]
+    assert config.authentication_backend.file is not None
+    assert config.authentication_backend.file.search.email is True
+    assert config.portal_url == "https://login.example.com"
+
+
+def test_portal_prefix_wins_over_authelia_prefix(config_file: Path) -> None:
+    environ = {"AUTHELIA_LOG_LEVEL": "error", "PORTAL_LOG_LEVEL": "debug"}
+    config, _ = read_config([config_file], environ)
+    assert config.log.level == "debug"
+
+
+def test_authelia_prefix_alone_is_accepted(config_file: Path) -> None:
+    config, _ = read_config([config_file], {"AUTHELIA_LOG_FORMAT": "json"})
+    assert config.log.format == "json"
+
+
+def test_secrets_are_read_from_files(tmp_path: Path) -> None:
+    raw = minimal_raw(tmp_path)
+    del raw["identity_validation"]["reset_password"]["jwt_secret"]
+    del raw["storage"]["encryption_key"]
+    path = write_yaml(tmp_path / "c.yml", raw)
+    jwt_file = tmp_path / "jwt"
+    jwt_file.write_text("k" * 64 + "\n")
+    key_file = tmp_path / "key"
+    key_file.write_text("s" * 30)
+    environ = {
+        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE": str(jwt_file),
+        "AUTHELIA_STORAGE_ENCRYPTION_KEY_FILE": str(key_file),
+    }
+    config, _ = read_config([path], environ)
+
+    assert config.identity_validation.reset_password.jwt_secret.get_secret_value() == "k" * 64
+    assert config.storage.encryption_key.get_secret_value() == "s" * 30
+
+
+def test_an_unreadable_secret_file_is_an_error(config_file: Path, tmp_path: Path) -> None:
+    environ = {"PORTAL_STORAGE_ENCRYPTION_KEY_FILE": str(tmp_path / "nope")}
+    assert problems_of([config_file], environ) == [
+        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE: cannot read the file: No such file or directory"
+    ]
+
+
+def test_file_variant_only_exists_for_secrets(config_file: Path, tmp_path: Path) -> None:
+    level = tmp_path / "level"
+    level.write_text("debug")
+    config, warnings = read_config([config_file], {"PORTAL_LOG_LEVEL_FILE": str(level)})
+    assert config.log.level == "info"
+    assert warnings == ["environment variable PORTAL_LOG_LEVEL_FILE matches no configuration key"]
+
+
+def test_a_value_and_its_file_together_are_an_error(config_file: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 40)
+    environ = {
+        "PORTAL_STORAGE_ENCRYPTION_KEY": "y" * 40,
+        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE": str(secret),
+    }
+    problems = problems_of([config_file], environ)
+    assert len(problems) == 1
+    assert "sets the same key; set only one" in problems[0]
+
+
+def test_a_misspelt_portal_variable_is_warned_about(config_file: Path) -> None:
+    _, warnings = read_config([config_file], {"PORTAL_LOG_LEVLE": "debug", "PORTAL_CONFIG": "x"})
+    assert warnings == ["environment variable PORTAL_LOG_LEVLE matches no configuration key"]
+
+
+def test_environment_values_are_validated_like_file_values(config_file: Path) -> None:
+    problems = problems_of([config_file], {"PORTAL_REGULATION_MAX_RETRIES": "many"})
+    assert problems == [
+        "regulation.max_retries: must be a valid integer, unable to parse string as an integer"
+    ]
