@@ -1,0 +1,1 @@
+"""Mail delivery: the Notifier seam (base.py) and its SMTP and filesystem implementations."""

@@ -1,0 +1,68 @@
+"""The Notifier seam every mail backend implements, its errors, and the headers all of them add.
+
+PortalError
++-- NotifierError          a notifier failed
+    +-- DeliveryError      one message could not be delivered (permanent or worth a retry)
+"""
+
+from __future__ import annotations
+
+import copy
+import email.message
+import email.utils
+from datetime import UTC, datetime
+from typing import Protocol
+
+from portal.clock import Clock
+from portal.errors import PortalError
+
+
+class NotifierError(PortalError):
+    """A notifier failed."""
+
+
+class DeliveryError(NotifierError):
+    """Fail to deliver one message; `permanent` says whether a retry could ever succeed."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Notifier(Protocol):
+    """Deliver complete mails to users."""
+
+    async def startup_check(self) -> None:
+        """Check the backend works, or raise StartupCheckError with a secret-free message."""
+        ...
+
+    async def send(self, message: email.message.EmailMessage) -> None:
+        """Deliver one message, or raise DeliveryError."""
+        ...
+
+    async def close(self) -> None:
+        """Release whatever the notifier holds."""
+        ...
+
+
+def complete_headers(
+    message: email.message.EmailMessage, *, sender: str | None, clock: Clock
+) -> email.message.EmailMessage:
+    """Return a copy of the message with From, Date and Message-ID filled in where missing."""
+    # Work on a copy: a caller that retries must not find headers rewritten twice.
+    result = copy.deepcopy(message)
+    if sender is not None and result["From"] is None:
+        result["From"] = sender
+    if result["Date"] is None:
+        result["Date"] = email.utils.format_datetime(datetime.fromtimestamp(clock.now(), UTC))
+    if result["Message-ID"] is None:
+        # Passing a domain keeps make_msgid from calling socket.getfqdn(), which may block.
+        result["Message-ID"] = email.utils.make_msgid(domain=_domain_of(result["From"]))
+    return result
+
+
+def _domain_of(address: str | None) -> str:
+    """Return the domain of an address header, or 'localhost' when there is none."""
+    _, addr = email.utils.parseaddr(address or "")
+    domain = addr.rpartition("@")[2]
+    return domain if domain and "@" in addr else "localhost"

@@ -1,0 +1,93 @@
+"""FilesystemNotifier: append every mail to one file, for tests and homelabs without SMTP.
+
+Each message is written whole (bytes, SMTP line endings) and followed by MESSAGE_SEPARATOR, so
+`split_messages` can read the file back. Mails carry reset links, so the file is created 0600.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import email.parser
+import email.policy
+import os
+from pathlib import Path
+
+from portal.clock import Clock, SystemClock
+from portal.config import FilesystemNotifierConfig
+from portal.errors import StartupCheckError
+from portal.notify.base import DeliveryError, complete_headers
+
+MESSAGE_SEPARATOR = b"----- end of message (portal) -----\r\n"
+
+
+class FilesystemNotifier:
+    """Append each mail to the configured file."""
+
+    def __init__(self, config: FilesystemNotifierConfig, *, clock: Clock | None = None) -> None:
+        self._path = config.filename
+        self._clock: Clock = clock or SystemClock()
+        self._lock = asyncio.Lock()
+
+    async def startup_check(self) -> None:
+        """Check the file can be created and appended to, or raise StartupCheckError."""
+        try:
+            async with self._lock:
+                await asyncio.to_thread(_append, self._path, b"")
+        except OSError as exc:
+            raise StartupCheckError(
+                f"notifier.filesystem: cannot write mails to {self._path}: {_reason(exc)}"
+            ) from exc
+
+    async def send(self, message: email.message.EmailMessage) -> None:
+        """Append the message and its separator to the file, or raise DeliveryError."""
+        complete = complete_headers(message, sender=None, clock=self._clock)
+        data = complete.as_bytes(policy=email.policy.SMTP)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        try:
+            # Serialise writers so two mails never interleave in the file.
+            async with self._lock:
+                await asyncio.to_thread(_append, self._path, data + MESSAGE_SEPARATOR)
+        except OSError as exc:
+            raise DeliveryError(
+                f"cannot append the mail to {self._path}: {_reason(exc)}", permanent=False
+            ) from exc
+
+    async def close(self) -> None:
+        """Release nothing: the file is opened and closed for every mail."""
+
+
+def split_messages(data: bytes) -> list[email.message.EmailMessage]:
+    """Parse the contents of a notifier file back into its messages, oldest first."""
+    parser = email.parser.BytesParser(policy=email.policy.default)
+    chunks = data.split(MESSAGE_SEPARATOR)
+    messages: list[email.message.EmailMessage] = []
+    for chunk in chunks:
+        if chunk.strip():
+            messages.append(parser.parsebytes(chunk))
+    return messages
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Create the file (and its directory) if needed, append the data and flush it to disk."""
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"{parent} is not a directory")
+    # SECURITY: mails hold reset links; only the portal's user may read the file and directory.
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)  # SECURITY: see above
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    """Describe an OS error without a traceback."""
+    return exc.strerror or str(exc) or type(exc).__name__

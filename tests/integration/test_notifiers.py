@@ -1,0 +1,557 @@
+"""The notifiers against real things: aiosmtpd servers on loopback ports (plain, STARTTLS,
+implicit TLS, with AUTH) with trustme certificates, and files in a tmp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import logging
+import ssl
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from portal.config import FilesystemNotifierConfig, SmtpConfig
+from portal.errors import StartupCheckError
+from portal.notify.base import DeliveryError, Notifier
+from portal.notify.filesystem import FilesystemNotifier, split_messages
+from portal.notify.smtp import SmtpNotifier
+from tests.integration.smtp_server import (
+    SmtpServer,
+    closed_port,
+    running_smtp_server,
+    silent_server,
+)
+
+SENDER = "Portal <portal@example.com>"
+JOHN = "john@example.com"
+CREDENTIALS = ("portal", "correct-horse-battery-staple")
+WRONG_PASSWORD = "wrong-pony-secret-9431"
+NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+
+
+class FrozenClock:
+    """A clock that always says NOW."""
+
+    def now(self) -> float:
+        """Return NOW."""
+        return NOW
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A private CA the servers' certificates come from."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context whose certificate is valid for 127.0.0.1 and mail.test only."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "mail.test").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def ca_pem(ca: trustme.CA) -> str:
+    """The CA certificate as PEM text, the way certificate_chain holds it."""
+    return ca.cert_pem.bytes().decode()
+
+
+@pytest.fixture
+async def plain_server() -> AsyncIterator[SmtpServer]:
+    """A server without STARTTLS that refuses one mailbox (550) and defers another (450)."""
+    refuse = {
+        "nobody@example.com": "550 5.1.1 No such user",
+        "busy@example.com": "450 4.2.1 Mailbox busy, try later",
+    }
+    async with running_smtp_server(refuse=refuse) as server:
+        yield server
+
+
+@pytest.fixture
+async def starttls_server(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpServer]:
+    """A server offering STARTTLS with the trustme certificate."""
+    async with running_smtp_server(starttls=server_tls) as server:
+        yield server
+
+
+@pytest.fixture
+async def implicit_tls_server(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpServer]:
+    """A server speaking TLS from the first byte (port 465 style)."""
+    async with running_smtp_server(implicit_tls=server_tls) as server:
+        yield server
+
+
+@pytest.fixture
+async def auth_server(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpServer]:
+    """A STARTTLS server that requires AUTH with CREDENTIALS."""
+    async with running_smtp_server(starttls=server_tls, credentials=CREDENTIALS) as server:
+        yield server
+
+
+@pytest.fixture
+async def clear_auth_server() -> AsyncIterator[SmtpServer]:
+    """A careless server that offers AUTH over plain text and no STARTTLS."""
+    async with running_smtp_server(credentials=CREDENTIALS, auth_over_plain_text=True) as server:
+        yield server
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def smtp_notifier(port: int, scheme: str = "smtp", **overrides: Any) -> SmtpNotifier:
+    """Build an SmtpNotifier for a loopback server, as the configuration would."""
+    raw: dict[str, Any] = {
+        "address": f"{scheme}://127.0.0.1:{port}",
+        "sender": SENDER,
+        "timeout": "2s",
+        "identifier": "portal.test",
+    }
+    raw.update(overrides)
+    return SmtpNotifier(SmtpConfig.model_validate(raw), clock=FrozenClock())
+
+
+def reset_mail(to: str = JOHN, title: str = "Reset your password") -> email.message.EmailMessage:
+    """A complete mail as the renderer hands it over: To, Subject, text and HTML parts."""
+    message = email.message.EmailMessage()
+    message["To"] = to
+    message["Subject"] = title
+    message.set_content("Hello John,\n\nFollow https://auth.example.com/reset?token=abc\n")
+    message.add_alternative(
+        '<p>Hello John,</p><p><a id="reset-link" href="https://auth.example.com/reset?token=abc">'
+        "Reset</a></p>",
+        subtype="html",
+    )
+    return message
+
+
+async def send_failure(notifier: Notifier, message: email.message.EmailMessage) -> DeliveryError:
+    """Send and return the DeliveryError it must raise."""
+    with pytest.raises(DeliveryError) as caught:
+        await notifier.send(message)
+    return caught.value
+
+
+def body(mail: email.message.EmailMessage, subtype: str) -> str:
+    """Return the text of the mail's text/<subtype> part, failing if there is none."""
+    part = mail.get_body(preferencelist=(subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    content: str = part.get_content()
+    return content
+
+
+def everything_said(exc: BaseException) -> str:
+    """Join the messages of an exception and of everything it was raised from."""
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None:
+        parts.append(f"{current!s} {current!r}")
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+# --- SMTP: plain text -----------------------------------------------------------------------
+
+
+async def test_a_server_without_starttls_is_refused_by_default(plain_server: SmtpServer) -> None:
+    error = await send_failure(smtp_notifier(plain_server.port), reset_mail())
+
+    assert str(error) == (
+        "the SMTP server does not offer STARTTLS; set disable_require_tls to allow plain text"
+    )
+    assert error.permanent is False
+    assert plain_server.deliveries == []
+
+
+async def test_plain_text_delivery_when_tls_is_not_required(plain_server: SmtpServer) -> None:
+    await smtp_notifier(plain_server.port, disable_require_tls=True).send(reset_mail())
+
+    [delivery] = plain_server.deliveries
+    mail = delivery.message
+    assert delivery.mail_from == "portal@example.com"
+    assert delivery.rcpt_tos == [JOHN]
+    assert delivery.encrypted is False
+    assert mail["From"] == SENDER
+    assert mail["To"] == JOHN
+    assert mail["Subject"] == "[Portal] Reset your password"
+    assert mail["Date"] == "Tue, 14 Nov 2023 22:13:20 +0000"
+    assert mail["Message-ID"].endswith("@example.com>")
+    assert mail.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in mail.iter_parts()] == ["text/plain", "text/html"]
+    assert 'id="reset-link"' in body(mail, "html")
+
+
+async def test_disable_html_emails_sends_only_the_text_part(plain_server: SmtpServer) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True, disable_html_emails=True)
+
+    await notifier.send(reset_mail())
+
+    [delivery] = plain_server.deliveries
+    mail = delivery.message
+    assert mail.get_content_type() == "text/plain"
+    assert "reset?token=abc" in mail.get_content()
+    assert mail["Subject"] == "[Portal] Reset your password"
+    assert mail["To"] == JOHN
+
+
+async def test_braces_in_a_title_do_not_break_the_subject(plain_server: SmtpServer) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True, subject="{title} ({0})")
+
+    await notifier.send(reset_mail(title="Hi {name} {title} {0}"))
+
+    assert plain_server.deliveries[0].message["Subject"] == "Hi {name} {title} {0} ({0})"
+
+
+async def test_the_callers_message_is_left_untouched_so_a_retry_is_identical(
+    plain_server: SmtpServer,
+) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True)
+    mail = reset_mail()
+
+    await notifier.send(mail)
+    await notifier.send(mail)
+
+    assert mail["Subject"] == "Reset your password"
+    assert mail["From"] is None
+    subjects = [d.message["Subject"] for d in plain_server.deliveries]
+    assert subjects == ["[Portal] Reset your password"] * 2
+
+
+async def test_a_5xx_refusal_of_the_recipient_is_permanent(plain_server: SmtpServer) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True)
+
+    error = await send_failure(notifier, reset_mail(to="nobody@example.com"))
+
+    assert error.permanent is True
+    assert "550" in str(error)
+    assert "No such user" in str(error)
+    assert "Follow https" not in everything_said(error)
+    assert plain_server.deliveries == []
+
+
+async def test_a_4xx_refusal_of_the_recipient_is_worth_a_retry(plain_server: SmtpServer) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True)
+
+    error = await send_failure(notifier, reset_mail(to="busy@example.com"))
+
+    assert error.permanent is False
+    assert "450" in str(error)
+
+
+async def test_a_refused_connection_is_worth_a_retry() -> None:
+    port = closed_port()
+
+    error = await send_failure(smtp_notifier(port), reset_mail())
+
+    assert str(error) == f"cannot connect to smtp://127.0.0.1:{port}: Connection refused"
+    assert error.permanent is False
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    async with silent_server() as port:
+        notifier = smtp_notifier(port, timeout="0.2s")
+
+        error = await send_failure(notifier, reset_mail())
+
+    assert str(error) == f"timed out talking to smtp://127.0.0.1:{port}"
+    assert error.permanent is False
+
+
+# --- SMTP: TLS ------------------------------------------------------------------------------
+
+
+async def test_starttls_delivers_when_the_ca_is_in_certificate_chain(
+    starttls_server: SmtpServer, ca_pem: str
+) -> None:
+    notifier = smtp_notifier(starttls_server.port, tls={"certificate_chain": ca_pem})
+
+    await notifier.send(reset_mail())
+
+    [delivery] = starttls_server.deliveries
+    assert delivery.encrypted is True
+    assert delivery.message["Subject"] == "[Portal] Reset your password"
+
+
+async def test_starttls_refuses_a_certificate_from_an_unknown_ca(
+    starttls_server: SmtpServer,
+) -> None:
+    error = await send_failure(smtp_notifier(starttls_server.port), reset_mail())
+
+    assert str(error).startswith(
+        f"TLS with smtp://127.0.0.1:{starttls_server.port} failed: certificate verify failed"
+    )
+    assert error.permanent is False
+    assert starttls_server.deliveries == []
+
+
+async def test_skip_verify_delivers_despite_an_unknown_ca_and_warns(
+    starttls_server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="portal.notify.smtp"):
+        notifier = smtp_notifier(starttls_server.port, tls={"skip_verify": True})
+
+    await notifier.send(reset_mail())
+    await notifier.send(reset_mail())
+
+    assert len(starttls_server.deliveries) == 2
+    warnings = [r for r in caplog.records if "skip_verify" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_disable_starttls_without_disable_require_tls_is_refused(
+    starttls_server: SmtpServer, ca_pem: str
+) -> None:
+    notifier = smtp_notifier(
+        starttls_server.port, disable_starttls=True, tls={"certificate_chain": ca_pem}
+    )
+
+    error = await send_failure(notifier, reset_mail())
+
+    assert "disable_require_tls" in str(error)
+    assert starttls_server.deliveries == []
+
+
+async def test_starttls_is_used_when_offered_even_if_not_required(
+    starttls_server: SmtpServer, ca_pem: str
+) -> None:
+    notifier = smtp_notifier(
+        starttls_server.port, disable_require_tls=True, tls={"certificate_chain": ca_pem}
+    )
+
+    await notifier.send(reset_mail())
+
+    assert starttls_server.deliveries[0].encrypted is True
+
+
+async def test_implicit_tls_delivers(implicit_tls_server: SmtpServer, ca_pem: str) -> None:
+    notifier = smtp_notifier(
+        implicit_tls_server.port, scheme="submissions", tls={"certificate_chain": ca_pem}
+    )
+
+    await notifier.send(reset_mail())
+
+    [delivery] = implicit_tls_server.deliveries
+    assert delivery.encrypted is True
+    assert delivery.rcpt_tos == [JOHN]
+
+
+async def test_implicit_tls_refuses_an_unknown_ca(implicit_tls_server: SmtpServer) -> None:
+    notifier = smtp_notifier(implicit_tls_server.port, scheme="submissions")
+
+    error = await send_failure(notifier, reset_mail())
+
+    assert "certificate verify failed" in str(error)
+    assert implicit_tls_server.deliveries == []
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "submissions"])
+async def test_the_certificate_is_checked_against_server_name(
+    scheme: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    starttls = server_tls if scheme == "smtp" else None
+    implicit_tls = server_tls if scheme == "submissions" else None
+    async with running_smtp_server(starttls=starttls, implicit_tls=implicit_tls) as server:
+        right = smtp_notifier(
+            server.port, scheme, tls={"certificate_chain": ca_pem, "server_name": "mail.test"}
+        )
+        wrong = smtp_notifier(
+            server.port, scheme, tls={"certificate_chain": ca_pem, "server_name": "other.test"}
+        )
+
+        await right.send(reset_mail())
+        error = await send_failure(wrong, reset_mail())
+
+    assert "certificate verify failed" in str(error)
+    assert "other.test" in str(error)
+    assert len(server.deliveries) == 1
+
+
+# --- SMTP: AUTH -----------------------------------------------------------------------------
+
+
+async def test_the_right_credentials_are_accepted_over_starttls(
+    auth_server: SmtpServer, ca_pem: str
+) -> None:
+    notifier = smtp_notifier(
+        auth_server.port,
+        username=CREDENTIALS[0],
+        password=CREDENTIALS[1],
+        tls={"certificate_chain": ca_pem},
+    )
+
+    await notifier.send(reset_mail())
+
+    assert auth_server.recorder.logins_tried == ["portal"]
+    assert len(auth_server.deliveries) == 1
+
+
+async def test_a_wrong_password_fails_without_the_password_in_the_error(
+    auth_server: SmtpServer, ca_pem: str
+) -> None:
+    notifier = smtp_notifier(
+        auth_server.port,
+        username=CREDENTIALS[0],
+        password=WRONG_PASSWORD,
+        tls={"certificate_chain": ca_pem},
+    )
+
+    error = await send_failure(notifier, reset_mail())
+
+    assert str(error).startswith("authentication failed: 535")
+    assert WRONG_PASSWORD not in everything_said(error)
+    assert error.permanent is False  # the configuration is wrong, not the mail
+    assert auth_server.deliveries == []
+
+
+async def test_credentials_are_never_sent_over_plain_text(clear_auth_server: SmtpServer) -> None:
+    notifier = smtp_notifier(
+        clear_auth_server.port,
+        disable_require_tls=True,
+        username=CREDENTIALS[0],
+        password=CREDENTIALS[1],
+    )
+
+    error = await send_failure(notifier, reset_mail())
+
+    assert "refusing to send the SMTP password over an unencrypted connection" in str(error)
+    assert clear_auth_server.recorder.logins_tried == []
+    assert clear_auth_server.deliveries == []
+
+
+# --- SMTP: startup check --------------------------------------------------------------------
+
+
+async def test_startup_check_passes_and_sends_nothing(auth_server: SmtpServer, ca_pem: str) -> None:
+    notifier = smtp_notifier(
+        auth_server.port,
+        username=CREDENTIALS[0],
+        password=CREDENTIALS[1],
+        startup_check_address="check@example.com",
+        tls={"certificate_chain": ca_pem},
+    )
+
+    await notifier.startup_check()
+
+    assert auth_server.recorder.logins_tried == ["portal"]
+    assert auth_server.recorder.recipients_tried == ["check@example.com"]
+    assert auth_server.deliveries == []
+
+
+async def test_startup_check_names_a_refused_connection() -> None:
+    port = closed_port()
+
+    with pytest.raises(StartupCheckError) as caught:
+        await smtp_notifier(port).startup_check()
+
+    assert str(caught.value) == (
+        f"notifier.smtp: cannot connect to smtp://127.0.0.1:{port}: Connection refused"
+    )
+
+
+async def test_startup_check_reports_bad_credentials_without_the_password(
+    auth_server: SmtpServer, ca_pem: str
+) -> None:
+    notifier = smtp_notifier(
+        auth_server.port,
+        username=CREDENTIALS[0],
+        password=WRONG_PASSWORD,
+        tls={"certificate_chain": ca_pem},
+    )
+
+    with pytest.raises(StartupCheckError) as caught:
+        await notifier.startup_check()
+
+    assert str(caught.value).startswith("notifier.smtp: authentication failed")
+    assert WRONG_PASSWORD not in everything_said(caught.value)
+
+
+async def test_startup_check_says_starttls_is_missing(plain_server: SmtpServer) -> None:
+    with pytest.raises(StartupCheckError, match="does not offer STARTTLS"):
+        await smtp_notifier(plain_server.port).startup_check()
+
+
+async def test_startup_check_reports_a_refused_check_address(plain_server: SmtpServer) -> None:
+    notifier = smtp_notifier(
+        plain_server.port, disable_require_tls=True, startup_check_address="nobody@example.com"
+    )
+
+    with pytest.raises(StartupCheckError, match="refused the recipient: 550"):
+        await notifier.startup_check()
+
+
+# --- filesystem -----------------------------------------------------------------------------
+
+
+async def test_mails_are_appended_whole_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "mail" / "notifications.txt"
+    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path), clock=FrozenClock())
+
+    await notifier.send(reset_mail(title="First"))
+    await notifier.send(reset_mail(title="Second"))
+
+    first, second = split_messages(path.read_bytes())
+    assert [first["Subject"], second["Subject"]] == ["First", "Second"]
+    assert first["To"] == JOHN
+    assert first["Date"] == "Tue, 14 Nov 2023 22:13:20 +0000"
+    assert first["Message-ID"]
+    assert [p.get_content_type() for p in second.iter_parts()] == ["text/plain", "text/html"]
+    assert "reset?token=abc" in body(second, "plain")
+
+
+async def test_the_mail_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "notifications.txt"
+
+    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).send(reset_mail())
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_concurrent_mails_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "notifications.txt"
+    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path))
+
+    await asyncio.gather(*(notifier.send(reset_mail(title=f"Mail {i}")) for i in range(20)))
+
+    mails = split_messages(path.read_bytes())
+    assert sorted(m["Subject"] for m in mails) == sorted(f"Mail {i}" for i in range(20))
+    assert all(m.get_body(preferencelist=("html",)) is not None for m in mails)
+
+
+async def test_filesystem_startup_check_passes_for_a_writable_place(tmp_path: Path) -> None:
+    path = tmp_path / "new-dir" / "notifications.txt"
+
+    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).startup_check()
+
+    assert path.read_bytes() == b""
+
+
+async def test_filesystem_startup_check_names_an_unwritable_path(tmp_path: Path) -> None:
+    # A regular file as the parent stops root too, unlike permission bits.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    path = blocker / "notifications.txt"
+
+    with pytest.raises(StartupCheckError) as caught:
+        await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).startup_check()
+
+    assert str(path) in str(caught.value)
+    assert "not a directory" in str(caught.value)
+
+
+async def test_a_failed_append_is_worth_a_retry(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=blocker / "mail.txt"))
+
+    error = await send_failure(notifier, reset_mail())
+
+    assert error.permanent is False
+    assert str(blocker / "mail.txt") in str(error)
