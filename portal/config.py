@@ -300,6 +300,14 @@ class ResetPasswordConfig(Model):
             raise ValueError("must be at least 32 characters (generate one: portal crypto rand)")
         return value
 
+    @model_validator(mode="after")
+    def _long_enough_for_the_algorithm(self) -> ResetPasswordConfig:
+        # SECURITY: RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+        needed = {"HS256": 32, "HS384": 48, "HS512": 64}[self.jwt_algorithm]
+        if len(self.jwt_secret.get_secret_value().encode()) < needed:
+            raise ValueError(f"jwt_secret must be at least {needed} bytes for {self.jwt_algorithm}")
+        return self
+
     @field_validator("jwt_lifespan")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

@@ -89,6 +89,10 @@ class Storage(Protocol):
         """Mark the record consumed if usable at `at`; True only for the single winner."""
         ...
 
+    async def release_identity_verification(self, jti: str, *, consumed_at: float) -> bool:
+        """Undo our own consume (the write it guarded failed); True if it was ours to undo."""
+        ...
+
     async def revoke_identity_verification(self, jti: str, *, at: float, ip: str) -> bool:
         """Revoke the record; True if it was usable and is now revoked."""
         ...

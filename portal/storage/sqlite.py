@@ -133,6 +133,16 @@ class SqliteStorage:
         )
         return changed == 1
 
+    async def release_identity_verification(self, jti: str, *, consumed_at: float) -> bool:
+        """Undo our own consume (the write it guarded failed); True if it was ours to undo."""
+        changed = await self._write_count(
+            "release_identity_verification",
+            "UPDATE identity_verifications SET consumed_at = NULL, consumed_ip = NULL"
+            " WHERE jti = ? AND consumed_at = ? AND revoked_at IS NULL",
+            (jti, consumed_at),
+        )
+        return changed == 1
+
     async def revoke_identity_verification(self, jti: str, *, at: float, ip: str) -> bool:
         """Revoke the record; True if it was usable and is now revoked."""
         changed = await self._write_count(

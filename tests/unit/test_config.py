@@ -314,6 +314,18 @@ def test_semantic_errors_name_their_path(
     assert problems_of([with_changes(tmp_path, **changes)]) == [problem]
 
 
+def test_the_secret_must_be_as_long_as_the_hash_for_hs384_and_hs512(tmp_path: Path) -> None:
+    reset = {"jwt_secret": "s" * 48, "jwt_algorithm": "HS512"}
+    path = with_changes(tmp_path, identity_validation={"reset_password": reset})
+    assert problems_of([path]) == [
+        "identity_validation.reset_password: jwt_secret must be at least 64 bytes for HS512"
+    ]
+    reset["jwt_algorithm"] = "HS384"
+    path = with_changes(tmp_path, identity_validation={"reset_password": reset})
+    config, _ = read_config([path], {})
+    assert config.identity_validation.reset_password.jwt_algorithm == "HS384"
+
+
 def test_plain_http_is_allowed_for_a_loopback_portal(tmp_path: Path) -> None:
     cookies = [{"domain": "localhost", "authelia_url": "http://localhost:9091/"}]
     config, _ = read_config([with_changes(tmp_path, session={"cookies": cookies})], {})

@@ -296,6 +296,20 @@ async def test_a_reset_link_is_consumed_once_and_remembers_when_and_from_where(
     assert not record.usable_at(NOW + 6)
 
 
+async def test_a_consume_whose_write_failed_can_be_released_only_by_its_owner(
+    storage: Storage,
+) -> None:
+    await storage.save_identity_verification(reset_link())
+    assert await storage.consume_identity_verification("jti-1", at=NOW + 5, ip="192.0.2.7")
+
+    assert not await storage.release_identity_verification("jti-1", consumed_at=NOW + 4)
+    assert await storage.release_identity_verification("jti-1", consumed_at=NOW + 5)
+
+    record = await storage.get_identity_verification("jti-1")
+    assert record is not None and record.usable_at(NOW + 6)
+    assert await storage.consume_identity_verification("jti-1", at=NOW + 6, ip="192.0.2.8")
+
+
 async def test_an_expired_revoked_or_unknown_link_cannot_be_consumed(storage: Storage) -> None:
     await storage.save_identity_verification(reset_link("expiring", expires_at=NOW + 60))
     await storage.save_identity_verification(reset_link("revoked"))
