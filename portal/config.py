@@ -236,10 +236,12 @@ def _buckets(*pairs: tuple[int, int]) -> RateLimit:
 
 
 class RateLimits(Model):
-    """Per-IP limits on the reset endpoints (Authelia's defaults)."""
+    """Per-IP limits on the reset endpoints (Authelia's defaults) and per-account ones."""
 
     reset_password_start: RateLimit = _buckets((600, 5), (900, 10), (1800, 15))
     reset_password_finish: RateLimit = _buckets((60, 10), (120, 15))
+    # Not in Authelia: reset mails per identifier typed and per account, dropped silently.
+    reset_password_identifier: RateLimit = _buckets((900, 3))
 
 
 class Endpoints(Model):

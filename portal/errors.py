@@ -8,6 +8,8 @@
     |   +-- UnsupportedHashError      a stored hash the portal cannot read
     |   +-- PasswordWriteError        a password could not be written
     +-- StorageError
+    +-- RateLimitedError       too many requests from one client (429 + Retry-After)
+    +-- PasswordRejectedError  the new password breaks the policy (400, with reasons)
     +-- BadRequestError        the client sent something unusable (400)
         +-- PayloadTooLargeError      (413)
         +-- CsrfError                 (403)
@@ -21,6 +23,10 @@ class PortalError(Exception):
 
     status = 500
     public_message = "Something went wrong on our side. Please try again later."
+
+    def response_headers(self) -> dict[str, str]:
+        """Return headers the error response must carry (Retry-After, ...)."""
+        return {}
 
 
 class ConfigError(PortalError):
@@ -52,6 +58,32 @@ class UnsupportedHashError(UserBackendError):
 
 class PasswordWriteError(UserBackendError):
     """A new password could not be written; the old one is still in place."""
+
+
+class RateLimitedError(PortalError):
+    """The client made too many requests; it may try again after `retry_after` seconds."""
+
+    status = 429
+    public_message = "Too many attempts. Please wait a few minutes and try again."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limited for {retry_after}s")
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        """Tell the client when to come back."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+class PasswordRejectedError(PortalError):
+    """The new password does not meet the policy; `reasons` say why, one sentence each."""
+
+    status = 400
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+        self.public_message = " ".join(reasons)
 
 
 class StorageError(PortalError):

@@ -23,7 +23,7 @@ import jwt
 
 from portal.clock import Clock
 from portal.config import ResetPasswordConfig
-from portal.errors import ConfigError, PortalError
+from portal.errors import PortalError
 
 AUDIENCE: Final = "portal:reset-password"
 ACTION: Final = "ResetPassword"
@@ -37,7 +37,6 @@ ALLOWED_HEADERS: Final = frozenset({"alg", "typ"})
 FINGERPRINT_KEY_LABEL: Final = b"portal reset fingerprint v1"
 
 _JTI_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{22,128}")
-_HASHES: Final = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
 Reason = Literal[
     "malformed",
@@ -51,6 +50,12 @@ Reason = Literal[
     "expired",
     "not_yet_valid",
     "too_long",
+    # decided by the reset service from storage and the user backend:
+    "unknown",
+    "used",
+    "revoked",
+    "user",
+    "password_changed",
 ]
 
 
@@ -92,19 +97,9 @@ class ResetTokens:
         clock: Clock,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
-        """Prepare the keys; raise ConfigError if the secret is too short for the algorithm."""
+        """Prepare the keys (the configuration already holds the secret to RFC 7518's length)."""
         self._algorithm = config.jwt_algorithm
         self._secret = config.jwt_secret.get_secret_value().encode("utf-8")
-        minimum = _HASHES[self._algorithm]().digest_size
-        # SECURITY: RFC 7518 section 3.2 requires an HMAC key at least as long as the hash output;
-        # fail at boot rather than sign with a weak key (PyJWT would only warn).
-        if len(self._secret) < minimum:
-            raise ConfigError(
-                [
-                    "identity_validation.reset_password.jwt_secret: must be at least "
-                    f"{minimum} bytes for {self._algorithm} (RFC 7518 section 3.2)"
-                ]
-            )
         # SECURITY: a sub-key for fingerprints, so they are never computed with the signing key.
         self._fingerprint_key = hmac.new(
             self._secret, FINGERPRINT_KEY_LABEL, hashlib.sha256

@@ -1,0 +1,63 @@
+# The two commands: `make run` serves the demo portal, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SECRETS := var/secrets
+APT_PACKAGES := slapd ldap-utils nginx chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+# Secrets for the demo: generated once, mode 0600, never committed (var/ is ignored).
+$(SECRETS)/%: | $(VENV)/.installed
+	@mkdir -p -m 700 $(SECRETS)
+	@umask 077 && $(BIN)/portal crypto rand --length 64 > $@.tmp && mv $@.tmp $@
+	@echo "generated $@"
+
+var/users_database.yml: | config/users_database.yml
+	@mkdir -p var
+	@install -m 600 config/users_database.yml $@
+	@echo "copied the demo users to $@"
+
+run: $(VENV)/.installed $(SECRETS)/jwt_secret $(SECRETS)/storage_encryption_key \
+		$(SECRETS)/session_secret var/users_database.yml
+	PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE=$(SECRETS)/jwt_secret \
+	PORTAL_STORAGE_ENCRYPTION_KEY_FILE=$(SECRETS)/storage_encryption_key \
+	PORTAL_SESSION_SECRET_FILE=$(SECRETS)/session_secret \
+	$(BIN)/portal serve --config config/configuration.yml
+
+# The servers the integration and browser tests start on loopback ports.
+system-deps:
+	@missing=""; \
+	for f in /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium; do \
+		[ -x "$$f" ] || missing="$$missing $$f"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(APT_PACKAGES) (missing:$$missing)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(APT_PACKAGES) >/dev/null; \
+	fi
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(VENV)/.installed-test system-deps lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

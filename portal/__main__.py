@@ -1,0 +1,5 @@
+"""Run the command line: python -m portal."""
+
+from portal.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Assemble the aiohttp application: middlewares, cleanup contexts, routes; no logic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from portal.config import Config
+from portal.deps import Dependencies, build_dependencies
+from portal.keys import CLOCK, CONFIG, NOTIFIER, OUTBOX, RESET, STORAGE, USERS
+from portal.mail import MailRenderer
+from portal.middlewares import (
+    MAX_BODY,
+    body_size_middleware,
+    csrf_middleware,
+    errors_middleware,
+    security_headers,
+)
+from portal.notify.outbox import OutboxWorker
+from portal.reset import PasswordResetService
+from portal.routes import setup_routes
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PURGE_INTERVAL = 600.0
+
+log = logging.getLogger("portal")
+
+
+async def _backends(app: web.Application) -> AsyncIterator[None]:
+    """Run every backend's start-up check before the port opens; close them at shutdown."""
+    storage, users, notifier = app[STORAGE], app[USERS], app[NOTIFIER]
+    await storage.startup_check()
+    try:
+        await users.startup_check()
+        if not app[CONFIG].notifier.disable_startup_check:
+            await notifier.startup_check()
+        yield
+    finally:
+        await notifier.close()
+        await users.close()
+        await storage.close()
+
+
+async def _purge_forever(app: web.Application) -> None:
+    while True:
+        try:
+            await app[RESET].purge()
+        except Exception:
+            log.exception("purging expired records failed")
+        await asyncio.sleep(PURGE_INTERVAL)
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """Deliver queued mail and purge expired records while the app runs."""
+    tasks = [
+        asyncio.create_task(app[OUTBOX].run(), name="outbox"),
+        asyncio.create_task(_purge_forever(app), name="purge"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _template_dirs(config: Config) -> list[Path]:
+    custom = config.notifier.template_path
+    return [custom, TEMPLATES] if custom is not None else [TEMPLATES]
+
+
+def create_app(config: Config, deps: Dependencies | None = None) -> web.Application:
+    """Build the application for production (deps=None) or for tests (deps given)."""
+    deps = deps or build_dependencies(config)
+    app = web.Application(
+        middlewares=[errors_middleware, body_size_middleware, csrf_middleware],
+        client_max_size=MAX_BODY,
+    )
+    app[CONFIG] = config
+    app[CLOCK] = deps.clock
+    app[USERS] = deps.users
+    app[STORAGE] = deps.storage
+    app[NOTIFIER] = deps.notifier
+    app[OUTBOX] = OutboxWorker(deps.storage, deps.clock)
+    app[RESET] = PasswordResetService(
+        config=config,
+        users=deps.users,
+        storage=deps.storage,
+        notifier=deps.notifier,
+        outbox=app[OUTBOX],
+        renderer=MailRenderer(_template_dirs(config)),
+        clock=deps.clock,
+    )
+    loader = jinja2.FileSystemLoader(TEMPLATES)
+    aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
+    app.on_response_prepare.append(security_headers)
+    app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(_background)
+    setup_routes(app)
+    return app

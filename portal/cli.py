@@ -1,0 +1,189 @@
+"""The `portal` command: serve, validate-config, crypto."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import secrets
+import signal
+import string
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from portal.app import create_app
+from portal.config import Config, PasswordConfig, read_config
+from portal.errors import ConfigError, PortalError, UnsupportedHashError
+from portal.logs import SafeAccessLogger, configure_logging
+from portal.users.hashing import hash_password, verify_password
+
+DEFAULT_CONFIG = Path("config/configuration.yml")
+ALGORITHMS = ("argon2", "sha2crypt", "pbkdf2", "bcrypt", "scrypt")
+ALPHANUMERIC = string.ascii_letters + string.digits
+log = logging.getLogger("portal")
+
+
+class CliError(Exception):
+    """A problem reported to the user as one line on stderr."""
+
+
+def _config_paths(given: list[Path] | None) -> list[Path]:
+    if given:
+        return given
+    from_env = os.environ.get("PORTAL_CONFIG") or os.environ.get("AUTHELIA_CONFIG")
+    if from_env:
+        return [Path(p) for p in from_env.split(",") if p]
+    return [DEFAULT_CONFIG]
+
+
+def _load(given: list[Path] | None) -> tuple[Config, list[str]]:
+    return read_config(_config_paths(given), os.environ)
+
+
+def _validate_config(args: argparse.Namespace) -> int:
+    config, warnings = _load(args.config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("Configuration is valid.")
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log_class=SafeAccessLogger, handle_signals=False)
+    await runner.setup()  # runs every backend's start-up check before the port opens
+    try:
+        address = config.server.address
+        site: web.BaseSite
+        if address.scheme == "unix":
+            site = web.UnixSite(runner, address.path)
+        else:
+            site = web.TCPSite(runner, address.host or None, address.port)
+        await site.start()
+        log.info("portal listening on %s, public address %s", address, config.portal_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("portal stopping")
+    finally:
+        await runner.cleanup()
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    config, warnings = _load(args.config)
+    configure_logging(config.log)
+    for warning in warnings:
+        log.warning("configuration: %s", warning)
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {config.server.address}: {exc.strerror}") from None
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Confirm password: ") != first:
+            raise CliError("the passwords do not match")
+        return first
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def _hash_generate(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+    if not password:
+        raise CliError("the password must not be empty")
+    try:
+        digest = hash_password(password, PasswordConfig(algorithm=args.algorithm))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Digest: {digest}")
+    return 0
+
+
+def _hash_validate(args: argparse.Namespace) -> int:
+    try:
+        matches = verify_password(args.password, args.digest)
+    except UnsupportedHashError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if matches:
+        print("The password matches the digest.")
+        return 0
+    print("The password does not match the digest.", file=sys.stderr)
+    return 1
+
+
+def _rand(args: argparse.Namespace) -> int:
+    if not 1 <= args.length <= 4096:
+        raise CliError("--length must be between 1 and 4096")
+    print("".join(secrets.choice(ALPHANUMERIC) for _ in range(args.length)))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portal", description="Self-service password portal.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            action="append",
+            help="configuration file (repeat to merge several; default config/configuration.yml "
+            "or $PORTAL_CONFIG)",
+        )
+
+    serve = commands.add_parser("serve", help="serve the portal")
+    with_config(serve)
+    serve.set_defaults(run=_serve_command)
+    validate = commands.add_parser("validate-config", help="check the configuration and exit")
+    with_config(validate)
+    validate.set_defaults(run=_validate_config)
+
+    crypto = commands.add_parser("crypto", help="hashes and random values").add_subparsers(
+        dest="crypto", required=True, metavar="COMMAND"
+    )
+    hashes = crypto.add_parser("hash", help="password hashes").add_subparsers(
+        dest="hash", required=True, metavar="COMMAND"
+    )
+    generate = hashes.add_parser("generate", help="hash a password")
+    generate.add_argument("algorithm", choices=ALGORITHMS)
+    generate.add_argument("--password", help="the password (read from stdin when omitted)")
+    generate.set_defaults(run=_hash_generate)
+    validate_hash = hashes.add_parser("validate", help="check a password against a hash")
+    validate_hash.add_argument("--password", required=True)
+    validate_hash.add_argument("digest", metavar="HASH")
+    validate_hash.set_defaults(run=_hash_validate)
+    rand = crypto.add_parser("rand", help="print a random alphanumeric string")
+    rand.add_argument("--length", type=int, default=64)
+    rand.set_defaults(run=_rand)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    except (CliError, PortalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Thin request handlers: parse, one service call, render."""

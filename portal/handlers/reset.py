@@ -1,0 +1,221 @@
+"""The reset pages and their JSON twins: parse, one service call, render."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import aiohttp_jinja2
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from portal.errors import BadRequestError, PasswordRejectedError
+from portal.keys import CLOCK, CONFIG, RESET
+from portal.middlewares import CSRF_FIELD, csrf_token
+from portal.policy import describe
+from portal.ratelimit import client_ip
+from portal.tokens import InvalidTokenError
+
+TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
+STEP2 = "/reset-password/step2"
+
+
+def _ip(request: web.Request) -> str:
+    return client_ip(request, request.app[CONFIG].server.trusted_proxies)
+
+
+def _page(
+    request: web.Request, template: str, status: int = 200, **context: Any
+) -> web.Response:
+    context.update(csrf_token=csrf_token(request), csrf_field=CSRF_FIELD)
+    response = aiohttp_jinja2.render_template(f"pages/{template}", request, context, status=status)
+    # SECURITY: these pages hold or follow from a reset token: no cache may keep them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _invalid_link(request: web.Request) -> web.Response:
+    response = _page(request, "reset_invalid.html", status=400)
+    response.del_cookie(TOKEN_COOKIE, path=STEP2)
+    return response
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    form = await request.post()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+# -- step 1 --------------------------------------------------------------------------------------
+
+
+async def step1_get(request: web.Request) -> web.Response:
+    """Show the form that asks for a username or email address."""
+    return _page(request, "reset_step1.html")
+
+
+async def step1_post(request: web.Request) -> web.Response:
+    """Queue a reset mail and show the same page whoever was asked for."""
+    form = await _form(request)
+    try:
+        await request.app[RESET].request_link(form.get("username", ""), _ip(request))
+    except BadRequestError as exc:
+        return _page(request, "reset_step1.html", status=400, error=exc.public_message,
+                     username=form.get("username", "")[:256])  # fmt: skip
+    return _page(request, "reset_step1_sent.html")
+
+
+# -- step 2 --------------------------------------------------------------------------------------
+
+
+def _secure(request: web.Request) -> bool:
+    return request.app[CONFIG].portal_url.startswith("https://")
+
+
+async def step2_get(request: web.Request) -> web.Response:
+    """Check the link; move its token from the URL into a cookie, then show the form."""
+    service = request.app[RESET]
+    token = request.query.get("token")
+    if token is not None:
+        try:
+            claims = await service.open_link(token, _ip(request))
+        except InvalidTokenError:
+            return _invalid_link(request)
+        # SECURITY: the token leaves the URL (address bar, history, screenshots) for an HttpOnly
+        # cookie scoped to this page. Lax, not Strict: the click comes from a mail client on
+        # another site, and browsers withhold Strict cookies on the redirect that follows it.
+        response = web.HTTPSeeOther(STEP2)
+        max_age = max(1, int(claims.expires_at - request.app[CLOCK].now()))
+        response.set_cookie(TOKEN_COOKIE, token, path=STEP2, max_age=max_age, httponly=True,
+                            samesite="Lax", secure=_secure(request))  # fmt: skip
+        response.headers["Cache-Control"] = "no-store"
+        raise response
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        return _invalid_link(request)
+    try:
+        _, user = await service.check_link(token, _ip(request))
+    except InvalidTokenError:
+        return _invalid_link(request)
+    return _password_form(request, user.username)
+
+
+def _password_form(
+    request: web.Request, username: str, reasons: list[str] | None = None
+) -> web.Response:
+    policy = request.app[CONFIG].password_policy
+    return _page(request, "reset_step2.html", status=400 if reasons else 200,
+                 username=username, reasons=reasons or [], hints=describe(policy))  # fmt: skip
+
+
+async def step2_post(request: web.Request) -> web.Response:
+    """Set the new password from the form; the link is used up only if it works."""
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        return _invalid_link(request)
+    form = await _form(request)
+    try:
+        user = await request.app[RESET].complete(
+            token, form.get("password", ""), form.get("password_confirm", ""), _ip(request)
+        )
+    except InvalidTokenError:
+        return _invalid_link(request)
+    except PasswordRejectedError as exc:
+        _, user = await request.app[RESET].check_link(token, _ip(request))
+        return _password_form(request, user.username, exc.reasons)
+    response = _page(request, "reset_done.html", username=user.username)
+    response.del_cookie(TOKEN_COOKIE, path=STEP2)
+    return response
+
+
+# -- revoke --------------------------------------------------------------------------------------
+
+
+async def revoke_get(request: web.Request) -> web.Response:
+    """Ask for confirmation before cancelling a link (opening it cancels nothing)."""
+    token = request.query.get("token", "")
+    if not token:
+        return _invalid_link(request)
+    return _page(request, "revoke_confirm.html", token=token)
+
+
+async def revoke_post(request: web.Request) -> web.Response:
+    """Cancel the link."""
+    form = await _form(request)
+    try:
+        await request.app[RESET].revoke(form.get("token", ""), _ip(request))
+    except InvalidTokenError:
+        return _invalid_link(request)
+    return _page(request, "revoke_done.html")
+
+
+# -- JSON API (Authelia's shapes) ----------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_max_length=4096)
+
+
+class StartBody(_Body):
+    """POST /api/reset-password/identity/start."""
+
+    username: str
+
+
+class TokenBody(_Body):
+    """A body carrying a reset token."""
+
+    token: str
+
+
+class ResetBody(TokenBody):
+    """POST /api/reset-password."""
+
+    password: str
+
+
+Body = TypeVar("Body", bound=_Body)
+
+
+async def _json(request: web.Request, model: type[Body]) -> Body:
+    try:
+        return model.model_validate(await request.json())
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+            raise BadRequestError(f"The request body needs valid fields: {fields}.") from None
+        raise BadRequestError("The request body must be a JSON object.") from None
+
+
+OK = {"status": "OK"}
+
+
+async def api_start_post(request: web.Request) -> web.Response:
+    """Queue a reset mail; answer OK whoever was asked for."""
+    body = await _json(request, StartBody)
+    await request.app[RESET].request_link(body.username, _ip(request))
+    return web.json_response(OK)
+
+
+async def api_finish_post(request: web.Request) -> web.Response:
+    """Check a reset token without using it."""
+    body = await _json(request, TokenBody)
+    await request.app[RESET].open_link(body.token, _ip(request))
+    return web.json_response(OK)
+
+
+async def api_reset_post(request: web.Request) -> web.Response:
+    """Set a new password with a reset token."""
+    body = await _json(request, ResetBody)
+    try:
+        await request.app[RESET].complete(body.token, body.password, body.password, _ip(request))
+    except PasswordRejectedError as exc:
+        return web.json_response(
+            {"status": "KO", "message": exc.public_message, "reasons": exc.reasons}, status=400
+        )
+    return web.json_response(OK)
+
+
+async def api_reset_delete(request: web.Request) -> web.Response:
+    """Revoke a reset token."""
+    body = await _json(request, TokenBody)
+    await request.app[RESET].revoke(body.token, _ip(request))
+    return web.json_response(OK)

@@ -1,0 +1,21 @@
+"""Every typed application key, keyed by role rather than by implementation."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from portal.clock import Clock
+from portal.config import Config
+from portal.notify.base import Notifier
+from portal.notify.outbox import OutboxWorker
+from portal.reset import PasswordResetService
+from portal.storage.base import Storage
+from portal.users.base import UserBackend
+
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey("clock", Clock)
+USERS = web.AppKey("users", UserBackend)
+STORAGE = web.AppKey("storage", Storage)
+NOTIFIER = web.AppKey("notifier", Notifier)
+OUTBOX = web.AppKey("outbox", OutboxWorker)
+RESET = web.AppKey("reset", PasswordResetService)

@@ -1,0 +1,172 @@
+"""Cross-cutting request handling: error pages, security headers, body size."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from portal.errors import BadRequestError, CsrfError, PayloadTooLargeError, PortalError
+from portal.keys import CONFIG
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_BODY = 64 * 1024
+CSRF_FIELD = "csrf_token"
+_CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+_NEW_CSRF = web.RequestKey("new_csrf", str)
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("portal.http")
+
+_REASONS = {
+    400: "The request could not be understood.",
+    401: "You need to sign in to see this page.",
+    403: "You are not allowed to see this page.",
+    404: "There is no page at this address.",
+    405: "This page cannot be used that way.",
+    413: "The request is too large.",
+    429: "Too many attempts. Please wait a moment and try again.",
+    500: "Something went wrong on our side. Please try again later.",
+    503: "This service is temporarily unavailable. Please try again in a few minutes.",
+}
+
+
+def is_api(request: web.Request) -> bool:
+    """Tell whether the request is for the JSON API."""
+    return request.path.startswith("/api/")
+
+
+def error_response(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """Render an error as JSON for the API, or as errors/{status}.html or errors/error.html."""
+    if is_api(request):
+        response = web.json_response({"status": "KO", "message": message}, status=status)
+    else:
+        context: dict[str, Any] = {"status": status, "message": message}
+        try:
+            env = aiohttp_jinja2.get_env(request.app)
+            name = env.select_template([f"errors/{status}.html", "errors/error.html"]).name
+            response = aiohttp_jinja2.render_template(name or "", request, context, status=status)
+        except jinja2.TemplateError:
+            log.exception("error template failed")
+            response = web.Response(text=message, status=status)
+    response.headers.update(headers or {})
+    return response
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every failure to one clear page or JSON body; never show a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own 404, 405 and 413 keep their status; the words are ours.
+        message = _REASONS.get(exc.status, exc.reason)
+        keep = {k: v for k, v in exc.headers.items() if k in ("Retry-After", "Allow", "Location")}
+        return error_response(request, exc.status, message, keep)
+    except PortalError as exc:
+        if exc.status >= 500:
+            log.error("request failed: %s %s: %s", request.method, request.path, exc)
+        return error_response(request, exc.status, exc.public_message, exc.response_headers())
+    except Exception:
+        # SECURITY: the traceback goes to the log only; the client sees a generic page.
+        log.exception("unhandled error: %s %s", request.method, request.path)
+        return error_response(request, 500, _REASONS[500])
+
+
+@web.middleware
+async def body_size_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse request bodies over 64 KiB before anything reads them."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLargeError()
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Set the security headers on every response, errors included."""
+    headers = response.headers
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
+        "object-src 'none'",
+    )
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    # SECURITY: reset links carry a token; no page may leak its URL to another site.
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.app[CONFIG].portal_url.startswith("https://"):
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if is_api(request) or response.status >= 400:
+        headers.setdefault("Cache-Control", "no-store")
+
+
+def csrf_cookie_name(request: web.Request) -> str:
+    """Name the CSRF cookie; under https the __Host- prefix keeps sibling subdomains out."""
+    https = request.app[CONFIG].portal_url.startswith("https://")
+    return "__Host-portal_csrf" if https else "portal_csrf"
+
+
+def csrf_token(request: web.Request) -> str:
+    """Return the token forms must echo in their csrf_token field, minting one if needed."""
+    if _NEW_CSRF in request:
+        return request[_NEW_CSRF]
+    current = request.cookies.get(csrf_cookie_name(request), "")
+    if _CSRF_SHAPE.fullmatch(current):
+        return current
+    request[_NEW_CSRF] = secrets.token_urlsafe(32)
+    return request[_NEW_CSRF]
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    portal = urlsplit(request.app[CONFIG].portal_url)
+    return origin == f"{portal.scheme}://{portal.netloc}"
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse cross-site writes: forms echo the CSRF cookie, the API takes JSON only."""
+    if request.method in _UNSAFE and request.match_info.http_exception is None:
+        # SECURITY: browsers send Origin on cross-site POSTs; a foreign one is refused outright.
+        if not _same_origin(request):
+            raise CsrfError()
+        if is_api(request):
+            # SECURITY: a cross-site page cannot send application/json without a CORS preflight.
+            if request.content_type != "application/json":
+                raise BadRequestError("Send the request body as application/json.")
+        else:
+            form = await request.post()
+            sent = form.get(CSRF_FIELD)
+            cookie = request.cookies.get(csrf_cookie_name(request), "")
+            if not (
+                isinstance(sent, str)
+                and _CSRF_SHAPE.fullmatch(cookie)
+                and hmac.compare_digest(sent, cookie)
+            ):
+                raise CsrfError()
+    response = await handler(request)
+    if _NEW_CSRF in request:
+        https = request.app[CONFIG].portal_url.startswith("https://")
+        response.set_cookie(
+            csrf_cookie_name(request),
+            request[_NEW_CSRF],
+            path="/",
+            secure=https,
+            httponly=True,
+            samesite="Strict",
+        )
+    return response

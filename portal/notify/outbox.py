@@ -1,0 +1,123 @@
+"""The durable outbox: work queued in storage and a background worker that delivers it.
+
+A request handler enqueues and returns at once; the worker claims due messages, runs the
+handler registered for their kind, and retries with backoff, so neither an SMTP outage nor a
+restart loses a mail and no requester waits on a lookup or a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from portal.clock import Clock
+from portal.errors import PortalError
+from portal.notify.base import DeliveryError
+from portal.storage.base import OutboxMessage, Storage
+
+Job = Callable[[OutboxMessage], Awaitable[None]]
+
+log = logging.getLogger("portal.outbox")
+
+
+class PermanentJobError(PortalError):
+    """A job that can never succeed; it is dropped after logging."""
+
+
+class OutboxWorker:
+    """Deliver queued work in the background, retrying failures with exponential backoff."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        jobs: Mapping[str, Job] | None = None,
+        *,
+        poll_interval: float = 5.0,
+        lease: float = 120.0,
+        max_attempts: int = 25,
+        backoff_base: float = 5.0,
+        backoff_max: float = 900.0,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._jobs = dict(jobs or {})
+        self._poll_interval = poll_interval
+        self._lease = lease
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._wake = asyncio.Event()
+
+    def register(self, kind: str, job: Job) -> None:
+        """Run `job` for every queued message of this kind."""
+        self._jobs[kind] = job
+
+    async def enqueue(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Queue one unit of work durably and wake the worker."""
+        if kind not in self._jobs:
+            raise ValueError(f"no job registered for {kind!r}")
+        await self._storage.outbox_enqueue(kind, payload, at=self._clock.now())
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the worker look for due work now rather than at its next poll."""
+        self._wake.set()
+
+    def backoff(self, attempts: int) -> float:
+        """Return how long to wait before the next try after `attempts` tries."""
+        return float(min(self._backoff_max, self._backoff_base * 2 ** (attempts - 1)))
+
+    async def run_once(self) -> int:
+        """Run every due message once; return how many were claimed."""
+        messages = await self._storage.outbox_claim(at=self._clock.now(), lease=self._lease)
+        for message in messages:
+            await self._run(message)
+        return len(messages)
+
+    async def _run(self, message: OutboxMessage) -> None:
+        job = self._jobs.get(message.kind)
+        try:
+            if job is None:
+                raise PermanentJobError(f"no job registered for {message.kind!r}")
+            await job(message)
+        except Exception as exc:  # any failure is retried or dropped, never lost silently
+            permanent = isinstance(exc, PermanentJobError) or (
+                isinstance(exc, DeliveryError) and exc.permanent
+            )
+            # SECURITY: the error text, never the payload: it may hold an identifier.
+            reason = f"{type(exc).__name__}: {exc}"
+            if permanent or message.attempts >= self._max_attempts:
+                log.error(
+                    "outbox: giving up on %s message %d after %d attempt(s): %s",
+                    message.kind, message.id, message.attempts, reason,
+                )  # fmt: skip
+                await self._storage.outbox_done(message.id)
+                return
+            delay = self.backoff(message.attempts)
+            log.warning(
+                "outbox: %s message %d failed (attempt %d), retrying in %.0fs: %s",
+                message.kind, message.id, message.attempts, delay, reason,
+            )  # fmt: skip
+            await self._storage.outbox_retry(
+                message.id, next_attempt_at=self._clock.now() + delay, error=reason
+            )
+            return
+        await self._storage.outbox_done(message.id)
+
+    async def run(self) -> None:
+        """Work until cancelled: run due messages, then sleep until woken or the poll interval."""
+        while True:
+            # Cleared before the run, so work queued during it wakes the next round at once.
+            self._wake.clear()
+            try:
+                while await self.run_once():
+                    pass
+            except Exception:
+                log.exception("outbox: the worker loop failed; trying again shortly")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            except TimeoutError:
+                pass

@@ -1,0 +1,324 @@
+"""Every password-reset decision: who gets a link, whether a link is good, whether a password is.
+
+Asking for a link does no user-dependent work while the requester waits: after input checks and
+rate limits the request goes to the outbox, and the worker looks the user up, issues the token,
+records its jti and sends the mail. Setting the password checks the token, its record and the
+password fingerprint again, applies the policy, consumes the jti atomically, then writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from portal.audit import audit
+from portal.clock import Clock
+from portal.config import Config
+from portal.errors import BadRequestError, PasswordRejectedError, RateLimitedError
+from portal.mail import MailRenderer, humanize_duration
+from portal.notify.base import Notifier
+from portal.notify.outbox import OutboxWorker
+from portal.policy import check_password
+from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
+from portal.storage.base import IdentityVerification, OutboxMessage, Storage
+from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
+from portal.users.base import User, UserBackend
+
+RESET_MAIL = "reset_password"
+CHANGED_MAIL = "password_changed"
+MAX_IDENTIFIER = 256
+# Consumed and revoked records stay a day after they expire, for the audit trail.
+RECORD_RETENTION = 86400.0
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class ResetLimits:
+    """The buckets the reset flow counts against."""
+
+    start: tuple[Bucket, ...]
+    finish: tuple[Bucket, ...]
+    account: tuple[Bucket, ...]
+
+    @classmethod
+    def from_config(cls, config: Config) -> ResetLimits:
+        """Read the limits from server.endpoints.rate_limits."""
+        limits = config.server.endpoints.rate_limits
+        return cls(
+            start=buckets_from_config(limits.reset_password_start),
+            finish=buckets_from_config(limits.reset_password_finish),
+            account=buckets_from_config(limits.reset_password_identifier),
+        )
+
+
+class PasswordResetService:
+    """Run the reset flow: request a link, check it, set the password, revoke it."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        users: UserBackend,
+        storage: Storage,
+        notifier: Notifier,
+        outbox: OutboxWorker,
+        renderer: MailRenderer,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._users = users
+        self._storage = storage
+        self._notifier = notifier
+        self._outbox = outbox
+        self._renderer = renderer
+        self._clock = clock
+        self._limiter = RateLimiter(storage, clock)
+        self._limits = ResetLimits.from_config(config)
+        self.tokens = ResetTokens(
+            config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
+        )
+        secret = config.identity_validation.reset_password.jwt_secret.get_secret_value()
+        self._identifier_key = hmac.new(
+            secret.encode(), b"portal identifier v1", hashlib.sha256
+        ).digest()
+        outbox.register(RESET_MAIL, self.deliver_reset_mail)
+        outbox.register(CHANGED_MAIL, self.deliver_changed_mail)
+
+    # -- asking for a link ---------------------------------------------------------------------
+
+    def identifier_hash(self, identifier: str) -> str:
+        """Return a keyed hash of a typed identifier, for logs and rate-limit keys."""
+        folded = unicodedata.normalize("NFKC", identifier).casefold()
+        return hmac.new(self._identifier_key, folded.encode(), hashlib.sha256).hexdigest()[:16]
+
+    async def limit_start(self, ip: str) -> None:
+        """Count one step-1 request from ip; raise RateLimitedError when over a bucket."""
+        await self._limit("reset-start", ip, self._limits.start)
+
+    async def limit_finish(self, ip: str) -> None:
+        """Count one step-2 request from ip; raise RateLimitedError when over a bucket."""
+        await self._limit("reset-finish", ip, self._limits.finish)
+
+    async def _limit(self, endpoint: str, ip: str, buckets: tuple[Bucket, ...]) -> None:
+        retry_after = await self._limiter.hit(f"ip:{endpoint}:{ip}", buckets)
+        if retry_after is not None:
+            audit("reset_throttled", scope="ip", endpoint=endpoint, ip=ip)
+            raise RateLimitedError(int(retry_after))
+
+    async def request_link(self, identifier: str, ip: str) -> None:
+        """Queue a reset mail for whoever matches; the same outcome for every identifier."""
+        identifier = identifier.strip()
+        if not identifier:
+            raise BadRequestError("Enter your username or email address.")
+        if len(identifier) > MAX_IDENTIFIER:
+            raise BadRequestError("That is too long to be a username or an email address.")
+        await self.limit_start(ip)
+        key = self.identifier_hash(identifier)
+        # SECURITY: counted before any lookup, so unknown identifiers count the same, and
+        # dropped silently: the requester sees the same page either way.
+        if await self._limiter.hit(f"reset-identifier:{key}", self._limits.account) is not None:
+            audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
+            return
+        await self._outbox.enqueue(
+            RESET_MAIL, {"identifier": identifier, "ip": ip, "requested_at": self._clock.now()}
+        )
+        audit("reset_requested", identifier_hash=key, ip=ip)
+
+    async def deliver_reset_mail(self, message: OutboxMessage) -> None:
+        """Look the user up, issue a link and mail it to the stored address (outbox job)."""
+        identifier = str(message.payload["identifier"])
+        ip = str(message.payload["ip"])
+        key = self.identifier_hash(identifier)
+        user = await self._users.get_user(identifier)
+        if user is None or user.disabled or not user.email:
+            why = "unknown" if user is None else "disabled" if user.disabled else "no_email"
+            audit("reset_no_mail", identifier_hash=key, ip=ip, reason=why)
+            return
+        # SECURITY: a second, per-account count catches the same account typed several ways.
+        account_key = f"reset-account:{self.identifier_hash(user.username)}"
+        # Only on the first attempt: a retry after an SMTP outage is the same request.
+        if message.attempts == 1 and (
+            await self._limiter.hit(account_key, self._limits.account) is not None
+        ):
+            audit("reset_throttled", scope="account", username=user.username, ip=ip)
+            return
+        state = await self._users.password_state(user.username)
+        if state is None:
+            audit("reset_no_mail", username=user.username, ip=ip, reason="unknown")
+            return
+        token, claims = self.tokens.issue(user.username, state)
+        now = self._clock.now()
+        # SECURITY: a new link revokes the user's older unused ones.
+        await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
+        await self._storage.save_identity_verification(
+            IdentityVerification(
+                jti=claims.jti,
+                username=user.username,
+                action=ACTION,
+                issued_at=claims.issued_at,
+                issued_ip=ip,
+                expires_at=claims.expires_at,
+            )
+        )
+        base = self._config.portal_url
+        mail = self._renderer.render(
+            RESET_MAIL,
+            # SECURITY: the stored address, never what was typed (Django CVE-2019-19844).
+            to=user.email,
+            title="Reset your password",
+            context={
+                "display_name": user.display_name or user.username,
+                "username": user.username,
+                "link": f"{base}/reset-password/step2?token={token}",
+                "revoke_link": f"{base}/revoke/reset-password?token={token}",
+                "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
+                "ip": ip,
+                "requested_at": _when(float(message.payload["requested_at"])),
+                "portal_url": base,
+            },
+        )
+        jti_hash = ResetTokens.jti_hash(claims.jti)
+        try:
+            await self._notifier.send(mail)
+        except Exception as exc:
+            audit("reset_mail_failed", username=user.username, ip=ip, jti_hash=jti_hash,
+                  error=type(exc).__name__)  # fmt: skip
+            raise
+        audit("reset_mail_sent", username=user.username, ip=ip, jti_hash=jti_hash)
+
+    # -- using a link --------------------------------------------------------------------------
+
+    def _reject(self, reason: Reason, ip: str, claims: ResetClaims | None = None) -> None:
+        audit(
+            "reset_rejected",
+            reason=reason,
+            ip=ip,
+            username=claims.username if claims else None,
+            jti_hash=ResetTokens.jti_hash(claims.jti) if claims else None,
+        )
+        raise InvalidTokenError(reason)
+
+    async def check_link(self, token: str, ip: str) -> tuple[ResetClaims, User]:
+        """Return the link's claims and user if it can still set a password; else refuse it."""
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidTokenError as exc:
+            self._reject(exc.reason, ip)
+            raise
+        record = await self._storage.get_identity_verification(claims.jti)
+        if record is None or record.username != claims.username or record.action != ACTION:
+            self._reject("unknown", ip, claims)
+        assert record is not None  # noqa: S101 - _reject raised otherwise
+        if record.consumed_at is not None:
+            self._reject("used", ip, claims)
+        if record.revoked_at is not None:
+            self._reject("revoked", ip, claims)
+        if not record.usable_at(self._clock.now()):
+            self._reject("expired", ip, claims)
+        user = await self._users.get_user(claims.username)
+        if user is None or user.disabled or user.username != claims.username:
+            self._reject("user", ip, claims)
+        assert user is not None  # noqa: S101 - _reject raised otherwise
+        state = await self._users.password_state(user.username)
+        # SECURITY: the link dies when the password changed by any means since it was issued.
+        if not self.tokens.fingerprint_matches(claims, state):
+            self._reject("password_changed", ip, claims)
+        return claims, user
+
+    async def open_link(self, token: str, ip: str) -> ResetClaims:
+        """Check a link as it is opened (it stays usable: mail scanners open links too)."""
+        await self.limit_finish(ip)
+        claims, user = await self.check_link(token, ip)
+        audit("reset_link_opened", username=user.username, ip=ip,
+              jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        return claims
+
+    async def complete(self, token: str, password: str, confirm: str, ip: str) -> User:
+        """Set the new password if the link and the password are good; consume the link."""
+        await self.limit_finish(ip)
+        claims, user = await self.check_link(token, ip)
+        jti_hash = ResetTokens.jti_hash(claims.jti)
+        reasons: list[str] = []
+        if password != confirm:
+            reasons.append("The two passwords do not match.")
+        else:
+            words = [user.username, user.display_name, *user.emails]
+            words += [e.split("@")[0] for e in user.emails] + user.display_name.split()
+            reasons = await asyncio.to_thread(
+                check_password, password, self._config.password_policy, user_inputs=words
+            )
+            # SECURITY: verified against the stored hash; Authelia skips this on reset.
+            if not reasons and await self._users.check_password(user.username, password):
+                reasons.append("Choose a password different from your current one.")
+        if reasons:
+            audit("reset_rejected", reason="policy", username=user.username, ip=ip,
+                  jti_hash=jti_hash)  # fmt: skip
+            raise PasswordRejectedError(reasons)
+        now = self._clock.now()
+        # SECURITY: consume before writing, atomically: of two concurrent requests one writes.
+        if not await self._storage.consume_identity_verification(claims.jti, at=now, ip=ip):
+            self._reject("used", ip, claims)
+        try:
+            await self._users.set_password(user.username, password)
+        except Exception:
+            await self._storage.release_identity_verification(claims.jti, consumed_at=now)
+            raise
+        await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
+        # SECURITY: every session of the user ends, on every device (Django does; Authelia not).
+        await self._storage.session_delete_user(user.username)
+        await self._outbox.enqueue(
+            CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": now}
+        )
+        audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash)
+        return user
+
+    async def deliver_changed_mail(self, message: OutboxMessage) -> None:
+        """Tell the user their password changed, with time and IP (outbox job)."""
+        user = await self._users.get_user(str(message.payload["username"]))
+        if user is None or not user.email:
+            return
+        base = self._config.portal_url
+        mail = self._renderer.render(
+            CHANGED_MAIL,
+            to=user.email,
+            title="Your password was changed",
+            context={
+                "display_name": user.display_name or user.username,
+                "username": user.username,
+                "changed_at": _when(float(message.payload["changed_at"])),
+                "ip": str(message.payload["ip"]),
+                "reset_url": f"{base}/reset-password/step1",
+                "portal_url": base,
+            },
+        )
+        await self._notifier.send(mail)
+
+    # -- revoking a link -----------------------------------------------------------------------
+
+    async def revoke(self, token: str, ip: str) -> None:
+        """Revoke a link from its "this was not me" address; refuse one that is not usable."""
+        await self.limit_finish(ip)
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidTokenError as exc:
+            self._reject(exc.reason, ip)
+            raise
+        if not await self._storage.revoke_identity_verification(
+            claims.jti, at=self._clock.now(), ip=ip
+        ):
+            self._reject("used", ip, claims)
+        audit("reset_revoked", username=claims.username, ip=ip,
+              jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+
+    async def purge(self) -> None:
+        """Delete expired records and rate-limit events (run periodically)."""
+        now = self._clock.now()
+        await self._storage.purge_identity_verifications(expired_before=now - RECORD_RETENTION)
+        await self._storage.purge_rate_limits(before=now - RECORD_RETENTION)

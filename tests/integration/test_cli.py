@@ -1,0 +1,243 @@
+"""The `portal` command, run as an admin runs it: a real process, real files, a real port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from ruamel.yaml import YAML
+
+from tests.conftest import AUTHELIA, JWT_SECRET, REPO, minimal_raw
+
+AUTHELIA_HASH = (
+    "$6$rounds=500000$jgiCMRyGXzoqpxS3$w2pJeZnnH8bwW3zzvoMWtTRfQYsHbWbD/hquuQ5vUeIyl9gdwBIt6RWk2S"
+    "6afBA0DPakbeWgD/4SZPiS0hYtU/"
+)
+
+
+def portal(
+    *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m portal` with the given arguments."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "AUTHELIA_"))}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "portal", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(tmp_path: Path, port: int) -> Path:
+    raw = minimal_raw(tmp_path)
+    raw["server"] = {"address": f"tcp://127.0.0.1:{port}"}
+    path = tmp_path / "configuration.yml"
+    with path.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(raw, handle)
+    return path
+
+
+# --- validate-config ---------------------------------------------------------------------------
+
+
+def test_validate_config_accepts_the_shipped_configuration() -> None:
+    result = portal(
+        "validate-config",
+        env={
+            "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
+            "PORTAL_STORAGE_ENCRYPTION_KEY": "k" * 40,
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Configuration is valid."
+
+
+def test_validate_config_lists_every_problem_without_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("log:\n  level: loud\nserver:\n  adress: x\n")
+    result = portal("validate-config", "--config", str(bad))
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert (
+        "error: log.level: must be 'trace', 'debug', 'info', 'warn', 'warning' or 'error'" in lines
+    )
+    assert "error: server.adress: unknown option (check the spelling and the indentation)" in lines
+    assert "error: identity_validation: option is required" in lines
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_validate_config_prints_warnings_for_authelia_keys_it_ignores() -> None:
+    result = portal(
+        "validate-config",
+        "--config",
+        str(AUTHELIA / "suites" / "Standalone" / "configuration.yml"),
+        env={"AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: totp: not supported by the portal; ignored" in result.stderr.splitlines()
+
+
+def test_the_config_path_may_come_from_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 9999)
+    result = portal("validate-config", env={"PORTAL_CONFIG": str(path)})
+    assert result.returncode == 0, result.stderr
+
+
+# --- crypto ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["argon2", "sha2crypt", "pbkdf2", "bcrypt", "scrypt"])
+def test_hash_generate_then_validate_round_trips(algorithm: str) -> None:
+    generated = portal("crypto", "hash", "generate", algorithm, "--password", "correct horse")
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.startswith("Digest: $")
+    digest = generated.stdout.strip().removeprefix("Digest: ")
+
+    good = portal("crypto", "hash", "validate", "--password", "correct horse", "--", digest)
+    bad = portal("crypto", "hash", "validate", "--password", "wrong horse", "--", digest)
+    assert (good.returncode, bad.returncode) == (0, 1)
+
+
+def test_hash_generate_defaults_to_authelias_argon2id_parameters() -> None:
+    result = portal("crypto", "hash", "generate", "argon2", "--password", "pw")
+    digest = result.stdout.strip().removeprefix("Digest: ")
+    assert digest.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert PasswordHasher().verify(digest, "pw")
+
+
+def test_hash_generate_reads_the_password_from_stdin() -> None:
+    result = portal("crypto", "hash", "generate", "argon2", stdin="from stdin\n")
+    digest = result.stdout.strip().removeprefix("Digest: ")
+    assert PasswordHasher().verify(digest, "from stdin")
+
+
+def test_hash_generate_refuses_an_empty_password() -> None:
+    result = portal("crypto", "hash", "generate", "argon2", stdin="\n")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: the password must not be empty"
+
+
+def test_hash_validate_checks_authelias_own_hash() -> None:
+    good = portal("crypto", "hash", "validate", "--password", "password", "--", AUTHELIA_HASH)
+    bad = portal("crypto", "hash", "validate", "--password", "Password", "--", AUTHELIA_HASH)
+    assert good.returncode == 0
+    assert good.stdout.strip() == "The password matches the digest."
+    assert bad.returncode == 1
+
+
+def test_hash_validate_of_an_unreadable_hash_fails_with_one_line() -> None:
+    result = portal("crypto", "hash", "validate", "--password", "x", "--", "$md5$nope")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_rand_prints_alphanumeric_of_the_asked_length() -> None:
+    default = portal("crypto", "rand").stdout.strip()
+    short = portal("crypto", "rand", "--length", "20").stdout.strip()
+    assert len(default) == 64 and default.isalnum()
+    assert len(short) == 20 and short.isalnum()
+    assert portal("crypto", "rand").stdout.strip() != default
+
+
+def test_rand_refuses_a_silly_length() -> None:
+    result = portal("crypto", "rand", "--length", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --length must be between 1 and 4096"
+
+
+def test_an_unknown_command_is_one_clear_error() -> None:
+    result = portal("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+# --- serve -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path, users_file: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portal", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def wait_for_health(port: int, process: subprocess.Popen[str]) -> dict[str, str]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                return {"status": str(r.status), "body": r.read().decode()}
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the portal did not start listening")
+
+
+def test_serve_listens_and_stops_cleanly_on_sigterm(
+    served: tuple[subprocess.Popen[str], int], tmp_path: Path
+) -> None:
+    process, port = served
+    assert wait_for_health(port, process) == {"status": "200", "body": '{"status": "OK"}'}
+    assert (tmp_path / "db").exists()
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    _, stderr = process.communicate()
+    assert "portal listening on tcp://127.0.0.1:" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_serve_with_a_broken_backend_exits_before_opening_the_port(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    (tmp_path / "users.yml").write_text("users: [not, a, mapping]\n")
+    result = portal("serve", "--config", str(config), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "error:" in result.stderr
+    assert "users.yml" in result.stderr
+    assert "Traceback" not in result.stderr
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_serve_with_a_bad_configuration_exits_with_the_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("server:\n  address: 'ftp://x'\n")
+    result = portal("serve", "--config", str(bad))
+    assert result.returncode == 1
+    assert "error: server.address: scheme 'ftp' is not supported" in result.stderr
