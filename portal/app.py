@@ -59,16 +59,13 @@ async def _purge_forever(app: web.Application) -> None:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """Deliver queued mail and purge expired records while the app runs."""
-    tasks = [
-        asyncio.create_task(app[OUTBOX].run(), name="outbox"),
-        asyncio.create_task(_purge_forever(app), name="purge"),
-    ]
+    app[OUTBOX].start()
+    purge = asyncio.create_task(_purge_forever(app), name="purge")
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    purge.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await purge
+    await app[OUTBOX].stop()
 
 
 def _template_dirs(config: Config) -> list[Path]:

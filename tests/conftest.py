@@ -20,6 +20,22 @@ JWT_SECRET = "j" * 40
 ENCRYPTION_KEY = "e" * 32
 
 ConfigFactory = Callable[..., Config]
+START = 1_700_000_000.0
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, start: float = START) -> None:
+        self.time = start
+
+    def now(self) -> float:
+        """Return the current fake time."""
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.time += seconds
 
 
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

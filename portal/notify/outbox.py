@@ -8,6 +8,7 @@ restart loses a mail and no requester waits on a lookup or a send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -50,6 +51,8 @@ class OutboxWorker:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
     def register(self, kind: str, job: Job) -> None:
         """Run `job` for every queued message of this kind."""
@@ -107,17 +110,37 @@ class OutboxWorker:
             return
         await self._storage.outbox_done(message.id)
 
+    def start(self) -> None:
+        """Start working in the background."""
+        self._stopping = False
+        self._task = asyncio.create_task(self.run(), name="outbox")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let the job under way finish (up to `grace` seconds), then stop; queued work stays."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # A flag, not only cancel(): libraries that use wait_for on Python 3.11 (aiosmtplib)
+        # can swallow a cancellation, and the worker would then run forever.
+        self._stopping = True
+        self.wake()
+        done, _ = await asyncio.wait([task], timeout=grace)
+        while not done:
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=1.0)
+
     async def run(self) -> None:
-        """Work until cancelled: run due messages, then sleep until woken or the poll interval."""
-        while True:
+        """Work until stopped: run due messages, then sleep until woken or the poll interval."""
+        while not self._stopping:
             # Cleared before the run, so work queued during it wakes the next round at once.
             self._wake.clear()
             try:
-                while await self.run_once():
+                while not self._stopping and await self.run_once():
                     pass
             except Exception:
                 log.exception("outbox: the worker loop failed; trying again shortly")
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that lands as the timeout fires, and the worker would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()

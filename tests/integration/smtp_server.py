@@ -104,8 +104,9 @@ async def running_smtp_server(
     credentials: tuple[str, str] | None = None,
     auth_over_plain_text: bool = False,
     refuse: dict[str, str] | None = None,
+    port: int = 0,
 ) -> AsyncIterator[SmtpServer]:
-    """Run an aiosmtpd server on 127.0.0.1 (free port) until the block ends."""
+    """Run an aiosmtpd server on 127.0.0.1 (a free port unless given) until the block ends."""
     loop = asyncio.get_running_loop()
     recorder = Recorder(refuse=refuse or {}, credentials=credentials)
 
@@ -120,7 +121,7 @@ async def running_smtp_server(
             loop=loop,
         )
 
-    server = await loop.create_server(factory, "127.0.0.1", 0, ssl=implicit_tls)
+    server = await loop.create_server(factory, "127.0.0.1", port, ssl=implicit_tls)
     port = server.sockets[0].getsockname()[1]
     try:
         yield SmtpServer("127.0.0.1", port, recorder)

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from portal.config import ResetPasswordConfig
 from portal.tokens import ACTION, AUDIENCE, InvalidTokenError, ResetClaims, ResetTokens
+from tests.conftest import FakeClock
 
 SECRET = "s" * 64  # long enough for HS512 too
 OTHER_SECRET = "o" * 64
@@ -27,19 +28,6 @@ NEW_STATE = "$argon2id$v=19$m=65536,t=3,p=4$bmV3c2FsdA$bmV3aGFzaG5ld2hhc2g"
 CLAIM_NAMES = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "action", "pwd")
 
 Algorithm = Literal["HS256", "HS384", "HS512"]
-
-
-class FakeClock:
-    """A clock that stands still until a test moves it."""
-
-    def __init__(self, start: float = START) -> None:
-        self.time = start
-
-    def now(self) -> float:
-        return self.time
-
-    def advance(self, seconds: float) -> None:
-        self.time += seconds
 
 
 def reset_config(

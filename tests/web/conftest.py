@@ -1,0 +1,209 @@
+"""Fixtures for stories told over HTTP: a fake clock, a real SMTP server, a real portal."""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from portal.app import create_app
+from portal.config import Config
+from portal.deps import (
+    Dependencies,
+    notifier_from_config,
+    storage_from_config,
+    users_from_config,
+)
+from portal.storage.base import Storage
+from tests.conftest import ConfigFactory, FakeClock, deep_merge
+from tests.integration.smtp_server import SmtpServer, running_smtp_server
+
+Client = TestClient[web.Request, web.Application]
+PORTAL_URL = "http://127.0.0.1"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Portal:
+    """A running portal with the parts a story looks at."""
+
+    client: Client
+    config: Config
+    clock: FakeClock
+    smtp: SmtpServer
+    storage: Storage
+    users_file: Path
+
+    async def drain_outbox(self, timeout: float = 10.0) -> None:
+        """Wait until the outbox worker has handled everything queued."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await self.storage.outbox_pending():
+            assert loop.time() < deadline, "the outbox did not drain"
+            await asyncio.sleep(0.02)
+
+    async def next_mail(self, index: int | None = None) -> email.message.EmailMessage:
+        """Wait for the outbox to drain and return the newest (or the index-th) mail."""
+        await self.drain_outbox()
+        deliveries = self.smtp.deliveries
+        assert deliveries, "no mail was delivered"
+        return deliveries[-1 if index is None else index].message
+
+
+def smtp_settings(smtp_port: int) -> dict[str, Any]:
+    """Notifier settings for the plain test SMTP server."""
+    return {
+        "smtp": {
+            "address": f"smtp://127.0.0.1:{smtp_port}",
+            "sender": "Portal <portal@example.com>",
+            "disable_require_tls": True,
+            "timeout": "2s",
+        },
+        "disable_startup_check": True,
+    }
+
+
+def portal_settings(smtp_port: int, users_file: Path) -> dict[str, Any]:
+    """The configuration overrides every story starts from."""
+    roomy = {"buckets": [{"period": "10 minutes", "requests": 1000}]}
+    return {
+        # Stories make many requests from one address; the IP limits have their own tests.
+        "server": {
+            "endpoints": {
+                "rate_limits": {"reset_password_start": roomy, "reset_password_finish": roomy}
+            }
+        },
+        "notifier": {"filesystem": None, **smtp_settings(smtp_port)},
+        "authentication_backend": {
+            "file": {
+                "path": str(users_file),
+                "search": {"email": True, "case_insensitive": True},
+                "password": {"argon2": {"memory": 1024, "iterations": 1, "parallelism": 1}},
+            }
+        },
+        "session": {"cookies": [{"domain": "127.0.0.1", "authelia_url": PORTAL_URL}]},
+    }
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpServer]:
+    async with running_smtp_server() as server:
+        yield server
+
+
+StartPortal = Callable[..., Awaitable[Portal]]
+
+
+@pytest.fixture
+async def start_portal(
+    make_config: ConfigFactory, users_file: Path, smtp: SmtpServer, clock: FakeClock
+) -> AsyncIterator[StartPortal]:
+    """Start portals on the same files (call again to restart); all are stopped afterwards."""
+    running: list[Client] = []
+
+    async def start(**overrides: Any) -> Portal:
+        settings = portal_settings(smtp.port, users_file)
+        config = make_config(**deep_merge(settings, overrides))
+        storage = storage_from_config(config)
+        deps = Dependencies(
+            users=users_from_config(config),
+            storage=storage,
+            notifier=notifier_from_config(config),
+            clock=clock,
+        )
+        client = TestClient(TestServer(create_app(config, deps)))
+        await client.start_server()
+        running.append(client)
+        return Portal(client, config, clock, smtp, storage, users_file)
+
+    yield start
+    for client in running:
+        await client.close()
+
+
+@pytest.fixture
+async def portal(start_portal: StartPortal) -> Portal:
+    return await start_portal()
+
+
+# --- what a user does -----------------------------------------------------------------------------
+
+
+def csrf_of(html: str) -> str:
+    """Return the CSRF token a page's form carries."""
+    match = _CSRF.search(html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+async def submit(client: Client, page: str, action: str, **fields: str) -> ClientResponse:
+    """Load a page, then post its form with the given fields (as a browser would)."""
+    loaded = await client.get(page)
+    fields["csrf_token"] = csrf_of(await loaded.text())
+    return await client.post(action, data=fields, allow_redirects=False)
+
+
+async def request_reset(client: Client, identifier: str) -> ClientResponse:
+    """Ask for a reset link through the HTML form."""
+    return await submit(
+        client, "/reset-password/step1", "/reset-password/step1", username=identifier
+    )
+
+
+def reset_link_from(mail: email.message.EmailMessage) -> str:
+    """Return the link in the mail's HTML part (the element with id="reset-link")."""
+    html = mail.get_body(preferencelist=("html",))
+    assert html is not None
+    match = re.search(r'id="reset-link" href="([^"]+)"', html.get_content())
+    assert match, "no reset link in the HTML part"
+    return match.group(1).replace("&amp;", "&")
+
+
+def text_of(mail: email.message.EmailMessage) -> str:
+    """Return the mail's plain-text part."""
+    part = mail.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def token_of(link: str) -> str:
+    """Return the token a reset link carries."""
+    return parse_qs(urlsplit(link).query)["token"][0]
+
+
+def path_of(link: str) -> str:
+    """Return a link's path and query (the test client talks to the portal directly)."""
+    parts = urlsplit(link)
+    return f"{parts.path}?{parts.query}"
+
+
+async def open_link(client: Client, link: str) -> ClientResponse:
+    """Open a reset link the way a browser does, following the redirect."""
+    return await client.get(path_of(link))
+
+
+async def choose_password(
+    client: Client, password: str, confirm: str | None = None
+) -> ClientResponse:
+    """Fill in the new-password form shown after opening a link."""
+    return await submit(
+        client,
+        "/reset-password/step2",
+        "/reset-password/step2",
+        password=password,
+        password_confirm=password if confirm is None else confirm,
+    )
