@@ -23,6 +23,7 @@ from portal.deps import (
     storage_from_config,
     users_from_config,
 )
+from portal.logs import SafeAccessLogger
 from portal.storage.base import Storage
 from tests.conftest import ConfigFactory, FakeClock, deep_merge
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
@@ -125,7 +126,10 @@ async def start_portal(
             notifier=notifier_from_config(config),
             clock=clock,
         )
-        client = TestClient(TestServer(create_app(config, deps)))
+        # The access logger `portal serve` uses: the default one would log reset tokens.
+        server = TestServer(create_app(config, deps))
+        await server.start_server(access_log_class=SafeAccessLogger)
+        client = TestClient(server)
         await client.start_server()
         running.append(client)
         return Portal(client, config, clock, smtp, storage, users_file)
