@@ -42,7 +42,10 @@ class MailRenderer:
         message = EmailMessage()
         message["To"] = to
         message["Subject"] = title
-        message.set_content(self._text.get_template(f"emails/{name}.txt").render(values))
+        # 8bit rather than quoted-printable: links stay whole and copyable in the filesystem
+        # notifier's file and in mail clients' source views (every line is under 998 bytes).
+        text = self._text.get_template(f"emails/{name}.txt").render(values)
+        message.set_content(text, cte="8bit")
         html = self._html.get_template(f"emails/{name}.html").render(values)
-        message.add_alternative(html, subtype="html")
+        message.add_alternative(html, subtype="html", cte="8bit")
         return message

@@ -367,6 +367,8 @@ async def test_the_filesystem_notifier_writes_the_whole_mail(
     assert messages[0]["To"] == "john.doe@authelia.com"
     assert (notification.stat().st_mode & 0o777) == 0o600
     link = reset_link_from(messages[0])
+    # an admin reading the file can copy the link as it stands
+    assert link in notification.read_text()
     assert (await open_link(portal.client, link)).status == 200
 
 
