@@ -68,9 +68,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await app[OUTBOX].stop()
 
 
-def _template_dirs(config: Config) -> list[Path]:
+def _mail_template_dirs(config: Config) -> list[Path]:
     custom = config.notifier.template_path
-    return [custom, TEMPLATES] if custom is not None else [TEMPLATES]
+    builtin = TEMPLATES / "emails"
+    return [custom, builtin] if custom is not None else [builtin]
 
 
 def create_app(config: Config, deps: Dependencies | None = None) -> web.Application:
@@ -92,7 +93,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         storage=deps.storage,
         notifier=deps.notifier,
         outbox=app[OUTBOX],
-        renderer=MailRenderer(_template_dirs(config)),
+        renderer=MailRenderer(_mail_template_dirs(config)),
         clock=deps.clock,
     )
     loader = jinja2.FileSystemLoader(TEMPLATES)

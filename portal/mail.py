@@ -1,4 +1,4 @@
-"""Render the portal's mails (text and HTML parts) from templates/emails."""
+"""Render the portal's mails (text and HTML parts) from templates/emails or the admin's own."""
 
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ class MailRenderer:
     def render(
         self, name: str, *, to: str, title: str, context: Mapping[str, Any]
     ) -> EmailMessage:
-        """Render emails/{name}.txt and emails/{name}.html into one message to `to`."""
+        """Render {name}.txt and {name}.html into one message to `to`."""
         values = {"title": title, **context}
         message = EmailMessage()
         message["To"] = to
         message["Subject"] = title
         # 8bit rather than quoted-printable: links stay whole and copyable in the filesystem
         # notifier's file and in mail clients' source views (every line is under 998 bytes).
-        text = self._text.get_template(f"emails/{name}.txt").render(values)
+        text = self._text.get_template(f"{name}.txt").render(values)
         message.set_content(text, cte="8bit")
-        html = self._html.get_template(f"emails/{name}.html").render(values)
+        html = self._html.get_template(f"{name}.html").render(values)
         message.add_alternative(html, subtype="html", cte="8bit")
         return message

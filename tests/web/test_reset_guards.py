@@ -452,3 +452,16 @@ async def test_step2_without_a_link_shows_the_invalid_page(portal: Portal) -> No
     posted = await submit(portal.client, "/reset-password/step1", "/reset-password/step2",
                           password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)  # fmt: skip
     assert posted.status == 400
+
+
+async def test_an_admin_template_overrides_the_built_in_mail(
+    start_portal: StartPortal, tmp_path: Path
+) -> None:
+    custom = tmp_path / "mail-templates"
+    custom.mkdir()
+    (custom / "reset_password.txt").write_text("Bonjour {{ display_name }}: {{ link }}\n")
+    portal = await start_portal(notifier={"template_path": str(custom)})
+    await request_reset(portal.client, "john")
+    mail = await portal.next_mail()
+    assert text_of(mail).startswith("Bonjour John Doe: http://127.0.0.1/reset-password/step2?")
+    assert reset_link_from(mail)  # the HTML part is still the built-in one
