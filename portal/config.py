@@ -240,8 +240,10 @@ class RateLimits(Model):
 
     reset_password_start: RateLimit = _buckets((600, 5), (900, 10), (1800, 15))
     reset_password_finish: RateLimit = _buckets((60, 10), (120, 15))
-    # Not in Authelia: reset mails per identifier typed and per account, dropped silently.
+    # Not in Authelia: reset mails per identifier typed, per account and per mailbox, and for
+    # everyone together; the excess is dropped silently.
     reset_password_identifier: RateLimit = _buckets((900, 3))
+    reset_password_global: RateLimit = _buckets((3600, 1000))
 
 
 class Endpoints(Model):

@@ -46,6 +46,7 @@ class ResetLimits:
     start: tuple[Bucket, ...]
     finish: tuple[Bucket, ...]
     account: tuple[Bucket, ...]
+    everyone: tuple[Bucket, ...]
 
     @classmethod
     def from_config(cls, config: Config) -> ResetLimits:
@@ -55,6 +56,7 @@ class ResetLimits:
             start=buckets_from_config(limits.reset_password_start),
             finish=buckets_from_config(limits.reset_password_finish),
             account=buckets_from_config(limits.reset_password_identifier),
+            everyone=buckets_from_config(limits.reset_password_global),
         )
 
 
@@ -126,6 +128,11 @@ class PasswordResetService:
         if await self._limiter.hit(f"reset-identifier:{key}", self._limits.account) is not None:
             audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
             return
+        # SECURITY: a global cap, so many addresses together cannot turn the portal into a
+        # mail cannon.
+        if await self._limiter.hit("reset-global", self._limits.everyone) is not None:
+            audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
+            return
         await self._outbox.enqueue(
             RESET_MAIL, {"identifier": identifier, "ip": ip, "requested_at": self._clock.now()}
         )
@@ -141,14 +148,15 @@ class PasswordResetService:
             why = "unknown" if user is None else "disabled" if user.disabled else "no_email"
             audit("reset_no_mail", identifier_hash=key, ip=ip, reason=why)
             return
-        # SECURITY: a second, per-account count catches the same account typed several ways.
-        account_key = f"reset-account:{self.identifier_hash(user.username)}"
-        # Only on the first attempt: a retry after an SMTP outage is the same request.
-        if message.attempts == 1 and (
-            await self._limiter.hit(account_key, self._limits.account) is not None
-        ):
-            audit("reset_throttled", scope="account", username=user.username, ip=ip)
-            return
+        # SECURITY: per account and per mailbox too: the same account typed several ways, or
+        # several accounts sharing one mailbox, still get at most the limit. Counted on the
+        # first attempt only: a retry after an SMTP outage is the same request.
+        if message.attempts == 1:
+            for scope, value in (("account", user.username), ("mailbox", user.email)):
+                key = f"reset-{scope}:{self.identifier_hash(value)}"
+                if await self._limiter.hit(key, self._limits.account) is not None:
+                    audit("reset_throttled", scope=scope, username=user.username, ip=ip)
+                    return
         state = await self._users.password_state(user.username)
         if state is None:
             audit("reset_no_mail", username=user.username, ip=ip, reason="unknown")

@@ -107,6 +107,34 @@ async def test_the_per_account_limit_drops_mails_silently(portal: Portal) -> Non
     assert len(portal.smtp.deliveries) == 4
 
 
+async def test_two_accounts_sharing_a_mailbox_share_its_limit(
+    start_portal: StartPortal, users_file: Path
+) -> None:
+    users_file.write_text(
+        users_file.read_text().replace("harry.potter@authelia.com", "john.doe@authelia.com")
+    )
+    portal = await start_portal()
+    for who in ("john", "harry", "john", "harry"):
+        await request_reset(portal.client, who)
+    await portal.drain_outbox()
+    assert len(portal.smtp.deliveries) == 3
+
+
+async def test_a_global_cap_limits_mail_for_everyone_together(start_portal: StartPortal) -> None:
+    cap = {"buckets": [{"period": "1 hour", "requests": 2}]}
+    portal = await start_portal(
+        server={"endpoints": {"rate_limits": {"reset_password_global": cap}}}
+    )
+    for who in ("john", "harry", "bob"):
+        response = await request_reset(portal.client, who)
+        assert SENT in await response.text()
+    await portal.drain_outbox()
+    assert [d.rcpt_tos for d in portal.smtp.deliveries] == [
+        ["john.doe@authelia.com"],
+        ["harry.potter@authelia.com"],
+    ]
+
+
 async def test_unknown_identifiers_count_toward_their_own_limit_too(portal: Portal) -> None:
     for _ in range(5):
         assert (await request_reset(portal.client, "nobody")).status == 200
@@ -306,8 +334,9 @@ def _outbox_rows(db: Path) -> list[tuple[int, str | None]]:
 
 
 async def test_mail_queued_while_smtp_is_down_is_delivered_after_it_recovers(
-    start_portal: StartPortal, tmp_path: Path
+    start_portal: StartPortal, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="portal.audit")
     port = closed_port()
     portal = await start_portal(notifier={"smtp": {"address": f"smtp://127.0.0.1:{port}"}})
     response = await request_reset(portal.client, "john")
@@ -330,6 +359,8 @@ async def test_mail_queued_while_smtp_is_down_is_delivered_after_it_recovers(
             await asyncio.sleep(0.02)
         assert [d.rcpt_tos for d in recovered.deliveries] == [["john.doe@authelia.com"]]
         assert reset_link_from(recovered.deliveries[0].message)
+    failed = [r for r in caplog.records if r.getMessage() == "reset_mail_failed"]
+    assert failed and failed[0].fields["username"] == "john"  # type: ignore[attr-defined]
     assert await portal.storage.outbox_pending() == 0
 
 
