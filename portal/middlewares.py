@@ -130,8 +130,13 @@ def csrf_token(request: web.Request) -> str:
 
 
 def _same_origin(request: web.Request) -> bool:
+    # SECURITY: browsers label cross-site requests (Sec-Fetch-Site) and name their origin; a
+    # foreign one is refused outright. Pages under Referrer-Policy: no-referrer make browsers
+    # send "Origin: null" even to their own site, so null falls back to the CSRF token alone.
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return False
     origin = request.headers.get("Origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     portal = urlsplit(request.app[CONFIG].portal_url)
     return origin == f"{portal.scheme}://{portal.netloc}"
