@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SECRETS := var/secrets
 APT_PACKAGES := slapd ldap-utils nginx chromium
+SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint system-deps clean
@@ -42,7 +43,7 @@ run: $(VENV)/.installed $(SECRETS)/jwt_secret $(SECRETS)/storage_encryption_key 
 # The servers the integration and browser tests start on loopback ports.
 system-deps:
 	@missing=""; \
-	for f in /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium; do \
+	for f in $(SYSTEM_BINARIES); do \
 		[ -x "$$f" ] || missing="$$missing $$f"; \
 	done; \
 	if [ -n "$$missing" ]; then \
