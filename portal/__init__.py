@@ -1,7 +1,8 @@
 """The portal: self-service password reset and sign-in behind nginx."""
 
-from portal.config import Config, read_config
+from portal.app import create_app
+from portal.config import Config, load_config, read_config
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "__version__", "read_config"]
+__all__ = ["Config", "__version__", "create_app", "load_config", "read_config"]

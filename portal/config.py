@@ -8,6 +8,8 @@ each, validates everything, and reports every problem at once, each naming its p
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import re
 import types
 import typing
@@ -925,3 +927,11 @@ def read_config(
     if problems:
         raise ConfigError(problems)
     return config, warnings
+
+
+def load_config(paths: Sequence[Path], environ: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration from files and the process environment, logging its warnings."""
+    config, warnings = read_config(paths, os.environ if environ is None else environ)
+    for warning in warnings:
+        logging.getLogger("portal.config").warning("configuration: %s", warning)
+    return config

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from portal.config import parse_duration, read_config
+from portal.config import load_config, parse_duration, read_config
 from portal.errors import ConfigError
 from tests.conftest import AUTHELIA, ENCRYPTION_KEY, JWT_SECRET, REPO, deep_merge, minimal_raw
 
@@ -447,3 +447,10 @@ def test_environment_values_are_validated_like_file_values(config_file: Path) ->
     assert problems == [
         "regulation.max_retries: must be a valid integer, unable to parse string as an integer"
     ]
+
+
+def test_load_config_logs_each_warning(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
+    config = load_config([AUTHELIA / "suites" / "LDAP" / "configuration.yml"], environ)
+    assert config.authentication_backend.ldap is not None
+    assert "configuration: totp: not supported by the portal; ignored" in caplog.text
