@@ -45,6 +45,10 @@ class UserBackend(Protocol):
         """Store a new password; raise PasswordWriteError and change nothing on failure."""
         ...
 
+    async def healthy(self) -> bool:
+        """Tell whether the backend answers right now (for /api/health)."""
+        ...
+
     async def password_state(self, username: str) -> str | None:
         """Return an opaque value that changes whenever the password does; None if unknown."""
         ...

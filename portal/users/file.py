@@ -447,6 +447,10 @@ class FileUserBackend:
         if not write.cancelled():
             write.exception()  # the caller, if still waiting, has it; nobody else needs it
 
+    async def healthy(self) -> bool:
+        """Tell whether a good copy of the users file is loaded."""
+        return self._directory is not None
+
     async def password_state(self, username: str) -> str | None:
         """Return the user's stored hash ('' when none is set), or None for an unknown user."""
         directory = await self._current()

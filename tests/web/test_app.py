@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from portal.app import create_app
 from portal.errors import StartupCheckError
+from portal.keys import STORAGE
 from tests.conftest import ConfigFactory
 
 Client = TestClient[web.Request, web.Application]
@@ -91,3 +92,14 @@ async def test_a_failing_start_up_check_stops_the_app_before_it_serves(
         assert server.runner is None or not server.runner.sites
     finally:
         await server.close()
+
+
+async def test_health_names_a_failing_backend(client: Client) -> None:
+    await client.app[STORAGE].close()  # the database goes away under the running portal
+    response = await client.get("/api/health")
+    assert response.status == 503
+    assert await response.json() == {
+        "status": "KO",
+        "message": "failing: storage",
+        "backends": {"users": "ok", "storage": "failing"},
+    }
