@@ -15,6 +15,7 @@ from portal.storage.base import Storage
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
 from portal.users.file import FileUserBackend
+from portal.users.ldap import LdapUserBackend
 
 
 @dataclass
@@ -30,11 +31,11 @@ class Dependencies:
 def users_from_config(config: Config) -> UserBackend:
     """Build the configured user backend."""
     backend = config.authentication_backend
+    logger = logging.getLogger("portal.users")
     if backend.file is not None:
-        return FileUserBackend(backend.file, logger=logging.getLogger("portal.users"))
-    raise StartupCheckError(
-        "authentication_backend.ldap: the LDAP backend is not implemented yet; use 'file'"
-    )
+        return FileUserBackend(backend.file, logger=logger)
+    assert backend.ldap is not None  # noqa: S101 - the model guarantees one of both
+    return LdapUserBackend(backend.ldap, logger=logger)
 
 
 def storage_from_config(config: Config) -> Storage:

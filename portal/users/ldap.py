@@ -1,0 +1,1032 @@
+"""An LDAP directory as the user backend (Authelia's `authentication_backend.ldap`).
+
+Lookups run as the service account over a small pool of bound connections; a password check binds
+as the user on a fresh connection; a new password goes through the Password Modify extended
+operation when the server announces it (Active Directory: `unicodePwd`; otherwise a `{CRYPT}`
+SHA-512 `userPassword`), sent with the password-policy control so that the directory's own rules
+come back as sentences a person understands.
+
+ldap3 runs with its SYNC strategy: a connection is only ever used by one worker thread of the
+backend's own executor at a time, never by the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import secrets
+import ssl
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from passlib.hash import sha512_crypt
+
+# pyasn1 (ldap3's own dependency) ships no type information.
+from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyped]
+from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
+from pyasn1.type import namedtype, tag, univ  # type: ignore[import-untyped]
+
+from portal.config import LdapBackendConfig, LdapTlsConfig
+from portal.errors import (
+    BackendUnavailableError,
+    PasswordRejectedError,
+    PasswordWriteError,
+    StartupCheckError,
+    UserBackendError,
+)
+from portal.users.base import User
+
+with warnings.catch_warnings():
+    # ldap3 2.9.1 imports names that pyasn1 0.6 deprecated (tagMap, typeMap): harmless, but under
+    # warnings-as-errors (the test suite) the import itself would fail.
+    warnings.filterwarnings("ignore", r"(tagMap|typeMap) is deprecated", DeprecationWarning)
+    from ldap3 import (
+        AUTO_BIND_NONE,
+        BASE,
+        MODIFY_REPLACE,
+        NONE,
+        SIMPLE,
+        SUBTREE,
+        SYNC,
+        Connection,
+        Server,
+        Tls,
+    )
+    from ldap3.core.exceptions import (
+        LDAPCommunicationError,
+        LDAPException,
+        LDAPResponseTimeoutError,
+        LDAPStartTLSError,
+    )
+    from ldap3.operation.search import parse_filter
+    from ldap3.protocol.sasl.sasl import sasl_prep
+    from ldap3.utils.conv import escape_filter_chars
+    from ldap3.utils.dn import parse_dn
+
+T = TypeVar("T")
+
+WHERE = "authentication_backend.ldap"
+PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # noqa: S105 - RFC 3062, an OID
+PPOLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"  # draft-behera-ldap-password-policy
+AD_POLICY_HINTS_OID = "1.2.840.113556.1.4.2239"  # AD: apply history/age rules to a reset too
+AD_POLICY_HINTS_VALUE = bytes.fromhex("3003020101")  # SEQUENCE { INTEGER 1 }
+SHA512_CRYPT_ROUNDS = 50000  # Authelia's sha2crypt default
+
+# LDAP result codes the backend tells apart.
+SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT = 0, 4, 32
+CONSTRAINT_VIOLATION, INSUFFICIENT_ACCESS, BUSY, UNAVAILABLE = 19, 50, 51, 52
+
+# ppolicy's PasswordPolicyResponseValue error codes, as sentences for the reset form.
+PPOLICY_SENTENCES: Mapping[int, str] = MappingProxyType(
+    {
+        0: "The current password has expired; ask your administrator to reset it.",
+        1: "This account is locked; ask your administrator to unlock it.",
+        2: "The directory requires this password to be changed by signing in first.",
+        3: "The directory does not allow this password to be changed here.",
+        4: "The directory requires the current password to change it.",
+        5: "The directory found this password too weak.",
+        6: "The directory requires a longer password.",
+        7: "The password was changed too recently; try again later.",
+        8: "You used this password recently; choose another one.",
+        9: "The directory requires a shorter password.",
+    }
+)
+AD_RULES_SENTENCE = (
+    "The password does not meet the directory's rules (length, complexity or history)."
+)
+GENERIC_REJECTION = "The directory did not accept this password; choose a different one."
+_AD_NEEDS_TLS = (
+    "Active Directory only accepts a new password over an encrypted connection; use an "
+    "ldaps:// address or start_tls, or password resets will fail"
+)
+UNSTORABLE_SENTENCE = "The password contains characters the directory cannot store."
+
+# OpenLDAP's ppolicy texts for a constraintViolation sent without the response control.
+_CONSTRAINT_TEXTS = (
+    ("too short", PPOLICY_SENTENCES[6]),
+    ("too long", PPOLICY_SENTENCES[9]),
+    ("history", PPOLICY_SENTENCES[8]),
+    ("quality", PPOLICY_SENTENCES[5]),
+    ("too young", PPOLICY_SENTENCES[7]),
+)
+
+_TLS_VERSIONS = MappingProxyType(
+    {
+        "TLS1.0": ssl.TLSVersion.TLSv1,
+        "TLS1.1": ssl.TLSVersion.TLSv1_1,
+        "TLS1.2": ssl.TLSVersion.TLSv1_2,
+        "TLS1.3": ssl.TLSVersion.TLSv1_3,
+    }
+)
+
+# Failures of the connection itself (as opposed to a request the server answered).
+_CONNECTION_ERRORS = (
+    LDAPCommunicationError,
+    LDAPStartTLSError,
+    LDAPResponseTimeoutError,
+    OSError,
+)
+
+_SEARCH_PLACEHOLDER = re.compile(
+    r"\{(input|username|dn|date-time:(?:generalized|unix|microsoft-nt))\}"
+)
+_NT_EPOCH_OFFSET = 11644473600  # seconds from 1601-01-01 (NT epoch) to 1970-01-01
+
+
+# --- implementation defaults -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Hold what an `implementation` fills in for keys the configuration leaves out."""
+
+    users_filter: str | None = None
+    groups_filter: str | None = None
+    additional_users_dn: str | None = None
+    additional_groups_dn: str | None = None
+    distinguished_name: str | None = None
+    username: str = "uid"
+    display_name: str = "displayName"
+    mail: str = "mail"
+    member_of: str | None = None
+    group_name: str = "cn"
+
+
+_EITHER = "(|({username_attribute}={input})({mail_attribute}={input}))"
+
+# Authelia's DefaultLDAPAuthenticationBackendConfigurationImplementation* values
+# (internal/configuration/schema/authentication.go); the reference guide
+# docs/content/reference/guides/ldap.md lists the same, see the unit tests for where they differ.
+IMPLEMENTATION_DEFAULTS: Mapping[str, Defaults] = MappingProxyType(
+    {
+        "custom": Defaults(),
+        "activedirectory": Defaults(
+            users_filter=(
+                f"(&{_EITHER}(sAMAccountType=805306368)"
+                "(!(userAccountControl:1.2.840.113556.1.4.803:=2))(!(pwdLastSet=0))"
+                "(|(!(accountExpires=*))(accountExpires=0)"
+                "(accountExpires>={date-time:microsoft-nt})))"
+            ),
+            groups_filter="(&(member={dn})(|(sAMAccountType=268435456)(sAMAccountType=536870912)))",
+            distinguished_name="distinguishedName",
+            username="sAMAccountName",
+            member_of="memberOf",
+        ),
+        "rfc2307bis": Defaults(
+            users_filter=(
+                f"(&{_EITHER}(|(objectClass=inetOrgPerson)(objectClass=organizationalPerson)))"
+            ),
+            groups_filter=(
+                "(&(|(member={dn})(uniqueMember={dn}))(|(objectClass=groupOfNames)"
+                "(objectClass=groupOfUniqueNames)(objectClass=groupOfMembers)))"
+            ),
+            member_of="memberOf",
+        ),
+        "freeipa": Defaults(
+            users_filter=(
+                f"(&{_EITHER}(objectClass=person)(!(nsAccountLock=TRUE))"
+                "(krbPasswordExpiration>={date-time:generalized})"
+                "(|(!(krbPrincipalExpiration=*))(krbPrincipalExpiration>={date-time:generalized})))"
+            ),
+            groups_filter="(&(member={dn})(objectClass=groupOfNames))",
+            member_of="memberOf",
+        ),
+        "lldap": Defaults(
+            users_filter=f"(&{_EITHER}(objectClass=person))",
+            groups_filter="(&(member={dn})(objectClass=groupOfUniqueNames))",
+            additional_users_dn="OU=people",
+            additional_groups_dn="OU=groups",
+            display_name="cn",
+            member_of="memberOf",
+        ),
+        "glauth": Defaults(
+            users_filter=f"(&{_EITHER}(objectClass=posixAccount)(!(accountStatus=inactive)))",
+            groups_filter="(&(uniqueMember={dn})(objectClass=posixGroup))",
+            username="cn",
+            display_name="description",
+            member_of="memberOf",
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Hold the effective search settings: configured values, else the implementation's."""
+
+    users_base: str
+    groups_base: str
+    users_filter: str  # startup placeholders ({username_attribute}, ...) already replaced
+    groups_filter: str | None
+    group_search_mode: str
+    distinguished_name: str | None
+    username: str
+    display_name: str
+    mail: str
+    member_of: str | None
+    group_name: str
+
+
+def effective_settings(config: LdapBackendConfig) -> Settings:
+    """Merge the configuration over its implementation's defaults; raise StartupCheckError."""
+    defaults = IMPLEMENTATION_DEFAULTS[config.implementation]
+    attrs = config.attributes
+    # An empty string means "not set", as in Authelia (its LDAP suite sets distinguished_name: '').
+    settings = Settings(
+        users_base=_join_dn(
+            config.additional_users_dn or defaults.additional_users_dn, config.base_dn
+        ),
+        groups_base=_join_dn(
+            config.additional_groups_dn or defaults.additional_groups_dn, config.base_dn
+        ),
+        users_filter=config.users_filter or defaults.users_filter or "",
+        groups_filter=config.groups_filter or defaults.groups_filter,
+        group_search_mode=config.group_search_mode,
+        distinguished_name=attrs.distinguished_name or defaults.distinguished_name,
+        username=attrs.username or defaults.username,
+        display_name=attrs.display_name or defaults.display_name,
+        mail=attrs.mail or defaults.mail,
+        member_of=attrs.member_of or defaults.member_of,
+        group_name=attrs.group_name or defaults.group_name,
+    )
+    problems = []
+    if not config.base_dn:
+        problems.append(f"{WHERE}.base_dn: is required")
+    if not settings.users_filter:
+        problems.append(f"{WHERE}.users_filter: is required with implementation 'custom'")
+    elif "{input}" not in settings.users_filter:
+        problems.append(f"{WHERE}.users_filter: must contain the {{input}} placeholder")
+    if settings.group_search_mode == "filter" and not settings.groups_filter:
+        problems.append(f"{WHERE}.groups_filter: is required with implementation 'custom'")
+    if settings.group_search_mode == "memberof" and not settings.member_of:
+        problems.append(
+            f"{WHERE}.attributes.member_of: is required with group_search_mode memberof"
+        )
+    if problems:
+        raise StartupCheckError("\n".join(problems))
+    settings = replace(
+        settings,
+        users_filter=_startup_placeholders(settings.users_filter, settings),
+        groups_filter=settings.groups_filter
+        and _startup_placeholders(settings.groups_filter, settings),
+    )
+    _check_filter_syntax("users_filter", settings.users_filter)
+    if settings.groups_filter:
+        _check_filter_syntax("groups_filter", settings.groups_filter)
+    return settings
+
+
+def _join_dn(prefix: str | None, base: str | None) -> str:
+    return f"{prefix},{base}" if prefix and base else (base or prefix or "")
+
+
+def _startup_placeholders(template: str, settings: Settings) -> str:
+    """Replace the attribute-name placeholders, which come from the configuration."""
+    for name, value in (
+        ("username_attribute", settings.username),
+        ("mail_attribute", settings.mail),
+        ("display_name_attribute", settings.display_name),
+        ("distinguished_name_attribute", settings.distinguished_name),
+        ("member_of_attribute", settings.member_of),
+    ):
+        if value:
+            template = template.replace(f"{{{name}}}", value)
+    return template
+
+
+def _check_filter_syntax(key: str, template: str) -> None:
+    sample = fill_filter(template, {"input": "x", "username": "x", "dn": "cn=x"}, datetime.now(UTC))
+    try:
+        parse_filter(sample, None, True, True, None, False)
+    except LDAPException as exc:
+        raise StartupCheckError(f"{WHERE}.{key}: is not a valid LDAP filter: {exc}") from None
+
+
+def fill_filter(template: str, values: Mapping[str, str], now: datetime) -> str:
+    """Put RFC 4515-escaped values and the time into a filter's search-time placeholders."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("date-time:"):
+            return _date_time(name.removeprefix("date-time:"), now)
+        if name not in values:
+            return match.group(0)
+        # SECURITY: RFC 4515 escaping (\ * ( ) NUL) keeps input a value: `*)(uid=*` finds nobody.
+        return str(escape_filter_chars(values[name]))
+
+    # One pass, so that text inside a value (say "{dn}") is never substituted again.
+    return _SEARCH_PLACEHOLDER.sub(value, template)
+
+
+def _date_time(kind: str, now: datetime) -> str:
+    seconds = int(now.timestamp())
+    if kind == "generalized":
+        return now.astimezone(UTC).strftime("%Y%m%d%H%M%S.0Z")
+    if kind == "unix":
+        return str(seconds)
+    return str((seconds + _NT_EPOCH_OFFSET) * 10_000_000)  # microsoft-nt: 100 ns ticks
+
+
+# --- password encodings and policy answers -----------------------------------------------------
+
+
+def unicode_pwd(password: str) -> bytes:
+    """Encode a password as Active Directory's unicodePwd wants it: in quotes, UTF-16LE."""
+    return f'"{password}"'.encode("utf-16-le")
+
+
+def prepare_password(password: str) -> str:
+    """Apply SASLprep as ldap3 does to bind passwords; raise PasswordRejectedError if it fails."""
+    # Binds send sasl_prep(password): anything stored another way (our own hash, unicodePwd)
+    # must be prepared the same way or the user could not sign in with what they typed.
+    try:
+        prepared = sasl_prep(password)
+    except LDAPException:
+        raise PasswordRejectedError([UNSTORABLE_SENTENCE]) from None
+    return str(prepared)
+
+
+def _ppolicy_response_spec() -> Any:
+    """Build pyasn1's description of PasswordPolicyResponseValue."""
+    context = tag.tagClassContext
+    warning = univ.Choice(
+        componentType=namedtype.NamedTypes(
+            namedtype.NamedType(
+                "timeBeforeExpiration",
+                univ.Integer().subtype(implicitTag=tag.Tag(context, tag.tagFormatSimple, 0)),
+            ),
+            namedtype.NamedType(
+                "graceAuthNsRemaining",
+                univ.Integer().subtype(implicitTag=tag.Tag(context, tag.tagFormatSimple, 1)),
+            ),
+        )
+    ).subtype(explicitTag=tag.Tag(context, tag.tagFormatConstructed, 0))
+    error = univ.Enumerated().subtype(implicitTag=tag.Tag(context, tag.tagFormatSimple, 1))
+    return univ.Sequence(
+        componentType=namedtype.NamedTypes(
+            namedtype.OptionalNamedType("warning", warning),
+            namedtype.OptionalNamedType("error", error),
+        )
+    )
+
+
+def decode_ppolicy_error(value: bytes) -> int | None:
+    """Return the error code in a password-policy response control value, or None."""
+    try:
+        decoded, rest = ber_decoder.decode(value, asn1Spec=_ppolicy_response_spec())
+    except PyAsn1Error:
+        return None
+    error = decoded["error"]
+    return int(error) if error.isValue and not rest else None
+
+
+def policy_sentence(code: int | None, message: str, result_code: int) -> str | None:
+    """Turn the directory's answer to a password write into a sentence, or None if not policy."""
+    if code is not None:
+        return PPOLICY_SENTENCES.get(code, GENERIC_REJECTION)
+    # Active Directory names its password rules failure in the diagnostic text.
+    if "0000052d" in message.lower():
+        return AD_RULES_SENTENCE
+    if result_code == CONSTRAINT_VIOLATION:
+        lowered = message.lower()
+        for text, sentence in _CONSTRAINT_TEXTS:
+            if text in lowered:
+                return sentence
+        return GENERIC_REJECTION
+    return None
+
+
+# --- ldap3 plumbing ----------------------------------------------------------------------------
+
+
+class _Down(Exception):
+    """The server could not be reached or dropped the connection; the message names no secret."""
+
+
+class _BindRefused(Exception):
+    """The server answered a bind with something other than success."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.words = re.sub(r"(?<!^)(?=[A-Z])", " ", description).lower() or f"result {code}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dn: str
+    raw: Mapping[str, Sequence[bytes]]  # attribute name in lower case -> values
+
+    def values(self, attribute: str | None) -> list[str]:
+        if not attribute:
+            return []
+        return [v.decode("utf-8", "replace") for v in self.raw.get(attribute.lower(), ())]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the server said to one request: result code, texts, entries, response controls."""
+
+    code: int
+    description: str
+    message: str
+    entries: tuple[_Entry, ...] = ()
+    ppolicy_error: int | None = None
+
+
+@dataclass(frozen=True)
+class _Features:
+    extensions: frozenset[str]
+    controls: frozenset[str]
+    vendor: str
+
+
+def _answer(conn: Any, entries: tuple[_Entry, ...] = ()) -> _Answer:
+    result = conn.result or {}
+    control = (result.get("controls") or {}).get(PPOLICY_OID) or {}
+    value = control.get("value")
+    return _Answer(
+        code=int(result.get("result", -1)),
+        description=str(result.get("description") or ""),
+        message=str(result.get("message") or ""),
+        entries=entries,
+        ppolicy_error=decode_ppolicy_error(bytes(value)) if value else None,
+    )
+
+
+def _entries(conn: Any) -> tuple[_Entry, ...]:
+    found = []
+    for item in conn.response or ():
+        if item.get("type") != "searchResEntry":
+            continue  # referrals (searchResRef) are never followed unless permitted
+        raw = {str(k).lower(): [bytes(v) for v in vs] for k, vs in item["raw_attributes"].items()}
+        found.append(_Entry(str(item["dn"]), raw))
+    return tuple(found)
+
+
+def _close(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.unbind()
+    # ldap3's unbind leaves the socket open when sending the request fails (a dropped connection).
+    with contextlib.suppress(Exception):
+        conn.socket.close()
+
+
+class _Tls(Tls):  # type: ignore[misc]  # ldap3 is untyped
+    """ldap3's Tls, wrapping sockets with our own SSLContext.
+
+    ldap3 turns the context's hostname check off and calls ssl.match_hostname itself (deprecated,
+    gone in Python 3.12, and it ignores tls.server_name); the context below checks the certificate
+    and the name during the handshake, with the configured TLS versions.
+    """
+
+    def __init__(self, context: ssl.SSLContext, server_name: str) -> None:
+        super().__init__()
+        self._context = context
+        self._server_name = server_name
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        """Wrap the connection's socket in TLS."""
+        connection.socket = self._context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=self._server_name,
+        )
+
+
+def _ssl_context(tls: LdapTlsConfig) -> ssl.SSLContext:
+    """Build the client context: verify against certificate_chain (else the system's CAs)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = _TLS_VERSIONS[tls.minimum_version]
+    context.maximum_version = _TLS_VERSIONS[tls.maximum_version]
+    try:
+        if tls.skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif tls.certificate_chain:
+            context.load_verify_locations(cadata=tls.certificate_chain)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if tls.private_key is not None and tls.certificate_chain:
+            _load_client_certificate(context, tls.certificate_chain, tls.private_key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise StartupCheckError(
+            f"{WHERE}.tls: the certificate chain or private key cannot be used: {exc}"
+        ) from None
+    return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, chain: str, key: Any) -> None:
+    # SSLContext only loads a client certificate from files: write them privately, load, delete.
+    with tempfile.TemporaryDirectory(prefix="portal-ldap-") as directory:
+        cert_path, key_path = os.path.join(directory, "chain.pem"), os.path.join(directory, "k")
+        for path, text in ((cert_path, chain), (key_path, key.get_secret_value())):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        context.load_cert_chain(cert_path, key_path)
+
+
+# --- the backend -------------------------------------------------------------------------------
+
+
+class LdapUserBackend:
+    """Find users in an LDAP directory, check their passwords and write new ones."""
+
+    def __init__(self, config: LdapBackendConfig, *, logger: logging.Logger | None = None) -> None:
+        """Check the configuration and prepare TLS; nothing connects until it is needed."""
+        self._config = config
+        self._logger = logger or logging.getLogger(__name__)
+        self._settings = effective_settings(config)
+        self._address = str(config.address)
+        if not config.user or config.password is None or not config.password.get_secret_value():
+            # SECURITY: without a password a simple bind is anonymous; an anonymous service
+            # account could not write passwords anyway, so permit_unauthenticated_bind is not used.
+            raise StartupCheckError(
+                f"{WHERE}.user and {WHERE}.password: a service account with a password is required"
+            )
+        self._service_dn = config.user
+        self._service_password = config.password.get_secret_value()
+        scheme = config.address.scheme
+        self._encrypted = scheme == "ldaps" or config.start_tls or scheme == "ldapi"
+        self._start_tls = config.start_tls and scheme == "ldap"
+        if config.implementation == "activedirectory" and not self._encrypted:
+            self._logger.warning("%s: %s", WHERE, _AD_NEEDS_TLS)
+        self._tls: _Tls | None = None
+        if scheme == "ldaps" or self._start_tls:
+            if config.tls.skip_verify:
+                # SECURITY: anyone on the path can read the service password and every write.
+                self._logger.warning(
+                    "%s.tls.skip_verify is on: the directory's certificate is not checked", WHERE
+                )
+            server_name = config.tls.server_name or config.address.host
+            self._tls = _Tls(_ssl_context(config.tls), server_name)
+        seconds = config.timeout.total_seconds()
+        self._connect_timeout = seconds or None
+        # ldap3 packs receive_timeout into SO_RCVTIMEO as an integer: a float would crash it.
+        self._receive_timeout = max(1, math.ceil(seconds)) if seconds else None
+        self._size = config.pooling.count if config.pooling.enable else 2
+        self._pool_wait = config.pooling.timeout.total_seconds()
+        self._slots = asyncio.Semaphore(self._size)
+        self._idle: list[Any] = []
+        self._executor = ThreadPoolExecutor(self._size + 2, thread_name_prefix="portal-ldap")
+        self._features: _Features | None = None
+        self._warned: set[str] = set()
+        self._closed = False
+
+    # --- the UserBackend protocol -------------------------------------------------------------
+
+    async def startup_check(self) -> None:
+        """Connect and bind as the service account, read the RootDSE, try the search filters."""
+        try:
+            rootdse, users, groups = await self._run(self._probe)
+        except (BackendUnavailableError, UserBackendError) as exc:
+            raise StartupCheckError(str(exc)) from None
+        self._features = self._read_features(rootdse)
+        s = self._settings
+        for key, base, answer in (
+            ("users_filter", s.users_base, users),
+            ("groups_filter", s.groups_base, groups),
+        ):
+            if answer is None or answer.code in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+                continue
+            if answer.code == NO_SUCH_OBJECT:
+                raise StartupCheckError(
+                    f"{WHERE}: the search base {base!r} does not exist (check base_dn and "
+                    f"additional_{key.split('_')[0]}_dn)"
+                )
+            raise StartupCheckError(f"{WHERE}.{key}: the search failed: {_describe(answer)}")
+        self._logger.info(
+            "%s: connected to %s (%s); password changes use %s",
+            WHERE, self._address, self._features.vendor or "unknown vendor", self._write_method(),
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        """Unbind every pooled connection and stop the worker threads."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _close, conn) for conn in idle),
+            return_exceptions=True,
+        )
+        self._executor.shutdown(wait=False)
+
+    async def get_user(self, identifier: str) -> User | None:
+        """Find a user by whatever users_filter matches {input} against (username, mail)."""
+        s = self._settings
+        attributes = [s.username, s.display_name, s.mail]
+        if s.group_search_mode == "memberof" and s.member_of:
+            attributes.append(s.member_of)
+        entry = await self._find(identifier, attributes)
+        if entry is None:
+            return None
+        names = entry.values(s.username)
+        if not names:
+            self._logger.warning("%s: %s has no %s; ignoring it", WHERE, entry.dn, s.username)
+            return None
+        # A multi-valued username attribute: prefer the value the person typed.
+        username = next((n for n in names if n.casefold() == identifier.casefold()), names[0])
+        display = entry.values(s.display_name)
+        return User(
+            username=username,
+            display_name=display[0] if display else username,
+            emails=tuple(entry.values(s.mail)),
+            groups=await self._groups(entry, identifier, username),
+            disabled=False,
+        )
+
+    async def check_password(self, username: str, password: str) -> bool:
+        """Bind as the user with the password on a fresh connection; False if it is refused."""
+        # SECURITY: an empty password would make an unauthenticated bind, which "succeeds".
+        if not password:
+            return False
+        try:
+            prepared = prepare_password(password)
+        except PasswordRejectedError:
+            return False
+        entry = await self._find(username, [])
+        if entry is None or self._closed:
+            return False
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._user_bind, entry.dn, prepared
+        )
+        try:
+            return await future
+        except _Down as exc:
+            raise BackendUnavailableError(str(exc)) from None
+
+    async def set_password(self, username: str, password: str) -> None:
+        """Write a new password the way the directory wants it; raise on any refusal."""
+        if self._config.implementation == "activedirectory" and not self._encrypted:
+            # SECURITY: the new password would cross the network in clear (AD refuses it too).
+            raise PasswordWriteError(f"{WHERE}: {_AD_NEEDS_TLS}")
+        prepared = prepare_password(password)
+        if not prepared:
+            raise PasswordRejectedError(["The password must not be empty."])
+        entry = await self._find(username, [])
+        if entry is None:
+            raise PasswordWriteError(f"{WHERE}: no user {username!r} in the directory")
+        features = await self._known_features()
+        method = self._write_method()
+        if method == "userPassword" and "crypt" not in self._warned:
+            self._warned.add("crypt")
+            self._logger.warning(
+                "%s: %s does not announce the Password Modify operation; writing userPassword as "
+                "a {CRYPT} SHA-512 hash, without the server's own password policy",
+                WHERE, self._address,
+            )  # fmt: skip
+        controls: list[tuple[str, bool, bytes | None]] = [(PPOLICY_OID, False, None)]
+        if method == "unicodePwd" and AD_POLICY_HINTS_OID in features.controls:
+            controls.append((AD_POLICY_HINTS_OID, False, AD_POLICY_HINTS_VALUE))
+
+        def write(conn: Any) -> _Answer:
+            if method == "unicodePwd":
+                changes = {"unicodePwd": [(MODIFY_REPLACE, [unicode_pwd(prepared)])]}
+                self._ldap(lambda: conn.modify(entry.dn, changes, controls=controls))
+            elif method == "passwordModify":
+                new = prepared.encode("utf-8")  # bytes: ldap3 sends them as they are
+                self._ldap(
+                    lambda: conn.extend.standard.modify_password(
+                        user=entry.dn, new_password=new, controls=controls
+                    )
+                )
+            else:
+                digest = sha512_crypt.using(rounds=SHA512_CRYPT_ROUNDS).hash(prepared)
+                # SECURITY: only ever a hash; a clear-text userPassword is readable by many.
+                changes = {"userPassword": [(MODIFY_REPLACE, ["{CRYPT}" + digest])]}
+                self._ldap(lambda: conn.modify(entry.dn, changes, controls=controls))
+            return _answer(conn)
+
+        # Not on a reused connection: a write sent on a dead one must not be retried blindly.
+        answer = await self._run(write, reuse=False)
+        if answer.code == SUCCESS:
+            self._logger.info("%s: new password written for %s (%s)", WHERE, entry.dn, method)
+            return
+        sentence = policy_sentence(answer.ppolicy_error, answer.message, answer.code)
+        if sentence is not None:
+            self._logger.info(
+                "%s: the directory refused the new password for %s: %s",
+                WHERE, entry.dn, _describe(answer),
+            )  # fmt: skip
+            raise PasswordRejectedError([sentence])
+        if answer.code in (BUSY, UNAVAILABLE):
+            raise BackendUnavailableError(f"{WHERE}: {self._address} is {answer.description}")
+        hint = " (the service account may not write passwords)"
+        raise PasswordWriteError(
+            f"{WHERE}: the directory refused the new password for {entry.dn}: {_describe(answer)}"
+            + (hint if answer.code == INSUFFICIENT_ACCESS else "")
+        )
+
+    async def healthy(self) -> bool:
+        """Tell whether the directory answers the service account right now (a RootDSE read)."""
+        try:
+            answer = await self._run(self._read_rootdse)
+        except (BackendUnavailableError, UserBackendError):
+            return False
+        return answer.code == SUCCESS
+
+    async def password_state(self, username: str) -> str | None:
+        """Return a digest of what changes with the password; None for an unknown user."""
+        # Operational attributes only come back when asked for by name.
+        attributes = ["pwdChangedTime", "pwdLastSet", "userPassword"]
+        entry = await self._find(username, attributes)
+        if entry is None:
+            return None
+        parts = [entry.dn]
+        for name in attributes:
+            parts.extend(f"{name}:{value.hex()}" for value in entry.raw.get(name.lower(), ()))
+        if len(parts) == 1 and "state" not in self._warned:
+            self._warned.add("state")
+            self._logger.warning(
+                "%s: the service account cannot read pwdChangedTime (OpenLDAP ppolicy), pwdLastSet "
+                "(Active Directory) or userPassword of %s; grant it read access to one of them, or "
+                "reset links will not die when a password is changed elsewhere",
+                WHERE, entry.dn,
+            )  # fmt: skip
+        # SECURITY: the parts may hold the stored hash; only a digest of them leaves this module.
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    async def _find(self, identifier: str, attributes: list[str]) -> _Entry | None:
+        """Search users_filter for the identifier: the one entry it names, or None."""
+        if not identifier or not _is_utf8(identifier):
+            return None
+        s = self._settings
+        search = fill_filter(s.users_filter, {"input": identifier}, datetime.now(UTC))
+        answer = await self._run(lambda c: self._search(c, s.users_base, search, attributes, 2))
+        if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+            raise self._search_failed("users", answer)
+        if len(answer.entries) > 1:
+            # SECURITY: a reset link must never reach the wrong person: pick nobody.
+            self._logger.warning(
+                "%s: users_filter matches several entries for %r; refusing to pick one",
+                WHERE, identifier,
+            )  # fmt: skip
+            return None
+        return answer.entries[0] if answer.entries else None
+
+    async def _groups(self, entry: _Entry, identifier: str, username: str) -> tuple[str, ...]:
+        s = self._settings
+        names: list[str] = []
+        if s.group_search_mode == "memberof":
+            # The group's name is taken from the first RDN of each memberOf value.
+            for dn in entry.values(s.member_of):
+                with contextlib.suppress(LDAPException):
+                    names.append(str(parse_dn(dn)[0][1]))
+        elif s.groups_filter:
+            values = {"input": identifier, "username": username, "dn": entry.dn}
+            search = fill_filter(s.groups_filter, values, datetime.now(UTC))
+            answer = await self._run(
+                lambda c: self._search(c, s.groups_base, search, [s.group_name], 0)
+            )
+            if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+                raise self._search_failed("groups", answer)
+            names = [n for group in answer.entries for n in group.values(s.group_name)]
+        return tuple(dict.fromkeys(names))
+
+    def _search_failed(self, what: str, answer: _Answer) -> Exception:
+        if answer.code in (BUSY, UNAVAILABLE):
+            return BackendUnavailableError(f"{WHERE}: {self._address} is {answer.description}")
+        return UserBackendError(f"{WHERE}: the {what} search failed: {_describe(answer)}")
+
+    async def _known_features(self) -> _Features:
+        if self._features is None:
+            rootdse = await self._run(self._read_rootdse)
+            try:
+                self._features = self._read_features(rootdse)
+            except StartupCheckError as exc:
+                raise PasswordWriteError(str(exc)) from None
+        return self._features
+
+    def _read_features(self, rootdse: _Answer) -> _Features:
+        if rootdse.code == SUCCESS and rootdse.entries:
+            entry = rootdse.entries[0]
+            return _Features(
+                frozenset(entry.values("supportedExtension")),
+                frozenset(entry.values("supportedControl")),
+                " ".join(entry.values("vendorName") + entry.values("vendorVersion")),
+            )
+        reason = _describe(rootdse) if rootdse.code != SUCCESS else "not readable"
+        problem = f"{WHERE}: cannot read the RootDSE of {self._address}: {reason}"
+        if not self._config.permit_feature_detection_failure:
+            raise StartupCheckError(f"{problem} (permit_feature_detection_failure allows it)")
+        self._logger.warning("%s; assuming no extensions or controls", problem)
+        return _Features(frozenset(), frozenset(), "")
+
+    def _write_method(self) -> str:
+        if self._config.implementation == "activedirectory":
+            return "unicodePwd"
+        if self._features is not None and PASSWORD_MODIFY_OID in self._features.extensions:
+            return "passwordModify"
+        return "userPassword"
+
+    # --- worker-thread side ------------------------------------------------------------------
+
+    def _ldap(self, call: Callable[[], T]) -> T:
+        """Run one ldap3 call; turn a failure of the connection itself into _Down."""
+        try:
+            return call()
+        except _CONNECTION_ERRORS as exc:
+            raise _Down(f"{WHERE}: lost the connection to {self._address}: {exc}") from None
+
+    def _server(self) -> Any:
+        address = self._config.address
+        if address.scheme == "ldapi":
+            return Server(f"ldapi://{quote(address.path, safe='')}", get_info=NONE)
+        return Server(
+            address.host,
+            port=address.port,
+            use_ssl=address.scheme == "ldaps",
+            tls=self._tls,
+            get_info=NONE,  # the RootDSE is read explicitly, after StartTLS and the bind
+            connect_timeout=self._connect_timeout,
+        )
+
+    def _connect(self, dn: str, password: str) -> Any:
+        """Open a connection (StartTLS if configured) and bind; raise _Down or _BindRefused."""
+        # SECURITY: a simple bind with an empty password is an unauthenticated bind
+        # (RFC 4513 5.1.2) that many servers answer with success: never send one.
+        if not password:
+            raise _BindRefused(-1, "emptyPassword")
+        conn = Connection(
+            self._server(),
+            user=dn,
+            password=password,
+            authentication=SIMPLE,
+            client_strategy=SYNC,
+            auto_bind=AUTO_BIND_NONE,
+            raise_exceptions=False,
+            receive_timeout=self._receive_timeout,
+            auto_referrals=self._config.permit_referrals,  # ldap3 follows referrals by default
+            return_empty_attributes=False,
+        )
+        try:
+            conn.open()
+            if self._start_tls:
+                conn.start_tls()
+            bound = conn.bind()
+        except _CONNECTION_ERRORS as exc:
+            _close(conn)
+            raise _Down(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
+        except LDAPException:
+            _close(conn)
+            raise
+        if not bound:
+            answer = _answer(conn)
+            _close(conn)
+            raise _BindRefused(answer.code, answer.description)
+        return conn
+
+    def _user_bind(self, dn: str, password: str) -> bool:
+        try:
+            _close(self._connect(dn, password))
+        except _BindRefused as refused:
+            if refused.code != 49:  # invalidCredentials is the common case; others are worth a note
+                self._logger.info("%s: bind as %s refused: %s", WHERE, dn, refused.words)
+            return False
+        except LDAPException:  # a password ldap3 will not send (SASLprep)
+            return False
+        return True
+
+    def _search(
+        self, conn: Any, base: str, search: str, attributes: list[str], size_limit: int
+    ) -> _Answer:
+        self._ldap(
+            lambda: conn.search(
+                base,
+                search,
+                search_scope=SUBTREE,
+                attributes=attributes or ["1.1"],
+                size_limit=size_limit,
+                time_limit=self._receive_timeout or 0,
+            )
+        )
+        return _answer(conn, _entries(conn))
+
+    def _read_rootdse(self, conn: Any) -> _Answer:
+        attributes = ["supportedExtension", "supportedControl", "vendorName", "vendorVersion"]
+        self._ldap(
+            lambda: conn.search("", "(objectClass=*)", search_scope=BASE, attributes=attributes)
+        )
+        return _answer(conn, _entries(conn))
+
+    def _probe(self, conn: Any) -> tuple[_Answer, _Answer, _Answer | None]:
+        """Read the RootDSE and run both filters once, with input that matches nobody."""
+        s = self._settings
+        nobody = f"portal-startup-check-{secrets.token_hex(8)}"
+        now = datetime.now(UTC)
+        users_filter = fill_filter(s.users_filter, {"input": nobody}, now)
+        users = self._search(conn, s.users_base, users_filter, [], 1)
+        groups = None
+        if s.group_search_mode == "filter" and s.groups_filter:
+            values = {"input": nobody, "username": nobody, "dn": f"cn={nobody},{s.users_base}"}
+            groups_filter = fill_filter(s.groups_filter, values, now)
+            groups = self._search(conn, s.groups_base, groups_filter, [], 1)
+        return self._read_rootdse(conn), users, groups
+
+    def _use(self, conn: Any | None, op: Callable[[Any], T]) -> tuple[Any | None, T]:
+        """Run op on a pooled connection (or a new one); return the connection to keep."""
+        if conn is not None:
+            try:
+                return self._keep(conn), op(conn)
+            except _Down:
+                _close(conn)  # the server dropped it (restart, idle timeout): try a new one
+            except BaseException:
+                _close(conn)
+                raise
+        conn = self._connect(self._service_dn, self._service_password)
+        try:
+            value = op(conn)
+        except BaseException:
+            _close(conn)
+            raise
+        return self._keep(conn), value
+
+    def _keep(self, conn: Any) -> Any | None:
+        if self._closed:
+            _close(conn)
+            return None
+        return conn
+
+    # --- the pool (event-loop side) -----------------------------------------------------------
+
+    async def _run(self, op: Callable[[Any], T], *, reuse: bool = True) -> T:
+        """Borrow a service connection, run op on it in a worker thread, hand it back."""
+        if self._closed:
+            raise BackendUnavailableError(f"{WHERE}: the backend is closed")
+        try:
+            async with asyncio.timeout(self._pool_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"{WHERE}: all {self._size} connections to {self._address} stayed busy for "
+                f"{self._pool_wait:g}s"
+            ) from None
+        conn = self._idle.pop() if reuse and self._idle else None
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._use, conn, op)
+        except BaseException:
+            self._slots.release()
+            raise
+        # The slot and the connection come back when the thread is done, even if the caller
+        # was cancelled meanwhile: a connection is never used by two threads at once.
+        future.add_done_callback(self._hand_back)
+        try:
+            _, value = await asyncio.shield(future)
+        except _Down as exc:
+            stale, self._idle = self._idle, []  # likely dead too (the server went away)
+            for conn in stale:
+                self._discard(conn)
+            raise BackendUnavailableError(str(exc)) from None
+        except _BindRefused as exc:
+            raise BackendUnavailableError(
+                f"{WHERE}: service account bind failed: {exc.words}"
+            ) from None
+        except LDAPException as exc:
+            raise UserBackendError(f"{WHERE}: {type(exc).__name__}: {exc}") from None
+        return value
+
+    def _hand_back(self, future: asyncio.Future[tuple[Any | None, Any]]) -> None:
+        self._slots.release()
+        if future.cancelled() or future.exception() is not None:
+            return
+        conn, _ = future.result()
+        if conn is None:
+            return
+        if self._closed or len(self._idle) >= self._size:
+            self._discard(conn)
+        else:
+            self._idle.append(conn)
+
+    def _discard(self, conn: Any) -> None:
+        """Unbind a connection in a worker thread (unbinding sends a request)."""
+        with contextlib.suppress(RuntimeError):  # the executor is shut down: the socket just goes
+            self._executor.submit(_close, conn)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: nothing in the directory can match them
+        return False
+    return True
+
+
+def _describe(answer: _Answer) -> str:
+    text = answer.description or f"result {answer.code}"
+    return f"{text}: {answer.message}" if answer.message else text

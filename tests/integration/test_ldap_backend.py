@@ -1,0 +1,341 @@
+"""The LDAP backend against a real slapd holding Authelia's test directory, configured with the
+`authentication_backend.ldap` block of Authelia's LDAP suite (only address, TLS and the service
+account's secret point at the test server)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from ruamel.yaml import YAML
+
+from portal.config import LdapBackendConfig
+from portal.errors import BackendUnavailableError, PasswordRejectedError, StartupCheckError
+from portal.users.ldap import LdapUserBackend
+from tests.integration.slapd import (
+    AUTHELIA_LDIF,
+    CONFIG_DIR,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    SLAPD,
+    USER_DNS,
+    USER_PASSWORD,
+    Slapd,
+)
+
+SUITE = AUTHELIA_LDIF.parent / "suites" / "LDAP" / "configuration.yml"
+JOHN = USER_DNS["john"]
+LONGER = "The directory requires a longer password."
+IN_HISTORY = "You used this password recently; choose another one."
+
+BackendFactory = Callable[..., LdapUserBackend]
+
+
+def suite_config(slapd: Slapd, *, scheme: str = "ldaps", **overrides: Any) -> LdapBackendConfig:
+    """Return Authelia's LDAP suite block pointed at this server (ldaps, trusting its CA)."""
+    block = YAML(typ="safe").load(SUITE.read_text())["authentication_backend"]["ldap"]
+    block.update(
+        address=slapd.url(scheme),
+        tls={"certificate_chain": slapd.ca_pem},
+        user=SERVICE_DN,
+        password=SERVICE_PASSWORD,
+    )
+    block.update(overrides)
+    return LdapBackendConfig.model_validate(block)
+
+
+@pytest.fixture
+async def make_backend(slapd: Slapd) -> AsyncIterator[BackendFactory]:
+    """Build backends on the suite's configuration; all are closed after the test."""
+    made: list[LdapUserBackend] = []
+
+    def make(**overrides: Any) -> LdapUserBackend:
+        backend = LdapUserBackend(suite_config(slapd, **overrides))
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.close()
+
+
+@pytest.fixture
+async def backend(make_backend: BackendFactory) -> LdapUserBackend:
+    """A started backend on ldaps://, verifying the server with the test CA."""
+    started = make_backend()
+    await started.startup_check()
+    return started
+
+
+def stored_password(slapd: Slapd, dn: str) -> str:
+    """Return the user's userPassword as the server stores it."""
+    for line in slapd.search(dn, "(objectClass=*)", ["userPassword"]).splitlines():
+        if line.startswith("userPassword:: "):
+            return base64.b64decode(line.removeprefix("userPassword:: ")).decode()
+        if line.startswith("userPassword: "):
+            return line.removeprefix("userPassword: ")
+    raise AssertionError(f"no userPassword for {dn}")
+
+
+# --- lookups -------------------------------------------------------------------------------------
+
+
+async def test_john_is_found_by_username_and_by_mail(backend: LdapUserBackend) -> None:
+    for identifier in ("john", "john.doe@authelia.com"):
+        john = await backend.get_user(identifier)
+        assert john is not None, identifier
+        assert john.username == "john"
+        assert john.display_name == "John Doe"
+        assert john.emails == ("john.doe@authelia.com",)
+        assert sorted(john.groups) == ["admins", "dev"]
+        assert john.disabled is False
+
+
+async def test_other_users_have_their_own_groups(backend: LdapUserBackend) -> None:
+    bob = await backend.get_user("bob")
+    harry = await backend.get_user("harry.potter@authelia.com")
+    assert bob is not None and bob.groups == ("dev",)
+    assert harry is not None and (harry.username, harry.groups) == ("harry", ())
+
+
+@pytest.mark.parametrize("identifier", ["*)(uid=*", "john*", "*", "(uid=john)", "nobody", ""])
+async def test_filter_characters_and_strangers_find_nobody(
+    backend: LdapUserBackend, identifier: str
+) -> None:
+    assert await backend.get_user(identifier) is None
+
+
+async def test_an_identifier_naming_two_entries_names_nobody(
+    backend: LdapUserBackend, slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    slapd.modify(
+        f"dn: {USER_DNS['bob']}\nchangetype: modify\nadd: mail\nmail: john.doe@authelia.com\n-\n"
+    )
+    assert await backend.get_user("john.doe@authelia.com") is None
+    assert "refusing to pick one" in caplog.text
+    assert await backend.get_user("john") is not None
+
+
+async def test_memberof_mode_names_groups_by_their_rdn(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    # No memberOf overlay in the test server: seeAlso, another DN-valued attribute, stands in.
+    slapd.modify(
+        f"dn: {JOHN}\nchangetype: modify\nadd: seeAlso\n"
+        "seeAlso: cn=dev,ou=groups,dc=example,dc=com\n"
+        "seeAlso: cn=Domain Users,ou=groups,dc=example,dc=com\n-\n"
+    )
+    backend = make_backend(
+        group_search_mode="memberof",
+        attributes={"username": "uid", "display_name": "displayName", "member_of": "seeAlso"},
+    )
+    john = await backend.get_user("john")
+    assert john is not None and john.groups == ("dev", "Domain Users")
+
+
+# --- passwords -----------------------------------------------------------------------------------
+
+
+async def test_check_password(backend: LdapUserBackend) -> None:
+    assert await backend.check_password("john", USER_PASSWORD) is True
+    assert await backend.check_password("john.doe@authelia.com", USER_PASSWORD) is True
+    assert await backend.check_password("john", "wrong password") is False
+    assert await backend.check_password("john", "") is False
+    assert await backend.check_password("nobody", USER_PASSWORD) is False
+
+
+async def test_a_new_password_goes_through_password_modify(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    await backend.set_password("john", "a brand new password")
+    assert slapd.whoami(JOHN, "a brand new password") is True
+    assert slapd.whoami(JOHN, USER_PASSWORD) is False
+    assert await backend.check_password("john", "a brand new password") is True
+    # The server hashed it (ppolicy's olcPPolicyHashCleartext): never stored in clear.
+    assert stored_password(slapd, JOHN).startswith("{")
+    assert "a brand new password" not in stored_password(slapd, JOHN)
+
+
+async def test_a_too_short_password_is_refused_with_a_sentence(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    slapd.set_policy(pwdMinLength=12)
+    with pytest.raises(PasswordRejectedError) as refused:
+        await backend.set_password("john", "short pw")
+    assert refused.value.reasons == [LONGER]
+    assert slapd.whoami(JOHN, USER_PASSWORD) is True
+
+
+async def test_a_recently_used_password_is_refused_with_a_sentence(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    slapd.set_policy(pwdInHistory=3)
+    await backend.set_password("john", "first new password")
+    with pytest.raises(PasswordRejectedError) as refused:
+        await backend.set_password("john", USER_PASSWORD)
+    assert refused.value.reasons == [IN_HISTORY]
+    assert slapd.whoami(JOHN, "first new password") is True
+
+
+async def test_password_state_follows_every_change(backend: LdapUserBackend, slapd: Slapd) -> None:
+    before = await backend.password_state("john")
+    assert before is not None
+    assert await backend.password_state("john") == before  # stable while nothing changes
+    await backend.set_password("john", "changed by the portal")
+    after_reset = await backend.password_state("john")
+    assert after_reset not in (None, before)
+    slapd.modify(
+        f"dn: {JOHN}\nchangetype: modify\nreplace: userPassword\n"
+        "userPassword: changed by the admin\n-\n"
+    )
+    after_admin = await backend.password_state("john")
+    assert after_admin not in (None, before, after_reset)
+    assert await backend.password_state("nobody") is None
+
+
+def hide_rootdse(slapd: Slapd) -> None:
+    """Make the RootDSE unreadable, so that the server announces no Password Modify."""
+    slapd.modify_config(
+        "dn: olcDatabase={-1}frontend,cn=config\nchangetype: modify\nadd: olcAccess\n"
+        'olcAccess: to dn.base="" by * none\n'
+    )
+
+
+async def test_an_unreadable_rootdse_fails_the_startup_check(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    hide_rootdse(slapd)
+    with pytest.raises(StartupCheckError, match="cannot read the RootDSE .*: not readable"):
+        await make_backend().startup_check()
+
+
+async def test_without_password_modify_a_crypt_hash_is_written(
+    make_backend: BackendFactory, slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    hide_rootdse(slapd)
+    backend = make_backend(permit_feature_detection_failure=True)
+    await backend.startup_check()
+    await backend.set_password("john", "a fallback password")
+    await backend.set_password("bob", "another fallback password")
+    assert stored_password(slapd, JOHN).startswith("{CRYPT}$6$")
+    assert slapd.whoami(JOHN, "a fallback password") is True
+    assert slapd.whoami(USER_DNS["bob"], "another fallback password") is True
+    warnings = [r for r in caplog.records if "{CRYPT}" in r.getMessage()]
+    assert len(warnings) == 1  # once, not per write
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+async def test_start_tls_verifies_the_server_with_the_ca(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    backend = make_backend(address=slapd.url("ldap"), start_tls=True)
+    await backend.startup_check()
+    john = await backend.get_user("john")
+    assert john is not None and john.username == "john"
+    assert await backend.check_password("john", USER_PASSWORD) is True
+
+
+async def test_ldaps_without_the_ca_fails_verification(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    backend = make_backend(tls={})
+    with pytest.raises(StartupCheckError) as failed:
+        await backend.startup_check()
+    message = str(failed.value)
+    assert message.startswith(
+        f"authentication_backend.ldap: cannot connect to {slapd.url('ldaps')}"
+    )
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+
+
+async def test_start_tls_checks_the_server_name(make_backend: BackendFactory, slapd: Slapd) -> None:
+    tls = {"certificate_chain": slapd.ca_pem, "server_name": "ldap.example.org"}
+    backend = make_backend(address=slapd.url("ldap"), start_tls=True, tls=tls)
+    with pytest.raises(StartupCheckError, match="cannot connect to .*(?i:hostname)"):
+        await backend.startup_check()
+
+
+async def test_ldapi_reaches_a_local_server(make_backend: BackendFactory, slapd: Slapd) -> None:
+    slapd.stop()  # the fixture's slapd listens on TCP only: run one on a socket instead
+    path = slapd.workdir / "ldapi"
+    listen = "ldapi://" + quote(str(path), safe="")
+    process = subprocess.Popen(
+        [SLAPD, "-h", listen, "-F", CONFIG_DIR, "-d", "none"],
+        cwd=slapd.workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        backend = make_backend(address=f"ldapi://{path}", tls={})
+        await backend.startup_check()
+        john = await backend.get_user("john")
+        assert john is not None and john.groups == ("dev", "admins")
+        assert await backend.check_password("john", USER_PASSWORD) is True
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# --- the pool and the server's life --------------------------------------------------------------
+
+
+async def test_fifty_concurrent_lookups_share_the_pool(backend: LdapUserBackend) -> None:
+    people = {
+        "john": "John Doe",
+        "harry.potter@authelia.com": "Harry Potter",
+        "bob": "Bob Dylan",
+        "james.dean@authelia.com": "James Dean",
+        "*": None,
+    }
+    asked = [list(people)[i % len(people)] for i in range(50)]
+    found = await asyncio.gather(*(backend.get_user(who) for who in asked))
+    for who, user in zip(asked, found, strict=True):
+        assert (user.display_name if user else None) == people[who], who
+
+
+async def test_a_restarted_server_is_used_again(backend: LdapUserBackend, slapd: Slapd) -> None:
+    assert await backend.get_user("john") is not None
+    assert await backend.healthy() is True
+    slapd.stop()
+    with pytest.raises(BackendUnavailableError):
+        await backend.get_user("john")
+    with pytest.raises(BackendUnavailableError):
+        await backend.check_password("john", USER_PASSWORD)
+    assert await backend.healthy() is False
+    slapd.start()
+    assert await backend.healthy() is True
+    john = await backend.get_user("john")
+    assert john is not None and john.username == "john"
+    assert await backend.check_password("john", USER_PASSWORD) is True
+
+
+async def test_idle_connections_dropped_by_a_restart_are_replaced(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    await asyncio.gather(*(backend.get_user("john") for _ in range(8)))  # fill the pool
+    slapd.restart()
+    users = await asyncio.gather(*(backend.get_user("bob") for _ in range(8)))
+    assert all(user is not None and user.username == "bob" for user in users)
+
+
+async def test_a_wrong_service_password_fails_the_startup_check(
+    make_backend: BackendFactory,
+) -> None:
+    backend = make_backend(password="not the password")
+    with pytest.raises(
+        StartupCheckError,
+        match="^authentication_backend.ldap: service account bind failed: invalid credentials$",
+    ):
+        await backend.startup_check()
