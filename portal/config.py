@@ -54,7 +54,6 @@ UNSUPPORTED_KEYS = (
     "telemetry",
     "definitions",
     "privacy_policy",
-    "access_control",
     "server.asset_path",
     "server.disable_healthcheck",
     "server.buffers",
@@ -709,6 +708,108 @@ class StorageConfig(Model):
 # --- regulation -----------------------------------------------------------------------------
 
 
+# --- access control -------------------------------------------------------------------------
+
+Policy = Literal["bypass", "one_factor", "two_factor", "deny"]
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "COPY",
+     "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "UNLOCK"}
+)  # fmt: skip
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, str):
+        return (value,)
+    return value
+
+
+class AccessControlRule(Model):
+    """One rule: the first rule whose every criterion matches decides."""
+
+    domain: tuple[str, ...] = ()
+    domain_regex: tuple[str, ...] = ()
+    policy: Policy
+    # OR of ANDs, as Authelia: 'user:a' | ['user:a', 'group:b'] | [['group:a', 'group:b'], ...]
+    subject: tuple[tuple[str, ...], ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    resources: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+    @field_validator("domain", "domain_regex", "resources", "methods", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_tuple(value)
+
+    @field_validator("domain")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(d.strip().lower() for d in value)
+
+    @field_validator("domain_regex", "resources")
+    @classmethod
+    def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in value)
+        unknown = [m for m in upper if m not in _METHODS]
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
+        return upper
+
+    @field_validator("subject", mode="before")
+    @classmethod
+    def _subjects(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return ((value,),)
+        if isinstance(value, list | tuple):
+            return tuple(_as_tuple(item) for item in value)
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_kinds(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        for group in value:
+            for item in group:
+                if not item.startswith(("user:", "group:")) or len(item.split(":", 1)[1]) == 0:
+                    raise ValueError(f"{item!r} must be 'user:<name>' or 'group:<name>'")
+        return value
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        value = _as_tuple(value)
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"must be CIDR networks (named networks from 'definitions' are not "
+                    f"supported): {exc}"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_domain(self) -> AccessControlRule:
+        if not self.domain and not self.domain_regex:
+            raise ValueError("a rule needs 'domain' or 'domain_regex'")
+        return self
+
+
+class AccessControlConfig(Model):
+    """Who may reach what behind nginx."""
+
+    default_policy: Policy = "deny"
+    rules: tuple[AccessControlRule, ...] = ()
+
+
 class RegulationConfig(Model):
     """Bans after repeated failed sign-ins (Authelia's defaults)."""
 
@@ -730,6 +831,7 @@ class Config(Model):
     session: SessionConfig
     storage: StorageConfig
     regulation: RegulationConfig = RegulationConfig()
+    access_control: AccessControlConfig = AccessControlConfig()
 
     @property
     def portal_url(self) -> str:
@@ -926,7 +1028,21 @@ def read_config(
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
+    warnings.extend(_two_factor_warnings(config))
     return config, warnings
+
+
+def _two_factor_warnings(config: Config) -> list[str]:
+    """Warn about two_factor policies, which act as deny until second factors exist."""
+    access = config.access_control
+    places = [f"access_control.rules[{i}]" for i, r in enumerate(access.rules)
+              if r.policy == "two_factor"]  # fmt: skip
+    if access.default_policy == "two_factor":
+        places.insert(0, "access_control.default_policy")
+    return [
+        f"{place}: two_factor is treated as deny (the portal has no second factor yet)"
+        for place in places
+    ]
 
 
 def load_config(paths: Sequence[Path], environ: Mapping[str, str] | None = None) -> Config:

@@ -192,7 +192,7 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key() -
     assert config.password_policy.standard.require_special is True
     start = config.server.endpoints.rate_limits.reset_password_start.buckets
     assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
-    for key in ("totp", "webauthn", "ntp", "telemetry", "access_control", "server.tls", "theme"):
+    for key in ("totp", "webauthn", "ntp", "telemetry", "server.tls", "theme"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
     assert (
         "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
@@ -212,7 +212,77 @@ def test_authelias_ldap_suite_loads_with_its_ldap_block() -> None:
     assert ldap.attributes.username == "uid"
     assert ldap.users_filter is not None and "{mail_attribute}={input}" in ldap.users_filter
     assert config.session.cookies[0].default_redirection_url == "https://home.example.com:8080/"
-    assert any(w.startswith("access_control:") for w in warnings)
+    assert any(w.startswith("totp:") for w in warnings)
+
+
+def test_authelias_access_control_rules_load_and_two_factor_warns() -> None:
+    environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
+    config, warnings = read_config(
+        [AUTHELIA / "suites" / "Standalone" / "configuration.yml"], environ
+    )
+    rules = config.access_control.rules
+    assert config.access_control.default_policy == "deny"
+    assert rules[0].domain == ("home.example.com", "public.example.com")
+    assert (rules[1].policy, rules[1].methods) == ("bypass", ("OPTIONS",))
+    assert [w for w in warnings if w.startswith("access_control")] == [
+        "access_control.rules[3]: two_factor is treated as deny (the portal has no second "
+        "factor yet)",
+        "access_control.rules[4]: two_factor is treated as deny (the portal has no second "
+        "factor yet)",
+    ]
+
+
+def test_access_control_subjects_keep_authelias_or_of_ands(tmp_path: Path) -> None:
+    rules = [
+        {"domain": "a.example.com", "policy": "one_factor", "subject": "user:john"},
+        {
+            "domain": "b.example.com",
+            "policy": "one_factor",
+            "subject": ["group:admins", ["group:dev", "user:bob"]],
+            "networks": ["10.0.0.0/8"],
+            "resources": ["^/api/"],
+            "methods": ["get", "POST"],
+        },
+    ]
+    config, _ = read_config([with_changes(tmp_path, access_control={"rules": rules})], {})
+    first, second = config.access_control.rules
+    assert first.subject == (("user:john",),)
+    assert second.subject == (("group:admins",), ("group:dev", "user:bob"))
+    assert second.methods == ("GET", "POST")
+    assert [str(n) for n in second.networks] == ["10.0.0.0/8"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ({"policy": "bypass"}, "access_control.rules[0]: a rule needs 'domain' or 'domain_regex'"),
+        (
+            {"domain": "x.example.com", "policy": "allow"},
+            "access_control.rules[0].policy: must be 'bypass', 'one_factor', 'two_factor' or "
+            "'deny'",
+        ),
+        (
+            {"domain": "x.example.com", "policy": "deny", "subject": "john"},
+            "access_control.rules[0].subject: 'john' must be 'user:<name>' or 'group:<name>'",
+        ),
+        (
+            {"domain": "x.example.com", "policy": "deny", "resources": ["^/(unclosed"]},
+            "access_control.rules[0].resources: '^/(unclosed' is not a valid regular expression: "
+            "missing ), unterminated subpattern at position 2",
+        ),
+        (
+            {"domain": "x.example.com", "policy": "deny", "networks": ["internal"]},
+            "access_control.rules[0].networks: must be CIDR networks (named networks from "
+            "'definitions' are not supported): 'internal' does not appear to be an IPv4 or IPv6 "
+            "network",
+        ),
+    ],
+)
+def test_a_bad_access_control_rule_names_its_path(
+    tmp_path: Path, rule: dict[str, Any], problem: str
+) -> None:
+    path = with_changes(tmp_path, access_control={"rules": [rule]})
+    assert problems_of([path]) == [problem]
 
 
 def test_authelias_short_ldap_suite_secret_is_refused_without_an_override() -> None:
