@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SECRETS := var/secrets
-APT_PACKAGES := slapd ldap-utils nginx chromium
-SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium
+APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision
+SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium \
+	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint system-deps clean

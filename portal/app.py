@@ -12,9 +12,21 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from portal.authz import AccessControl
 from portal.config import Config
 from portal.deps import Dependencies, build_dependencies
-from portal.keys import CLOCK, CONFIG, NOTIFIER, OUTBOX, RESET, STORAGE, USERS
+from portal.keys import (
+    ACCESS,
+    CLOCK,
+    CONFIG,
+    NOTIFIER,
+    OUTBOX,
+    RESET,
+    SESSIONS,
+    SIGNIN,
+    STORAGE,
+    USERS,
+)
 from portal.mail import MailRenderer
 from portal.middlewares import (
     MAX_BODY,
@@ -24,8 +36,11 @@ from portal.middlewares import (
     security_headers,
 )
 from portal.notify.outbox import OutboxWorker
+from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes
+from portal.sessions import SessionStore
+from portal.signin import SignInService
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PURGE_INTERVAL = 600.0
@@ -52,6 +67,7 @@ async def _purge_forever(app: web.Application) -> None:
     while True:
         try:
             await app[RESET].purge()
+            await app[SESSIONS].purge()
         except Exception:
             log.exception("purging expired records failed")
         await asyncio.sleep(PURGE_INTERVAL)
@@ -87,12 +103,21 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[STORAGE] = deps.storage
     app[NOTIFIER] = deps.notifier
     app[OUTBOX] = OutboxWorker(deps.storage, deps.clock)
+    app[SESSIONS] = SessionStore(deps.storage, deps.clock)
+    app[ACCESS] = AccessControl(config.access_control)
+    app[SIGNIN] = SignInService(
+        config=config,
+        users=deps.users,
+        sessions=app[SESSIONS],
+        regulator=Regulator(deps.storage, deps.clock, config.regulation),
+    )
     app[RESET] = PasswordResetService(
         config=config,
         users=deps.users,
         storage=deps.storage,
         notifier=deps.notifier,
         outbox=app[OUTBOX],
+        sessions=app[SESSIONS],
         renderer=MailRenderer(_mail_template_dirs(config)),
         clock=deps.clock,
     )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from portal.authz import AccessControl
 from portal.clock import Clock
 from portal.config import Config
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.reset import PasswordResetService
+from portal.sessions import SessionStore
+from portal.signin import SignInService
 from portal.storage.base import Storage
 from portal.users.base import UserBackend
 
@@ -19,3 +22,6 @@ STORAGE = web.AppKey("storage", Storage)
 NOTIFIER = web.AppKey("notifier", Notifier)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESET = web.AppKey("reset", PasswordResetService)
+SESSIONS = web.AppKey("sessions", SessionStore)
+SIGNIN = web.AppKey("signin", SignInService)
+ACCESS = web.AppKey("access", AccessControl)

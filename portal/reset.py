@@ -24,6 +24,7 @@ from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.policy import check_password
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
+from portal.sessions import SessionStore
 from portal.storage.base import IdentityVerification, OutboxMessage, Storage
 from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
 from portal.users.base import User, UserBackend
@@ -71,6 +72,7 @@ class PasswordResetService:
         storage: Storage,
         notifier: Notifier,
         outbox: OutboxWorker,
+        sessions: SessionStore,
         renderer: MailRenderer,
         clock: Clock,
     ) -> None:
@@ -79,6 +81,7 @@ class PasswordResetService:
         self._storage = storage
         self._notifier = notifier
         self._outbox = outbox
+        self._sessions = sessions
         self._renderer = renderer
         self._clock = clock
         self._limiter = RateLimiter(storage, clock)
@@ -280,7 +283,7 @@ class PasswordResetService:
             raise
         await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
         # SECURITY: every session of the user ends, on every device (Django does; Authelia not).
-        await self._storage.session_delete_user(user.username)
+        await self._sessions.destroy_user(user.username)
         await self._outbox.enqueue(
             CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": now}
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from portal.handlers import health, reset, start
+from portal.handlers import authz, health, reset, signin
 from portal.keys import CONFIG
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -15,7 +15,13 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def setup_routes(app: web.Application) -> None:
     """Register every route under its name."""
     add = app.router
-    add.add_get("/", start.start_get, name="start")
+    add.add_get("/", signin.signin_get, name="signin")
+    add.add_post("/", signin.signin_post)
+    add.add_post("/api/firstfactor", signin.api_firstfactor_post)
+    add.add_get("/logout", signin.logout_get, name="logout")
+    add.add_post("/api/logout", signin.api_logout_post)
+    add.add_get("/api/authz/auth-request", authz.auth_request_get, name="auth_request")
+    add.add_get("/api/verify", authz.auth_request_get, name="verify")
     add.add_get("/api/health", health.health_get, name="health")
     add.add_static("/static/", STATIC, name="static")
 

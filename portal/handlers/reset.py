@@ -172,10 +172,11 @@ class ResetBody(TokenBody):
     password: str
 
 
-Body = TypeVar("Body", bound=_Body)
+Body = TypeVar("Body", bound=BaseModel)
 
 
-async def _json(request: web.Request, model: type[Body]) -> Body:
+async def parse_json(request: web.Request, model: type[Body]) -> Body:
+    """Parse the JSON body into model, or raise BadRequestError naming the bad fields."""
     try:
         return model.model_validate(await request.json())
     except ValueError as exc:
@@ -190,21 +191,21 @@ OK = {"status": "OK"}
 
 async def api_start_post(request: web.Request) -> web.Response:
     """Queue a reset mail; answer OK whoever was asked for."""
-    body = await _json(request, StartBody)
+    body = await parse_json(request, StartBody)
     await request.app[RESET].request_link(body.username, _ip(request))
     return web.json_response(OK)
 
 
 async def api_finish_post(request: web.Request) -> web.Response:
     """Check a reset token without using it."""
-    body = await _json(request, TokenBody)
+    body = await parse_json(request, TokenBody)
     await request.app[RESET].open_link(body.token, _ip(request))
     return web.json_response(OK)
 
 
 async def api_reset_post(request: web.Request) -> web.Response:
     """Set a new password with a reset token."""
-    body = await _json(request, ResetBody)
+    body = await parse_json(request, ResetBody)
     try:
         await request.app[RESET].complete(body.token, body.password, body.password, _ip(request))
     except PasswordRejectedError as exc:
@@ -216,6 +217,6 @@ async def api_reset_post(request: web.Request) -> web.Response:
 
 async def api_reset_delete(request: web.Request) -> web.Response:
     """Revoke a reset token."""
-    body = await _json(request, TokenBody)
+    body = await parse_json(request, TokenBody)
     await request.app[RESET].revoke(body.token, _ip(request))
     return web.json_response(OK)

@@ -1,8 +1,7 @@
-"""The portal's start page (the sign-in form replaces it)."""
+"""Where "Forgot password?" leads."""
 
 from __future__ import annotations
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from portal.keys import CONFIG
@@ -14,9 +13,3 @@ def forgot_password_url(request: web.Request) -> str | None:
     if reset.disable:
         return None
     return reset.custom_url or "/reset-password/step1"
-
-
-async def start_get(request: web.Request) -> web.Response:
-    """Show the start page."""
-    context = {"forgot_url": forgot_password_url(request)}
-    return aiohttp_jinja2.render_template("pages/start.html", request, context)

@@ -1,0 +1,56 @@
+"""The endpoint nginx asks on every request to a protected site: may this visitor pass?"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from aiohttp import web
+
+from portal.authz import Target
+from portal.keys import ACCESS, CONFIG, SESSIONS
+from portal.ratelimit import client_ip
+from portal.signin import cookie_for_host
+from portal.users.base import User
+
+log = logging.getLogger("portal.authz")
+
+
+async def auth_request_get(request: web.Request) -> web.Response:
+    """Answer 200 with Remote-* headers, 401 with where to sign in, or 403."""
+    config = request.app[CONFIG]
+    original = request.headers.get("X-Original-URL", "")
+    method = request.headers.get("X-Original-Method", "GET").upper()
+    ip = client_ip(request, config.server.trusted_proxies)
+    try:
+        target = Target.from_url(original, method, ip)
+    except ValueError:
+        # SECURITY: a request we cannot read is never let through.
+        return web.Response(status=401, text="401 Unauthorized: missing or malformed request")
+    cookie = cookie_for_host(config, target.host)
+    session = None
+    if cookie is not None:
+        value = request.cookies.get(cookie.name or "")
+        if value:
+            session = await request.app[SESSIONS].get(value, cookie)
+    user = None
+    if session is not None:
+        user = User(session.username, session.display_name, session.emails, session.groups)
+    decision = request.app[ACCESS].decide(target, user)
+    if decision.required == "bypass":
+        return web.Response(status=200)
+    if decision.required == "deny":
+        return web.Response(status=403, text="403 Forbidden")
+    if session is None:
+        portal = cookie.authelia_url if cookie is not None else config.portal_url
+        location = f"{portal}/?rd={quote(original, safe='')}"
+        return web.Response(status=401, headers={"Location": location}, text="401 Unauthorized")
+    return web.Response(
+        status=200,
+        headers={
+            "Remote-User": session.username,
+            "Remote-Groups": ",".join(session.groups),
+            "Remote-Name": session.display_name,
+            "Remote-Email": session.emails[0] if session.emails else "",
+        },
+    )

@@ -1,0 +1,146 @@
+"""The sign-in page, its JSON twin, and sign-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from portal.handlers.reset import parse_json
+from portal.handlers.start import forgot_password_url
+from portal.keys import CONFIG, SESSIONS, SIGNIN
+from portal.middlewares import CSRF_FIELD, csrf_token
+from portal.ratelimit import client_ip
+from portal.sessions import Session, cookie_attributes
+from portal.signin import SignInFailedError, cookie_for_host, safe_redirect
+
+
+def _ip(request: web.Request) -> str:
+    return client_ip(request, request.app[CONFIG].server.trusted_proxies)
+
+
+def _host(request: web.Request) -> str:
+    return request.url.host or ""
+
+
+async def current_session(request: web.Request) -> Session | None:
+    """Return the session the request's cookie opens, if any."""
+    config = request.app[CONFIG]
+    cookie = cookie_for_host(config, _host(request)) or config.session.cookies[0]
+    value = request.cookies.get(cookie.name or "")
+    if not value:
+        return None
+    return await request.app[SESSIONS].get(value, cookie)
+
+
+def _page(request: web.Request, status: int = 200, **context: Any) -> web.Response:
+    context.update(
+        csrf_token=csrf_token(request),
+        csrf_field=CSRF_FIELD,
+        forgot_url=forgot_password_url(request),
+    )
+    response = aiohttp_jinja2.render_template("pages/signin.html", request, context, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _landing(request: web.Request, rd: str | None) -> str:
+    config = request.app[CONFIG]
+    cookie = cookie_for_host(config, _host(request)) or config.session.cookies[0]
+    return safe_redirect(config, rd) or cookie.default_redirection_url or "/"
+
+
+async def signin_get(request: web.Request) -> web.Response:
+    """Show the sign-in form, or send a signed-in user where they were going."""
+    rd = request.query.get("rd")
+    session = await current_session(request)
+    if session is not None:
+        target = safe_redirect(request.app[CONFIG], rd)
+        if target:
+            raise web.HTTPFound(target)
+        return _page(request, signed_in=session.display_name or session.username)
+    return _page(request, rd=rd or "")
+
+
+async def signin_post(request: web.Request) -> web.Response:
+    """Check the credentials, rotate the session, and redirect."""
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    username, rd = fields.get("username", ""), fields.get("rd", "")
+    try:
+        _, value, cookie = await request.app[SIGNIN].sign_in(
+            username, fields.get("password", ""), _ip(request),
+            remember_me=fields.get("remember_me") in ("on", "true", "1"), host=_host(request),
+        )  # fmt: skip
+    except SignInFailedError as exc:
+        return _page(request, status=401, error=exc.public_message, username=username[:256],
+                     rd=rd)  # fmt: skip
+    response = web.HTTPFound(_landing(request, rd))
+    await _rotate(request, response, value, cookie, fields.get("remember_me") in ("on", "1"))
+    raise response
+
+
+async def _rotate(
+    request: web.Request, response: web.StreamResponse, value: str, cookie: Any, remember: bool
+) -> None:
+    # SECURITY: a new session id at sign-in; whatever session the browser carried is ended.
+    old = request.cookies.get(cookie.name or "")
+    if old:
+        await request.app[SESSIONS].destroy(old)
+    response.set_cookie(cookie.name or "", value, **cookie_attributes(cookie, remember_me=remember))
+
+
+class FirstFactorBody(BaseModel):
+    """POST /api/firstfactor (Authelia's names)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=4096, populate_by_name=True)
+
+    username: str
+    password: str
+    keep_me_logged_in: bool = Field(False, alias="keepMeLoggedIn")
+    target_url: str | None = Field(None, alias="targetURL")
+
+
+async def api_firstfactor_post(request: web.Request) -> web.Response:
+    """Sign in from a script or a single-page app."""
+    body = await parse_json(request, FirstFactorBody)
+    try:
+        _, value, cookie = await request.app[SIGNIN].sign_in(
+            body.username, body.password, _ip(request),
+            remember_me=body.keep_me_logged_in, host=_host(request),
+        )  # fmt: skip
+    except SignInFailedError as exc:
+        return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
+    data = {}
+    target = safe_redirect(request.app[CONFIG], body.target_url)
+    if target:
+        data["redirect"] = target
+    response = web.json_response({"status": "OK", "data": data} if data else {"status": "OK"})
+    await _rotate(request, response, value, cookie, body.keep_me_logged_in)
+    return response
+
+
+async def _sign_out(request: web.Request, response: web.StreamResponse) -> None:
+    config = request.app[CONFIG]
+    cookie = cookie_for_host(config, _host(request)) or config.session.cookies[0]
+    value = request.cookies.get(cookie.name or "")
+    if value:
+        await request.app[SESSIONS].destroy(value)
+    attributes = cookie_attributes(cookie, remember_me=False)
+    response.del_cookie(cookie.name or "", domain=attributes.get("domain"), path="/")
+
+
+async def logout_get(request: web.Request) -> web.Response:
+    """End the session and go back to the sign-in page (or a safe rd)."""
+    response = web.HTTPFound(safe_redirect(request.app[CONFIG], request.query.get("rd")) or "/")
+    await _sign_out(request, response)
+    raise response
+
+
+async def api_logout_post(request: web.Request) -> web.Response:
+    """End the session."""
+    response = web.json_response({"status": "OK"})
+    await _sign_out(request, response)
+    return response

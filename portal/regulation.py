@@ -1,0 +1,89 @@
+"""Regulation as Authelia means it: bans after repeated failed sign-ins, per user and per address.
+
+`max_retries` failures within `find_time` ban the subject for `ban_time`, counted from the last of
+those failures; `max_retries: 0` turns regulation off. Failures are an event log in storage (the
+rate-limit table), so every portal instance sharing the storage sees the same bans.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from collections.abc import Sequence
+
+from portal.clock import Clock
+from portal.config import RegulationConfig
+from portal.storage.base import Storage
+
+
+class Regulator:
+    """Record failed sign-ins and tell whether a user or an address is banned."""
+
+    def __init__(self, storage: Storage, clock: Clock, config: RegulationConfig) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._modes = frozenset(config.modes)
+        self._max_retries = config.max_retries
+        self._find_time = config.find_time.total_seconds()
+        self._ban_time = config.ban_time.total_seconds()
+
+    async def banned_until(self, username: str, ip: str) -> float | None:
+        """Return when the latest ban on the user or the address ends, or None if neither is."""
+        if self._max_retries == 0:
+            return None
+        now = self._clock.now()
+        # Any ban still running started from failures no older than find_time + ban_time.
+        since = now - self._find_time - self._ban_time
+        until: float | None = None
+        for key in self._keys(username, ip):
+            end = self._ban_end(await self._storage.rate_limit_events(key, since=since))
+            if end is not None and end > now and (until is None or end > until):
+                until = end
+        return until
+
+    async def record_failure(self, username: str, ip: str) -> None:
+        """Count one failed sign-in against the user and the address (per the modes)."""
+        if self._max_retries == 0:
+            return
+        now = self._clock.now()
+        # SECURITY: unknown usernames are counted exactly like known ones, so a ban (or its
+        # absence) does not tell an attacker which accounts exist.
+        for key in self._keys(username, ip):
+            await self._storage.rate_limit_hit(
+                key, at=now, keep_for=self._find_time + self._ban_time
+            )
+
+    def _keys(self, username: str, ip: str) -> list[str]:
+        keys: list[str] = []
+        if "user" in self._modes:
+            # SECURITY: folded the way the file backend matches names, so 'JOHN' or a full-width
+            # 'Ｊｏｈｎ' share one count with 'john' instead of each getting max_retries tries.
+            keys.append(f"regulation:user:{_fold(username)}")
+        # An unknown address ("") is not a subject: it would lump unrelated clients together.
+        if "ip" in self._modes and ip:
+            keys.append(f"regulation:ip:{_canonical_ip(ip)}")
+        return keys
+
+    def _ban_end(self, failures: Sequence[float]) -> float | None:
+        # Every run of max_retries consecutive failures spanning at most find_time bans until
+        # its last failure + ban_time; the latest such run decides (failures are ascending).
+        # Looking at every run, not only the newest, means a failure recorded during a ban
+        # can never shorten it.
+        n = self._max_retries
+        end: float | None = None
+        for last in range(n - 1, len(failures)):
+            if failures[last] - failures[last - n + 1] <= self._find_time:
+                end = failures[last] + self._ban_time
+        return end
+
+
+def _fold(username: str) -> str:
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
+
+
+def _canonical_ip(ip: str) -> str:
+    # SECURITY: one address, one key: '::1' and '0:0::1' must not count separately.
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip

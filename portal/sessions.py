@@ -1,0 +1,294 @@
+"""Server-side sessions over storage, with Authelia's meaning of expiration, inactivity and
+remember me, and the attributes of the cookie that carries them.
+
+The browser holds a random value; storage holds only its SHA-256, so a leaked database opens no
+session. Every instance keeps a small cache of rows it has read, each trusted for at most
+`cache_ttl` seconds: nginx's auth_request usually costs no storage round trip, and a session ended
+on any instance (its row deleted) stops working everywhere within `cache_ttl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import secrets
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from portal.clock import Clock
+from portal.config import SessionCookieConfig
+from portal.storage.base import SessionRecord, Storage
+from portal.users.base import User
+
+_T = TypeVar("_T")
+
+_VALUE_BYTES = 32  # secrets.token_urlsafe(32): 256 random bits, 43 characters
+# SECURITY: anything that is not plausibly one of our values is refused before hashing or any
+# storage call, so junk cookies (huge, binary, non-ASCII) cost nothing and raise nothing.
+_VALUE = re.compile(r"[A-Za-z0-9_-]{32,128}")
+
+
+@dataclass(frozen=True)
+class Session:
+    """Describe one signed-in browser session as the handlers see it."""
+
+    id: str  # the stored hash of the cookie value, never the value itself
+    username: str
+    display_name: str
+    emails: tuple[str, ...]
+    groups: tuple[str, ...]
+    created_at: float
+    last_active_at: float
+    expires_at: float
+    remember_me: bool
+
+
+@dataclass(frozen=True)
+class _Cached:
+    record: SessionRecord
+    fetched_at: float
+
+
+class SessionStore:
+    """Create, look up and end sessions kept in storage, caching reads for a moment.
+
+    Rotation at sign-in is the caller's job: it calls `destroy` on the value the browser carried
+    and `create` for a new one, so a session id planted before sign-in is never promoted.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        *,
+        cache_ttl: float = 1.0,
+        touch_interval: float = 10.0,
+        cache_size: int = 10_000,
+    ) -> None:
+        if cache_ttl < 0 or touch_interval < 0 or cache_size < 1:
+            raise ValueError("cache_ttl and touch_interval must be >= 0, cache_size >= 1")
+        self._storage = storage
+        self._clock = clock
+        self._cache_ttl = cache_ttl
+        self._touch_interval = touch_interval
+        self._cache_size = cache_size
+        self._cache: dict[str, _Cached] = {}
+        # Bumped by every destroy: a read that was in flight meanwhile must not cache its row.
+        self._generation = 0
+
+    async def create(self, user: User, cookie: SessionCookieConfig, *, remember_me: bool) -> str:
+        """Open a session for user under cookie's domain and return the new cookie value."""
+        # SECURITY: a disabled user never gets a session, whatever the caller forgot to check.
+        if user.disabled:
+            raise ValueError(f"refusing to open a session for disabled user {user.username!r}")
+        remember_me = remember_me and _remember_me_seconds(cookie) > 0
+        lifetime = (
+            _remember_me_seconds(cookie)
+            if remember_me
+            else _seconds(cookie.expiration, "expiration")
+        )
+        # SECURITY: a fresh value from the OS CSPRNG every time; storage sees only its hash.
+        value = secrets.token_urlsafe(_VALUE_BYTES)
+        now = self._clock.now()
+        record = SessionRecord(
+            id=_hash(value),
+            username=user.username,
+            created_at=now,
+            last_active_at=now,
+            expires_at=now + lifetime,
+            remember_me=remember_me,
+            data={
+                "domain": cookie.domain,
+                "display_name": user.display_name,
+                "emails": list(user.emails),
+                "groups": list(user.groups),
+            },
+        )
+        await self._storage.session_save(record)
+        return value
+
+    async def get(self, value: str, cookie: SessionCookieConfig) -> Session | None:
+        """Return the live session the cookie value opens under cookie's domain, or None.
+
+        An expired or idle session is deleted. Activity is written at most every
+        `touch_interval` seconds, so an idle session may end up to that much early.
+        """
+        session_id = _id_of(value)
+        if session_id is None:
+            return None
+        now = self._clock.now()
+        record = self._cached(session_id, now)
+        fresh = record is None
+        if record is None:
+            record = await self._load(session_id, now)
+            if record is None:
+                return None
+        # SECURITY: a session opens only the cookie domain it was created for (Authelia keeps
+        # one session store per domain); it is not ended, it just does not open this one.
+        if record.data.get("domain") != cookie.domain:
+            return None
+        if _ended(record, cookie, now) and not fresh:
+            # The cached row may lag activity written by another instance: judge a fresh one
+            # before deleting anything.
+            record = await self._load(session_id, now)
+            if record is None:
+                return None
+        if _ended(record, cookie, now):
+            self._forget(session_id)
+            await self._storage.session_delete(session_id)
+            return None
+        if now - record.last_active_at >= self._touch_interval:
+            await self._storage.session_touch(session_id, at=now)
+            record = replace(record, last_active_at=now)
+            entry = self._cache.get(session_id)
+            if entry is not None:
+                self._cache[session_id] = replace(entry, record=record)
+        return _session(record)
+
+    async def destroy(self, value: str) -> None:
+        """End the session the cookie value opens, if any (sign-out, rotation at sign-in)."""
+        session_id = _id_of(value)
+        if session_id is None:
+            return
+        self._forget(session_id)
+        await self._storage.session_delete(session_id)
+
+    async def destroy_user(self, username: str) -> int:
+        """End every session of the user on every instance; return how many rows went."""
+        self._generation += 1
+        for session_id in [k for k, v in self._cache.items() if v.record.username == username]:
+            del self._cache[session_id]
+        return await self._storage.session_delete_user(username)
+
+    async def purge(self) -> int:
+        """Delete sessions past their absolute expiration; return how many."""
+        now = self._clock.now()
+        self._drop_stale(now)
+        return await self._storage.purge_sessions(expired_before=now)
+
+    # -- the cache -----------------------------------------------------------------------------
+
+    def _cached(self, session_id: str, now: float) -> SessionRecord | None:
+        entry = self._cache.get(session_id)
+        if entry is None:
+            return None
+        # SECURITY: a cached row is trusted for cache_ttl at most (and never if the clock went
+        # back), which bounds how long a session ended on another instance keeps working here.
+        if not entry.fetched_at <= now < entry.fetched_at + self._cache_ttl:
+            del self._cache[session_id]
+            return None
+        return entry.record
+
+    async def _load(self, session_id: str, now: float) -> SessionRecord | None:
+        generation = self._generation
+        record = await self._storage.session_get(session_id)
+        if record is None:
+            # Misses are not cached: a session just created on another instance must work at once.
+            self._cache.pop(session_id, None)
+        elif generation == self._generation and self._cache_ttl > 0:
+            self._remember(session_id, record, now)
+        return record
+
+    def _remember(self, session_id: str, record: SessionRecord, now: float) -> None:
+        self._cache.pop(session_id, None)
+        if len(self._cache) >= self._cache_size:
+            self._drop_stale(now)
+        while len(self._cache) >= self._cache_size:
+            del self._cache[next(iter(self._cache))]  # the oldest insertion
+        self._cache[session_id] = _Cached(record, now)
+
+    def _forget(self, session_id: str) -> None:
+        self._generation += 1
+        self._cache.pop(session_id, None)
+
+    def _drop_stale(self, now: float) -> None:
+        for session_id in [
+            k
+            for k, v in self._cache.items()
+            if not v.fetched_at <= now < v.fetched_at + self._cache_ttl
+        ]:
+            del self._cache[session_id]
+
+
+def cookie_attributes(cookie: SessionCookieConfig, *, remember_me: bool) -> dict[str, Any]:
+    """Return the keyword arguments for aiohttp's set_cookie for this cookie domain."""
+    attributes: dict[str, Any] = {
+        "path": "/",
+        # SECURITY: Secure whenever the portal is served over https (config allows plain http
+        # only on loopback); HttpOnly so page scripts never read the session value.
+        "secure": urlsplit(cookie.authelia_url).scheme == "https",
+        "httponly": True,
+        "samesite": _required(cookie.same_site, "same_site").capitalize(),
+    }
+    # Browsers refuse a Domain attribute of an IP address or 'localhost': host-only there.
+    if not _host_only(cookie.domain):
+        attributes["domain"] = cookie.domain
+    if remember_me and _remember_me_seconds(cookie) > 0:
+        attributes["max_age"] = int(_remember_me_seconds(cookie))
+    # Otherwise no max_age: a browser-session cookie, gone when the browser closes (Authelia).
+    return attributes
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode("ascii")).hexdigest()
+
+
+def _id_of(value: str) -> str | None:
+    if not isinstance(value, str) or _VALUE.fullmatch(value) is None:
+        return None
+    return _hash(value)
+
+
+def _ended(record: SessionRecord, cookie: SessionCookieConfig, now: float) -> bool:
+    if now >= record.expires_at:
+        return True
+    # Authelia: remember me skips the inactivity check, and an inactivity of 0 disables it.
+    if record.remember_me:
+        return False
+    inactivity = _seconds(cookie.inactivity, "inactivity")
+    return inactivity > 0 and now - record.last_active_at > inactivity
+
+
+def _session(record: SessionRecord) -> Session:
+    data = record.data
+    return Session(
+        id=record.id,
+        username=record.username,
+        display_name=str(data.get("display_name") or ""),
+        emails=tuple(str(e) for e in data.get("emails") or ()),
+        groups=tuple(str(g) for g in data.get("groups") or ()),
+        created_at=record.created_at,
+        last_active_at=record.last_active_at,
+        expires_at=record.expires_at,
+        remember_me=record.remember_me,
+    )
+
+
+def _host_only(domain: str) -> bool:
+    if domain == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(domain)
+    except ValueError:
+        return False
+    return True
+
+
+def _remember_me_seconds(cookie: SessionCookieConfig) -> float:
+    # A remember_me of 0 means remember me is off: such requests get an ordinary session.
+    return _seconds(cookie.remember_me, "remember_me")
+
+
+def _seconds(value: timedelta | None, name: str) -> float:
+    return _required(value, name).total_seconds()
+
+
+def _required(value: _T | None, name: str) -> _T:
+    if value is None:
+        raise ValueError(
+            f"session cookie option {name!r} is unset: pass a cookie from SessionConfig.cookies"
+        )
+    return value

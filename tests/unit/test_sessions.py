@@ -1,0 +1,468 @@
+"""SessionStore on real SQLite files with a fake clock, and the session cookie's attributes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portal.config import SessionConfig, SessionCookieConfig
+from portal.sessions import SessionStore, cookie_attributes
+from portal.storage.sqlite import SqliteStorage
+from portal.users.base import User
+from tests.conftest import START, FakeClock
+
+HOUR = 3600.0
+MINUTE = 60.0
+CACHE_TTL = 1.0
+TOUCH = 10.0
+
+JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins", "dev"))
+HARRY = User("harry", "Harry Potter", ("harry.potter@authelia.com",), ())
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def cookie_for(
+    domain: str = "example.com", authelia_url: str = "https://auth.example.com", **session: Any
+) -> SessionCookieConfig:
+    """Build a cookie the way the configuration hands it out: filled from the session section."""
+    config = SessionConfig(
+        cookies=(SessionCookieConfig(domain=domain, authelia_url=authelia_url),), **session
+    )
+    return config.cookies[0]
+
+
+def stored_rows(db: Path) -> list[Any]:
+    """Read the sessions table through a separate plain connection, as an operator would."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(
+            "SELECT id, username, last_active_at, expires_at, remember_me FROM sessions"
+        ).fetchall()
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "db"
+
+
+@pytest.fixture
+async def storage(db: Path) -> AsyncIterator[SqliteStorage]:
+    store = SqliteStorage(db)
+    await store.startup_check()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def other_instance_storage(db: Path, storage: SqliteStorage) -> AsyncIterator[SqliteStorage]:
+    """A second connection to the same file, as another portal instance would hold."""
+    store = SqliteStorage(db)
+    await store.startup_check()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sessions(storage: SqliteStorage, clock: FakeClock) -> SessionStore:
+    return SessionStore(storage, clock, cache_ttl=CACHE_TTL, touch_interval=TOUCH)
+
+
+@pytest.fixture
+def cookie() -> SessionCookieConfig:
+    return cookie_for(
+        expiration=timedelta(hours=1),
+        inactivity=timedelta(minutes=5),
+        remember_me=timedelta(days=30),
+    )
+
+
+# -- creating and reading ----------------------------------------------------------------------
+
+
+async def test_create_returns_a_value_that_storage_only_knows_by_its_sha256(
+    sessions: SessionStore, cookie: SessionCookieConfig, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+
+    rows = stored_rows(db)
+    assert len(rows) == 1
+    assert rows[0][0] == sha256(value)
+    assert value not in str(rows)
+    assert len(value) >= 43  # 256 random bits, URL-safe
+
+
+async def test_every_create_returns_a_new_value(
+    sessions: SessionStore, cookie: SessionCookieConfig
+) -> None:
+    first = await sessions.create(JOHN, cookie, remember_me=False)
+    second = await sessions.create(JOHN, cookie, remember_me=False)
+
+    assert first != second
+
+
+async def test_get_returns_the_signed_in_user(
+    sessions: SessionStore, cookie: SessionCookieConfig
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+
+    session = await sessions.get(value, cookie)
+
+    assert session is not None
+    assert session.id == sha256(value)
+    assert (session.username, session.display_name) == ("john", "John Doe")
+    assert session.emails == ("john.doe@authelia.com",)
+    assert session.groups == ("admins", "dev")
+    assert session.created_at == START
+    assert session.expires_at == START + HOUR
+    assert session.remember_me is False
+
+
+async def test_a_session_created_on_one_instance_works_at_once_on_another(
+    storage: SqliteStorage,
+    other_instance_storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+) -> None:
+    here = SessionStore(storage, clock, cache_ttl=CACHE_TTL)
+    there = SessionStore(other_instance_storage, clock, cache_ttl=CACHE_TTL)
+    assert await there.get("A" * 43, cookie) is None  # a miss first: misses are not cached
+
+    value = await here.create(JOHN, cookie, remember_me=False)
+
+    session = await there.get(value, cookie)
+    assert session is not None and session.username == "john"
+
+
+async def test_a_session_does_not_open_another_cookie_domain(
+    sessions: SessionStore, cookie: SessionCookieConfig
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    elsewhere = cookie_for("example.org", "https://auth.example.org")
+
+    assert await sessions.get(value, elsewhere) is None
+    assert await sessions.get(value, cookie) is not None
+
+
+async def test_a_disabled_user_gets_no_session(
+    sessions: SessionStore, cookie: SessionCookieConfig, db: Path
+) -> None:
+    disabled = User("bob", "Bob", (), (), disabled=True)
+
+    with pytest.raises(ValueError, match="disabled"):
+        await sessions.create(disabled, cookie, remember_me=False)
+    assert stored_rows(db) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "x",
+        "A" * 10_000,
+        "é" * 43,
+        "naïve-session-value-that-is-long-enough-xx",
+        "A" * 42 + "\x00",
+        "A" * 42 + "\n",
+        "../../../../etc/passwd-and-more-characters",
+        "A" * 43,  # well-formed but unknown
+    ],
+)
+async def test_malformed_or_unknown_values_open_nothing_and_raise_nothing(
+    sessions: SessionStore, cookie: SessionCookieConfig, value: str
+) -> None:
+    await sessions.create(JOHN, cookie, remember_me=False)
+
+    assert await sessions.get(value, cookie) is None
+    await sessions.destroy(value)  # harmless too
+
+
+# -- expiration, inactivity, remember me ------------------------------------------------------
+
+
+async def test_a_session_ends_at_its_absolute_expiration_even_while_in_use(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    for _ in range(14):  # every 4 minutes: never idle, 56 minutes in
+        clock.advance(4 * MINUTE)
+        assert await sessions.get(value, cookie) is not None
+
+    clock.advance(4 * MINUTE)  # 60 minutes: the absolute expiration
+
+    assert await sessions.get(value, cookie) is None
+    assert stored_rows(db) == []  # ended sessions are deleted
+
+
+async def test_an_idle_session_ends_after_inactivity_and_is_deleted(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    clock.advance(5 * MINUTE)
+    assert await sessions.get(value, cookie) is not None  # exactly at the limit: still alive
+
+    clock.advance(5 * MINUTE + 1)
+
+    assert await sessions.get(value, cookie) is None
+    assert stored_rows(db) == []
+    clock.advance(-5 * MINUTE)  # even back within the window, it stays ended
+    assert await sessions.get(value, cookie) is None
+
+
+async def test_activity_keeps_a_session_alive_past_the_inactivity_period(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    for _ in range(5):  # 20 minutes of use, a request every 4 minutes
+        clock.advance(4 * MINUTE)
+        assert await sessions.get(value, cookie) is not None
+
+
+async def test_inactivity_zero_disables_the_idle_check(
+    sessions: SessionStore, clock: FakeClock
+) -> None:
+    cookie = cookie_for(expiration=timedelta(hours=1), inactivity=timedelta(0))
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+
+    clock.advance(HOUR - 1)
+
+    assert await sessions.get(value, cookie) is not None
+
+
+async def test_remember_me_ignores_inactivity_and_uses_the_remember_me_lifetime(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=True)
+    session = await sessions.get(value, cookie)
+    assert session is not None and session.remember_me is True
+    assert session.expires_at == START + 30 * 24 * HOUR
+
+    clock.advance(29 * 24 * HOUR)  # idle for 29 days, long past the hour and the 5 minutes
+    assert await sessions.get(value, cookie) is not None
+
+    clock.advance(24 * HOUR)
+    assert await sessions.get(value, cookie) is None
+    assert stored_rows(db) == []
+
+
+async def test_remember_me_of_zero_gives_an_ordinary_session(
+    sessions: SessionStore, clock: FakeClock
+) -> None:
+    cookie = cookie_for(remember_me=timedelta(0))
+    value = await sessions.create(JOHN, cookie, remember_me=True)
+
+    session = await sessions.get(value, cookie)
+
+    assert session is not None and session.remember_me is False
+    assert session.expires_at == START + HOUR  # the session section's default expiration
+
+
+# -- touching --------------------------------------------------------------------------------
+
+
+async def test_activity_is_written_at_most_once_per_touch_interval(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    writes: list[float] = []
+
+    def last_active_at() -> float:
+        return float(stored_rows(db)[0][2])
+
+    for _ in range(60):  # a request every half second for 30 seconds
+        clock.advance(0.5)
+        assert await sessions.get(value, cookie) is not None
+        if last_active_at() not in [START, *writes]:
+            writes.append(last_active_at())
+
+    assert writes == [START + 10, START + 20, START + 30]
+    session = await sessions.get(value, cookie)
+    assert session is not None and session.last_active_at == START + 30
+
+
+async def test_activity_seen_on_another_instance_keeps_the_session_alive_here(
+    storage: SqliteStorage,
+    other_instance_storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+) -> None:
+    # A cache here long enough to go stale: what it holds looks idle, storage knows better.
+    here = SessionStore(storage, clock, cache_ttl=HOUR, touch_interval=TOUCH)
+    there = SessionStore(other_instance_storage, clock, cache_ttl=CACHE_TTL, touch_interval=TOUCH)
+    value = await here.create(JOHN, cookie, remember_me=False)
+    assert await here.get(value, cookie) is not None  # cached here
+
+    for _ in range(3):  # the user's requests all go to the other instance for 12 minutes
+        clock.advance(4 * MINUTE)
+        assert await there.get(value, cookie) is not None
+
+    assert await here.get(value, cookie) is not None
+    assert await there.get(value, cookie) is not None  # and it was not deleted
+
+
+# -- ending sessions -------------------------------------------------------------------------
+
+
+async def test_destroy_ends_the_session_at_once_even_when_cached(
+    sessions: SessionStore, cookie: SessionCookieConfig, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    assert await sessions.get(value, cookie) is not None  # now cached
+
+    await sessions.destroy(value)
+
+    assert await sessions.get(value, cookie) is None
+    assert stored_rows(db) == []
+
+
+async def test_a_read_in_flight_during_destroy_does_not_bring_the_session_back(
+    sessions: SessionStore, cookie: SessionCookieConfig
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+
+    await asyncio.gather(sessions.get(value, cookie), sessions.destroy(value))
+
+    assert await sessions.get(value, cookie) is None
+
+
+async def test_destroy_user_ends_every_session_of_that_user_only(
+    sessions: SessionStore, cookie: SessionCookieConfig
+) -> None:
+    laptop = await sessions.create(JOHN, cookie, remember_me=False)
+    phone = await sessions.create(JOHN, cookie, remember_me=True)
+    harry = await sessions.create(HARRY, cookie, remember_me=False)
+    assert await sessions.get(laptop, cookie) is not None  # cached
+
+    assert await sessions.destroy_user("john") == 2
+
+    assert await sessions.get(laptop, cookie) is None
+    assert await sessions.get(phone, cookie) is None
+    assert await sessions.get(harry, cookie) is not None
+
+
+async def test_a_sign_out_on_another_instance_is_seen_here_within_cache_ttl(
+    storage: SqliteStorage,
+    other_instance_storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+) -> None:
+    here = SessionStore(storage, clock, cache_ttl=CACHE_TTL)
+    there = SessionStore(other_instance_storage, clock, cache_ttl=CACHE_TTL)
+    value = await here.create(JOHN, cookie, remember_me=False)
+    assert await here.get(value, cookie) is not None
+
+    await there.destroy(value)
+    # Within cache_ttl this instance may still answer from its cache (no storage round trip).
+    assert await here.get(value, cookie) is not None
+
+    clock.advance(CACHE_TTL + 0.01)
+    assert await here.get(value, cookie) is None
+
+
+async def test_destroy_user_on_another_instance_is_seen_here_within_cache_ttl(
+    storage: SqliteStorage,
+    other_instance_storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+) -> None:
+    here = SessionStore(storage, clock, cache_ttl=CACHE_TTL)
+    there = SessionStore(other_instance_storage, clock, cache_ttl=CACHE_TTL)
+    value = await here.create(JOHN, cookie, remember_me=True)
+    assert await here.get(value, cookie) is not None
+
+    assert await there.destroy_user("john") == 1
+
+    clock.advance(CACHE_TTL + 0.01)
+    assert await here.get(value, cookie) is None
+
+
+async def test_purge_deletes_only_expired_rows(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock, db: Path
+) -> None:
+    await sessions.create(JOHN, cookie, remember_me=False)
+    kept = await sessions.create(HARRY, cookie, remember_me=True)
+
+    clock.advance(HOUR + 1)
+
+    assert await sessions.purge() == 1
+    assert [row[1] for row in stored_rows(db)] == ["harry"]
+    assert await sessions.get(kept, cookie) is not None
+
+
+async def test_the_cache_keeps_at_most_cache_size_sessions_and_rereads_the_oldest(
+    storage: SqliteStorage,
+    other_instance_storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+) -> None:
+    here = SessionStore(storage, clock, cache_ttl=HOUR, cache_size=2)
+    there = SessionStore(other_instance_storage, clock)
+    values = [await here.create(JOHN, cookie, remember_me=True) for _ in range(3)]
+    for value in values:
+        assert await here.get(value, cookie) is not None
+    for value in values:
+        await there.destroy(value)
+
+    # The oldest was evicted, so storage is read and the sign-out seen; the two newest are
+    # still served from the (deliberately long-lived) cache.
+    assert await here.get(values[0], cookie) is None
+    assert await here.get(values[2], cookie) is not None
+
+
+# -- cookie attributes -----------------------------------------------------------------------
+
+
+def test_cookie_attributes_for_an_https_domain() -> None:
+    cookie = cookie_for(same_site="lax")
+
+    assert cookie_attributes(cookie, remember_me=False) == {
+        "domain": "example.com",
+        "path": "/",
+        "secure": True,
+        "httponly": True,
+        "samesite": "Lax",
+    }  # no max_age: a browser-session cookie
+
+
+def test_cookie_attributes_for_127_0_0_1_are_host_only_and_not_secure() -> None:
+    cookie = cookie_for("127.0.0.1", "http://127.0.0.1:9091", same_site="strict")
+
+    attributes = cookie_attributes(cookie, remember_me=False)
+
+    assert "domain" not in attributes
+    assert attributes["secure"] is False
+    assert attributes["samesite"] == "Strict"
+    assert attributes["httponly"] is True
+
+
+def test_cookie_attributes_for_localhost_are_host_only() -> None:
+    cookie = cookie_for("localhost", "http://localhost:9091")
+
+    assert "domain" not in cookie_attributes(cookie, remember_me=False)
+
+
+def test_cookie_attributes_with_remember_me_carry_max_age() -> None:
+    cookie = cookie_for(remember_me=timedelta(days=30), same_site="none")
+
+    attributes = cookie_attributes(cookie, remember_me=True)
+
+    assert attributes["max_age"] == 30 * 24 * 3600
+    assert attributes["samesite"] == "None"
+    assert "max_age" not in cookie_attributes(cookie, remember_me=False)
