@@ -1,0 +1,500 @@
+"""The real portal behind the real nginx (the files admins copy from deploy/nginx/, as shipped),
+in front of the protected app: what a visitor with a browser-like client sees.
+
+The portal runs in this process on a free loopback port, built by create_app on Authelia's users
+file, a real SQLite database and a real SMTP server (aiosmtpd). nginx starts before the portal
+does: the portal's configuration names nginx's https port (authelia_url, default_redirection_url).
+So the portal's socket is bound first, nginx is told its port (nginx connects to its upstream only
+when a request comes), and the portal serves that socket once its configuration is known.
+
+Every visitor is an aiohttp client with its own cookie jar that resolves portal.example.com and
+app.example.com to nginx and verifies nginx's certificate; redirects are never followed for it, so
+each story says where every answer sends the visitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import html
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from portal.app import create_app
+from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
+from portal.logs import SafeAccessLogger
+from tests.conftest import ConfigFactory, deep_merge
+from tests.integration.nginx import APP_HOST, HOST, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.protected_app import ProtectedApp, run_protected_app
+from tests.integration.smtp_server import SmtpServer, running_smtp_server
+from tests.web.conftest import csrf_of, portal_settings, reset_link_from
+
+SESSION_COOKIE = "portal_session"
+PASSWORD = "password"  # every user in Authelia's Standalone users file
+NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
+WRONG = "Incorrect username or password."
+CHANGED = "Your password has been changed"
+JOHN = {
+    "Remote-User": ["john"],
+    "Remote-Groups": ["admins,dev"],
+    "Remote-Name": ["John Doe"],
+    "Remote-Email": ["john.doe@authelia.com"],
+}
+
+# The rules the stories are told under. A subject that does not match makes a rule not apply
+# (Authelia: "the first policy matching (domain, resource, subject) applies"), so /admin needs a
+# deny after the admins' rule, or everyone else would fall through to the catch-all one_factor.
+PUBLIC = {"domain": APP_HOST, "resources": ["^/public"], "policy": "bypass"}
+ADMINS_ONLY = {"domain": APP_HOST, "resources": ["^/admin"], "subject": "group:admins",
+               "policy": "one_factor"}  # fmt: skip
+NOBODY_ELSE_ON_ADMIN = {"domain": APP_HOST, "resources": ["^/admin"], "policy": "deny"}
+DENIED = {"domain": APP_HOST, "resources": ["^/deny"], "policy": "deny"}
+SIGNED_IN = {"domain": APP_HOST, "policy": "one_factor"}
+RULES = [PUBLIC, ADMINS_ONLY, NOBODY_ELSE_ON_ADMIN, DENIED, SIGNED_IN]
+
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+_ERROR = re.compile(r'<p class="error" id="signin-error" role="alert">([^<]*)</p>')
+
+
+# --- the site: nginx, the portal, the app, the mail server -----------------------------------
+
+
+@dataclass
+class Site:
+    """nginx in front of the running portal and the protected app, and the mail they send."""
+
+    nginx: Nginx
+    app: ProtectedApp
+    smtp: SmtpServer
+
+    def app_url(self, path: str = "/") -> str:
+        """Return https://app.example.com:<port><path>."""
+        return self.nginx.url(APP_HOST, path)
+
+    def portal_url(self, path: str = "/") -> str:
+        """Return https://portal.example.com:<port><path>."""
+        return self.nginx.url(PORTAL_HOST, path)
+
+    def sign_in_url(self, wanted: str) -> str:
+        """Return where the portal sends a visitor who wanted `wanted` and must sign in."""
+        return f"{self.portal_url('/')}?rd={quote(wanted, safe='')}"
+
+    @property
+    def landing(self) -> str:
+        """Return default_redirection_url: where a sign-in without a usable rd lands."""
+        return self.app_url("/")
+
+    async def mail(self, count: int, timeout: float = 10.0) -> email.message.EmailMessage:
+        """Wait until the SMTP server holds `count` mails and return the newest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.smtp.deliveries) < count:
+            assert loop.time() < deadline, f"only {len(self.smtp.deliveries)} mail(s) came"
+            await asyncio.sleep(0.02)
+        return self.smtp.deliveries[count - 1].message
+
+
+def site_settings(https_port: int, smtp_port: int, users_file: Path) -> dict[str, Any]:
+    """The configuration for portal.example.com behind nginx, on top of the web stories' one."""
+    portal = f"https://{PORTAL_HOST}:{https_port}"
+    app = f"https://{APP_HOST}:{https_port}/"
+    return deep_merge(
+        # Roomy reset limits: the stories make many requests from one address.
+        portal_settings(smtp_port, users_file),
+        {
+            "server": {"trusted_proxies": ["127.0.0.1/32"]},
+            "session": {
+                "cookies": [
+                    {
+                        "domain": "example.com",
+                        "authelia_url": portal,
+                        "default_redirection_url": app,
+                    }
+                ]
+            },
+            "access_control": {"default_policy": "deny", "rules": RULES},
+        },
+    )
+
+
+StartSite = Callable[..., Awaitable[Site]]
+
+
+@pytest.fixture(scope="session")
+def nginx_ca() -> trustme.CA:
+    """The private CA that signs nginx's certificate for *.example.com and example.com."""
+    return trustme.CA()
+
+
+@pytest.fixture
+async def start_site(
+    tmp_path: Path, nginx_ca: trustme.CA, make_config: ConfigFactory, users_file: Path
+) -> AsyncIterator[StartSite]:
+    """Start nginx, then the portal and the protected app behind it; all stop afterwards."""
+    async with AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> Site:
+            smtp = await stack.enter_async_context(running_smtp_server())
+            app = await stack.enter_async_context(run_protected_app())
+            # The portal's socket is bound before nginx picks its port, so neither can take
+            # the other's; nginx connects to it only when a request comes.
+            listener = stack.enter_context(socket.create_server((HOST, 0)))
+            portal_port = listener.getsockname()[1]
+            nginx = stack.enter_context(
+                running_nginx(
+                    tmp_path / "nginx", nginx_ca, portal=f"{HOST}:{portal_port}", app=app.address
+                )
+            )
+            settings = site_settings(nginx.https_port, smtp.port, users_file)
+            config = make_config(**deep_merge(settings, overrides))
+            deps = Dependencies(
+                users=users_from_config(config),
+                storage=storage_from_config(config),
+                notifier=notifier_from_config(config),
+            )
+            # The access logger `portal serve` uses: the default one would log reset tokens.
+            runner = web.AppRunner(create_app(config, deps), access_log_class=SafeAccessLogger)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.SockSite(runner, listener).start()
+            return Site(nginx, app, smtp)
+
+        yield start
+
+
+@pytest.fixture
+async def site(start_site: StartSite) -> Site:
+    """The site under the rules above."""
+    return await start_site()
+
+
+# --- visitors --------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What a visitor got back."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    text: str
+
+    @property
+    def location(self) -> str:
+        """Return where the answer sends the visitor."""
+        return self.headers["Location"]
+
+    def json(self) -> Any:
+        """Parse the body (the protected app's echo, or the portal's API)."""
+        return json.loads(self.text)
+
+    @property
+    def remote(self) -> dict[str, list[str]]:
+        """Return the Remote-* headers the protected app was given."""
+        remote: dict[str, list[str]] = self.json()["remote"]
+        return remote
+
+    @property
+    def sign_in_error(self) -> str | None:
+        """Return the error the sign-in page shows, if any."""
+        match = _ERROR.search(self.text)
+        return html.unescape(match.group(1)) if match else None
+
+
+@dataclass
+class Visitor:
+    """One browser: its own cookie jar, talking to nginx only, following no redirect."""
+
+    site: Site
+    http: aiohttp.ClientSession
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Reply:
+        """Make one request, as a browser would, without following a redirect."""
+        async with self.http.request(method, url, allow_redirects=False, **kwargs) as response:
+            return Reply(response.status, response.headers, await response.text())
+
+    async def get(self, url: str) -> Reply:
+        """Open a URL."""
+        return await self.request("GET", url)
+
+    async def submit(self, page: str, action: str, **fields: str) -> Reply:
+        """Load a page, then post its form with its hidden fields and the given ones."""
+        loaded = await self.get(page)
+        assert loaded.status == 200, loaded.text
+        hidden = {name: html.unescape(value) for name, value in _HIDDEN.findall(loaded.text)}
+        assert hidden.get("csrf_token") == csrf_of(loaded.text)
+        return await self.request("POST", action, data={**hidden, **fields})
+
+    async def visit(self, path: str) -> Reply:
+        """Open a page of the protected app."""
+        return await self.get(self.site.app_url(path))
+
+    async def sign_in(
+        self, username: str, password: str = PASSWORD, *, rd: str | None = None
+    ) -> Reply:
+        """Fill in the portal's sign-in form, reached with ?rd=<rd> as nginx sends visitors."""
+        page = self.site.sign_in_url(rd) if rd is not None else self.site.portal_url("/")
+        return await self.submit(
+            page, self.site.portal_url("/"), username=username, password=password
+        )
+
+    async def sign_in_api(self, username: str, target: str) -> Reply:
+        """Sign in through POST /api/firstfactor, as a single-page app does."""
+        body = {"username": username, "password": PASSWORD, "keepMeLoggedIn": False,
+                "targetURL": target}  # fmt: skip
+        return await self.request("POST", self.site.portal_url("/api/firstfactor"), json=body)
+
+    def session_cookie(self) -> str | None:
+        """Return the session cookie the browser holds for the app's site, if any."""
+        cookies = self.http.cookie_jar.filter_cookies(URL(self.site.app_url("/")))
+        morsel = cookies.get(SESSION_COOKIE)
+        return morsel.value if morsel is not None else None
+
+
+OpenVisitor = Callable[[], Awaitable[Visitor]]
+
+
+@pytest.fixture
+async def open_visitor(site: Site) -> AsyncIterator[OpenVisitor]:
+    """Open as many browsers as a story needs; all are closed afterwards."""
+    async with AsyncExitStack() as stack:
+
+        async def open_one() -> Visitor:
+            http = await stack.enter_async_context(site.nginx.client())
+            return Visitor(site, http)
+
+        yield open_one
+
+
+@pytest.fixture
+async def visitor(open_visitor: OpenVisitor) -> Visitor:
+    """A browser with no cookies yet."""
+    return await open_visitor()
+
+
+async def refused_within(visitor: Visitor, path: str, seconds: float) -> Reply:
+    """Ask for an app page until nginx sends the visitor to sign in, for `seconds` at most."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        reply = await visitor.visit(path)
+        if reply.status == 302 or loop.time() >= deadline:
+            return reply
+        await asyncio.sleep(0.05)
+
+
+# --- who may pass ------------------------------------------------------------------------------
+
+
+async def test_an_anonymous_visitor_is_sent_to_sign_in_with_the_way_back(
+    site: Site, visitor: Visitor
+) -> None:
+    wanted = site.app_url("/private?tab=2")
+
+    reply = await visitor.get(wanted)
+
+    assert reply.status == 302
+    assert reply.location == (
+        f"https://{PORTAL_HOST}:{site.nginx.https_port}/?rd={quote(wanted, safe='')}"
+    )
+    assert site.app.seen == []
+
+
+async def test_a_public_page_needs_no_sign_in_and_names_nobody(
+    site: Site, visitor: Visitor
+) -> None:
+    reply = await visitor.visit("/public/news")
+
+    assert reply.status == 200
+    assert reply.json()["path"] == "/public/news"
+    assert reply.remote == {}
+
+
+async def test_john_signs_in_through_the_form_and_comes_back_as_himself(
+    site: Site, visitor: Visitor
+) -> None:
+    wanted = site.app_url("/private?tab=2")
+    sent_away = await visitor.get(wanted)
+
+    signed_in = await visitor.sign_in("john", rd=wanted)
+    back = await visitor.get(signed_in.location)
+
+    assert sent_away.location == site.sign_in_url(wanted)
+    assert signed_in.status == 302
+    assert signed_in.location == wanted
+    assert visitor.session_cookie() is not None
+    assert back.status == 200
+    assert (back.json()["path"], back.json()["query"]) == ("/private", "tab=2")
+    assert back.remote == JOHN
+
+
+async def test_only_admins_reach_the_admin_pages(site: Site, open_visitor: OpenVisitor) -> None:
+    harry, john = await open_visitor(), await open_visitor()
+    await harry.sign_in("harry")
+    await john.sign_in("john")
+
+    as_harry = await harry.visit("/admin/users")
+    as_john = await john.visit("/admin/users")
+    harry_elsewhere = await harry.visit("/private")
+
+    assert as_harry.status == 403
+    assert as_john.status == 200 and as_john.remote == JOHN
+    assert harry_elsewhere.status == 200
+    # harry has no groups: the portal's empty Remote-Groups is a header nginx does not send.
+    assert harry_elsewhere.remote == {
+        "Remote-User": ["harry"],
+        "Remote-Name": ["Harry Potter"],
+        "Remote-Email": ["harry.potter@authelia.com"],
+    }
+    assert [seen["path"] for seen in site.app.seen] == ["/admin/users", "/private"]
+
+
+async def test_without_a_deny_after_it_a_group_rule_lets_others_fall_through(
+    start_site: StartSite,
+) -> None:
+    # Authelia's meaning, and the portal's: the admins' rule does not apply to harry, so the
+    # next matching rule (the catch-all one_factor) decides. Admins write the deny themselves.
+    rules = [PUBLIC, ADMINS_ONLY, DENIED, SIGNED_IN]
+    site = await start_site(access_control={"default_policy": "deny", "rules": rules})
+    async with site.nginx.client() as http:
+        harry = Visitor(site, http)
+        await harry.sign_in("harry")
+
+        reply = await harry.visit("/admin/users")
+
+    assert reply.status == 200
+    assert reply.remote["Remote-User"] == ["harry"]
+
+
+async def test_a_denied_page_is_403_even_for_john(site: Site, visitor: Visitor) -> None:
+    await visitor.sign_in("john")
+
+    reply = await visitor.visit("/deny/anything")
+
+    assert reply.status == 403
+    assert site.app.seen == []
+
+
+# --- leaving ---------------------------------------------------------------------------------
+
+
+async def test_after_sign_out_the_app_sends_john_to_sign_in_again(
+    site: Site, visitor: Visitor, open_visitor: OpenVisitor
+) -> None:
+    await visitor.sign_in("john")
+    before = await visitor.visit("/private")
+    session = visitor.session_cookie()
+
+    signed_out = await visitor.get(site.portal_url("/logout"))
+    after = await visitor.visit("/private")
+    replay = await open_visitor()
+    replayed = await replay.request(
+        "GET", site.app_url("/private"), headers={"Cookie": f"{SESSION_COOKIE}={session}"}
+    )
+
+    assert before.status == 200
+    assert signed_out.status == 302
+    assert visitor.session_cookie() is None
+    assert after.status == 302
+    assert after.location == site.sign_in_url(site.app_url("/private"))
+    assert replayed.status == 302, "the session ended on the server, not only in the browser"
+
+
+async def test_the_whole_password_reset_through_nginx_ends_johns_other_sessions(
+    site: Site, visitor: Visitor, open_visitor: OpenVisitor
+) -> None:
+    laptop = await open_visitor()
+    await laptop.sign_in("john")
+    assert (await laptop.visit("/private")).status == 200
+
+    asked = await visitor.submit(
+        site.portal_url("/reset-password/step1"),
+        site.portal_url("/reset-password/step1"),
+        username="john",
+    )
+    mail = await site.mail(1)
+    link = reset_link_from(mail)
+    opened = await visitor.get(link)
+    done = await visitor.submit(
+        site.portal_url(opened.location),
+        site.portal_url("/reset-password/step2"),
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+    )
+    laptop_after = await refused_within(laptop, "/private", seconds=1.0)
+
+    assert asked.status == 200
+    assert mail["To"] == "john.doe@authelia.com"
+    assert link.startswith(site.portal_url("/reset-password/step2?token="))
+    assert opened.status == 303 and opened.location == "/reset-password/step2"
+    assert done.status == 200 and CHANGED in done.text
+    assert visitor.session_cookie() is None, "a reset never signs anyone in"
+    assert laptop_after.status == 302
+    assert laptop_after.location == site.sign_in_url(site.app_url("/private"))
+
+    old = await visitor.sign_in("john", PASSWORD)
+    new = await visitor.sign_in("john", NEW_PASSWORD, rd=site.app_url("/private"))
+    assert (old.status, old.sign_in_error) == (401, WRONG)
+    assert (new.status, new.location) == (302, site.app_url("/private"))
+    assert (await visitor.visit("/private")).remote == JOHN
+
+
+# --- where sign-in may send a visitor ----------------------------------------------------------
+
+
+async def test_sign_in_never_sends_john_to_another_site_or_to_plain_http(
+    site: Site, open_visitor: OpenVisitor
+) -> None:
+    first, second, script = await open_visitor(), await open_visitor(), await open_visitor()
+    plain_http = site.app_url("/private").replace("https://", "http://")
+
+    foreign = await first.sign_in("john", rd="https://evil.com/")
+    plain = await second.sign_in("john", rd=plain_http)
+    scripted = await script.sign_in_api("john", "https://evil.com/")
+
+    assert (foreign.status, foreign.location) == (302, site.landing)
+    assert (plain.status, plain.location) == (302, site.landing)
+    assert (scripted.status, scripted.json()) == (200, {"status": "OK"})
+    assert (await first.visit("/private")).remote == JOHN
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+async def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(
+    site: Site, visitor: Visitor
+) -> None:
+    wrong = await visitor.sign_in("john", "not-his-password")
+    unknown = await visitor.sign_in("nobody", "whatever")
+
+    assert (wrong.status, wrong.sign_in_error) == (401, WRONG)
+    assert (unknown.status, unknown.sign_in_error) == (401, WRONG)
+    assert visitor.session_cookie() is None
+    assert (await visitor.visit("/private")).status == 302
+
+
+async def test_after_three_wrong_passwords_bob_is_refused_even_with_the_right_one(
+    site: Site, visitor: Visitor
+) -> None:
+    wrong = [await visitor.sign_in("bob", f"guess-{n}") for n in range(3)]
+
+    right = await visitor.sign_in("bob", PASSWORD, rd=site.app_url("/private"))
+
+    assert [(reply.status, reply.sign_in_error) for reply in wrong] == [(401, WRONG)] * 3
+    assert (right.status, right.sign_in_error) == (401, WRONG)
+    assert visitor.session_cookie() is None
+    assert (await visitor.visit("/private")).status == 302
