@@ -75,6 +75,11 @@ def configure_logging(config: LogConfig) -> None:
 class SafeAccessLogger(AbstractAccessLogger):
     """Log each request without its query string, which may hold a reset token."""
 
+    @property
+    def enabled(self) -> bool:
+        """Tell aiohttp not to call log() at all when INFO is off (the hot path)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         """Write one access line: client, method, path (no query), status, duration."""
         # SECURITY: request.path has no query string; path_qs or the raw line would leak tokens.

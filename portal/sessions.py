@@ -9,6 +9,7 @@ on any instance (its row deleted) stops working everywhere within `cache_ttl`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import re
@@ -78,6 +79,9 @@ class SessionStore:
         self._cache: dict[str, _Cached] = {}
         # Bumped by every destroy: a read that was in flight meanwhile must not cache its row.
         self._generation = 0
+        # One storage read per session id at a time: when a cached entry expires under load,
+        # every request for it would otherwise queue its own read (a thundering herd).
+        self._inflight: dict[str, asyncio.Future[SessionRecord | None]] = {}
 
     async def create(self, user: User, cookie: SessionCookieConfig, *, remember_me: bool) -> str:
         """Open a session for user under cookie's domain and return the new cookie value."""
@@ -123,7 +127,7 @@ class SessionStore:
         record = self._cached(session_id, now)
         fresh = record is None
         if record is None:
-            record = await self._load(session_id, now)
+            record = await self._load_once(session_id, now)
             if record is None:
                 return None
         # SECURITY: a session opens only the cookie domain it was created for (Authelia keeps
@@ -141,11 +145,12 @@ class SessionStore:
             await self._storage.session_delete(session_id)
             return None
         if now - record.last_active_at >= self._touch_interval:
-            await self._storage.session_touch(session_id, at=now)
+            # The cache first, then the write: requests arriving meanwhile must not each touch.
             record = replace(record, last_active_at=now)
             entry = self._cache.get(session_id)
             if entry is not None:
                 self._cache[session_id] = replace(entry, record=record)
+            await self._storage.session_touch(session_id, at=now)
         return _session(record)
 
     async def destroy(self, value: str) -> None:
@@ -181,6 +186,24 @@ class SessionStore:
             del self._cache[session_id]
             return None
         return entry.record
+
+    async def _load_once(self, session_id: str, now: float) -> SessionRecord | None:
+        pending = self._inflight.get(session_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[SessionRecord | None] = asyncio.get_running_loop().create_future()
+        self._inflight[session_id] = future
+        try:
+            record = await self._load(session_id, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        else:
+            future.set_result(record)
+            return record
+        finally:
+            del self._inflight[session_id]
 
     async def _load(self, session_id: str, now: float) -> SessionRecord | None:
         generation = self._generation

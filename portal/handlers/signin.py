@@ -8,6 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from portal.config import is_loopback_host
 from portal.handlers.reset import parse_json
 from portal.handlers.start import forgot_password_url
 from portal.keys import CONFIG, SESSIONS, SIGNIN
@@ -43,6 +44,18 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
     )
     response = aiohttp_jinja2.render_template("pages/signin.html", request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
+    # SECURITY: browsers apply form-action to the redirects a form submission follows, and this
+    # form ends in a redirect to a protected site: allow exactly what safe_redirect allows (the
+    # cookie domains and their subdomains, any port), nothing else.
+    targets: list[str] = []
+    for cookie in request.app[CONFIG].session.cookies:
+        scheme = "http" if is_loopback_host(cookie.domain) else "https"
+        targets += [f"https://{cookie.domain}:*", f"{scheme}://{cookie.domain}:*",
+                    f"https://*.{cookie.domain}:*"]  # fmt: skip
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+        f"form-action 'self' {' '.join(dict.fromkeys(targets))}; object-src 'none'"
+    )
     return response
 
 

@@ -466,3 +466,28 @@ def test_cookie_attributes_with_remember_me_carry_max_age() -> None:
     assert attributes["max_age"] == 30 * 24 * 3600
     assert attributes["samesite"] == "None"
     assert "max_age" not in cookie_attributes(cookie, remember_me=False)
+
+
+class CountingStorage(SqliteStorage):
+    """The real SQLite storage, counting session reads (to see a thundering herd)."""
+
+    reads = 0
+
+    async def session_get(self, session_id: str) -> Any:
+        self.reads += 1
+        return await super().session_get(session_id)
+
+
+async def test_many_requests_for_an_uncached_session_read_storage_once(
+    db: Path, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    storage = CountingStorage(db)
+    await storage.startup_check()
+    try:
+        value = await SessionStore(storage, clock).create(JOHN, cookie, remember_me=False)
+        cold = SessionStore(storage, clock)  # another instance: nothing cached yet
+        sessions = await asyncio.gather(*(cold.get(value, cookie) for _ in range(64)))
+        assert all(s is not None and s.username == "john" for s in sessions)
+        assert storage.reads == 1
+    finally:
+        await storage.close()
