@@ -27,23 +27,28 @@ import asyncio
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from _portal import (
+    HEALTH,
+    free_port,
+    portal_command,
+    portal_environment,
+    start,
+    stop,
+    wait_until_up,
+    write_yaml,
+)
 from aiohttp import web
 from argon2 import PasswordHasher
-from ruamel.yaml import YAML
 
 AUTHZ = "/api/authz/auth-request"
-HEALTH = "/api/health"
 HOST = "127.0.0.1"
 DOMAIN = "example.com"
 PROTECTED = f"https://app.{DOMAIN}/hello"
@@ -67,13 +72,6 @@ _SOCKET_ERRORS = re.compile(
     r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
 )
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on at the moment."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the baseline server (run by this script in a child process) ----------------------------
@@ -109,8 +107,7 @@ def write_users(path: Path) -> None:
             "groups": JOHN["Remote-Groups"].split(","),
         }
     }
-    with path.open("w") as handle:
-        YAML(typ="safe", pure=True).dump({"users": users}, handle)
+    write_yaml(path, {"users": users})
 
 
 def write_config(directory: Path, port: int, log_level: str) -> Path:
@@ -129,49 +126,7 @@ def write_config(directory: Path, port: int, log_level: str) -> Path:
             "rules": [{"domain": f"app.{DOMAIN}", "policy": "one_factor"}],
         },
     }
-    path = directory / "configuration.yml"
-    with path.open("w") as handle:
-        YAML(typ="safe", pure=True).dump(raw, handle)
-    return path
-
-
-def start(
-    args: Sequence[str], cwd: Path, log: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """Start a server process with its output going to a log file."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            list(args), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server with SIGTERM, killing it if it lingers."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> bool:
-    """Poll url/api/health for up to 30 s; False if the process exits or never answers."""
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                async with session.get(url + HEALTH) as response:
-                    if response.status == 200:
-                        return True
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    return False
+    return write_yaml(directory / "configuration.yml", raw)
 
 
 async def session_cookie(url: str) -> str:
@@ -332,14 +287,10 @@ async def serve_and_load(
 
 async def run(args: argparse.Namespace, directory: Path) -> int:
     """Run the whole benchmark in directory; return the exit status."""
-    repo = Path(__file__).resolve().parent.parent
     write_users(directory / "users.yml")
     portal_port, baseline_port = free_port(), free_port()
     config = write_config(directory, portal_port, args.log_level)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "AUTHELIA_"))}
-    env["PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET"] = "b" * 64
-    env["PORTAL_STORAGE_ENCRYPTION_KEY"] = "k" * 40
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    env = portal_environment()
 
     async def portal_headers(url: str) -> dict[str, str]:
         return nginx_headers(await session_cookie(url))
@@ -358,7 +309,7 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     try:
         portal = await serve_and_load(
             "portal",
-            [sys.executable, "-m", "portal", "serve", "--config", str(config)],
+            portal_command(config),
             f"http://{HOST}:{portal_port}",
             directory,
             env,

@@ -17,21 +17,25 @@ import asyncio
 import os
 import random
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from _portal import (
+    free_port,
+    portal_command,
+    portal_environment,
+    start,
+    stop,
+    wait_until_up,
+    write_yaml,
+)
 from aiohttp import web
 from argon2 import PasswordHasher
-from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -49,13 +53,6 @@ BASELINE_BODY = (
     "</head><body><main><h1>Check your email</h1><p id='reset-sent'>" + "x" * 900 + "</p></main>"
     "</body></html>"
 )
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on at the moment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the baseline server (run by this script in a child process) ----------------------------------
@@ -95,8 +92,7 @@ def write_users(path: Path, count: int) -> list[str]:
         }
         for name in names
     }
-    with path.open("w") as handle:
-        YAML(typ="safe", pure=True).dump({"users": users}, handle)
+    write_yaml(path, {"users": users})
     return names
 
 
@@ -121,49 +117,7 @@ def write_config(directory: Path, port: int) -> Path:
         },
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
     }
-    path = directory / "configuration.yml"
-    with path.open("w") as handle:
-        YAML(typ="safe", pure=True).dump(raw, handle)
-    return path
-
-
-def start(
-    args: Sequence[str], cwd: Path, log: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """Start a server process with its output going to a log file."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            list(args), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server with SIGTERM, killing it if it lingers."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> bool:
-    """Poll url/api/health for up to 30 s; False if the process exits or never answers."""
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                async with session.get(f"{url}/api/health") as response:
-                    if response.status == 200:
-                        return True
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    return False
+    return write_yaml(directory / "configuration.yml", raw)
 
 
 # --- timing ------------------------------------------------------------------------------------
@@ -292,14 +246,10 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
     unknown = [f"nobo{i:04d}" for i in range(requests + half)]
     portal_port, baseline_port = free_port(), free_port()
     config = write_config(directory, portal_port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "AUTHELIA_"))}
-    env["PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET"] = "b" * 64
-    env["PORTAL_STORAGE_ENCRYPTION_KEY"] = "k" * 40
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = portal_environment()
 
     portal_log, baseline_log = directory / "portal.log", directory / "baseline.log"
-    portal = start([sys.executable, "-m", "portal", "serve", "--config", str(config)],
-                   directory, portal_log, env)  # fmt: skip
+    portal = start(portal_command(config), directory, portal_log, env)
     baseline = start([sys.executable, str(Path(__file__).resolve()), "--serve-baseline",
                       str(baseline_port)], directory, baseline_log, env)  # fmt: skip
     try:

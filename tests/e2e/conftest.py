@@ -7,14 +7,15 @@ import email.message
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,6 +25,7 @@ from ruamel.yaml import YAML
 
 from portal.notify.filesystem import split_messages
 from tests.conftest import ENCRYPTION_KEY, JWT_SECRET
+from tests.integration.process import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -40,13 +42,6 @@ document.addEventListener("securitypolicyviolation", (event) => {
   window.__cspViolation(`${event.violatedDirective} blocked ${event.blockedURI}`);
 });
 """
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on at the moment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -108,6 +103,19 @@ def portal_environment(directory: Path) -> dict[str, str]:
     return environ
 
 
+def spawn_portal(directory: Path, config: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """Start `python -m portal serve` in directory, its output going to log_file."""
+    with log_file.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "portal", "serve", "--config", str(config)],
+            cwd=directory,
+            env=portal_environment(directory),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """Poll /api/health until the portal answers, failing early if the process exits."""
     deadline = time.monotonic() + 30
@@ -142,15 +150,7 @@ def portal_process(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
     port = free_port()
     config = write_portal_config(tmp_path, port, users_file)
     log_file = tmp_path / "portal.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "portal", "serve", "--config", str(config)],
-            cwd=tmp_path,
-            env=portal_environment(tmp_path),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_portal(tmp_path, config, log_file)
     try:
         yield RunningPortal(
             url=f"http://127.0.0.1:{port}",
@@ -207,17 +207,24 @@ async def webmail() -> AsyncIterator[ServeWebmail]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Launch the system's headless Chromium (never a downloaded one)."""
+@asynccontextmanager
+async def launched_chromium(*extra_args: str) -> AsyncIterator[Browser]:
+    """Launch the system's headless Chromium (never a downloaded one) for the block."""
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True
         )
         try:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Launch the system's headless Chromium (never a downloaded one)."""
+    async with launched_chromium() as launched:
+        yield launched
 
 
 @dataclass
@@ -229,10 +236,10 @@ class Watched:
     screenshots: list[Path] = field(default_factory=list)
 
 
-@pytest.fixture
-async def watched(browser: Browser) -> AsyncIterator[Watched]:
-    """Open a fresh browser context and page that records every error it shows."""
-    context = await browser.new_context()
+@asynccontextmanager
+async def watched_page(browser: Browser, **context_options: Any) -> AsyncIterator[Watched]:
+    """Open a fresh context (with context_options) and a page that records every error shown."""
+    context = await browser.new_context(**context_options)
     page = await context.new_page()
     watched = Watched(page)
 
@@ -251,6 +258,13 @@ async def watched(browser: Browser) -> AsyncIterator[Watched]:
         yield watched
     finally:
         await context.close()
+
+
+@pytest.fixture
+async def watched(browser: Browser) -> AsyncIterator[Watched]:
+    """Open a fresh browser context and page that records every error it shows."""
+    async with watched_page(browser) as opened:
+        yield opened
 
 
 _LINK = re.compile(r'id="reset-link" href="([^"]+)"')

@@ -9,8 +9,6 @@ certificate errors of the test CA; every page it shows is saved as a screenshot 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
@@ -21,21 +19,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import trustme
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from playwright.async_api import Error as PlaywrightError
 from ruamel.yaml import YAML
 
 from tests.e2e.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_REPORTER,
     RunningPortal,
     Watched,
     free_port,
-    portal_environment,
+    launched_chromium,
     reset_link_from,
+    spawn_portal,
     stop,
     wait_for_health,
+    watched_page,
 )
 from tests.integration.nginx import APP_HOST, DOMAIN, HOST, PORTAL_HOST, Nginx, running_nginx
 from tests.integration.protected_app import ProtectedApp, run_protected_app
@@ -109,15 +106,7 @@ async def site(tmp_path: Path, users_file: Path) -> AsyncIterator[Site]:
             )
             config = write_config(tmp_path, port, nginx, users_file)
             log_file = tmp_path / "portal.log"
-            with log_file.open("wb") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "portal", "serve", "--config", str(config)],
-                    cwd=tmp_path,
-                    env=portal_environment(tmp_path),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            process = spawn_portal(tmp_path, config, log_file)
             stack.callback(stop, process)
             portal = RunningPortal(
                 url=f"http://{HOST}:{port}",
@@ -133,38 +122,15 @@ async def site(tmp_path: Path, users_file: Path) -> AsyncIterator[Site]:
 @pytest.fixture
 async def chromium() -> AsyncIterator[Browser]:
     """Launch the system's headless Chromium, resolving the example names to loopback."""
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, RESOLVER_ARG], headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with launched_chromium(RESOLVER_ARG) as launched:
+        yield launched
 
 
 @pytest.fixture
 async def watched(chromium: Browser) -> AsyncIterator[Watched]:
     """Open a context that accepts the test CA's certificate, recording every error shown."""
-    context = await chromium.new_context(ignore_https_errors=True)
-    page = await context.new_page()
-    watched = Watched(page)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            source = message.location.get("url", "")
-            watched.problems.append(f"console error on {page.url}: {message.text} ({source})")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: watched.problems.append(f"page error on {page.url}: {exc}"))
-    await page.expose_function(
-        "__cspViolation", lambda text: watched.problems.append(f"CSP on {page.url}: {text}")
-    )
-    await page.add_init_script(CSP_REPORTER)
-    try:
-        yield watched
-    finally:
-        await context.close()
+    async with watched_page(chromium, ignore_https_errors=True) as opened:
+        yield opened
 
 
 # --- actions and checks ---------------------------------------------------------------------

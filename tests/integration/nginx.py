@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,9 +37,18 @@ import aiohttp
 import trustme
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from tests.integration.process import (
+    HOST,
+    accepts,
+    free_port,
+    spawn,
+    stop_process,
+    tail,
+    wait_until_ready,
+)
+
 NGINX = "/usr/sbin/nginx"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
-HOST = "127.0.0.1"
 DOMAIN = "example.com"
 PORTAL_HOST = f"portal.{DOMAIN}"
 APP_HOST = f"app.{DOMAIN}"
@@ -82,14 +89,6 @@ OUTPUT_LOG = "nginx.out"
 
 class NginxError(RuntimeError):
     """nginx refused its configuration, did not start, or stopped unexpectedly."""
-
-
-def free_port() -> int:
-    """Return a loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def substitutions(https_port: int, portal: str, app: str, tls_dir: Path) -> dict[str, str]:
@@ -293,14 +292,8 @@ class Nginx:
         for name in (PID_FILE, ERROR_LOG):
             (self.workdir / name).unlink(missing_ok=True)
         self._output = (self.workdir / OUTPUT_LOG).open("wb")
-        self._process = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() can end the workers too
-        )
+        # its own process group: stop() can end the workers too
+        self._process = spawn(self.command(), self.workdir, self._output, new_session=True)
         try:
             self._wait_until_ready()
         except BaseException:
@@ -310,49 +303,35 @@ class Nginx:
     def stop(self) -> None:
         """Stop nginx (SIGTERM, then SIGKILL to its whole group after a timeout); idempotent."""
         process, self._process = self._process, None
-        try:
-            if process is not None:
-                if process.poll() is None:
-                    process.terminate()
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-        finally:
-            if self._output is not None:
-                self._output.close()
-                self._output = None
+        output, self._output = self._output, None
+        stop_process(process, STOP_TIMEOUT, log=output, group=True)
 
     def _wait_until_ready(self) -> None:
         # nginx writes its pid file after it has bound its listening sockets, so once the file
         # names our process, a connection to the port reaches this nginx and nobody else; the
         # worker that will answer is forked just after.
-        deadline = time.monotonic() + START_TIMEOUT
         pid_file = self.workdir / PID_FILE
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise NginxError(
-                    f"nginx exited with status {self._process.returncode} while starting on"
-                    f" port {self.https_port}:\n{self.log_tail()}"
-                )
-            if (
+        process = self._process
+        assert process is not None
+        wait_until_ready(
+            process,
+            lambda: (
                 pid_file.exists()
-                and pid_file.read_text().strip() == str(self._process.pid)
-                and self.worker_pids()
-            ):
-                try:
-                    with socket.create_connection((HOST, self.https_port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                raise NginxError(
-                    f"nginx did not listen on port {self.https_port} within {START_TIMEOUT}s:\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.01)
+                and pid_file.read_text().strip() == str(process.pid)
+                and bool(self.worker_pids())
+                and accepts(HOST, self.https_port)
+            ),
+            timeout=START_TIMEOUT,
+            interval=0.01,
+            exited=lambda status: NginxError(
+                f"nginx exited with status {status} while starting on"
+                f" port {self.https_port}:\n{self.log_tail()}"
+            ),
+            timed_out=lambda: NginxError(
+                f"nginx did not listen on port {self.https_port} within {START_TIMEOUT}s:\n"
+                f"{self.log_tail()}"
+            ),
+        )
 
     def output(self) -> str:
         """Return what nginx wrote since it last started: its stderr and its error log."""
@@ -366,7 +345,7 @@ class Nginx:
 
     def log_tail(self, lines: int = 30) -> str:
         """Return the last lines nginx wrote."""
-        return "\n".join(self.output().splitlines()[-lines:]) or "(nginx wrote nothing)"
+        return tail(self.output(), "nginx", lines)
 
 
 def configure_nginx(workdir: Path, ca: trustme.CA, *, portal: str, app: str) -> Nginx:

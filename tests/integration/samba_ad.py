@@ -30,14 +30,21 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from tests.integration.process import (
+    accepts,
+    read_log,
+    spawn,
+    stop_process,
+    tail,
+    wait_until_ready,
+)
 
 SAMBA = "/usr/sbin/samba"
 SAMBA_TOOL = "/usr/bin/samba-tool"
@@ -95,17 +102,9 @@ def free_loopback_address() -> str:
     pick = random.SystemRandom()
     for _ in range(100):
         address = f"127.{pick.randint(64, 254)}.{pick.randint(0, 255)}.{pick.randint(1, 254)}"
-        if not any(_accepts(address, port) for port in LDAP_PORTS):
+        if not any(accepts(address, port) for port in LDAP_PORTS):
             return address
     raise SambaError("found no loopback address with AD's LDAP ports free")
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def tool_env() -> dict[str, str]:
@@ -204,7 +203,7 @@ class SambaDc:
             raise SambaError("samba is already running")
         self._log = self.log_file.open("ab")
         self._log_offset = self._log.tell()
-        self._process = subprocess.Popen(
+        self._process = spawn(
             [
                 SAMBA,
                 "--interactive",  # foreground, not a daemon; stops with its parent's SIGTERM
@@ -217,10 +216,8 @@ class SambaDc:
                 "--option=old password allowed period = 0",
                 "--debuglevel=1",
             ],
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            self.workdir,
+            self._log,
             env=tool_env(),
         )
         try:
@@ -232,37 +229,25 @@ class SambaDc:
     def stop(self) -> None:
         """Stop samba (SIGTERM, then SIGKILL after a timeout) and wait for it; idempotent."""
         process, self._process = self._process, None
-        try:
-            if process is not None:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+        log, self._log = self._log, None
+        stop_process(process, STOP_TIMEOUT, log=log)
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise SambaError(
-                    f"samba exited with status {self._process.returncode} while starting on "
-                    f"{self.host}:\n{self.log_tail()}"
-                )
-            if self.ca_file.exists() and self._answers_bind_over_tls():
-                return
-            if time.monotonic() > deadline:
-                raise SambaError(
-                    f"samba did not answer on {self.url()} within {START_TIMEOUT}s:\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        assert self._process is not None
+        wait_until_ready(
+            self._process,
+            lambda: self.ca_file.exists() and self._answers_bind_over_tls(),
+            timeout=START_TIMEOUT,
+            interval=0.05,
+            exited=lambda status: SambaError(
+                f"samba exited with status {status} while starting on "
+                f"{self.host}:\n{self.log_tail()}"
+            ),
+            timed_out=lambda: SambaError(
+                f"samba did not answer on {self.url()} within {START_TIMEOUT}s:\n"
+                f"{self.log_tail()}"
+            ),
+        )
 
     def tls_context(self) -> ssl.SSLContext:
         """Return a client context trusting Samba's CA and checking SERVER_NAME."""
@@ -281,16 +266,11 @@ class SambaDc:
 
     def output(self) -> str:
         """Return what samba has written to its log since the last start."""
-        try:
-            with self.log_file.open("rb") as log:
-                log.seek(self._log_offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_file, self._log_offset)
 
     def log_tail(self, lines: int = 30) -> str:
         """Return the last lines samba wrote since the last start."""
-        return "\n".join(self.output().splitlines()[-lines:]) or "(samba wrote nothing)"
+        return tail(self.output(), "samba", lines)
 
     def remove(self) -> None:
         """Stop samba and delete the domain's directory."""

@@ -19,12 +19,22 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import trustme
+
+from tests.integration.process import (
+    HOST,
+    accepts,
+    free_port,
+    read_log,
+    spawn,
+    stop_process,
+    tail,
+    wait_until_ready,
+)
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -51,7 +61,6 @@ GROUP_DNS = {
     "admins": f"cn=admins,ou=groups,{BASE_DN}",
 }
 
-HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 TOOL_TIMEOUT = 30.0
@@ -137,14 +146,6 @@ olcDbNoSync: TRUE
 """
 
 
-def free_port() -> int:
-    """Return a loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Return an environment for the OpenLDAP tools without the caller's LDAP* settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("LDAP")}
@@ -198,12 +199,8 @@ class Slapd:
         listen = f"{self.url('ldap')}/ {self.url('ldaps')}/"
         self._log = self.log_file.open("ab")
         self._log_offset = self._log.tell()
-        self._process = subprocess.Popen(
-            [SLAPD, "-h", listen, "-F", CONFIG_DIR, "-d", "none"],
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        self._process = spawn(
+            [SLAPD, "-h", listen, "-F", CONFIG_DIR, "-d", "none"], self.workdir, self._log
         )
         try:
             self._wait_until_ready()
@@ -214,19 +211,8 @@ class Slapd:
     def stop(self) -> None:
         """Stop slapd (SIGTERM, then SIGKILL after a timeout) and wait for it; idempotent."""
         process, self._process = self._process, None
-        try:
-            if process is not None:
-                if process.poll() is None:
-                    process.terminate()
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+        log, self._log = self._log, None
+        stop_process(process, STOP_TIMEOUT, log=log)
 
     def restart(self) -> None:
         """Stop and start again: same ports, same data."""
@@ -236,33 +222,25 @@ class Slapd:
     def _wait_until_ready(self) -> None:
         # "slapd starting" comes after the listeners are bound and the databases opened, so the
         # probes below then reach this slapd, not whoever else might hold the port.
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise SlapdError(
-                    f"slapd exited with status {self._process.returncode} while starting"
-                    f" on {self.url('ldap')} and {self.url('ldaps')}:\n{self.log_tail()}"
-                )
-            if (
+        assert self._process is not None
+        wait_until_ready(
+            self._process,
+            lambda: (
                 "slapd starting" in self.output()
                 and self._answers_bind(self.port)
-                and self._accepts(self.ldaps_port)
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise SlapdError(
-                    f"slapd did not answer on {self.url('ldap')} and {self.url('ldaps')}"
-                    f" within {START_TIMEOUT}s:\n{self.log_tail()}"
-                )
-            time.sleep(0.01)
-
-    def _accepts(self, port: int) -> bool:
-        try:
-            with socket.create_connection((self.host, port), timeout=1):
-                return True
-        except OSError:
-            return False
+                and accepts(self.host, self.ldaps_port)
+            ),
+            timeout=START_TIMEOUT,
+            interval=0.01,
+            exited=lambda status: SlapdError(
+                f"slapd exited with status {status} while starting"
+                f" on {self.url('ldap')} and {self.url('ldaps')}:\n{self.log_tail()}"
+            ),
+            timed_out=lambda: SlapdError(
+                f"slapd did not answer on {self.url('ldap')} and {self.url('ldaps')}"
+                f" within {START_TIMEOUT}s:\n{self.log_tail()}"
+            ),
+        )
 
     def _answers_bind(self, port: int) -> bool:
         try:
@@ -274,16 +252,11 @@ class Slapd:
 
     def output(self) -> str:
         """Return what slapd has written to its log since the last start."""
-        try:
-            with self.log_file.open("rb") as log:
-                log.seek(self._log_offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_file, self._log_offset)
 
     def log_tail(self, lines: int = 30) -> str:
         """Return the last lines slapd wrote since the last start."""
-        return "\n".join(self.output().splitlines()[-lines:]) or "(slapd wrote nothing)"
+        return tail(self.output(), "slapd", lines)
 
     # --- the tools --------------------------------------------------------------------------
 
