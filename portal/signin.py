@@ -70,13 +70,13 @@ class SignInService:
         user = await self._users.get_user(username)
         # SECURITY: the password is checked whoever asks (the backend verifies a dummy hash for
         # unknown users), so the time taken does not tell who exists or who is banned.
-        known = user is not None and not user.disabled
-        ok = await self._users.check_password(user.username if user and known else username,
-                                              password)  # fmt: skip
+        if user is not None and user.disabled:
+            user = None
+        ok = await self._users.check_password(user.username if user else username, password)
         if banned is not None:
             audit("signin_banned", username=username, ip=ip, until=int(banned))
             raise SignInFailedError()
-        if not (ok and known and user is not None):
+        if user is None or not ok:
             await self._regulator.record_failure(username, ip)
             audit("signin_failed", username=username, ip=ip)
             raise SignInFailedError()

@@ -8,8 +8,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from portal.authz import Target
+from portal.handlers.common import request_ip
 from portal.keys import ACCESS, CONFIG, SESSIONS
-from portal.ratelimit import client_ip
 from portal.signin import cookie_for_host
 from portal.users.base import User
 
@@ -21,7 +21,7 @@ async def auth_request_get(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     original = request.headers.get("X-Original-URL", "")
     method = request.headers.get("X-Original-Method", "GET").upper()
-    ip = client_ip(request, config.server.trusted_proxies)
+    ip = request_ip(request)
     try:
         target = Target.from_url(original, method, ip)
     except ValueError:

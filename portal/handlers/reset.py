@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from portal.errors import BadRequestError, PasswordRejectedError
+from portal.handlers.common import parse_json, request_ip
 from portal.keys import CLOCK, CONFIG, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.policy import describe
-from portal.ratelimit import client_ip
 from portal.tokens import InvalidTokenError
 
 TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
 STEP2 = "/reset-password/step2"
-
-
-def _ip(request: web.Request) -> str:
-    return client_ip(request, request.app[CONFIG].server.trusted_proxies)
 
 
 def _page(
@@ -56,7 +52,7 @@ async def step1_post(request: web.Request) -> web.Response:
     """Queue a reset mail and show the same page whoever was asked for."""
     form = await _form(request)
     try:
-        await request.app[RESET].request_link(form.get("username", ""), _ip(request))
+        await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
     except BadRequestError as exc:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
                      username=form.get("username", "")[:256])  # fmt: skip
@@ -76,7 +72,7 @@ async def step2_get(request: web.Request) -> web.Response:
     token = request.query.get("token")
     if token is not None:
         try:
-            claims = await service.open_link(token, _ip(request))
+            claims = await service.open_link(token, request_ip(request))
         except InvalidTokenError:
             return _invalid_link(request)
         # SECURITY: the token leaves the URL (address bar, history, screenshots) for an HttpOnly
@@ -92,7 +88,7 @@ async def step2_get(request: web.Request) -> web.Response:
     if not token:
         return _invalid_link(request)
     try:
-        _, user = await service.check_link(token, _ip(request))
+        _, user = await service.check_link(token, request_ip(request))
     except InvalidTokenError:
         return _invalid_link(request)
     return _password_form(request, user.username)
@@ -114,12 +110,12 @@ async def step2_post(request: web.Request) -> web.Response:
     form = await _form(request)
     try:
         user = await request.app[RESET].complete(
-            token, form.get("password", ""), form.get("password_confirm", ""), _ip(request)
+            token, form.get("password", ""), form.get("password_confirm", ""), request_ip(request)
         )
     except InvalidTokenError:
         return _invalid_link(request)
     except PasswordRejectedError as exc:
-        _, user = await request.app[RESET].check_link(token, _ip(request))
+        _, user = await request.app[RESET].check_link(token, request_ip(request))
         return _password_form(request, user.username, exc.reasons)
     response = _page(request, "reset_done.html", username=user.username)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
@@ -141,7 +137,7 @@ async def revoke_post(request: web.Request) -> web.Response:
     """Cancel the link."""
     form = await _form(request)
     try:
-        await request.app[RESET].revoke(form.get("token", ""), _ip(request))
+        await request.app[RESET].revoke(form.get("token", ""), request_ip(request))
     except InvalidTokenError:
         return _invalid_link(request)
     return _page(request, "revoke_done.html")
@@ -172,34 +168,20 @@ class ResetBody(TokenBody):
     password: str
 
 
-Body = TypeVar("Body", bound=BaseModel)
-
-
-async def parse_json(request: web.Request, model: type[Body]) -> Body:
-    """Parse the JSON body into model, or raise BadRequestError naming the bad fields."""
-    try:
-        return model.model_validate(await request.json())
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
-            raise BadRequestError(f"The request body needs valid fields: {fields}.") from None
-        raise BadRequestError("The request body must be a JSON object.") from None
-
-
 OK = {"status": "OK"}
 
 
 async def api_start_post(request: web.Request) -> web.Response:
     """Queue a reset mail; answer OK whoever was asked for."""
     body = await parse_json(request, StartBody)
-    await request.app[RESET].request_link(body.username, _ip(request))
+    await request.app[RESET].request_link(body.username, request_ip(request))
     return web.json_response(OK)
 
 
 async def api_finish_post(request: web.Request) -> web.Response:
     """Check a reset token without using it."""
     body = await parse_json(request, TokenBody)
-    await request.app[RESET].open_link(body.token, _ip(request))
+    await request.app[RESET].open_link(body.token, request_ip(request))
     return web.json_response(OK)
 
 
@@ -207,7 +189,9 @@ async def api_reset_post(request: web.Request) -> web.Response:
     """Set a new password with a reset token."""
     body = await parse_json(request, ResetBody)
     try:
-        await request.app[RESET].complete(body.token, body.password, body.password, _ip(request))
+        await request.app[RESET].complete(
+            body.token, body.password, body.password, request_ip(request)
+        )
     except PasswordRejectedError as exc:
         return web.json_response(
             {"status": "KO", "message": exc.public_message, "reasons": exc.reasons}, status=400
@@ -218,5 +202,5 @@ async def api_reset_post(request: web.Request) -> web.Response:
 async def api_reset_delete(request: web.Request) -> web.Response:
     """Revoke a reset token."""
     body = await parse_json(request, TokenBody)
-    await request.app[RESET].revoke(body.token, _ip(request))
+    await request.app[RESET].revoke(body.token, request_ip(request))
     return web.json_response(OK)

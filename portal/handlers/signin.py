@@ -8,28 +8,28 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from portal.config import is_loopback_host
-from portal.handlers.reset import parse_json
+from portal.config import SessionCookieConfig, is_loopback_host
+from portal.handlers.common import parse_json, request_ip
 from portal.handlers.start import forgot_password_url
 from portal.keys import CONFIG, SESSIONS, SIGNIN
 from portal.middlewares import CSRF_FIELD, csrf_token
-from portal.ratelimit import client_ip
 from portal.sessions import Session, cookie_attributes
 from portal.signin import SignInFailedError, cookie_for_host, safe_redirect
-
-
-def _ip(request: web.Request) -> str:
-    return client_ip(request, request.app[CONFIG].server.trusted_proxies)
 
 
 def _host(request: web.Request) -> str:
     return request.url.host or ""
 
 
+def _cookie(request: web.Request) -> SessionCookieConfig:
+    """Return the cookie domain this request's host belongs to (else the first one)."""
+    config = request.app[CONFIG]
+    return cookie_for_host(config, _host(request)) or config.session.cookies[0]
+
+
 async def current_session(request: web.Request) -> Session | None:
     """Return the session the request's cookie opens, if any."""
-    config = request.app[CONFIG]
-    cookie = cookie_for_host(config, _host(request)) or config.session.cookies[0]
+    cookie = _cookie(request)
     value = request.cookies.get(cookie.name or "")
     if not value:
         return None
@@ -60,9 +60,7 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
 
 
 def _landing(request: web.Request, rd: str | None) -> str:
-    config = request.app[CONFIG]
-    cookie = cookie_for_host(config, _host(request)) or config.session.cookies[0]
-    return safe_redirect(config, rd) or cookie.default_redirection_url or "/"
+    return safe_redirect(request.app[CONFIG], rd) or _cookie(request).default_redirection_url or "/"
 
 
 async def signin_get(request: web.Request) -> web.Response:
@@ -84,7 +82,7 @@ async def signin_post(request: web.Request) -> web.Response:
     username, rd = fields.get("username", ""), fields.get("rd", "")
     try:
         _, value, cookie = await request.app[SIGNIN].sign_in(
-            username, fields.get("password", ""), _ip(request),
+            username, fields.get("password", ""), request_ip(request),
             remember_me=fields.get("remember_me") in ("on", "true", "1"), host=_host(request),
         )  # fmt: skip
     except SignInFailedError as exc:
@@ -96,7 +94,11 @@ async def signin_post(request: web.Request) -> web.Response:
 
 
 async def _rotate(
-    request: web.Request, response: web.StreamResponse, value: str, cookie: Any, remember: bool
+    request: web.Request,
+    response: web.StreamResponse,
+    value: str,
+    cookie: SessionCookieConfig,
+    remember: bool,
 ) -> None:
     # SECURITY: a new session id at sign-in; whatever session the browser carried is ended.
     old = request.cookies.get(cookie.name or "")
@@ -121,7 +123,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     body = await parse_json(request, FirstFactorBody)
     try:
         _, value, cookie = await request.app[SIGNIN].sign_in(
-            body.username, body.password, _ip(request),
+            body.username, body.password, request_ip(request),
             remember_me=body.keep_me_logged_in, host=_host(request),
         )  # fmt: skip
     except SignInFailedError as exc:
@@ -136,8 +138,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
 
 
 async def _sign_out(request: web.Request, response: web.StreamResponse) -> None:
-    config = request.app[CONFIG]
-    cookie = cookie_for_host(config, _host(request)) or config.session.cookies[0]
+    cookie = _cookie(request)
     value = request.cookies.get(cookie.name or "")
     if value:
         await request.app[SESSIONS].destroy(value)
