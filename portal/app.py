@@ -17,8 +17,10 @@ from portal.config import Config
 from portal.deps import Dependencies, build_dependencies
 from portal.keys import (
     ACCESS,
+    ADDRESSES,
     CLOCK,
     CONFIG,
+    COOKIES,
     NOTIFIER,
     OUTBOX,
     RESET,
@@ -36,11 +38,12 @@ from portal.middlewares import (
     security_headers,
 )
 from portal.notify.outbox import OutboxWorker
+from portal.ratelimit import ClientAddresses
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes
 from portal.sessions import SessionStore
-from portal.signin import SignInService
+from portal.signin import CookieDomains, SignInService
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PURGE_INTERVAL = 600.0
@@ -105,6 +108,8 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[OUTBOX] = OutboxWorker(deps.storage, deps.clock)
     app[SESSIONS] = SessionStore(deps.storage, deps.clock)
     app[ACCESS] = AccessControl(config.access_control)
+    app[ADDRESSES] = ClientAddresses(config.server.trusted_proxies)
+    app[COOKIES] = CookieDomains(config)
     app[SIGNIN] = SignInService(
         config=config,
         users=deps.users,
@@ -123,7 +128,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     )
     loader = jinja2.FileSystemLoader(TEMPLATES)
     aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
-    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_background)
     setup_routes(app)

@@ -67,44 +67,52 @@ class Target:
         return f"{self.path}?{self.query}" if self.query else self.path
 
     @classmethod
-    def from_url(cls, url: str, method: str, ip: str) -> Target:
+    def from_url(cls, url: str, method: str, ip: str | IPv4Address | IPv6Address) -> Target:
         """Parse nginx's X-Original-URL, method and client IP; raise ValueError if malformed."""
-        # SECURITY: a header nginx built never holds whitespace or control characters; urlsplit
-        # would silently drop some of them, so refuse rather than guess what was meant.
-        if _UNSAFE_CHARACTERS.search(url):
-            raise ValueError("the URL holds whitespace or control characters")
-        # Like Go's url.ParseRequestURI, which Authelia uses: a '#' is not a fragment separator.
-        parts = urlsplit(url, allow_fragments=False)
-        scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ValueError(f"not an absolute http(s) URL: {url!r}")
-        # SECURITY: 'https://bypass.example.com@secret.example.com/' names one host to nginx's
-        # server_name matching and another to a URL parser; nginx never sends user info.
-        if "@" in parts.netloc:
-            raise ValueError("the URL must not carry user info")
-        # SECURITY: nginx drops a trailing dot before matching server_name, so must we, or
-        # 'secret.example.com.' would escape the rule for 'secret.example.com'.
-        host = (parts.hostname or "").removesuffix(".")
-        if not host:
-            raise ValueError(f"the URL has no host: {url!r}")
-        port = parts.port  # raises ValueError for a port that is not a number in range
-        if _BAD_ESCAPE.search(parts.path):
-            raise ValueError("the URL path has an invalid percent escape")
+        return cls.from_parts(parse_url(url), method, ip)
+
+    @classmethod
+    def from_parts(
+        cls, parts: UrlParts, method: str, ip: str | IPv4Address | IPv6Address
+    ) -> Target:
+        """Build a target from a parsed URL, a method and an IP; raise ValueError if malformed."""
         if not _METHOD.fullmatch(method):
             raise ValueError(f"not an HTTP method: {method!r}")
-        address = ip_address(ip)
+        address = ip_address(ip) if isinstance(ip, str) else ip
         # Go's IPNet.Contains sees ::ffff:192.0.2.1 as 192.0.2.1; so do we.
         if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        return cls(
-            scheme=scheme,
-            host=host,
-            port=port,
-            path=clean_path(unquote(parts.path)),
-            query=parts.query,
-            method=method.upper(),
-            ip=address,
-        )
+        scheme, host, port, path, query = parts
+        return cls(scheme, host, port, path, query, method.upper(), address)
+
+
+UrlParts = tuple[str, str, int | None, str, str]  # scheme, host, port, cleaned path, raw query
+
+
+def parse_url(url: str) -> UrlParts:
+    """Split nginx's X-Original-URL as rules see it; raise ValueError if it is malformed."""
+    # SECURITY: a header nginx built never holds whitespace or control characters; urlsplit
+    # would silently drop some of them, so refuse rather than guess what was meant.
+    if _UNSAFE_CHARACTERS.search(url):
+        raise ValueError("the URL holds whitespace or control characters")
+    # Like Go's url.ParseRequestURI, which Authelia uses: a '#' is not a fragment separator.
+    parts = urlsplit(url, allow_fragments=False)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    # SECURITY: 'https://bypass.example.com@secret.example.com/' names one host to nginx's
+    # server_name matching and another to a URL parser; nginx never sends user info.
+    if "@" in parts.netloc:
+        raise ValueError("the URL must not carry user info")
+    # SECURITY: nginx drops a trailing dot before matching server_name, so must we, or
+    # 'secret.example.com.' would escape the rule for 'secret.example.com'.
+    host = (parts.hostname or "").removesuffix(".")
+    if not host:
+        raise ValueError(f"the URL has no host: {url!r}")
+    port = parts.port  # raises ValueError for a port that is not a number in range
+    if _BAD_ESCAPE.search(parts.path):
+        raise ValueError("the URL path has an invalid percent escape")
+    return scheme, host, port, clean_path(unquote(parts.path)), parts.query
 
 
 def clean_path(path: str) -> str:
@@ -316,14 +324,33 @@ class _Rule:
         return False
 
 
+# URLs up to this long have their parsed parts remembered; the memo holds at most _MEMO_SIZE.
+_MEMO_URL_LIMIT = 2048
+_MEMO_SIZE = 4096
+
+
 class AccessControl:
     """Decide the level each request needs, from rules compiled once."""
 
     def __init__(self, config: AccessControlConfig) -> None:
         """Compile every rule's domains, regexes, networks and subjects."""
+        # nginx asks about the same URLs again and again (every asset of every page view):
+        # each is split and cleaned once, then remembered, within a bounded memo.
+        self._urls: dict[str, UrlParts] = {}
         self._rules = tuple(_Rule.compile(i, r) for i, r in enumerate(config.rules))
         self._default = Decision(_LEVELS[config.default_policy], None)
         self._needs_identity = any(r.has_subjects for r in self._rules)
+
+    def target(self, url: str, method: str, ip: str | IPv4Address | IPv6Address) -> Target:
+        """Parse what nginx asks about, like Target.from_url, remembering recent URLs."""
+        parts = self._urls.get(url)
+        if parts is None:
+            parts = parse_url(url)
+            if len(url) <= _MEMO_URL_LIMIT:
+                if len(self._urls) >= _MEMO_SIZE:
+                    self._urls.clear()
+                self._urls[url] = parts
+        return Target.from_parts(parts, method, ip)
 
     def decide(self, target: Target, user: User | None) -> Decision:
         """Return the level the first matching rule (or the default policy) requires."""

@@ -9,9 +9,10 @@ from portal.clock import Clock
 from portal.config import Config
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
+from portal.ratelimit import ClientAddresses
 from portal.reset import PasswordResetService
 from portal.sessions import SessionStore
-from portal.signin import SignInService
+from portal.signin import CookieDomains, SignInService
 from portal.storage.base import Storage
 from portal.users.base import UserBackend
 
@@ -25,3 +26,5 @@ RESET = web.AppKey("reset", PasswordResetService)
 SESSIONS = web.AppKey("sessions", SessionStore)
 SIGNIN = web.AppKey("signin", SignInService)
 ACCESS = web.AppKey("access", AccessControl)
+ADDRESSES = web.AppKey("addresses", ClientAddresses)
+COOKIES = web.AppKey("cookies", CookieDomains)

@@ -14,6 +14,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from portal.config import Config
 from portal.errors import BadRequestError, CsrfError, PayloadTooLargeError, PortalError
 from portal.keys import CONFIG
 
@@ -93,23 +94,36 @@ async def body_size_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Set the security headers on every response, errors included."""
-    headers = response.headers
-    headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
-        "object-src 'none'",
-    )
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    # SECURITY: reset links carry a token; no page may leak its URL to another site.
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if request.app[CONFIG].portal_url.startswith("https://"):
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if is_api(request) or response.status >= 400:
-        headers.setdefault("Cache-Control", "no-store")
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+
+
+def security_headers(config: Config) -> ResponseHook:
+    """Return the on_response_prepare hook that sets the security headers on every response."""
+    fixed = [
+        (
+            "Content-Security-Policy",
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
+            "object-src 'none'",
+        ),
+        ("X-Content-Type-Options", "nosniff"),
+        # SECURITY: reset links carry a token; no page may leak its URL to another site.
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if config.portal_url.startswith("https://"):
+        fixed.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+
+    # Built once: nginx's auth_request makes this run for every request to a protected site.
+    async def set_headers(request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        for name, value in fixed:
+            if name not in headers:  # a handler may have set its own (a page's CSP)
+                headers[name] = value
+        if "Cache-Control" not in headers and (response.status >= 400 or is_api(request)):
+            headers["Cache-Control"] = "no-store"
+
+    return set_headers
 
 
 def csrf_cookie_name(request: web.Request) -> str:

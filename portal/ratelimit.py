@@ -14,6 +14,7 @@ from portal.config import RateLimit
 from portal.storage.base import Storage
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,46 @@ def client_ip(request: web.Request, trusted_proxies: Sequence[Network]) -> str:
         except ValueError:
             break
     return candidate
+
+
+# X-Forwarded-For values longer than this are resolved every time rather than remembered, so the
+# memo stays small whatever clients send.
+_MEMO_HEADER_LIMIT = 256
+
+
+class ClientAddresses:
+    """Resolve each request's client address, remembering answers for repeated header values.
+
+    nginx's auth_request sends the same peer and X-Forwarded-For for every request of a visitor;
+    resolving it once instead of parsing every hop again is a measurable share of that hot path.
+    """
+
+    def __init__(self, trusted_proxies: Sequence[Network], *, size: int = 4096) -> None:
+        self._trusted = tuple(trusted_proxies)
+        self._size = size
+        self._memo: dict[tuple[str | None, tuple[str, ...]], tuple[str, IPAddress | None]] = {}
+
+    def of(self, request: web.Request) -> str:
+        """Return the client's address as text ("" when unknown)."""
+        return self._resolve(request)[0]
+
+    def parsed(self, request: web.Request) -> IPAddress | None:
+        """Return the client's address parsed, or None when it is unknown or not an address."""
+        return self._resolve(request)[1]
+
+    def _resolve(self, request: web.Request) -> tuple[str, IPAddress | None]:
+        forwarded = tuple(request.headers.getall("X-Forwarded-For", ()))
+        key = (request.remote, forwarded)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        text = client_ip(request, self._trusted)
+        try:
+            address: IPAddress | None = ipaddress.ip_address(text)
+        except ValueError:
+            address = None
+        if sum(len(value) for value in forwarded) <= _MEMO_HEADER_LIMIT:
+            if len(self._memo) >= self._size:
+                self._memo.clear()
+            self._memo[key] = (text, address)
+        return text, address

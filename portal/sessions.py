@@ -51,6 +51,7 @@ class Session:
 class _Cached:
     record: SessionRecord
     fetched_at: float
+    session: Session  # built once per row read: auth_request returns it many times a second
 
 
 class SessionStore:
@@ -124,7 +125,8 @@ class SessionStore:
         if session_id is None:
             return None
         now = self._clock.now()
-        record = self._cached(session_id, now)
+        entry = self._cached(session_id, now)
+        record = entry.record if entry is not None else None
         fresh = record is None
         if record is None:
             record = await self._load_once(session_id, now)
@@ -147,10 +149,14 @@ class SessionStore:
         if now - record.last_active_at >= self._touch_interval:
             # The cache first, then the write: requests arriving meanwhile must not each touch.
             record = replace(record, last_active_at=now)
+            session = _session(record)
             entry = self._cache.get(session_id)
             if entry is not None:
-                self._cache[session_id] = replace(entry, record=record)
+                self._cache[session_id] = replace(entry, record=record, session=session)
             await self._storage.session_touch(session_id, at=now)
+            return session
+        if entry is not None and entry.record is record:
+            return entry.session
         return _session(record)
 
     async def destroy(self, value: str) -> None:
@@ -176,7 +182,7 @@ class SessionStore:
 
     # -- the cache -----------------------------------------------------------------------------
 
-    def _cached(self, session_id: str, now: float) -> SessionRecord | None:
+    def _cached(self, session_id: str, now: float) -> _Cached | None:
         entry = self._cache.get(session_id)
         if entry is None:
             return None
@@ -185,7 +191,7 @@ class SessionStore:
         if not entry.fetched_at <= now < entry.fetched_at + self._cache_ttl:
             del self._cache[session_id]
             return None
-        return entry.record
+        return entry
 
     async def _load_once(self, session_id: str, now: float) -> SessionRecord | None:
         pending = self._inflight.get(session_id)
@@ -221,7 +227,7 @@ class SessionStore:
             self._drop_stale(now)
         while len(self._cache) >= self._cache_size:
             del self._cache[next(iter(self._cache))]  # the oldest insertion
-        self._cache[session_id] = _Cached(record, now)
+        self._cache[session_id] = _Cached(record, now, _session(record))
 
     def _forget(self, session_id: str) -> None:
         self._generation += 1

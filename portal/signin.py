@@ -28,6 +28,29 @@ def cookie_for_host(config: Config, host: str) -> SessionCookieConfig | None:
     return max(matches, key=lambda c: len(c.domain), default=None)
 
 
+class CookieDomains:
+    """Find the cookie domain covering a host, remembering the answer per host (a hot path)."""
+
+    def __init__(self, config: Config, *, size: int = 1024) -> None:
+        self._config = config
+        self._size = size
+        self._memo: dict[str, SessionCookieConfig | None] = {}
+
+    def for_host(self, host: str) -> SessionCookieConfig | None:
+        """Return the cookie domain that covers host (the most specific one), if any."""
+        try:
+            return self._memo[host]
+        except KeyError:
+            pass
+        found = cookie_for_host(self._config, host)
+        # Hosts come from request headers: the memo is bounded, and a DNS name is at most 253.
+        if len(host) <= 253:
+            if len(self._memo) >= self._size:
+                self._memo.clear()
+            self._memo[host] = found
+        return found
+
+
 def safe_redirect(config: Config, target: str | None) -> str | None:
     """Return target if it is a URL we may send a browser to, else None (no open redirect)."""
     if not target or len(target) > 4096:

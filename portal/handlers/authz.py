@@ -7,10 +7,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from portal.authz import Target
-from portal.handlers.common import request_ip
-from portal.keys import ACCESS, CONFIG, SESSIONS
-from portal.signin import cookie_for_host
+from portal.handlers.common import cookie_value
+from portal.keys import ACCESS, ADDRESSES, CONFIG, COOKIES, SESSIONS
 from portal.users.base import User
 
 log = logging.getLogger("portal.authz")
@@ -18,31 +16,32 @@ log = logging.getLogger("portal.authz")
 
 async def auth_request_get(request: web.Request) -> web.Response:
     """Answer 200 with Remote-* headers, 401 with where to sign in, or 403."""
-    config = request.app[CONFIG]
+    app = request.app
     original = request.headers.get("X-Original-URL", "")
     method = request.headers.get("X-Original-Method", "GET").upper()
-    ip = request_ip(request)
+    addresses = app[ADDRESSES]
+    access = app[ACCESS]
     try:
-        target = Target.from_url(original, method, ip)
+        target = access.target(original, method, addresses.parsed(request) or addresses.of(request))
     except ValueError:
         # SECURITY: a request we cannot read is never let through.
         return web.Response(status=401, text="401 Unauthorized: missing or malformed request")
-    cookie = cookie_for_host(config, target.host)
+    cookie = app[COOKIES].for_host(target.host)
     session = None
     if cookie is not None:
-        value = request.cookies.get(cookie.name or "")
+        value = cookie_value(request, cookie.name or "")
         if value:
-            session = await request.app[SESSIONS].get(value, cookie)
+            session = await app[SESSIONS].get(value, cookie)
     user = None
     if session is not None:
         user = User(session.username, session.display_name, session.emails, session.groups)
-    decision = request.app[ACCESS].decide(target, user)
+    decision = access.decide(target, user)
     if decision.required == "bypass":
         return web.Response(status=200)
     if decision.required == "deny":
         return web.Response(status=403, text="403 Forbidden")
     if session is None:
-        portal = cookie.authelia_url if cookie is not None else config.portal_url
+        portal = cookie.authelia_url if cookie is not None else app[CONFIG].portal_url
         location = f"{portal}/?rd={quote(original, safe='')}"
         return web.Response(status=401, headers={"Location": location}, text="401 Unauthorized")
     return web.Response(

@@ -1,0 +1,151 @@
+"""The memos on nginx's hot path answer exactly what the uncached code answers, for every input.
+
+auth_request remembers the client address per (peer, X-Forwarded-For), the cookie domain per
+host and the parsed URL per URL. A memo that answered one visitor with another's address, or
+let a malformed URL through the second time, would be a security bug, so each is checked
+against the plain function on the inputs an attacker controls.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from portal.authz import AccessControl, Target
+from portal.config import AccessControlConfig
+from portal.handlers.common import cookie_value
+from portal.ratelimit import ClientAddresses, client_ip
+from portal.signin import CookieDomains, cookie_for_host
+from tests.conftest import ConfigFactory
+
+TRUSTED = (ip_network("127.0.0.0/8"),)
+
+
+class _Transport:
+    """The one thing make_mocked_request needs to report a peer address."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self._peer, 40000) if name == "peername" else default
+
+
+def request(
+    peer: str = "127.0.0.1", forwarded: str | None = None, cookie: str | None = None
+) -> web.Request:
+    """Build a real aiohttp request as it arrives from peer with these headers."""
+    headers = {}
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    if cookie is not None:
+        headers["Cookie"] = cookie
+    return make_mocked_request("GET", "/", headers=headers, transport=_Transport(peer))
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded"),
+    [
+        ("127.0.0.1", "203.0.113.7"),
+        ("127.0.0.1", "203.0.113.8"),  # same peer, another visitor: must not get .7
+        ("198.51.100.9", "203.0.113.7"),  # an untrusted peer's header is not believed
+        ("127.0.0.1", None),
+        ("127.0.0.1", "10.0.0.1, 203.0.113.7"),
+        ("127.0.0.1", "not-an-address"),
+        ("127.0.0.1", "203.0.113.7, " + "1.2.3.4, " * 60 + "203.0.113.9"),  # too long to keep
+    ],
+)
+def test_client_addresses_match_client_ip_on_first_and_repeated_requests(
+    peer: str, forwarded: str | None
+) -> None:
+    addresses = ClientAddresses(TRUSTED)
+    for _ in range(2):
+        # Interleave the others so the memo is warm with every other visitor.
+        for other in ("203.0.113.7", "203.0.113.8", "192.0.2.1"):
+            addresses.of(request("127.0.0.1", other))
+        got = addresses.of(request(peer, forwarded))
+        assert got == client_ip(request(peer, forwarded), TRUSTED)
+        parsed = addresses.parsed(request(peer, forwarded))
+        assert parsed == (ip_address(got) if got and got != "not-an-address" else None)
+
+
+def test_client_addresses_stay_bounded() -> None:
+    addresses = ClientAddresses(TRUSTED, size=8)
+    for n in range(100):
+        assert addresses.of(request("127.0.0.1", f"203.0.113.{n}")) == f"203.0.113.{n}"
+    assert len(addresses._memo) <= 8
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["app.example.com", "example.com", "deep.app.example.com", "other.org", "EXAMPLE.com.",
+     "evil-example.com", "app.example.net"],
+)  # fmt: skip
+def test_cookie_domains_match_cookie_for_host(make_config: ConfigFactory, host: str) -> None:
+    config = make_config(
+        session={
+            "cookies": [
+                {"domain": "example.com", "authelia_url": "https://auth.example.com"},
+                {"domain": "app.example.net", "authelia_url": "https://auth.app.example.net"},
+            ]
+        }
+    )
+    domains = CookieDomains(config)
+    expected = cookie_for_host(config, host)
+    assert domains.for_host(host) == expected
+    assert domains.for_host(host) == expected  # from the memo
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.example.com/a/../admin?x=1",
+        "https://app.example.com:8443/",
+        "http://app.example.com/%2e%2e/secret",
+        "https://bypass.example.com@secret.example.com/",
+        "ftp://app.example.com/",
+        "https://app.example.com/%zz",
+        "https://app.example.com/ x",
+        "",
+    ],
+)
+def test_access_control_target_matches_from_url_every_time(url: str) -> None:
+    access = AccessControl(AccessControlConfig())
+    for _ in range(2):  # the second time comes from the memo (or fails again)
+        try:
+            expected = Target.from_url(url, "GET", "192.0.2.1")
+        except ValueError:
+            with pytest.raises(ValueError, match=r"."):
+                access.target(url, "GET", "192.0.2.1")
+            continue
+        assert access.target(url, "GET", "192.0.2.1") == expected
+        # The URL's parts are shared; method and address are the request's own.
+        other = access.target(url, "post", ip_address("2001:db8::1"))
+        assert (other.method, str(other.ip), other.host) == ("POST", "2001:db8::1", expected.host)
+    with pytest.raises(ValueError, match="method"):
+        access.target("https://app.example.com/", "G E T", "192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("other=1", None),
+        ("portal_session=abc", "abc"),
+        ("a=1; portal_session=abc; b=2", "abc"),
+        ('portal_session="abc"', "abc"),
+        ("portal_session=first; portal_session=second", "second"),
+        ("xportal_session=abc", None),
+        ("portal_session", None),
+    ],
+)
+def test_cookie_value_reads_one_cookie_as_aiohttp_does(
+    header: str | None, expected: str | None
+) -> None:
+    req = request(cookie=header)
+    assert cookie_value(req, "portal_session") == expected
+    # aiohttp reads a bare name as an empty value; both mean "no session" to the handler.
+    assert (req.cookies.get("portal_session") or None) == expected
