@@ -106,7 +106,12 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[STORAGE] = deps.storage
     app[NOTIFIER] = deps.notifier
     app[OUTBOX] = OutboxWorker(deps.storage, deps.clock)
-    app[SESSIONS] = SessionStore(deps.storage, deps.clock)
+    app[SESSIONS] = SessionStore(
+        deps.storage,
+        deps.clock,
+        users=deps.users,
+        refresh_interval=config.authentication_backend.refresh_seconds,
+    )
     app[ACCESS] = AccessControl(config.access_control)
     app[ADDRESSES] = ClientAddresses(config.server.trusted_proxies)
     app[COOKIES] = CookieDomains(config)

@@ -70,7 +70,6 @@ UNSUPPORTED_KEYS = (
     "log.keep_stdout",
     "identity_validation.elevated_session",
     "authentication_backend.password_change",
-    "authentication_backend.refresh_interval",
     "authentication_backend.file.extra_attributes",
     "authentication_backend.ldap.attributes.extra",
     "session.redis",
@@ -476,6 +475,10 @@ class AuthenticationBackendConfig(Model):
     """Where users and their passwords live: exactly one of file or ldap."""
 
     password_reset: PasswordResetConfig = PasswordResetConfig()
+    # How often a session's groups, addresses and name are read again from the backend, and a
+    # session of a deleted or disabled user ended: a duration, 'always' or 'disable'. Unset:
+    # Authelia's defaults, 'always' for the file backend (a memory lookup) and 5 minutes for LDAP.
+    refresh_interval: timedelta | Literal["always", "disable"] | None = None
     file: FileBackendConfig | None = None
     ldap: LdapBackendConfig | None = None
 
@@ -484,6 +487,31 @@ class AuthenticationBackendConfig(Model):
         if (self.file is None) == (self.ldap is None):
             raise ValueError("configure exactly one of 'file' or 'ldap'")
         return self
+
+    @field_validator("refresh_interval", mode="before")
+    @classmethod
+    def _refresh_interval(cls, value: Any) -> Any:
+        if value is None or value in ("always", "disable"):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither a duration (like '5 minutes') nor 'always' or 'disable'"
+            ) from None
+
+    @property
+    def refresh_seconds(self) -> float | None:
+        """Return the refresh interval in seconds (0: every request), or None when disabled."""
+        value = self.refresh_interval
+        if value is None:
+            return 0.0 if self.file is not None else 300.0
+        if value == "always":
+            return 0.0
+        if value == "disable":
+            return None
+        assert isinstance(value, timedelta)  # noqa: S101 - the field's type leaves only this
+        return value.total_seconds()
 
 
 # --- password policy ------------------------------------------------------------------------

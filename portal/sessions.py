@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import logging
 import re
 import secrets
 from dataclasses import dataclass, replace
@@ -19,10 +20,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from portal.audit import audit
 from portal.clock import Clock
 from portal.config import SessionCookieConfig
+from portal.errors import PortalError
 from portal.storage.base import SessionRecord, Storage
-from portal.users.base import User
+from portal.users.base import User, UserBackend
+
+log = logging.getLogger("portal.sessions")
 
 _T = TypeVar("_T")
 
@@ -59,6 +64,11 @@ class SessionStore:
 
     Rotation at sign-in is the caller's job: it calls `destroy` on the value the browser carried
     and `create` for a new one, so a session id planted before sign-in is never promoted.
+
+    Given a user backend, a session's details (groups, addresses, name) are read again once
+    `refresh_interval` seconds have passed since they were last read (0: on every request;
+    None: never), and the session of a user who is gone or disabled ends: Authelia's
+    `refresh_interval`.
     """
 
     def __init__(
@@ -66,14 +76,21 @@ class SessionStore:
         storage: Storage,
         clock: Clock,
         *,
+        users: UserBackend | None = None,
+        refresh_interval: float | None = None,
         cache_ttl: float = 1.0,
         touch_interval: float = 10.0,
         cache_size: int = 10_000,
     ) -> None:
         if cache_ttl < 0 or touch_interval < 0 or cache_size < 1:
             raise ValueError("cache_ttl and touch_interval must be >= 0, cache_size >= 1")
+        if refresh_interval is not None and refresh_interval < 0:
+            raise ValueError("refresh_interval must be >= 0 (or None for never)")
         self._storage = storage
         self._clock = clock
+        self._users = users
+        self._refresh_interval = refresh_interval if users is not None else None
+        self._refreshing: dict[str, asyncio.Future[SessionRecord | None]] = {}
         self._cache_ttl = cache_ttl
         self._touch_interval = touch_interval
         self._cache_size = cache_size
@@ -110,6 +127,7 @@ class SessionStore:
                 "display_name": user.display_name,
                 "emails": list(user.emails),
                 "groups": list(user.groups),
+                "refreshed_at": now,
             },
         )
         await self._storage.session_save(record)
@@ -146,6 +164,12 @@ class SessionStore:
             self._forget(session_id)
             await self._storage.session_delete(session_id)
             return None
+        if self._refresh_due(record, now):
+            refreshed = await self._refresh_once(session_id, record, now)
+            if refreshed is None:
+                return None
+            if refreshed is not record:
+                record, entry = refreshed, None
         if now - record.last_active_at >= self._touch_interval:
             # The cache first, then the write: requests arriving meanwhile must not each touch.
             record = replace(record, last_active_at=now)
@@ -179,6 +203,84 @@ class SessionStore:
         now = self._clock.now()
         self._drop_stale(now)
         return await self._storage.purge_sessions(expired_before=now)
+
+    # -- refreshing details from the backend ---------------------------------------------------
+
+    def _refresh_due(self, record: SessionRecord, now: float) -> bool:
+        interval = self._refresh_interval
+        if interval is None:
+            return False
+        refreshed_at = record.data.get("refreshed_at")
+        last = float(refreshed_at) if isinstance(refreshed_at, int | float) else record.created_at
+        return now - last >= interval
+
+    async def _refresh_once(
+        self, session_id: str, record: SessionRecord, now: float
+    ) -> SessionRecord | None:
+        # One backend lookup per session at a time: a page's burst of asset requests all find
+        # the refresh due at once.
+        pending = self._refreshing.get(session_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[SessionRecord | None] = asyncio.get_running_loop().create_future()
+        self._refreshing[session_id] = future
+        try:
+            refreshed = await self._refresh(session_id, record, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        else:
+            future.set_result(refreshed)
+            return refreshed
+        finally:
+            del self._refreshing[session_id]
+
+    async def _refresh(
+        self, session_id: str, record: SessionRecord, now: float
+    ) -> SessionRecord | None:
+        """Return the record with fresh details, or None if the session must not open now."""
+        assert self._users is not None  # noqa: S101 - _refresh_due is False without users
+        generation = self._generation
+        try:
+            user = await self._users.get_user(record.username)
+        except PortalError as exc:
+            # SECURITY: fail closed, as Authelia does: details that cannot be checked open
+            # nothing. The session is kept, and works again once the backend answers.
+            log.warning("cannot refresh %s's session details: %s", record.username, exc)
+            return None
+        if user is None or user.disabled or user.username != record.username:
+            # SECURITY: a deleted or disabled account keeps no session (Authelia ends it too).
+            self._forget(session_id)
+            await self._storage.session_delete(session_id)
+            audit("session_ended", username=record.username, reason="user_gone_or_disabled")
+            return None
+        old = record.data
+        changed = (
+            old.get("display_name") != user.display_name
+            or old.get("emails") != list(user.emails)
+            or old.get("groups") != list(user.groups)
+        )
+        # Every refresh of a periodic interval is written, so other instances (and this one
+        # once its cache entry lapses) do not repeat it; 'always' writes only changes.
+        if not changed and self._refresh_interval == 0:
+            return record
+        data = {
+            **old,
+            "display_name": user.display_name,
+            "emails": list(user.emails),
+            "groups": list(user.groups),
+            "refreshed_at": now,
+        }
+        if not await self._storage.session_update_data(session_id, data):
+            self._forget(session_id)  # ended meanwhile (sign-out, password reset)
+            return None
+        refreshed = replace(record, data=data)
+        if changed:
+            audit("session_refreshed", username=record.username)
+        if generation == self._generation and session_id in self._cache:
+            self._remember(session_id, refreshed, self._cache[session_id].fetched_at)
+        return refreshed
 
     # -- the cache -----------------------------------------------------------------------------
 

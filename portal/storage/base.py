@@ -159,6 +159,10 @@ class Storage(Protocol):
         """Record activity on the session at `at` (never moving it backwards)."""
         ...
 
+    async def session_update_data(self, session_id: str, data: dict[str, Any]) -> bool:
+        """Replace the data of an existing session (never creating one); True if it existed."""
+        ...
+
     async def session_delete(self, session_id: str) -> bool:
         """Delete the session; True if it existed."""
         ...

@@ -309,6 +309,15 @@ class SqliteStorage:
             (at, session_id),
         )
 
+    async def session_update_data(self, session_id: str, data: dict[str, Any]) -> bool:
+        """Replace the data of an existing session (never creating one); True if it existed."""
+        changed = await self._write_count(
+            "session_update_data",
+            "UPDATE sessions SET data = ? WHERE id = ?",
+            (_to_json(data), session_id),
+        )
+        return changed == 1
+
     async def session_delete(self, session_id: str) -> bool:
         """Delete the session; True if it existed."""
         changed = await self._write_count(

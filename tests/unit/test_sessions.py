@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from portal.config import SessionConfig, SessionCookieConfig
+from portal.config import FileBackendConfig, SessionConfig, SessionCookieConfig
+from portal.errors import BackendUnavailableError, ConfigError
 from portal.sessions import SessionStore, cookie_attributes
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import User
-from tests.conftest import START, FakeClock
+from portal.users.file import FileUserBackend
+from tests.conftest import START, ConfigFactory, FakeClock
 
 HOUR = 3600.0
 MINUTE = 60.0
@@ -491,3 +494,219 @@ async def test_many_requests_for_an_uncached_session_read_storage_once(
         assert storage.reads == 1
     finally:
         await storage.close()
+
+
+# -- refreshing details from the user backend (Authelia's refresh_interval) ---------------------
+
+
+class Directory:
+    """A user backend over a dict, as an admin edits it; it can also be down or slow."""
+
+    def __init__(self, *users: User) -> None:
+        self.users = {u.username: u for u in users}
+        self.lookups = 0
+        self.down = False
+        self.during_lookup: Callable[[], Awaitable[None]] | None = None
+
+    async def get_user(self, identifier: str) -> User | None:
+        self.lookups += 1
+        await asyncio.sleep(0)  # a real backend answers from a worker thread, later
+        if self.during_lookup is not None:
+            await self.during_lookup()
+        if self.down:
+            raise BackendUnavailableError("the directory cannot be reached")
+        return self.users.get(identifier)
+
+
+def refreshing(
+    storage: SqliteStorage, clock: FakeClock, directory: Directory, interval: float | None
+) -> SessionStore:
+    return SessionStore(
+        storage, clock, users=directory, refresh_interval=interval, cache_ttl=CACHE_TTL
+    )
+
+
+async def test_new_groups_reach_the_session_once_the_refresh_interval_has_passed(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.users["john"] = replace(JOHN, groups=("dev",), display_name="John D.")
+
+    clock.advance(4 * MINUTE)
+    session = await sessions.get(value, cookie)
+    assert session is not None and session.groups == ("admins", "dev")  # not yet due
+
+    clock.advance(MINUTE)
+    session = await sessions.get(value, cookie)
+    assert session is not None
+    assert (session.groups, session.display_name) == (("dev",), "John D.")
+    # Written through: another instance, with nothing cached, sees the new groups at once.
+    there = SessionStore(storage, clock)
+    fresh = await there.get(value, cookie)
+    assert fresh is not None and fresh.groups == ("dev",)
+
+
+async def test_a_refresh_is_written_once_per_interval_not_once_per_request(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    for _ in range(4 * 60):  # a request every 2.5 s for 10 minutes, cache lapsing in between
+        clock.advance(2.5)
+        assert await sessions.get(value, cookie) is not None
+    assert directory.lookups == 2
+
+
+async def test_always_reads_the_backend_on_every_request(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 0.0)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.users["john"] = replace(JOHN, groups=())
+    session = await sessions.get(value, cookie)  # still inside the 1 s cache
+    assert session is not None and session.groups == ()
+    assert directory.lookups == 1
+
+
+async def test_disable_never_reads_the_backend(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, None)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.users.clear()
+    for _ in range(10):  # 40 minutes of use, within the inactivity limit each time
+        clock.advance(4 * MINUTE)
+        assert await sessions.get(value, cookie) is not None
+    assert directory.lookups == 0
+
+
+@pytest.mark.parametrize("change", ["disabled", "deleted", "renamed"])
+async def test_the_session_of_a_disabled_or_deleted_user_ends_at_the_next_refresh(
+    storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+    db: Path,
+    change: str,
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    if change == "disabled":
+        directory.users["john"] = replace(JOHN, disabled=True)
+    elif change == "deleted":
+        del directory.users["john"]
+    else:  # the lookup answers with another account (a case-folding backend, say)
+        directory.users["john"] = replace(JOHN, username="John")
+    clock.advance(5 * MINUTE)
+    assert await sessions.get(value, cookie) is None
+    assert stored_rows(db) == []
+    directory.users["john"] = JOHN
+    assert await sessions.get(value, cookie) is None  # ended, not paused
+
+
+async def test_a_backend_outage_refuses_the_session_but_keeps_it_for_later(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig, db: Path
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.down = True
+    clock.advance(5 * MINUTE)
+    assert await sessions.get(value, cookie) is None  # fail closed
+    assert len(stored_rows(db)) == 1
+    directory.down = False
+    session = await sessions.get(value, cookie)
+    assert session is not None and session.username == "john"
+
+
+async def test_a_refresh_never_brings_back_a_session_ended_meanwhile(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig, db: Path
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.users["john"] = replace(JOHN, groups=("dev",))
+
+    async def password_reset_elsewhere() -> None:
+        directory.during_lookup = None
+        await SessionStore(storage, clock).destroy_user("john")
+
+    directory.during_lookup = password_reset_elsewhere
+    clock.advance(5 * MINUTE)
+    assert await sessions.get(value, cookie) is None
+    assert stored_rows(db) == []
+
+
+async def test_a_burst_of_requests_makes_one_backend_lookup(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    assert await sessions.get(value, cookie) is not None  # cached
+    clock.advance(5 * MINUTE)
+    found = await asyncio.gather(*(sessions.get(value, cookie) for _ in range(20)))
+    assert all(s is not None for s in found)
+    assert directory.lookups == 1
+
+
+async def test_the_real_users_file_edited_by_an_admin_reaches_the_session(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig, users_file: Path
+) -> None:
+    backend = FileUserBackend(
+        FileBackendConfig(path=users_file, watch=True), watch_interval=0.02
+    )
+    await backend.startup_check()
+    try:
+        sessions = SessionStore(storage, clock, users=backend, refresh_interval=0.0)
+        john = await backend.get_user("john")
+        assert john is not None and "admins" in john.groups
+        value = await sessions.create(john, cookie, remember_me=False)
+        text = users_file.read_text(encoding="utf-8")
+        users_file.write_text(text.replace("      - admins\n", "", 1), encoding="utf-8")
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            session = await sessions.get(value, cookie)
+            assert session is not None
+            if "admins" not in session.groups:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the edit never arrived"
+            await asyncio.sleep(0.02)
+        assert session.groups == ("dev",)
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("backend", "interval", "seconds"),
+    [
+        ("file", None, 0.0),  # Authelia's default for the file backend: always
+        ("ldap", None, 300.0),  # and for LDAP: 5 minutes
+        ("file", "always", 0.0),
+        ("ldap", "disable", None),
+        ("ldap", "90s", 90.0),
+        ("file", "2 minutes", 120.0),
+    ],
+)
+def test_refresh_interval_reads_as_authelia_means_it(
+    make_config: ConfigFactory, backend: str, interval: str | None, seconds: float | None
+) -> None:
+    section: dict[str, Any] = {"refresh_interval": interval} if interval else {}
+    if backend == "ldap":
+        section["file"] = None
+        section["ldap"] = {"address": "ldap://127.0.0.1", "base_dn": "dc=example,dc=com",
+                           "user": "cn=admin,dc=example,dc=com", "password": "secret"}  # fmt: skip
+    config = make_config(authentication_backend=section)
+    assert config.authentication_backend.refresh_seconds == seconds
+
+
+def test_a_refresh_interval_that_is_no_duration_is_a_configuration_error(
+    make_config: ConfigFactory,
+) -> None:
+    with pytest.raises(ConfigError, match=r"authentication_backend\.refresh_interval"):
+        make_config(authentication_backend={"refresh_interval": "sometimes"})

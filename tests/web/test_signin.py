@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -213,3 +214,36 @@ async def test_a_password_reset_ends_every_session_of_the_user(
     assert (await ask(portal.client, "http://127.0.0.1/private")).status == 401
     assert (await sign_in(other_device.client, "john", "password")).status == 401
     assert (await sign_in(other_device.client, "john", "Brand-New-Passphrase-77")).status == 302
+
+
+async def test_an_admin_removing_a_group_or_disabling_the_user_takes_effect_at_once(
+    start_portal: StartPortal,
+) -> None:
+    # The file backend's refresh_interval is Authelia's 'always'; watch makes the edit visible.
+    portal = await start_portal(
+        access_control=RULES, authentication_backend={"file": {"watch": True}}
+    )
+    await sign_in(portal.client, "john", "password")
+    assert (await ask(portal.client, "http://127.0.0.1/admin")).status == 200
+
+    text = portal.users_file.read_text(encoding="utf-8")
+    portal.users_file.write_text(text.replace("      - admins\n", "", 1), encoding="utf-8")
+    assert await eventually_status(portal.client, "http://127.0.0.1/admin", 403)
+    private = await ask(portal.client, "http://127.0.0.1/private")
+    assert (private.status, private.headers["Remote-Groups"]) == (200, "dev")
+
+    text = portal.users_file.read_text(encoding="utf-8")
+    portal.users_file.write_text(
+        text.replace("    displayname: \"John Doe\"\n", "    displayname: \"John Doe\"\n"
+                     "    disabled: true\n", 1), encoding="utf-8")  # fmt: skip
+    assert await eventually_status(portal.client, "http://127.0.0.1/private", 401)
+
+
+async def eventually_status(client: Client, url: str, status: int, timeout: float = 5.0) -> bool:
+    """Ask until the answer has the status (the file watch polls), or give up after timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await ask(client, url)).status != status:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
