@@ -21,6 +21,7 @@ from portal.keys import (
     CONFIG,
     NOTIFIER,
     OUTBOX,
+    QUESTIONS,
     RESET,
     SESSIONS,
     SIGNIN,
@@ -36,6 +37,7 @@ from portal.middlewares import (
     security_headers,
 )
 from portal.notify.outbox import OutboxWorker
+from portal.questions import SecurityQuestionsService
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes
@@ -119,6 +121,15 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         outbox=app[OUTBOX],
         sessions=app[SESSIONS],
         renderer=MailRenderer(_mail_template_dirs(config)),
+        clock=deps.clock,
+    )
+    app[QUESTIONS] = SecurityQuestionsService(
+        config=config,
+        users=deps.users,
+        storage=deps.storage,
+        reset=app[RESET],
+        regulator=Regulator(deps.storage, deps.clock, config.regulation),
+        hasher=deps.answer_hasher,
         clock=deps.clock,
     )
     loader = jinja2.FileSystemLoader(TEMPLATES)

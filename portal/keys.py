@@ -9,6 +9,7 @@ from portal.clock import Clock
 from portal.config import Config
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
+from portal.questions import SecurityQuestionsService
 from portal.reset import PasswordResetService
 from portal.sessions import SessionStore
 from portal.signin import SignInService
@@ -25,3 +26,4 @@ RESET = web.AppKey("reset", PasswordResetService)
 SESSIONS = web.AppKey("sessions", SessionStore)
 SIGNIN = web.AppKey("signin", SignInService)
 ACCESS = web.AppKey("access", AccessControl)
+QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
