@@ -6,7 +6,14 @@ import pytest
 
 from tests.integration.conftest import make_slapd, slapd, slapd_ca, slapd_template  # noqa: F401
 from tests.integration.slapd import USER_DNS, Slapd
-from tests.web.conftest import Portal, StartPortal, choose_password, open_link, reset_link_from
+from tests.web.conftest import (
+    Portal,
+    StartPortal,
+    choose_password,
+    open_link,
+    request_reset,
+    reset_link_from,
+)
 from tests.web.test_reset_ldap import authelia_ldap_block
 from tests.web.test_reset_questions import (
     JOHN,
@@ -50,3 +57,18 @@ async def test_an_unknown_directory_user_gets_decoys_and_no_mail(ldap_portal: Po
     assert SENT in page
     await ldap_portal.drain_outbox()
     assert ldap_portal.smtp.deliveries == []
+
+
+async def test_with_the_directory_down_the_questions_page_is_503_for_everyone(
+    ldap_portal: Portal,
+    slapd: Slapd,  # noqa: F811
+) -> None:
+    slapd.stop()
+    try:
+        for who in ("john", "nobody@authelia.com"):
+            response = await request_reset(ldap_portal.client, who)
+            assert response.status == 503
+            assert "temporarily unavailable" in await response.text()
+    finally:
+        slapd.start()
+    assert (await request_reset(ldap_portal.client, "john")).status == 200
