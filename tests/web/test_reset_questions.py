@@ -198,6 +198,9 @@ async def test_choices_that_protect_nothing_are_refused_with_reasons(portal: Por
     same = await submit(portal.client, SETTINGS, SETTINGS, **fields)
     assert same.status == 400
     assert "Choose a different question for each answer." in await same.text()
+    echo = await set_up(portal.client, dict.fromkeys(JOHN, " Same  answer"))
+    assert echo.status == 400
+    assert "Give a different answer to each question." in await echo.text()
     assert await portal.storage.get_security_answers("john") == []
 
 
@@ -262,6 +265,22 @@ async def test_failures_are_throttled_per_account_until_the_window_passes(
 
     portal.clock.advance(3601)
     await reset_with_answers(portal, "john", None)
+    assert (await portal.next_mail())["To"] == "john.doe@authelia.com"
+
+
+async def test_editing_the_list_of_questions_breaks_nobodys_answers(
+    start_portal: StartPortal,
+) -> None:
+    first = await start_portal(**questions_on())
+    await john_has_questions(first)
+    others = ["Which river runs through your home town?", "What is your favourite tree?",
+              "Which instrument did you first learn?"]  # fmt: skip
+    portal = await start_portal(**questions_on(questions=others))
+    page = await ask(portal.client, "john")
+    assert set(questions_on_page(page)) <= set(JOHN)
+    assert set(questions_on_page(await ask(portal.client, "nobody-here"))) <= set(others)
+    response = await answer(portal.client, page, right_answers(page))
+    assert SENT in await response.text()
     assert (await portal.next_mail())["To"] == "john.doe@authelia.com"
 
 
