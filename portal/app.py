@@ -23,6 +23,7 @@ from portal.keys import (
     COOKIES,
     NOTIFIER,
     OUTBOX,
+    QUESTIONS,
     RESET,
     SESSIONS,
     SIGNIN,
@@ -38,6 +39,7 @@ from portal.middlewares import (
     security_headers,
 )
 from portal.notify.outbox import OutboxWorker
+from portal.questions import SecurityQuestionsService
 from portal.ratelimit import ClientAddresses
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
@@ -129,6 +131,15 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         outbox=app[OUTBOX],
         sessions=app[SESSIONS],
         renderer=MailRenderer(_mail_template_dirs(config)),
+        clock=deps.clock,
+    )
+    app[QUESTIONS] = SecurityQuestionsService(
+        config=config,
+        users=deps.users,
+        storage=deps.storage,
+        reset=app[RESET],
+        regulator=Regulator(deps.storage, deps.clock, config.regulation),
+        hasher=deps.answer_hasher,
         clock=deps.clock,
     )
     loader = jinja2.FileSystemLoader(TEMPLATES)

@@ -289,12 +289,66 @@ class LogConfig(Model):
 # --- identity validation ------------------------------------------------------------------
 
 
+DEFAULT_QUESTIONS = (
+    "What was the name of your first stuffed animal or toy?",
+    "What was the first concert you went to?",
+    "What was the first dish you learned to cook?",
+    "What was the name of your childhood best friend?",
+    "What was the first film you saw in a cinema?",
+    "What is the title of the first book you remember reading?",
+    "What was the destination of your most memorable school trip?",
+    "What was the name of your favourite teacher at primary school?",
+)
+
+
+class SecurityQuestionsConfig(Model):
+    """Security questions asked at reset, before the mail goes out (a portal key)."""
+
+    enabled: bool = False
+    questions: tuple[str, ...] = DEFAULT_QUESTIONS
+    setup: int = Field(3, ge=1)  # how many a user answers in the settings
+    asked: int = Field(2, ge=1)  # how many of those a reset asks
+    # A user who never set any up: mail the link anyway (`send_email`) or not at all (`deny`).
+    without_questions: Literal["send_email", "deny"] = "send_email"
+    min_answer_length: int = Field(3, ge=1, le=64)
+    # Wrong answers per account before answers are no longer checked, within failure_window.
+    max_failures: int = Field(5, ge=1)
+    failure_window: Duration = timedelta(hours=1)
+
+    @field_validator("questions")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(" ".join(q.split()) for q in value)
+        if not value:
+            raise ValueError("must list at least one question")
+        if any(not q or len(q) > 200 for q in value):
+            raise ValueError("every question must have 1 to 200 characters")
+        seen: set[str] = set()
+        for question in value:
+            if question.casefold() in seen:
+                raise ValueError(f"lists the same question twice: {question!r}")
+            seen.add(question.casefold())
+        return value
+
+    @model_validator(mode="after")
+    def _counts(self) -> SecurityQuestionsConfig:
+        if self.setup > len(self.questions):
+            raise ValueError(
+                f"setup ({self.setup}) must not exceed the number of questions "
+                f"({len(self.questions)})"
+            )
+        if self.asked > self.setup:
+            raise ValueError(f"asked ({self.asked}) must not exceed setup ({self.setup})")
+        return self
+
+
 class ResetPasswordConfig(Model):
     """The signed reset link."""
 
     jwt_secret: SecretStr
     jwt_lifespan: Duration = timedelta(minutes=5)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    security_questions: SecurityQuestionsConfig = SecurityQuestionsConfig()
 
     @field_validator("jwt_secret")
     @classmethod

@@ -11,6 +11,7 @@ from portal.errors import StartupCheckError
 from portal.notify.base import Notifier
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
+from portal.questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
@@ -26,6 +27,7 @@ class Dependencies:
     storage: Storage
     notifier: Notifier
     clock: Clock = field(default_factory=SystemClock)
+    answer_hasher: AnswerHasher = field(default_factory=Argon2AnswerHasher)
 
 
 def users_from_config(config: Config) -> UserBackend:

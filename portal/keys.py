@@ -9,6 +9,7 @@ from portal.clock import Clock
 from portal.config import Config
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
+from portal.questions import SecurityQuestionsService
 from portal.ratelimit import ClientAddresses
 from portal.reset import PasswordResetService
 from portal.sessions import SessionStore
@@ -28,3 +29,4 @@ SIGNIN = web.AppKey("signin", SignInService)
 ACCESS = web.AppKey("access", AccessControl)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
 COOKIES = web.AppKey("cookies", CookieDomains)
+QUESTIONS = web.AppKey("questions", SecurityQuestionsService)

@@ -117,14 +117,24 @@ class PasswordResetService:
             audit("reset_throttled", scope="ip", endpoint=endpoint, ip=ip)
             raise RateLimitedError(int(retry_after))
 
-    async def request_link(self, identifier: str, ip: str) -> None:
-        """Queue a reset mail for whoever matches; the same outcome for every identifier."""
+    @staticmethod
+    def checked_identifier(identifier: str) -> str:
+        """Return the typed identifier stripped; raise BadRequestError if it cannot be one."""
         identifier = identifier.strip()
         if not identifier:
             raise BadRequestError("Enter your username or email address.")
         if len(identifier) > MAX_IDENTIFIER:
             raise BadRequestError("That is too long to be a username or an email address.")
+        return identifier
+
+    async def request_link(self, identifier: str, ip: str) -> None:
+        """Queue a reset mail for whoever matches; the same outcome for every identifier."""
+        identifier = self.checked_identifier(identifier)
         await self.limit_start(ip)
+        await self.queue_link(identifier, ip)
+
+    async def queue_link(self, identifier: str, ip: str) -> None:
+        """Queue the mail under the per-account and global limits (IP already counted)."""
         key = self.identifier_hash(identifier)
         # SECURITY: counted before any lookup, so unknown identifiers count the same, and
         # dropped silently: the requester sees the same page either way.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from portal.handlers import authz, health, reset, signin
+from portal.handlers import authz, health, reset, settings, signin
 from portal.keys import CONFIG
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -38,3 +38,9 @@ def setup_routes(app: web.Application) -> None:
     add.add_post("/api/reset-password/identity/finish", reset.api_finish_post)
     add.add_post("/api/reset-password", reset.api_reset_post)
     add.add_delete("/api/reset-password", reset.api_reset_delete)
+    if app[CONFIG].identity_validation.reset_password.security_questions.enabled:
+        add.add_post("/reset-password/step1/answers", reset.step1_answers_post)
+        add.add_post("/api/reset-password/identity/questions", reset.api_questions_post)
+        add.add_get("/settings/security-questions", settings.security_questions_get,
+                    name="security_questions")  # fmt: skip
+        add.add_post("/settings/security-questions", settings.security_questions_post)

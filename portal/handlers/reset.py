@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from portal.errors import BadRequestError, PasswordRejectedError
 from portal.handlers.common import parse_json, request_ip
-from portal.keys import CLOCK, CONFIG, RESET
+from portal.keys import CLOCK, CONFIG, QUESTIONS, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.policy import describe
 from portal.tokens import InvalidTokenError
@@ -49,14 +49,37 @@ async def step1_get(request: web.Request) -> web.Response:
 
 
 async def step1_post(request: web.Request) -> web.Response:
-    """Queue a reset mail and show the same page whoever was asked for."""
+    """Queue a reset mail (or ask the security questions first): one page for everyone."""
     form = await _form(request)
     try:
+        if request.app[QUESTIONS].enabled:
+            return await _questions_page(request, form.get("username", ""))
         await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
     except BadRequestError as exc:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
                      username=form.get("username", "")[:256])  # fmt: skip
     return _page(request, "reset_step1_sent.html")
+
+
+async def _questions_page(request: web.Request, identifier: str) -> web.Response:
+    prompt = await request.app[QUESTIONS].prompt(identifier, request_ip(request))
+    # SECURITY: one template for real and decoy questions; only the question texts differ.
+    return _page(request, "reset_questions.html", identifier=prompt.identifier,
+                 questions=prompt.questions, ticket=prompt.ticket)  # fmt: skip
+
+
+async def step1_answers_post(request: web.Request) -> web.Response:
+    """Check the answers and queue the mail if right; the same page either way."""
+    form = await _form(request)
+    questions = request.app[QUESTIONS]
+    answers = [form.get(f"answer_{i}", "") for i in range(questions.settings.asked)]
+    try:
+        await questions.answer(form.get("username", ""), answers, request_ip(request),
+                               ticket=form.get("ticket", ""))  # fmt: skip
+    except BadRequestError as exc:
+        return _page(request, "reset_step1.html", status=400, error=exc.public_message,
+                     username=form.get("username", "")[:256])  # fmt: skip
+    return _page(request, "reset_step1_sent.html", questions=True)
 
 
 # -- step 2 --------------------------------------------------------------------------------------
@@ -151,7 +174,14 @@ class _Body(BaseModel):
 
 
 class StartBody(_Body):
-    """POST /api/reset-password/identity/start."""
+    """POST /api/reset-password/identity/start (answers when security questions are on)."""
+
+    username: str
+    answers: list[str] | None = None
+
+
+class QuestionsBody(_Body):
+    """POST /api/reset-password/identity/questions."""
 
     username: str
 
@@ -174,8 +204,22 @@ OK = {"status": "OK"}
 async def api_start_post(request: web.Request) -> web.Response:
     """Queue a reset mail; answer OK whoever was asked for."""
     body = await parse_json(request, StartBody)
+    questions = request.app[QUESTIONS]
+    if questions.enabled:
+        # SECURITY: the API is no way around the questions.
+        if body.answers is None:
+            raise BadRequestError("Answer the security questions: send 'answers'.")
+        await questions.answer(body.username, body.answers, request_ip(request))
+        return web.json_response(OK)
     await request.app[RESET].request_link(body.username, request_ip(request))
     return web.json_response(OK)
+
+
+async def api_questions_post(request: web.Request) -> web.Response:
+    """List the security questions a reset for this username asks, whoever it is."""
+    body = await parse_json(request, QuestionsBody)
+    prompt = await request.app[QUESTIONS].prompt(body.username, request_ip(request))
+    return web.json_response({"status": "OK", "data": {"questions": list(prompt.questions)}})
 
 
 async def api_finish_post(request: web.Request) -> web.Response:

@@ -71,7 +71,10 @@ async def signin_get(request: web.Request) -> web.Response:
         target = safe_redirect(request.app[CONFIG], rd)
         if target:
             raise web.HTTPFound(target)
-        return _page(request, signed_in=session.display_name or session.username)
+        named = request.app.router.named_resources()
+        settings = named["security_questions"].canonical if "security_questions" in named else None
+        return _page(request, signed_in=session.display_name or session.username,
+                     questions_url=settings)  # fmt: skip
     return _page(request, rd=rd or "")
 
 

@@ -7,7 +7,7 @@ clock. Payloads and session data are JSON objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,8 +60,20 @@ class SessionRecord:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SecurityAnswer:
+    """Hold one security question a user set up and the hash of its normalized answer."""
+
+    position: int
+    question: str
+    # SECURITY: an argon2id hash, never the answer; the question text is kept with it so an
+    # admin editing the configured list does not break the answers already given.
+    answer_hash: str
+    set_at: float
+
+
 class Storage(Protocol):
-    """Keep reset-link records, rate-limit events, the mail outbox and sessions durably."""
+    """Keep reset records, rate-limit events, the outbox, sessions and security answers."""
 
     async def startup_check(self) -> None:
         """Open or create the store, migrate it and prove it can write; raise StartupCheckError."""
@@ -173,4 +185,20 @@ class Storage(Protocol):
 
     async def purge_sessions(self, *, expired_before: float) -> int:
         """Delete sessions that expired before `expired_before`; return how many."""
+        ...
+
+    # -- security questions --------------------------------------------------------------------
+
+    async def get_security_answers(self, username: str) -> list[SecurityAnswer]:
+        """Return the user's questions and answer hashes by position (empty if none)."""
+        ...
+
+    async def set_security_answers(
+        self, username: str, answers: Sequence[SecurityAnswer]
+    ) -> None:
+        """Replace all of the user's questions and answer hashes at once."""
+        ...
+
+    async def delete_security_answers(self, username: str) -> int:
+        """Delete the user's questions and answer hashes; return how many rows went."""
         ...

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from portal.errors import StartupCheckError, StorageError
-from portal.storage.base import IdentityVerification, OutboxMessage, SessionRecord
+from portal.storage.base import (
+    IdentityVerification,
+    OutboxMessage,
+    SecurityAnswer,
+    SessionRecord,
+)
 
 _T = TypeVar("_T")
 
@@ -335,6 +340,46 @@ class SqliteStorage:
         """Delete sessions that expired before `expired_before`; return how many."""
         return await self._write_count(
             "purge_sessions", "DELETE FROM sessions WHERE expires_at < ?", (expired_before,)
+        )
+
+    # -- security questions --------------------------------------------------------------------
+
+    async def get_security_answers(self, username: str) -> list[SecurityAnswer]:
+        """Return the user's questions and answer hashes by position (empty if none)."""
+        rows = await self._fetch(
+            "get_security_answers",
+            "SELECT position, question, answer_hash, set_at FROM security_answers"
+            " WHERE username = ? ORDER BY position",
+            (username,),
+        )
+        return [
+            SecurityAnswer(row["position"], row["question"], row["answer_hash"], row["set_at"])
+            for row in rows
+        ]
+
+    async def set_security_answers(
+        self, username: str, answers: Sequence[SecurityAnswer]
+    ) -> None:
+        """Replace all of the user's questions and answer hashes at once."""
+        rows = [(username, a.position, a.question, a.answer_hash, a.set_at) for a in answers]
+
+        def replace_all(conn: sqlite3.Connection) -> None:
+            # One transaction: a reader sees the old set or the new one, never a mix.
+            conn.execute("DELETE FROM security_answers WHERE username = ?", (username,))
+            conn.executemany(
+                "INSERT INTO security_answers (username, position, question, answer_hash,"
+                " set_at) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self._write("set_security_answers", replace_all)
+
+    async def delete_security_answers(self, username: str) -> int:
+        """Delete the user's questions and answer hashes; return how many rows went."""
+        return await self._write_count(
+            "delete_security_answers",
+            "DELETE FROM security_answers WHERE username = ?",
+            (username,),
         )
 
     # -- plumbing: everything below runs on, or hands work to, the worker thread -------------

@@ -524,3 +524,42 @@ def test_load_config_logs_each_warning(caplog: pytest.LogCaptureFixture) -> None
     config = load_config([AUTHELIA / "suites" / "LDAP" / "configuration.yml"], environ)
     assert config.authentication_backend.ldap is not None
     assert "configuration: totp: not supported by the portal; ignored" in caplog.text
+
+
+# --- security questions -------------------------------------------------------------------------
+
+SQ = "identity_validation.reset_password.security_questions"
+
+
+def questions_config(tmp_path: Path, **settings: Any) -> Path:
+    reset = {"jwt_secret": JWT_SECRET, "security_questions": settings}
+    return with_changes(tmp_path, identity_validation={"reset_password": reset})
+
+
+def test_security_questions_are_off_by_default_with_a_sensible_list(config_file: Path) -> None:
+    config, _ = read_config([config_file], {})
+    questions = config.identity_validation.reset_password.security_questions
+    assert not questions.enabled
+    assert (questions.setup, questions.asked, questions.without_questions) == (3, 2, "send_email")
+    assert len(questions.questions) >= 8
+    assert questions.failure_window == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"setup": 3, "questions": ["A?", "B?"]}, f"{SQ}: setup (3) must not exceed the number of "
+         "questions (2)"),  # fmt: skip
+        ({"setup": 2, "asked": 3}, f"{SQ}: asked (3) must not exceed setup (2)"),
+        ({"questions": ["Pet?", "Town?", "pet?"]}, f"{SQ}.questions: lists the same question "
+         "twice: 'pet?'"),  # fmt: skip
+        ({"questions": []}, f"{SQ}.questions: must list at least one question"),
+        ({"asked": 0}, f"{SQ}.asked: must be greater than or equal to 1"),
+        ({"without_questions": "allow"}, f"{SQ}.without_questions: must be 'send_email' or "
+         "'deny'"),  # fmt: skip
+    ],
+)
+def test_bad_security_question_settings_name_their_path(
+    tmp_path: Path, settings: dict[str, Any], problem: str
+) -> None:
+    assert problems_of([questions_config(tmp_path, **settings)]) == [problem]

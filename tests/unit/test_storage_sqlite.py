@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from portal.errors import StartupCheckError, StorageError
-from portal.storage.base import IdentityVerification, SessionRecord, Storage
+from portal.storage.base import IdentityVerification, SecurityAnswer, SessionRecord, Storage
 from portal.storage.sqlite import SqliteStorage, packaged_migrations
 
 NOW = 1_700_000_000.0
@@ -613,3 +613,40 @@ async def test_purging_sessions_deletes_only_those_expired_before_the_cutoff(
     assert await storage.purge_sessions(expired_before=NOW + 20) == 1
     assert await storage.session_get("expired") is None
     assert await storage.session_get("at-cutoff") is not None
+
+
+# -- security answers ------------------------------------------------------------------------
+
+
+def answers(*questions: str, at: float = NOW) -> list[SecurityAnswer]:
+    """Build one answer record per question, hashes standing in as 'hash-<position>'."""
+    return [SecurityAnswer(i, q, f"hash-{i}", at) for i, q in enumerate(questions)]
+
+
+async def test_security_answers_are_kept_per_user_in_order(storage: Storage) -> None:
+    assert await storage.get_security_answers("john") == []
+    await storage.set_security_answers("john", answers("Q1?", "Q2?", "Q3?"))
+    await storage.set_security_answers("harry", answers("Q9?"))
+    assert await storage.get_security_answers("john") == answers("Q1?", "Q2?", "Q3?")
+    assert [a.question for a in await storage.get_security_answers("harry")] == ["Q9?"]
+
+
+async def test_setting_security_answers_replaces_the_whole_set(storage: Storage) -> None:
+    await storage.set_security_answers("john", answers("Q1?", "Q2?", "Q3?"))
+    await storage.set_security_answers("john", answers("Q4?", "Q5?", at=NOW + HOUR))
+    assert await storage.get_security_answers("john") == answers("Q4?", "Q5?", at=NOW + HOUR)
+
+
+async def test_a_failed_replacement_keeps_the_old_answers(storage: Storage) -> None:
+    await storage.set_security_answers("john", answers("Q1?", "Q2?"))
+    duplicate = [SecurityAnswer(0, "Q4?", "h", NOW), SecurityAnswer(0, "Q5?", "h", NOW)]
+    with pytest.raises(StorageError):
+        await storage.set_security_answers("john", duplicate)
+    assert await storage.get_security_answers("john") == answers("Q1?", "Q2?")
+
+
+async def test_security_answers_can_be_deleted(storage: Storage) -> None:
+    await storage.set_security_answers("john", answers("Q1?", "Q2?"))
+    assert await storage.delete_security_answers("john") == 2
+    assert await storage.get_security_answers("john") == []
+    assert await storage.delete_security_answers("john") == 0

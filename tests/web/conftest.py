@@ -16,7 +16,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from portal.app import create_app
-from portal.config import Config
+from portal.config import Argon2Config, Config
 from portal.deps import (
     Dependencies,
     notifier_from_config,
@@ -24,12 +24,14 @@ from portal.deps import (
     users_from_config,
 )
 from portal.logs import SafeAccessLogger
+from portal.questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
 from tests.conftest import ConfigFactory, FakeClock, deep_merge
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
 
 Client = TestClient[web.Request, web.Application]
 PORTAL_URL = "http://127.0.0.1"
+CHEAP_ARGON2 = Argon2Config(memory=1024, iterations=1, parallelism=1)
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -116,7 +118,7 @@ async def start_portal(
     """Start portals on the same files (call again to restart); all are stopped afterwards."""
     running: list[Client] = []
 
-    async def start(**overrides: Any) -> Portal:
+    async def start(*, answer_hasher: AnswerHasher | None = None, **overrides: Any) -> Portal:
         settings = portal_settings(smtp.port, users_file)
         config = make_config(**deep_merge(settings, overrides))
         storage = storage_from_config(config)
@@ -125,6 +127,7 @@ async def start_portal(
             storage=storage,
             notifier=notifier_from_config(config),
             clock=clock,
+            answer_hasher=answer_hasher or Argon2AnswerHasher(CHEAP_ARGON2),
         )
         # The access logger `portal serve` uses: the default one would log reset tokens.
         server = TestServer(create_app(config, deps))

@@ -1,0 +1,75 @@
+"""The signed-in user's settings: security questions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from portal.handlers.common import request_ip
+from portal.handlers.signin import current_session
+from portal.keys import CONFIG, QUESTIONS
+from portal.middlewares import CSRF_FIELD, csrf_token
+from portal.questions import SecurityAnswersRejectedError
+from portal.sessions import Session
+
+SECURITY_QUESTIONS = "/settings/security-questions"
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
+
+
+async def _signed_in(request: web.Request) -> Session:
+    session = await current_session(request)
+    if session is None:
+        target = request.app[CONFIG].portal_url + SECURITY_QUESTIONS
+        raise web.HTTPSeeOther(f"/?rd={quote(target, safe='')}")
+    return session
+
+
+async def _page(
+    request: web.Request, session: Session, status: int = 200, **context: Any
+) -> web.Response:
+    questions = request.app[QUESTIONS]
+    settings = questions.settings
+    set_at = await questions.set_at(session.username)
+    context.setdefault("chosen", settings.questions[: settings.setup])
+    context.update(
+        csrf_token=csrf_token(request),
+        csrf_field=CSRF_FIELD,
+        questions=settings.questions,
+        setup=settings.setup,
+        asked=settings.asked,
+        set_at=_when(set_at) if set_at is not None else None,
+    )
+    template = "pages/settings_security_questions.html"
+    response = aiohttp_jinja2.render_template(template, request, context, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def security_questions_get(request: web.Request) -> web.Response:
+    """Show whether the questions are set up (never the answers) and the form to set them."""
+    return await _page(request, await _signed_in(request))
+
+
+async def security_questions_post(request: web.Request) -> web.Response:
+    """Replace the questions after checking the current password."""
+    session = await _signed_in(request)
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    setup = request.app[QUESTIONS].settings.setup
+    choices = [(fields.get(f"question_{i}", ""), fields.get(f"answer_{i}", ""))
+               for i in range(setup)]  # fmt: skip
+    try:
+        await request.app[QUESTIONS].set_up(
+            session.username, fields.get("password", ""), choices, request_ip(request)
+        )
+    except SecurityAnswersRejectedError as exc:
+        return await _page(request, session, status=400, reasons=exc.reasons,
+                           chosen=[q for q, _ in choices])  # fmt: skip
+    return await _page(request, session, saved=True)

@@ -1,0 +1,92 @@
+"""John sets up security questions and answers them at reset, in headless Chromium, against the
+portal process (`python -m portal serve`) with the questions on and argon2id at its defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+from ruamel.yaml import YAML
+
+from tests.e2e.conftest import (
+    RunningPortal,
+    Watched,
+    free_port,
+    spawn_portal,
+    stop,
+    wait_for_health,
+    write_portal_config,
+)
+
+ANSWERS = ["Mister Fluffy", "The Beatles", "Pancakes with syrup"]
+
+
+@pytest.fixture
+def questions_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
+    """Start the portal process with security questions on; stop it afterwards."""
+    port = free_port()
+    config = write_portal_config(tmp_path, port, users_file)
+    yaml = YAML(typ="safe", pure=True)
+    raw = yaml.load(config.read_text())
+    raw["identity_validation"] = {"reset_password": {"security_questions": {"enabled": True}}}
+    with config.open("w") as handle:
+        yaml.dump(raw, handle)
+    log_file = tmp_path / "portal.log"
+    process = spawn_portal(tmp_path, config, log_file)
+    try:
+        yield RunningPortal(
+            url=f"http://127.0.0.1:{port}",
+            process=process,
+            users_file=users_file,
+            mail_file=tmp_path / "mail" / "notification.txt",
+            log_file=log_file,
+        )
+    finally:
+        stop(process)
+
+
+async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
+    questions_portal: RunningPortal, watched: Watched
+) -> None:
+    portal, page = questions_portal, watched.page
+    await wait_for_health(portal.url, portal.process, portal.log_file)
+
+    # Signed in, he finds the questions from the signed-in page.
+    await page.goto(f"{portal.url}/")
+    await page.fill("#username", "john")
+    await page.fill("#password", "password")
+    await page.click("#sign-in-button")
+    await page.goto(f"{portal.url}/")
+    await page.click("#security-questions")
+    await expect(page.locator("#questions-status")).to_contain_text("not set up")
+    chosen = []
+    for i, text in enumerate(ANSWERS):
+        chosen.append(await page.locator(f"#question_{i}").input_value())
+        await page.get_by_label(f"Answer {i + 1}").fill(text)
+    await page.get_by_label("Current password").fill("password")
+    await page.click("#save-questions")
+    await expect(page.locator("#questions-saved")).to_be_visible()
+    await expect(page.locator("#questions-status")).to_contain_text("Set up on")
+    await page.goto(f"{portal.url}/logout")
+
+    # At reset he is asked two of them, and answers in his own case.
+    await page.goto(f"{portal.url}/reset-password/step1")
+    await page.fill("#username", "john")
+    await page.click("#send-link")
+    await expect(page.locator("#no-questions-hint")).to_be_visible()
+    labels = page.locator("label.question")
+    assert await labels.count() == 2
+    for i in range(2):
+        question = (await labels.nth(i).inner_text()).strip()
+        field = page.get_by_label(question)
+        assert await field.get_attribute("autocomplete") == "off"
+        await field.fill(ANSWERS[chosen.index(question)].lower())
+    await page.click("#send-answers")
+    await expect(page.locator("#reset-sent")).to_contain_text("If your answers were right")
+
+    mails = await portal.wait_for_mails(1)
+    assert mails[0]["To"] == "john.doe@authelia.com"
+    assert watched.problems == []
