@@ -13,10 +13,12 @@ import jinja2
 from aiohttp import web
 
 from portal.authz import AccessControl
+from portal.captcha import CaptchaGuard
 from portal.config import Config
-from portal.deps import Dependencies, build_dependencies
+from portal.deps import Dependencies, build_dependencies, captcha_from_config
 from portal.keys import (
     ACCESS,
+    CAPTCHA,
     CLOCK,
     CONFIG,
     NOTIFIER,
@@ -36,6 +38,7 @@ from portal.middlewares import (
     security_headers,
 )
 from portal.notify.outbox import OutboxWorker
+from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes
@@ -61,6 +64,19 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         await notifier.close()
         await users.close()
         await storage.close()
+
+
+async def _captcha(app: web.Application) -> AsyncIterator[None]:
+    """Open the CAPTCHA vendor's connection pool while the app runs."""
+    captcha = app[CAPTCHA].captcha
+    if captcha is None:
+        yield
+        return
+    await captcha.start()
+    try:
+        yield
+    finally:
+        await captcha.close()
 
 
 async def _purge_forever(app: web.Application) -> None:
@@ -121,10 +137,23 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         renderer=MailRenderer(_mail_template_dirs(config)),
         clock=deps.clock,
     )
+    app[CAPTCHA] = CaptchaGuard(
+        config.captcha,
+        captcha_from_config(config, deps.storage, deps.clock),
+        limiter=RateLimiter(deps.storage, deps.clock),
+        challenge_buckets=buckets_from_config(config.server.endpoints.rate_limits.captcha_challenge),
+        on_failure={
+            "reset_password_start": app[RESET].limit_start,
+            "reset_password_finish": app[RESET].limit_finish,
+            "login": app[SIGNIN].record_captcha_failure,
+        },
+        login_failures=app[SIGNIN].recent_failures,
+    )
     loader = jinja2.FileSystemLoader(TEMPLATES)
     aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(_captcha)
     app.cleanup_ctx.append(_background)
     setup_routes(app)
     return app

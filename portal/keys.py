@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from portal.authz import AccessControl
+from portal.captcha import CaptchaGuard
 from portal.clock import Clock
 from portal.config import Config
 from portal.notify.base import Notifier
@@ -25,3 +26,4 @@ RESET = web.AppKey("reset", PasswordResetService)
 SESSIONS = web.AppKey("sessions", SessionStore)
 SIGNIN = web.AppKey("signin", SignInService)
 ACCESS = web.AppKey("access", AccessControl)
+CAPTCHA = web.AppKey("captcha", CaptchaGuard)

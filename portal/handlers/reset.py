@@ -8,8 +8,15 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from portal.errors import BadRequestError, PasswordRejectedError
-from portal.handlers.common import parse_json, request_ip
+from portal.config import CaptchaEndpoint
+from portal.errors import BadRequestError, CaptchaFailedError, PasswordRejectedError
+from portal.handlers.common import (
+    captcha_widget,
+    csp_for,
+    parse_json,
+    request_ip,
+    require_captcha,
+)
 from portal.keys import CLOCK, CONFIG, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.policy import describe
@@ -17,15 +24,21 @@ from portal.tokens import InvalidTokenError
 
 TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
 STEP2 = "/reset-password/step2"
+_CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
+    "reset_step1.html": "reset_password_start",
+    "reset_step2.html": "reset_password_finish",
+}
 
 
 def _page(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
     context.update(csrf_token=csrf_token(request), csrf_field=CSRF_FIELD)
+    context.setdefault("captcha", captcha_widget(request, _CAPTCHA_ON.get(template)))
     response = aiohttp_jinja2.render_template(f"pages/{template}", request, context, status=status)
     # SECURITY: these pages hold or follow from a reset token: no cache may keep them.
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = csp_for(request, context["captcha"])
     return response
 
 
@@ -52,6 +65,7 @@ async def step1_post(request: web.Request) -> web.Response:
     """Queue a reset mail and show the same page whoever was asked for."""
     form = await _form(request)
     try:
+        await require_captcha(request, "reset_password_start", form)
         await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
     except BadRequestError as exc:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
@@ -95,11 +109,12 @@ async def step2_get(request: web.Request) -> web.Response:
 
 
 def _password_form(
-    request: web.Request, username: str, reasons: list[str] | None = None
+    request: web.Request, username: str, reasons: list[str] | None = None, error: str = ""
 ) -> web.Response:
     policy = request.app[CONFIG].password_policy
-    return _page(request, "reset_step2.html", status=400 if reasons else 200,
-                 username=username, reasons=reasons or [], hints=describe(policy))  # fmt: skip
+    return _page(request, "reset_step2.html", status=400 if reasons or error else 200,
+                 username=username, reasons=reasons or [], hints=describe(policy),
+                 error=error)  # fmt: skip
 
 
 async def step2_post(request: web.Request) -> web.Response:
@@ -109,6 +124,7 @@ async def step2_post(request: web.Request) -> web.Response:
         return _invalid_link(request)
     form = await _form(request)
     try:
+        await require_captcha(request, "reset_password_finish", form)
         user = await request.app[RESET].complete(
             token, form.get("password", ""), form.get("password_confirm", ""), request_ip(request)
         )
@@ -117,6 +133,9 @@ async def step2_post(request: web.Request) -> web.Response:
     except PasswordRejectedError as exc:
         _, user = await request.app[RESET].check_link(token, request_ip(request))
         return _password_form(request, user.username, exc.reasons)
+    except CaptchaFailedError as exc:
+        _, user = await request.app[RESET].check_link(token, request_ip(request))
+        return _password_form(request, user.username, error=exc.public_message)
     response = _page(request, "reset_done.html", username=user.username)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
     return response
@@ -154,6 +173,7 @@ class StartBody(_Body):
     """POST /api/reset-password/identity/start."""
 
     username: str
+    captcha: str | None = None
 
 
 class TokenBody(_Body):
@@ -166,6 +186,7 @@ class ResetBody(TokenBody):
     """POST /api/reset-password."""
 
     password: str
+    captcha: str | None = None
 
 
 OK = {"status": "OK"}
@@ -174,6 +195,7 @@ OK = {"status": "OK"}
 async def api_start_post(request: web.Request) -> web.Response:
     """Queue a reset mail; answer OK whoever was asked for."""
     body = await parse_json(request, StartBody)
+    await require_captcha(request, "reset_password_start", body.captcha)
     await request.app[RESET].request_link(body.username, request_ip(request))
     return web.json_response(OK)
 
@@ -188,6 +210,7 @@ async def api_finish_post(request: web.Request) -> web.Response:
 async def api_reset_post(request: web.Request) -> web.Response:
     """Set a new password with a reset token."""
     body = await parse_json(request, ResetBody)
+    await require_captcha(request, "reset_password_finish", body.captcha)
     try:
         await request.app[RESET].complete(
             body.token, body.password, body.password, request_ip(request)
