@@ -829,7 +829,7 @@ class AltchaConfig(Model):
     ] = "PBKDF2/SHA-256"
     # Work per try (KDF iterations) and the largest secret counter a browser must reach; the
     # counter is drawn from [max_number / 2, max_number], so the work is cost x ~0.75 max_number.
-    cost: int = Field(250, ge=1, le=1_000_000)
+    cost: int = Field(5000, ge=1, le=1_000_000)
     max_number: int = Field(1000, ge=1, le=10_000_000)
     expiration: Duration = timedelta(minutes=5)
 

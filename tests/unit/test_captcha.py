@@ -1,0 +1,173 @@
+"""ALTCHA challenges on a real SQLite file with a fake clock, solved by the Python solver."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import altcha
+import pytest
+from pydantic import SecretStr
+
+from portal.captcha import AltchaCaptcha, altcha_keys
+from portal.config import AltchaConfig
+from portal.storage.sqlite import SqliteStorage
+from tests.conftest import JWT_SECRET, FakeClock
+
+# Cheap enough for the Python solver; the browser default is in the e2e story.
+EASY = AltchaConfig(cost=1, max_number=50, expiration=timedelta(minutes=5))
+IP = "192.0.2.7"
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
+    store = SqliteStorage(tmp_path / "db")
+    await store.startup_check()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def altcha_for(
+    storage: SqliteStorage, clock: FakeClock, config: AltchaConfig = EASY, secret: str = JWT_SECRET
+) -> AltchaCaptcha:
+    """Build the ALTCHA check the portal would, with keys derived from the JWT secret."""
+    return AltchaCaptcha(
+        config, keys=altcha_keys(config, secret), storage=storage, clock=clock
+    )
+
+
+def solve(challenge: dict[str, Any]) -> str:
+    """Solve a challenge the way the widget does and return the form field's value."""
+    parsed = altcha.Challenge.from_dict(challenge)
+    solution = altcha.solve_challenge(parsed, timeout=30)
+    assert solution is not None, "the solver gave up"
+    return altcha.Payload(parsed, solution).to_base64()
+
+
+def edit(payload: str, change: Any) -> str:
+    """Decode a payload, let change() edit it, and encode it again."""
+    data = json.loads(base64.b64decode(payload))
+    change(data)
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+async def test_a_solved_challenge_is_accepted(storage: SqliteStorage, clock: FakeClock) -> None:
+    captcha = altcha_for(storage, clock)
+
+    assert await captcha.verify(solve(await captcha.challenge()), IP) is True
+
+
+async def test_the_challenge_names_the_configured_work_and_no_raw_secret(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    config = AltchaConfig(algorithm="SHA-256", cost=3, max_number=40)
+    challenge = await altcha_for(storage, clock, config).challenge()
+
+    parameters = challenge["parameters"]
+    assert parameters["algorithm"] == "SHA-256"
+    assert parameters["cost"] == 3
+    assert parameters["keySignature"]
+    assert int(parameters["data"]["expires"]) == int(clock.now()) + 300
+    assert JWT_SECRET not in json.dumps(challenge)
+    # The counter the browser must reach lies in [max_number / 2, max_number].
+    assert 20 <= altcha.solve_challenge(altcha.Challenge.from_dict(challenge)).counter <= 40  # type: ignore[union-attr]
+
+
+async def test_the_same_solution_is_accepted_only_once(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    captcha = altcha_for(storage, clock)
+    solution = solve(await captcha.challenge())
+
+    assert await captcha.verify(solution, IP) is True
+    assert await captcha.verify(solution, IP) is False
+    # Not even from another address, nor from another portal instance on the same storage.
+    assert await altcha_for(storage, clock).verify(solution, "198.51.100.1") is False
+
+
+async def test_a_challenge_is_refused_once_it_expires(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    captcha = altcha_for(storage, clock)
+    solution = solve(await captcha.challenge())
+    still_good = solve(await captcha.challenge())
+
+    clock.advance(299)
+    assert await captcha.verify(still_good, IP) is True
+    clock.advance(2)
+    assert await captcha.verify(solution, IP) is False
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda d: d["challenge"]["parameters"]["data"].update(expires="9999999999"),
+                     id="longer-expiry"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(cost=0), id="cheaper"),
+        pytest.param(lambda d: d["challenge"].update(signature="0" * 64), id="signature"),
+        pytest.param(lambda d: d["challenge"].pop("signature"), id="no-signature"),
+        pytest.param(lambda d: d["challenge"]["parameters"].pop("keySignature"),
+                     id="no-key-signature"),
+        pytest.param(lambda d: d["solution"].update(derivedKey="00" * 32), id="wrong-key"),
+        pytest.param(lambda d: d["solution"].update(derivedKey=7), id="key-not-a-string"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(nonce="zz"), id="bad-hex"),
+    ],
+)  # fmt: skip
+async def test_a_tampered_payload_is_refused(
+    storage: SqliteStorage, clock: FakeClock, tamper: Any
+) -> None:
+    captcha = altcha_for(storage, clock)
+    solution = solve(await captcha.challenge())
+
+    assert await captcha.verify(edit(solution, tamper), IP) is False
+    # The untouched solution still works: the refusal did not burn it.
+    assert await captcha.verify(solution, IP) is True
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["", "not base64!", base64.b64encode(b"[1, 2]").decode(),
+     base64.b64encode(b'{"challenge": "x", "solution": 1}').decode(),
+     base64.b64encode(b"\xff\xfe").decode(), "A" * 20000],
+)  # fmt: skip
+async def test_garbage_is_refused_without_an_error(
+    storage: SqliteStorage, clock: FakeClock, garbage: str
+) -> None:
+    assert await altcha_for(storage, clock).verify(garbage, IP) is False
+
+
+async def test_a_challenge_signed_with_another_key_is_refused(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    theirs = altcha_for(storage, clock, secret="x" * 40)
+    ours = altcha_for(storage, clock)
+
+    assert await ours.verify(solve(await theirs.challenge()), IP) is False
+
+
+async def test_an_unsigned_challenge_is_refused(storage: SqliteStorage, clock: FakeClock) -> None:
+    challenge = altcha.create_challenge("PBKDF2/SHA-256", 1, counter=3)
+
+    assert await altcha_for(storage, clock).verify(solve(challenge.to_dict()), IP) is False
+
+
+async def test_a_configured_hmac_key_replaces_the_derived_one(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    keyed = AltchaConfig(cost=1, max_number=50, hmac_key=SecretStr("k" * 32))
+    derived = altcha_for(storage, clock)
+    configured = altcha_for(storage, clock, keyed)
+
+    assert altcha_keys(keyed, JWT_SECRET) != altcha_keys(EASY, JWT_SECRET)
+    assert JWT_SECRET.encode() not in altcha_keys(EASY, JWT_SECRET)
+    assert await configured.verify(solve(await derived.challenge()), IP) is False
+    assert await configured.verify(solve(await configured.challenge()), IP) is True
