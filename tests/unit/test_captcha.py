@@ -14,9 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from portal.captcha import AltchaCaptcha, altcha_keys
-from portal.config import AltchaConfig
+from portal.config import AltchaConfig, CaptchaConfig, read_config
+from portal.errors import ConfigError
 from portal.storage.sqlite import SqliteStorage
-from tests.conftest import JWT_SECRET, FakeClock
+from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, REPO, ConfigFactory, FakeClock
 
 # Cheap enough for the Python solver; the browser default is in the e2e story.
 EASY = AltchaConfig(cost=1, max_number=50, expiration=timedelta(minutes=5))
@@ -171,3 +172,76 @@ async def test_a_configured_hmac_key_replaces_the_derived_one(
     assert JWT_SECRET.encode() not in altcha_keys(EASY, JWT_SECRET)
     assert await configured.verify(solve(await derived.challenge()), IP) is False
     assert await configured.verify(solve(await configured.challenge()), IP) is True
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def test_captcha_is_off_by_default_and_altcha_is_the_provider(make_config: ConfigFactory) -> None:
+    captcha = make_config().captcha
+
+    assert (captcha.provider, captcha.enabled_on, captcha.login_after_failures) == ("altcha", (), 0)
+    assert (captcha.altcha.algorithm, captcha.altcha.cost, captcha.altcha.max_number) == (
+        "PBKDF2/SHA-256", 5000, 1000
+    )  # fmt: skip
+    assert captcha.altcha.expiration == timedelta(minutes=5)
+    assert captcha.timeout == timedelta(seconds=5)
+
+
+def test_the_embedded_configuration_documents_the_captcha_defaults() -> None:
+    environ = {
+        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
+        "PORTAL_STORAGE_ENCRYPTION_KEY": ENCRYPTION_KEY,
+    }
+    config, _ = read_config([REPO / "config" / "configuration.yml"], environ)
+    text = (REPO / "config" / "configuration.yml").read_text()
+
+    assert config.captcha == CaptchaConfig()
+    for key in ("enabled_on:", "login_after_failures:", "hmac_key:", "site_key:", "secret_key:",
+                "verify_url:", "max_number:", "expiration:"):  # fmt: skip
+        assert key in text, key
+
+
+def test_captcha_secrets_come_from_files(make_config: ConfigFactory, tmp_path: Path) -> None:
+    make_config(captcha={"provider": "turnstile", "site_key": "site", "secret_key": "in-file"})
+    secret = tmp_path / "captcha_secret"
+    secret.write_text("vendor-secret\n")
+    hmac_key = tmp_path / "hmac_key"
+    hmac_key.write_text("h" * 40 + "\n")
+    environ = {
+        "PORTAL_CAPTCHA_SECRET_KEY_FILE": str(secret),
+        "PORTAL_CAPTCHA_ALTCHA_HMAC_KEY_FILE": str(hmac_key),
+        "PORTAL_CAPTCHA_ENABLED_ON": "login, reset_password_start",
+    }
+    config, warnings = read_config([tmp_path / "configuration.yml"], environ)
+
+    assert warnings == []
+    assert config.captcha.secret_key is not None
+    assert config.captcha.secret_key.get_secret_value() == "vendor-secret"
+    assert config.captcha.altcha.hmac_key is not None
+    assert config.captcha.altcha.hmac_key.get_secret_value() == "h" * 40
+    assert config.captcha.enabled_on == ("login", "reset_password_start")
+    assert "vendor-secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("captcha", "problem"),
+    [
+        ({"provider": "turnstile"}, "captcha: provider turnstile needs site_key and secret_key"),
+        ({"provider": "hcaptcha", "site_key": "s"}, "captcha: provider hcaptcha needs secret_key"),
+        ({"provider": "none", "enabled_on": ["login"]}, "captcha: enabled_on needs a provider"),
+        ({"enabled_on": ["logout"]}, "captcha.enabled_on[0]: must be "),
+        ({"verify_url": "http://verify.example.com/x"}, "captcha.verify_url: must use https"),
+        ({"altcha": {"hmac_key": "short"}}, "captcha.altcha.hmac_key: must be at least 32 bytes"),
+        ({"altcha": {"expiration": "1 day"}}, "captcha.altcha.expiration: must be between"),
+        ({"altcha": {"cost": 0}}, "captcha.altcha.cost: "),
+        ({"login_after_failures": -1}, "captcha.login_after_failures: "),
+        ({"timeout": "0s"}, "captcha.timeout: must be more than 0"),
+    ],
+)
+def test_captcha_configuration_errors_name_their_path(
+    make_config: ConfigFactory, captcha: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_config(captcha=captcha)
+    assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
