@@ -127,9 +127,14 @@ class AltchaCaptcha:
         # HMACs, never a key derivation an attacker could make us run.
         if not payload.challenge.parameters.key_signature:
             return False
-        result = altcha.verify_solution(
-            payload, self._sign_key, hmac_key_secret=self._derived_key
-        )
+        try:
+            result = altcha.verify_solution(
+                payload, self._sign_key, hmac_key_secret=self._derived_key
+            )
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            # Odd values in fields the library serializes for the signature check.
+            log.info("captcha refused: malformed challenge", extra={"fields": {"ip": ip}})
+            return False
         if not result.verified:
             why = "signature" if result.invalid_signature else "solution"
             log.info("captcha refused: bad %s", why, extra={"fields": {"ip": ip}})

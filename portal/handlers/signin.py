@@ -95,7 +95,9 @@ async def signin_post(request: web.Request) -> web.Response:
         )  # fmt: skip
     except (SignInFailedError, CaptchaFailedError) as exc:
         captcha = await captcha_widget_if_needed(request, "login", username)
-        return _page(request, status=exc.status, error=exc.public_message,
+        # A form refused for its CAPTCHA (failed or unknowable) is 400, as on the reset pages.
+        status = 401 if isinstance(exc, SignInFailedError) else 400
+        return _page(request, status=status, error=exc.public_message,
                      username=username[:256], rd=rd, captcha=captcha)  # fmt: skip
     response = web.HTTPFound(_landing(request, rd))
     await _rotate(request, response, value, cookie, fields.get("remember_me") in ("on", "1"))

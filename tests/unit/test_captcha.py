@@ -121,6 +121,16 @@ async def test_a_challenge_is_refused_once_it_expires(
         pytest.param(lambda d: d["solution"].update(derivedKey="00" * 32), id="wrong-key"),
         pytest.param(lambda d: d["solution"].update(derivedKey=7), id="key-not-a-string"),
         pytest.param(lambda d: d["challenge"]["parameters"].update(nonce="zz"), id="bad-hex"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(nonce=5), id="nonce-number"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(cost=float("nan")), id="nan"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(cost=10**400), id="huge"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(keySignature=[1]),
+                     id="key-signature-list"),
+        pytest.param(lambda d: d["challenge"]["parameters"]["data"].update(__proto__=1),
+                     id="proto"),
+        pytest.param(lambda d: d["challenge"].update(signature=None), id="null-signature"),
+        pytest.param(lambda d: d["challenge"]["parameters"].update(data="expires"),
+                     id="data-not-a-dict"),
     ],
 )  # fmt: skip
 async def test_a_tampered_payload_is_refused(

@@ -434,6 +434,9 @@ async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     form = await ask_reset(portal.client, "john", **{"h-captcha-response": "good-token"})
     assert form.status == 400
     assert UNAVAILABLE in await form.text()
+    signin = await sign_in(portal.client, "john", "password", **{"h-captcha-response": "t"})
+    assert signin.status == 400
+    assert UNAVAILABLE in await signin.text()
     api = await portal.client.post(
         "/api/firstfactor", json={"username": "john", "password": "password", "captcha": "x"}
     )
