@@ -214,6 +214,9 @@ class SambaDc:
                 # checks, LDAP simple binds included: the old password would still sign in.
                 # (samba-tool provision does not write this option into smb.conf.)
                 "--option=old password allowed period = 0",
+                # The default /run/samba/samba.pid is machine-wide: a second suite running at
+                # the same time (another checkout) would find "samba is already running".
+                f"--option=pid directory = {self.workdir}",
                 "--debuglevel=1",
             ],
             self.workdir,
