@@ -28,12 +28,12 @@ MAX_SOLVE_SECONDS = 6.0
 
 @pytest.fixture
 async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPortal]:
-    """Run `python -m portal serve` with the ALTCHA on the reset form (default difficulty)."""
+    """Run `python -m portal serve` with ALTCHA on reset step 1 and sign-in (default difficulty)."""
     port = free_port()
     config = write_portal_config(tmp_path, port, users_file)
     yaml = YAML(typ="safe", pure=True)
     raw = yaml.load(config.read_text())
-    raw["captcha"] = {"enabled_on": ["reset_password_start"]}
+    raw["captcha"] = {"enabled_on": ["reset_password_start", "login"]}
     with config.open("w") as handle:
         yaml.dump(raw, handle)
     log_file = tmp_path / "portal.log"
@@ -86,3 +86,22 @@ async def test_john_proves_he_is_no_robot_and_gets_his_link(
     assert (tmp_path / "altcha-solved.png").stat().st_size > 1024
     assert solved_in < MAX_SOLVE_SECONDS, f"solving took {solved_in:.1f}s"
     print(f"ALTCHA solved in {solved_in:.2f}s")  # noqa: T201 - shown with -s, for tuning
+
+
+async def test_john_signs_in_after_the_check(
+    portal: RunningPortal, watched: Watched, tmp_path: Path
+) -> None:
+    page = watched.page
+
+    await page.goto(f"{portal.url}/")
+    await page.fill("#username", "john")
+    await page.fill("#password", "password")
+    await page.locator("altcha-widget").get_by_text("I'm not a robot").click()
+    await expect(page.locator("altcha-widget input[name=captcha]")).to_have_attribute(
+        "value", re.compile(r"^[A-Za-z0-9+/=]{100,}$"), timeout=30_000
+    )
+    await page.click("#sign-in-button")
+
+    await expect(page.locator("#signed-in")).to_contain_text("john", ignore_case=True)
+    await page.screenshot(path=tmp_path / "signed-in.png", full_page=True)
+    assert watched.problems == []

@@ -4,6 +4,7 @@ Python solver and the vendors played by a real stand-in siteverify server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -378,8 +379,12 @@ def vendor_on(provider: str, url: str, *endpoints: str, timeout: str = "5s") -> 
 
 @pytest.mark.parametrize("provider", ["turnstile", "hcaptcha", "recaptcha"])
 async def test_a_vendor_is_asked_exactly_as_it_documents(
-    start_portal: StartPortal, siteverify: Siteverify, provider: str
+    start_portal: StartPortal,
+    siteverify: Siteverify,
+    provider: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     portal = await start_portal(**vendor_on(provider, siteverify.url, "reset_password_start"))
     token_field = VENDOR_FIELDS[provider]
     client_ip = {"X-Forwarded-For": "203.0.113.9"}  # the test client is a trusted proxy
@@ -401,6 +406,9 @@ async def test_a_vendor_is_asked_exactly_as_it_documents(
     assert refused.status == 400
     assert FAILED in await refused.text()
     assert len(portal.smtp.deliveries) == 1
+    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert f"captcha refused by {provider}: ['invalid-input-response']" in logged
+    assert "secret-key-1" not in logged and "bad-token" not in logged
 
 
 async def test_the_vendor_widget_opens_the_policy_to_that_vendor_only_on_its_pages(
@@ -424,8 +432,12 @@ async def test_the_vendor_widget_opens_the_policy_to_that_vendor_only_on_its_pag
 
 @pytest.mark.parametrize("trouble", ["closed", "hang", "garbage", "error"])
 async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
-    start_portal: StartPortal, siteverify: Siteverify, trouble: str
+    start_portal: StartPortal,
+    siteverify: Siteverify,
+    trouble: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{closed_port()}/siteverify" if trouble == "closed" else siteverify.url
     siteverify.mode = trouble
     portal = await start_portal(**vendor_on("hcaptcha", url, "reset_password_start", "login",
@@ -443,3 +455,6 @@ async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     assert api.status == 503
     assert UNAVAILABLE in (await api.json())["message"]
     assert await no_mail_sent(portal)
+    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert "captcha vendor hcaptcha unusable" in logged or "without a success flag" in logged
+    assert "secret-key-1" not in logged and "good-token" not in logged
