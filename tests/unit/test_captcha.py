@@ -14,8 +14,9 @@ import pytest
 from pydantic import SecretStr
 
 from portal.captcha import AltchaCaptcha, altcha_keys
-from portal.config import AltchaConfig, CaptchaConfig, read_config
+from portal.config import AltchaConfig, CaptchaConfig, RegulationConfig, read_config
 from portal.errors import ConfigError
+from portal.regulation import Regulator
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, REPO, ConfigFactory, FakeClock
 
@@ -255,3 +256,37 @@ def test_captcha_configuration_errors_name_their_path(
     with pytest.raises(ConfigError) as raised:
         make_config(captcha=captcha)
     assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+# --- what sign-in's CAPTCHA reads from regulation -------------------------------------------------
+
+
+def regulator(storage: SqliteStorage, clock: FakeClock) -> Regulator:
+    """Authelia's default regulation: 3 failures in 2 minutes ban for 5."""
+    return Regulator(storage, clock, RegulationConfig())
+
+
+async def test_recent_failures_count_the_user_or_the_address_within_find_time(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    regulation = regulator(storage, clock)
+    await regulation.record_failure("john", IP)
+    await regulation.record_failure("JOHN", "198.51.100.1")
+
+    assert await regulation.recent_failures(None, IP) == 1
+    assert await regulation.recent_failures("john", IP) == 2
+    assert await regulation.recent_failures("bob", "203.0.113.1") == 0
+    clock.advance(121)
+    assert await regulation.recent_failures("john", IP) == 0
+
+
+async def test_an_address_failure_bans_the_address_and_not_the_account(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    regulation = regulator(storage, clock)
+    for _ in range(3):
+        await regulation.record_address_failure(IP)
+
+    assert await regulation.banned_until("john", IP) is not None
+    assert await regulation.banned_until("john", "198.51.100.1") is None
+    assert await regulation.recent_failures("john", "198.51.100.1") == 0
