@@ -13,11 +13,13 @@ import jinja2
 from aiohttp import web
 
 from portal.authz import AccessControl
+from portal.captcha import CaptchaGuard
 from portal.config import Config
-from portal.deps import Dependencies, build_dependencies
+from portal.deps import Dependencies, build_dependencies, captcha_from_config
 from portal.keys import (
     ACCESS,
     ADDRESSES,
+    CAPTCHA,
     CLOCK,
     CONFIG,
     COOKIES,
@@ -40,7 +42,7 @@ from portal.middlewares import (
 )
 from portal.notify.outbox import OutboxWorker
 from portal.questions import SecurityQuestionsService
-from portal.ratelimit import ClientAddresses
+from portal.ratelimit import ClientAddresses, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes
@@ -66,6 +68,19 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         await notifier.close()
         await users.close()
         await storage.close()
+
+
+async def _captcha(app: web.Application) -> AsyncIterator[None]:
+    """Open the CAPTCHA vendor's connection pool while the app runs."""
+    captcha = app[CAPTCHA].captcha
+    if captcha is None:
+        yield
+        return
+    await captcha.start()
+    try:
+        yield
+    finally:
+        await captcha.close()
 
 
 async def _purge_forever(app: web.Application) -> None:
@@ -142,10 +157,23 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         hasher=deps.answer_hasher,
         clock=deps.clock,
     )
+    app[CAPTCHA] = CaptchaGuard(
+        config.captcha,
+        captcha_from_config(config, deps.storage, deps.clock),
+        limiter=RateLimiter(deps.storage, deps.clock),
+        challenge_buckets=buckets_from_config(config.server.endpoints.rate_limits.captcha_challenge),
+        on_failure={
+            "reset_password_start": app[RESET].limit_start,
+            "reset_password_finish": app[RESET].limit_finish,
+            "login": app[SIGNIN].record_captcha_failure,
+        },
+        login_failures=app[SIGNIN].recent_failures,
+    )
     loader = jinja2.FileSystemLoader(TEMPLATES)
     aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(_captcha)
     app.cleanup_ctx.append(_background)
     setup_routes(app)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from portal.captcha import VENDORS, AltchaCaptcha, Captcha, RemoteCaptcha, altcha_keys
 from portal.clock import Clock, SystemClock
 from portal.config import Config
 from portal.errors import StartupCheckError
@@ -55,6 +56,25 @@ def notifier_from_config(config: Config) -> Notifier:
         return SmtpNotifier(config.notifier.smtp)
     assert config.notifier.filesystem is not None  # noqa: S101 - the model guarantees one of both
     return FilesystemNotifier(config.notifier.filesystem)
+
+
+def captcha_from_config(config: Config, storage: Storage, clock: Clock) -> Captcha | None:
+    """Build the configured CAPTCHA, or None when no form asks for one."""
+    captcha = config.captcha
+    if not captcha.enabled_on or captcha.provider == "none":
+        return None
+    if captcha.provider == "altcha":
+        secret = config.identity_validation.reset_password.jwt_secret.get_secret_value()
+        keys = altcha_keys(captcha.altcha, secret)
+        return AltchaCaptcha(captcha.altcha, keys=keys, storage=storage, clock=clock)
+    assert captcha.secret_key is not None  # noqa: S101 - the model requires it for vendors
+    return RemoteCaptcha(
+        captcha.provider,
+        secret_key=captcha.secret_key.get_secret_value(),
+        site_key=captcha.site_key or "",
+        verify_url=captcha.verify_url or VENDORS[captcha.provider].verify_url,
+        timeout=captcha.timeout.total_seconds(),
+    )
 
 
 def build_dependencies(config: Config) -> Dependencies:

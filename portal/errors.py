@@ -13,6 +13,8 @@
     +-- BadRequestError        the client sent something unusable (400)
         +-- PayloadTooLargeError      (413)
         +-- CsrfError                 (403)
+        +-- CaptchaFailedError        the anti-robot check is missing or wrong (400)
+            +-- CaptchaUnavailableError   the CAPTCHA vendor cannot answer now (503)
 """
 
 from __future__ import annotations
@@ -114,3 +116,18 @@ class CsrfError(BadRequestError):
 
     status = 403
     public_message = "This form has expired. Please reload the page and try again."
+
+
+class CaptchaFailedError(BadRequestError):
+    """The form's anti-robot check is missing, wrong, expired or used already."""
+
+    public_message = "The anti-robot check failed. Please complete it and try again."
+
+
+class CaptchaUnavailableError(CaptchaFailedError):
+    """The CAPTCHA vendor could not be asked (down, slow or answering garbage): fail closed."""
+
+    status = 503
+    public_message = (
+        "The anti-robot check cannot be completed right now. Please try again in a few minutes."
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from portal.authz import AccessControl
+from portal.captcha import CaptchaGuard
 from portal.clock import Clock
 from portal.config import Config
 from portal.notify.base import Notifier
@@ -30,3 +31,4 @@ ACCESS = web.AppKey("access", AccessControl)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
 COOKIES = web.AppKey("cookies", CookieDomains)
 QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
+CAPTCHA = web.AppKey("captcha", CaptchaGuard)

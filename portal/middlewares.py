@@ -6,7 +6,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,17 +94,29 @@ async def body_size_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
+def content_security_policy(form_action: str = "'self'", origins: Sequence[str] = ()) -> str:
+    """Return the portal's CSP: 'self' only, plus origins for a third-party CAPTCHA widget."""
+    policy = (
+        f"default-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+        f"form-action {form_action}; object-src 'none'"
+    )
+    if origins:
+        # SECURITY: only on pages showing a vendor's widget, only that vendor's origins.
+        extra = " ".join(origins)
+        policy += "".join(
+            f"; {directive} 'self' {extra}"
+            for directive in ("script-src", "frame-src", "connect-src", "style-src")
+        )
+    return policy
+
+
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
 
 def security_headers(config: Config) -> ResponseHook:
     """Return the on_response_prepare hook that sets the security headers on every response."""
     fixed = [
-        (
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
-            "object-src 'none'",
-        ),
+        ("Content-Security-Policy", content_security_policy()),
         ("X-Content-Type-Options", "nosniff"),
         # SECURITY: reset links carry a token; no page may leak its URL to another site.
         ("Referrer-Policy", "no-referrer"),

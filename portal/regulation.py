@@ -53,9 +53,27 @@ class Regulator:
                 key, at=now, keep_for=self._find_time + self._ban_time
             )
 
-    def _keys(self, username: str, ip: str) -> list[str]:
+    async def record_address_failure(self, ip: str) -> None:
+        """Count one failure against the address only (a failed CAPTCHA names no account)."""
+        if self._max_retries == 0:
+            return
+        for key in self._keys(None, ip):
+            await self._storage.rate_limit_hit(
+                key, at=self._clock.now(), keep_for=self._find_time + self._ban_time
+            )
+
+    async def recent_failures(self, username: str | None, ip: str) -> int:
+        """Return the most failures within find_time for the user or the address (per modes)."""
+        since = self._clock.now() - self._find_time
+        counts = [
+            len(await self._storage.rate_limit_events(key, since=since))
+            for key in self._keys(username, ip)
+        ]
+        return max(counts, default=0)
+
+    def _keys(self, username: str | None, ip: str) -> list[str]:
         keys: list[str] = []
-        if "user" in self._modes:
+        if "user" in self._modes and username is not None:
             # SECURITY: folded the way the file backend matches names, so 'JOHN' or a full-width
             # 'Ｊｏｈｎ' share one count with 'john' instead of each getting max_retries tries.
             keys.append(f"regulation:user:{_fold(username)}")

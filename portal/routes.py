@@ -6,8 +6,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from portal.handlers import authz, health, reset, settings, signin
-from portal.keys import CONFIG
+from portal.handlers import authz, captcha, health, reset, settings, signin
+from portal.keys import CAPTCHA, CONFIG
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -24,6 +24,8 @@ def setup_routes(app: web.Application) -> None:
     add.add_get("/api/verify", authz.auth_request_get, name="verify")
     add.add_get("/api/health", health.health_get, name="health")
     add.add_static("/static/", STATIC, name="static")
+    if app[CAPTCHA].self_hosted:
+        add.add_get("/api/captcha/challenge", captcha.challenge_get, name="captcha_challenge")
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

@@ -81,6 +81,15 @@ class SignInService:
         self._sessions = sessions
         self._regulator = regulator
 
+    async def recent_failures(self, username: str | None, ip: str) -> int:
+        """Return how many sign-ins failed lately for the user (if named) or the address."""
+        return await self._regulator.recent_failures(username, ip)
+
+    async def record_captcha_failure(self, ip: str) -> None:
+        """Count a failed sign-in CAPTCHA against the address (not the account typed)."""
+        await self._regulator.record_address_failure(ip)
+        audit("signin_captcha_failed", ip=ip)
+
     async def sign_in(
         self, username: str, password: str, ip: str, *, remember_me: bool, host: str
     ) -> tuple[User, str, SessionCookieConfig]:

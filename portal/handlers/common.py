@@ -1,14 +1,19 @@
-"""What every handler needs: the client's address, a cookie's value and a validated JSON body."""
+"""What every handler needs: the client's address, a cookie's value, a validated JSON body and
+the CAPTCHA check."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from portal.captcha import CaptchaWidget
+from portal.config import CaptchaEndpoint
 from portal.errors import BadRequestError
-from portal.keys import ADDRESSES
+from portal.keys import ADDRESSES, CAPTCHA
+from portal.middlewares import content_security_policy
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -42,3 +47,40 @@ async def parse_json(request: web.Request, model: type[Body]) -> Body:
             fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
             raise BadRequestError(f"The request body needs valid fields: {fields}.") from None
         raise BadRequestError("The request body must be a JSON object.") from None
+
+
+async def require_captcha(
+    request: web.Request,
+    endpoint: CaptchaEndpoint,
+    answer: Mapping[str, str] | str | None,
+    username: str | None = None,
+) -> None:
+    """Raise CaptchaFailedError unless the form (or the JSON's `captcha`) passes the check."""
+    guard = request.app[CAPTCHA]
+    if isinstance(answer, Mapping):
+        answer = answer.get(guard.captcha.field) if guard.captcha else None
+    await guard.check(endpoint, answer, request_ip(request), username)
+
+
+def captcha_widget(request: web.Request, endpoint: CaptchaEndpoint | None) -> CaptchaWidget | None:
+    """Return the widget a form shows whenever the CAPTCHA is enabled on it, else None."""
+    guard = request.app[CAPTCHA]
+    return guard.widget() if endpoint is not None and guard.enabled(endpoint) else None
+
+
+async def captcha_widget_if_needed(
+    request: web.Request, endpoint: CaptchaEndpoint, username: str | None = None
+) -> CaptchaWidget | None:
+    """Return the widget when this request must carry a CAPTCHA (sign-in: after failures)."""
+    guard = request.app[CAPTCHA]
+    if not await guard.needed(endpoint, request_ip(request), username):
+        return None
+    return guard.widget()
+
+
+def csp_for(
+    request: web.Request, captcha: CaptchaWidget | None, form_action: str = "'self'"
+) -> str:
+    """Return the page's Content-Security-Policy; a vendor widget adds the vendor's origins."""
+    origins = request.app[CAPTCHA].csp_origins() if captcha is not None else ()
+    return content_security_policy(form_action, origins)

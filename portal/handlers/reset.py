@@ -8,8 +8,15 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from portal.errors import BadRequestError, PasswordRejectedError
-from portal.handlers.common import parse_json, request_ip
+from portal.config import CaptchaEndpoint
+from portal.errors import BadRequestError, CaptchaFailedError, PasswordRejectedError
+from portal.handlers.common import (
+    captcha_widget,
+    csp_for,
+    parse_json,
+    request_ip,
+    require_captcha,
+)
 from portal.keys import CLOCK, CONFIG, QUESTIONS, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.policy import describe
@@ -17,15 +24,21 @@ from portal.tokens import InvalidTokenError
 
 TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
 STEP2 = "/reset-password/step2"
+_CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
+    "reset_step1.html": "reset_password_start",
+    "reset_step2.html": "reset_password_finish",
+}
 
 
 def _page(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
     context.update(csrf_token=csrf_token(request), csrf_field=CSRF_FIELD)
+    context.setdefault("captcha", captcha_widget(request, _CAPTCHA_ON.get(template)))
     response = aiohttp_jinja2.render_template(f"pages/{template}", request, context, status=status)
     # SECURITY: these pages hold or follow from a reset token: no cache may keep them.
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = csp_for(request, context["captcha"])
     return response
 
 
@@ -52,6 +65,7 @@ async def step1_post(request: web.Request) -> web.Response:
     """Queue a reset mail (or ask the security questions first): one page for everyone."""
     form = await _form(request)
     try:
+        await require_captcha(request, "reset_password_start", form)
         if request.app[QUESTIONS].enabled:
             return await _questions_page(request, form.get("username", ""))
         await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
@@ -118,11 +132,12 @@ async def step2_get(request: web.Request) -> web.Response:
 
 
 def _password_form(
-    request: web.Request, username: str, reasons: list[str] | None = None
+    request: web.Request, username: str, reasons: list[str] | None = None, error: str = ""
 ) -> web.Response:
     policy = request.app[CONFIG].password_policy
-    return _page(request, "reset_step2.html", status=400 if reasons else 200,
-                 username=username, reasons=reasons or [], hints=describe(policy))  # fmt: skip
+    return _page(request, "reset_step2.html", status=400 if reasons or error else 200,
+                 username=username, reasons=reasons or [], hints=describe(policy),
+                 error=error)  # fmt: skip
 
 
 async def step2_post(request: web.Request) -> web.Response:
@@ -132,6 +147,7 @@ async def step2_post(request: web.Request) -> web.Response:
         return _invalid_link(request)
     form = await _form(request)
     try:
+        await require_captcha(request, "reset_password_finish", form)
         user = await request.app[RESET].complete(
             token, form.get("password", ""), form.get("password_confirm", ""), request_ip(request)
         )
@@ -140,6 +156,9 @@ async def step2_post(request: web.Request) -> web.Response:
     except PasswordRejectedError as exc:
         _, user = await request.app[RESET].check_link(token, request_ip(request))
         return _password_form(request, user.username, exc.reasons)
+    except CaptchaFailedError as exc:
+        _, user = await request.app[RESET].check_link(token, request_ip(request))
+        return _password_form(request, user.username, error=exc.public_message)
     response = _page(request, "reset_done.html", username=user.username)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
     return response
@@ -178,12 +197,14 @@ class StartBody(_Body):
 
     username: str
     answers: list[str] | None = None
+    captcha: str | None = None
 
 
 class QuestionsBody(_Body):
     """POST /api/reset-password/identity/questions."""
 
     username: str
+    captcha: str | None = None
 
 
 class TokenBody(_Body):
@@ -196,6 +217,7 @@ class ResetBody(TokenBody):
     """POST /api/reset-password."""
 
     password: str
+    captcha: str | None = None
 
 
 OK = {"status": "OK"}
@@ -204,6 +226,8 @@ OK = {"status": "OK"}
 async def api_start_post(request: web.Request) -> web.Response:
     """Queue a reset mail; answer OK whoever was asked for."""
     body = await parse_json(request, StartBody)
+    # SECURITY: the mail-sending call needs the CAPTCHA whether or not questions come first.
+    await require_captcha(request, "reset_password_start", body.captcha)
     questions = request.app[QUESTIONS]
     if questions.enabled:
         # SECURITY: the API is no way around the questions.
@@ -218,6 +242,7 @@ async def api_start_post(request: web.Request) -> web.Response:
 async def api_questions_post(request: web.Request) -> web.Response:
     """List the security questions a reset for this username asks, whoever it is."""
     body = await parse_json(request, QuestionsBody)
+    await require_captcha(request, "reset_password_start", body.captcha)
     prompt = await request.app[QUESTIONS].prompt(body.username, request_ip(request))
     return web.json_response({"status": "OK", "data": {"questions": list(prompt.questions)}})
 
@@ -232,6 +257,7 @@ async def api_finish_post(request: web.Request) -> web.Response:
 async def api_reset_post(request: web.Request) -> web.Response:
     """Set a new password with a reset token."""
     body = await parse_json(request, ResetBody)
+    await require_captcha(request, "reset_password_finish", body.captcha)
     try:
         await request.app[RESET].complete(
             body.token, body.password, body.password, request_ip(request)

@@ -9,7 +9,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal.config import SessionCookieConfig, is_loopback_host
-from portal.handlers.common import parse_json, request_ip
+from portal.errors import CaptchaFailedError
+from portal.handlers.common import (
+    captcha_widget_if_needed,
+    csp_for,
+    parse_json,
+    request_ip,
+    require_captcha,
+)
 from portal.handlers.start import forgot_password_url
 from portal.keys import CONFIG, SESSIONS, SIGNIN
 from portal.middlewares import CSRF_FIELD, csrf_token
@@ -42,6 +49,7 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
         csrf_field=CSRF_FIELD,
         forgot_url=forgot_password_url(request),
     )
+    context.setdefault("captcha", None)
     response = aiohttp_jinja2.render_template("pages/signin.html", request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
     # SECURITY: browsers apply form-action to the redirects a form submission follows, and this
@@ -52,9 +60,8 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
         scheme = "http" if is_loopback_host(cookie.domain) else "https"
         targets += [f"https://{cookie.domain}:*", f"{scheme}://{cookie.domain}:*",
                     f"https://*.{cookie.domain}:*"]  # fmt: skip
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
-        f"form-action 'self' {' '.join(dict.fromkeys(targets))}; object-src 'none'"
+    response.headers["Content-Security-Policy"] = csp_for(
+        request, context["captcha"], f"'self' {' '.join(dict.fromkeys(targets))}"
     )
     return response
 
@@ -75,7 +82,7 @@ async def signin_get(request: web.Request) -> web.Response:
         settings = named["security_questions"].canonical if "security_questions" in named else None
         return _page(request, signed_in=session.display_name or session.username,
                      questions_url=settings)  # fmt: skip
-    return _page(request, rd=rd or "")
+    return _page(request, rd=rd or "", captcha=await captcha_widget_if_needed(request, "login"))
 
 
 async def signin_post(request: web.Request) -> web.Response:
@@ -84,13 +91,17 @@ async def signin_post(request: web.Request) -> web.Response:
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     username, rd = fields.get("username", ""), fields.get("rd", "")
     try:
+        await require_captcha(request, "login", fields, username)
         _, value, cookie = await request.app[SIGNIN].sign_in(
             username, fields.get("password", ""), request_ip(request),
             remember_me=fields.get("remember_me") in ("on", "true", "1"), host=_host(request),
         )  # fmt: skip
-    except SignInFailedError as exc:
-        return _page(request, status=401, error=exc.public_message, username=username[:256],
-                     rd=rd)  # fmt: skip
+    except (SignInFailedError, CaptchaFailedError) as exc:
+        captcha = await captcha_widget_if_needed(request, "login", username)
+        # A form refused for its CAPTCHA (failed or unknowable) is 400, as on the reset pages.
+        status = 401 if isinstance(exc, SignInFailedError) else 400
+        return _page(request, status=status, error=exc.public_message,
+                     username=username[:256], rd=rd, captcha=captcha)  # fmt: skip
     response = web.HTTPFound(_landing(request, rd))
     await _rotate(request, response, value, cookie, fields.get("remember_me") in ("on", "1"))
     raise response
@@ -119,11 +130,13 @@ class FirstFactorBody(BaseModel):
     password: str
     keep_me_logged_in: bool = Field(False, alias="keepMeLoggedIn")
     target_url: str | None = Field(None, alias="targetURL")
+    captcha: str | None = None
 
 
 async def api_firstfactor_post(request: web.Request) -> web.Response:
     """Sign in from a script or a single-page app."""
     body = await parse_json(request, FirstFactorBody)
+    await require_captcha(request, "login", body.captcha, body.username)
     try:
         _, value, cookie = await request.app[SIGNIN].sign_in(
             body.username, body.password, request_ip(request),
