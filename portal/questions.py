@@ -284,17 +284,7 @@ class SecurityQuestionsService:
         self, username: str, password: str, choices: Sequence[tuple[str, str]], ip: str
     ) -> None:
         """Replace the user's questions after checking the current password and the answers."""
-        if await self._regulator.banned_until(username, ip) is not None:
-            audit("security_questions_rejected", username=username, ip=ip, reason="banned")
-            raise SecurityAnswersRejectedError(
-                ["Too many wrong passwords. Please wait a few minutes and try again."]
-            )
-        if not password or len(password) > 1024 or not await self._users.check_password(
-            username, password
-        ):
-            await self._regulator.record_failure(username, ip)
-            audit("security_questions_rejected", username=username, ip=ip, reason="password")
-            raise SecurityAnswersRejectedError(["Your current password is not correct."])
+        await self._confirm_password(username, password, ip)
         reasons = self._problems(username, password, choices)
         if reasons:
             audit("security_questions_rejected", username=username, ip=ip, reason="answers")
@@ -308,6 +298,27 @@ class SecurityQuestionsService:
         ]
         await self._storage.set_security_answers(username, rows)
         audit("security_questions_set", username=username, ip=ip, count=len(choices))
+
+    async def remove(self, username: str, password: str, ip: str) -> None:
+        """Delete the user's questions after checking the current password."""
+        await self._confirm_password(username, password, ip)
+        await self._storage.delete_security_answers(username)
+        audit("security_questions_removed", username=username, ip=ip)
+
+    async def _confirm_password(self, username: str, password: str, ip: str) -> None:
+        # SECURITY: a session alone (a borrowed laptop) does not change what guards a reset;
+        # wrong passwords count under regulation like failed sign-ins.
+        if await self._regulator.banned_until(username, ip) is not None:
+            audit("security_questions_rejected", username=username, ip=ip, reason="banned")
+            raise SecurityAnswersRejectedError(
+                ["Too many wrong passwords. Please wait a few minutes and try again."]
+            )
+        if not password or len(password) > 1024 or not await self._users.check_password(
+            username, password
+        ):
+            await self._regulator.record_failure(username, ip)
+            audit("security_questions_rejected", username=username, ip=ip, reason="password")
+            raise SecurityAnswersRejectedError(["Your current password is not correct."])
 
     def _problems(
         self, username: str, password: str, choices: Sequence[tuple[str, str]]

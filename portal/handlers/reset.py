@@ -78,8 +78,10 @@ async def step1_post(request: web.Request) -> web.Response:
 async def _questions_page(request: web.Request, identifier: str) -> web.Response:
     prompt = await request.app[QUESTIONS].prompt(identifier, request_ip(request))
     # SECURITY: one template for real and decoy questions; only the question texts differ.
+    without = request.app[QUESTIONS].settings.without_questions
     return _page(request, "reset_questions.html", identifier=prompt.identifier,
-                 questions=prompt.questions, ticket=prompt.ticket)  # fmt: skip
+                 questions=prompt.questions, ticket=prompt.ticket,
+                 without_questions=without)  # fmt: skip
 
 
 async def step1_answers_post(request: web.Request) -> web.Response:

@@ -58,10 +58,18 @@ async def security_questions_get(request: web.Request) -> web.Response:
 
 
 async def security_questions_post(request: web.Request) -> web.Response:
-    """Replace the questions after checking the current password."""
+    """Replace (or remove) the questions after checking the current password."""
     session = await _signed_in(request)
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if fields.get("action") == "remove":
+        try:
+            await request.app[QUESTIONS].remove(
+                session.username, fields.get("password", ""), request_ip(request)
+            )
+        except SecurityAnswersRejectedError as exc:
+            return await _page(request, session, status=400, remove_reasons=exc.reasons)
+        return await _page(request, session, removed=True)
     setup = request.app[QUESTIONS].settings.setup
     choices = [(fields.get(f"question_{i}", ""), fields.get(f"answer_{i}", ""))
                for i in range(setup)]  # fmt: skip

@@ -157,7 +157,9 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
-async def submit(client: Client, page: str, action: str, **fields: str) -> ClientResponse:
+async def submit(
+    client: Client, page: str, action: str, /, **fields: str
+) -> ClientResponse:
     """Load a page, then post its form with the given fields (as a browser would)."""
     loaded = await client.get(page)
     fields["csrf_token"] = csrf_of(await loaded.text())

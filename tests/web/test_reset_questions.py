@@ -159,6 +159,31 @@ async def test_john_sets_up_questions_and_only_hashes_are_stored(portal: Portal)
         assert secret.encode() not in everything
 
 
+async def test_john_removes_his_questions_with_his_password_only(portal: Portal) -> None:
+    await john_has_questions(portal)
+    client = portal.client
+    await sign_in(client)
+    assert 'id="remove-questions"' in await (await client.get(SETTINGS)).text()
+
+    refused = await submit(client, SETTINGS, SETTINGS, action="remove", password="guess")
+    assert refused.status == 400
+    assert "Your current password is not correct." in await refused.text()
+    assert len(await portal.storage.get_security_answers("john")) == 3
+
+    remove = {"action": "remove", "password": JOHNS_PASSWORD}
+    removed = await submit(client, SETTINGS, SETTINGS, **remove)
+    assert removed.status == 200
+    text = await removed.text()
+    assert "Your security questions are removed." in text
+    assert "You have not set up security questions yet." in text
+    assert 'id="remove-questions"' not in text
+    assert await portal.storage.get_security_answers("john") == []
+    # From now on john is a user without questions: decoys, and (send_email) the mail anyway.
+    await client.get("/logout", allow_redirects=False)
+    assert SENT in await reset_with_answers(portal, "john", ["", ""])
+    assert (await portal.next_mail())["To"] == "john.doe@authelia.com"
+
+
 async def test_the_signed_in_page_links_to_the_questions(portal: Portal) -> None:
     await sign_in(portal.client)
     page = await (await portal.client.get("/")).text()
@@ -305,6 +330,9 @@ async def test_an_unknown_user_is_asked_the_same_questions_every_time(portal: Po
 
 
 async def test_a_user_without_questions_gets_the_mail_under_send_email(portal: Portal) -> None:
+    assert "If you never set up security questions, leave them empty" in await ask(
+        portal.client, "harry"
+    )
     page = await reset_with_answers(portal, "harry", ["", ""])
     assert SENT in page
     assert (await portal.next_mail())["To"] == "harry.potter@authelia.com"
@@ -315,6 +343,10 @@ async def test_a_user_without_questions_gets_no_mail_under_deny(
 ) -> None:
     portal = await start_portal(**questions_on(without_questions="deny"))
     caplog.set_level(logging.INFO, logger="portal.audit")
+    # Everyone is told what happens without questions, so the page tells nothing about harry.
+    asked = await ask(portal.client, "harry")
+    assert "a reset is not possible here" in asked and "leave them empty" not in asked
+    assert "a reset is not possible here" in await ask(portal.client, "nobody-here")
     page = await reset_with_answers(portal, "harry", ["", ""])
     assert SENT in page
     await portal.drain_outbox()
