@@ -49,7 +49,7 @@ def questions_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal
 
 
 async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
-    questions_portal: RunningPortal, watched: Watched
+    questions_portal: RunningPortal, watched: Watched, tmp_path: Path
 ) -> None:
     portal, page = questions_portal, watched.page
     await wait_for_health(portal.url, portal.process, portal.log_file)
@@ -70,6 +70,7 @@ async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
     await page.click("#save-questions")
     await expect(page.locator("#questions-saved")).to_be_visible()
     await expect(page.locator("#questions-status")).to_contain_text("Set up on")
+    await page.screenshot(path=tmp_path / "questions-saved.png", full_page=True)
     await page.goto(f"{portal.url}/logout")
 
     # At reset he is asked two of them, and answers in his own case.
@@ -84,6 +85,7 @@ async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
         field = page.get_by_label(question)
         assert await field.get_attribute("autocomplete") == "off"
         await field.fill(ANSWERS[chosen.index(question)].lower())
+    await page.screenshot(path=tmp_path / "questions-asked.png", full_page=True)
     await page.click("#send-answers")
     await expect(page.locator("#reset-sent")).to_contain_text("If your answers were right")
 
