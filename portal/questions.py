@@ -156,7 +156,10 @@ class SecurityQuestionsService:
         # A user with fewer answers than are asked (the admin raised `asked`) gets decoys: a
         # shorter form would tell the account exists.
         if user is None or len(rows) < self.settings.asked:
-            return _Target(user, self.decoy_questions(identifier), None)
+            # SECURITY: an account's decoys are keyed by its username, as its own questions
+            # would be: otherwise typing it as username and as email would show two different
+            # sets for an account without questions and one set for an account with them.
+            return _Target(user, self.decoy_questions(user.username if user else identifier), None)
         by_question = {row.question: row.answer_hash for row in rows}
         questions = self._pick(_fold(user.username), list(by_question))
         return _Target(user, questions, tuple(by_question[q] for q in questions))

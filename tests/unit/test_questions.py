@@ -114,3 +114,13 @@ async def test_a_user_with_fewer_answers_than_asked_gets_decoys(
         "john", [SecurityAnswer(0, "Only one?", "hash", 0.0)]
     )
     assert await service.questions_for("john") == service.decoy_questions("john")
+
+
+async def test_an_account_without_questions_gets_one_set_of_decoys_however_it_is_typed(
+    service: SecurityQuestionsService,
+) -> None:
+    # As for an account with questions: one set whether typed as username or as email, so the
+    # two ways of typing it do not tell whether it has questions.
+    decoys = await service.questions_for("harry")
+    assert await service.questions_for("harry.potter@authelia.com") == decoys
+    assert await service.questions_for("HARRY") == decoys
