@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -219,22 +220,9 @@ class SessionStore:
     ) -> SessionRecord | None:
         # One backend lookup per session at a time: a page's burst of asset requests all find
         # the refresh due at once.
-        pending = self._refreshing.get(session_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[SessionRecord | None] = asyncio.get_running_loop().create_future()
-        self._refreshing[session_id] = future
-        try:
-            refreshed = await self._refresh(session_id, record, now)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
-            raise
-        else:
-            future.set_result(refreshed)
-            return refreshed
-        finally:
-            del self._refreshing[session_id]
+        return await _single_flight(
+            self._refreshing, session_id, lambda: self._refresh(session_id, record, now)
+        )
 
     async def _refresh(
         self, session_id: str, record: SessionRecord, now: float
@@ -296,22 +284,9 @@ class SessionStore:
         return entry
 
     async def _load_once(self, session_id: str, now: float) -> SessionRecord | None:
-        pending = self._inflight.get(session_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[SessionRecord | None] = asyncio.get_running_loop().create_future()
-        self._inflight[session_id] = future
-        try:
-            record = await self._load(session_id, now)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
-            raise
-        else:
-            future.set_result(record)
-            return record
-        finally:
-            del self._inflight[session_id]
+        return await _single_flight(
+            self._inflight, session_id, lambda: self._load(session_id, now)
+        )
 
     async def _load(self, session_id: str, now: float) -> SessionRecord | None:
         generation = self._generation
@@ -342,6 +317,28 @@ class SessionStore:
             if not v.fetched_at <= now < v.fetched_at + self._cache_ttl
         ]:
             del self._cache[session_id]
+
+
+async def _single_flight(
+    pending: dict[str, asyncio.Future[_T]], key: str, work: Callable[[], Awaitable[_T]]
+) -> _T:
+    """Run work for key, or wait for the run already under way for it and share its result."""
+    running = pending.get(key)
+    if running is not None:
+        return await asyncio.shield(running)
+    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    pending[key] = future
+    try:
+        result = await work()
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+        raise
+    else:
+        future.set_result(result)
+        return result
+    finally:
+        del pending[key]
 
 
 def cookie_attributes(cookie: SessionCookieConfig, *, remember_me: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -75,9 +75,12 @@ class RunningPortal:
         return mails
 
 
-def write_portal_config(directory: Path, port: int, users_file: Path) -> Path:
-    """Write the configuration file an admin would, secrets left to the environment."""
-    raw = {
+def write_portal_config(
+    directory: Path, port: int, users_file: Path, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the configuration file an admin would (plus extra sections), secrets left to the
+    environment."""
+    raw: dict[str, Any] = {
         "server": {"address": f"tcp://127.0.0.1:{port}"},
         "authentication_backend": {"file": {"path": str(users_file)}},
         "notifier": {"filesystem": {"filename": str(directory / "mail" / "notification.txt")}},
@@ -85,6 +88,7 @@ def write_portal_config(directory: Path, port: int, users_file: Path) -> Path:
             "cookies": [{"domain": "127.0.0.1", "authelia_url": f"http://127.0.0.1:{port}"}]
         },
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
+        **(extra or {}),
     }
     path = directory / "configuration.yml"
     with path.open("w") as handle:
@@ -144,23 +148,33 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture
-def portal_process(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
-    """Start `python -m portal serve` on a free loopback port; stop it afterwards."""
+@contextmanager
+def run_portal(
+    directory: Path, users_file: Path, extra: dict[str, Any] | None = None
+) -> Iterator[RunningPortal]:
+    """Run `python -m portal serve` on a free loopback port (configuration plus extra sections)
+    while the block runs."""
     port = free_port()
-    config = write_portal_config(tmp_path, port, users_file)
-    log_file = tmp_path / "portal.log"
-    process = spawn_portal(tmp_path, config, log_file)
+    config = write_portal_config(directory, port, users_file, extra)
+    log_file = directory / "portal.log"
+    process = spawn_portal(directory, config, log_file)
     try:
         yield RunningPortal(
             url=f"http://127.0.0.1:{port}",
             process=process,
             users_file=users_file,
-            mail_file=tmp_path / "mail" / "notification.txt",
+            mail_file=directory / "mail" / "notification.txt",
             log_file=log_file,
         )
     finally:
         stop(process)
+
+
+@pytest.fixture
+def portal_process(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
+    """Start `python -m portal serve` on a free loopback port; stop it afterwards."""
+    with run_portal(tmp_path, users_file) as running:
+        yield running
 
 
 @pytest.fixture

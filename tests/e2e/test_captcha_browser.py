@@ -9,17 +9,8 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
-from ruamel.yaml import YAML
 
-from tests.e2e.conftest import (
-    RunningPortal,
-    Watched,
-    spawn_portal,
-    stop,
-    wait_for_health,
-    write_portal_config,
-)
-from tests.integration.process import free_port
+from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health
 
 # The widget's solve time with the default difficulty, in this (slow, shared) test machine's
 # headless Chromium; the README's target for a user's browser is about 0.5 to 2 seconds.
@@ -29,26 +20,10 @@ MAX_SOLVE_SECONDS = 6.0
 @pytest.fixture
 async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPortal]:
     """Run `python -m portal serve` with ALTCHA on reset step 1 and sign-in (default difficulty)."""
-    port = free_port()
-    config = write_portal_config(tmp_path, port, users_file)
-    yaml = YAML(typ="safe", pure=True)
-    raw = yaml.load(config.read_text())
-    raw["captcha"] = {"enabled_on": ["reset_password_start", "login"]}
-    with config.open("w") as handle:
-        yaml.dump(raw, handle)
-    log_file = tmp_path / "portal.log"
-    process = spawn_portal(tmp_path, config, log_file)
-    try:
-        await wait_for_health(f"http://127.0.0.1:{port}", process, log_file)
-        yield RunningPortal(
-            url=f"http://127.0.0.1:{port}",
-            process=process,
-            users_file=users_file,
-            mail_file=tmp_path / "mail" / "notification.txt",
-            log_file=log_file,
-        )
-    finally:
-        stop(process)
+    extra = {"captcha": {"enabled_on": ["reset_password_start", "login"]}}
+    with run_portal(tmp_path, users_file, extra) as running:
+        await wait_for_health(running.url, running.process, running.log_file)
+        yield running
 
 
 async def test_john_proves_he_is_no_robot_and_gets_his_link(

@@ -9,43 +9,18 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
-from ruamel.yaml import YAML
 
-from tests.e2e.conftest import (
-    RunningPortal,
-    Watched,
-    free_port,
-    spawn_portal,
-    stop,
-    wait_for_health,
-    write_portal_config,
-)
+from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health
 
 ANSWERS = ["Mister Fluffy", "The Beatles", "Pancakes with syrup"]
 
 
 @pytest.fixture
 def questions_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
-    """Start the portal process with security questions on; stop it afterwards."""
-    port = free_port()
-    config = write_portal_config(tmp_path, port, users_file)
-    yaml = YAML(typ="safe", pure=True)
-    raw = yaml.load(config.read_text())
-    raw["identity_validation"] = {"reset_password": {"security_questions": {"enabled": True}}}
-    with config.open("w") as handle:
-        yaml.dump(raw, handle)
-    log_file = tmp_path / "portal.log"
-    process = spawn_portal(tmp_path, config, log_file)
-    try:
-        yield RunningPortal(
-            url=f"http://127.0.0.1:{port}",
-            process=process,
-            users_file=users_file,
-            mail_file=tmp_path / "mail" / "notification.txt",
-            log_file=log_file,
-        )
-    finally:
-        stop(process)
+    """Run the portal process with security questions on."""
+    extra = {"identity_validation": {"reset_password": {"security_questions": {"enabled": True}}}}
+    with run_portal(tmp_path, users_file, extra) as running:
+        yield running
 
 
 async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
