@@ -90,11 +90,12 @@ async def signin_post(request: web.Request) -> web.Response:
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     username, rd = fields.get("username", ""), fields.get("rd", "")
+    remember = fields.get("remember_me") in ("on", "true", "1")
     try:
         await require_captcha(request, "login", fields, username)
         _, value, cookie = await request.app[SIGNIN].sign_in(
             username, fields.get("password", ""), request_ip(request),
-            remember_me=fields.get("remember_me") in ("on", "true", "1"), host=_host(request),
+            remember_me=remember, host=_host(request),
         )  # fmt: skip
     except (SignInFailedError, CaptchaFailedError) as exc:
         captcha = await captcha_widget_if_needed(request, "login", username)
@@ -103,7 +104,7 @@ async def signin_post(request: web.Request) -> web.Response:
         return _page(request, status=status, error=exc.public_message,
                      username=username[:256], rd=rd, captcha=captcha)  # fmt: skip
     response = web.HTTPFound(_landing(request, rd))
-    await _rotate(request, response, value, cookie, fields.get("remember_me") in ("on", "1"))
+    await _rotate(request, response, value, cookie, remember)
     raise response
 
 

@@ -247,3 +247,25 @@ async def eventually_status(client: Client, url: str, status: int, timeout: floa
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+@pytest.mark.parametrize("checked", ["on", "true", "1"])
+async def test_keep_me_signed_in_gives_a_lasting_cookie_and_a_remembered_session(
+    portal: Portal, checked: str
+) -> None:
+    page = await (await portal.client.get("/")).text()
+    signed = await portal.client.post(
+        "/",
+        data={"username": "john", "password": "password", "remember_me": checked,
+              "csrf_token": csrf_of(page)},  # fmt: skip
+        allow_redirects=False,
+    )
+    assert signed.status == 302
+    assert int(signed.cookies["portal_session"]["max-age"]) > 24 * 3600
+    portal.clock.advance(5 * 60 + 1)  # idle past inactivity: a remembered session stays
+    assert (await ask(portal.client, "http://127.0.0.1/private")).status == 200
+
+
+async def test_without_keep_me_signed_in_the_cookie_ends_with_the_browser(portal: Portal) -> None:
+    signed = await sign_in(portal.client, "john", "password")
+    assert signed.cookies["portal_session"]["max-age"] == ""
