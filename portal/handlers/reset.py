@@ -159,7 +159,10 @@ async def step2_post(request: web.Request) -> web.Response:
         _, user = await request.app[RESET].check_link(token, request_ip(request))
         return _password_form(request, user.username, exc.reasons)
     except CaptchaFailedError as exc:
-        _, user = await request.app[RESET].check_link(token, request_ip(request))
+        try:  # the CAPTCHA is checked first: the link may be bad too
+            _, user = await request.app[RESET].check_link(token, request_ip(request))
+        except InvalidTokenError:
+            return _invalid_link(request)
         return _password_form(request, user.username, error=exc.public_message)
     response = _page(request, "reset_done.html", username=user.username)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)

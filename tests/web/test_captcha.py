@@ -245,6 +245,30 @@ async def test_step2_and_its_json_twin_need_the_solution(start_portal: StartPort
     assert await stored_hash(portal.users_file, "john") != before
 
 
+async def test_a_used_link_without_the_solution_shows_the_invalid_link_page(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal(**altcha_on("reset_password_finish"))
+    client = portal.client
+    await request_reset(client, "john")
+    link = reset_link_from(await portal.next_mail())
+    await open_link(client, link)
+    done = await submit(client, "/reset-password/step2", "/reset-password/step2",
+                        password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
+                        captcha=await solved(client))  # fmt: skip
+    assert done.status == 200
+    # The old tab posts again with the (now used) link's cookie and no CAPTCHA.
+    client.session.cookie_jar.update_cookies(
+        {"portal_reset": link.split("token=")[1]}, client.make_url("/")
+    )
+    again = await submit(client, "/reset-password/step1", "/reset-password/step2",
+                         password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)  # fmt: skip
+    assert again.status == 400
+    page = await again.text()
+    assert 'id="reset-invalid"' in page and 'id="ask-again"' in page
+    assert again.cookies["portal_reset"].value == ""  # the dead link's cookie goes
+
+
 # --- ALTCHA on sign-in ---------------------------------------------------------------------------
 
 
