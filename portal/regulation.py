@@ -8,12 +8,12 @@ rate-limit table), so every portal instance sharing the storage sees the same ba
 from __future__ import annotations
 
 import ipaddress
-import unicodedata
 from collections.abc import Sequence
 
 from portal.clock import Clock
 from portal.config import RegulationConfig
 from portal.storage.base import Storage
+from portal.users.base import fold
 
 
 class Regulator:
@@ -41,8 +41,8 @@ class Regulator:
                 until = end
         return until
 
-    async def record_failure(self, username: str, ip: str) -> None:
-        """Count one failed sign-in against the user and the address (per the modes)."""
+    async def record_failure(self, username: str | None, ip: str) -> None:
+        """Count one failed sign-in against the user (if named) and the address (per modes)."""
         if self._max_retries == 0:
             return
         now = self._clock.now()
@@ -51,15 +51,6 @@ class Regulator:
         for key in self._keys(username, ip):
             await self._storage.rate_limit_hit(
                 key, at=now, keep_for=self._find_time + self._ban_time
-            )
-
-    async def record_address_failure(self, ip: str) -> None:
-        """Count one failure against the address only (a failed CAPTCHA names no account)."""
-        if self._max_retries == 0:
-            return
-        for key in self._keys(None, ip):
-            await self._storage.rate_limit_hit(
-                key, at=self._clock.now(), keep_for=self._find_time + self._ban_time
             )
 
     async def recent_failures(self, username: str | None, ip: str) -> int:
@@ -74,9 +65,9 @@ class Regulator:
     def _keys(self, username: str | None, ip: str) -> list[str]:
         keys: list[str] = []
         if "user" in self._modes and username is not None:
-            # SECURITY: folded the way the file backend matches names, so 'JOHN' or a full-width
-            # 'Ｊｏｈｎ' share one count with 'john' instead of each getting max_retries tries.
-            keys.append(f"regulation:user:{_fold(username)}")
+            # SECURITY: folded (and stripped) the way the backends match names, so 'JOHN ' or a
+            # full-width 'Ｊｏｈｎ' share one count with 'john' instead of each getting its own.
+            keys.append(f"regulation:user:{fold(username.strip())}")
         # An unknown address ("") is not a subject: it would lump unrelated clients together.
         if "ip" in self._modes and ip:
             keys.append(f"regulation:ip:{_canonical_ip(ip)}")
@@ -93,10 +84,6 @@ class Regulator:
             if failures[last] - failures[last - n + 1] <= self._find_time:
                 end = failures[last] + self._ban_time
         return end
-
-
-def _fold(username: str) -> str:
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
 
 def _canonical_ip(ip: str) -> str:

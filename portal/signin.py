@@ -81,13 +81,22 @@ class SignInService:
         self._sessions = sessions
         self._regulator = regulator
 
+    async def _subject(self, identifier: str) -> tuple[User | None, str]:
+        """Look the identifier up; regulation counts an account under its username, however it
+        was typed (username or email), and anything else under what was typed."""
+        user = await self._users.get_user(identifier)
+        return user, user.username if user is not None else identifier
+
     async def recent_failures(self, username: str | None, ip: str) -> int:
-        """Return how many sign-ins failed lately for the user (if named) or the address."""
-        return await self._regulator.recent_failures(username, ip)
+        """Return how many sign-ins failed lately for the account (if named) or the address."""
+        subject = None
+        if username is not None and username.strip():
+            _, subject = await self._subject(username.strip())
+        return await self._regulator.recent_failures(subject, ip)
 
     async def record_captcha_failure(self, ip: str) -> None:
         """Count a failed sign-in CAPTCHA against the address (not the account typed)."""
-        await self._regulator.record_address_failure(ip)
+        await self._regulator.record_failure(None, ip)
         audit("signin_captcha_failed", ip=ip)
 
     async def sign_in(
@@ -98,8 +107,10 @@ class SignInService:
         username = username.strip()
         if not username or not password or len(username) > 256 or len(password) > 1024:
             raise SignInFailedError()
-        banned = await self._regulator.banned_until(username, ip)
-        user = await self._users.get_user(username)
+        user, subject = await self._subject(username)
+        # SECURITY: one count per account, so typing it as username and as email does not
+        # double the tries before a ban.
+        banned = await self._regulator.banned_until(subject, ip)
         # SECURITY: the password is checked whoever asks (the backend verifies a dummy hash for
         # unknown users), so the time taken does not tell who exists or who is banned.
         if user is not None and user.disabled:
@@ -109,7 +120,7 @@ class SignInService:
             audit("signin_banned", username=username, ip=ip, until=int(banned))
             raise SignInFailedError()
         if user is None or not ok:
-            await self._regulator.record_failure(username, ip)
+            await self._regulator.record_failure(subject, ip)
             audit("signin_failed", username=username, ip=ip)
             raise SignInFailedError()
         value = await self._sessions.create(user, cookie, remember_me=remember_me)

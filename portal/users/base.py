@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
+
+
+def fold(identifier: str) -> str:
+    """Return an identifier as names are compared: NFKC, case-folded, NFKC again."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", identifier).casefold())
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import re
 import secrets
 import stat
 import tempfile
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,18 +45,13 @@ from portal.errors import (
     UnsupportedHashError,
     UserBackendError,
 )
-from portal.users.base import User
+from portal.users.base import User, fold
 from portal.users.hashing import hash_password, is_supported, verify_password
 
 Stamp = tuple[int, int, int]  # (mtime_ns, size, inode): a version of the file
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _PLAIN_DIGEST = re.compile(r"\$[$A-Za-z0-9./+=,-]*")
-
-
-def _fold(text: str) -> str:
-    """Return the form two identifiers share when they differ only in case or compatibility."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 def _stamp(st: os.stat_result) -> Stamp:
@@ -176,9 +170,9 @@ def _directory(document: Any, stamp: Stamp) -> _Directory:
         accounts=accounts,
         problems=problems,
         stamp=stamp,
-        by_folded_name=_index([(_fold(name), name) for name in accounts]),
+        by_folded_name=_index([(fold(name), name) for name in accounts]),
         by_email=_index(emails),
-        by_folded_email=_index([(_fold(e), name) for e, name in emails]),
+        by_folded_email=_index([(fold(e), name) for e, name in emails]),
     )
 
 
@@ -479,11 +473,11 @@ class FileUserBackend:
         """Return the canonical username the identifier names as a username, if any."""
         if not self._config.search.case_insensitive:
             return identifier if identifier in directory.accounts else None
-        return self._unique(directory.by_folded_name.get(_fold(identifier), ()), "a username")
+        return self._unique(directory.by_folded_name.get(fold(identifier), ()), "a username")
 
     def _resolve_email(self, directory: _Directory, identifier: str) -> str | None:
         if self._config.search.case_insensitive:
-            matches = directory.by_folded_email.get(_fold(identifier), ())
+            matches = directory.by_folded_email.get(fold(identifier), ())
         else:
             matches = directory.by_email.get(identifier, ())
         return self._unique(matches, "an email address")

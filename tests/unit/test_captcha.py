@@ -285,7 +285,7 @@ async def test_an_address_failure_bans_the_address_and_not_the_account(
 ) -> None:
     regulation = regulator(storage, clock)
     for _ in range(3):
-        await regulation.record_address_failure(IP)
+        await regulation.record_failure(None, IP)
 
     assert await regulation.banned_until("john", IP) is not None
     assert await regulation.banned_until("john", "198.51.100.1") is None
