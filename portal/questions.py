@@ -28,7 +28,7 @@ from portal.errors import BadRequestError, UnsupportedHashError
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.storage.base import SecurityAnswer, Storage
-from portal.users.base import User, UserBackend
+from portal.users.base import User, UserBackend, fold
 from portal.users.hashing import hash_password, verify_password
 
 MAX_ANSWER = 256
@@ -39,10 +39,6 @@ def normalize_answer(answer: str) -> str:
     """Return the answer as it is hashed: NFKC, case-folded, white space collapsed."""
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", answer).casefold())
     return " ".join(folded.split())
-
-
-def _fold(identifier: str) -> str:
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", identifier).casefold())
 
 
 class AnswerHasher(Protocol):
@@ -144,7 +140,7 @@ class SecurityQuestionsService:
 
     def decoy_questions(self, identifier: str) -> tuple[str, ...]:
         """Return the questions shown for an identifier without questions of its own."""
-        folded = _fold(identifier.strip())
+        folded = fold(identifier.strip())
         # As if this identifier had set up `setup` questions, then pick as for a real user.
         chosen = self._ranked(f"decoy\x00{folded}", self.settings.questions)
         return self._pick(folded, chosen[: self.settings.setup])
@@ -161,7 +157,7 @@ class SecurityQuestionsService:
             # sets for an account without questions and one set for an account with them.
             return _Target(user, self.decoy_questions(user.username if user else identifier), None)
         by_question = {row.question: row.answer_hash for row in rows}
-        questions = self._pick(_fold(user.username), list(by_question))
+        questions = self._pick(fold(user.username), list(by_question))
         return _Target(user, questions, tuple(by_question[q] for q in questions))
 
     async def questions_for(self, identifier: str) -> tuple[str, ...]:
@@ -170,24 +166,31 @@ class SecurityQuestionsService:
 
     # -- the ticket that carries the identifier from the questions to the answers ----------------
 
-    def _ticket_mac(self, identifier: str, issued: int, questions: Sequence[str]) -> str:
-        message = "\x00".join(("ticket", _fold(identifier), str(issued), *questions))
+    def _ticket_mac(
+        self, identifier: str, issued: int, nonce: str, questions: Sequence[str]
+    ) -> str:
+        message = "\x00".join(("ticket", fold(identifier), str(issued), nonce, *questions))
         return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()[:32]
 
     def _ticket(self, identifier: str, questions: Sequence[str]) -> str:
         issued = int(self._clock.now())
-        return f"{issued}.{self._ticket_mac(identifier, issued, questions)}"
+        # A nonce makes every page's ticket its own, so each can be used exactly once.
+        nonce = secrets.token_hex(8)
+        return f"{issued}.{nonce}.{self._ticket_mac(identifier, issued, nonce, questions)}"
 
     def _ticket_ok(self, ticket: str, identifier: str, questions: Sequence[str]) -> bool:
-        issued_text, _, mac = ticket.partition(".")
-        if not issued_text.isdigit() or len(issued_text) > 12:
+        parts = ticket.split(".")
+        if len(parts) != 3:
+            return False
+        issued_text, nonce, mac = parts
+        if not issued_text.isdigit() or len(issued_text) > 12 or len(nonce) != 16:
             return False
         issued = int(issued_text)
         if not issued <= self._clock.now() + 1 or self._clock.now() > issued + TICKET_LIFETIME:
             return False
         # SECURITY: bound to the identifier and its questions: answers cannot be sent for
         # another account than the one whose questions were shown.
-        return hmac.compare_digest(mac, self._ticket_mac(identifier, issued, questions))
+        return hmac.compare_digest(mac, self._ticket_mac(identifier, issued, nonce, questions))
 
     # -- at reset ------------------------------------------------------------------------------
 
@@ -212,8 +215,18 @@ class SecurityQuestionsService:
         self._check_shape(answers)
         await self._reset.limit_start(ip)
         target = await self._target(identifier)
-        if ticket is not None and not self._ticket_ok(ticket, identifier, target.questions):
-            raise BadRequestError("These questions have expired. Please start again.")
+        if ticket is not None:
+            if not self._ticket_ok(ticket, identifier, target.questions):
+                raise BadRequestError("These questions have expired. Please start again.")
+            # SECURITY: a questions page is answered once: the CAPTCHA solved to reach it does
+            # not buy a quarter of an hour of answers (or of mails).
+            used = await self._storage.rate_limit_hit(
+                f"questions-ticket:{ticket.rpartition('.')[2]}",  # its MAC: one key per page
+                at=self._clock.now(),
+                keep_for=TICKET_LIFETIME + 1,
+            )
+            if len(used) > 1:
+                raise BadRequestError("These questions were answered already. Please start again.")
         key = self._reset.identifier_hash(identifier)
         username = target.user.username if target.user else None
         counters = [f"questions-failed:{key}"]

@@ -68,3 +68,24 @@ async def test_the_json_api_needs_the_captcha_for_the_questions_and_for_the_mail
     )
     assert (sent.status, await sent.json()) == (200, {"status": "OK"})
     assert (await portal.next_mail())["To"] == "john.doe@authelia.com"
+
+
+async def test_one_solved_captcha_buys_one_answer_to_one_questions_page(
+    start_portal: StartPortal,
+) -> None:
+    portal: Portal = await start_portal(**both())
+    client = portal.client
+    asked = await ask_reset(client, "harry", captcha=await solved(client))  # no questions: decoys
+    page = await asked.text()
+
+    first = await answer(client, page, ["", ""])
+    assert first.status == 200
+    again = await answer(client, page, ["", ""])
+    assert again.status == 400
+    assert "These questions were answered already. Please start again." in await again.text()
+    # A ticket dressed up with extra parts is no new ticket either.
+    ticket = page.split('name="ticket" value="')[1].split('"')[0]
+    dressed = await answer(client, page.replace(ticket, ticket + ".x"), ["", ""])
+    assert dressed.status == 400
+    await portal.drain_outbox()
+    assert len(portal.smtp.deliveries) == 1  # harry's one mail (send_email), not three
