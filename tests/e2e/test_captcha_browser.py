@@ -12,10 +12,6 @@ from playwright.async_api import expect
 
 from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health
 
-# The widget's solve time with the default difficulty, in this (slow, shared) test machine's
-# headless Chromium; the README's target for a user's browser is about 0.5 to 2 seconds.
-MAX_SOLVE_SECONDS = 6.0
-
 
 @pytest.fixture
 async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPortal]:
@@ -37,13 +33,17 @@ async def test_john_proves_he_is_no_robot_and_gets_his_link(
     await expect(page.locator("#captcha-label")).to_have_text("Anti-robot check")
     await page.fill("#username", "john")
 
-    # He ticks the box; the widget fetches a challenge and solves it in a worker.
+    # He ticks the box; the widget fetches a challenge and solves it in a worker. The solve time
+    # is printed (run with -s), not asserted: the README's "about one second in headless Chromium
+    # on two cores" for the default difficulty comes from this figure, and a loaded machine is
+    # slower without anything being wrong.
     started = time.monotonic()
     await page.locator("altcha-widget").get_by_text("I'm not a robot").click()
     field = page.locator("altcha-widget input[name=captcha]")
     await expect(field).to_have_attribute("value", re.compile(r"^[A-Za-z0-9+/=]{100,}$"),
                                           timeout=30_000)
     solved_in = time.monotonic() - started
+    print(f"ALTCHA solved in {solved_in:.2f}s")  # noqa: T201 - shown with -s, for tuning
     await page.screenshot(path=tmp_path / "altcha-solved.png", full_page=True)
 
     async with page.expect_response(lambda r: r.request.method == "POST") as answer:
@@ -59,8 +59,6 @@ async def test_john_proves_he_is_no_robot_and_gets_his_link(
     assert f"{portal.url}/static/vendor/altcha/workers/pbkdf2.js" in loaded
     assert watched.problems == []
     assert (tmp_path / "altcha-solved.png").stat().st_size > 1024
-    assert solved_in < MAX_SOLVE_SECONDS, f"solving took {solved_in:.1f}s"
-    print(f"ALTCHA solved in {solved_in:.2f}s")  # noqa: T201 - shown with -s, for tuning
 
 
 async def test_john_signs_in_after_the_check(

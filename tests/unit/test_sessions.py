@@ -566,10 +566,19 @@ async def test_always_reads_the_backend_on_every_request(
     directory = Directory(JOHN)
     sessions = refreshing(storage, clock, directory, 0.0)
     value = await sessions.create(JOHN, cookie, remember_me=False)
+    # The clock never moves: every get is inside the 1 s cache, and each still asks the backend.
+    seen = []
+    for _ in range(2):
+        session = await sessions.get(value, cookie)
+        assert session is not None
+        seen.append(session.groups)
     directory.users["john"] = replace(JOHN, groups=())
-    session = await sessions.get(value, cookie)  # still inside the 1 s cache
-    assert session is not None and session.groups == ()
-    assert directory.lookups == 1
+    for _ in range(2):
+        session = await sessions.get(value, cookie)
+        assert session is not None
+        seen.append(session.groups)
+    assert seen == [JOHN.groups, JOHN.groups, (), ()]  # the edit shows on the very next get
+    assert directory.lookups == 4
 
 
 async def test_disable_never_reads_the_backend(

@@ -32,6 +32,7 @@ from tests.integration.smtp_server import SmtpServer, running_smtp_server
 Client = TestClient[web.Request, web.Application]
 PORTAL_URL = "http://127.0.0.1"
 CHEAP_ARGON2 = Argon2Config(memory=1024, iterations=1, parallelism=1)
+DEMO_PASSWORD = "password"  # noqa: S105 - every user in the users_file fixture has it
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -166,11 +167,24 @@ async def submit(
     return await client.post(action, data=fields, allow_redirects=False)
 
 
-async def request_reset(client: Client, identifier: str) -> ClientResponse:
-    """Ask for a reset link through the HTML form."""
+async def request_reset(client: Client, identifier: str, **fields: str) -> ClientResponse:
+    """Ask for a reset link through the HTML form (with extra fields, such as the CAPTCHA's)."""
     return await submit(
-        client, "/reset-password/step1", "/reset-password/step1", username=identifier
+        client, "/reset-password/step1", "/reset-password/step1", username=identifier, **fields
     )
+
+
+async def sign_in(
+    client: Client, username: str = "john", password: str = DEMO_PASSWORD, **fields: str
+) -> ClientResponse:
+    """Post the sign-in form (with extra fields, such as rd or the CAPTCHA's); callers assert."""
+    return await submit(client, "/", "/", username=username, password=password, **fields)
+
+
+async def no_mail_sent(portal: Portal) -> bool:
+    """Tell whether nothing was (or will be) mailed: wait for the outbox, then look."""
+    await portal.drain_outbox()
+    return portal.smtp.deliveries == []
 
 
 def reset_link_from(mail: email.message.EmailMessage) -> str:

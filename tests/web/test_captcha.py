@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,17 +14,17 @@ import altcha
 import pytest
 from aiohttp import ClientResponse, web
 
-from tests.integration.process import free_port
 from tests.integration.smtp_server import closed_port
 from tests.web.conftest import (
     Client,
-    Portal,
     StartPortal,
     choose_password,
     csrf_of,
+    no_mail_sent,
     open_link,
     request_reset,
     reset_link_from,
+    sign_in,
     submit,
 )
 from tests.web.test_reset_flow import NEW_PASSWORD, SENT, stored_hash
@@ -54,26 +54,13 @@ async def solved(client: Client) -> str:
 
 
 async def ask_reset(client: Client, identifier: str, **fields: str) -> ClientResponse:
-    """Post the step-1 form with extra fields (the CAPTCHA's)."""
-    return await submit(client, STEP1, STEP1, username=identifier, **fields)
-
-
-async def no_mail_sent(portal: Portal) -> bool:
-    """Tell whether nothing was (or will be) mailed."""
-    await portal.drain_outbox()
-    return portal.smtp.deliveries == []
+    """Post the step-1 form; kept for test_captcha_with_questions.py, use request_reset."""
+    return await request_reset(client, identifier, **fields)
 
 
 def without_csrf(html: str) -> str:
     """Drop the per-browser CSRF token so two pages can be compared."""
     return re.sub(r'name="csrf_token" value="[^"]+"', "", html)
-
-
-async def sign_in(client: Client, username: str, password: str, **fields: str) -> ClientResponse:
-    """Post the sign-in form (with the CAPTCHA field when given)."""
-    page = await (await client.get("/")).text()
-    data = {"username": username, "password": password, "csrf_token": csrf_of(page), **fields}
-    return await client.post("/", data=data, allow_redirects=False)
 
 
 # --- ALTCHA on step 1 ----------------------------------------------------------------------------
@@ -104,8 +91,8 @@ async def test_without_a_good_solution_nothing_is_mailed_whoever_is_asked_for(
     portal = await start_portal(**altcha_on("reset_password_start"))
     fields = {} if answer is None else {"captcha": answer}
 
-    known = await ask_reset(portal.client, "john", **fields)
-    unknown = await ask_reset(portal.client, "nobody", **fields)
+    known = await request_reset(portal.client, "john", **fields)
+    unknown = await request_reset(portal.client, "nobody", **fields)
 
     assert (known.status, unknown.status) == (400, 400)
     known_page, unknown_page = await known.text(), await unknown.text()
@@ -118,7 +105,7 @@ async def test_without_a_good_solution_nothing_is_mailed_whoever_is_asked_for(
 async def test_a_solved_challenge_sends_the_link(start_portal: StartPortal) -> None:
     portal = await start_portal(**altcha_on("reset_password_start"))
 
-    response = await ask_reset(portal.client, "john", captcha=await solved(portal.client))
+    response = await request_reset(portal.client, "john", captcha=await solved(portal.client))
 
     assert response.status == 200
     assert SENT in await response.text()
@@ -129,8 +116,8 @@ async def test_a_solution_works_once(start_portal: StartPortal) -> None:
     portal = await start_portal(**altcha_on("reset_password_start"))
     solution = await solved(portal.client)
 
-    assert (await ask_reset(portal.client, "john", captcha=solution)).status == 200
-    replayed = await ask_reset(portal.client, "bob", captcha=solution)
+    assert (await request_reset(portal.client, "john", captcha=solution)).status == 200
+    replayed = await request_reset(portal.client, "bob", captcha=solution)
 
     assert replayed.status == 400
     assert FAILED in await replayed.text()
@@ -144,7 +131,7 @@ async def test_an_expired_solution_is_refused(start_portal: StartPortal) -> None
     solution = await solved(portal.client)
     portal.clock.advance(61)
 
-    refused = await ask_reset(portal.client, "john", captcha=solution)
+    refused = await request_reset(portal.client, "john", captcha=solution)
 
     assert refused.status == 400
     assert await no_mail_sent(portal)
@@ -157,12 +144,12 @@ async def test_failed_captchas_count_toward_the_address_limit(start_portal: Star
         **altcha_on("reset_password_start"),
     )
     for _ in range(3):
-        assert (await ask_reset(portal.client, "john", captcha="nope")).status == 400
-    limited = await ask_reset(portal.client, "john", captcha="nope")
+        assert (await request_reset(portal.client, "john", captcha="nope")).status == 400
+    limited = await request_reset(portal.client, "john", captcha="nope")
     assert limited.status == 429
     # Even a good solution now waits like any other request from this address.
     solution = await solved(portal.client)
-    assert (await ask_reset(portal.client, "john", captcha=solution)).status == 429
+    assert (await request_reset(portal.client, "john", captcha=solution)).status == 429
     assert await no_mail_sent(portal)
 
 
@@ -346,26 +333,33 @@ async def test_failed_sign_in_captchas_ban_the_address_not_the_account(
 class Siteverify:
     """A stand-in for a vendor's siteverify endpoint that records what it is sent."""
 
-    url: str
+    url: str = ""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    mode: str = "answer"  # or "hang", "garbage", "error"
+    mode: str = "answer"  # or one of TROUBLE's answers, or "hang"
     release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# What the stand-in answers in each troubled mode (besides "hang", which never answers).
+TROUBLE: dict[str, Callable[[], web.Response]] = {
+    "garbage": lambda: web.Response(text="<html>gateway</html>", content_type="text/html"),
+    "error": lambda: web.json_response({"success": True}, status=502),
+    "string-flag": lambda: web.json_response({"success": "true"}),
+    "empty-object": lambda: web.json_response({}),
+    "list": lambda: web.json_response([]),
+}
 
 
 @pytest.fixture
 async def siteverify() -> AsyncIterator[Siteverify]:
-    port = free_port()
-    stand_in = Siteverify(f"http://127.0.0.1:{port}/siteverify")
+    stand_in = Siteverify()
 
     async def verify(request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         stand_in.seen.append((request.method, request.content_type, form))
         if stand_in.mode == "hang":
             await stand_in.release.wait()
-        if stand_in.mode == "garbage":
-            return web.Response(text="<html>gateway</html>", content_type="text/html")
-        if stand_in.mode == "error":
-            return web.json_response({"success": True}, status=502)
+        if stand_in.mode in TROUBLE:
+            return TROUBLE[stand_in.mode]()
         good = form.get("response") == "good-token"
         codes = [] if good else ["invalid-input-response"]
         return web.json_response({"success": good, "error-codes": codes})
@@ -374,7 +368,10 @@ async def siteverify() -> AsyncIterator[Siteverify]:
     app.router.add_post("/siteverify", verify)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # Port 0: the system picks a free port as it binds, so nothing can take it in between.
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    stand_in.url = f"http://{host}:{port}/siteverify"
     yield stand_in
     stand_in.release.set()
     await runner.cleanup()
@@ -426,7 +423,7 @@ async def test_a_vendor_is_asked_exactly_as_it_documents(
         expected["sitekey"] = "site-key-1"
     assert siteverify.seen == [("POST", "application/x-www-form-urlencoded", expected)]
 
-    refused = await ask_reset(portal.client, "bob", **{token_field: "bad-token"})
+    refused = await request_reset(portal.client, "bob", **{token_field: "bad-token"})
     assert refused.status == 400
     assert FAILED in await refused.text()
     assert len(portal.smtp.deliveries) == 1
@@ -454,11 +451,23 @@ async def test_the_vendor_widget_opens_the_policy_to_that_vendor_only_on_its_pag
     assert (await portal.client.get("/api/captcha/challenge")).status == 404
 
 
-@pytest.mark.parametrize("trouble", ["closed", "hang", "garbage", "error"])
+@pytest.mark.parametrize(
+    ("trouble", "reason"),
+    [
+        ("closed", "unusable: ClientConnectorError"),
+        ("hang", "unusable: TimeoutError"),
+        ("garbage", "unusable: JSONDecodeError"),
+        ("error", "unusable: ValueError"),  # a 502, even with a success flag
+        ("string-flag", "answered without a success flag"),  # "true" is not true
+        ("empty-object", "answered without a success flag"),
+        ("list", "answered without a success flag"),
+    ],
+)
 async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     start_portal: StartPortal,
     siteverify: Siteverify,
     trouble: str,
+    reason: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -467,7 +476,7 @@ async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     portal = await start_portal(**vendor_on("hcaptcha", url, "reset_password_start", "login",
                                             timeout="1s"))  # fmt: skip
 
-    form = await ask_reset(portal.client, "john", **{"h-captcha-response": "good-token"})
+    form = await request_reset(portal.client, "john", **{"h-captcha-response": "good-token"})
     assert form.status == 400
     assert UNAVAILABLE in await form.text()
     signin = await sign_in(portal.client, "john", "password", **{"h-captcha-response": "t"})
@@ -479,6 +488,8 @@ async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     assert api.status == 503
     assert UNAVAILABLE in (await api.json())["message"]
     assert await no_mail_sent(portal)
+    # One warning per check (step 1, the sign-in form, the JSON sign-in), each naming the reason.
+    warned = [r.getMessage() for r in caplog.records if r.name == "portal.captcha"]
+    assert warned == [f"captcha vendor hcaptcha {reason}"] * 3
     logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
-    assert "captcha vendor hcaptcha unusable" in logged or "without a success flag" in logged
     assert "secret-key-1" not in logged and "good-token" not in logged

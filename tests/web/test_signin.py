@@ -18,6 +18,7 @@ from tests.web.conftest import (
     open_link,
     request_reset,
     reset_link_from,
+    sign_in,
 )
 
 RULES: dict[str, Any] = {
@@ -38,15 +39,6 @@ WRONG = "Incorrect username or password."
 @pytest.fixture
 async def portal(start_portal: StartPortal) -> Portal:
     return await start_portal(access_control=RULES)
-
-
-async def sign_in(client: Client, username: str, password: str, rd: str = "") -> ClientResponse:
-    page = await (await client.get("/")).text()
-    return await client.post(
-        "/",
-        data={"username": username, "password": password, "rd": rd, "csrf_token": csrf_of(page)},
-        allow_redirects=False,
-    )
 
 
 async def ask(client: Client, url: str, method: str = "GET", **headers: str) -> ClientResponse:
@@ -87,7 +79,7 @@ async def test_bypass_deny_and_groups(portal: Portal, start_portal: StartPortal)
     assert (await ask(portal.client, "http://127.0.0.1/public/x")).status == 200
     assert "Remote-User" not in (await ask(portal.client, "http://127.0.0.1/public")).headers
     assert (await ask(portal.client, "http://127.0.0.1/admin")).status == 401  # sign in first
-    await sign_in(portal.client, "harry", "password")
+    assert (await sign_in(portal.client, "harry", "password")).status == 302
     assert (await ask(portal.client, "http://127.0.0.1/admin")).status == 403
     assert (await ask(portal.client, "http://127.0.0.1/deny")).status == 403
     assert (await ask(portal.client, "http://127.0.0.1/elsewhere")).status == 200
@@ -111,7 +103,7 @@ async def test_missing_or_malformed_headers_get_401_not_500(
 
 
 async def test_a_host_outside_every_cookie_domain_is_never_let_through(portal: Portal) -> None:
-    await sign_in(portal.client, "john", "password")
+    assert (await sign_in(portal.client, "john", "password")).status == 302
     response = await ask(portal.client, "https://other.example.org/")
     assert response.status in (401, 403)
     assert "Remote-User" not in response.headers
@@ -168,7 +160,7 @@ async def test_no_open_redirect(portal: Portal, rd: str) -> None:
 
 
 async def test_logout_ends_the_session(portal: Portal) -> None:
-    await sign_in(portal.client, "john", "password")
+    assert (await sign_in(portal.client, "john", "password")).status == 302
     out = await portal.client.get("/logout", allow_redirects=False)
     assert out.status == 302
     assert (await ask(portal.client, "http://127.0.0.1/private")).status == 401
@@ -193,7 +185,7 @@ async def test_the_json_twins(portal: Portal) -> None:
 
 
 async def test_sessions_expire_when_idle_unless_remembered(portal: Portal) -> None:
-    await sign_in(portal.client, "john", "password")
+    assert (await sign_in(portal.client, "john", "password")).status == 302
     portal.clock.advance(5 * 60 + 1)  # inactivity: 5 minutes
     assert (await ask(portal.client, "http://127.0.0.1/private")).status == 401
 
@@ -201,7 +193,7 @@ async def test_sessions_expire_when_idle_unless_remembered(portal: Portal) -> No
 async def test_a_password_reset_ends_every_session_of_the_user(
     portal: Portal, start_portal: StartPortal
 ) -> None:
-    await sign_in(portal.client, "john", "password")
+    assert (await sign_in(portal.client, "john", "password")).status == 302
     assert (await ask(portal.client, "http://127.0.0.1/private")).status == 200
 
     other_device = await start_portal(access_control=RULES)
@@ -223,7 +215,7 @@ async def test_an_admin_removing_a_group_or_disabling_the_user_takes_effect_at_o
     portal = await start_portal(
         access_control=RULES, authentication_backend={"file": {"watch": True}}
     )
-    await sign_in(portal.client, "john", "password")
+    assert (await sign_in(portal.client, "john", "password")).status == 302
     assert (await ask(portal.client, "http://127.0.0.1/admin")).status == 200
 
     text = portal.users_file.read_text(encoding="utf-8")
