@@ -12,7 +12,7 @@ from typing import Any
 
 import altcha
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import web
 
 from tests.integration.smtp_server import closed_port
 from tests.web.conftest import (
@@ -51,11 +51,6 @@ async def solved(client: Client) -> str:
     solution = altcha.solve_challenge(challenge, timeout=30)
     assert solution is not None
     return altcha.Payload(challenge, solution).to_base64()
-
-
-async def ask_reset(client: Client, identifier: str, **fields: str) -> ClientResponse:
-    """Post the step-1 form; kept for test_captcha_with_questions.py, use request_reset."""
-    return await request_reset(client, identifier, **fields)
 
 
 def without_csrf(html: str) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import deep_merge
-from tests.web.conftest import Portal, StartPortal
-from tests.web.test_captcha import FAILED, altcha_on, ask_reset, solved
+from tests.web.conftest import Portal, StartPortal, no_mail_sent, request_reset
+from tests.web.test_captcha import FAILED, altcha_on, solved
 from tests.web.test_reset_questions import (
     JOHN,
     answer,
@@ -29,12 +29,12 @@ async def test_the_questions_come_only_after_the_captcha(start_portal: StartPort
     portal: Portal = await start_portal(**both())
     await john_has_questions(portal)
 
-    refused = await ask_reset(portal.client, "john")
+    refused = await request_reset(portal.client, "john")
     assert refused.status == 400
     page = await refused.text()
     assert FAILED in page and questions_on_page(page) == []
 
-    asked = await ask_reset(portal.client, "john", captcha=await solved(portal.client))
+    asked = await request_reset(portal.client, "john", captcha=await solved(portal.client))
     assert asked.status == 200
     page = await asked.text()
     assert len(questions_on_page(page)) == 2
@@ -60,8 +60,7 @@ async def test_the_json_api_needs_the_captcha_for_the_questions_and_for_the_mail
     # Right answers alone do not send the mail: the sending call needs its own CAPTCHA.
     bare = await client.post(START_API, json={"username": "john", "answers": answers})
     assert bare.status == 400 and (await bare.json())["status"] == "KO"
-    await portal.drain_outbox()
-    assert portal.smtp.deliveries == []
+    assert await no_mail_sent(portal)
 
     sent = await client.post(
         START_API, json={"username": "john", "answers": answers, "captcha": await solved(client)}
@@ -75,7 +74,8 @@ async def test_one_solved_captcha_buys_one_answer_to_one_questions_page(
 ) -> None:
     portal: Portal = await start_portal(**both())
     client = portal.client
-    asked = await ask_reset(client, "harry", captcha=await solved(client))  # no questions: decoys
+    # harry has no questions: he gets decoys
+    asked = await request_reset(client, "harry", captcha=await solved(client))
     page = await asked.text()
 
     first = await answer(client, page, ["", ""])
