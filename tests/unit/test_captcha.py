@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,6 @@ from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, REPO, ConfigFactory, Fake
 # Cheap enough for the Python solver; the browser default is in the e2e story.
 EASY = AltchaConfig(cost=1, max_number=50, expiration=timedelta(minutes=5))
 IP = "192.0.2.7"
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    store = SqliteStorage(tmp_path / "db")
-    await store.startup_check()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def altcha_for(

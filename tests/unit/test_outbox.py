@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -13,14 +11,6 @@ from portal.notify.outbox import OutboxWorker
 from portal.storage.base import OutboxMessage
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import FakeClock
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    store = SqliteStorage(tmp_path / "db")
-    await store.startup_check()
-    yield store
-    await store.close()
 
 
 class Job:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-
-import pytest
 
 from portal.config import RegulationConfig
 from portal.regulation import Regulator
@@ -17,19 +15,6 @@ from tests.conftest import START, FakeClock
 FIND_TIME = 120.0
 BAN_TIME = 300.0
 Mode = Literal["user", "ip"]
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    store = SqliteStorage(tmp_path / "db")
-    await store.startup_check()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def regulator_for(

@@ -57,30 +57,12 @@ def sha256(value: str) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "db"
-
-
-@pytest.fixture
-async def storage(db: Path) -> AsyncIterator[SqliteStorage]:
-    store = SqliteStorage(db)
-    await store.startup_check()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 async def other_instance_storage(db: Path, storage: SqliteStorage) -> AsyncIterator[SqliteStorage]:
     """A second connection to the same file, as another portal instance would hold."""
     store = SqliteStorage(db)
     await store.startup_check()
     yield store
     await store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

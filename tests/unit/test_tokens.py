@@ -53,11 +53,6 @@ def reason_of(tokens: ResetTokens, token: str) -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def tokens(clock: FakeClock) -> ResetTokens:
     return ResetTokens(reset_config(), issuer=ISSUER, clock=clock)
 
