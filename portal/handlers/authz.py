@@ -19,10 +19,10 @@ async def auth_request_get(request: web.Request) -> web.Response:
     app = request.app
     original = request.headers.get("X-Original-URL", "")
     method = request.headers.get("X-Original-Method", "GET").upper()
-    addresses = app[ADDRESSES]
     access = app[ACCESS]
     try:
-        target = access.target(original, method, addresses.parsed(request) or addresses.of(request))
+        # An unknown or unreadable client address ("") is malformed like any other header.
+        target = access.target(original, method, app[ADDRESSES].parsed(request) or "")
     except ValueError:
         # SECURITY: a request we cannot read is never let through.
         return web.Response(status=401, text="401 Unauthorized: missing or malformed request")
