@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
+
+import ada_url
 
 from portal.audit import audit
 from portal.config import Config, SessionCookieConfig, is_loopback_host
@@ -51,17 +53,45 @@ class CookieDomains:
         return found
 
 
+# Characters a browser strips, folds or reads as a separator before it parses a URL (WHATWG URL
+# "remove all ASCII tab or newline", C0 controls and space trimming, "\\" as "/"): a target that
+# holds one can mean one thing to a parser and another to the browser.
+_UNREADABLE_TARGET = re.compile(r"[\x00-\x20\x7f\\]")
+# What stands between "scheme:" (and its slashes) and the path: user info lives there.
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/*([^/?#]*)")
+MAX_TARGET_LENGTH = 4096
+
+
 def safe_redirect(config: Config, target: str | None) -> str | None:
-    """Return target if it is a URL we may send a browser to, else None (no open redirect)."""
-    if not target or len(target) > 4096:
+    """Return the URL a browser would open for target if we may send it there, else None.
+
+    Decides with a WHATWG URL parser (ada-url, the parser Node.js uses), so the host checked is
+    the host a browser will go to, and returns that parser's serialization (ASCII, IDNA host,
+    default port dropped), which is what goes into a Location header or a JSON `redirect`.
+    Allowed: https (plain http only for a loopback host) to a host under a configured cookie
+    domain, any valid port. Refused, whatever the host: user info, backslashes, control
+    characters and spaces anywhere, more than 4096 characters, anything the parser refuses
+    (an impossible port, a bad host). Used by every place that redirects to a visitor-chosen
+    target (sign-in form and JSON, logout, the signed-in sign-in page). OWASP ASVS 5.1.5.
+    """
+    # SECURITY: refuse what browsers and other parsers could read differently, before parsing.
+    if not target or len(target) > MAX_TARGET_LENGTH or _UNREADABLE_TARGET.search(target):
         return None
-    parts = urlsplit(target)
-    host = parts.hostname or ""
+    try:
+        url = ada_url.URL(target)
+    except ValueError:
+        return None
+    # SECURITY: user info is how "https://trusted@evil" tricks are built; no app needs it here
+    # (an empty one too: "https://@host" is odd, and odd targets are refused).
+    authority = _AUTHORITY.match(target)
+    if url.username or url.password or (authority is not None and "@" in authority.group(1)):
+        return None
+    scheme, host = url.protocol.rstrip(":"), url.hostname
     # SECURITY: only https under a configured cookie domain (plain http for loopback, as the
     # portal's own address may be); never another site, never a scheme-relative //evil.com.
-    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(host)):
+    if scheme == "https" or (scheme == "http" and is_loopback_host(host.strip("[]"))):
         if host and cookie_for_host(config, host) is not None:
-            return target
+            return str(url.href)
     return None
 
 

@@ -91,6 +91,9 @@ async def signin_post(request: web.Request) -> web.Response:
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     username, rd = fields.get("username", ""), fields.get("rd", "")
     remember = fields.get("remember_me") in ("on", "true", "1")
+    # SECURITY: where to go is decided before a session exists, so nothing about the target can
+    # fail after one is opened and leave it without its cookie.
+    landing = _landing(request, rd)
     try:
         await require_captcha(request, "login", fields, username)
         _, value, cookie = await request.app[SIGNIN].sign_in(
@@ -103,7 +106,7 @@ async def signin_post(request: web.Request) -> web.Response:
         status = 401 if isinstance(exc, SignInFailedError) else 400
         return _page(request, status=status, error=exc.public_message,
                      username=username[:256], rd=rd, captcha=captcha)  # fmt: skip
-    response = web.HTTPFound(_landing(request, rd))
+    response = web.HTTPFound(landing)
     await _rotate(request, response, value, cookie, remember)
     raise response
 
@@ -138,6 +141,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     """Sign in from a script or a single-page app."""
     body = await parse_json(request, FirstFactorBody)
     await require_captcha(request, "login", body.captcha, body.username)
+    target = safe_redirect(request.app[CONFIG], body.target_url)
     try:
         _, value, cookie = await request.app[SIGNIN].sign_in(
             body.username, body.password, request_ip(request),
@@ -146,7 +150,6 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     except SignInFailedError as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
     data = {}
-    target = safe_redirect(request.app[CONFIG], body.target_url)
     if target:
         data["redirect"] = target
     response = web.json_response({"status": "OK", "data": data} if data else {"status": "OK"})
