@@ -16,6 +16,7 @@ from portal.authz import AccessControl
 from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.deps import Dependencies, build_dependencies, captcha_from_config
+from portal.forwarded import ClientAddresses
 from portal.keys import (
     ACCESS,
     ADDRESSES,
@@ -42,7 +43,7 @@ from portal.middlewares import (
 )
 from portal.notify.outbox import OutboxWorker
 from portal.questions import SecurityQuestionsService
-from portal.ratelimit import ClientAddresses, RateLimiter, buckets_from_config
+from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes

@@ -8,10 +8,10 @@ from portal.authz import AccessControl
 from portal.captcha import CaptchaGuard
 from portal.clock import Clock
 from portal.config import Config
+from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.questions import SecurityQuestionsService
-from portal.ratelimit import ClientAddresses
 from portal.reset import PasswordResetService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService

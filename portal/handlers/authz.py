@@ -21,8 +21,11 @@ async def auth_request_get(request: web.Request) -> web.Response:
     method = request.headers.get("X-Original-Method", "GET").upper()
     access = app[ACCESS]
     try:
-        # An unknown or unreadable client address ("") is malformed like any other header.
-        target = access.target(original, method, app[ADDRESSES].parsed(request) or "")
+        # An unknown or unreadable client address is malformed like any other header.
+        address = app[ADDRESSES].parsed(request)
+        if address is None:
+            raise ValueError("unreadable client address")
+        target = access.target(original, method, address)
     except ValueError:
         # SECURITY: a request we cannot read is never let through.
         return web.Response(status=401, text="401 Unauthorized: missing or malformed request")

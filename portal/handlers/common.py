@@ -19,8 +19,18 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def request_ip(request: web.Request) -> str:
-    """Return the client's address (X-Forwarded-For only from trusted proxies)."""
-    return request.app[ADDRESSES].of(request)
+    """Return the client's address as text (X-Forwarded-For only from trusted proxies).
+
+    Raises BadRequestError (400) when it cannot be known: a trusted proxy wrote a hop that is not
+    an address, or a unix-socket peer sent none (portal/forwarded.py).
+    """
+    address = request.app[ADDRESSES].parsed(request)
+    if address is None:
+        # SECURITY: never fall back to the proxy's address (its buckets, its network rules).
+        raise BadRequestError(
+            "The request could not be understood: its client address is unreadable."
+        )
+    return str(address)
 
 
 def cookie_value(request: web.Request, name: str) -> str | None:
