@@ -189,6 +189,8 @@ class PasswordResetService:
             )
         )
         base = self._config.portal_url
+        # SECURITY: the revoke link carries a token that can only revoke (its own audience).
+        revoke_token = self.tokens.revocation(claims)
         mail = self._renderer.render(
             RESET_MAIL,
             # SECURITY: the stored address, never what was typed (Django CVE-2019-19844).
@@ -198,7 +200,7 @@ class PasswordResetService:
                 "display_name": user.display_name or user.username,
                 "username": user.username,
                 "link": f"{base}/reset-password/step2?token={token}",
-                "revoke_link": f"{base}/revoke/reset-password?token={token}",
+                "revoke_link": f"{base}/revoke/reset-password?token={revoke_token}",
                 "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
                 "ip": ip,
                 "requested_at": _when(float(message.payload["requested_at"])),
@@ -253,13 +255,13 @@ class PasswordResetService:
             self._reject("password_changed", ip, claims)
         return claims, user
 
-    async def open_link(self, token: str, ip: str) -> ResetClaims:
+    async def open_link(self, token: str, ip: str) -> tuple[ResetClaims, User]:
         """Check a link as it is opened (it stays usable: mail scanners open links too)."""
         await self.limit_finish(ip)
         claims, user = await self.check_link(token, ip)
         audit("reset_link_opened", username=user.username, ip=ip,
               jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
-        return claims
+        return claims, user
 
     async def complete(self, token: str, password: str, confirm: str, ip: str) -> User:
         """Set the new password if the link and the password are good; consume the link."""
@@ -323,14 +325,31 @@ class PasswordResetService:
 
     # -- revoking a link -----------------------------------------------------------------------
 
-    async def revoke(self, token: str, ip: str) -> None:
-        """Revoke a link from its "this was not me" address; refuse one that is not usable."""
+    async def _revocable(self, token: str, ip: str) -> ResetClaims:
+        """Return the claims of a reset or revoke token whose link can still be cancelled."""
         await self.limit_finish(ip)
         try:
-            claims = self.tokens.verify(token)
+            claims = self.tokens.verify(token, revoking=True)
         except InvalidTokenError as exc:
             self._reject(exc.reason, ip)
             raise
+        record = await self._storage.get_identity_verification(claims.jti)
+        if record is None or record.username != claims.username or record.action != ACTION:
+            self._reject("unknown", ip, claims)
+        assert record is not None  # noqa: S101 - _reject raised otherwise
+        if record.consumed_at is not None or record.revoked_at is not None:
+            self._reject("used" if record.consumed_at is not None else "revoked", ip, claims)
+        if not record.usable_at(self._clock.now()):
+            self._reject("expired", ip, claims)
+        return claims
+
+    async def check_revocable(self, token: str, ip: str) -> None:
+        """Refuse (InvalidTokenError) a token whose link cannot be cancelled any more."""
+        await self._revocable(token, ip)
+
+    async def revoke(self, token: str, ip: str) -> None:
+        """Revoke a link with its revoke token (or the reset token itself); refuse a dead one."""
+        claims = await self._revocable(token, ip)
         if not await self._storage.revoke_identity_verification(
             claims.jti, at=self._clock.now(), ip=ip
         ):

@@ -1,10 +1,12 @@
-"""Password-reset tokens: issue and verify the signed JWT in a reset link, and nothing else.
+"""Password-reset tokens: issue and verify the signed JWTs in a reset mail, and nothing else.
 
-A token is an HMAC-signed JWT (the configured HS algorithm only) whose audience names this one
-purpose, carrying a random jti and an HMAC fingerprint of the user's password state so that it dies
-when the password changes by any means. Verification pins the algorithm, refuses key-selecting
-headers (RFC 8725), and checks every time claim against the injected clock. Recording and consuming
-the jti (single use) is the caller's job.
+A reset token is an HMAC-signed JWT (the configured HS algorithm only) whose audience names this
+one purpose, carrying a random jti and an HMAC fingerprint of the user's password state so that it
+dies when the password changes by any means. The mail's "this was not me" link carries a second
+token, bound to the same jti, whose audience and action allow revoking the link and nothing else:
+a revoke URL left in a history or a log cannot set a password. Verification pins the algorithm,
+refuses key-selecting headers (RFC 8725), and checks every time claim against the injected clock.
+Recording and consuming the jti (single use) is the caller's job.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from portal.errors import PortalError
 
 AUDIENCE: Final = "portal:reset-password"
 ACTION: Final = "ResetPassword"
+REVOKE_AUDIENCE: Final = "portal:revoke-reset-password"
+REVOKE_ACTION: Final = "RevokeResetPassword"
 
 MAX_TOKEN_LENGTH: Final = 4096
 JTI_BYTES: Final = 16  # 128 bits
 REQUIRED_CLAIMS: Final = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "action", "pwd")
+REVOKE_CLAIMS: Final = REQUIRED_CLAIMS[:-1]
 # SECURITY: an allow-list; kid, jku, jwk, x5u, x5c, x5t, crit, b64 ... would let the token steer
 # how it is verified (RFC 8725 section 3.10).
 ALLOWED_HEADERS: Final = frozenset({"alg", "typ"})
@@ -131,8 +136,26 @@ class ResetTokens:
         claims = ResetClaims(username, jti, float(issued_at), float(expires_at), fingerprint)
         return token, claims
 
-    def verify(self, token: str) -> ResetClaims:
-        """Return the claims of a valid, current token; raise InvalidTokenError otherwise."""
+    def revocation(self, claims: ResetClaims) -> str:
+        """Sign the revoke-only token for a reset token's claims (same sub, jti and times)."""
+        payload = {
+            "iss": self._issuer,
+            "aud": REVOKE_AUDIENCE,
+            "sub": claims.username,
+            "iat": int(claims.issued_at),
+            "nbf": int(claims.issued_at),
+            "exp": int(claims.expires_at),
+            "jti": claims.jti,
+            "action": REVOKE_ACTION,
+        }
+        return jwt.encode(payload, self._secret, algorithm=self._algorithm)
+
+    def verify(self, token: str, *, revoking: bool = False) -> ResetClaims:
+        """Return the claims of a valid, current token; raise InvalidTokenError otherwise.
+
+        Only a reset token is accepted, unless revoking: then a revoke token is accepted too
+        (its claims carry an empty fingerprint, which matches no password state).
+        """
         if not isinstance(token, str):
             raise InvalidTokenError("malformed")
         # SECURITY: bound the work an unauthenticated request can cause before the signature.
@@ -151,7 +174,7 @@ class ResetTokens:
         # SECURITY: pin the algorithm (RFC 8725 section 2.1): never let the token choose it.
         if header.get("alg") != self._algorithm:
             raise InvalidTokenError("algorithm")
-        payload = self._decode(token)
+        payload = self._decode(token, revoking=revoking)
         claims = self._claims_from(payload)
         now = self._clock.now()
         # SECURITY: time is checked here against the injected clock, with zero leeway.
@@ -183,17 +206,31 @@ class ResetTokens:
         """Return a short SHA-256 hex digest of a jti, to log instead of the jti or the token."""
         return hashlib.sha256(jti.encode()).hexdigest()[:16]
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    def _decode(self, token: str, *, revoking: bool) -> dict[str, Any]:
         """Check the signature, audience, issuer and presence of every claim."""
+        # SECURITY: each purpose is its own audience with its own required claims; a revoke
+        # token is tried only where revoking is what the caller does.
+        if revoking:
+            try:
+                payload = jwt.decode(token, options={"verify_signature": False})
+            except (jwt.exceptions.PyJWTError, ValueError, TypeError):
+                raise InvalidTokenError("malformed") from None
+            if isinstance(payload, dict) and payload.get("aud") == REVOKE_AUDIENCE:
+                return self._decode_as(token, REVOKE_AUDIENCE, REVOKE_CLAIMS)
+        return self._decode_as(token, AUDIENCE, REQUIRED_CLAIMS)
+
+    def _decode_as(
+        self, token: str, audience: str, required: tuple[str, ...]
+    ) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
                 self._secret,
                 algorithms=[self._algorithm],
-                audience=AUDIENCE,
+                audience=audience,
                 issuer=self._issuer,
                 options={
-                    "require": list(REQUIRED_CLAIMS),
+                    "require": list(required),
                     "strict_aud": True,
                     # PyJWT reads the wall clock; verify() checks time against self._clock.
                     "verify_exp": False,
@@ -221,7 +258,8 @@ class ResetTokens:
 
     def _claims_from(self, payload: dict[str, Any]) -> ResetClaims:
         """Check each claim's type and the action; build ResetClaims."""
-        sub, jti, pwd = payload["sub"], payload["jti"], payload["pwd"]
+        revoke = payload["aud"] == REVOKE_AUDIENCE
+        sub, jti, pwd = payload["sub"], payload["jti"], "" if revoke else payload["pwd"]
         times = (payload["iat"], payload["nbf"], payload["exp"])
         if (
             not isinstance(sub, str)
@@ -230,12 +268,12 @@ class ResetTokens:
             or not isinstance(jti, str)
             or not _JTI_PATTERN.fullmatch(jti)
             or not isinstance(pwd, str)
-            or not pwd
+            or (not pwd and not revoke)
             or not isinstance(payload["action"], str)
             # bool is an int in Python; JSON true is not a time.
             or not all(isinstance(t, int) and not isinstance(t, bool) for t in times)
         ):
             raise InvalidTokenError("claims")
-        if payload["action"] != ACTION:
+        if payload["action"] != (REVOKE_ACTION if revoke else ACTION):
             raise InvalidTokenError("action")
         return ResetClaims(sub, jti, float(payload["iat"]), float(payload["exp"]), pwd)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, NoReturn
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -17,13 +18,17 @@ from portal.handlers.common import (
     request_ip,
     require_captcha,
 )
-from portal.keys import CLOCK, CONFIG, QUESTIONS, RESET
+from portal.keys import CONFIG, QUESTIONS, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.policy import describe
-from portal.tokens import InvalidTokenError
+from portal.tokens import MAX_TOKEN_LENGTH, InvalidTokenError
 
 TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
+REVOKE_COOKIE = "portal_revoke"
 STEP2 = "/reset-password/step2"
+REVOKE = "/revoke/reset-password"
+# What a JWT in compact form is made of; anything else is never put in a cookie.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
     "reset_step1.html": "reset_password_start",
     "reset_step2.html": "reset_password_finish",
@@ -42,10 +47,32 @@ def _page(
     return response
 
 
-def _invalid_link(request: web.Request) -> web.Response:
+def _invalid_link(request: web.Request, cookie: str = TOKEN_COOKIE) -> web.Response:
     response = _page(request, "reset_invalid.html", status=400)
-    response.del_cookie(TOKEN_COOKIE, path=STEP2)
+    response.del_cookie(cookie, path=STEP2 if cookie == TOKEN_COOKIE else REVOKE)
     return response
+
+
+def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: str) -> NoReturn:
+    """Answer 303 to the token-free path, with the token moved into a cookie scoped to it.
+
+    Nothing is checked or rendered first, so no outcome (valid, invalid, expired, used, a
+    throttled or failing backend) shows a page whose address holds the token. A value that is
+    not shaped like a token is not stored: the cookie is cleared and the page says invalid.
+    """
+    response = web.HTTPSeeOther(path)
+    response.headers["Cache-Control"] = "no-store"
+    if len(token) <= MAX_TOKEN_LENGTH and _TOKEN_SHAPE.fullmatch(token):
+        lifespan = request.app[CONFIG].identity_validation.reset_password.jwt_lifespan
+        # SECURITY: the token leaves the URL (address bar, history, screenshots, logs) for an
+        # HttpOnly cookie scoped to this page. Lax, not Strict: the click comes from a mail
+        # client on another site, and browsers withhold Strict cookies on that navigation.
+        response.set_cookie(cookie, token, path=path, httponly=True, samesite="Lax",
+                            max_age=max(1, int(lifespan.total_seconds())),
+                            secure=_secure(request))  # fmt: skip
+    else:
+        response.del_cookie(cookie, path=path)
+    raise response
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -106,28 +133,16 @@ def _secure(request: web.Request) -> bool:
 
 
 async def step2_get(request: web.Request) -> web.Response:
-    """Check the link; move its token from the URL into a cookie, then show the form."""
-    service = request.app[RESET]
+    """Move a link's token from the URL into a cookie; then check it and show the form."""
     token = request.query.get("token")
     if token is not None:
-        try:
-            claims = await service.open_link(token, request_ip(request))
-        except InvalidTokenError:
-            return _invalid_link(request)
-        # SECURITY: the token leaves the URL (address bar, history, screenshots) for an HttpOnly
-        # cookie scoped to this page. Lax, not Strict: the click comes from a mail client on
-        # another site, and browsers withhold Strict cookies on the redirect that follows it.
-        response = web.HTTPSeeOther(STEP2)
-        max_age = max(1, int(claims.expires_at - request.app[CLOCK].now()))
-        response.set_cookie(TOKEN_COOKIE, token, path=STEP2, max_age=max_age, httponly=True,
-                            samesite="Lax", secure=_secure(request))  # fmt: skip
-        response.headers["Cache-Control"] = "no-store"
-        raise response
+        _token_out_of_the_url(request, token, TOKEN_COOKIE, STEP2)
     token = request.cookies.get(TOKEN_COOKIE)
     if not token:
         return _invalid_link(request)
     try:
-        _, user = await service.check_link(token, request_ip(request))
+        # Opening the link uses nothing up: mail scanners open links too.
+        _, user = await request.app[RESET].open_link(token, request_ip(request))
     except InvalidTokenError:
         return _invalid_link(request)
     return _password_form(request, user.username)
@@ -173,21 +188,30 @@ async def step2_post(request: web.Request) -> web.Response:
 
 
 async def revoke_get(request: web.Request) -> web.Response:
-    """Ask for confirmation before cancelling a link (opening it cancels nothing)."""
-    token = request.query.get("token", "")
+    """Move the token out of the URL, then ask before cancelling (opening cancels nothing)."""
+    token = request.query.get("token")
+    if token is not None:
+        _token_out_of_the_url(request, token, REVOKE_COOKIE, REVOKE)
+    token = request.cookies.get(REVOKE_COOKIE)
     if not token:
-        return _invalid_link(request)
-    return _page(request, "revoke_confirm.html", token=token)
+        return _invalid_link(request, REVOKE_COOKIE)
+    try:
+        await request.app[RESET].check_revocable(token, request_ip(request))
+    except InvalidTokenError:
+        return _invalid_link(request, REVOKE_COOKIE)
+    return _page(request, "revoke_confirm.html")
 
 
 async def revoke_post(request: web.Request) -> web.Response:
-    """Cancel the link."""
-    form = await _form(request)
+    """Cancel the link whose token the revoke page moved into its cookie."""
+    token = request.cookies.get(REVOKE_COOKIE, "")
     try:
-        await request.app[RESET].revoke(form.get("token", ""), request_ip(request))
+        await request.app[RESET].revoke(token, request_ip(request))
     except InvalidTokenError:
-        return _invalid_link(request)
-    return _page(request, "revoke_done.html")
+        return _invalid_link(request, REVOKE_COOKIE)
+    response = _page(request, "revoke_done.html")
+    response.del_cookie(REVOKE_COOKIE, path=REVOKE)
+    return response
 
 
 # -- JSON API (Authelia's shapes) ----------------------------------------------------------------

@@ -515,3 +515,38 @@ def test_jti_hash_is_stable_short_and_not_the_jti() -> None:
     assert len(ResetTokens.jti_hash(jti)) == 16
     assert jti not in ResetTokens.jti_hash(jti)
     assert ResetTokens.jti_hash(jti) != ResetTokens.jti_hash(b64url(bytes(range(1, 17))))
+
+
+# --- the revoke-only token (issue 10.4) ---------------------------------------------------------
+
+
+def test_a_revoke_token_revokes_and_does_nothing_else(tokens: ResetTokens) -> None:
+    token, claims = tokens.issue("john", STATE)
+    revoke = tokens.revocation(claims)
+    payload = jwt.decode(revoke, options={"verify_signature": False})
+    assert payload["aud"] == "portal:revoke-reset-password"
+    assert payload["action"] == "RevokeResetPassword"
+    assert (payload["jti"], payload["sub"]) == (claims.jti, "john")
+    assert "pwd" not in payload
+    # everywhere a password can be set, it is a token for another audience
+    assert reason_of(tokens, revoke) in {"audience", "claims"}
+    revoking = tokens.verify(revoke, revoking=True)
+    assert (revoking.jti, revoking.username, revoking.fingerprint) == (claims.jti, "john", "")
+    assert not tokens.fingerprint_matches(revoking, STATE)
+    # the reset token revokes too (mails sent before this change)
+    assert tokens.verify(token, revoking=True) == claims
+
+
+def test_a_revoke_token_with_the_reset_action_or_a_fingerprint_is_refused(
+    tokens: ResetTokens, clock: FakeClock
+) -> None:
+    _, claims = tokens.issue("john", STATE)
+    payload = jwt.decode(tokens.revocation(claims), options={"verify_signature": False})
+    for changes in ({"action": ACTION}, {"aud": AUDIENCE, "action": "RevokeResetPassword"}):
+        forged = jwt.encode({**payload, **changes}, SECRET, algorithm="HS256")
+        with pytest.raises(InvalidTokenError):
+            tokens.verify(forged, revoking=True)
+    signed_elsewhere = jwt.encode(payload, OTHER_SECRET, algorithm="HS256")
+    with pytest.raises(InvalidTokenError) as caught:
+        tokens.verify(signed_elsewhere, revoking=True)
+    assert caught.value.reason == "signature"

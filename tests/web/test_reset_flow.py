@@ -116,7 +116,9 @@ async def test_the_mail_says_what_a_careful_user_needs_to_know(portal: Portal) -
     token = token_of(reset_link_from(mail))
 
     assert f"http://127.0.0.1/reset-password/step2?token={token}" in text
-    assert f"http://127.0.0.1/revoke/reset-password?token={token}" in text
+    # the "this was not me" link carries a revoke-only token of its own (issue 10.4)
+    revoke = re.search(r"http://127\.0\.0\.1/revoke/reset-password\?token=(\S+)", text)
+    assert revoke and revoke.group(1) != token
     assert "expires in 5 minutes" in text
     assert "127.0.0.1" in text
     assert "If you did not ask for this, ignore this mail" in text
@@ -208,6 +210,10 @@ async def invalid_page(portal: Portal, link: str) -> None:
     page = await response.text()
     assert "This link is invalid or has expired" in page
     assert 'href="/reset-password/step1"' in page
+    # SECURITY: whatever the outcome, the token left the address bar before anything rendered.
+    assert [r.status for r in response.history] == [303]
+    assert str(response.url.relative()) == "/reset-password/step2"
+    assert token_of(link) not in page
 
 
 async def test_a_used_link_does_not_work_twice(portal: Portal) -> None:
