@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from portal.storage.base import Storage
 log = logging.getLogger("portal.captcha")
 
 CHALLENGE_URL = "/api/captcha/challenge"
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 MAX_SOLUTION = 8192
 
 
@@ -142,7 +144,8 @@ class AltchaCaptcha:
         data = payload.challenge.parameters.data
         expires = data.get("expires") if isinstance(data, dict) else None
         now = self._clock.now()
-        if not isinstance(expires, str) or not expires.isdigit() or int(expires) < now:
+        # ASCII digits only, bounded: str.isdigit() takes "²", and int() refuses 4,301 digits.
+        if not isinstance(expires, str) or not _EXPIRES.fullmatch(expires) or int(expires) < now:
             log.info("captcha refused: expired", extra={"fields": {"ip": ip}})
             return False
         # SECURITY: accepted once. The signature names the challenge; a second event under its

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from portal.users.hashing import hash_password, verify_password
 
 MAX_ANSWER = 256
 TICKET_LIFETIME = 900.0  # seconds the questions page stays answerable
+_TICKET_TIME = re.compile(r"[0-9]{1,12}")
 
 
 def normalize_answer(answer: str) -> str:
@@ -183,7 +185,8 @@ class SecurityQuestionsService:
         if len(parts) != 3:
             return False
         issued_text, nonce, mac = parts
-        if not issued_text.isdigit() or len(issued_text) > 12 or len(nonce) != 16:
+        # SECURITY: ASCII digits only: str.isdigit() takes "²", which int() then refuses.
+        if not _TICKET_TIME.fullmatch(issued_text) or len(nonce) != 16:
             return False
         issued = int(issued_text)
         if not issued <= self._clock.now() + 1 or self._clock.now() > issued + TICKET_LIFETIME:

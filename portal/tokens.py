@@ -34,6 +34,7 @@ REVOKE_ACTION: Final = "RevokeResetPassword"
 
 MAX_TOKEN_LENGTH: Final = 4096
 JTI_BYTES: Final = 16  # 128 bits
+MAX_NUMERIC_DATE: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
 REQUIRED_CLAIMS: Final = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "action", "pwd")
 REVOKE_CLAIMS: Final = REQUIRED_CLAIMS[:-1]
 # SECURITY: an allow-list; kid, jku, jwk, x5u, x5c, x5t, crit, b64 ... would let the token steer
@@ -270,8 +271,12 @@ class ResetTokens:
             or not isinstance(pwd, str)
             or (not pwd and not revoke)
             or not isinstance(payload["action"], str)
-            # bool is an int in Python; JSON true is not a time.
-            or not all(isinstance(t, int) and not isinstance(t, bool) for t in times)
+            # bool is an int in Python; JSON true is not a time. SECURITY: a time past year 9999
+            # (or before 1970) is no time; 10**400 would overflow a float (RFC 7519 NumericDate).
+            or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_NUMERIC_DATE
+                for t in times
+            )
         ):
             raise InvalidTokenError("claims")
         if payload["action"] != (REVOKE_ACTION if revoke else ACTION):

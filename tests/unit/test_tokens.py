@@ -550,3 +550,13 @@ def test_a_revoke_token_with_the_reset_action_or_a_fingerprint_is_refused(
     with pytest.raises(InvalidTokenError) as caught:
         tokens.verify(signed_elsewhere, revoking=True)
     assert caught.value.reason == "signature"
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf", "exp"])
+@pytest.mark.parametrize("value", [10**400, 2**63, -1, 253_402_300_800])
+def test_a_signed_time_out_of_range_is_refused_not_an_overflow(
+    tokens: ResetTokens, clock: FakeClock, claim: str, value: int
+) -> None:
+    # Issue 11.7: a valid signature over iat = 10**400 used to overflow float() (a 500).
+    token = jwt.encode(good_claims(clock, tokens, **{claim: value}), SECRET, algorithm="HS256")
+    assert reason_of(tokens, token) == "claims"
