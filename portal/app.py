@@ -117,6 +117,10 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app = web.Application(
         middlewares=[errors_middleware, body_size_middleware, csrf_middleware],
         client_max_size=MAX_BODY,
+        # SECURITY: request bodies are never decompressed: browsers do not compress them, and a
+        # body that does not match its Content-Encoding failed inside aiohttp's parser (a logged
+        # traceback per request). body_size_middleware refuses any coding but identity (415).
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
     app[CLOCK] = deps.clock

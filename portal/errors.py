@@ -12,6 +12,7 @@
     +-- PasswordRejectedError  the new password breaks the policy (400, with reasons)
     +-- BadRequestError        the client sent something unusable (400)
         +-- PayloadTooLargeError      (413)
+        +-- UnsupportedMediaTypeError a body in a content coding the portal does not take (415)
         +-- CsrfError                 (403)
         +-- CaptchaFailedError        the anti-robot check is missing or wrong (400)
             +-- CaptchaUnavailableError   the CAPTCHA vendor cannot answer now (503)
@@ -109,6 +110,13 @@ class PayloadTooLargeError(BadRequestError):
 
     status = 413
     public_message = "The request is too large."
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    """The request body comes in a content coding (gzip, deflate, ...) the portal does not take."""
+
+    status = 415
+    public_message = "The request body is in a form this page does not take."
 
 
 class CsrfError(BadRequestError):

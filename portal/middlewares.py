@@ -14,14 +14,22 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from portal.bodies import read_form
 from portal.config import Config
-from portal.errors import BadRequestError, CsrfError, PayloadTooLargeError, PortalError
+from portal.errors import (
+    BadRequestError,
+    CsrfError,
+    PayloadTooLargeError,
+    PortalError,
+    UnsupportedMediaTypeError,
+)
 from portal.keys import CONFIG
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY = 64 * 1024
 CSRF_FIELD = "csrf_token"
+NO_SUCH_ROUTE = "no_such_route"  # the fallback route's name: it answers 404/405, reads nothing
 _CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 _NEW_CSRF = web.RequestKey("new_csrf", str)
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -34,6 +42,7 @@ _REASONS = {
     404: "There is no page at this address.",
     405: "This page cannot be used that way.",
     413: "The request is too large.",
+    415: "The request body is in a form this page does not take.",
     429: "Too many attempts. Please wait a moment and try again.",
     500: "Something went wrong on our side. Please try again later.",
     503: "This service is temporarily unavailable. Please try again in a few minutes.",
@@ -88,9 +97,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def body_size_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse request bodies over 64 KiB before anything reads them."""
+    """Refuse request bodies over 64 KiB, or in a content coding, before anything reads them."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise PayloadTooLargeError()
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding not in ("identity", "") and request.body_exists:
+        # RFC 9110 section 15.5.16: 415 for a content coding the server does not accept.
+        raise UnsupportedMediaTypeError("Send the request body without a Content-Encoding.")
     return await handler(request)
 
 
@@ -171,7 +184,8 @@ def _same_origin(request: web.Request) -> bool:
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse cross-site writes: forms echo the CSRF cookie, the API takes JSON only."""
-    if request.method in _UNSAFE and request.match_info.http_exception is None:
+    routed = request.match_info.route.name != NO_SUCH_ROUTE
+    if request.method in _UNSAFE and routed and request.match_info.http_exception is None:
         # SECURITY: browsers send Origin on cross-site POSTs; a foreign one is refused outright.
         if not _same_origin(request):
             raise CsrfError()
@@ -180,13 +194,12 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
             if request.content_type != "application/json":
                 raise BadRequestError("Send the request body as application/json.")
         else:
-            form = await request.post()
-            sent = form.get(CSRF_FIELD)
+            sent = (await read_form(request)).get(CSRF_FIELD, "")
             cookie = request.cookies.get(csrf_cookie_name(request), "")
+            # SECURITY: compared as bytes: compare_digest refuses non-ASCII str (a 500 before).
             if not (
-                isinstance(sent, str)
-                and _CSRF_SHAPE.fullmatch(cookie)
-                and hmac.compare_digest(sent, cookie)
+                _CSRF_SHAPE.fullmatch(cookie)
+                and hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), cookie.encode())
             ):
                 raise CsrfError()
     response = await handler(request)

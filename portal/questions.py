@@ -193,7 +193,9 @@ class SecurityQuestionsService:
             return False
         # SECURITY: bound to the identifier and its questions: answers cannot be sent for
         # another account than the one whose questions were shown.
-        return hmac.compare_digest(mac, self._ticket_mac(identifier, issued, nonce, questions))
+        expected = self._ticket_mac(identifier, issued, nonce, questions)
+        # Compared as bytes: compare_digest refuses a non-ASCII str (a 500, not a refusal).
+        return hmac.compare_digest(mac.encode("utf-8", "surrogateescape"), expected.encode())
 
     # -- at reset ------------------------------------------------------------------------------
 

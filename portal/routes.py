@@ -2,19 +2,67 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 
 from portal.handlers import authz, captcha, health, reset, settings, signin
 from portal.keys import CAPTCHA, CONFIG
+from portal.middlewares import NO_SUCH_ROUTE
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
+async def expect_continue(request: web.Request) -> None:
+    """Answer `Expect: 100-continue`; ignore any other expectation (RFC 9110 section 10.1.1).
+
+    Replaces aiohttp's own expect handler, which answers 417 by echoing the header into the
+    body and fails with a 500 when the header holds bytes that are not UTF-8 (aiohttp 3.14).
+    Another expectation is one a server MAY refuse; ignoring it lets the portal answer as usual.
+    """
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the 100 is not part of the answer's size
+
+
+async def no_such_route(request: web.Request) -> web.StreamResponse:
+    """Answer 405 (with Allow) for a known path and another method, else 404.
+
+    Registered last, so every request reaches a route of ours and its expect handler, never
+    aiohttp's system routes (whose expect handler is aiohttp's own).
+    """
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+class _Router:
+    """Add routes to an app's router, each with the portal's expect handler."""
+
+    def __init__(self, app: web.Application) -> None:
+        router = app.router
+        self.add_get = partial(router.add_get, expect_handler=expect_continue)
+        self.add_post = partial(router.add_post, expect_handler=expect_continue)
+        self.add_delete = partial(router.add_delete, expect_handler=expect_continue)
+        self.add_static = partial(router.add_static, expect_handler=expect_continue)
+
+
 def setup_routes(app: web.Application) -> None:
-    """Register every route under its name."""
-    add = app.router
+    """Register every route under its name, then the fallback that answers 404 and 405."""
+    _routes(app)
+    app.router.add_route("*", "/{path:.*}", no_such_route, name=NO_SUCH_ROUTE,
+                         expect_handler=expect_continue)  # fmt: skip
+
+
+def _routes(app: web.Application) -> None:
+    add = _Router(app)
     add.add_get("/", signin.signin_get, name="signin")
     add.add_post("/", signin.signin_post)
     add.add_post("/api/firstfactor", signin.api_firstfactor_post)

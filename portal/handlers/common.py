@@ -9,6 +9,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from portal.bodies import read_json
 from portal.captcha import CaptchaWidget
 from portal.config import CaptchaEndpoint
 from portal.errors import BadRequestError
@@ -50,13 +51,12 @@ def cookie_value(request: web.Request, name: str) -> str | None:
 
 async def parse_json(request: web.Request, model: type[Body]) -> Body:
     """Parse the JSON body into model, or raise BadRequestError naming the bad fields."""
+    data = await read_json(request)
     try:
-        return model.model_validate(await request.json())
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
-            raise BadRequestError(f"The request body needs valid fields: {fields}.") from None
-        raise BadRequestError("The request body must be a JSON object.") from None
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]}))
+        raise BadRequestError(f"The request body needs valid fields: {fields}.") from None
 
 
 async def require_captcha(

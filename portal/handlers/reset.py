@@ -9,6 +9,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from portal.bodies import read_form
 from portal.config import CaptchaEndpoint
 from portal.errors import BadRequestError, CaptchaFailedError, PasswordRejectedError
 from portal.handlers.common import (
@@ -75,11 +76,6 @@ def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: s
     raise response
 
 
-async def _form(request: web.Request) -> dict[str, str]:
-    form = await request.post()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
-
-
 # -- step 1 --------------------------------------------------------------------------------------
 
 
@@ -90,7 +86,7 @@ async def step1_get(request: web.Request) -> web.Response:
 
 async def step1_post(request: web.Request) -> web.Response:
     """Queue a reset mail (or ask the security questions first): one page for everyone."""
-    form = await _form(request)
+    form = await read_form(request)
     try:
         await require_captcha(request, "reset_password_start", form)
         if request.app[QUESTIONS].enabled:
@@ -113,7 +109,7 @@ async def _questions_page(request: web.Request, identifier: str) -> web.Response
 
 async def step1_answers_post(request: web.Request) -> web.Response:
     """Check the answers and queue the mail if right; the same page either way."""
-    form = await _form(request)
+    form = await read_form(request)
     questions = request.app[QUESTIONS]
     answers = [form.get(f"answer_{i}", "") for i in range(questions.settings.asked)]
     try:
@@ -162,7 +158,7 @@ async def step2_post(request: web.Request) -> web.Response:
     token = request.cookies.get(TOKEN_COOKIE)
     if not token:
         return _invalid_link(request)
-    form = await _form(request)
+    form = await read_form(request)
     try:
         await require_captcha(request, "reset_password_finish", form)
         user = await request.app[RESET].complete(

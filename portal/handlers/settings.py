@@ -9,6 +9,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
+from portal.bodies import read_form
 from portal.handlers.common import request_ip
 from portal.handlers.signin import current_session
 from portal.keys import CONFIG, QUESTIONS
@@ -60,8 +61,7 @@ async def security_questions_get(request: web.Request) -> web.Response:
 async def security_questions_post(request: web.Request) -> web.Response:
     """Replace (or remove) the questions after checking the current password."""
     session = await _signed_in(request)
-    form = await request.post()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = await read_form(request)
     if fields.get("action") == "remove":
         try:
             await request.app[QUESTIONS].remove(

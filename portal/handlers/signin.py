@@ -8,6 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from portal.bodies import read_form, request_host
 from portal.config import SessionCookieConfig, is_loopback_host
 from portal.errors import CaptchaFailedError
 from portal.handlers.common import (
@@ -25,7 +26,8 @@ from portal.signin import SignInFailedError, cookie_for_host, safe_redirect
 
 
 def _host(request: web.Request) -> str:
-    return request.url.host or ""
+    # The Host header as read by the header reader: a 400 for one it cannot read.
+    return request_host(request)
 
 
 def _cookie(request: web.Request) -> SessionCookieConfig:
@@ -87,8 +89,7 @@ async def signin_get(request: web.Request) -> web.Response:
 
 async def signin_post(request: web.Request) -> web.Response:
     """Check the credentials, rotate the session, and redirect."""
-    form = await request.post()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = await read_form(request)
     username, rd = fields.get("username", ""), fields.get("rd", "")
     remember = fields.get("remember_me") in ("on", "true", "1")
     # SECURITY: where to go is decided before a session exists, so nothing about the target can
