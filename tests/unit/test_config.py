@@ -348,7 +348,7 @@ def test_go_only_syntax_loads(tmp_path: Path) -> None:
     rules = [
         {
             "domain_regex": [r"^(?<User>\w+)\.example\.com\z", r"^(?P<Group>\w+)-(?P<Group>\w+)$"],
-            "resources": [r"^/\Q(literal)\E$", r"^/[[:alpha:]]+\pL*$"],
+            "resources": [r"^/\Q(literal)\C\E$", r"^/[[:alpha:]]+\pL*$"],
             "policy": "one_factor",
         }
     ]
