@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
+import re2
 
 from portal.authz import AccessControl, Decision, Target, clean_path
 from portal.config import AccessControlConfig, read_config
@@ -572,6 +573,17 @@ def test_a_name_given_to_two_groups_reads_the_last_as_authelia() -> None:
     assert required(acl, "https://bob-john.example.com/", BOB) == "deny"
 
 
+def test_parentheses_in_a_class_or_a_quote_open_no_group_before_the_users() -> None:
+    acl = access({"domain": "files.example.com",
+                  "resources": [r"^/[(]\Q(x)(\E/(?P<User>[^/]+)/", r"^/[]()]/(?P<User>\w+)$"],
+                  "policy": "one_factor"})  # fmt: skip
+
+    assert required(acl, "https://files.example.com/((x)(/john/", JOHN) == "one_factor"
+    assert required(acl, "https://files.example.com/((x)(/bob/", JOHN) == "deny"
+    assert required(acl, "https://files.example.com/]/john", JOHN) == "one_factor"
+    assert required(acl, "https://files.example.com/]/bob", JOHN) == "deny"
+
+
 def test_end_of_text_is_gos_backslash_z() -> None:
     acl = access({"domain": "pub.example.com", "resources": [r"^/public\z"], "policy": "bypass"})
 
@@ -687,6 +699,7 @@ def test_decide_compiles_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
     )  # fmt: skip
     api = target("https://img-data.example.com/api/john")
     static = target("https://www.example.com/static/app.css")
+    not_utf8 = target("https://www.example.com/static/caf%C3%A9%FF.css")
     re.purge()
     compiled: list[object] = []
     real_compile, real_private_compile = re.compile, re._compile  # type: ignore[attr-defined]
@@ -698,15 +711,23 @@ def test_decide_compiles_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
 
         return compile_and_count
 
-    # Every lazy compile (re.search, re.match, re.sub, re.compile) goes through these two.
+    # Every lazy compile (re.search, re.match, re.sub, re.compile) goes through these two;
+    # every RE2 one (re2.search, re2.compile, ...) through re2.compile.
     monkeypatch.setattr(re, "compile", counting(real_compile))
     monkeypatch.setattr(re, "_compile", counting(real_private_compile))
-    decisions = [acl.decide(api, JOHN), acl.decide(api, ANONYMOUS), acl.decide(static, ANONYMOUS)]
+    monkeypatch.setattr(re2, "compile", counting(re2.compile))
+    decisions = [
+        acl.decide(api, JOHN),
+        acl.decide(api, ANONYMOUS),
+        acl.decide(static, ANONYMOUS),
+        acl.decide(not_utf8, ANONYMOUS),
+    ]
     monkeypatch.undo()
 
     assert compiled == []
     assert decisions == [
         Decision("one_factor", 0),
         Decision("one_factor", 0),
+        Decision("bypass", 1),
         Decision("bypass", 1),
     ]
