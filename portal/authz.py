@@ -11,10 +11,11 @@ The semantics are Authelia's (authelia/authelia `internal/authorization/` and
 - domain: exact (case-insensitive), `*.example.com` = any subdomain at any depth but not the apex,
   `{user}.example.com` / `{group}.example.com` placeholders (access_control_domain.go); any port;
 - domain_regex and resources: an unanchored regex *search* (Go's `MatchString`), so anchor with
-  `^...$`; named groups `(?P<User>...)` / `(?P<Group>...)` compare case-insensitively with the
-  username / groups (regexp.go `RegexpGroupStringSubjectMatcher`); resources see the cleaned,
-  percent-decoded path plus `?query` when there is one (types.go `NewObject`,
-  utils `URLPathFullClean`);
+  `^...$`, with Go's RE2 syntax and semantics, linear time (portal.patterns: `$` is the end of
+  the text, never before a final newline); named groups `(?P<User>...)` / `(?P<Group>...)`
+  compare case-insensitively with the username / groups (regexp.go
+  `RegexpGroupStringSubjectMatcher`); resources see the cleaned, percent-decoded path plus
+  `?query` when there is one (types.go `NewObject`, utils `URLPathFullClean`);
 - methods: membership; networks: the client address in any CIDR (types.go `AccessControlNetworks`);
 - subject: OR of ANDs; `user:` is a case-sensitive equality, `group:` a case-sensitive membership
   (access_control_subjects.go).
@@ -28,9 +29,10 @@ import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from portal.config import AccessControlConfig, AccessControlRule
+from portal.patterns import GoPattern, go_text
 from portal.users.base import User
 
 Level = Literal["bypass", "one_factor", "deny"]
@@ -112,7 +114,10 @@ def parse_url(url: str) -> UrlParts:
     port = parts.port  # raises ValueError for a port that is not a number in range
     if _BAD_ESCAPE.search(parts.path):
         raise ValueError("the URL path has an invalid percent escape")
-    return scheme, host, port, clean_path(unquote(parts.path)), parts.query
+    # Go's url.URL.Path: the percent-decoded bytes, whatever they are; bytes that are not UTF-8
+    # stay one surrogate each (Python's unquote would fold a bad sequence into one U+FFFD).
+    path = unquote_to_bytes(parts.path.encode("utf-8", "surrogateescape"))
+    return scheme, host, port, clean_path(path.decode("utf-8", "surrogateescape")), parts.query
 
 
 def clean_path(path: str) -> str:
@@ -165,39 +170,43 @@ class _Identity:
 
 @dataclass(frozen=True, slots=True)
 class _Pattern:
-    """A precompiled domain_regex or resource, with its User/Group named groups if any."""
+    """A precompiled domain_regex or resource, with the index of its User/Group groups if any."""
 
-    regex: re.Pattern[str]
-    user_group: str | None
-    group_group: str | None
+    compiled: GoPattern
+    user_group: int | None
+    group_group: int | None
 
     @classmethod
     def compile(cls, pattern: str) -> _Pattern:
-        regex = re.compile(pattern)
-        names = regex.groupindex
-        return cls(
-            regex,
-            "User" if "User" in names else None,
-            "Group" if "Group" in names else None,
-        )
+        compiled = GoPattern.compile(pattern)
+        user = group = None
+        # Authelia walks SubexpNames and keeps the last index of each name
+        # (access_control_domain.go `NewAccessControlDomainRegex`).
+        for index, name in enumerate(compiled.subexp_names):
+            if name == "User":
+                user = index
+            elif name == "Group":
+                group = index
+        return cls(compiled, user, group)
 
     @property
     def needs_identity(self) -> bool:
         return self.user_group is not None or self.group_group is not None
 
-    def matches(self, text: str, who: _Identity | None) -> bool:
-        found = self.regex.search(text)
+    def matches(self, text: bytes, who: _Identity | None) -> bool:
+        """Search text (from go_text) as Go's regexp: RE2, linear time, `$` at the very end."""
+        found = self.compiled.search(text)
         if found is None:
             return False
         # Anonymous: a potential match; the caller asks for a sign-in (regexp.go).
         if who is None:
             return True
         if self.user_group is not None:
-            value = found.group(self.user_group) or ""
+            value = (found.group(self.user_group) or b"").decode(errors="replace")
             if value.casefold() != who.username_folded:
                 return False
         if self.group_group is not None:
-            value = found.group(self.group_group) or ""
+            value = (found.group(self.group_group) or b"").decode(errors="replace")
             if value.casefold() not in who.groups_folded:
                 return False
         return True
@@ -294,7 +303,7 @@ class _Rule:
             anonymous=Decision(anonymous, index),
         )
 
-    def matches_domain(self, host: str, who: _Identity | None) -> bool:
+    def matches_domain(self, host: str, host_text: bytes, who: _Identity | None) -> bool:
         if host in self.exact:
             return True
         for suffix in self.wildcards:
@@ -315,7 +324,7 @@ class _Rule:
             dot = host.find(".")
             if dot > 0 and host[dot:] == suffix and host[:dot] in who.groups_folded:
                 return True
-        return any(p.matches(host, who) for p in self.domain_patterns)
+        return any(p.matches(host_text, who) for p in self.domain_patterns)
 
     def matches_network(self, version: int, address: int) -> bool:
         for net_version, network, netmask in self.networks:
@@ -356,7 +365,9 @@ class AccessControl:
         """Return the level the first matching rule (or the default policy) requires."""
         host = target.host
         method = target.method
-        resource = target.resource
+        # SECURITY: patterns see the bytes Go's regexp would see (portal.patterns.go_text).
+        host_text = go_text(host)
+        resource = go_text(target.resource)
         version = target.ip.version
         address = int(target.ip)
         who = _Identity.of(user) if user is not None and self._needs_identity else None
@@ -364,7 +375,7 @@ class AccessControl:
         for rule in self._rules:
             if rule.methods and method not in rule.methods:
                 continue
-            if not rule.matches_domain(host, who):
+            if not rule.matches_domain(host, host_text, who):
                 continue
             if rule.networks and not rule.matches_network(version, address):
                 continue

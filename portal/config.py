@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,6 +35,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from portal.errors import ConfigError
+from portal.patterns import GoPattern
 
 ENV_PREFIXES = ("PORTAL_", "AUTHELIA_")
 # Variables with these names steer the program itself, not a configuration key.
@@ -807,16 +809,32 @@ def _as_tuple(value: Any) -> Any:
     return value
 
 
+def _go_regex(pattern: str) -> str:
+    """Return pattern if Go's regexp (Authelia's) takes it; raise ValueError saying why not."""
+    # SECURITY: rules are matched against URLs an attacker chooses, with RE2's semantics
+    # (portal.patterns); a pattern that only Python's re would take is refused at start-up.
+    try:
+        GoPattern.compile(pattern)
+    except ValueError as exc:
+        raise ValueError(
+            f"{pattern!r} is not a regular expression in RE2 syntax (Go's, as Authelia): {exc}"
+        ) from None
+    return pattern
+
+
+GoRegex = Annotated[str, AfterValidator(_go_regex)]
+
+
 class AccessControlRule(Model):
     """One rule: the first rule whose every criterion matches decides."""
 
     domain: tuple[str, ...] = ()
-    domain_regex: tuple[str, ...] = ()
+    domain_regex: tuple[GoRegex, ...] = ()
     policy: Policy
     # OR of ANDs, as Authelia: 'user:a' | ['user:a', 'group:b'] | [['group:a', 'group:b'], ...]
     subject: tuple[tuple[str, ...], ...] = ()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    resources: tuple[str, ...] = ()
+    resources: tuple[GoRegex, ...] = ()
     methods: tuple[str, ...] = ()
 
     @field_validator("domain", "domain_regex", "resources", "methods", mode="before")
@@ -828,16 +846,6 @@ class AccessControlRule(Model):
     @classmethod
     def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(d.strip().lower() for d in value)
-
-    @field_validator("domain_regex", "resources")
-    @classmethod
-    def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
-        return value
 
     @field_validator("methods")
     @classmethod

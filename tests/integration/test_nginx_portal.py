@@ -389,6 +389,24 @@ async def test_a_denied_page_is_403_even_for_john(site: Site, visitor: Visitor) 
     assert site.app.seen == []
 
 
+
+async def test_an_exact_public_page_does_not_open_to_an_encoded_newline_after_it(
+    start_site: StartSite,
+) -> None:
+    # nginx hands the portal /status%0A as sent; the rule means what it means to Authelia, whose
+    # `$` (Go's RE2) is the end of the text, where Python's re also matched before a final "\n".
+    status_only = {"domain": APP_HOST, "resources": ["^/status$"], "policy": "bypass"}
+    rules = [status_only, SIGNED_IN]
+    site = await start_site(access_control={"default_policy": "deny", "rules": rules})
+    async with site.nginx.client() as http:
+        visitor = Visitor(site, http)
+        opened = await visitor.visit("/status")
+        sneaked = await visitor.visit("/status%0A")
+
+    assert opened.status == 200
+    assert sneaked.status == 302
+    assert [seen["path"] for seen in site.app.seen] == ["/status"]
+
 # --- leaving ---------------------------------------------------------------------------------
 
 

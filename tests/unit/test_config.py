@@ -267,8 +267,8 @@ def test_access_control_subjects_keep_authelias_or_of_ands(tmp_path: Path) -> No
         ),
         (
             {"domain": "x.example.com", "policy": "deny", "resources": ["^/(unclosed"]},
-            "access_control.rules[0].resources: '^/(unclosed' is not a valid regular expression: "
-            "missing ), unterminated subpattern at position 2",
+            "access_control.rules[0].resources[0]: '^/(unclosed' is not a regular expression in "
+            "RE2 syntax (Go's, as Authelia): missing ): ^/(unclosed",
         ),
         (
             {"domain": "x.example.com", "policy": "deny", "networks": ["internal"]},
@@ -283,6 +283,78 @@ def test_a_bad_access_control_rule_names_its_path(
 ) -> None:
     path = with_changes(tmp_path, access_control={"rules": [rule]})
     assert problems_of([path]) == [problem]
+
+
+RE2 = "is not a regular expression in RE2 syntax (Go's, as Authelia)"
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        (
+            {"domain": "x.example.com", "resources": ["^/ok$", "^/(?=x)"]},
+            rf"access_control.rules[0].resources[1]: '^/(?=x)' {RE2}: invalid perl operator: (?=",
+        ),
+        (
+            {"domain": "x.example.com", "resources": [r"^/(a)\1$"]},
+            rf"access_control.rules[0].resources[0]: '^/(a)\\1$' {RE2}: invalid escape "
+            r"sequence: \1",
+        ),
+        (
+            {"domain_regex": r"^(?<!www\.)example\.com$"},
+            rf"access_control.rules[0].domain_regex[0]: '^(?<!www\\.)example\\.com$' {RE2}: "
+            r"invalid perl operator: (?<!",
+        ),
+        (
+            {"domain_regex": r"^x\.example\.com\Z"},
+            rf"access_control.rules[0].domain_regex[0]: '^x\\.example\\.com\\Z' {RE2}: invalid "
+            r"escape sequence: \Z (Go ends the text with \z)",
+        ),
+        (
+            {"domain": "x.example.com", "resources": [r"^/\C"]},
+            rf"access_control.rules[0].resources[0]: '^/\\C' {RE2}: \C (any byte) is not in Go's "
+            "syntax",
+        ),
+        (
+            {"domain": "x.example.com", "resources": [r"^/(?P<Usér>\w+)"]},
+            rf"access_control.rules[0].resources[0]: '^/(?P<Usér>\\w+)' {RE2}: invalid named "
+            "capture 'Usér' (Go allows letters, digits and '_')",
+        ),
+    ],
+)
+def test_a_pattern_go_regexp_would_refuse_is_refused_at_start_up_naming_its_path(
+    tmp_path: Path, rule: dict[str, Any], problem: str
+) -> None:
+    path = with_changes(tmp_path, access_control={"rules": [{**rule, "policy": "bypass"}]})
+
+    assert problems_of([path]) == [problem]
+
+
+def test_every_bad_pattern_is_reported_at_once(tmp_path: Path) -> None:
+    rules = [
+        {"domain": "x.example.com", "resources": ["(?=a)", "^/fine$", r"(b)\1"], "policy": "deny"},
+        {"domain_regex": ["^fine$", "(?!c)"], "policy": "bypass"},
+    ]
+    path = with_changes(tmp_path, access_control={"rules": rules})
+
+    assert [p.split(":")[0] for p in problems_of([path])] == [
+        "access_control.rules[0].resources[0]",
+        "access_control.rules[0].resources[2]",
+        "access_control.rules[1].domain_regex[1]",
+    ]
+
+
+def test_go_only_syntax_loads(tmp_path: Path) -> None:
+    rules = [
+        {
+            "domain_regex": [r"^(?<User>\w+)\.example\.com\z", r"^(?P<Group>\w+)-(?P<Group>\w+)$"],
+            "resources": [r"^/\Q(literal)\C\E$", r"^/[[:alpha:]]+\pL*$"],
+            "policy": "one_factor",
+        }
+    ]
+    config, _ = read_config([with_changes(tmp_path, access_control={"rules": rules})], {})
+
+    assert config.access_control.rules[0].domain_regex == tuple(rules[0]["domain_regex"])
 
 
 def test_authelias_short_ldap_suite_secret_is_refused_without_an_override() -> None:
