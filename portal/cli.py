@@ -21,6 +21,7 @@ from portal.config import Config, PasswordConfig, read_config
 from portal.errors import ConfigError, PortalError, UnsupportedHashError
 from portal.logs import SafeAccessLogger, configure_logging
 from portal.users.hashing import hash_password, verify_password
+from portal.users.passwords import normalize_password, password_candidates
 
 DEFAULT_CONFIG = Path("config/configuration.yml")
 ALGORITHMS = ("argon2", "sha2crypt", "pbkdf2", "bcrypt", "scrypt")
@@ -93,7 +94,7 @@ def _read_password(args: argparse.Namespace) -> str:
         return str(args.password)
     if sys.stdin.isatty():
         first = getpass.getpass("Password: ")
-        if getpass.getpass("Confirm password: ") != first:
+        if normalize_password(getpass.getpass("Confirm password: ")) != normalize_password(first):
             raise CliError("the passwords do not match")
         return first
     line = sys.stdin.readline()
@@ -101,7 +102,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _hash_generate(args: argparse.Namespace) -> int:
-    password = _read_password(args)
+    # As the portal writes passwords: the normalized form, which sign-in tries first.
+    password = normalize_password(_read_password(args))
     if not password:
         raise CliError("the password must not be empty")
     try:
@@ -114,7 +116,9 @@ def _hash_generate(args: argparse.Namespace) -> int:
 
 def _hash_validate(args: argparse.Namespace) -> int:
     try:
-        matches = verify_password(args.password, args.digest)
+        # As sign-in checks: normalized, then as typed (a hash made by a tool that does not
+        # normalize).
+        matches = any(verify_password(c, args.digest) for c in password_candidates(args.password))
     except UnsupportedHashError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,20 +1,20 @@
 """The password policy: whether a new password is acceptable, and the rules as hints for the form.
 
-Pure functions, no I/O. A password is normalized with NFKC and counted in characters (code
-points), the same way everywhere a password is set. The always-rules (not empty, at most
-`MAX_LENGTH` characters) hold whatever the configuration says; the `standard` rules and the
-zxcvbn strength estimate apply only when enabled, with Authelia's meaning.
+Pure functions, no I/O. A password is normalized with NFKC (`normalize_password`, as every
+backend hashes and checks it) and counted in characters (code points). The always-rules (not
+empty, at most `MAX_LENGTH` characters) hold whatever the configuration says; the `standard`
+rules and the zxcvbn strength estimate apply only when enabled, with Authelia's meaning.
 """
 
 from __future__ import annotations
 
 import threading
-import unicodedata
 from collections.abc import Sequence
 
 from zxcvbn import zxcvbn
 
 from portal.config import PasswordPolicyConfig
+from portal.users.passwords import normalize_password
 
 # SECURITY: the portal's own ceiling whatever the policy; a password hash over unbounded input
 # is a denial-of-service lever, and refusing (never truncating) keeps what is stored the same as
@@ -37,16 +37,11 @@ _TOO_EASY = "This password is too easy to guess."
 _DEFAULT_ADVICE = "Add another word or two; uncommon words are better."
 
 
-def normalize(password: str) -> str:
-    """Return the password in Unicode NFKC form, with nothing else changed."""
-    return unicodedata.normalize("NFKC", password)
-
-
 def check_password(
     password: str, policy: PasswordPolicyConfig, *, user_inputs: Sequence[str] = ()
 ) -> list[str]:
     """Return the reasons the password is refused, in form order; an empty list accepts it."""
-    candidate = normalize(password)
+    candidate = normalize_password(password)
     # SECURITY: never accept an empty password, even with every rule off (Authelia does).
     if not candidate:
         return [_EMPTY]
@@ -113,7 +108,9 @@ def _character_reasons(candidate: str, policy: PasswordPolicyConfig) -> list[str
 def _strength_reasons(candidate: str, min_score: int, user_inputs: Sequence[str]) -> list[str]:
     """Return the strength reason, with zxcvbn's own advice, when the score is below min_score."""
     scored = candidate[:ZXCVBN_SCORED_LENGTH]
-    words = [word[:ZXCVBN_SCORED_LENGTH] for word in map(normalize, user_inputs) if word.strip()]
+    # Context words are normalized as the password is, so they match what is scored.
+    normalized = map(normalize_password, user_inputs)
+    words = [word[:ZXCVBN_SCORED_LENGTH] for word in normalized if word.strip()]
     with _ZXCVBN_LOCK:
         result = zxcvbn(scored, user_inputs=words, max_length=ZXCVBN_SCORED_LENGTH)
     if int(result["score"]) >= min_score:

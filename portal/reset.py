@@ -28,6 +28,7 @@ from portal.sessions import SessionStore
 from portal.storage.base import IdentityVerification, OutboxMessage, Storage
 from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
 from portal.users.base import User, UserBackend
+from portal.users.passwords import normalize_password
 
 RESET_MAIL = "reset_password"
 CHANGED_MAIL = "password_changed"
@@ -269,7 +270,11 @@ class PasswordResetService:
         claims, user = await self.check_link(token, ip)
         jti_hash = ResetTokens.jti_hash(claims.jti)
         reasons: list[str] = []
-        if password != confirm:
+        # The same password typed in two Unicode forms is one password: both are stored alike.
+        same = password == confirm or await asyncio.to_thread(
+            lambda: normalize_password(password) == normalize_password(confirm)
+        )
+        if not same:
             reasons.append("The two passwords do not match.")
         else:
             words = [user.username, user.display_name, *user.emails]

@@ -26,7 +26,7 @@ import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from portal.errors import (
 )
 from portal.users.base import User, fold
 from portal.users.hashing import hash_password, is_supported, verify_password
+from portal.users.passwords import normalize_password, password_candidates
 
 Stamp = tuple[int, int, int]  # (mtime_ns, size, inode): a version of the file
 
@@ -348,9 +349,11 @@ class FileUserBackend:
         *,
         logger: logging.Logger | None = None,
         watch_interval: float = 1.0,
+        verify: Callable[[str, str], bool] = verify_password,
     ) -> None:
         """Remember the configuration; nothing is read until startup_check or the first lookup."""
         self._config = config
+        self._verify = verify  # one password against one hash (tests count the calls)
         self._path = str(config.path)
         self._logger = logger or logging.getLogger(__name__)
         self._watch_interval = watch_interval
@@ -404,12 +407,9 @@ class FileUserBackend:
         account = directory.accounts.get(name) if name is not None else None
         if account is None or account.user.disabled or not account.usable or not account.digest:
             # SECURITY: do the same work as for a real user, so timing does not tell who exists.
-            await asyncio.to_thread(verify_password, password, await self._dummy_digest())
+            await asyncio.to_thread(self._matches, password, await self._dummy_digest())
             return False
-        try:
-            return await asyncio.to_thread(verify_password, password, account.digest)
-        except UnsupportedHashError:
-            return False
+        return await asyncio.to_thread(self._matches, password, account.digest)
 
     async def set_password(self, username: str, password: str) -> None:
         """Hash the password and write it into the file; raise PasswordWriteError on failure."""
@@ -417,7 +417,9 @@ class FileUserBackend:
         if name is None:
             raise PasswordWriteError(f"users file {self._path}: no user {username!r}")
         try:
-            digest = await asyncio.to_thread(hash_password, password, self._config.password)
+            digest = await asyncio.to_thread(
+                lambda: hash_password(normalize_password(password), self._config.password)
+            )
         except UnicodeError:
             # SECURITY: the codec's message would quote part of the password.
             raise PasswordWriteError(
@@ -431,6 +433,18 @@ class FileUserBackend:
         self._writes.add(write)
         write.add_done_callback(self._forget_write)
         await asyncio.shield(write)
+
+    def _matches(self, password: str, digest: str) -> bool:
+        """Verify the normalized password, then (a hash from before) the typed one if it differs."""
+        for candidate in password_candidates(password):
+            try:
+                if self._verify(candidate, digest):
+                    return True
+            except UnsupportedHashError:
+                # SECURITY: a mismatch like any other, for the dummy hash too: known and unknown
+                # users cost the same number of verifications.
+                continue
+        return False
 
     async def _locked_write(self, username: str, digest: str) -> None:
         async with self._lock:

@@ -10,7 +10,9 @@ Formats (an optional `{CRYPT}` prefix, any case, is ignored):
     $scrypt$ln=N,r=N,p=N$salt$key               passlib's and go-crypt's format (hashlib)
 
 Everything here is synchronous CPU work: callers run it in a worker thread. Nothing here ever puts
-a hash or a password into an exception message.
+a hash or a password into an exception message. Nothing here normalizes either: a password is
+hashed and verified exactly as given, and callers choose the forms (portal.users.passwords), so
+security answers (normalized their own way) and hashes from before normalization both still work.
 """
 
 from __future__ import annotations

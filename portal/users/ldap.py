@@ -47,6 +47,7 @@ from portal.errors import (
     UserBackendError,
 )
 from portal.users.base import User
+from portal.users.passwords import normalize_password, password_candidates
 
 with warnings.catch_warnings():
     # ldap3 2.9.1 imports names that pyasn1 0.6 deprecated (tagMap, typeMap): harmless, but under
@@ -350,12 +351,23 @@ def unicode_pwd(password: str) -> bytes:
 def prepare_password(password: str) -> str:
     """Apply SASLprep as ldap3 does to bind passwords; raise PasswordRejectedError if it fails."""
     # Binds send sasl_prep(password): anything stored another way (our own hash, unicodePwd)
-    # must be prepared the same way or the user could not sign in with what they typed.
+    # must be prepared the same way or the user could not sign in with what they typed. Callers
+    # pass the normalized password (normalize_password); SASLprep's own NFKC uses Unicode 3.2.
     try:
         prepared = sasl_prep(password)
     except LDAPException:
         raise PasswordRejectedError([UNSTORABLE_SENTENCE]) from None
     return str(prepared)
+
+
+def bind_passwords(password: str) -> tuple[str, ...]:
+    """Return what binds send, in order: the normalized form, then as typed if that differs."""
+    prepared: dict[str, None] = {}
+    for candidate in password_candidates(password):
+        with contextlib.suppress(PasswordRejectedError):  # a form SASLprep refuses cannot bind
+            prepared[prepare_password(candidate)] = None
+    # SECURITY: equal forms after SASLprep bind once: one failure per wrong password for lockout.
+    return tuple(prepared)
 
 
 def _ppolicy_response_spec() -> Any:
@@ -654,15 +666,11 @@ class LdapUserBackend:
         # SECURITY: an empty password would make an unauthenticated bind, which "succeeds".
         if not password:
             return False
-        try:
-            prepared = prepare_password(password)
-        except PasswordRejectedError:
-            return False
         entry = await self._find(username, [])
         if entry is None or self._closed:
             return False
         future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._user_bind, entry.dn, prepared
+            self._executor, self._user_binds, entry.dn, password
         )
         try:
             return await future
@@ -674,7 +682,8 @@ class LdapUserBackend:
         if self._config.implementation == "activedirectory" and not self._encrypted:
             # SECURITY: the new password would cross the network in clear (AD refuses it too).
             raise PasswordWriteError(f"{WHERE}: {_AD_NEEDS_TLS}")
-        prepared = prepare_password(password)
+        # Normalizing can be slow for long input (NFKC expands some characters 18-fold).
+        prepared = await asyncio.to_thread(lambda: prepare_password(normalize_password(password)))
         if not prepared:
             raise PasswordRejectedError(["The password must not be empty."])
         entry = await self._find(username, [])
@@ -902,6 +911,10 @@ class LdapUserBackend:
         except LDAPException:  # a password ldap3 will not send (SASLprep)
             return False
         return True
+
+    def _user_binds(self, dn: str, password: str) -> bool:
+        """Bind with each form of the password in turn (one from before may be as typed)."""
+        return any(self._user_bind(dn, form) for form in bind_passwords(password))
 
     def _search(
         self, conn: Any, base: str, search: str, attributes: list[str], size_limit: int

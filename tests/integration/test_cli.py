@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -144,6 +145,28 @@ def test_hash_validate_checks_authelias_own_hash() -> None:
     assert good.returncode == 0
     assert good.stdout.strip() == "The password matches the digest."
     assert bad.returncode == 1
+
+
+NFC = "Corr3ct-Horse-Battery-\u00c4\u00d6\u00dc"
+NFD = unicodedata.normalize("NFD", NFC)
+
+
+def test_hash_generate_hashes_the_normalized_form_and_validate_takes_either() -> None:
+    generated = portal("crypto", "hash", "generate", "argon2", "--password", NFD)
+    digest = generated.stdout.strip().removeprefix("Digest: ")
+    assert PasswordHasher().verify(digest, NFC)  # NFKC, as the portal's own writes
+    results = [
+        portal("crypto", "hash", "validate", "--password", typed, "--", digest).returncode
+        for typed in (NFC, NFD, NFC + "!")
+    ]
+    assert results == [0, 0, 1]
+
+
+def test_hash_validate_accepts_a_hash_of_the_password_exactly_as_typed() -> None:
+    digest = PasswordHasher().hash(NFD)  # made by a tool that does not normalize
+    validated = portal("crypto", "hash", "validate", "--password", NFD, "--", digest)
+    assert validated.returncode == 0
+    assert validated.stdout.strip() == "The password matches the digest."
 
 
 def test_hash_validate_of_an_unreadable_hash_fails_with_one_line() -> None:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import subprocess
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
@@ -197,6 +198,72 @@ async def test_password_state_follows_every_change(backend: LdapUserBackend, sla
     after_admin = await backend.password_state("john")
     assert after_admin not in (None, before, after_reset)
     assert await backend.password_state("nobody") is None
+
+
+# --- the same password in another Unicode form ----------------------------------------------
+
+NFC = "Corr3ct-Horse-Battery-\u00c4\u00d6\u00dc"
+NFD = unicodedata.normalize("NFD", NFC)
+# SQUARED LATIN CAPITAL LETTER A (Unicode 6.0): NFKC makes it "A", but the SASLprep ldap3 applies
+# to binds uses Unicode 3.2's tables and keeps it, so only the portal's own NFKC changes it.
+SQUARED_A = "\U0001f130"
+
+
+def failed_binds(slapd: Slapd, dn: str) -> int:
+    """Count the failures ppolicy recorded on the entry (one pwdFailureTime per failed bind)."""
+    found = slapd.search(dn, "(objectClass=*)", ["pwdFailureTime"])
+    return sum(line.startswith("pwdFailureTime:") for line in found.splitlines())
+
+
+def give_directly(slapd: Slapd, dn: str, password: str) -> None:
+    """Set userPassword as an administrator would, exactly as given (no normalization)."""
+    value = base64.b64encode(password.encode()).decode()
+    slapd.modify(
+        f"dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword:: {value}\n-\n"
+    )
+
+
+async def test_a_password_set_in_one_unicode_form_binds_in_the_other(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    await backend.set_password("john", NFD)
+    assert slapd.whoami(JOHN, NFC) is True  # the directory holds the composed form
+    assert await backend.check_password("john", NFC) is True
+    await backend.set_password("john", NFC)
+    assert await backend.check_password("john", NFD) is True
+    assert await backend.check_password("john", NFD + "!") is False
+
+
+async def test_a_compatibility_character_newer_than_saslprep_is_normalized_too(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    await backend.set_password("john", f"Corr3ct-Horse-{SQUARED_A}-42")
+    assert slapd.whoami(JOHN, "Corr3ct-Horse-A-42") is True
+    assert await backend.check_password("john", "Corr3ct-Horse-A-42") is True
+    assert await backend.check_password("john", f"Corr3ct-Horse-{SQUARED_A}-42") is True
+
+
+async def test_a_directory_password_as_typed_before_normalization_still_binds(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    legacy = f"Legacy-{SQUARED_A}-password"
+    give_directly(slapd, JOHN, legacy)
+    assert await backend.check_password("john", legacy) is True
+    assert await backend.check_password("john", legacy + "!") is False
+
+
+async def test_a_wrong_password_is_one_failed_bind_unless_its_forms_differ(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    assert failed_binds(slapd, JOHN) == 0
+    assert await backend.check_password("john", "wrong password") is False
+    assert failed_binds(slapd, JOHN) == 1
+    # NFKC and SASLprep agree on these: still one bind each.
+    assert await backend.check_password("john", "wro\u0308ng \ufb01sh") is False
+    assert failed_binds(slapd, JOHN) == 2
+    # Only when the normalized form differs from what binds sent before: a second bind.
+    assert await backend.check_password("john", f"wrong {SQUARED_A}") is False
+    assert failed_binds(slapd, JOHN) == 4
 
 
 def hide_rootdse(slapd: Slapd) -> None:

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from portal.config import (
 )
 from portal.errors import PasswordWriteError, StartupCheckError
 from portal.users.file import FileUserBackend
-from portal.users.hashing import hash_password
+from portal.users.hashing import hash_password, verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 STANDALONE_USERS = REPO.parent / "shared/compat/authelia/suites/Standalone/users.yml"
@@ -233,6 +234,89 @@ async def test_unknown_user_cannot_sign_in_and_has_no_password_state(people: Pat
     backend = await started(people)
     assert await backend.check_password("nobody", "old password") is False
     assert await backend.password_state("nobody") is None
+
+
+# --- the same password in another Unicode form ------------------------------------------------
+
+NFC = "Corr3ct-Horse-Battery-\u00c4\u00d6\u00dc"
+NFD = unicodedata.normalize("NFD", NFC)  # "A" followed by U+0308, and so on
+WIDE_LIGATURE = "\uff26\uff55\uff4c\uff4c-width \ufb01sh 42"  # NFKC: "Full-width fish 42"
+
+
+class CountingVerifier:
+    """The real verify_password, counting how often the backend calls it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, password: str, digest: str) -> bool:
+        self.calls += 1
+        return verify_password(password, digest)
+
+
+async def test_a_password_set_in_one_unicode_form_is_accepted_in_the_other(people: Path) -> None:
+    backend = await started(people)
+    await backend.set_password("john", NFC)
+    assert await backend.check_password("john", NFD) is True
+    await backend.set_password("john", NFD)
+    assert await backend.check_password("john", NFC) is True
+    await backend.set_password("john", WIDE_LIGATURE)
+    assert await backend.check_password("john", "Full-width fish 42") is True
+    assert await backend.check_password("john", "Full-width fish 43") is False
+    await backend.close()
+
+
+async def test_a_new_hash_is_made_from_the_normalized_form(people: Path) -> None:
+    backend = await started(people)
+    await backend.set_password("john", NFD)
+    digest = await backend.password_state("john")
+    assert digest
+    assert verify_password(NFC, digest) is True
+    assert verify_password(NFD, digest) is False
+    await backend.close()
+
+
+async def test_a_hash_of_a_password_as_typed_before_normalization_still_accepts_it(
+    tmp_path: Path,
+) -> None:
+    typed = {"nfd": NFD, "wide": WIDE_LIGATURE, "plain": "old password"}
+    path = tmp_path / "users.yml"
+    path.write_text(
+        "users:\n"
+        + "".join(f'  {name}:\n    password: "{cheap_hash(pw)}"\n' for name, pw in typed.items()),
+        encoding="utf-8",
+    )
+    backend = await started(path)
+    for name, password in typed.items():
+        assert await backend.check_password(name, password) is True, name
+        assert await backend.check_password(name, password + "!") is False, name
+        assert await backend.check_password(name, "wrong password") is False, name
+    await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("typed", "verifications"),
+    [
+        ("wrong password", 1),
+        ("wr\u00f6ng password", 1),  # already NFC: one form to try
+        ("wro\u0308ng password", 2),  # NFD: normalized, then as typed
+        ("wrong \ufb01sh", 2),  # a ligature NFKC changes
+    ],
+)
+async def test_an_unknown_user_costs_as_many_verifications_as_a_known_one(
+    people: Path, typed: str, verifications: int
+) -> None:
+    verifier = CountingVerifier()
+    backend = FileUserBackend(config(people), verify=verifier)
+    await backend.startup_check()
+
+    async def count(username: str) -> int:
+        before = verifier.calls
+        assert await backend.check_password(username, typed) is False
+        return verifier.calls - before
+
+    assert [await count(u) for u in ("john", "nobody", "retired")] == [verifications] * 3
+    await backend.close()
 
 
 # --- broken entries and files ---------------------------------------------------------------

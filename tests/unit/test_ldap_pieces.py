@@ -15,6 +15,7 @@ from portal.users.ldap import (
     AD_RULES_SENTENCE,
     GENERIC_REJECTION,
     LdapUserBackend,
+    bind_passwords,
     decode_ppolicy_error,
     effective_settings,
     fill_filter,
@@ -297,6 +298,15 @@ def test_passwords_are_prepared_as_binds_prepare_them() -> None:
     assert prepare_password("a\u00a0b") == "a b"  # SASLprep maps a no-break space
     with pytest.raises(PasswordRejectedError):
         prepare_password("a\u0007b")  # a control character SASLprep prohibits
+
+
+def test_a_bind_sends_a_second_form_only_when_saslprep_alone_would_differ() -> None:
+    assert bind_passwords("wrong password") == ("wrong password",)
+    # SASLprep already applies NFKC (Unicode 3.2): what binds sent before normalization.
+    assert bind_passwords("A\u0308 \ufb01sh") == ("\u00c4 fish",)
+    # A compatibility character newer than Unicode 3.2 only the portal's NFKC changes.
+    assert bind_passwords("x\U0001f130") == ("xA", "x\U0001f130")
+    assert bind_passwords("a\u0007b") == ()  # nothing SASLprep accepts: no bind at all
 
 
 # --- password-policy answers ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ def test_answers_are_normalized_for_width_case_and_white_space() -> None:
     assert normalize_answer("  Mister\tFluffy \n") == "mister fluffy"
     assert normalize_answer("ＭＩＳＴＥＲ　ＦＬＵＦＦＹ") == "mister fluffy"  # full width
     assert normalize_answer("Straße") == normalize_answer("STRASSE")
+    assert normalize_answer("Mu\u0308nchen") == normalize_answer("M\u00fcnchen")  # NFD, NFC
     assert normalize_answer("Mister Fluffy") != normalize_answer("MisterFluffy")
 
 
