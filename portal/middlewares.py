@@ -24,6 +24,7 @@ from portal.errors import (
     UnsupportedMediaTypeError,
 )
 from portal.keys import CONFIG
+from portal.logs import quoted
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,11 +88,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(request, exc.status, message, keep)
     except PortalError as exc:
         if exc.status >= 500:
-            log.error("request failed: %s %s: %s", request.method, request.path, exc)
+            log.error("request failed: %s %s: %s", request.method, quoted(request.path), exc)
         return error_response(request, exc.status, exc.public_message, exc.response_headers())
     except Exception:
         # SECURITY: the traceback goes to the log only; the client sees a generic page.
-        log.exception("unhandled error: %s %s", request.method, request.path)
+        log.exception("unhandled error: %s %s", quoted(request.method, 16), quoted(request.path))
         return error_response(request, 500, _REASONS[500])
 
 
