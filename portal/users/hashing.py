@@ -160,7 +160,7 @@ def _bcrypt_sha256(match: re.Match[str], _digest: str) -> _Verifier:
             raise _unsupported("bcrypt-sha256 parameters") from None
         if set(params) != {"v", "t", "r"} or params["v"] != "2" or params["t"] not in ("2a", "2b"):
             raise _unsupported("bcrypt-sha256 parameters")
-        if not params["r"].isdigit():
+        if not re.fullmatch(r"[0-9]{1,2}", params["r"]):  # ASCII: isdigit() takes "²"
             raise _unsupported("bcrypt-sha256 cost")
         version, ident, cost_text = 2, params["t"], params["r"]
     cost = int(cost_text)
