@@ -1,17 +1,17 @@
 """The LDAP backend with implementation 'activedirectory' against a real Samba AD domain controller.
 
-One domain controller for the session (provisioning takes seconds); every test makes its own
-users. The backend is configured as an operator would: Authelia's AD defaults (sAMAccountName,
-the users filter on sAMAccountType, userAccountControl, pwdLastSet and accountExpires), the
-domain's Administrator as service account, ldaps:// trusting the CA Samba generated.
+One domain controller for the session (provisioning takes seconds; the fixture is in
+conftest.py); every test makes its own users. The backend is configured as an operator would:
+Authelia's AD defaults (sAMAccountName, the users filter on sAMAccountType, userAccountControl,
+pwdLastSet and accountExpires), the domain's Administrator as service account, ldaps://
+trusting the CA Samba generated.
 """
 
 from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -22,8 +22,8 @@ from portal.users.ldap import AD_RULES_SENTENCE, LdapUserBackend
 from tests.integration.samba_ad import (
     ADMIN_USER,
     BASE_DN,
-    REALM,
     SERVER_NAME,
+    AdUser,
     SambaDc,
     strong_password,
 )
@@ -31,44 +31,6 @@ from tests.integration.samba_ad import (
 SUCCESS, STRONGER_AUTH_REQUIRED, INVALID_CREDENTIALS = 0, 8, 49
 
 BackendFactory = Callable[..., LdapUserBackend]
-
-
-@dataclass(frozen=True)
-class AdUser:
-    name: str  # sAMAccountName
-    password: str
-    dn: str
-
-    @property
-    def mail(self) -> str:
-        return f"{self.name}@{REALM.lower()}"
-
-    @property
-    def upn(self) -> str:
-        return f"{self.name}@{REALM.lower()}"
-
-
-@pytest.fixture(scope="session")
-def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaDc]:
-    """A provisioned, running Samba AD DC for the whole session; stopped at the end."""
-    dc = SambaDc.provisioned(tmp_path_factory.mktemp("samba-ad"))
-    try:
-        dc.start()
-        yield dc
-    finally:
-        dc.stop()
-
-
-@pytest.fixture
-def make_user(samba_dc: SambaDc) -> Callable[..., AdUser]:
-    """Create users with unique names (options go to `samba-tool user create`)."""
-
-    def make(*options: str) -> AdUser:
-        name = f"u{secrets.token_hex(6)}"  # sAMAccountName: at most 20 characters
-        password = strong_password()
-        return AdUser(name, password, samba_dc.create_user(name, password, *options))
-
-    return make
 
 
 @pytest.fixture
