@@ -55,6 +55,7 @@ Reason = Literal[
     "used",
     "revoked",
     "user",
+    "disabled",
     "password_changed",
 ]
 
