@@ -398,10 +398,13 @@ class IdentityValidationConfig(Model):
 
 
 class PasswordResetConfig(Model):
-    """Whether the reset flow is offered, and where."""
+    """Whether the reset flow is offered, and where; what a successful reset also ends."""
 
     disable: bool = False
     custom_url: str | None = None
+    # A portal key: true keeps a lockout from failed sign-ins in place after a successful reset
+    # (Active Directory's lockoutTime; OpenLDAP's ppolicy lifts its own at every password change).
+    disable_unlock: bool = False
 
     @field_validator("custom_url")
     @classmethod

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portal.bodies import read_form, request_host
 from portal.config import SessionCookieConfig, is_loopback_host
-from portal.errors import CaptchaFailedError
+from portal.errors import CaptchaFailedError, PasswordChangeRequiredError
 from portal.handlers.common import (
     captcha_widget_if_needed,
     cookie_values,
@@ -100,6 +100,10 @@ async def signin_post(request: web.Request) -> web.Response:
             username, fields.get("password", ""), request_ip(request),
             remember_me=remember, host=_host(request),
         )  # fmt: skip
+    except PasswordChangeRequiredError as exc:
+        # Told only to who proved the password; the form's link leads to the reset.
+        return _page(request, status=exc.status, error=exc.public_message,
+                     must_change=True, username=username[:256], rd=rd)  # fmt: skip
     except (SignInFailedError, CaptchaFailedError) as exc:
         captcha = await captcha_widget_if_needed(request, "login", username)
         # A form refused for its CAPTCHA (failed or unknowable) is 400, as on the reset pages.
@@ -146,7 +150,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
             body.username, body.password, request_ip(request),
             remember_me=body.keep_me_logged_in, host=_host(request),
         )  # fmt: skip
-    except SignInFailedError as exc:
+    except (SignInFailedError, PasswordChangeRequiredError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
     data = {}
     if target:
