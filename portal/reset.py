@@ -137,23 +137,30 @@ class PasswordResetService:
         await self.limit_start(ip)
         await self.queue_link(identifier, ip)
 
-    async def queue_link(self, identifier: str, ip: str) -> None:
-        """Queue the mail under the per-account and global limits (IP already counted)."""
+    async def queue_link(self, identifier: str, ip: str, *, mail: bool = True) -> None:
+        """Queue the mail under the per-account and global limits (IP already counted).
+
+        With mail=False (security questions not passed) the same work is queued as a decoy
+        that sends nothing, counted under a per-identifier key of its own so that it never
+        uses up the identifier's mails.
+        """
         key = self.identifier_hash(identifier)
+        scope = "reset-identifier" if mail else "reset-decoy-identifier"
         # SECURITY: counted before any lookup, so unknown identifiers count the same, and
         # dropped silently: the requester sees the same page either way.
-        if await self._limiter.hit(f"reset-identifier:{key}", self._limits.account) is not None:
+        if await self._limiter.hit(f"{scope}:{key}", self._limits.account) is not None:
             audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
             return
         # SECURITY: a global cap, so many addresses together cannot turn the portal into a
-        # mail cannon.
+        # mail cannon (or its worker into a furnace: decoys count too).
         if await self._limiter.hit("reset-global", self._limits.everyone) is not None:
             audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
             return
         await self._outbox.enqueue(
-            RESET_MAIL, {"identifier": identifier, "ip": ip, "requested_at": self._clock.now()}
+            RESET_MAIL,
+            {"identifier": identifier, "ip": ip, "requested_at": self._clock.now(), "mail": mail},
         )
-        audit("reset_requested", identifier_hash=key, ip=ip)
+        audit("reset_requested" if mail else "reset_decoy_requested", identifier_hash=key, ip=ip)
 
     async def deliver_reset_mail(self, message: OutboxMessage) -> None:
         """Mail a link to the user the identifier names, or rehearse a decoy (outbox job).
@@ -174,7 +181,9 @@ class PasswordResetService:
         address = user.email if user is not None and user.email else identifier
         # Why nothing is mailed, as the one audit event logged at the end; None: a real mail.
         refusal: tuple[str, dict[str, str]] | None = None
-        if user is None or user.disabled or not user.email:
+        if not message.payload.get("mail", True):  # older messages have no "mail": a real one
+            refusal = ("reset_no_mail", {"identifier_hash": key, "reason": "questions"})
+        elif user is None or user.disabled or not user.email:
             why = "unknown" if user is None else "disabled" if user.disabled else "no_email"
             refusal = ("reset_no_mail", {"identifier_hash": key, "reason": why})
         # SECURITY: per account and per mailbox too: the same account typed several ways, or

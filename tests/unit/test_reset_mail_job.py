@@ -3,7 +3,8 @@
 The job runs on the event loop right after the requester's answer, so whatever it does more for
 an existing user than for an unknown one slows the next request and tells that the account
 exists. These stories record, in order, every call the job makes to the user backend, the storage
-and the notifier (each one a round trip the event loop waits on), and compare them.
+and the notifier (each one a round trip the event loop waits on), and compare them; the same for
+the answers to security questions, which queue the job.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ from typing import Any
 import pytest
 
 from portal.app import create_app
+from portal.config import DEFAULT_QUESTIONS, Argon2Config
 from portal.deps import Dependencies, users_from_config
-from portal.keys import OUTBOX, RESET
+from portal.keys import OUTBOX, QUESTIONS, RESET
 from portal.notify.outbox import OutboxWorker
+from portal.questions import Argon2AnswerHasher, SecurityQuestionsService
 from portal.reset import PasswordResetService
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import ConfigFactory, FakeClock
 
 IP = "192.0.2.7"
+CHEAP_ARGON2 = Argon2Config(memory=1024, iterations=1, parallelism=1)
+ROOMY = {"buckets": [{"period": "10 minutes", "requests": 1000}]}
+# John's questions: the first three default ones.
+JOHNS_ANSWERS = {
+    DEFAULT_QUESTIONS[0]: "Mister Fluffy",
+    DEFAULT_QUESTIONS[1]: "The Beatles",
+    DEFAULT_QUESTIONS[2]: "Pancakes with syrup",
+}
 # What a decoy does instead of what a real mail needs: the same round trip, nothing delivered
 # and no link recorded.
 STAND_INS = {
@@ -83,6 +94,7 @@ class Worker:
     """The reset service and its outbox worker (not started: the story runs it), and records."""
 
     reset: PasswordResetService
+    questions: SecurityQuestionsService
     outbox: OutboxWorker
     calls: list[str]
     notifier: RecordingNotifier
@@ -92,6 +104,18 @@ class Worker:
         await self.reset.queue_link(identifier, IP)
         self.calls.clear()
         assert await self.outbox.run_once() == 1
+        return list(self.calls)
+
+    async def work_for_answers(self, identifier: str, answers: list[str] | None) -> list[str]:
+        """Answer the questions (None: john's right answers), then run the job queued.
+
+        Return the calls the answer and the job made.
+        """
+        asked = await self.questions.questions_for(identifier)
+        self.calls.clear()
+        given = [JOHNS_ANSWERS[q] for q in asked] if answers is None else answers
+        await self.questions.answer(identifier, given, IP)
+        assert await self.outbox.run_once() == 1, "every answer queues the job"
         return list(self.calls)
 
 
@@ -109,7 +133,10 @@ async def worker(
     config = make_config(
         authentication_backend={
             "file": {"path": str(users_file), "search": {"email": True, "case_insensitive": True}}
-        }
+        },
+        identity_validation={"reset_password": {"security_questions": {"enabled": True}}},
+        # Every story asks from one address; the limits per address have their own tests.
+        server={"endpoints": {"rate_limits": {"reset_password_start": ROOMY}}},
     )
     users = users_from_config(config)
     await users.startup_check()
@@ -120,9 +147,10 @@ async def worker(
         storage=Recorder("storage", storage, calls),
         notifier=notifier,
         clock=clock,
+        answer_hasher=Argon2AnswerHasher(CHEAP_ARGON2),
     )
     app = create_app(config, deps)
-    yield Worker(app[RESET], app[OUTBOX], calls, notifier)
+    yield Worker(app[RESET], app[QUESTIONS], app[OUTBOX], calls, notifier)
     await users.close()
 
 
@@ -164,3 +192,25 @@ async def test_an_account_over_its_limit_gets_the_same_work_as_one_under_it(
     assert work[1] == work[2] == work[0]
     assert work[3] == as_a_decoy(work[0])
     assert len(worker.notifier.sent) == 3 and len(worker.notifier.rehearsed) == 1
+
+
+async def test_every_answer_to_the_questions_makes_the_same_calls_and_queues_the_job(
+    worker: Worker,
+) -> None:
+    await worker.questions.set_up("john", "password", list(JOHNS_ANSWERS.items()), IP)
+    wrong = ["wrong", "wrong"]
+    right_answers = await worker.work_for_answers("john", None)
+    without_questions = await worker.work_for_answers("harry", ["", ""])
+    # Decoys from here on. John typed two ways, so that no typed identifier goes over its
+    # limit of 3 mails: the five failures count on his account and throttle the last answer.
+    decoys = [await worker.work_for_answers("nobody-here", wrong)]
+    for typed in ["john", "john.doe@authelia.com"] * 3:
+        decoys.append(await worker.work_for_answers(typed, wrong))
+
+    assert without_questions == right_answers
+    assert all(work == as_a_decoy(right_answers) for work in decoys)
+    assert [m["To"] for m in worker.notifier.sent] == [
+        "john.doe@authelia.com",
+        "harry.potter@authelia.com",
+    ]
+    assert len(worker.notifier.rehearsed) == 7
