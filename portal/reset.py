@@ -222,14 +222,16 @@ class PasswordResetService:
             # decoy's jti is new and random, so no record has it. No link is ever recorded.
             await self._storage.revoke_identity_verification(claims.jti, at=now, ip=ip)
         base = self._config.portal_url
+        # A decoy's mail never holds what was typed: it is the same mail, to nobody.
+        shown = (user.display_name or subject) if user is not None and refusal is None else subject
         mail = self._renderer.render(
             RESET_MAIL,
             # SECURITY: the stored address, never what was typed (Django CVE-2019-19844).
             to=address if refusal is None else DECOY_ADDRESS,
             title="Reset your password",
             context={
-                "display_name": user.display_name if user is not None else username,
-                "username": username,
+                "display_name": shown,
+                "username": subject,
                 "link": f"{base}/reset-password/step2?token={token}",
                 "revoke_link": f"{base}/revoke/reset-password?token={token}",
                 "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
