@@ -52,8 +52,11 @@ class FilesystemNotifier:
             ) from exc
 
     async def rehearse(self, message: email.message.EmailMessage) -> None:
-        """Prepare the message as send() does and drop it; the file is not touched."""
-        self._prepare(message)
+        """Prepare the message as send() does and drop it in a worker thread; no file is touched."""
+        data = self._prepare(message)
+        # The same hand-over to a worker thread as send(), so the event loop does the same work.
+        async with self._lock:
+            await asyncio.to_thread(_drop, data)
 
     async def close(self) -> None:
         """Release nothing: the file is opened and closed for every mail."""
@@ -93,6 +96,10 @@ def _append(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _drop(data: bytes) -> None:
+    """Do nothing with a rehearsed mail."""
 
 
 def _reason(exc: OSError) -> str:
