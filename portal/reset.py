@@ -2,8 +2,10 @@
 
 Asking for a link does no user-dependent work while the requester waits: after input checks and
 rate limits the request goes to the outbox, and the worker looks the user up, issues the token,
-records its jti and sends the mail. Setting the password checks the token, its record and the
-password fingerprint again, applies the policy, consumes the jti atomically, then writes.
+records its jti and sends the mail. The worker shares the event loop with the next request, so for
+anyone who gets no mail it does the same work on a decoy and sends and records nothing. Setting the
+password checks the token, its record and the password fingerprint again, applies the policy,
+consumes the jti atomically, then writes.
 """
 
 from __future__ import annotations
