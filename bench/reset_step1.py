@@ -9,13 +9,14 @@ Two questions, both about what an attacker can time:
   outbox worker does for the primer overlaps the probe. The medians of the probes after an
   existing and after an unknown user's request must differ by less than 0.5 ms.
 
-Primers of both kinds come in a seeded random order, in pairs with a short pause between them
-so each probe sees only its own primer's work. A bare aiohttp handler is timed the same way in
+Primers of both kinds come in a seeded random order, in pairs with a pause between them (long
+enough for the worker to finish the previous pair's jobs, a probe's included), so each probe
+sees only its own primer's work. A bare aiohttp handler is timed the same way in
 the same run: its "after" difference is this method's noise floor on this machine. A 95%
 bootstrap interval of each difference says whether the figure means anything under the load
 of the moment.
 
-    python bench/reset_step1.py [--requests 500] [--warmup 20] [--pause-ms 10]
+    python bench/reset_step1.py [--requests 500] [--warmup 20] [--pause-ms 30]
 
 Prints figures and PASS/FAIL lines; exits 0 unless a server failed to start. Not a test: timings
 depend on the machine, so pytest never runs this.
@@ -379,7 +380,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=500, help="measured primers per kind")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up pairs (both kinds)")
-    parser.add_argument("--pause-ms", type=float, default=10.0, help="pause before each pair")
+    parser.add_argument("--pause-ms", type=float, default=30.0, help="pause before each pair")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
