@@ -14,7 +14,9 @@ enough for the worker to finish the previous pair's jobs, a probe's included), s
 sees only its own primer's work. A bare aiohttp handler is timed the same way in
 the same run: its "after" difference is this method's noise floor on this machine. A 95%
 bootstrap interval of each difference says whether the figure means anything under the load
-of the moment.
+of the moment. The portal's files live in a temporary directory ($TMPDIR): on a disk, the fsync
+of each real mail's append can hold up the probe's SQLite writes, which no decoy can mimic;
+with TMPDIR=/dev/shm only the event loop's share of the worker's work is left to measure.
 
     python bench/reset_step1.py [--requests 500] [--warmup 20] [--pause-ms 30]
 

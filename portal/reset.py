@@ -173,7 +173,8 @@ class PasswordResetService:
         account and mailbox limits, reads the password state, signs a token, makes the same
         storage round trips, renders the mail and has the notifier prepare it. For an unknown,
         disabled or mailless identifier, or an account over its limit, that is a decoy: no link
-        is recorded and the notifier only rehearses (Notifier.rehearse): nothing is sent.
+        is recorded and the notifier only rehearses (Notifier.rehearse): nothing is sent. Only
+        the delivery's own I/O (the SMTP conversation, the file's write and fsync) remains.
         """
         identifier = str(message.payload["identifier"])
         ip = str(message.payload["ip"])
