@@ -81,8 +81,11 @@ UNSUPPORTED_KEYS = (
     "storage.mysql",
 )
 
+# Authelia's units (docs: configuration/prologue/common, "Duration") and Go's, which Authelia
+# passes to time.ParseDuration; a month is 30 days and a year 365, as in Authelia.
 _UNITS = {
-    "ms": 0.001,
+    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
+    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
@@ -91,12 +94,21 @@ _UNITS = {
     "M": 2592000, "month": 2592000, "months": 2592000,
     "y": 31536000, "year": 31536000, "years": 31536000,
 }  # fmt: skip
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*")
+_DURATION_BLOCK = re.compile(r"([0-9]+(?:\.[0-9]+)?)([^0-9.]+)")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Read a duration as Authelia writes it: seconds, '90s', '1h30m', '5 minutes', '2 days'."""
+    """Read a duration as Authelia does; raise ValueError naming the value if it is none.
+
+    Authelia's notation (internal/utils/time.go, ParseDurationString): an integer is seconds,
+    the empty string is zero, and a string is otherwise blocks of a quantity and a unit (`90s`,
+    `1h30m`, `1d 1h 20m`, `5 minutes`, `1 hour and 30 minutes`) where spaces, leading zeros
+    and the word `and` do not count. Units: y, M (30 days), w, d, h, m, s, ms, their long names
+    singular or plural, and Go's ns, us, µs. Beyond Authelia the portal also takes decimals
+    (`1.5h`), sec/min/hr and units in capitals other than M. Where Authelia's regular expression
+    skips what it cannot read (`1h30` is one hour to it, `-5m` five minutes), the portal refuses.
+    """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
@@ -105,25 +117,27 @@ def parse_duration(value: Any) -> timedelta:
         if value < 0:
             raise ValueError("must not be negative")
         return timedelta(seconds=value)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise ValueError("must be a duration such as '5 minutes' or '90s'")
-    text = value.strip()
-    if re.fullmatch(r"\d+", text):
-        return timedelta(seconds=int(text))
-    seconds = 0.0
+    if not value.strip():
+        return timedelta(0)
+    if re.fullmatch(r"[0-9]+", value.strip()):
+        return timedelta(seconds=int(value))
+    text = "".join(value.split()).replace("and", "")
+    total = timedelta(0)
     pos = 0
-    for match in _DURATION_PART.finditer(text):
+    for match in _DURATION_BLOCK.finditer(text):
         unit = match.group(2)
-        factor = _UNITS.get(unit) if unit == "M" else _UNITS.get(unit.lower())
+        factor = _UNITS.get(unit) or _UNITS.get(unit.lower())  # M (months) is found as is
         if match.start() != pos or factor is None:
             break
-        seconds += float(match.group(1)) * factor
+        total += timedelta(seconds=float(match.group(1)) * factor)
         pos = match.end()
     if pos != len(text) or pos == 0:
         raise ValueError(
             f"'{value}' is not a duration; write for example '5 minutes', '1h30m' or '90s'"
         )
-    return timedelta(seconds=seconds)
+    return total
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

@@ -133,7 +133,61 @@ def test_durations_are_read_as_authelia_writes_them(text: str | int, seconds: fl
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5 parsecs", "m5", "-5", True, "5 minutes ago"])
+# Authelia's duration notation (docs: configuration/prologue/common, "Duration"; grammar:
+# internal/utils/time.go ParseDurationString, examples: internal/utils/time_test.go): blocks of a
+# whole quantity and a unit; spaces, leading zeros and the word 'and' are ignored; an integer is
+# seconds; the empty string is zero; Go's own units (ns, us, µs, μs, ms, s, m, h) pass through.
+S, MIN, H, D = 1, 60, 3600, 86400
+AUTHELIA_UNITS = [  # the documentation's unit legend: short unit, long unit, its plural
+    (["ms", "millisecond", "milliseconds"], 0.001),
+    (["s", "second", "seconds"], S),
+    (["m", "minute", "minutes"], MIN),
+    (["h", "hour", "hours"], H),
+    (["d", "day", "days"], D),
+    (["w", "week", "weeks"], 7 * D),
+    (["M", "month", "months"], 30 * D),
+    (["y", "year", "years"], 365 * D),
+]
+AUTHELIA_UNIT_FORMS = [
+    (f"{written}{space}{unit}", quantity * size)
+    for units, size in AUTHELIA_UNITS
+    for unit in units
+    for quantity in (1, 5, 20)
+    for written in (str(quantity), f"000{quantity}")  # leading zeros are ignored
+    for space in (" ", "")
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        # The documentation's examples table: 1 hour and 30 minutes, 1 day, 10 hours.
+        ("90m", 5400), ("1h30m", 5400), ("5400", 5400), ("5400s", 5400),
+        ("1 hour and 30 minutes", 5400),
+        ("1d", D), ("24h", D), ("86400", D), ("86400s", D), ("1 day", D),
+        ("10h", 10 * H), ("600m", 10 * H), ("9h60m", 10 * H), ("36000", 10 * H),
+        ("10 hours", 10 * H),
+        # Authelia's own tests of the grammar.
+        ("1d3w10ms", D + 21 * D + 0.01), ("1d4d2d", 7 * D), ("1d 1h 20m", D + H + 20 * MIN),
+        ("1 hour and 20 minutes", H + 20 * MIN), ("1 hour    and 20 minutes", H + 20 * MIN),
+        ("100", 100), ("", 0), (100, 100),
+        # Go's time.ParseDuration units, which Authelia passes through.
+        ("1500ms", 1.5), ("2000000us", 2), ("2000000µs", 2), ("2000000μs", 2),
+        ("3000000000ns", 3),
+        *AUTHELIA_UNIT_FORMS,
+    ],
+)  # fmt: skip
+def test_every_duration_form_authelia_accepts_is_accepted(text: str | int, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text",
+    # Authelia refuses these too. (Its regular expression skips what it cannot read, so it takes
+    # '1h30' as one hour and '-5m' as five minutes; the portal refuses those rather than guess.)
+    ["soon", "5 parsecs", "m5", "-5", True, "5 minutes ago", "h1", "10x", "10abcxyz", "and",
+     "5 and", "1h30", "-5m"],
+)  # fmt: skip
 def test_a_bad_duration_is_refused(text: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
