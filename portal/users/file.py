@@ -32,13 +32,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from portal.config import FileBackendConfig
+from portal.config import FileBackendConfig, describe_yaml_error
 from portal.errors import (
     PasswordWriteError,
     StartupCheckError,
@@ -184,16 +183,6 @@ def _round_trip_yaml() -> YAML:
     return yaml
 
 
-def _describe_yaml_error(exc: YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    if isinstance(exc, DuplicateKeyError):
-        # SECURITY: ruamel's own message quotes the values, which may be password hashes.
-        return f"a key appears twice in the same mapping{where}"
-    problem = getattr(exc, "problem", None) or type(exc).__name__
-    return f"{problem}{where}"
-
-
 def _read_text(path: str) -> tuple[str, bool, os.stat_result]:
     """Read the file as UTF-8; return the text, whether it had a BOM, and its stat."""
     with open(path, "rb") as handle:
@@ -214,7 +203,7 @@ def _load_document(path: str) -> tuple[Any, str, bool, os.stat_result]:
     try:
         document = _round_trip_yaml().load(text)
     except YAMLError as exc:
-        reason = _describe_yaml_error(exc)
+        reason = describe_yaml_error(exc)
         raise _LoadError(f"users file {path}: is not valid YAML: {reason}", _stamp(st)) from None
     return document, text, bom, st
 
