@@ -1242,7 +1242,8 @@ def _format_error(error: Mapping[str, Any]) -> str:
         variable = _env_name(loc)
         message = (
             f"option is required: write it into a file named by {variable}_FILE (or set "
-            f"{variable}, or give it here); generate one with 'portal crypto rand'"
+            f"{variable}, or write it in the configuration file); generate one with "
+            "'portal crypto rand'"
         )
     elif kind == "missing":
         message = "option is required"

@@ -107,11 +107,11 @@ def test_the_demo_configuration_without_them_names_the_variables_and_how_to_gene
     assert result.stderr.splitlines() == [
         "error: identity_validation.reset_password.jwt_secret: option is required: write it into "
         "a file named by PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE (or set "
-        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET, or give it here); generate one "
-        "with 'portal crypto rand'",
+        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET, or write it in the configuration "
+        "file); generate one with 'portal crypto rand'",
         "error: storage.encryption_key: option is required: write it into a file named by "
-        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE (or set PORTAL_STORAGE_ENCRYPTION_KEY, or give it "
-        "here); generate one with 'portal crypto rand'",
+        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE (or set PORTAL_STORAGE_ENCRYPTION_KEY, or write it "
+        "in the configuration file); generate one with 'portal crypto rand'",
     ]
 
 

@@ -767,7 +767,8 @@ def test_a_required_secret_names_the_variables_that_can_supply_it(tmp_path: Path
     problems = problems_of([write_yaml(tmp_path / "c.yml", raw)])
     assert problems == [
         f"{key}: option is required: write it into a file named by {variable(key)}_FILE (or set "
-        f"{variable(key)}, or give it here); generate one with 'portal crypto rand'"
+        f"{variable(key)}, or write it in the configuration file); generate one with "
+        "'portal crypto rand'"
     ]
 
 
