@@ -201,6 +201,10 @@ def test_the_embedded_configuration_documents_the_captcha_defaults() -> None:
 
 def test_captcha_secrets_come_from_files(make_config: ConfigFactory, tmp_path: Path) -> None:
     make_config(captcha={"provider": "turnstile", "site_key": "site", "secret_key": "in-file"})
+    # the secret lives in a file only: a secret given twice is refused (issue 12)
+    path = tmp_path / "configuration.yml"
+    path.write_text(path.read_text().replace("secret_key: in-file, ", ""))
+    assert "in-file" not in path.read_text()
     secret = tmp_path / "captcha_secret"
     secret.write_text("vendor-secret\n")
     hmac_key = tmp_path / "hmac_key"
