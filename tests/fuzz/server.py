@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ruamel.yaml import YAML
 from portal.config import Argon2Config, PasswordConfig
 from portal.users.hashing import hash_password
 from tests.conftest import ENCRYPTION_KEY, JWT_SECRET
-from tests.fuzz.strategies import SESSION_COOKIE, Target
+from tests.fuzz.strategies import ROUTES, SESSION_COOKIE, Target
 from tests.fuzz.wire import LOOPBACK, exchange
 from tests.integration.process import free_port, spawn, stop_process
 
@@ -34,6 +35,9 @@ USERS = ("john", "harry", "bob", "james")
 # Sign-in checks a password on every try (a dummy hash for unknown users): keep it cheap here.
 CHEAP_ARGON2 = {"iterations": 1, "memory": 8, "parallelism": 1}
 SESSION_USERS = ("harry", "bob")
+# The routes only the guarded profile has (security questions, the self-hosted CAPTCHA).
+GUARDED = frozenset({"/reset-password/step1/answers", "/api/reset-password/identity/questions",
+                     "/settings/security-questions", "/api/captcha/challenge"})  # fmt: skip
 TOKEN_USER = "james"
 # The harness's own requests come from addresses the generator never draws (TEST-NET-1's top),
 # so its sign-ins and reset requests are not throttled by the fuzz traffic.
@@ -142,7 +146,9 @@ def start_portal(directory: Path, profile: str) -> FuzzPortal:
     with log_file.open("wb") as log:
         command = [sys.executable, "-m", "portal", "serve", "--config", str(config)]
         process = spawn(command, directory, log, env=env)
-    target = Target(port=port, jwt_secret=JWT_SECRET, issuer=f"http://{LOOPBACK}:{port}")
+    routes = ROUTES if profile == "guarded" else tuple(r for r in ROUTES if r.path not in GUARDED)
+    target = Target(port=port, jwt_secret=JWT_SECRET, issuer=f"http://{LOOPBACK}:{port}",
+                    routes=routes)  # fmt: skip
     return FuzzPortal(profile, directory, process, log_file, target)
 
 
@@ -230,6 +236,14 @@ class LoggedTraceback:
         return self.exception.split(":", 1)[0].strip()[:120]
 
     @property
+    def client_fault(self) -> bool:
+        """Tell whether aiohttp's HTTP layer logged it for a request it could not read (a 400)."""
+        return self.message.split(":", 1)[0].endswith("aiohttp.server") and (
+            self.exception_type.startswith("aiohttp.http_exceptions.")
+            or self.exception_type == "aiohttp.web_protocol.RequestPayloadError"
+        )
+
+    @property
     def place(self) -> str:
         """Where it was raised: the deepest frame in the portal's code, then the last frame."""
         ours = [f for f in self.frames if f.startswith("portal/")]
@@ -258,28 +272,35 @@ def _strip_time(line: str) -> str:
 
 def tracebacks(text: str) -> list[LoggedTraceback]:
     """Find every traceback in a stretch of log, with its log line and its exception line."""
-    lines = text.splitlines()
-    found = []
-    index = 0
-    while index < len(lines):
-        if lines[index] != "Traceback (most recent call last):":
-            index += 1
-            continue
-        start = index
-        message = next((_strip_time(lines[i]) for i in range(start - 1, -1, -1)
-                        if _LOG_LINE.match(lines[i])), "")  # fmt: skip
-        end = start + 1
-        while end < len(lines) and not _LOG_LINE.match(lines[end]):
-            end += 1
-        block = lines[start:end]
-        last = max(i for i, line in enumerate(block) if line.startswith("Traceback"))
-        exception = next((line for line in block[last + 1 :]
-                          if line and not line.startswith(" ")), "(no exception line)")  # fmt: skip
-        tail = tuple(line[:300] for line in block[-6:])
-        frames = tuple(f for line in block[last + 1 :] if (f := _frame(line)) is not None)
-        found.append(LoggedTraceback(message, exception[:300], tail, frames))
-        index = end
-    return found
+    return list(scan_log(text.splitlines()))
+
+
+def scan_log(lines: Iterable[str]) -> Iterator[LoggedTraceback]:
+    """Yield each traceback of a log read line by line (a large log need not fit in memory)."""
+    message = ""
+    block: list[str] | None = None
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if _LOG_LINE.match(line):
+            if block is not None:
+                yield _traceback(message, block)
+                block = None
+            message = _strip_time(line)
+        elif line == "Traceback (most recent call last):" and block is None:
+            block = [line]
+        elif block is not None and len(block) < 400:
+            block.append(line)
+    if block is not None:
+        yield _traceback(message, block)
+
+
+def _traceback(message: str, block: list[str]) -> LoggedTraceback:
+    last = max(i for i, line in enumerate(block) if line.startswith("Traceback"))
+    exception = next((line for line in block[last + 1 :]
+                      if line and not line.startswith(" ")), "(no exception line)")  # fmt: skip
+    frames = tuple(f for line in block[last + 1 :] if (f := _frame(line)) is not None)
+    return LoggedTraceback(message, exception[:300], tuple(line[:300] for line in block[-6:]),
+                           frames)  # fmt: skip
 
 
 def wait_for_quiet_log(portal: FuzzPortal, last_size: int, limit: float = 0.05) -> int:

@@ -12,11 +12,13 @@ hypothesis shrinks a failing request towards a short, readable one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import gzip
 import hashlib
 import hmac
 import json
+import random
 import time
 import zlib
 from collections.abc import Sequence
@@ -148,6 +150,7 @@ class Target:
     issuer: str
     sessions: tuple[str, ...] = ()
     reset_tokens: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ROUTES  # the ones this portal serves
 
 
 @dataclass(frozen=True)
@@ -381,16 +384,14 @@ def field_values(draw: st.DrawFn, target: Target, name: str) -> str:
 def csrf_pairs(draw: st.DrawFn) -> tuple[str | None, str | None]:
     """Draw the CSRF cookie and form field: matching and well-formed, or not."""
     token = _b64(draw(st.binary(min_size=32, max_size=32)))  # 43 characters, as minted
-    kind = draw(st.integers(0, 4))
-    if kind == 0:
+    kind = draw(st.integers(0, 9))
+    if kind <= 6:
         return token, token
-    if kind == 1:
+    if kind == 7:
         return token, draw(_choice(("é", "\ud800", token[:-1], token + "=", "")))
-    if kind == 2:
+    if kind == 8:
         return draw(texts), draw(texts)
-    if kind == 3:
-        return None, token
-    return token, None
+    return draw(_choice(((None, token), (token, None))))
 
 
 @st.composite
@@ -398,7 +399,8 @@ def form_pairs(
     draw: st.DrawFn, target: Target, fields: Sequence[str], csrf: str | None
 ) -> list[tuple[str, str]]:
     """Draw the (name, value) pairs of a form: its real fields, the CSRF field, extras."""
-    names = draw(st.lists(_choice(tuple(fields) or ("username",)), max_size=6))
+    names = [n for n in fields if not rarely(draw, 5)]  # the route's fields, most of them
+    names += draw(st.lists(_choice(tuple(fields) or ("username",)), max_size=2))
     pairs = [(n, draw(field_values(target, n))) for n in names]
     if csrf is not None:
         pairs.insert(draw(st.integers(0, len(pairs))), ("csrf_token", csrf))
@@ -473,7 +475,7 @@ def json_bodies(draw: st.DrawFn, target: Target, fields: Sequence[str]) -> bytes
     """Draw a JSON body: an object with the route's fields, or JSON that is hard to read."""
     kind = draw(st.integers(0, 9))
     if kind <= 5:
-        names = draw(st.lists(_choice(tuple(fields) or ("username",)), max_size=5))
+        names = [n for n in fields if not rarely(draw, 5)]  # the route's fields, most of them
         body = {n: draw(json_values(target, n)) for n in names}
         return json.dumps(body, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     if kind == 6:
@@ -511,16 +513,16 @@ def addresses(draw: st.DrawFn) -> str:
     """Draw an X-Forwarded-For value: addresses in every form proxies write, or junk."""
     hops = []
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.integers(0, 4))
-        if kind == 0:
+        kind = draw(st.integers(0, 9))
+        if kind <= 3:
             hops.append(str(draw(st.ip_addresses(v=4))))
-        elif kind == 1:
+        elif kind <= 5:
             hops.append(str(draw(st.ip_addresses(v=6))))
-        elif kind == 2:
+        elif kind <= 7:
             address = draw(st.ip_addresses())
             port = draw(_choice(("4711", "0", "65536", "99999999999", "x", "")))
             hops.append(f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
-        elif kind == 3:
+        elif kind == 8:
             hops.append(draw(_choice(('"203.0.113.9"', "unknown", "", "::ffff:10.0.0.1",
                                               "_hidden", "1.2.3.4.5", "[::1"))))  # fmt: skip
         else:
@@ -620,11 +622,12 @@ def raw_requests(draw: st.DrawFn, target: Target) -> RawRequest:
     the portal's handlers.
     """
     wire = rarely(draw, 10)
-    route = draw(_choice(ROUTES))
+    route = draw(_choice(target.routes))
     method = draw(_choice(route.methods))
     if rarely(draw, 6):
         method = draw(_choice(METHODS + (BROKEN_METHODS if wire else ())))
-    path = draw(_choice(OTHER_PATHS)) if rarely(draw, 10) else route.path
+    others = OTHER_PATHS + tuple(r.path for r in ROUTES if r not in target.routes)
+    path = draw(_choice(others)) if rarely(draw, 10) else route.path
     target_path = _encode(path + draw(query_strings(target, route.query)), "utf-8")
     if not wire:
         target_path = _clean_target(target_path)
@@ -727,3 +730,38 @@ def _content_type(media: str, charset: str | None, extra: str) -> bytes:
     if charset is not None:
         value += f"; charset={charset}"
     return _encode(value + extra, "utf-8")
+
+
+# -- recombination (bench/fuzz.py) ---------------------------------------------------------------
+
+
+def recombine(request: RawRequest, donor: RawRequest, rng: random.Random) -> RawRequest:
+    """Return a variant of request with one part taken from donor (or one header dropped).
+
+    Hypothesis draws a request in milliseconds; this costs microseconds, so a long run can
+    send many requests per drawn one, each a new mix of parts the generator made.
+    """
+    change = rng.randrange(6)
+    headers = list(request.headers)
+    if change == 0:  # another request's body, with its own Content-Type and Content-Encoding
+        kept = [h for h in headers if h[0].lower() not in _BODY_HEADERS]
+        moved = [h for h in donor.headers if h[0].lower() in _BODY_HEADERS]
+        return dataclasses.replace(request, headers=tuple(kept + moved), body=donor.body,
+                                   framing=donor.framing)  # fmt: skip
+    if change == 1:  # another request's path and query, with this one's method
+        ours, theirs = request.request_line.split(b" "), donor.request_line.split(b" ")
+        if len(ours) == 3 and len(theirs) == 3:
+            line = b" ".join((ours[0], theirs[1], ours[2]))
+            return dataclasses.replace(request, request_line=line, route=donor.route)
+        return request
+    if change == 2 and len(headers) > 1:  # one header fewer
+        del headers[rng.randrange(1, len(headers))]
+    elif donor.headers:  # one of the donor's headers, replacing ours of the same name
+        name, value = rng.choice(donor.headers)
+        if change == 3:
+            headers = [h for h in headers if h[0].lower() != name.lower()]
+        headers.insert(rng.randrange(len(headers) + 1), (name, value))
+    return dataclasses.replace(request, headers=tuple(headers))
+
+
+_BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
