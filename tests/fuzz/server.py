@@ -303,13 +303,14 @@ def _traceback(message: str, block: list[str]) -> LoggedTraceback:
                            frames)  # fmt: skip
 
 
-def wait_for_quiet_log(portal: FuzzPortal, last_size: int, limit: float = 0.05) -> int:
-    """Wait until the log stops growing (a request's lines are written); return its size."""
+def wait_for_quiet_log(portal: FuzzPortal, last_size: int, limit: float = 0.1) -> int:
+    """Wait until the log has not grown for a few milliseconds (a request's lines are written,
+    the access line comes just after the answer); return its size."""
     deadline = time.monotonic() + limit
-    size = portal.log_size()
-    while True:
+    size, quiet = portal.log_size(), 0
+    while quiet < 3 and time.monotonic() < deadline:
         time.sleep(0.002)
         now = portal.log_size()
-        if (now == size and now >= last_size) or time.monotonic() > deadline:
-            return now
+        quiet = quiet + 1 if now == size and now >= last_size else 0
         size = now
+    return size

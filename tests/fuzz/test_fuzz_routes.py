@@ -113,7 +113,8 @@ class Campaign:
         if time.monotonic() > self.round_stop:
             return  # out of time: every further example passes without being sent
         before = portal.log_size()
-        answer = self.loop.run_until_complete(exchange(raw, portal.port, timeout=HANG_SECONDS))
+        sending = exchange(raw, portal.port, timeout=HANG_SECONDS, linger=2.0)
+        answer = self.loop.run_until_complete(sending)
         after = wait_for_quiet_log(portal, before)
         self.requests += 1
         self.statuses[answer.status_class] += 1

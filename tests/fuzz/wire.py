@@ -67,6 +67,11 @@ def _header(head: bytes, name: bytes) -> bytes | None:
     return None
 
 
+def _closing(head: bytes) -> bool:
+    """Tell whether the server said it closes the connection after this answer."""
+    return head.startswith(b"HTTP/1.0") or (_header(head, b"connection") or b"").lower() == b"close"
+
+
 async def _read_body(reader: asyncio.StreamReader, head: bytes) -> None:
     """Read the body as the head frames it, so the server is never cut off mid-answer."""
     if (length := _header(head, b"content-length")) is not None and length.isdigit():
@@ -85,8 +90,14 @@ async def _read_body(reader: asyncio.StreamReader, head: bytes) -> None:
     await reader.read(MAX_BODY)  # until the server closes
 
 
-async def exchange(raw: bytes, port: int, *, timeout: float, host: str = LOOPBACK) -> Exchange:
-    """Send raw to host:port (loopback only) and read the answer within timeout seconds."""
+async def exchange(
+    raw: bytes, port: int, *, timeout: float, linger: float = 0.0, host: str = LOOPBACK
+) -> Exchange:
+    """Send raw to host:port (loopback only) and read the answer within timeout seconds.
+
+    With linger, wait up to that long for the server to close a connection its answer said it
+    would close: by then it has drained the request and logged whatever it logs for it.
+    """
     if host != LOOPBACK:
         raise ValueError("the fuzzer talks to 127.0.0.1 only")
     start = time.monotonic()
@@ -103,6 +114,11 @@ async def exchange(raw: bytes, port: int, *, timeout: float, host: str = LOOPBAC
             if not raw.startswith(b"HEAD ") and status not in (204, 304):
                 with contextlib.suppress(asyncio.IncompleteReadError, ValueError):
                     await _read_body(reader, head)
+        if linger and _closing(head):
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                async with asyncio.timeout(linger):
+                    while await reader.read(MAX_BODY):
+                        pass
     except TimeoutError:
         return Exchange(status, True, time.monotonic() - start, head, "timed out")
     except _NoAnswer as exc:
