@@ -281,8 +281,11 @@ def _time_literal(value: str) -> str:
     return value
 
 
+_TIME_CLAIM = _choice(TIME_VALUES).map(_time_literal)
+_EXTREME_TIME = _choice(("1" + "0" * 400, "1e400", "-1" + "0" * 400, "9223372036854775808",
+                         "9" * 5000, "NaN"))  # fmt: skip
 _ODD_CLAIM = st.one_of(
-    _choice(TIME_VALUES).map(_time_literal),
+    _TIME_CLAIM,
     _choice((json.dumps("portal:revoke-reset-password"), '["portal:reset-password"]',
                      json.dumps("RevokeResetPassword"), json.dumps("a\x00b"), '""',
                      json.dumps("é" * 3), "1")),  # fmt: skip
@@ -308,6 +311,8 @@ def claim_sets(
         "action": literal("ResetPassword"),
         "pwd": literal("x" * 43),
     }
+    if draw(st.booleans()):  # a time claim out of any range first: the likeliest trouble
+        claims[draw(_choice(("iat", "nbf", "exp")))] = draw(_EXTREME_TIME)
     for name in draw(st.lists(_choice(tuple(sorted(claims))), max_size=3, unique=True)):
         if draw(st.booleans()):
             del claims[name]
@@ -332,23 +337,23 @@ def _payload_of(token: str) -> tuple[tuple[str, str], ...] | None:
 def tokens(draw: st.DrawFn, target: Target) -> str:
     """Draw a reset token: a real one, one re-signed with odd claims, or JWT-shaped junk."""
     header = '{"alg":"HS256","typ":"JWT"}'
-    kind = draw(st.integers(0, 6))
+    kind = draw(st.integers(0, 9))
     if kind == 0 and target.reset_tokens:
         return draw(_choice(target.reset_tokens))
-    if kind == 1 and target.reset_tokens:
+    if kind <= 2 and target.reset_tokens:
         # A real token's claims (its jti is on record) with one made absurd, signed again.
         base = _payload_of(draw(_choice(target.reset_tokens)))
         return sign(header, draw(claim_sets(target, base)), target.jwt_secret)
-    if kind <= 2:
+    if kind <= 6:
         return sign(header, draw(claim_sets(target)), target.jwt_secret)
-    if kind == 3:
+    if kind == 7:
         odd_header = draw(_choice(('{"alg":"none"}', '{"alg":"HS512","typ":"JWT"}',
                                            '{"alg":"HS256","kid":"../../x"}', '{"alg":null}',
                                            '{"alg":["HS256"]}', '{"alg":"HS256","typ":"JWS"}',
                                            '{"alg":"HS256","crit":["b64"]}', "[]",
                                            "0")))  # fmt: skip
         return sign(odd_header, draw(claim_sets(target)), target.jwt_secret, "HS512")
-    if kind == 4:
+    if kind == 8:
         return draw(_choice(("a.b.c", "a.b", "...", "e30.e30.", "e30.bnVsbA.x", "=.=.=",
                                      "ey" * 3000, "ä.b.c", "a.b.c.d.e")))  # fmt: skip
     return draw(texts)
@@ -363,7 +368,7 @@ def field_values(draw: st.DrawFn, target: Target, name: str) -> str:
     """Draw a value for a named form or JSON field, shaped like what the field takes."""
     if name in ("rd", "targetURL") and draw(st.booleans()):
         return draw(urls())
-    if name == "token" and draw(st.booleans()):
+    if name == "token" and not rarely(draw, 5):
         return draw(tokens(target))
     if name in ("username",) and draw(st.booleans()):
         return draw(_choice(USERS))
