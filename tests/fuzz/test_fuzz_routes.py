@@ -89,7 +89,7 @@ class Campaign:
     """Send generated requests one by one, check each answer and its log, remember faults."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """Prepare an empty tally; no request is sent after deadline (plus one shrink)."""
+        """Prepare an empty tally; no request is sent after deadline, shrinking included."""
         self.loop = loop
         self.deadline = deadline
         self.faults: dict[str, Fault] = {}
