@@ -9,7 +9,7 @@ SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/
 	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint system-deps clean
+.PHONY: run test lint fuzz system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ lint: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test system-deps lint
 	$(BIN)/pytest
+
+# 100,000 generated requests against the portal on 127.0.0.1 (bench/fuzz.py prints the figures;
+# bounded by --requests and --max-seconds). `make test` runs a two-minute version of it.
+FUZZ_ARGS ?= --requests 100000 --max-seconds 1800
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
