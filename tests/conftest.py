@@ -1,7 +1,9 @@
 """Shared fixtures: configuration builders and the test users.
 
 Everything a test reads lives in the repository: tests/fixtures/ holds an Authelia-shaped
-configuration for each backend, the users file and the LDAP directory.
+configuration for each backend, the users file and the LDAP directory. The checks against
+Authelia's own files are in tests/compat/, which only `make compat` runs (it needs a copy of
+those files); the default run never collects it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ ENCRYPTION_KEY = "e" * 32
 
 ConfigFactory = Callable[..., Config]
 START = 1_700_000_000.0
+
+# Run by path only (`make compat`: pytest tests/compat), never by the default run.
+collect_ignore = ["compat"]
 
 
 class FakeClock:
