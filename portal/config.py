@@ -7,6 +7,7 @@ each, validates everything, and reports every problem at once, each naming its p
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from publicsuffixlist import PublicSuffixList
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -177,6 +179,12 @@ SmtpAddress = Annotated[
 ]
 LdapAddress = Annotated[Address, _address_parser({"ldap": 389, "ldaps": 636, "ldapi": 0}, "ldaps")]
 PostgresAddress = Annotated[Address, _address_parser({"tcp": 5432, "unix": 0}, "tcp")]
+
+
+@functools.cache
+def public_suffixes() -> PublicSuffixList:
+    """Return the Public Suffix List shipped with publicsuffixlist (parsed once: ~0.2 s)."""
+    return PublicSuffixList()
 
 
 def is_loopback_host(host: str) -> bool:
@@ -390,10 +398,13 @@ class IdentityValidationConfig(Model):
 
 
 class PasswordResetConfig(Model):
-    """Whether the reset flow is offered, and where."""
+    """Whether the reset flow is offered, and where; what a successful reset also ends."""
 
     disable: bool = False
     custom_url: str | None = None
+    # A portal key: true keeps a lockout from failed sign-ins in place after a successful reset
+    # (Active Directory's lockoutTime; OpenLDAP's ppolicy lifts its own at every password change).
+    disable_unlock: bool = False
 
     @field_validator("custom_url")
     @classmethod
@@ -689,6 +700,13 @@ class SessionCookieConfig(Model):
         value = value.strip().lower()
         if not value or "/" in value or ":" in value or value.startswith("."):
             raise ValueError("must be a bare domain such as 'example.com'")
+        # SECURITY: browsers refuse a cookie for a public suffix (co.uk, github.io): a session
+        # cookie scoped there never comes back, and could be shared with strangers if it did.
+        if public_suffixes().publicsuffix(value.rstrip("."), accept_unknown=False) == value:
+            raise ValueError(
+                f"'{value}' is a public suffix (publicsuffix.org): browsers refuse cookies for it;"
+                " use your own domain under it, such as 'example.co.uk'"
+            )
         return value
 
     @field_validator("authelia_url")

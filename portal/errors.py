@@ -9,6 +9,7 @@
     |   +-- PasswordWriteError        a password could not be written
     +-- StorageError
     +-- RateLimitedError       too many requests from one client (429 + Retry-After)
+    +-- PasswordChangeRequiredError  the password is right but must be changed first (401)
     +-- PasswordRejectedError  the new password breaks the policy (400, with reasons)
     +-- BadRequestError        the client sent something unusable (400)
         +-- PayloadTooLargeError      (413)
@@ -19,6 +20,11 @@
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+# Why a right password opens nothing until it is changed (an administrator's demand, or age).
+ChangeReason = Literal["must_change", "expired"]
 
 
 class PortalError(Exception):
@@ -76,6 +82,25 @@ class RateLimitedError(PortalError):
     def response_headers(self) -> dict[str, str]:
         """Tell the client when to come back."""
         return {"Retry-After": str(self.retry_after)}
+
+
+class PasswordChangeRequiredError(PortalError):
+    """The password is right, but the backend lets nobody in with it until it is changed.
+
+    Only ever raised once the password was proven: the state is told to its owner, no one else.
+    """
+
+    status = 401
+
+    def __init__(self, reason: ChangeReason) -> None:
+        super().__init__(f"password change required ({reason})")
+        self.reason: ChangeReason = reason
+        first = (
+            "Your password has expired."
+            if reason == "expired"
+            else "Your administrator asks you to choose a new password."
+        )
+        self.public_message = f"{first} Choose a new one before you sign in."
 
 
 class PasswordRejectedError(PortalError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,13 @@ from datetime import UTC, datetime
 from portal.audit import audit
 from portal.clock import Clock
 from portal.config import Config
-from portal.errors import BadRequestError, PasswordRejectedError, RateLimitedError
+from portal.errors import (
+    BadRequestError,
+    PasswordChangeRequiredError,
+    PasswordRejectedError,
+    PortalError,
+    RateLimitedError,
+)
 from portal.mail import MailRenderer, humanize_duration
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -27,7 +34,7 @@ from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.sessions import SessionStore
 from portal.storage.base import IdentityVerification, OutboxMessage, Storage
 from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
-from portal.users.base import User, UserBackend
+from portal.users.base import AccountState, User, UserBackend
 from portal.users.passwords import normalize_password
 
 RESET_MAIL = "reset_password"
@@ -35,6 +42,8 @@ CHANGED_MAIL = "password_changed"
 MAX_IDENTIFIER = 256
 # Consumed and revoked records stay a day after they expire, for the audit trail.
 RECORD_RETENTION = 86400.0
+
+log = logging.getLogger(__name__)
 
 
 def _when(timestamp: float) -> str:
@@ -247,9 +256,13 @@ class PasswordResetService:
         if not record.usable_at(self._clock.now()):
             self._reject("expired", ip, claims)
         user = await self._users.get_user(claims.username)
-        if user is None or user.disabled or user.username != claims.username:
+        if user is None or user.username != claims.username:
             self._reject("user", ip, claims)
         assert user is not None  # noqa: S101 - _reject raised otherwise
+        # SECURITY: read again at every use: an account disabled or locked for good after the
+        # mail went out gets no new password (on OpenLDAP the write would even lift the lock).
+        if user.disabled:
+            self._reject("disabled", ip, claims)
         state = await self._users.password_state(user.username)
         # SECURITY: the link dies when the password changed by any means since it was issued.
         if not self.tokens.fingerprint_matches(claims, state):
@@ -283,7 +296,7 @@ class PasswordResetService:
                 check_password, password, self._config.password_policy, user_inputs=words
             )
             # SECURITY: verified against the stored hash; Authelia skips this on reset.
-            if not reasons and await self._users.check_password(user.username, password):
+            if not reasons and await self._is_current(user.username, password):
                 reasons.append("Choose a password different from your current one.")
         if reasons:
             audit("reset_rejected", reason="policy", username=user.username, ip=ip,
@@ -301,11 +314,35 @@ class PasswordResetService:
         await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
         # SECURITY: every session of the user ends, on every device (Django does; Authelia not).
         await self._sessions.destroy_user(user.username)
+        unlocked = await self._unlock(user, ip)
         await self._outbox.enqueue(
             CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": now}
         )
-        audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash)
+        audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash,
+              unlocked=unlocked or None)  # fmt: skip
         return user
+
+    async def _is_current(self, username: str, password: str) -> bool:
+        """Tell whether the password is the user's current one."""
+        try:
+            return await self._users.check_password(username, password)
+        except PasswordChangeRequiredError:
+            return True  # the directory proved it right, then asked for another one
+
+    async def _unlock(self, user: User, ip: str) -> bool:
+        """End a lockout from failed sign-ins, unless disable_unlock keeps it; never raise."""
+        if AccountState.LOCKED_OUT not in user.state:
+            return False
+        if self._config.authentication_backend.password_reset.disable_unlock:
+            return False
+        try:
+            return await self._users.clear_lockout(user.username)
+        except PortalError as exc:
+            # The new password is in place; the lockout ends by itself, or an administrator ends it.
+            log.warning("the new password of %s is set but the lockout stays: %s",
+                        user.username, exc)  # fmt: skip
+            audit("reset_unlock_failed", username=user.username, ip=ip, error=type(exc).__name__)
+            return False
 
     async def deliver_changed_mail(self, message: OutboxMessage) -> None:
         """Tell the user their password changed, with time and IP (outbox job)."""

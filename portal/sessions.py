@@ -104,9 +104,11 @@ class SessionStore:
 
     async def create(self, user: User, cookie: SessionCookieConfig, *, remember_me: bool) -> str:
         """Open a session for user under cookie's domain and return the new cookie value."""
-        # SECURITY: a disabled user never gets a session, whatever the caller forgot to check.
-        if user.disabled:
-            raise ValueError(f"refusing to open a session for disabled user {user.username!r}")
+        # SECURITY: a disabled user never gets a session, whatever the caller forgot to check;
+        # nor does one whose password must be changed first.
+        if user.disabled or user.change_reason is not None:
+            raise ValueError(f"refusing to open a session for {user.username!r} (disabled, or "
+                             "the password must be changed)")  # fmt: skip
         remember_me = remember_me and _remember_me_seconds(cookie) > 0
         lifetime = (
             _remember_me_seconds(cookie)
@@ -242,6 +244,13 @@ class SessionStore:
             self._forget(session_id)
             await self._storage.session_delete(session_id)
             audit("session_ended", username=record.username, reason="user_gone_or_disabled")
+            return None
+        if user.change_reason is not None:
+            # SECURITY: a password the directory no longer accepts (an administrator demands a
+            # new one, or it expired) keeps no session either, as sign-in would give none.
+            self._forget(session_id)
+            await self._storage.session_delete(session_id)
+            audit("session_ended", username=record.username, reason=user.change_reason)
             return None
         old = record.data
         changed = (

@@ -8,7 +8,7 @@ import ada_url
 
 from portal.audit import audit
 from portal.config import Config, SessionCookieConfig, is_loopback_host
-from portal.errors import PortalError
+from portal.errors import ChangeReason, PasswordChangeRequiredError, PortalError
 from portal.regulation import Regulator
 from portal.sessions import SessionStore
 from portal.users.base import User, UserBackend
@@ -132,7 +132,11 @@ class SignInService:
     async def sign_in(
         self, username: str, password: str, ip: str, *, remember_me: bool, host: str
     ) -> tuple[User, str, SessionCookieConfig]:
-        """Open a session for good credentials; raise SignInFailedError for anything else."""
+        """Open a session for good credentials; raise SignInFailedError for anything else.
+
+        Raise PasswordChangeRequiredError instead when the password is right but must be changed
+        first (a directory's forced change or expiry): no session, and only its owner is told.
+        """
         cookie = cookie_for_host(self._config, host) or self._config.session.cookies[0]
         username = username.strip()
         if not username or not password or len(username) > 256 or len(password) > 1024:
@@ -145,7 +149,11 @@ class SignInService:
         # unknown users), so the time taken does not tell who exists or who is banned.
         if user is not None and user.disabled:
             user = None
-        ok = await self._users.check_password(user.username if user else username, password)
+        change: ChangeReason | None = None
+        try:
+            ok = await self._users.check_password(user.username if user else username, password)
+        except PasswordChangeRequiredError as exc:
+            ok, change = True, exc.reason
         if banned is not None:
             audit("signin_banned", username=username, ip=ip, until=int(banned))
             raise SignInFailedError()
@@ -153,6 +161,12 @@ class SignInService:
             await self._regulator.record_failure(subject, ip)
             audit("signin_failed", username=username, ip=ip)
             raise SignInFailedError()
+        # SECURITY: a forced change or an expired password opens no session; only now, with the
+        # password proven, may the answer differ from a wrong password's.
+        change = change or user.change_reason
+        if change is not None:
+            audit("signin_password_change_required", username=user.username, ip=ip, reason=change)
+            raise PasswordChangeRequiredError(change)
         value = await self._sessions.create(user, cookie, remember_me=remember_me)
         audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)
         return user, value, cookie

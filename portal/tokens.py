@@ -61,6 +61,7 @@ Reason = Literal[
     "used",
     "revoked",
     "user",
+    "disabled",
     "password_changed",
 ]
 

@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from portal.handlers.common import cookie_value
-from portal.keys import ACCESS, ADDRESSES, CONFIG, COOKIES, SESSIONS
+from portal.handlers.common import live_session
+from portal.keys import ACCESS, ADDRESSES, CONFIG, COOKIES
 from portal.users.base import User
 
 log = logging.getLogger("portal.authz")
@@ -32,9 +32,7 @@ async def auth_request_get(request: web.Request) -> web.Response:
     cookie = app[COOKIES].for_host(target.host)
     session = None
     if cookie is not None:
-        value = cookie_value(request, cookie.name or "")
-        if value:
-            session = await app[SESSIONS].get(value, cookie)
+        session, _ = await live_session(request, cookie)
     user = None
     if session is not None:
         user = User(session.username, session.display_name, session.emails, session.groups)

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ValidationError
 
 from portal.bodies import read_json
 from portal.captcha import CaptchaWidget
-from portal.config import CaptchaEndpoint
+from portal.config import CaptchaEndpoint, SessionCookieConfig
 from portal.errors import BadRequestError
-from portal.keys import ADDRESSES, CAPTCHA
+from portal.keys import ADDRESSES, CAPTCHA, SESSIONS
 from portal.middlewares import content_security_policy
+from portal.sessions import Session
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -34,19 +35,40 @@ def request_ip(request: web.Request) -> str:
     return str(address)
 
 
-def cookie_value(request: web.Request, name: str) -> str | None:
-    """Return the named cookie's value, reading only that one (the last sent, as aiohttp does).
+# A browser sends one value per cookie that matches (domain, path): a parent-domain one left
+# from before and a host one, say. A few are tried; more than this is not a browser.
+MAX_COOKIE_VALUES = 4
 
-    aiohttp's request.cookies parses every cookie into Morsels; on nginx's hot path that is a
-    measurable share of the time, for one value.
+
+def cookie_values(request: web.Request, name: str) -> list[str]:
+    """Return every non-empty value sent under the cookie name, in order, at most four.
+
+    Reads only that name: aiohttp's request.cookies parses every cookie into Morsels (a
+    measurable share of nginx's hot path) and keeps only the last value of a name, which may be a
+    stale one scoped to a parent domain (RFC 6265 section 5.4 orders by path, not freshness).
     """
-    found = None
+    found: list[str] = []
     for header in request.headers.getall("Cookie", ()):
         for pair in header.split(";"):
             key, equals, value = pair.partition("=")
             if equals and key.strip() == name:
-                found = value.strip().strip('"')
+                value = value.strip().strip('"')
+                if value and value not in found:
+                    found.append(value)
+                    if len(found) == MAX_COOKIE_VALUES:
+                        return found
     return found
+
+
+async def live_session(
+    request: web.Request, cookie: SessionCookieConfig
+) -> tuple[Session, str] | tuple[None, None]:
+    """Return the first live session among the values sent under the session cookie's name."""
+    for value in cookie_values(request, cookie.name or ""):
+        session = await request.app[SESSIONS].get(value, cookie)
+        if session is not None:
+            return session, value
+    return None, None
 
 
 async def parse_json(request: web.Request, model: type[Body]) -> Body:

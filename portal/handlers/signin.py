@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portal.bodies import read_form, request_host
 from portal.config import SessionCookieConfig, is_loopback_host
-from portal.errors import CaptchaFailedError
+from portal.errors import CaptchaFailedError, PasswordChangeRequiredError
 from portal.handlers.common import (
     captcha_widget_if_needed,
+    cookie_values,
     csp_for,
+    live_session,
     parse_json,
     request_ip,
     require_captcha,
@@ -38,11 +40,8 @@ def _cookie(request: web.Request) -> SessionCookieConfig:
 
 async def current_session(request: web.Request) -> Session | None:
     """Return the session the request's cookie opens, if any."""
-    cookie = _cookie(request)
-    value = request.cookies.get(cookie.name or "")
-    if not value:
-        return None
-    return await request.app[SESSIONS].get(value, cookie)
+    session, _ = await live_session(request, _cookie(request))
+    return session
 
 
 def _page(request: web.Request, status: int = 200, **context: Any) -> web.Response:
@@ -101,6 +100,10 @@ async def signin_post(request: web.Request) -> web.Response:
             username, fields.get("password", ""), request_ip(request),
             remember_me=remember, host=_host(request),
         )  # fmt: skip
+    except PasswordChangeRequiredError as exc:
+        # Told only to who proved the password; the form's link leads to the reset.
+        return _page(request, status=exc.status, error=exc.public_message,
+                     must_change=True, username=username[:256], rd=rd)  # fmt: skip
     except (SignInFailedError, CaptchaFailedError) as exc:
         captcha = await captcha_widget_if_needed(request, "login", username)
         # A form refused for its CAPTCHA (failed or unknowable) is 400, as on the reset pages.
@@ -119,9 +122,8 @@ async def _rotate(
     cookie: SessionCookieConfig,
     remember: bool,
 ) -> None:
-    # SECURITY: a new session id at sign-in; whatever session the browser carried is ended.
-    old = request.cookies.get(cookie.name or "")
-    if old:
+    # SECURITY: a new session id at sign-in; whatever sessions the browser carried are ended.
+    for old in cookie_values(request, cookie.name or ""):
         await request.app[SESSIONS].destroy(old)
     response.set_cookie(cookie.name or "", value, **cookie_attributes(cookie, remember_me=remember))
 
@@ -148,7 +150,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
             body.username, body.password, request_ip(request),
             remember_me=body.keep_me_logged_in, host=_host(request),
         )  # fmt: skip
-    except SignInFailedError as exc:
+    except (SignInFailedError, PasswordChangeRequiredError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
     data = {}
     if target:
@@ -160,8 +162,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
 
 async def _sign_out(request: web.Request, response: web.StreamResponse) -> None:
     cookie = _cookie(request)
-    value = request.cookies.get(cookie.name or "")
-    if value:
+    for value in cookie_values(request, cookie.name or ""):
         await request.app[SESSIONS].destroy(value)
     attributes = cookie_attributes(cookie, remember_me=False)
     response.del_cookie(cookie.name or "", domain=attributes.get("domain"), path="/")

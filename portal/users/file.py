@@ -467,6 +467,10 @@ class FileUserBackend:
             return None
         return directory.accounts[name].digest or ""
 
+    async def clear_lockout(self, username: str) -> bool:
+        """Return False: the users file has no lockout (only `disabled`, an administrator's)."""
+        return False
+
     # --- lookups -------------------------------------------------------------------------------
 
     def _unique(self, matches: tuple[str, ...], what: str) -> str | None:

@@ -41,12 +41,14 @@ from pyasn1.type import namedtype, tag, univ  # type: ignore[import-untyped]
 from portal.config import LdapBackendConfig, LdapTlsConfig
 from portal.errors import (
     BackendUnavailableError,
+    PasswordChangeRequiredError,
     PasswordRejectedError,
     PasswordWriteError,
     StartupCheckError,
     UserBackendError,
 )
 from portal.users.base import User
+from portal.users.ldap_state import change_required, read_state, state_attributes
 from portal.users.passwords import normalize_password, password_candidates
 
 with warnings.catch_warnings():
@@ -170,16 +172,16 @@ _EITHER = "(|({username_attribute}={input})({mail_attribute}={input}))"
 # Authelia's DefaultLDAPAuthenticationBackendConfigurationImplementation* values
 # (internal/configuration/schema/authentication.go); the reference guide
 # docs/content/reference/guides/ldap.md lists the same, see the unit tests for where they differ.
+# One deliberate difference: Authelia's Active Directory users filter also leaves out disabled
+# accounts, expired accounts and pwdLastSet=0 ("must change at next logon"). The portal finds
+# them and reads those states from the entry (ldap_state.py) instead, so that a user who must
+# change their password can reset it, while disabled and expired accounts still get no mail,
+# no reset and no session.
 IMPLEMENTATION_DEFAULTS: Mapping[str, Defaults] = MappingProxyType(
     {
         "custom": Defaults(),
         "activedirectory": Defaults(
-            users_filter=(
-                f"(&{_EITHER}(sAMAccountType=805306368)"
-                "(!(userAccountControl:1.2.840.113556.1.4.803:=2))(!(pwdLastSet=0))"
-                "(|(!(accountExpires=*))(accountExpires=0)"
-                "(accountExpires>={date-time:microsoft-nt})))"
-            ),
+            users_filter=f"(&{_EITHER}(sAMAccountType=805306368))",
             groups_filter="(&(member={dn})(|(sAMAccountType=268435456)(sAMAccountType=536870912)))",
             distinguished_name="distinguishedName",
             username="sAMAccountName",
@@ -396,12 +398,22 @@ def _ppolicy_response_spec() -> Any:
 
 def decode_ppolicy_error(value: bytes) -> int | None:
     """Return the error code in a password-policy response control value, or None."""
+    return decode_ppolicy(value)[0]
+
+
+def decode_ppolicy(value: bytes) -> tuple[int | None, int | None]:
+    """Return (error, graceAuthNsRemaining) from a password-policy response control value."""
     try:
         decoded, rest = ber_decoder.decode(value, asn1Spec=_ppolicy_response_spec())
     except PyAsn1Error:
-        return None
-    error = decoded["error"]
-    return int(error) if error.isValue and not rest else None
+        return None, None
+    if rest:
+        return None, None
+    error, warning = decoded["error"], decoded["warning"]
+    grace = None
+    if warning.isValue and warning.getName() == "graceAuthNsRemaining":
+        grace = int(warning.getComponent())
+    return (int(error) if error.isValue else None), grace
 
 
 def policy_sentence(code: int | None, message: str, result_code: int) -> str | None:
@@ -430,10 +442,11 @@ class _Down(Exception):
 class _BindRefused(Exception):
     """The server answered a bind with something other than success."""
 
-    def __init__(self, code: int, description: str) -> None:
+    def __init__(self, code: int, description: str, answer: _Answer | None = None) -> None:
         super().__init__(description)
         self.code = code
         self.words = re.sub(r"(?<!^)(?=[A-Z])", " ", description).lower() or f"result {code}"
+        self.answer = answer
 
 
 @dataclass(frozen=True)
@@ -456,6 +469,7 @@ class _Answer:
     message: str
     entries: tuple[_Entry, ...] = ()
     ppolicy_error: int | None = None
+    ppolicy_grace: int | None = None  # graceAuthNsRemaining: a grace login was used
 
 
 @dataclass(frozen=True)
@@ -469,12 +483,14 @@ def _answer(conn: Any, entries: tuple[_Entry, ...] = ()) -> _Answer:
     result = conn.result or {}
     control = (result.get("controls") or {}).get(PPOLICY_OID) or {}
     value = control.get("value")
+    error, grace = decode_ppolicy(bytes(value)) if value else (None, None)
     return _Answer(
         code=int(result.get("result", -1)),
         description=str(result.get("description") or ""),
         message=str(result.get("message") or ""),
         entries=entries,
-        ppolicy_error=decode_ppolicy_error(bytes(value)) if value else None,
+        ppolicy_error=error,
+        ppolicy_grace=grace,
     )
 
 
@@ -564,6 +580,14 @@ class LdapUserBackend:
         self._logger = logger or logging.getLogger(__name__)
         self._settings = effective_settings(config)
         self._address = str(config.address)
+        self._ad = config.implementation == "activedirectory"
+        if self._ad and "(!(pwdlastset=0))" in self._settings.users_filter.lower():
+            self._logger.warning(
+                "%s.users_filter leaves out users who must change their password "
+                "((!(pwdLastSet=0)), as Authelia's default does), so they cannot reset it; the "
+                "portal reads pwdLastSet itself and gives them no session until they do: remove "
+                "that clause", WHERE,
+            )  # fmt: skip
         if not config.user or config.password is None or not config.password.get_secret_value():
             # SECURITY: without a password a simple bind is anonymous; an anonymous service
             # account could not write passwords anyway, so permit_unauthenticated_bind is not used.
@@ -640,7 +664,7 @@ class LdapUserBackend:
     async def get_user(self, identifier: str) -> User | None:
         """Find a user by whatever users_filter matches {input} against (username, mail)."""
         s = self._settings
-        attributes = [s.username, s.display_name, s.mail]
+        attributes = [s.username, s.display_name, s.mail, *state_attributes(self._ad)]
         if s.group_search_mode == "memberof" and s.member_of:
             attributes.append(s.member_of)
         entry = await self._find(identifier, attributes)
@@ -653,12 +677,14 @@ class LdapUserBackend:
         # A multi-valued username attribute: prefer the value the person typed.
         username = next((n for n in names if n.casefold() == identifier.casefold()), names[0])
         display = entry.values(s.display_name)
+        disabled, state = read_state(entry.values, active_directory=self._ad, now=datetime.now(UTC))
         return User(
             username=username,
             display_name=display[0] if display else username,
             emails=tuple(entry.values(s.mail)),
             groups=await self._groups(entry, identifier, username),
-            disabled=False,
+            disabled=disabled,
+            state=state,
         )
 
     async def check_password(self, username: str, password: str) -> bool:
@@ -769,6 +795,34 @@ class LdapUserBackend:
         # SECURITY: the parts may hold the stored hash; only a digest of them leaves this module.
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
+    async def clear_lockout(self, username: str) -> bool:
+        """End a lockout from failed binds: AD's lockoutTime=0 (MS-ADA1 2.373: zero is "not
+        locked out"; MS-SAMR 3.1.1.8.3: writing it also resets badPwdCount).
+
+        OpenLDAP's ppolicy needs nothing: it deletes pwdAccountLockedTime and pwdFailureTime with
+        every password change (ppolicy.c, ppolicy_modify), so this returns False there.
+        """
+        if not self._ad:
+            return False
+        entry = await self._find(username, [])
+        if entry is None:
+            return False
+        changes = {"lockoutTime": [(MODIFY_REPLACE, ["0"])]}
+
+        def unlock(conn: Any) -> _Answer:
+            self._ldap(lambda: conn.modify(entry.dn, changes))
+            return _answer(conn)
+
+        answer = await self._run(unlock, reuse=False)
+        if answer.code != SUCCESS:
+            hint = " (the service account needs write access to lockoutTime)"
+            raise UserBackendError(
+                f"{WHERE}: the directory refused to unlock {entry.dn}: {_describe(answer)}"
+                + (hint if answer.code == INSUFFICIENT_ACCESS else "")
+            )
+        self._logger.info("%s: lockout of %s cleared after a password reset", WHERE, entry.dn)
+        return True
+
     # --- lookups ------------------------------------------------------------------------------
 
     async def _find(self, identifier: str, attributes: list[str]) -> _Entry | None:
@@ -866,7 +920,9 @@ class LdapUserBackend:
             connect_timeout=self._connect_timeout,
         )
 
-    def _connect(self, dn: str, password: str) -> Any:
+    def _connect(
+        self, dn: str, password: str, controls: list[tuple[str, bool, bytes | None]] | None = None
+    ) -> Any:
         """Open a connection (StartTLS if configured) and bind; raise _Down or _BindRefused."""
         # SECURITY: a simple bind with an empty password is an unauthenticated bind
         # (RFC 4513 5.1.2) that many servers answer with success: never send one.
@@ -888,7 +944,7 @@ class LdapUserBackend:
             conn.open()
             if self._start_tls:
                 conn.start_tls()
-            bound = conn.bind()
+            bound = conn.bind(controls=controls)
         except _CONNECTION_ERRORS as exc:
             _close(conn)
             raise _Down(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
@@ -898,18 +954,25 @@ class LdapUserBackend:
         if not bound:
             answer = _answer(conn)
             _close(conn)
-            raise _BindRefused(answer.code, answer.description)
+            raise _BindRefused(answer.code, answer.description, answer)
         return conn
 
     def _user_bind(self, dn: str, password: str) -> bool:
+        # The password-policy control asks slapd why; AD says it in the diagnostic text.
         try:
-            _close(self._connect(dn, password))
+            conn = self._connect(dn, password, [(PPOLICY_OID, False, None)])
         except _BindRefused as refused:
+            answer = refused.answer
+            if answer is not None:
+                _raise_if_change_required(answer)
             if refused.code != 49:  # invalidCredentials is the common case; others are worth a note
                 self._logger.info("%s: bind as %s refused: %s", WHERE, dn, refused.words)
             return False
         except LDAPException:  # a password ldap3 will not send (SASLprep)
             return False
+        answer = _answer(conn)
+        _close(conn)
+        _raise_if_change_required(answer)
         return True
 
     def _user_binds(self, dn: str, password: str) -> bool:
@@ -1030,6 +1093,20 @@ class LdapUserBackend:
         """Unbind a connection in a worker thread (unbinding sends a request)."""
         with contextlib.suppress(RuntimeError):  # the executor is shut down: the socket just goes
             self._executor.submit(_close, conn)
+
+
+def _raise_if_change_required(answer: _Answer) -> None:
+    """Raise PasswordChangeRequiredError if a bind proved the password but demands a new one."""
+    reason = change_required(
+        code=answer.code,
+        message=answer.message,
+        ppolicy_error=answer.ppolicy_error,
+        ppolicy_grace=answer.ppolicy_grace,
+    )
+    if reason is not None:
+        # SECURITY: a bind that succeeded only to change the password (or used a grace login)
+        # must not open a session; the state goes only to who proved the password.
+        raise PasswordChangeRequiredError(reason)
 
 
 def _is_utf8(text: str) -> bool:

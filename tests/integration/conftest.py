@@ -1,7 +1,9 @@
-"""Fixtures for the integration tests: a real slapd with the project's directory, fresh per test."""
+"""Fixtures for the integration tests: a real slapd with the project's directory, fresh per test;
+a real Samba AD domain controller, one for the session (every test makes its own users)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.integration.samba_ad import AdUser, SambaDc, strong_password
 from tests.integration.slapd import Slapd, SlapdTemplate, build_template
 
 
@@ -44,3 +47,26 @@ def make_slapd(slapd_template: SlapdTemplate, tmp_path: Path) -> Iterator[Callab
 def slapd(make_slapd: Callable[[], Slapd]) -> Slapd:
     """A running slapd with the test users, groups, password policy and ACLs, fresh data."""
     return make_slapd()
+
+
+@pytest.fixture(scope="session")
+def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaDc]:
+    """A provisioned, running Samba AD DC for the whole session; stopped at the end."""
+    dc = SambaDc.provisioned(tmp_path_factory.mktemp("samba-ad"))
+    try:
+        dc.start()
+        yield dc
+    finally:
+        dc.stop()
+
+
+@pytest.fixture
+def make_user(samba_dc: SambaDc) -> Callable[..., AdUser]:
+    """Create users with unique names (options go to `samba-tool user create`)."""
+
+    def make(*options: str) -> AdUser:
+        name = f"u{secrets.token_hex(6)}"  # sAMAccountName: at most 20 characters
+        password = strong_password()
+        return AdUser(name, password, samba_dc.create_user(name, password, *options))
+
+    return make

@@ -48,6 +48,7 @@ from tests.integration.process import (
 
 SAMBA = "/usr/sbin/samba"
 SAMBA_TOOL = "/usr/bin/samba-tool"
+SYSTEM_PYTHON = "/usr/bin/python3"  # the interpreter Samba's Python bindings are installed for
 AD_SCHEMA = Path("/usr/share/samba/setup/ad-schema")  # from the samba-ad-provision package
 APT_PACKAGES = "samba-ad-dc samba-ad-provision"
 
@@ -73,6 +74,25 @@ BIND_RESPONSE = bytes.fromhex("020101") + b"\x61"
 
 class SambaError(RuntimeError):
     """Samba is not installed, could not be provisioned, did not start, or samba-tool failed."""
+
+
+@dataclass(frozen=True)
+class AdUser:
+    """A user a test made on the domain controller."""
+
+    name: str  # sAMAccountName
+    password: str
+    dn: str
+
+    @property
+    def mail(self) -> str:
+        """Return the address create_user gave it."""
+        return f"{self.name}@{REALM.lower()}"
+
+    @property
+    def upn(self) -> str:
+        """Return its userPrincipalName (AD binds accept it as the name)."""
+        return f"{self.name}@{REALM.lower()}"
 
 
 def check_installed() -> None:
@@ -317,6 +337,38 @@ class SambaDc:
         )
         return f"CN={name},{USERS_DN}"
 
+    def apply_policy(self, user: str, *options: str) -> None:
+        """Give one user a fine-grained password policy of its own (a PSO; options as for
+        `samba-tool domain passwordsettings pso create`, the domain's values otherwise)."""
+        pso = f"pso-{user}"
+        self.tool("domain", "passwordsettings", "pso", "create", pso, "1", *options)
+        self.tool("domain", "passwordsettings", "pso", "apply", pso, user)
+
+    def age_password(self, user: AdUser, days: int) -> None:
+        """Make the user's password look set `days` ago (pwdLastSet in the past).
+
+        Over LDAP pwdLastSet takes only 0 and -1; the domain's own database, opened locally as
+        samba-tool does, takes the password again with DSDB_CONTROL_PASSWORD_BYPASS_LAST_SET
+        (the control Samba's upgrades use to keep an imported password's pwdLastSet).
+        """
+        result = subprocess.run(
+            [SYSTEM_PYTHON, "-c", _AGE_PASSWORD, str(self.smb_conf), user.dn, user.password,
+             str(days)],
+            capture_output=True, text=True, env=tool_env(), timeout=TOOL_TIMEOUT, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise SambaError(f"could not age the password of {user.dn}:\n{result.stderr[-2000:]}")
+
+    def attributes(self, name: str, *attributes: str) -> dict[str, str]:
+        """Return attributes of a user as the domain holds them (`samba-tool user show`)."""
+        listing = self.tool("user", "show", name, f"--attributes={','.join(attributes)}")
+        found = {}
+        for line in listing.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep and key in attributes:
+                found[key] = value
+        return found
+
     def create_group(self, name: str, *members: str) -> None:
         """Create a global security group holding the given sAMAccountNames."""
         self.tool("group", "add", name)
@@ -346,6 +398,26 @@ class SambaDc:
         if op[0] != 0x61 or result[0] != 0x0A:
             raise SambaError(f"not a BindResponse: {reply.hex()}")
         return _ber_content(result)[0]
+
+
+# Run by the system's python3 (Samba's own bindings): smb.conf, user DN, password, days.
+_AGE_PASSWORD = """
+import sys, time
+import ldb
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.samdb import SamDB
+conf, dn, password, days = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+lp = LoadParm()
+lp.load(conf)
+db = SamDB(url=lp.samdb_url(), session_info=system_session(), lp=lp)
+message = ldb.Message(ldb.Dn(db, dn))
+then = (int(time.time()) - days * 86400 + 11644473600) * 10**7
+message["pwdLastSet"] = ldb.MessageElement(str(then), ldb.FLAG_MOD_REPLACE, "pwdLastSet")
+message["clearTextPassword"] = ldb.MessageElement(
+    password.encode("utf-16-le"), ldb.FLAG_MOD_REPLACE, "clearTextPassword")
+db.modify(message, controls=["local_oid:1.3.6.1.4.1.7165.4.3.20:0"])
+"""
 
 
 def _bind_body(name: str, password: str) -> bytes:

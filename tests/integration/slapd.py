@@ -293,11 +293,16 @@ class Slapd:
             return False
         raise SlapdError(f"ldapwhoami exited with {result.returncode}: {result.stderr.strip()}")
 
-    def modify(self, ldif: str) -> None:
-        """Apply LDIF change records (with changetype) to the data, as ADMIN_DN."""
+    def modify(self, ldif: str, *, relax: bool = False) -> None:
+        """Apply LDIF change records (with changetype) to the data, as ADMIN_DN.
+
+        With relax, the Relax Rules control lets the rootdn write what the server keeps for
+        itself (NO-USER-MODIFICATION attributes such as pwdChangedTime), to set up a past.
+        """
         self.run_tool(
             "ldapmodify",
             "-x",
+            *(("-e", "relax") if relax else ()),
             "-H",
             self.url(),
             "-D",

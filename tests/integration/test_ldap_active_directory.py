@@ -1,29 +1,35 @@
 """The LDAP backend with implementation 'activedirectory' against a real Samba AD domain controller.
 
-One domain controller for the session (provisioning takes seconds); every test makes its own
-users. The backend is configured as an operator would: Authelia's AD defaults (sAMAccountName,
-the users filter on sAMAccountType, userAccountControl, pwdLastSet and accountExpires), the
-domain's Administrator as service account, ldaps:// trusting the CA Samba generated.
+One domain controller for the session (provisioning takes seconds, the fixture lives in
+conftest.py); every test makes its own users. The backend is configured as an operator would:
+Authelia's AD defaults (sAMAccountName, the users filter on sAMAccountType; the portal reads
+userAccountControl, pwdLastSet and accountExpires from the entry instead of filtering on them),
+the domain's Administrator as service account, ldaps:// trusting the CA Samba generated.
 """
 
 from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from portal.config import LdapBackendConfig
-from portal.errors import PasswordRejectedError, PasswordWriteError, StartupCheckError
+from portal.errors import (
+    PasswordChangeRequiredError,
+    PasswordRejectedError,
+    PasswordWriteError,
+    StartupCheckError,
+)
+from portal.users.base import AccountState
 from portal.users.ldap import AD_RULES_SENTENCE, LdapUserBackend
 from tests.integration.samba_ad import (
     ADMIN_USER,
     BASE_DN,
-    REALM,
     SERVER_NAME,
+    AdUser,
     SambaDc,
     strong_password,
 )
@@ -31,44 +37,6 @@ from tests.integration.samba_ad import (
 SUCCESS, STRONGER_AUTH_REQUIRED, INVALID_CREDENTIALS = 0, 8, 49
 
 BackendFactory = Callable[..., LdapUserBackend]
-
-
-@dataclass(frozen=True)
-class AdUser:
-    name: str  # sAMAccountName
-    password: str
-    dn: str
-
-    @property
-    def mail(self) -> str:
-        return f"{self.name}@{REALM.lower()}"
-
-    @property
-    def upn(self) -> str:
-        return f"{self.name}@{REALM.lower()}"
-
-
-@pytest.fixture(scope="session")
-def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaDc]:
-    """A provisioned, running Samba AD DC for the whole session; stopped at the end."""
-    dc = SambaDc.provisioned(tmp_path_factory.mktemp("samba-ad"))
-    try:
-        dc.start()
-        yield dc
-    finally:
-        dc.stop()
-
-
-@pytest.fixture
-def make_user(samba_dc: SambaDc) -> Callable[..., AdUser]:
-    """Create users with unique names (options go to `samba-tool user create`)."""
-
-    def make(*options: str) -> AdUser:
-        name = f"u{secrets.token_hex(6)}"  # sAMAccountName: at most 20 characters
-        password = strong_password()
-        return AdUser(name, password, samba_dc.create_user(name, password, *options))
-
-    return make
 
 
 @pytest.fixture
@@ -174,23 +142,65 @@ async def test_unknown_user_is_none(backend: LdapUserBackend) -> None:
     assert await backend.get_user("*") is None
 
 
-async def test_disabled_and_must_change_users_are_not_found(
-    backend: LdapUserBackend, samba_dc: SambaDc, make_user: Callable[..., AdUser]
+@pytest.mark.parametrize("how", ["disabled", "account-expired"])
+async def test_disabled_and_expired_accounts_are_found_disabled(
+    backend: LdapUserBackend, samba_dc: SambaDc, user: AdUser, how: str
+) -> None:
+    """Authelia's filter leaves them out; the portal finds them and reads why (the audit says
+    so), then treats them as disabled everywhere."""
+    found = await backend.get_user(user.name)
+    assert found is not None and not found.disabled  # accountExpires: never (2**63 - 1)
+    if how == "disabled":
+        samba_dc.tool("user", "disable", user.name)  # userAccountControl bit 2
+    else:
+        samba_dc.tool("user", "setexpiry", user.name, "--days=-1")  # expired yesterday
+    found = await backend.get_user(user.name)
+    assert found is not None and found.disabled
+    assert await backend.check_password(user.name, user.password) is False
+
+
+async def test_must_change_is_found_and_told_only_with_the_right_password(
+    backend: LdapUserBackend, make_user: Callable[..., AdUser]
 ) -> None:
     must_change = make_user("--must-change-at-next-login")  # pwdLastSet=0
-    disabled = make_user()
-    samba_dc.tool("user", "disable", disabled.name)  # userAccountControl bit 2
-    for gone in (must_change, disabled):
-        assert await backend.get_user(gone.name) is None
-        assert await backend.check_password(gone.name, gone.password) is False
+    found = await backend.get_user(must_change.name)
+    assert found is not None and not found.disabled
+    assert found.state == AccountState.MUST_CHANGE
+    with pytest.raises(PasswordChangeRequiredError) as told:  # bind: "data 773"
+        await backend.check_password(must_change.name, must_change.password)
+    assert told.value.reason == "must_change"
+    assert await backend.check_password(must_change.name, must_change.password + "x") is False
 
 
-async def test_expired_account_is_not_found(
+async def test_a_lockout_is_read_and_cleared(
     backend: LdapUserBackend, samba_dc: SambaDc, user: AdUser
 ) -> None:
-    assert await backend.get_user(user.name) is not None  # accountExpires: never (2**63 - 1)
-    samba_dc.tool("user", "setexpiry", user.name, "--days=-1")  # expired yesterday
-    assert await backend.get_user(user.name) is None
+    samba_dc.apply_policy(user.name, "--account-lockout-threshold=2")
+    for _ in range(2):
+        assert samba_dc.simple_bind(user.upn, "Guessed-Wr0ng!") == INVALID_CREDENTIALS
+    found = await backend.get_user(user.name)
+    assert found is not None and found.state == AccountState.LOCKED_OUT and not found.disabled
+    assert await backend.check_password(user.name, user.password) is False  # "data 775"
+    assert await backend.clear_lockout(user.name) is True
+    assert samba_dc.simple_bind(user.upn, user.password) == SUCCESS
+    found = await backend.get_user(user.name)
+    assert found is not None and found.state == AccountState(0)
+
+
+def test_authelias_filter_hiding_must_change_users_is_warned_about(
+    samba_dc: SambaDc, caplog: pytest.LogCaptureFixture
+) -> None:
+    authelias = (
+        "(&(|({username_attribute}={input})({mail_attribute}={input}))"
+        "(sAMAccountType=805306368)(!(userAccountControl:1.2.840.113556.1.4.803:=2))"
+        "(!(pwdLastSet=0))(|(!(accountExpires=*))(accountExpires=0)"
+        "(accountExpires>={date-time:microsoft-nt})))"
+    )
+    LdapUserBackend(ad_config(samba_dc, users_filter=authelias))
+    assert "leaves out users who must change their password" in caplog.text
+    caplog.clear()
+    LdapUserBackend(ad_config(samba_dc))
+    assert "must change" not in caplog.text
 
 
 # --- passwords ---------------------------------------------------------------------------------
@@ -214,7 +224,8 @@ async def test_set_password_over_ldaps(
     assert samba_dc.simple_bind(user.upn, user.password) == INVALID_CREDENTIALS
     assert await backend.check_password(user.name, new) is True
     assert await backend.password_state(user.name) != before  # pwdLastSet moved
-    assert await backend.get_user(user.name) is not None  # pwdLastSet is not 0
+    found = await backend.get_user(user.name)
+    assert found is not None and found.state == AccountState(0)  # pwdLastSet is not 0
 
 
 async def test_set_password_over_start_tls(

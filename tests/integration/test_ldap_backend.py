@@ -17,7 +17,13 @@ import pytest
 from ruamel.yaml import YAML
 
 from portal.config import LdapBackendConfig
-from portal.errors import BackendUnavailableError, PasswordRejectedError, StartupCheckError
+from portal.errors import (
+    BackendUnavailableError,
+    PasswordChangeRequiredError,
+    PasswordRejectedError,
+    StartupCheckError,
+)
+from portal.users.base import AccountState
 from portal.users.ldap import LdapUserBackend
 from tests.conftest import FIXTURES
 from tests.integration.slapd import (
@@ -138,6 +144,64 @@ async def test_memberof_mode_names_groups_by_their_rdn(
     )
     john = await backend.get_user("john")
     assert john is not None and john.groups == ("dev", "Domain Users")
+
+
+# --- account states (the password-policy overlay) ------------------------------------------------
+
+
+def replace_attribute(slapd: Slapd, name: str, value: str, *, relax: bool = False) -> None:
+    slapd.modify(f"dn: {JOHN}\nchangetype: modify\nreplace: {name}\n{name}: {value}\n", relax=relax)
+
+
+async def test_states_come_with_the_user_in_one_lookup(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    john = await backend.get_user("john")
+    assert john is not None and (john.disabled, john.state) == (False, AccountState(0))
+    replace_attribute(slapd, "pwdReset", "TRUE")
+    replace_attribute(slapd, "pwdAccountLockedTime", "20200101000000Z")
+    john = await backend.get_user("john")
+    assert john is not None and not john.disabled
+    assert john.state == AccountState.MUST_CHANGE | AccountState.LOCKED_OUT
+    replace_attribute(slapd, "pwdAccountLockedTime", "000001010000Z")
+    john = await backend.get_user("john")
+    assert john is not None and john.disabled and john.state == AccountState.MUST_CHANGE
+
+
+async def test_a_bind_allowed_only_to_change_the_password_is_no_sign_in(
+    backend: LdapUserBackend, slapd: Slapd
+) -> None:
+    slapd.set_policy(pwdMustChange=True)
+    replace_attribute(slapd, "pwdReset", "TRUE")
+    with pytest.raises(PasswordChangeRequiredError) as told:  # changeAfterReset
+        await backend.check_password("john", USER_PASSWORD)
+    assert told.value.reason == "must_change"
+    assert await backend.check_password("john", "wrong password") is False
+
+
+async def test_a_grace_login_is_no_sign_in(backend: LdapUserBackend, slapd: Slapd) -> None:
+    slapd.set_policy(pwdMaxAge=3600, pwdGraceAuthNLimit=3)
+    replace_attribute(slapd, "pwdChangedTime", "20000101000000Z", relax=True)
+    with pytest.raises(PasswordChangeRequiredError) as told:  # graceAuthNsRemaining
+        await backend.check_password("john", USER_PASSWORD)
+    assert told.value.reason == "expired"
+    assert await backend.check_password("john", "wrong password") is False
+    # The directory counted the grace login the check used; a reset would clear it.
+    grace = slapd.search(JOHN, "(objectClass=*)", ["pwdGraceUseTime"])
+    assert grace.count("pwdGraceUseTime:") == 1
+
+
+async def test_nothing_to_unlock_on_openldap(backend: LdapUserBackend, slapd: Slapd) -> None:
+    """ppolicy lifts a lockout from failed binds itself, with every password change."""
+    for _ in range(5):
+        assert not slapd.whoami(JOHN, "wrong password")
+    john = await backend.get_user("john")
+    assert john is not None and john.state == AccountState.LOCKED_OUT
+    assert await backend.clear_lockout("john") is False
+    await backend.set_password("john", "a brand new password")
+    john = await backend.get_user("john")
+    assert john is not None and john.state == AccountState(0)
+    assert slapd.whoami(JOHN, "a brand new password")
 
 
 # --- passwords -----------------------------------------------------------------------------------

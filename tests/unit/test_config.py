@@ -614,3 +614,22 @@ def test_bad_security_question_settings_name_their_path(
     tmp_path: Path, settings: dict[str, Any], problem: str
 ) -> None:
     assert problems_of([questions_config(tmp_path, **settings)]) == [problem]
+
+
+@pytest.mark.parametrize("domain", ["co.uk", "com", "github.io", "uk", "CO.UK"])
+def test_a_public_suffix_is_no_cookie_domain(tmp_path: Path, domain: str) -> None:
+    # Issue 12: 'co.uk' was accepted, then every sign-in set Domain=co.uk, which browsers refuse.
+    cookies = [{"domain": domain, "authelia_url": f"https://auth.example.{domain}"}]
+    [problem] = problems_of([with_changes(tmp_path, session={"cookies": cookies})])
+    assert "session.cookies[0].domain" in problem
+    assert "is a public suffix" in problem
+
+
+@pytest.mark.parametrize("domain", ["example.co.uk", "example.com", "home.lan", "lan", "localhost"])
+def test_a_domain_under_a_public_suffix_or_a_private_name_is_a_cookie_domain(
+    tmp_path: Path, domain: str
+) -> None:
+    scheme = "http" if domain == "localhost" else "https"
+    cookies = [{"domain": domain, "authelia_url": f"{scheme}://{domain}/"}]
+    config, _ = read_config([with_changes(tmp_path, session={"cookies": cookies})], {})
+    assert config.session.cookies[0].domain == domain

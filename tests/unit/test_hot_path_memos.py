@@ -18,7 +18,7 @@ from aiohttp.test_utils import make_mocked_request
 from portal.authz import AccessControl, Target
 from portal.config import AccessControlConfig
 from portal.forwarded import ClientAddresses, client_address
-from portal.handlers.common import cookie_value
+from portal.handlers.common import cookie_values
 from portal.signin import CookieDomains, cookie_for_host
 from tests.conftest import ConfigFactory
 
@@ -146,20 +146,25 @@ def test_access_control_target_matches_from_url_every_time(url: str) -> None:
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        (None, None),
-        ("other=1", None),
-        ("portal_session=abc", "abc"),
-        ("a=1; portal_session=abc; b=2", "abc"),
-        ('portal_session="abc"', "abc"),
-        ("portal_session=first; portal_session=second", "second"),
-        ("xportal_session=abc", None),
-        ("portal_session", None),
+        (None, []),
+        ("other=1", []),
+        ("portal_session=abc", ["abc"]),
+        ("a=1; portal_session=abc; b=2", ["abc"]),
+        ('portal_session="abc"', ["abc"]),
+        # a host cookie and a stale parent-domain one: both are tried, in the order sent
+        ("portal_session=first; portal_session=second", ["first", "second"]),
+        ("portal_session=same; portal_session=same", ["same"]),
+        ("; ".join(f"portal_session=v{n}" for n in range(10)), ["v0", "v1", "v2", "v3"]),
+        ("xportal_session=abc", []),
+        ("portal_session", []),
+        ("portal_session=", []),
     ],
 )
-def test_cookie_value_reads_one_cookie_as_aiohttp_does(
-    header: str | None, expected: str | None
+def test_cookie_values_reads_every_value_of_one_cookie(
+    header: str | None, expected: list[str]
 ) -> None:
     req = request(cookie=header)
-    assert cookie_value(req, "portal_session") == expected
-    # aiohttp reads a bare name as an empty value; both mean "no session" to the handler.
-    assert (req.cookies.get("portal_session") or None) == expected
+    assert cookie_values(req, "portal_session") == expected
+    # aiohttp keeps the last value only: the one a stale parent-domain cookie may hold.
+    if len(expected) < 4:
+        assert (req.cookies.get("portal_session") or None) == (expected[-1] if expected else None)

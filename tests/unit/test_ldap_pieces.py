@@ -11,11 +11,13 @@ import pytest
 
 from portal.config import LdapBackendConfig
 from portal.errors import PasswordRejectedError, PasswordWriteError, StartupCheckError
+from portal.users.base import AccountState
 from portal.users.ldap import (
     AD_RULES_SENTENCE,
     GENERIC_REJECTION,
     LdapUserBackend,
     bind_passwords,
+    decode_ppolicy,
     decode_ppolicy_error,
     effective_settings,
     fill_filter,
@@ -23,6 +25,7 @@ from portal.users.ldap import (
     prepare_password,
     unicode_pwd,
 )
+from portal.users.ldap_state import change_required, read_state
 
 NOW = datetime(2024, 5, 17, 12, 30, 45, tzinfo=UTC)
 BY_UID = "(uid={input})"
@@ -227,6 +230,15 @@ def _expected_filter(template: str | None, doc: dict[str, str | None]) -> str | 
     return template
 
 
+# The portal's one deliberate difference: Authelia's AD users filter leaves out disabled and
+# expired accounts and pwdLastSet=0; the portal finds them and reads those states from the entry,
+# so that a user who must change their password can reset it (see ldap.py).
+AD_STATE_CLAUSES = (
+    "(!(userAccountControl:1.2.840.113556.1.4.803:=2))(!(pwdLastSet=0))"
+    "(|(!(accountExpires=*))(accountExpires=0)(accountExpires>={date-time:microsoft-nt}))"
+)
+
+
 @pytest.mark.parametrize("implementation", sorted(set(DOCUMENTED) - {"custom"}))
 def test_each_implementation_has_authelias_defaults(implementation: str) -> None:
     doc = DOCUMENTED[implementation]
@@ -234,7 +246,11 @@ def test_each_implementation_has_authelias_defaults(implementation: str) -> None
     for name in ("username", "display_name", "mail", "member_of", "group_name"):
         assert getattr(settings, name) == doc[name], name
     assert settings.distinguished_name == doc["distinguished_name"]
-    assert settings.users_filter == _expected_filter(doc["users_filter"], doc)
+    users_filter = _expected_filter(doc["users_filter"], doc)
+    if implementation == "activedirectory":
+        assert users_filter is not None and AD_STATE_CLAUSES in users_filter
+        users_filter = users_filter.replace(AD_STATE_CLAUSES, "")
+    assert settings.users_filter == users_filter
     assert settings.groups_filter == _expected_filter(doc["groups_filter"], doc)
     users_dn, groups_dn = doc["additional_users_dn"], doc["additional_groups_dn"]
     assert settings.users_base == (
@@ -347,6 +363,122 @@ def test_a_warning_and_an_error_together() -> None:
 def test_garbage_in_the_control_is_no_error() -> None:
     assert decode_ppolicy_error(b"\x04\x02hi") is None
     assert decode_ppolicy_error(b"") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "decoded"),
+    [
+        ("3000", (None, None)),  # a bind with nothing to say
+        ("3005a003810101", (None, 1)),  # a grace login, one left (as slapd 2.5 sends it)
+        ("3005a003810100", (None, 0)),  # the last grace login
+        ("3006a0048002012c", (None, None)),  # timeBeforeExpiration: not expired yet
+        ("3003810102", (2, None)),  # changeAfterReset
+        ("3003810100", (0, None)),  # passwordExpired
+    ],
+)
+def test_the_ppolicy_answer_to_a_bind_decodes_error_and_grace(
+    value: str, decoded: tuple[int | None, int | None]
+) -> None:
+    assert decode_ppolicy(bytes.fromhex(value)) == decoded
+
+
+# --- account states (ldap_state.py) --------------------------------------------------------------
+
+NT_NOW = (int(NOW.timestamp()) + 11644473600) * 10_000_000
+AD_ERROR = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data "
+
+
+def state_of(attributes: dict[str, str], *, active_directory: bool) -> tuple[bool, AccountState]:
+    def values(name: str) -> list[str]:
+        return [attributes[name]] if name in attributes else []
+
+    return read_state(values, active_directory=active_directory, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({}, (False, AccountState(0))),
+        ({"pwdAccountLockedTime": "000001010000Z"}, (True, AccountState(0))),
+        ({"pwdAccountLockedTime": "00000101000000Z"}, (True, AccountState(0))),
+        ({"pwdAccountLockedTime": "20240517120000Z"}, (False, AccountState.LOCKED_OUT)),
+        ({"pwdAccountLockedTime": "00000101000001Z"}, (False, AccountState.LOCKED_OUT)),
+        ({"pwdReset": "TRUE"}, (False, AccountState.MUST_CHANGE)),
+        ({"pwdReset": "FALSE"}, (False, AccountState(0))),
+        ({"pwdEndTime": "20240517123045Z"}, (True, AccountState(0))),  # ends now
+        ({"pwdEndTime": "20240517123046Z"}, (False, AccountState(0))),
+        ({"pwdStartTime": "20240517123046.5Z"}, (True, AccountState(0))),  # not yet
+        ({"pwdStartTime": "20240517123045Z"}, (False, AccountState(0))),
+        ({"pwdEndTime": "yesterday"}, (True, AccountState(0))),  # unreadable: slapd locks too
+        (
+            {"pwdAccountLockedTime": "20240517120000Z", "pwdReset": "TRUE"},
+            (False, AccountState.LOCKED_OUT | AccountState.MUST_CHANGE),
+        ),
+    ],
+)
+def test_ppolicy_states(attributes: dict[str, str], expected: tuple[bool, AccountState]) -> None:
+    assert state_of(attributes, active_directory=False) == expected
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"userAccountControl": "512", "accountExpires": str(2**63 - 1)}, (False, AccountState(0))),
+        ({"userAccountControl": "514"}, (True, AccountState(0))),  # ACCOUNTDISABLE
+        ({"accountExpires": "0"}, (False, AccountState(0))),  # never
+        ({"accountExpires": str(NT_NOW)}, (True, AccountState(0))),  # expires now
+        ({"accountExpires": str(NT_NOW + 10_000_000)}, (False, AccountState(0))),
+        ({"pwdLastSet": "0"}, (False, AccountState.MUST_CHANGE)),
+        (
+            {"pwdLastSet": "0", "msDS-User-Account-Control-Computed": str(0x800000)},
+            (False, AccountState.MUST_CHANGE),  # Samba flags pwdLastSet=0 as expired too
+        ),
+        (
+            {"pwdLastSet": "1", "msDS-User-Account-Control-Computed": str(0x800000)},
+            (False, AccountState.PASSWORD_EXPIRED),
+        ),
+        (
+            {"lockoutTime": "133000000000000000", "msDS-User-Account-Control-Computed": "16"},
+            (False, AccountState.LOCKED_OUT),
+        ),
+        (  # the domain's lockout duration has passed: the computed flags say so
+            {"lockoutTime": "133000000000000000", "msDS-User-Account-Control-Computed": "0"},
+            (False, AccountState(0)),
+        ),
+        ({"lockoutTime": "133000000000000000"}, (False, AccountState.LOCKED_OUT)),
+        ({"lockoutTime": "0"}, (False, AccountState(0))),
+    ],
+)
+def test_active_directory_states(
+    attributes: dict[str, str], expected: tuple[bool, AccountState]
+) -> None:
+    assert state_of(attributes, active_directory=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"code": 0, "message": "", "ppolicy_error": None, "ppolicy_grace": None}, None),
+        ({"code": 0, "message": "", "ppolicy_error": 2, "ppolicy_grace": None}, "must_change"),
+        ({"code": 0, "message": "", "ppolicy_error": None, "ppolicy_grace": 0}, "expired"),
+        ({"code": 49, "message": "", "ppolicy_error": 0, "ppolicy_grace": None}, "expired"),
+        ({"code": 49, "message": "", "ppolicy_error": 1, "ppolicy_grace": None}, None),  # locked
+        ({"code": 49, "message": "", "ppolicy_error": None, "ppolicy_grace": None}, None),
+        ({"code": 49, "message": f"{AD_ERROR}773, v1db1", "ppolicy_error": None,
+          "ppolicy_grace": None}, "must_change"),  # fmt: skip
+        ({"code": 49, "message": f"{AD_ERROR}532, v1db1", "ppolicy_error": None,
+          "ppolicy_grace": None}, "expired"),  # fmt: skip
+        *[
+            ({"code": 49, "message": f"{AD_ERROR}{data}, v1db1", "ppolicy_error": None,
+              "ppolicy_grace": None}, None)  # fmt: skip
+            for data in ("52e", "533", "701", "775")  # wrong, disabled, expired account, locked
+        ],
+    ],
+)
+def test_which_bind_answers_demand_a_new_password(
+    answer: dict[str, Any], reason: str | None
+) -> None:
+    assert change_required(**answer) == reason
 
 
 @pytest.mark.parametrize(

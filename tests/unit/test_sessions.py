@@ -18,7 +18,7 @@ from portal.config import FileBackendConfig, SessionConfig, SessionCookieConfig
 from portal.errors import BackendUnavailableError, ConfigError
 from portal.sessions import SessionStore, cookie_attributes
 from portal.storage.sqlite import SqliteStorage
-from portal.users.base import User
+from portal.users.base import AccountState, User
 from portal.users.file import FileUserBackend
 from tests.conftest import START, ConfigFactory, FakeClock
 
@@ -576,7 +576,7 @@ async def test_disable_never_reads_the_backend(
     assert directory.lookups == 0
 
 
-@pytest.mark.parametrize("change", ["disabled", "deleted", "renamed"])
+@pytest.mark.parametrize("change", ["disabled", "deleted", "renamed", "must_change", "expired"])
 async def test_the_session_of_a_disabled_or_deleted_user_ends_at_the_next_refresh(
     storage: SqliteStorage,
     clock: FakeClock,
@@ -589,6 +589,10 @@ async def test_the_session_of_a_disabled_or_deleted_user_ends_at_the_next_refres
     value = await sessions.create(JOHN, cookie, remember_me=False)
     if change == "disabled":
         directory.users["john"] = replace(JOHN, disabled=True)
+    elif change == "must_change":  # an administrator demands a new password
+        directory.users["john"] = replace(JOHN, state=AccountState.MUST_CHANGE)
+    elif change == "expired":
+        directory.users["john"] = replace(JOHN, state=AccountState.PASSWORD_EXPIRED)
     elif change == "deleted":
         del directory.users["john"]
     else:  # the lookup answers with another account (a case-folding backend, say)
@@ -598,6 +602,28 @@ async def test_the_session_of_a_disabled_or_deleted_user_ends_at_the_next_refres
     assert stored_rows(db) == []
     directory.users["john"] = JOHN
     assert await sessions.get(value, cookie) is None  # ended, not paused
+
+
+async def test_a_lockout_from_failed_sign_ins_does_not_end_the_session(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    """Anyone can lock an account out by guessing wrong; that must not sign its owner out."""
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.users["john"] = replace(JOHN, state=AccountState.LOCKED_OUT)
+    clock.advance(5 * MINUTE)
+    assert await sessions.get(value, cookie) is not None
+    assert directory.lookups == 1
+
+
+@pytest.mark.parametrize("state", [AccountState.MUST_CHANGE, AccountState.PASSWORD_EXPIRED])
+async def test_no_session_opens_for_a_password_that_must_change(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig, state: AccountState
+) -> None:
+    sessions = SessionStore(storage, clock)
+    with pytest.raises(ValueError, match="refusing to open a session"):
+        await sessions.create(replace(JOHN, state=state), cookie, remember_me=False)
 
 
 async def test_a_backend_outage_refuses_the_session_but_keeps_it_for_later(

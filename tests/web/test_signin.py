@@ -261,3 +261,28 @@ async def test_keep_me_signed_in_gives_a_lasting_cookie_and_a_remembered_session
 async def test_without_keep_me_signed_in_the_cookie_ends_with_the_browser(portal: Portal) -> None:
     signed = await sign_in(portal.client, "john", "password")
     assert signed.cookies["portal_session"]["max-age"] == ""
+
+
+@pytest.mark.parametrize("order", ["stale_last", "stale_first"])
+async def test_a_stale_session_cookie_beside_the_live_one_is_passed_over(
+    portal: Portal, order: str
+) -> None:
+    # Issue 12: a stale cookie of the same name (say, scoped to a parent domain) sent after the
+    # live one used to win, so the visitor got 401 and looped between the app and the portal.
+    old = (await sign_in(portal.client, "john", "password")).cookies["portal_session"].value
+    await portal.client.get("/logout", allow_redirects=False)  # the old session is stale now
+    live = (await sign_in(portal.client, "john", "password")).cookies["portal_session"].value
+    assert old != live
+    pair = [live, old] if order == "stale_last" else [old, live]
+    header = "; ".join(f"portal_session={value}" for value in pair)
+    portal.client.session.cookie_jar.clear()
+    allowed = await ask(portal.client, "http://127.0.0.1/private", Cookie=header)
+    assert (allowed.status, allowed.headers["Remote-User"]) == (200, "john")
+    page = await portal.client.get("/", headers={"Cookie": header})
+    assert 'id="signed-in"' in await page.text()
+    # signing out ends every session the browser sent (an empty jar: aiohttp's client would
+    # fold the two values of the header into one)
+    portal.client.session.cookie_jar.clear()
+    await portal.client.get("/logout", headers={"Cookie": header}, allow_redirects=False)
+    gone = await ask(portal.client, "http://127.0.0.1/private", Cookie=f"portal_session={live}")
+    assert gone.status == 401
