@@ -7,7 +7,9 @@ one without questions, decoys chosen the same way from the configured list by a 
 what was typed. Both are stable across requests, so the page does not tell who exists. Checking
 always verifies `asked` argon2 hashes (dummy ones for decoys), so the time does not tell either.
 Wrong answers are counted per identifier and per account; past `max_failures` within
-`failure_window` answers are not checked at all, and the requester sees the same page.
+`failure_window` answers are not checked at all, and the requester sees the same page. Every
+outcome makes the same storage round trips and queues the reset job (a decoy when no mail is
+due), so neither the answer's time nor the worker's work after it tells the outcome.
 """
 
 from __future__ import annotations
@@ -234,29 +236,37 @@ class SecurityQuestionsService:
                 raise BadRequestError("These questions were answered already. Please start again.")
         key = self._reset.identifier_hash(identifier)
         username = target.user.username if target.user else None
-        counters = [f"questions-failed:{key}"]
-        if username is not None:
-            # SECURITY: per account too, so typing the account another way gives no new tries.
-            counters.append(f"questions-failed:user:{self._reset.identifier_hash(username)}")
+        # SECURITY: per account too, so typing the account another way gives no new tries. An
+        # unknown identifier has a second counter of its own, so every answer reads two.
+        account = f"user:{self._reset.identifier_hash(username)}" if username else f"none:{key}"
+        counters = [f"questions-failed:{key}", f"questions-failed:{account}"]
         throttled = await self._throttled(counters)
         # SECURITY: `asked` verifications whoever it is and whatever the outcome (dummy hashes
         # for decoys), so the time tells nothing about the account or the answers.
         digests = target.hashes or (await self._dummy_digest(),) * len(target.questions)
         right = await asyncio.to_thread(self._verify_all, answers, digests)
+        reason = None
         if throttled:
-            audit("reset_questions_throttled", identifier_hash=key, username=username, ip=ip)
-            return
-        if target.hashes is not None:
-            if not right:
-                await self._count_failure(counters)
-                audit("reset_questions_failed", identifier_hash=key, username=username, ip=ip)
-                return
-            audit("reset_questions_passed", identifier_hash=key, username=username, ip=ip)
-        elif self.settings.without_questions == "deny":
-            audit("reset_questions_denied", identifier_hash=key, username=username, ip=ip,
-                  reason="unknown" if username is None else "no_questions")  # fmt: skip
-            return
-        await self._reset.queue_link(identifier, ip)
+            event, mail = "reset_questions_throttled", False
+        elif target.hashes is not None and right:
+            event, mail = "reset_questions_passed", True
+        elif target.hashes is not None:
+            event, mail = "reset_questions_failed", False
+        else:
+            reason = "unknown" if username is None else "no_questions"
+            mail = self.settings.without_questions == "send_email"
+            event = "reset_questions_skipped" if mail else "reset_questions_denied"
+        # SECURITY: two writes whatever the outcome: a failure counts on the counters, anything
+        # else on keys nobody reads.
+        if event == "reset_questions_failed":
+            await self._count(counters)
+        else:
+            await self._count([f"questions-decoy:{key}", f"questions-decoy:{account}"])
+        audit(event, identifier_hash=key, username=username, ip=ip, reason=reason)
+        # SECURITY: every outcome queues the reset job, a decoy when no mail is due, so neither
+        # this answer nor the worker's work after it tells whether the account exists, has
+        # questions or was answered right.
+        await self._reset.queue_link(identifier, ip, mail=mail)
 
     def _check_shape(self, answers: Sequence[str]) -> None:
         if len(answers) != self.settings.asked:
@@ -275,15 +285,16 @@ class SecurityQuestionsService:
 
     async def _throttled(self, counters: Sequence[str]) -> bool:
         since = self._clock.now() - self.settings.failure_window.total_seconds()
+        counts = []
+        # SECURITY: every counter is read, even after one that throttles: the same round trips.
         for counter in counters:
             failures = await self._storage.rate_limit_events(counter, since=since)
-            if len([at for at in failures if at > since]) >= self.settings.max_failures:
-                return True
-        return False
+            counts.append(len([at for at in failures if at > since]))
+        return max(counts) >= self.settings.max_failures
 
-    async def _count_failure(self, counters: Sequence[str]) -> None:
+    async def _count(self, keys: Sequence[str]) -> None:
         window = self.settings.failure_window.total_seconds()
-        for counter in counters:
+        for counter in keys:
             await self._storage.rate_limit_hit(counter, at=self._clock.now(), keep_for=window)
 
     async def _dummy_digest(self) -> str:

@@ -2,8 +2,10 @@
 
 Asking for a link does no user-dependent work while the requester waits: after input checks and
 rate limits the request goes to the outbox, and the worker looks the user up, issues the token,
-records its jti and sends the mail. Setting the password checks the token, its record and the
-password fingerprint again, applies the policy, consumes the jti atomically, then writes.
+records its jti and sends the mail. The worker shares the event loop with the next request, so for
+anyone who gets no mail it does the same work on a decoy and sends and records nothing. Setting the
+password checks the token, its record and the password fingerprint again, applies the policy,
+consumes the jti atomically, then writes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from portal.users.passwords import normalize_password
 RESET_MAIL = "reset_password"
 CHANGED_MAIL = "password_changed"
 MAX_IDENTIFIER = 256
+# What a decoy reset mail is made for (see deliver_reset_mail): no account has an empty name,
+# and the .invalid top-level domain can never be delivered to (RFC 2606).
+DECOY_USERNAME = ""
+DECOY_ADDRESS = "nobody@decoy.invalid"
 # Consumed and revoked records stay a day after they expire, for the audit trail.
 RECORD_RETENTION = 86400.0
 
@@ -143,72 +149,104 @@ class PasswordResetService:
         await self.limit_start(ip)
         await self.queue_link(identifier, ip)
 
-    async def queue_link(self, identifier: str, ip: str) -> None:
-        """Queue the mail under the per-account and global limits (IP already counted)."""
+    async def queue_link(self, identifier: str, ip: str, *, mail: bool = True) -> None:
+        """Queue the mail under the per-account and global limits (IP already counted).
+
+        With mail=False (security questions not passed) the same work is queued as a decoy
+        that sends nothing, counted under a per-identifier key of its own so that it never
+        uses up the identifier's mails.
+        """
         key = self.identifier_hash(identifier)
+        scope = "reset-identifier" if mail else "reset-decoy-identifier"
         # SECURITY: counted before any lookup, so unknown identifiers count the same, and
         # dropped silently: the requester sees the same page either way.
-        if await self._limiter.hit(f"reset-identifier:{key}", self._limits.account) is not None:
+        if await self._limiter.hit(f"{scope}:{key}", self._limits.account) is not None:
             audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
             return
         # SECURITY: a global cap, so many addresses together cannot turn the portal into a
-        # mail cannon.
+        # mail cannon (or its worker into a furnace: decoys count too).
         if await self._limiter.hit("reset-global", self._limits.everyone) is not None:
             audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
             return
         await self._outbox.enqueue(
-            RESET_MAIL, {"identifier": identifier, "ip": ip, "requested_at": self._clock.now()}
+            RESET_MAIL,
+            {"identifier": identifier, "ip": ip, "requested_at": self._clock.now(), "mail": mail},
         )
-        audit("reset_requested", identifier_hash=key, ip=ip)
+        audit("reset_requested" if mail else "reset_decoy_requested", identifier_hash=key, ip=ip)
 
     async def deliver_reset_mail(self, message: OutboxMessage) -> None:
-        """Look the user up, issue a link and mail it to the stored address (outbox job)."""
+        """Mail a link to the user the identifier names, or rehearse a decoy (outbox job).
+
+        SECURITY: the job runs on the event loop right after the requester's answer, so what it
+        does more for an existing user would slow the next request and tell that the account
+        exists. So whoever was typed it does the same work: it looks the user up, counts the
+        account and mailbox limits, reads the password state, signs a token, makes the same
+        storage round trips, renders the mail and has the notifier prepare it. For an unknown,
+        disabled or mailless identifier, or an account over its limit, that is a decoy: no link
+        is recorded and the notifier only rehearses (Notifier.rehearse): nothing is sent. Only
+        the delivery's own I/O (the SMTP conversation, the file's write and fsync) remains.
+        """
         identifier = str(message.payload["identifier"])
         ip = str(message.payload["ip"])
         key = self.identifier_hash(identifier)
         user = await self._users.get_user(identifier)
-        if user is None or user.disabled or not user.email:
+        username = user.username if user is not None else identifier
+        address = user.email if user is not None and user.email else identifier
+        # Why nothing is mailed, as the one audit event logged at the end; None: a real mail.
+        refusal: tuple[str, dict[str, str]] | None = None
+        if not message.payload.get("mail", True):  # older messages have no "mail": a real one
+            refusal = ("reset_no_mail", {"identifier_hash": key, "reason": "questions"})
+        elif user is None or user.disabled or not user.email:
             why = "unknown" if user is None else "disabled" if user.disabled else "no_email"
-            audit("reset_no_mail", identifier_hash=key, ip=ip, reason=why)
-            return
+            refusal = ("reset_no_mail", {"identifier_hash": key, "reason": why})
         # SECURITY: per account and per mailbox too: the same account typed several ways, or
         # several accounts sharing one mailbox, still get at most the limit. Counted on the
-        # first attempt only: a retry after an SMTP outage is the same request.
+        # first attempt only: a retry after an SMTP outage is the same request. A decoy counts
+        # under keys of its own, so it never uses up a real account's mails.
         if message.attempts == 1:
-            for scope, value in (("account", user.username), ("mailbox", user.email)):
-                key = f"reset-{scope}:{self.identifier_hash(value)}"
-                if await self._limiter.hit(key, self._limits.account) is not None:
-                    audit("reset_throttled", scope=scope, username=user.username, ip=ip)
-                    return
-        state = await self._users.password_state(user.username)
-        if state is None:
-            audit("reset_no_mail", username=user.username, ip=ip, reason="unknown")
-            return
-        token, claims = self.tokens.issue(user.username, state)
+            for scope, value in (("account", username), ("mailbox", address)):
+                prefix = "reset" if refusal is None else "reset-decoy"
+                bucket = f"{prefix}-{scope}:{self.identifier_hash(value)}"
+                if await self._limiter.hit(bucket, self._limits.account) is not None:
+                    refusal = refusal or ("reset_throttled", {"scope": scope, "username": username})
+        state = await self._users.password_state(username)
+        if state is None and refusal is None:
+            refusal = ("reset_no_mail", {"username": username, "reason": "unknown"})
+        # SECURITY: a decoy's token and writes are for a name no account has (usernames are
+        # never empty), so they can revoke nothing.
+        subject = username if refusal is None else DECOY_USERNAME
+        token, claims = self.tokens.issue(subject, state or "")
         now = self._clock.now()
         # SECURITY: a new link revokes the user's older unused ones.
-        await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
-        await self._storage.save_identity_verification(
-            IdentityVerification(
-                jti=claims.jti,
-                username=user.username,
-                action=ACTION,
-                issued_at=claims.issued_at,
-                issued_ip=ip,
-                expires_at=claims.expires_at,
+        await self._storage.revoke_identity_verifications_for(subject, ACTION, at=now, ip=ip)
+        if refusal is None:
+            await self._storage.save_identity_verification(
+                IdentityVerification(
+                    jti=claims.jti,
+                    username=username,
+                    action=ACTION,
+                    issued_at=claims.issued_at,
+                    issued_ip=ip,
+                    expires_at=claims.expires_at,
+                )
             )
-        )
+        else:
+            # SECURITY: a write transaction like the save above that changes nothing: the
+            # decoy's jti is new and random, so no record has it. No link is ever recorded.
+            await self._storage.revoke_identity_verification(claims.jti, at=now, ip=ip)
         base = self._config.portal_url
         # SECURITY: the revoke link carries a token that can only revoke (its own audience).
         revoke_token = self.tokens.revocation(claims)
+        # A decoy's mail never holds what was typed: it is the same mail, to nobody.
+        shown = (user.display_name or subject) if user is not None and refusal is None else subject
         mail = self._renderer.render(
             RESET_MAIL,
             # SECURITY: the stored address, never what was typed (Django CVE-2019-19844).
-            to=user.email,
+            to=address if refusal is None else DECOY_ADDRESS,
             title="Reset your password",
             context={
-                "display_name": user.display_name or user.username,
-                "username": user.username,
+                "display_name": shown,
+                "username": subject,
                 "link": f"{base}/reset-password/step2?token={token}",
                 "revoke_link": f"{base}/revoke/reset-password?token={revoke_token}",
                 "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
@@ -217,14 +255,19 @@ class PasswordResetService:
                 "portal_url": base,
             },
         )
+        if refusal is not None:
+            await self._notifier.rehearse(mail)
+            event, fields = refusal
+            audit(event, ip=ip, **fields)
+            return
         jti_hash = ResetTokens.jti_hash(claims.jti)
         try:
             await self._notifier.send(mail)
         except Exception as exc:
-            audit("reset_mail_failed", username=user.username, ip=ip, jti_hash=jti_hash,
+            audit("reset_mail_failed", username=username, ip=ip, jti_hash=jti_hash,
                   error=type(exc).__name__)  # fmt: skip
             raise
-        audit("reset_mail_sent", username=user.username, ip=ip, jti_hash=jti_hash)
+        audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
 
     # -- using a link --------------------------------------------------------------------------
 

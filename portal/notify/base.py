@@ -40,6 +40,14 @@ class Notifier(Protocol):
         """Deliver one message, or raise DeliveryError."""
         ...
 
+    async def rehearse(self, message: email.message.EmailMessage) -> None:
+        """Prepare the message as send() would, then drop it: nothing is delivered or written.
+
+        The reset job rehearses a decoy mail for identifiers that get none, so its work on the
+        event loop does not tell whether the account exists.
+        """
+        ...
+
     async def close(self) -> None:
         """Release whatever the notifier holds."""
         ...

@@ -41,10 +41,7 @@ class FilesystemNotifier:
 
     async def send(self, message: email.message.EmailMessage) -> None:
         """Append the message and its separator to the file, or raise DeliveryError."""
-        complete = complete_headers(message, sender=None, clock=self._clock)
-        data = complete.as_bytes(policy=email.policy.SMTP)
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
+        data = self._prepare(message)
         try:
             # Serialise writers so two mails never interleave in the file.
             async with self._lock:
@@ -54,8 +51,21 @@ class FilesystemNotifier:
                 f"cannot append the mail to {self._path}: {_reason(exc)}", permanent=False
             ) from exc
 
+    async def rehearse(self, message: email.message.EmailMessage) -> None:
+        """Prepare the message as send() does and drop it in a worker thread; no file is touched."""
+        data = self._prepare(message)
+        # The same hand-over to a worker thread as send(), so the event loop does the same work.
+        async with self._lock:
+            await asyncio.to_thread(_drop, data)
+
     async def close(self) -> None:
         """Release nothing: the file is opened and closed for every mail."""
+
+    def _prepare(self, message: email.message.EmailMessage) -> bytes:
+        """Return the message as it goes into the file: headers completed, SMTP line endings."""
+        complete = complete_headers(message, sender=None, clock=self._clock)
+        data = complete.as_bytes(policy=email.policy.SMTP)
+        return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def split_messages(data: bytes) -> list[email.message.EmailMessage]:
@@ -86,6 +96,10 @@ def _append(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _drop(data: bytes) -> None:
+    """Do nothing with a rehearsed mail."""
 
 
 def _reason(exc: OSError) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.message
+import email.policy
 import email.utils
 import logging
 import os
@@ -73,6 +74,11 @@ class SmtpNotifier:
                     await smtp.send_message(prepared, sender=_envelope_address(self._config.sender))
                 except ValueError as exc:  # no recipient or no sender in the headers
                     raise DeliveryError(f"the mail cannot be sent: {exc}", permanent=True) from exc
+
+    async def rehearse(self, message: email.message.EmailMessage) -> None:
+        """Prepare and flatten the message as send() does, and drop it: no connection is made."""
+        # The bytes aiosmtplib's send_message would write (with a server offering 8BITMIME).
+        self._prepare(message).as_bytes(policy=email.policy.SMTP)
 
     async def close(self) -> None:
         """Release nothing: every mail opens and closes its own connection."""

@@ -255,6 +255,17 @@ async def test_a_refused_connection_is_worth_a_retry() -> None:
     assert error.permanent is False
 
 
+async def test_a_rehearsal_prepares_the_mail_but_never_connects(plain_server: SmtpServer) -> None:
+    mail = reset_mail()
+    before = mail.as_bytes()
+
+    await smtp_notifier(closed_port()).rehearse(mail)  # a send would fail: nobody listens
+    await smtp_notifier(plain_server.port, disable_require_tls=True).rehearse(mail)
+
+    assert plain_server.deliveries == []
+    assert mail.as_bytes() == before
+
+
 async def test_a_server_that_never_answers_times_out() -> None:
     async with silent_server() as port:
         notifier = smtp_notifier(port, timeout="0.2s")
@@ -523,6 +534,14 @@ async def test_concurrent_mails_never_interleave(tmp_path: Path) -> None:
     mails = split_messages(path.read_bytes())
     assert sorted(m["Subject"] for m in mails) == sorted(f"Mail {i}" for i in range(20))
     assert all(m.get_body(preferencelist=("html",)) is not None for m in mails)
+
+
+async def test_a_rehearsal_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "mail" / "notifications.txt"
+
+    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).rehearse(reset_mail())
+
+    assert not path.parent.exists()
 
 
 async def test_filesystem_startup_check_passes_for_a_writable_place(tmp_path: Path) -> None:
