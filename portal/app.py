@@ -33,7 +33,7 @@ from portal.keys import (
     STORAGE,
     USERS,
 )
-from portal.mail import MailRenderer
+from portal.mail import MailRenderer, template_dirs
 from portal.middlewares import (
     MAX_BODY,
     body_size_middleware,
@@ -105,12 +105,6 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await app[OUTBOX].stop()
 
 
-def _mail_template_dirs(config: Config) -> list[Path]:
-    custom = config.notifier.template_path
-    builtin = TEMPLATES / "emails"
-    return [custom, builtin] if custom is not None else [builtin]
-
-
 def create_app(config: Config, deps: Dependencies | None = None) -> web.Application:
     """Build the application for production (deps=None) or for tests (deps given)."""
     deps = deps or build_dependencies(config)
@@ -150,7 +144,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         notifier=deps.notifier,
         outbox=app[OUTBOX],
         sessions=app[SESSIONS],
-        renderer=MailRenderer(_mail_template_dirs(config)),
+        renderer=MailRenderer(template_dirs(config.notifier.template_path)),
         clock=deps.clock,
     )
     app[QUESTIONS] = SecurityQuestionsService(

@@ -17,7 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from portal.app import create_app
-from portal.config import Config, PasswordConfig, read_config
+from portal.checks import check_config
+from portal.config import Config, PasswordConfig
 from portal.errors import ConfigError, PortalError, UnsupportedHashError
 from portal.logs import SafeAccessLogger, configure_logging
 from portal.users.hashing import hash_password, verify_password
@@ -43,7 +44,8 @@ def _config_paths(given: list[Path] | None) -> list[Path]:
 
 
 def _load(given: list[Path] | None) -> tuple[Config, list[str]]:
-    return read_config(_config_paths(given), os.environ)
+    # validate-config and serve check the same things: everything but the servers themselves.
+    return check_config(_config_paths(given), os.environ)
 
 
 def _validate_config(args: argparse.Namespace) -> int:
@@ -66,7 +68,10 @@ async def _serve(config: Config) -> None:
         else:
             site = web.TCPSite(runner, address.host or None, address.port)
         await site.start()
-        log.info("portal listening on %s, public address %s", address, config.portal_url)
+        log.info(
+            "portal listening on %s; links in mails use %s (session.cookies[0].authelia_url; "
+            "changing the listening address does not change it)", address, config.portal_url,
+        )  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

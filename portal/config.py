@@ -7,6 +7,7 @@ each, validates everything, and reports every problem at once, each naming its p
 
 from __future__ import annotations
 
+import copy
 import functools
 import ipaddress
 import logging
@@ -34,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from portal.errors import ConfigError
@@ -81,8 +83,11 @@ UNSUPPORTED_KEYS = (
     "storage.mysql",
 )
 
+# Authelia's units (docs: configuration/prologue/common, "Duration") and Go's, which Authelia
+# passes to time.ParseDuration; a month is 30 days and a year 365, as in Authelia.
 _UNITS = {
-    "ms": 0.001,
+    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
+    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
@@ -91,12 +96,21 @@ _UNITS = {
     "M": 2592000, "month": 2592000, "months": 2592000,
     "y": 31536000, "year": 31536000, "years": 31536000,
 }  # fmt: skip
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*")
+_DURATION_BLOCK = re.compile(r"([0-9]+(?:\.[0-9]+)?)([^0-9.]+)")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Read a duration as Authelia writes it: seconds, '90s', '1h30m', '5 minutes', '2 days'."""
+    """Read a duration as Authelia does; raise ValueError naming the value if it is none.
+
+    Authelia's notation (internal/utils/time.go, ParseDurationString): an integer is seconds,
+    the empty string is zero, and a string is otherwise blocks of a quantity and a unit (`90s`,
+    `1h30m`, `1d 1h 20m`, `5 minutes`, `1 hour and 30 minutes`) where spaces, leading zeros
+    and the word `and` do not count. Units: y, M (30 days), w, d, h, m, s, ms, their long names
+    singular or plural, and Go's ns, us, µs. Beyond Authelia the portal also takes decimals
+    (`1.5h`), sec/min/hr and units in capitals other than M. Where Authelia's regular expression
+    skips what it cannot read (`1h30` is one hour to it, `-5m` five minutes), the portal refuses.
+    """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
@@ -105,25 +119,27 @@ def parse_duration(value: Any) -> timedelta:
         if value < 0:
             raise ValueError("must not be negative")
         return timedelta(seconds=value)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise ValueError("must be a duration such as '5 minutes' or '90s'")
-    text = value.strip()
-    if re.fullmatch(r"\d+", text):
-        return timedelta(seconds=int(text))
-    seconds = 0.0
+    if not value.strip():
+        return timedelta(0)
+    if re.fullmatch(r"[0-9]+", value.strip()):
+        return timedelta(seconds=int(value))
+    text = "".join(value.split()).replace("and", "")
+    total = timedelta(0)
     pos = 0
-    for match in _DURATION_PART.finditer(text):
+    for match in _DURATION_BLOCK.finditer(text):
         unit = match.group(2)
-        factor = _UNITS.get(unit) if unit == "M" else _UNITS.get(unit.lower())
+        factor = _UNITS.get(unit) or _UNITS.get(unit.lower())  # M (months) is found as is
         if match.start() != pos or factor is None:
             break
-        seconds += float(match.group(1)) * factor
+        total += timedelta(seconds=float(match.group(1)) * factor)
         pos = match.end()
     if pos != len(text) or pos == 0:
         raise ValueError(
             f"'{value}' is not a duration; write for example '5 minutes', '1h30m' or '90s'"
         )
-    return timedelta(seconds=seconds)
+    return total
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -1088,44 +1104,110 @@ def _set_path(raw: dict[str, Any], path: Sequence[str | int], value: Any) -> Non
     node[last] = value
 
 
-def _apply_environment(
-    raw: dict[str, Any], environ: Mapping[str, str], problems: list[str], warnings: list[str]
-) -> None:
-    """Override keys from PORTAL_* (or AUTHELIA_*) variables, and secrets from *_FILE."""
+@dataclass(frozen=True)
+class _Variable:
+    """One environment variable that sets a key."""
+
+    name: str
+    value: str
+    from_file: bool  # a *_FILE variable: value is the path of a file holding the secret
+
+
+# Stands in for a secret that could not be read, or was given twice, so that validation reports
+# nothing that follows from it ('option is required', 'provider ... needs secret_key').
+_UNREAD_SECRET = "unread" * 11
+
+
+def _env_name(path: Sequence[str | int]) -> str:
+    return "PORTAL_" + "_".join(str(p).upper() for p in path)
+
+
+def _environment_variables(
+    environ: Mapping[str, str], warnings: list[str]
+) -> dict[tuple[str | int, ...], tuple[_Leaf, list[_Variable]]]:
+    """Find the variables that set each key, AUTHELIA_ ones before PORTAL_ ones."""
     leaves = [(leaf, _env_pattern(leaf)) for leaf in _leaves(Config)]
-    found: dict[tuple[str | int, ...], tuple[str, Any]] = {}
-    for prefix in reversed(ENV_PREFIXES):  # PORTAL_ is applied last, so it wins
+    found: dict[tuple[str | int, ...], tuple[_Leaf, list[_Variable]]] = {}
+    for prefix in reversed(ENV_PREFIXES):  # PORTAL_ comes last, so it wins
         for name, value in sorted(environ.items()):
             if not name.startswith(prefix) or name[len(prefix) :] in ENV_NOT_KEYS:
                 continue
             rest = name[len(prefix) :]
             from_file = rest.endswith("_FILE")
-            matched = False
             for leaf, pattern in leaves:
                 match = pattern.fullmatch(rest[:-5] if from_file else rest)
                 if match is None or (from_file and not leaf.secret):
                     continue
-                matched = True
                 indexes = iter(int(g) for g in match.groups())
                 path = tuple(next(indexes) if p == "*" else p for p in leaf.path)
-                parsed: Any = value
-                if from_file:
-                    try:
-                        parsed = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
-                    except OSError as exc:
-                        problems.append(f"{name}: cannot read the file: {exc.strerror}")
-                        break
-                elif leaf.is_list:
-                    parsed = [v.strip() for v in value.split(",") if v.strip()]
-                previous = found.get(path)
-                if previous and previous[0].startswith(prefix):
-                    problems.append(f"{name}: {previous[0]} sets the same key; set only one")
-                found[path] = (name, parsed)
+                found.setdefault(path, (leaf, []))[1].append(_Variable(name, value, from_file))
                 break
-            if not matched and prefix == "PORTAL_":
-                warnings.append(f"environment variable {name} matches no configuration key")
-    for path, (_, value) in found.items():
+            else:
+                if prefix == "PORTAL_":
+                    warnings.append(f"environment variable {name} matches no configuration key")
+    return found
+
+
+def _get_path(data: Any, path: Sequence[str | int]) -> Any:
+    for step in path:
+        if isinstance(step, int):
+            data = data[step] if isinstance(data, list) and step < len(data) else None
+        else:
+            data = data.get(step) if isinstance(data, dict) else None
+    return data
+
+
+def _in_places(places: Sequence[str]) -> str:
+    """Say 'in A and in B', 'in A, in B and in C'."""
+    named = [f"in {place}" for place in places]
+    return ", ".join(named[:-1]) + " and " + named[-1]
+
+
+def _apply_environment(
+    raw: dict[str, Any],
+    documents: Sequence[tuple[Path, Mapping[str, Any]]],
+    environ: Mapping[str, str],
+    problems: list[str],
+    warnings: list[str],
+) -> set[str]:
+    """Override keys from PORTAL_* (or AUTHELIA_*) variables, and secrets from *_FILE.
+
+    A secret comes from one place: a *_FILE variable with a value in the YAML, or two variables
+    for one secret (a value and its file, or both prefixes), is a problem naming every place, as
+    Authelia refuses a secret "already defined in other configuration sources" (an empty value
+    does not count). A plain variable overrides the YAML, for secrets as for every key; for other
+    keys PORTAL_ wins over AUTHELIA_. Return the sections holding a secret that was not read.
+    """
+    unread: set[str] = set()
+    for path, (leaf, variables) in _environment_variables(environ, warnings).items():
+        dotted = _format_location(path)
+        given = [v for v in variables if v.from_file or v.value]
+        if leaf.secret:
+            files = [str(p) for p, data in documents if _get_path(data, path) not in (None, "")]
+            places = [*files[-1:], *sorted(v.name for v in given)]
+            if len(given) > 1 or (files and any(v.from_file for v in given)):
+                problems.append(
+                    f"{dotted}: given {_in_places(places)}; give a secret in one place only"
+                )
+                _set_path(raw, path, _UNREAD_SECRET)
+                unread.add(str(path[0]))
+                continue
+        variable = (given or variables)[-1]
+        value: Any = variable.value
+        if variable.from_file:
+            try:
+                value = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                problems.append(
+                    f"{dotted}: cannot read the file {variable.name} names ({value}): {reason}"
+                )
+                value = _UNREAD_SECRET
+                unread.add(str(path[0]))
+        elif leaf.is_list:
+            value = [v.strip() for v in value.split(",") if v.strip()]
         _set_path(raw, path, value)
+    return unread
 
 
 def _drop_unsupported(raw: dict[str, Any], warnings: list[str]) -> None:
@@ -1147,10 +1229,23 @@ def _format_location(loc: Sequence[str | int]) -> str:
     return text or "configuration"
 
 
+@functools.cache
+def _secret_keys() -> frozenset[str]:
+    return frozenset(".".join(leaf.path) for leaf in _leaves(Config) if leaf.secret)
+
+
 def _format_error(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     message = str(error["msg"])
-    if kind == "missing":
+    loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    if kind == "missing" and _format_location(loc) in _secret_keys():
+        variable = _env_name(loc)
+        message = (
+            f"option is required: write it into a file named by {variable}_FILE (or set "
+            f"{variable}, or write it in the configuration file); generate one with "
+            "'portal crypto rand'"
+        )
+    elif kind == "missing":
         message = "option is required"
     elif kind == "extra_forbidden":
         message = "unknown option (check the spelling and the indentation)"
@@ -1162,7 +1257,6 @@ def _format_error(error: Mapping[str, Any]) -> str:
         message = message.removeprefix("Value error, ")
     elif message.startswith("Input should be"):
         message = "must be" + message.removeprefix("Input should be")
-    loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     return f"{_format_location(loc)}: {message}"
 
 
@@ -1175,6 +1269,17 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
+def describe_yaml_error(exc: YAMLError) -> str:
+    """Say what is wrong with a YAML text and where, on one line and quoting no value."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    if isinstance(exc, DuplicateKeyError):
+        # SECURITY: ruamel's own message quotes the values, which may be secrets or hashes.
+        return f"a key appears twice in the same mapping{where}"
+    problem = " ".join(str(getattr(exc, "problem", None) or type(exc).__name__).split())
+    return f"{problem}{where}"
+
+
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
     yaml = YAML(typ="safe", pure=True)
     try:
@@ -1183,8 +1288,11 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
     except OSError as exc:
         problems.append(f"{path}: cannot read the configuration file: {exc.strerror}")
         return {}
+    except UnicodeDecodeError:
+        problems.append(f"{path}: the configuration file is not UTF-8 text")
+        return {}
     except YAMLError as exc:
-        problems.append(f"{path}: not valid YAML: {exc}".replace("\n", " "))
+        problems.append(f"{path}: not valid YAML: {describe_yaml_error(exc)}")
         return {}
     if data is None:
         return {}
@@ -1194,26 +1302,78 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
     return data
 
 
-def read_config(
-    paths: Sequence[Path], environ: Mapping[str, str]
-) -> tuple[Config, list[str]]:
-    """Load and validate the configuration; return it with its warnings or raise ConfigError."""
+@dataclass(frozen=True)
+class Reading:
+    """What reading the configuration found.
+
+    `config` is the validated configuration, or None when there are `problems` (each naming
+    its path). `sections` holds every top-level section (`server`, `storage`, ...) that is valid
+    on its own, so that checks of the files it names can run alongside the other problems.
+    """
+
+    config: Config | None
+    sections: Mapping[str, BaseModel]
+    problems: list[str]
+    warnings: list[str]
+
+
+def _valid_sections(raw: Mapping[str, Any], skip: set[str]) -> dict[str, BaseModel]:
+    """Validate each top-level section on its own; keep those that pass."""
+    sections: dict[str, BaseModel] = {}
+    for name, field in Config.model_fields.items():
+        model = field.annotation
+        if name in skip or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        if name not in raw:
+            if not field.is_required():
+                sections[name] = field.get_default(call_default_factory=True)
+            continue
+        try:
+            sections[name] = model.model_validate(raw[name])
+        except ValidationError:
+            continue
+    return sections
+
+
+def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
+    """Load and validate the configuration, collecting every problem instead of raising.
+
+    Files are read in order, later ones winning, then `PORTAL_*` / `AUTHELIA_*` variables
+    override keys. A file that cannot be read or parsed is reported alone: what else could be
+    said would follow from it.
+    """
     problems: list[str] = []
     warnings: list[str] = []
+    documents = [(path, _read_yaml(path, problems)) for path in paths]
+    if problems:
+        return Reading(None, {}, problems, warnings)
     raw: dict[str, Any] = {}
-    for path in paths:
-        _merge(raw, _read_yaml(path, problems))
-    _apply_environment(raw, environ, problems, warnings)
+    for _, data in documents:
+        _merge(raw, copy.deepcopy(data))
+    unread = _apply_environment(raw, documents, environ, problems, warnings)
     _drop_unsupported(raw, warnings)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_format_error(e) for e in exc.errors(include_url=False))
-        raise ConfigError(problems) from None
+        errors = exc.errors(include_url=False)
+        problems.extend(_format_error(e) for e in errors)
+        broken = {str(e["loc"][0]) for e in errors if e["loc"]}
+        return Reading(None, _valid_sections(raw, unread | broken), problems, warnings)
+    sections = {name: getattr(config, name) for name in Config.model_fields if name not in unread}
     if problems:
-        raise ConfigError(problems)
+        return Reading(None, sections, problems, warnings)
     warnings.extend(_two_factor_warnings(config))
-    return config, warnings
+    return Reading(config, sections, problems, warnings)
+
+
+def read_config(
+    paths: Sequence[Path], environ: Mapping[str, str]
+) -> tuple[Config, list[str]]:
+    """Load and validate the configuration; return it with its warnings or raise ConfigError."""
+    reading = read_sections(paths, environ)
+    if reading.config is None:
+        raise ConfigError(reading.problems)
+    return reading.config, reading.warnings
 
 
 def _two_factor_warnings(config: Config) -> list[str]:

@@ -19,6 +19,10 @@ from portal.users.base import UserBackend
 from portal.users.file import FileUserBackend
 from portal.users.ldap import LdapUserBackend
 
+POSTGRES_NOT_IMPLEMENTED = (
+    "storage.postgres: PostgreSQL storage is not implemented yet; use 'local'"
+)
+
 
 @dataclass
 class Dependencies:
@@ -45,9 +49,7 @@ def storage_from_config(config: Config) -> Storage:
     """Build the configured storage."""
     if config.storage.local is not None:
         return SqliteStorage(config.storage.local.path)
-    raise StartupCheckError(
-        "storage.postgres: PostgreSQL storage is not implemented yet; use 'local'"
-    )
+    raise StartupCheckError(POSTGRES_NOT_IMPLEMENTED)
 
 
 def notifier_from_config(config: Config) -> Notifier:

@@ -49,3 +49,40 @@ class MailRenderer:
         html = self._html.get_template(f"{name}.html").render(values)
         message.add_alternative(html, subtype="html", cte="8bit")
         return message
+
+
+EMAIL_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "emails"
+
+
+def template_dirs(custom: Path | None) -> list[Path]:
+    """Return where mail templates are looked up: notifier.template_path first, if set."""
+    return [custom, EMAIL_TEMPLATES] if custom is not None else [EMAIL_TEMPLATES]
+
+
+def template_problems(directory: Path) -> list[str]:
+    """Say why the templates in directory (notifier.template_path) cannot be used.
+
+    The directory must exist, as Authelia requires of its template_path. Each file in it named
+    as a built-in template (reset_password.txt, ...) overrides that one and must parse as a
+    UTF-8 Jinja2 template. Other files are not read: a directory carried over from Authelia
+    holds Go templates under Authelia's names.
+    """
+    if not directory.exists():
+        return [f"{directory} does not exist"]
+    if not directory.is_dir():
+        return [f"{directory} is not a directory"]
+    parser = jinja2.Environment(autoescape=True)  # parses only; nothing is rendered here
+    problems = []
+    for name in sorted(p.name for p in EMAIL_TEMPLATES.iterdir()):
+        path = directory / name
+        if not path.exists():
+            continue
+        try:
+            parser.parse(path.read_text(encoding="utf-8"), name, str(path))
+        except OSError as exc:
+            problems.append(f"{path}: cannot be read: {exc.strerror}")
+        except UnicodeDecodeError:
+            problems.append(f"{path}: is not UTF-8 text")
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(f"{path}: not a valid template (line {exc.lineno}): {exc.message}")
+    return problems

@@ -26,6 +26,7 @@ class FilesystemNotifier:
 
     def __init__(self, config: FilesystemNotifierConfig, *, clock: Clock | None = None) -> None:
         self._path = config.filename
+        self._rehearsal = config.filename.with_name(config.filename.name + ".rehearsal")
         self._clock: Clock = clock or SystemClock()
         self._lock = asyncio.Lock()
 
@@ -52,11 +53,17 @@ class FilesystemNotifier:
             ) from exc
 
     async def rehearse(self, message: email.message.EmailMessage) -> None:
-        """Prepare the message as send() does and drop it in a worker thread; no file is touched."""
+        """Prepare the message as send() does and write it where no reader looks, then fsync.
+
+        SECURITY: a decoy (reset.py) must cost what a real mail costs, on the event loop and on
+        the disk: a real append's fsync slows the next request's database writes, so the same
+        bytes go, with the same fsync, into `<filename>.rehearsal` (overwritten each time, 0600),
+        never into the mail file.
+        """
         data = self._prepare(message)
         # The same hand-over to a worker thread as send(), so the event loop does the same work.
         async with self._lock:
-            await asyncio.to_thread(_drop, data)
+            await asyncio.to_thread(_overwrite, self._rehearsal, data + MESSAGE_SEPARATOR)
 
     async def close(self) -> None:
         """Release nothing: the file is opened and closed for every mail."""
@@ -98,8 +105,19 @@ def _append(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _drop(data: bytes) -> None:
-    """Do nothing with a rehearsed mail."""
+def _overwrite(path: Path, data: bytes) -> None:
+    """Write the data over the file's contents (creating it 0600) and flush it to disk."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)  # SECURITY: a decoy's link is useless, but still private
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _reason(exc: OSError) -> str:

@@ -276,6 +276,15 @@ def _build_tls_context(tls: SmtpTlsConfig) -> ssl.SSLContext:
     return context
 
 
+def check_smtp_settings(config: SmtpConfig) -> list[str]:
+    """Return what would keep every connection from being secured, found without connecting."""
+    try:
+        _build_tls_context(config.tls)
+    except ssl.SSLError:
+        return ["notifier.smtp.tls.certificate_chain: holds no usable PEM certificate"]
+    return []
+
+
 def _tls_version(name: str) -> ssl.TLSVersion:
     """Map a configuration version name to ssl.TLSVersion."""
     return {

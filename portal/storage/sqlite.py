@@ -510,13 +510,9 @@ def _migrate(conn: sqlite3.Connection, path: Path, migrations: list[tuple[int, s
         current = _user_version(conn)
     except sqlite3.Error as exc:
         raise StartupCheckError(f"storage: sqlite: cannot read {path}: {exc}") from exc
-    if current > latest:
-        # SECURITY: never run old code on a newer schema; a silent downgrade could lose the
-        # consumed/revoked marks that keep reset links single-use.
-        raise StartupCheckError(
-            f"storage: sqlite: {path} is at schema version {current}, newer than this portal "
-            f"knows ({latest}); refusing to start rather than downgrade it"
-        )
+    too_new = _too_new(path, current, latest)
+    if too_new is not None:
+        raise StartupCheckError(f"storage: sqlite: {too_new}")
     for version, script in migrations:
         if version <= current:
             continue
@@ -527,6 +523,36 @@ def _migrate(conn: sqlite3.Connection, path: Path, migrations: list[tuple[int, s
                 f"storage: sqlite: {path}: migration {version} failed and was rolled back, "
                 f"the database stays at version {_user_version(conn)}: {exc}"
             ) from exc
+
+
+def _too_new(path: Path, current: int, latest: int) -> str | None:
+    if current <= latest:
+        return None
+    # SECURITY: never run old code on a newer schema; a silent downgrade could lose the
+    # consumed/revoked marks that keep reset links single-use.
+    return (
+        f"{path} is at schema version {current}, newer than this portal knows ({latest}); "
+        "refusing to start rather than downgrade it"
+    )
+
+
+def check_database_file(path: Path) -> str | None:
+    """Say why startup_check would refuse an existing file, only reading it; None if it would not.
+
+    A file that is not a SQLite database, or one at a newer schema than this portal's, is
+    refused. A missing file is not a problem here: startup_check creates it.
+    """
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            current = _user_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"cannot read {path}: {exc}"
+    return _too_new(path, current, len(packaged_migrations()))
 
 
 def _apply_migration(conn: sqlite3.Connection, version: int, script: str) -> None:

@@ -32,13 +32,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from portal.config import FileBackendConfig
+from portal.config import FileBackendConfig, describe_yaml_error
 from portal.errors import (
     PasswordWriteError,
     StartupCheckError,
@@ -51,6 +50,7 @@ from portal.users.passwords import normalize_password, password_candidates
 
 Stamp = tuple[int, int, int]  # (mtime_ns, size, inode): a version of the file
 
+WHERE = "authentication_backend.file"
 _STR_TAG = "tag:yaml.org,2002:str"
 _PLAIN_DIGEST = re.compile(r"\$[$A-Za-z0-9./+=,-]*")
 
@@ -184,16 +184,6 @@ def _round_trip_yaml() -> YAML:
     return yaml
 
 
-def _describe_yaml_error(exc: YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    if isinstance(exc, DuplicateKeyError):
-        # SECURITY: ruamel's own message quotes the values, which may be password hashes.
-        return f"a key appears twice in the same mapping{where}"
-    problem = getattr(exc, "problem", None) or type(exc).__name__
-    return f"{problem}{where}"
-
-
 def _read_text(path: str) -> tuple[str, bool, os.stat_result]:
     """Read the file as UTF-8; return the text, whether it had a BOM, and its stat."""
     with open(path, "rb") as handle:
@@ -214,9 +204,36 @@ def _load_document(path: str) -> tuple[Any, str, bool, os.stat_result]:
     try:
         document = _round_trip_yaml().load(text)
     except YAMLError as exc:
-        reason = _describe_yaml_error(exc)
+        reason = describe_yaml_error(exc)
         raise _LoadError(f"users file {path}: is not valid YAML: {reason}", _stamp(st)) from None
     return document, text, bom, st
+
+
+def _read_directory(path: str) -> _Directory:
+    """Read, parse and index the file; raise _LoadError naming the file and the reason."""
+    document, _, _, st = _load_document(path)
+    try:
+        return _directory(document, _stamp(st))
+    except _ShapeError as exc:
+        raise _LoadError(f"users file {path}: {exc}", _stamp(st)) from None
+
+
+def check_users_file(config: FileBackendConfig) -> list[str]:
+    """Return why startup_check would refuse the file or its hashing settings, writing nothing.
+
+    Each problem names its key: `authentication_backend.file.path: users file ...: is not valid
+    YAML: ... (line 3, column 1)`, `authentication_backend.file.password: ...`.
+    """
+    problems = []
+    try:
+        _read_directory(str(config.path))
+    except _LoadError as exc:
+        problems.append(f"{WHERE}.path: {exc}")
+    try:
+        hash_password(secrets.token_urlsafe(16), config.password)
+    except ValueError as exc:
+        problems.append(f"{WHERE}.password: {exc}")
+    return problems
 
 
 def _child(node: Node | None, key: str) -> Node | None:
@@ -379,7 +396,7 @@ class FileUserBackend:
         try:
             await self._dummy_digest()
         except ValueError as exc:
-            raise StartupCheckError(f"authentication_backend.file.password: {exc}") from None
+            raise StartupCheckError(f"{WHERE}.password: {exc}") from None
         if self._config.watch and self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name=f"watch {self._path}")
 
@@ -504,11 +521,7 @@ class FileUserBackend:
 
     def _load(self) -> _Directory:
         """Read and index the file (in a worker thread); raise _LoadError naming the file."""
-        document, _, _, st = _load_document(self._path)
-        try:
-            return _directory(document, _stamp(st))
-        except _ShapeError as exc:
-            raise _LoadError(f"users file {self._path}: {exc}", _stamp(st)) from None
+        return _read_directory(self._path)
 
     def _install(self, directory: _Directory) -> _Directory:
         """Make a freshly loaded version current and log each new per-user problem once."""

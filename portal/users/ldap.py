@@ -568,6 +568,41 @@ def _load_client_certificate(context: ssl.SSLContext, chain: str, key: Any) -> N
         context.load_cert_chain(cert_path, key_path)
 
 
+def _service_account_problem(config: LdapBackendConfig) -> str | None:
+    if not config.user or config.password is None or not config.password.get_secret_value():
+        # SECURITY: without a password a simple bind is anonymous; an anonymous service
+        # account could not write passwords anyway, so permit_unauthenticated_bind is not used.
+        return f"{WHERE}.user and {WHERE}.password: a service account with a password is required"
+    return None
+
+
+def _uses_tls(config: LdapBackendConfig) -> bool:
+    scheme = config.address.scheme
+    return scheme == "ldaps" or (config.start_tls and scheme == "ldap")
+
+
+def check_ldap_settings(config: LdapBackendConfig) -> list[str]:
+    """Return every problem the backend would refuse before connecting, each naming its key.
+
+    The same checks as LdapUserBackend's constructor: the search settings over the
+    implementation's defaults, the service account, and the TLS trust and client key.
+    """
+    problems = []
+    try:
+        effective_settings(config)
+    except StartupCheckError as exc:
+        problems.extend(str(exc).splitlines())
+    problem = _service_account_problem(config)
+    if problem is not None:
+        problems.append(problem)
+    if _uses_tls(config):
+        try:
+            _ssl_context(config.tls)
+        except StartupCheckError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 # --- the backend -------------------------------------------------------------------------------
 
 
@@ -588,12 +623,10 @@ class LdapUserBackend:
                 "portal reads pwdLastSet itself and gives them no session until they do: remove "
                 "that clause", WHERE,
             )  # fmt: skip
-        if not config.user or config.password is None or not config.password.get_secret_value():
-            # SECURITY: without a password a simple bind is anonymous; an anonymous service
-            # account could not write passwords anyway, so permit_unauthenticated_bind is not used.
-            raise StartupCheckError(
-                f"{WHERE}.user and {WHERE}.password: a service account with a password is required"
-            )
+        problem = _service_account_problem(config)
+        if problem is not None:
+            raise StartupCheckError(problem)
+        assert config.user and config.password is not None  # noqa: S101 - checked just above
         self._service_dn = config.user
         self._service_password = config.password.get_secret_value()
         scheme = config.address.scheme
@@ -602,7 +635,7 @@ class LdapUserBackend:
         if config.implementation == "activedirectory" and not self._encrypted:
             self._logger.warning("%s: %s", WHERE, _AD_NEEDS_TLS)
         self._tls: _Tls | None = None
-        if scheme == "ldaps" or self._start_tls:
+        if _uses_tls(config):
             if config.tls.skip_verify:
                 # SECURITY: anyone on the path can read the service password and every write.
                 self._logger.warning(

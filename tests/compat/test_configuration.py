@@ -120,13 +120,18 @@ def test_authelias_standalone_rules_give_the_suites_decisions(
 
 
 def test_validate_config_accepts_authelias_standalone_suite_and_lists_what_it_ignores(
-    standalone_suite: Path,
+    standalone_suite: Path, tmp_path: Path, users_file: Path
 ) -> None:
     result = run_portal(
         "validate-config",
         "--config",
         str(standalone_suite),
-        env={"AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET},
+        env={
+            "AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
+            # The suite's files live in its containers; validate-config checks they exist.
+            "PORTAL_AUTHENTICATION_BACKEND_FILE_PATH": str(users_file),
+            "PORTAL_STORAGE_LOCAL_PATH": str(tmp_path / "db.sqlite3"),
+        },
     )
     assert result.returncode == 0, result.stderr
     assert "warning: totp: not supported by the portal; ignored" in result.stderr.splitlines()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,16 +57,144 @@ def write_config(tmp_path: Path, port: int) -> Path:
 # --- validate-config ---------------------------------------------------------------------------
 
 
-def test_validate_config_accepts_the_shipped_configuration() -> None:
+def demo_directory(tmp_path: Path) -> Path:
+    """Lay out what `make run` prepares beside the demo configuration: var/ with the users."""
+    (tmp_path / "var").mkdir()
+    shutil.copy(REPO / "config" / "users_database.yml", tmp_path / "var" / "users_database.yml")
+    return tmp_path
+
+
+def make_run_secrets(directory: Path) -> dict[str, str]:
+    """Generate the secrets `make run` generates and return the variables it passes them in."""
+    recipe = (REPO / "Makefile").read_text()
+    variables = dict(re.findall(r"(PORTAL_\w+_FILE)=\$\(SECRETS\)/(\w+)", recipe))
+    assert len(variables) == 3, recipe  # jwt_secret, storage_encryption_key, session_secret
+    secrets = directory / "var" / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name in variables.values():
+        (secrets / name).write_text(portal("crypto", "rand").stdout)
+    return {variable: f"var/secrets/{name}" for variable, name in variables.items()}
+
+
+def test_the_demo_configuration_validates_with_the_variables_make_run_sets(tmp_path: Path) -> None:
+    directory = demo_directory(tmp_path)
     result = portal(
         "validate-config",
-        env={
-            "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
-            "PORTAL_STORAGE_ENCRYPTION_KEY": "k" * 40,
-        },
+        "--config",
+        str(REPO / "config" / "configuration.yml"),
+        env=make_run_secrets(directory),
+        cwd=directory,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Configuration is valid."
+    assert result.stderr == ""
+
+
+def test_the_demo_configuration_without_them_names_the_variables_and_how_to_generate_one(
+    tmp_path: Path,
+) -> None:
+    # Issue 12: 'option is required' and nothing else, for secrets `make run` passes as files.
+    directory = demo_directory(tmp_path)
+    result = portal(
+        "validate-config", "--config", str(REPO / "config" / "configuration.yml"), cwd=directory
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: identity_validation.reset_password.jwt_secret: option is required: write it into "
+        "a file named by PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE (or set "
+        "PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET, or write it in the configuration "
+        "file); generate one with 'portal crypto rand'",
+        "error: storage.encryption_key: option is required: write it into a file named by "
+        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE (or set PORTAL_STORAGE_ENCRYPTION_KEY, or write it "
+        "in the configuration file); generate one with 'portal crypto rand'",
+    ]
+
+
+def test_validate_config_reports_a_missing_users_file(tmp_path: Path) -> None:
+    # Issue 12: 'Configuration is valid.', then `serve` refused to start.
+    config = write_config(tmp_path, free_port())
+    result = portal("validate-config", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: authentication_backend.file.path: users file {tmp_path / 'users.yml'}: cannot be "
+        "read: No such file or directory"
+    ]
+    assert result.stdout == ""
+
+
+def test_validate_config_reports_a_users_file_that_is_not_yaml(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    (tmp_path / "users.yml").write_text("users:\n  john: {displayname: 'John\n")
+    result = portal("validate-config", "--config", str(config))
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"error: authentication_backend.file.path: users file {tmp_path / 'users.yml'}: is not "
+        "valid YAML: "
+    )
+    assert line.endswith("(line 3, column 1)")
+
+
+def test_a_yaml_syntax_error_is_reported_alone_on_one_line_with_its_position(
+    tmp_path: Path,
+) -> None:
+    # Issue 12: the error, spread over the line with ruamel's own line breaks, was followed by
+    # five consequential 'option is required'.
+    bad = tmp_path / "bad.yml"
+    bad.write_text("server:\n  address: 'tcp://:9091'\n log:\n  level: debug\n")
+    result = portal("validate-config", "--config", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {bad}: not valid YAML: expected <block end>, but found '<block mapping start>' "
+        "(line 3, column 2)"
+    ]
+
+
+def test_a_config_path_that_does_not_exist_is_reported_alone(tmp_path: Path) -> None:
+    missing = tmp_path / "configuration.yml"
+    result = portal("validate-config", "--config", str(missing))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {missing}: cannot read the configuration file: No such file or directory"
+    ]
+
+
+def test_a_missing_secret_file_is_reported_alone(tmp_path: Path, users_file: Path) -> None:
+    raw = minimal_raw(tmp_path)
+    del raw["identity_validation"]["reset_password"]["jwt_secret"]
+    config = tmp_path / "configuration.yml"
+    with config.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(raw, handle)
+    missing = tmp_path / "jwt_secret"
+    result = portal(
+        "validate-config",
+        "--config",
+        str(config),
+        env={"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE": str(missing)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: identity_validation.reset_password.jwt_secret: cannot read the file "
+        f"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE names ({missing}): No such "
+        "file or directory"
+    ]
+
+
+def test_validate_config_reports_file_problems_with_the_others_at_once(tmp_path: Path) -> None:
+    raw = minimal_raw(tmp_path)
+    raw["log"] = {"level": "loud"}
+    raw["notifier"]["template_path"] = str(tmp_path / "templates")
+    config = tmp_path / "configuration.yml"
+    with config.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(raw, handle)
+    result = portal("validate-config", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: log.level: must be 'trace', 'debug', 'info', 'warn', 'warning' or 'error'",
+        f"error: authentication_backend.file.path: users file {tmp_path / 'users.yml'}: cannot be "
+        "read: No such file or directory",
+        f"error: notifier.template_path: {tmp_path / 'templates'} does not exist",
+    ]
 
 
 def test_validate_config_lists_every_problem_without_a_traceback(tmp_path: Path) -> None:
@@ -83,18 +213,25 @@ def test_validate_config_lists_every_problem_without_a_traceback(tmp_path: Path)
     assert result.stdout == ""
 
 
-def test_validate_config_prints_warnings_for_authelia_keys_it_ignores() -> None:
+def test_validate_config_prints_warnings_for_authelia_keys_it_ignores(
+    tmp_path: Path, users_file: Path
+) -> None:
     result = portal(
         "validate-config",
         "--config",
         str(FIXTURES / "configuration.yml"),
-        env={"AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET},
+        env={
+            "AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
+            # Its files are where a container would mount them; validate-config checks they exist.
+            "PORTAL_AUTHENTICATION_BACKEND_FILE_PATH": str(users_file),
+            "PORTAL_STORAGE_LOCAL_PATH": str(tmp_path / "db.sqlite3"),
+        },
     )
     assert result.returncode == 0, result.stderr
     assert "warning: totp: not supported by the portal; ignored" in result.stderr.splitlines()
 
 
-def test_the_config_path_may_come_from_the_environment(tmp_path: Path) -> None:
+def test_the_config_path_may_come_from_the_environment(tmp_path: Path, users_file: Path) -> None:
     path = write_config(tmp_path, 9999)
     result = portal("validate-config", env={"PORTAL_CONFIG": str(path)})
     assert result.returncode == 0, result.stderr
@@ -262,3 +399,55 @@ def test_serve_with_a_bad_configuration_exits_with_the_problems(tmp_path: Path) 
     result = portal("serve", "--config", str(bad))
     assert result.returncode == 1
     assert "error: server.address: scheme 'ftp' is not supported" in result.stderr
+
+
+def test_serve_reports_every_local_problem_at_once_before_opening_the_port(
+    tmp_path: Path,
+) -> None:
+    # serve used to stop at the first backend that failed, and took a missing template_path.
+    port = free_port()
+    raw = minimal_raw(tmp_path)
+    raw["server"] = {"address": f"tcp://127.0.0.1:{port}"}
+    raw["notifier"]["template_path"] = str(tmp_path / "templates")
+    config = tmp_path / "configuration.yml"
+    with config.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(raw, handle)
+    result = portal("serve", "--config", str(config), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: authentication_backend.file.path: users file {tmp_path / 'users.yml'}: cannot be "
+        "read: No such file or directory",
+        f"error: notifier.template_path: {tmp_path / 'templates'} does not exist",
+    ]
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_serve_says_which_address_mails_use_when_the_listening_address_changes(
+    tmp_path: Path, users_file: Path
+) -> None:
+    # Issue 12: PORTAL_SERVER_ADDRESS moved the port; links in mails stayed on the old one.
+    config = write_config(tmp_path, free_port())
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "AUTHELIA_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portal", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env={**environ, "PORTAL_SERVER_ADDRESS": f"tcp://127.0.0.1:{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_health(port, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert (
+        f"portal listening on tcp://127.0.0.1:{port}; links in mails use https://auth.example.com "
+        "(session.cookies[0].authelia_url; changing the listening address does not change it)"
+    ) in stderr

@@ -536,12 +536,22 @@ async def test_concurrent_mails_never_interleave(tmp_path: Path) -> None:
     assert all(m.get_body(preferencelist=("html",)) is not None for m in mails)
 
 
-async def test_a_rehearsal_writes_nothing(tmp_path: Path) -> None:
+async def test_a_rehearsal_writes_no_mail_but_costs_the_disk_what_a_mail_does(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "mail" / "notifications.txt"
+    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path))
 
-    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).rehearse(reset_mail())
+    for _ in range(3):
+        await notifier.rehearse(reset_mail())
 
-    assert not path.parent.exists()
+    assert not path.exists()  # no mail: nobody reads a rehearsal
+    rehearsal = path.with_name("notifications.txt.rehearsal")
+    assert rehearsal.stat().st_mode & 0o777 == 0o600
+    await notifier.send(reset_mail())
+    # a mail's bytes were written (and flushed) once per rehearsal, overwritten each time; the
+    # Date and Message-ID headers may differ by a character or two
+    assert abs(rehearsal.stat().st_size - path.stat().st_size) <= 8
 
 
 async def test_filesystem_startup_check_passes_for_a_writable_place(tmp_path: Path) -> None:

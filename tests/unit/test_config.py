@@ -133,7 +133,61 @@ def test_durations_are_read_as_authelia_writes_them(text: str | int, seconds: fl
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5 parsecs", "m5", "-5", True, "5 minutes ago"])
+# Authelia's duration notation (docs: configuration/prologue/common, "Duration"; grammar:
+# internal/utils/time.go ParseDurationString, examples: internal/utils/time_test.go): blocks of a
+# whole quantity and a unit; spaces, leading zeros and the word 'and' are ignored; an integer is
+# seconds; the empty string is zero; Go's own units (ns, us, µs, μs, ms, s, m, h) pass through.
+S, MIN, H, D = 1, 60, 3600, 86400
+AUTHELIA_UNITS = [  # the documentation's unit legend: short unit, long unit, its plural
+    (["ms", "millisecond", "milliseconds"], 0.001),
+    (["s", "second", "seconds"], S),
+    (["m", "minute", "minutes"], MIN),
+    (["h", "hour", "hours"], H),
+    (["d", "day", "days"], D),
+    (["w", "week", "weeks"], 7 * D),
+    (["M", "month", "months"], 30 * D),
+    (["y", "year", "years"], 365 * D),
+]
+AUTHELIA_UNIT_FORMS = [
+    (f"{written}{space}{unit}", quantity * size)
+    for units, size in AUTHELIA_UNITS
+    for unit in units
+    for quantity in (1, 5, 20)
+    for written in (str(quantity), f"000{quantity}")  # leading zeros are ignored
+    for space in (" ", "")
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        # The documentation's examples table: 1 hour and 30 minutes, 1 day, 10 hours.
+        ("90m", 5400), ("1h30m", 5400), ("5400", 5400), ("5400s", 5400),
+        ("1 hour and 30 minutes", 5400),
+        ("1d", D), ("24h", D), ("86400", D), ("86400s", D), ("1 day", D),
+        ("10h", 10 * H), ("600m", 10 * H), ("9h60m", 10 * H), ("36000", 10 * H),
+        ("10 hours", 10 * H),
+        # Authelia's own tests of the grammar.
+        ("1d3w10ms", D + 21 * D + 0.01), ("1d4d2d", 7 * D), ("1d 1h 20m", D + H + 20 * MIN),
+        ("1 hour and 20 minutes", H + 20 * MIN), ("1 hour    and 20 minutes", H + 20 * MIN),
+        ("100", 100), ("", 0), (100, 100),
+        # Go's time.ParseDuration units, which Authelia passes through.
+        ("1500ms", 1.5), ("2000000us", 2), ("2000000µs", 2), ("2000000μs", 2),
+        ("3000000000ns", 3),
+        *AUTHELIA_UNIT_FORMS,
+    ],
+)  # fmt: skip
+def test_every_duration_form_authelia_accepts_is_accepted(text: str | int, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text",
+    # Authelia refuses these too. (Its regular expression skips what it cannot read, so it takes
+    # '1h30' as one hour and '-5m' as five minutes; the portal refuses those rather than guess.)
+    ["soon", "5 parsecs", "m5", "-5", True, "5 minutes ago", "h1", "10x", "10abcxyz", "and",
+     "5 and", "1h30", "-5m"],
+)  # fmt: skip
 def test_a_bad_duration_is_refused(text: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -459,16 +513,35 @@ def test_the_error_never_echoes_a_secret(tmp_path: Path) -> None:
     assert all(secret not in problem for problem in problems_of([path]))
 
 
-def test_unreadable_and_malformed_files_are_reported(tmp_path: Path) -> None:
+def test_a_yaml_syntax_error_is_the_only_problem_with_its_line_and_column(tmp_path: Path) -> None:
+    # Issue 12: the error came over several lines, then five consequential 'option is required'.
     broken = tmp_path / "broken.yml"
-    broken.write_text("server: [unclosed\n")
-    assert problems_of([broken])[0].startswith(f"{broken}: not valid YAML")
+    broken.write_text("server:\n  address: 'tcp://:9091'\nlog: [unclosed\n")
+    assert problems_of([broken]) == [
+        f"{broken}: not valid YAML: expected ',' or ']', but got '<stream end>' (line 4, "
+        "column 1)"
+    ]
+
+
+def test_a_missing_configuration_file_is_the_only_problem(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yml"
-    assert problems_of([missing])[0] == (
+    assert problems_of([missing]) == [
         f"{missing}: cannot read the configuration file: No such file or directory"
-    )
+    ]
+
+
+def test_a_broken_file_among_several_is_the_only_problem(tmp_path: Path) -> None:
+    good = write_yaml(tmp_path / "good.yml", {"log": {"level": "debug"}})
+    broken = tmp_path / "broken.yml"
+    broken.write_text("storage:\n\tlocal: {}\n")
+    [problem] = problems_of([good, broken])
+    assert problem.startswith(f"{broken}: not valid YAML: ")
+    assert "(line 2, column 1)" in problem
+
+
+def test_a_configuration_that_is_not_a_mapping_is_reported(tmp_path: Path) -> None:
     a_list = write_yaml(tmp_path / "list.yml", ["server"])
-    assert problems_of([a_list])[0] == f"{a_list}: the configuration must be a mapping of sections"
+    assert problems_of([a_list]) == [f"{a_list}: the configuration must be a mapping of sections"]
 
 
 def test_several_files_merge_later_ones_winning(tmp_path: Path) -> None:
@@ -531,10 +604,28 @@ def test_secrets_are_read_from_files(tmp_path: Path) -> None:
     assert config.storage.encryption_key.get_secret_value() == "s" * 30
 
 
-def test_an_unreadable_secret_file_is_an_error(config_file: Path, tmp_path: Path) -> None:
-    environ = {"PORTAL_STORAGE_ENCRYPTION_KEY_FILE": str(tmp_path / "nope")}
-    assert problems_of([config_file], environ) == [
-        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE: cannot read the file: No such file or directory"
+def test_an_unreadable_secret_file_is_the_only_problem(tmp_path: Path) -> None:
+    # Issue 12: 'jwt_secret: option is required' used to follow, though the file was the cause.
+    raw = minimal_raw(tmp_path)
+    del raw["identity_validation"]["reset_password"]["jwt_secret"]
+    path = write_yaml(tmp_path / "c.yml", raw)
+    nope = tmp_path / "nope"
+    environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE": str(nope)}
+    assert problems_of([path], environ) == [
+        "identity_validation.reset_password.jwt_secret: cannot read the file "
+        f"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET_FILE names ({nope}): No such file "
+        "or directory"
+    ]
+
+
+def test_an_unreadable_file_for_a_secret_a_rule_needs_is_the_only_problem(tmp_path: Path) -> None:
+    # The CAPTCHA vendor needs secret_key: that must not be reported as a second problem.
+    path = with_changes(tmp_path, captcha={"provider": "turnstile", "site_key": "0x4AAA"})
+    nope = tmp_path / "nope"
+    problems = problems_of([path], {"PORTAL_CAPTCHA_SECRET_KEY_FILE": str(nope)})
+    assert problems == [
+        f"captcha.secret_key: cannot read the file PORTAL_CAPTCHA_SECRET_KEY_FILE names ({nope}): "
+        "No such file or directory"
     ]
 
 
@@ -546,6 +637,73 @@ def test_file_variant_only_exists_for_secrets(config_file: Path, tmp_path: Path)
     assert warnings == ["environment variable PORTAL_LOG_LEVEL_FILE matches no configuration key"]
 
 
+# Every key that takes a _FILE variable (README, "Secrets from files").
+SECRET_KEYS = [
+    "identity_validation.reset_password.jwt_secret",
+    "session.secret",
+    "storage.encryption_key",
+    "storage.postgres.password",
+    "storage.postgres.tls.private_key",
+    "notifier.smtp.password",
+    "notifier.smtp.tls.private_key",
+    "authentication_backend.ldap.password",
+    "authentication_backend.ldap.tls.private_key",
+    "captcha.altcha.hmac_key",
+    "captcha.secret_key",
+]
+
+
+def variable(key: str, prefix: str = "PORTAL_") -> str:
+    return prefix + key.replace(".", "_").upper()
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    *parents, last = key.split(".")
+    tree: dict[str, Any] = {last: value}
+    for part in reversed(parents):
+        tree = {part: tree}
+    return tree
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_secret_in_the_yaml_and_in_its_file_variable_is_refused_naming_both(
+    tmp_path: Path, key: str
+) -> None:
+    # Issue 12: the file silently won. Authelia refuses it ("already defined in other
+    # configuration sources"), and the README said so.
+    path = write_yaml(tmp_path / "c.yml", deep_merge(minimal_raw(tmp_path), nested(key, "y" * 64)))
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 64)
+    problems = problems_of([path], {f"{variable(key)}_FILE": str(secret)})
+    assert f"{key}: given in {path} and in {variable(key)}_FILE; give a secret in one place only" \
+        in problems
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("PORTAL_STORAGE_ENCRYPTION_KEY", "PORTAL_STORAGE_ENCRYPTION_KEY_FILE"),
+        ("AUTHELIA_STORAGE_ENCRYPTION_KEY", "AUTHELIA_STORAGE_ENCRYPTION_KEY_FILE"),
+        ("AUTHELIA_STORAGE_ENCRYPTION_KEY", "PORTAL_STORAGE_ENCRYPTION_KEY_FILE"),
+        ("AUTHELIA_STORAGE_ENCRYPTION_KEY_FILE", "PORTAL_STORAGE_ENCRYPTION_KEY"),
+        ("AUTHELIA_STORAGE_ENCRYPTION_KEY_FILE", "PORTAL_STORAGE_ENCRYPTION_KEY_FILE"),
+        ("AUTHELIA_STORAGE_ENCRYPTION_KEY", "PORTAL_STORAGE_ENCRYPTION_KEY"),
+    ],
+)
+def test_a_secret_from_two_variables_is_refused_naming_both(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    raw = minimal_raw(tmp_path)
+    del raw["storage"]["encryption_key"]
+    path = write_yaml(tmp_path / "c.yml", raw)
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 40)
+    environ = {n: str(secret) if n.endswith("_FILE") else "y" * 40 for n in (first, second)}
+    assert problems_of([path], environ) == [
+        f"storage.encryption_key: given in {first} and in {second}; give a secret in one place only"
+    ]
+
+
 def test_a_value_and_its_file_together_are_an_error(config_file: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("x" * 40)
@@ -553,9 +711,44 @@ def test_a_value_and_its_file_together_are_an_error(config_file: Path, tmp_path:
         "PORTAL_STORAGE_ENCRYPTION_KEY": "y" * 40,
         "PORTAL_STORAGE_ENCRYPTION_KEY_FILE": str(secret),
     }
-    problems = problems_of([config_file], environ)
-    assert len(problems) == 1
-    assert "sets the same key; set only one" in problems[0]
+    assert problems_of([config_file], environ) == [
+        f"storage.encryption_key: given in {config_file}, in PORTAL_STORAGE_ENCRYPTION_KEY and in "
+        "PORTAL_STORAGE_ENCRYPTION_KEY_FILE; give a secret in one place only"
+    ]
+
+
+def test_an_empty_secret_in_the_yaml_leaves_the_place_to_its_file(tmp_path: Path) -> None:
+    # As Authelia: an empty value (Authelia's own templates write `password: ''`) is not a value.
+    raw = deep_merge(minimal_raw(tmp_path), {"storage": {"encryption_key": ""}})
+    path = write_yaml(tmp_path / "c.yml", raw)
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 40)
+    config, _ = read_config([path], {"PORTAL_STORAGE_ENCRYPTION_KEY_FILE": str(secret)})
+    assert config.storage.encryption_key.get_secret_value() == "x" * 40
+
+
+def test_a_plain_variable_still_overrides_a_secret_in_the_yaml(config_file: Path) -> None:
+    # As for every key (and as in Authelia): only a _FILE variable must be the one source.
+    config, _ = read_config([config_file], {"PORTAL_STORAGE_ENCRYPTION_KEY": "z" * 40})
+    assert config.storage.encryption_key.get_secret_value() == "z" * 40
+
+
+@pytest.mark.parametrize(
+    "key", ["identity_validation.reset_password.jwt_secret", "storage.encryption_key"]
+)
+def test_a_required_secret_names_the_variables_that_can_supply_it(tmp_path: Path, key: str) -> None:
+    raw = minimal_raw(tmp_path)
+    *parents, last = key.split(".")
+    section = raw
+    for part in parents:
+        section = section[part]
+    del section[last]
+    problems = problems_of([write_yaml(tmp_path / "c.yml", raw)])
+    assert problems == [
+        f"{key}: option is required: write it into a file named by {variable(key)}_FILE (or set "
+        f"{variable(key)}, or write it in the configuration file); generate one with "
+        "'portal crypto rand'"
+    ]
 
 
 def test_a_misspelt_portal_variable_is_warned_about(config_file: Path) -> None:

@@ -1,0 +1,247 @@
+"""What validate-config and serve check before any server is asked: files, directories, keys."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from portal.checks import check_config
+from portal.errors import ConfigError
+from tests.conftest import REPO, deep_merge, minimal_raw
+
+
+def write_config(tmp_path: Path, **changes: Any) -> Path:
+    path = tmp_path / "configuration.yml"
+    with path.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(deep_merge(minimal_raw(tmp_path), changes), handle)
+    return path
+
+
+def problems(tmp_path: Path, environ: dict[str, str] | None = None, **changes: Any) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        check_config([write_config(tmp_path, **changes)], environ or {})
+    return caught.value.problems
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> Path:
+    """The demo users where the minimal configuration looks for them."""
+    target = tmp_path / "users.yml"
+    shutil.copy(REPO / "config" / "users_database.yml", target)
+    return target
+
+
+def test_a_configuration_whose_files_are_all_there_passes(tmp_path: Path, users: Path) -> None:
+    config, warnings = check_config([write_config(tmp_path)], {})
+    assert config.authentication_backend.file is not None
+    assert warnings == []
+
+
+def test_the_checks_create_nothing(tmp_path: Path, users: Path) -> None:
+    state = tmp_path / "state"
+    check_config(
+        [
+            write_config(
+                tmp_path,
+                notifier={"filesystem": {"filename": str(state / "mail" / "notification.txt")}},
+                storage={"local": {"path": str(state / "db" / "db.sqlite3")}},
+            )
+        ],
+        {},
+    )
+    assert not state.exists()
+
+
+# --- the users file ------------------------------------------------------------------------------
+
+
+def test_a_missing_users_file_is_reported(tmp_path: Path) -> None:
+    users = tmp_path / "users.yml"
+    assert problems(tmp_path) == [
+        f"authentication_backend.file.path: users file {users}: cannot be read: No such file or "
+        "directory"
+    ]
+
+
+def test_a_users_file_that_is_not_yaml_is_reported_with_its_line_and_column(
+    tmp_path: Path, users: Path
+) -> None:
+    users.write_text("users:\n  john:\n    groups: [admins\n")
+    assert problems(tmp_path) == [
+        f"authentication_backend.file.path: users file {users}: is not valid YAML: expected ',' "
+        "or ']', but got '<stream end>' (line 4, column 1)"
+    ]
+
+
+def test_a_users_file_without_users_is_reported(tmp_path: Path, users: Path) -> None:
+    users.write_text("users: [john]\n")
+    assert problems(tmp_path) == [
+        f"authentication_backend.file.path: users file {users}: must be a mapping with a 'users' "
+        "mapping at the top level"
+    ]
+
+
+def test_hashing_settings_the_backend_cannot_use_are_reported(tmp_path: Path, users: Path) -> None:
+    password = {"argon2": {"memory": 8, "parallelism": 4}}
+    assert problems(tmp_path, authentication_backend={"file": {"password": password}}) == [
+        "authentication_backend.file.password: argon2 memory must be at least 8 KiB per lane "
+        "(8 x parallelism)"
+    ]
+
+
+# --- the notifier -------------------------------------------------------------------------------
+
+
+def test_a_template_path_that_does_not_exist_is_reported(tmp_path: Path, users: Path) -> None:
+    # Authelia: "notifier: option 'template_path' refers to location '...' which does not exist".
+    missing = tmp_path / "templates"
+    assert problems(tmp_path, notifier={"template_path": str(missing)}) == [
+        f"notifier.template_path: {missing} does not exist"
+    ]
+
+
+def test_a_template_path_that_is_a_file_is_reported(tmp_path: Path, users: Path) -> None:
+    assert problems(tmp_path, notifier={"template_path": str(users)}) == [
+        f"notifier.template_path: {users} is not a directory"
+    ]
+
+
+def test_an_overriding_template_that_does_not_parse_is_reported_with_its_line(
+    tmp_path: Path, users: Path
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "reset_password.txt").write_text("Hello {{ display_name }},\n\n{{ link }\n")
+    (templates / "password_changed.html").write_text("<p>Changed.</p>\n")
+    assert problems(tmp_path, notifier={"template_path": str(templates)}) == [
+        f"notifier.template_path: {templates / 'reset_password.txt'}: not a valid template "
+        "(line 3): unexpected '}'"
+    ]
+
+
+def test_files_the_portal_does_not_use_are_not_read_as_templates(
+    tmp_path: Path, users: Path
+) -> None:
+    # An Authelia template directory carried over holds Go templates under Authelia's names.
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "IdentityVerificationJWT.html").write_text("{{ .Title }} {{ if .LinkURL }}")
+    check_config([write_config(tmp_path, notifier={"template_path": str(templates)})], {})
+
+
+def test_an_smtp_certificate_chain_that_is_not_pem_is_reported(tmp_path: Path, users: Path) -> None:
+    smtp = {
+        "address": "submissions://127.0.0.1:1",  # never contacted
+        "sender": "portal@example.com",
+        "tls": {"certificate_chain": "not a certificate"},
+    }
+    assert problems(tmp_path, notifier={"filesystem": None, "smtp": smtp}) == [
+        "notifier.smtp.tls.certificate_chain: holds no usable PEM certificate"
+    ]
+
+
+# --- files the portal writes --------------------------------------------------------------------
+
+
+def test_files_the_portal_would_write_need_a_directory(tmp_path: Path, users: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    found = problems(
+        tmp_path,
+        notifier={"filesystem": {"filename": str(blocker / "mail" / "notification.txt")}},
+        storage={"local": {"path": str(blocker / "db.sqlite3")}},
+        log={"file_path": str(tmp_path / "no-such-directory" / "portal.log")},
+    )
+    assert found == [
+        f"log.file_path: cannot create {tmp_path / 'no-such-directory' / 'portal.log'}: "
+        f"{tmp_path / 'no-such-directory'} does not exist",
+        f"notifier.filesystem.filename: cannot create {blocker / 'mail' / 'notification.txt'}: "
+        f"{blocker} is not a directory",
+        f"storage.local.path: cannot create {blocker / 'db.sqlite3'}: {blocker} is not a directory",
+    ]
+
+
+def test_a_directory_where_a_file_belongs_is_reported(tmp_path: Path, users: Path) -> None:
+    (tmp_path / "db").mkdir()
+    assert problems(tmp_path) == [f"storage.local.path: {tmp_path / 'db'} is a directory"]
+
+
+def test_a_unix_socket_needs_its_directory(tmp_path: Path, users: Path) -> None:
+    socket = tmp_path / "run" / "portal.sock"
+    assert problems(tmp_path, server={"address": f"unix://{socket}"}) == [
+        f"server.address: cannot create {socket}: {socket.parent} does not exist"
+    ]
+
+
+def test_a_database_from_a_newer_portal_is_reported(tmp_path: Path, users: Path) -> None:
+    with sqlite3.connect(tmp_path / "db") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    [problem] = problems(tmp_path)
+    assert problem.startswith(f"storage.local.path: {tmp_path / 'db'} is at schema version 99, ")
+
+
+def test_a_file_that_is_no_database_is_reported(tmp_path: Path, users: Path) -> None:
+    (tmp_path / "db").write_text("not a database, just text that is long enough " * 4)
+    [problem] = problems(tmp_path)
+    assert problem.startswith(f"storage.local.path: cannot read {tmp_path / 'db'}: ")
+
+
+def test_postgres_storage_is_reported_as_not_implemented(tmp_path: Path, users: Path) -> None:
+    storage = {"local": None, "postgres": {"address": "tcp://127.0.0.1:5432"}}
+    assert problems(tmp_path, storage=storage) == [
+        "storage.postgres: PostgreSQL storage is not implemented yet; use 'local'"
+    ]
+
+
+# --- LDAP, without a directory ------------------------------------------------------------------
+
+
+def test_ldap_settings_are_checked_without_connecting(tmp_path: Path) -> None:
+    ldap = {
+        "address": "ldaps://127.0.0.1:1",  # nothing listens there: the checks never connect
+        "implementation": "custom",
+        "tls": {"certificate_chain": "not a certificate"},
+    }
+    found = problems(tmp_path, authentication_backend={"file": None, "ldap": ldap})
+    assert found[:3] == [
+        "authentication_backend.ldap.base_dn: is required",
+        "authentication_backend.ldap.users_filter: is required with implementation 'custom'",
+        "authentication_backend.ldap.groups_filter: is required with implementation 'custom'",
+    ]
+    assert found[3] == (
+        "authentication_backend.ldap.user and authentication_backend.ldap.password: a service "
+        "account with a password is required"
+    )
+    assert found[4].startswith(
+        "authentication_backend.ldap.tls: the certificate chain or private key cannot be used: "
+    )
+    assert len(found) == 5
+
+
+# --- all at once -------------------------------------------------------------------------------
+
+
+def test_file_problems_come_with_the_other_problems_at_once(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        log={"level": "loud"},
+        notifier={"template_path": str(tmp_path / "templates")},
+    )
+    assert found == [
+        "log.level: must be 'trace', 'debug', 'info', 'warn', 'warning' or 'error'",
+        f"authentication_backend.file.path: users file {tmp_path / 'users.yml'}: cannot be read: "
+        "No such file or directory",
+        f"notifier.template_path: {tmp_path / 'templates'} does not exist",
+    ]
+
+
+def test_a_section_that_does_not_validate_is_not_checked_further(tmp_path: Path) -> None:
+    found = problems(tmp_path, authentication_backend={"file": {"watch": "sometimes"}})
+    assert found == [
+        "authentication_backend.file.watch: must be a valid boolean, unable to interpret input"
+    ]
