@@ -1,4 +1,5 @@
 # The two commands: `make run` serves the demo portal, `make test` runs the whole suite.
+# `make compat` checks the portal against Authelia's own files, from a copy in AUTHELIA_CORPUS.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,8 +9,17 @@ APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision
 SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium \
 	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Authelia's files for `make compat` (a directory, relative to this one or absolute).
+AUTHELIA_CORPUS ?= ../shared/compat/authelia
 
-.PHONY: run test lint fuzz system-deps clean
+.PHONY: run test compat lint fuzz system-deps clean
+
+# Checked before anything is built, so a missing corpus is one line, not a venv and a traceback.
+ifneq ($(filter compat,$(MAKECMDGOALS)),)
+ifeq ($(wildcard $(AUTHELIA_CORPUS)/config.template.yml),)
+$(error make compat: the Authelia corpus is missing: set AUTHELIA_CORPUS to a copy of authelia's files (looked in $(AUTHELIA_CORPUS)))
+endif
+endif
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +76,11 @@ test: $(VENV)/.installed-test system-deps lint
 FUZZ_ARGS ?= --requests 100000 --max-seconds 1800
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)
+
+# tests/compat only: Authelia's reference configuration, suite configurations, users file and
+# LDAP directory, read as shipped (slapd loads the directory, hence system-deps).
+compat: $(VENV)/.installed-test system-deps
+	AUTHELIA_CORPUS="$(abspath $(AUTHELIA_CORPUS))" $(BIN)/pytest tests/compat
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

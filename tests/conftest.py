@@ -1,4 +1,10 @@
-"""Shared fixtures: configuration builders and the demo users."""
+"""Shared fixtures: configuration builders and the test users.
+
+Everything a test reads lives in the repository: tests/fixtures/ holds an Authelia-shaped
+configuration for each backend, the users file and the LDAP directory. The checks against
+Authelia's own files are in tests/compat/, which only `make compat` runs (it needs a copy of
+those files); the default run never collects it.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,15 @@ from ruamel.yaml import YAML
 from portal.config import Config, read_config
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-AUTHELIA = SHARED / "compat" / "authelia"
+FIXTURES = REPO / "tests" / "fixtures"
 JWT_SECRET = "j" * 40
 ENCRYPTION_KEY = "e" * 32
 
 ConfigFactory = Callable[..., Config]
 START = 1_700_000_000.0
+
+# Run by path only (`make compat`: pytest tests/compat), never by the default run.
+collect_ignore = ["compat"]
 
 
 class FakeClock:
@@ -64,9 +72,9 @@ def minimal_raw(tmp_path: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
-    """Copy Authelia's Standalone users (password `password`) where the portal may write."""
+    """Copy tests/fixtures/users.yml (password `password`) where the portal may write."""
     target = tmp_path / "users.yml"
-    shutil.copy(AUTHELIA / "suites" / "Standalone" / "users.yml", target)
+    shutil.copy(FIXTURES / "users.yml", target)
     return target
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests: a real slapd with Authelia's directory, fresh per test;
+"""Fixtures for the integration tests: a real slapd with the project's directory, fresh per test;
 a real Samba AD domain controller, one for the session (every test makes its own users)."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def make_slapd(slapd_template: SlapdTemplate, tmp_path: Path) -> Iterator[Callab
 
 @pytest.fixture
 def slapd(make_slapd: Callable[[], Slapd]) -> Slapd:
-    """A running slapd with Authelia's users, groups, password policy and ACLs, fresh data."""
+    """A running slapd with the test users, groups, password policy and ACLs, fresh data."""
     return make_slapd()
 
 

@@ -1,12 +1,13 @@
-"""A real OpenLDAP server (Debian's slapd) on free loopback ports, loaded with Authelia's own test
-directory: /work/shared/compat/authelia/ldap/*.ldif, read as shipped, placeholders filled in memory.
+"""A real OpenLDAP server (Debian's slapd) on free loopback ports, loaded with the project's test
+directory: tests/fixtures/ldap/*.ldif (the password-policy overlay, the entries, the ACLs).
 
 The slow part is done once per session by `build_template`: a cn=config directory made with
-slapadd, then a slapd started on it so that Authelia's LDIF files go in online, as Authelia's
-suite loads them (01-pp.ldif adds the ppolicy overlay, and since OpenLDAP 2.5 the pwdPolicy schema
-lives inside that overlay, so 02-ppcfg.ldif only parses once it is running; slapmodify cannot do
-it). Every path in the configuration is relative to the server's working directory, so a test gets
-a pristine server by copying the template directory and starting slapd there (`spawn`).
+slapadd, then a slapd started on it so that the LDIF files go in online (10-ppolicy.ldif adds
+the ppolicy overlay, and since OpenLDAP 2.5 the pwdPolicy schema lives inside that overlay, so
+the policy entry in 20-directory.ldif only parses once it is running; slapmodify cannot do it).
+What goes in is a parameter (`load`), so tests/compat builds one from Authelia's own files the
+same way. Every path in the configuration is relative to the server's working directory, so a
+test gets a pristine server by copying the template directory and starting slapd there (`spawn`).
 
 slapd runs in the foreground as the current user (`-d none`: errors only, into slapd.log), on
 unprivileged ports, with nothing outside its own directory, so it works as root and as not-root.
@@ -19,6 +20,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -38,7 +40,8 @@ from tests.integration.process import (
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
-AUTHELIA_LDIF = Path(__file__).resolve().parents[3] / "shared" / "compat" / "authelia" / "ldap"
+# The project's directory. Its files name BASE_DN and the {1}mdb database as written below.
+DIRECTORY_LDIF = Path(__file__).resolve().parents[1] / "fixtures" / "ldap"
 SCHEMA_DIR = Path("/etc/ldap/schema")
 MODULE_PATH = "/usr/lib/ldap"
 
@@ -75,24 +78,14 @@ LOG_FILE = "slapd.log"
 ANONYMOUS_BIND = bytes.fromhex("300c020101600702010304008000")
 BIND_RESPONSE = bytes.fromhex("020101") + b"\x61"
 
-# Authelia's files assume the base entry exists (their image creates it); this is ours.
-BASE_LDIF = f"""\
-dn: {BASE_DN}
-objectClass: dcObject
-objectClass: organization
-dc: example
-o: Example
-"""
-
 
 class SlapdError(RuntimeError):
     """slapd did not start, stopped unexpectedly, or an LDAP tool failed."""
 
 
-def authelia_ldif(name: str) -> str:
-    """Read one of Authelia's LDIF files with its template variables filled in."""
-    text = (AUTHELIA_LDIF / name).read_text()
-    return text.replace("{{ LDAP_BACKEND }}", BACKEND).replace("{{ LDAP_BASE_DN }}", BASE_DN)
+def directory_ldif(name: str) -> str:
+    """Read one of the project's directory files (tests/fixtures/ldap)."""
+    return (DIRECTORY_LDIF / name).read_text(encoding="utf-8")
 
 
 def config_ldif(admin_password: str) -> str:
@@ -407,8 +400,17 @@ def start_on_free_ports(workdir: Path, admin_password: str, ca_pem: str) -> Slap
     raise SlapdError(f"no free pair of ports for slapd in {workdir}")
 
 
-def build_template(path: Path, ca: trustme.CA) -> SlapdTemplate:
-    """Make a loaded server directory from Authelia's LDIF files (once per session)."""
+def load_directory(server: Slapd) -> None:
+    """Load the project's directory into a running, empty server."""
+    server.modify_config(directory_ldif("10-ppolicy.ldif"))
+    server.add(directory_ldif("20-directory.ldif"))
+    server.modify_config(directory_ldif("30-acl.ldif"))
+
+
+def build_template(
+    path: Path, ca: trustme.CA, load: Callable[[Slapd], None] = load_directory
+) -> SlapdTemplate:
+    """Make a loaded server directory (once per session); `load` fills the running server."""
     admin_password = secrets.token_urlsafe(18)
     ca_pem = ca.cert_pem.bytes().decode()
     (path / CONFIG_DIR).mkdir(parents=True)
@@ -433,11 +435,7 @@ def build_template(path: Path, ca: trustme.CA) -> SlapdTemplate:
 
     server = start_on_free_ports(path, admin_password, ca_pem)
     try:
-        server.modify_config(authelia_ldif("01-pp.ldif"))
-        server.add(BASE_LDIF)
-        server.add(authelia_ldif("02-ppcfg.ldif"))
-        server.add(authelia_ldif("03-base.ldif"))
-        server.modify_config(authelia_ldif("04-access.ldif"))
+        load(server)
     finally:
         server.stop()
     server.log_file.unlink(missing_ok=True)

@@ -19,12 +19,7 @@ import pytest
 from argon2 import PasswordHasher
 from ruamel.yaml import YAML
 
-from tests.conftest import AUTHELIA, JWT_SECRET, REPO, minimal_raw
-
-AUTHELIA_HASH = (
-    "$6$rounds=500000$jgiCMRyGXzoqpxS3$w2pJeZnnH8bwW3zzvoMWtTRfQYsHbWbD/hquuQ5vUeIyl9gdwBIt6RWk2S"
-    "6afBA0DPakbeWgD/4SZPiS0hYtU/"
-)
+from tests.conftest import FIXTURES, JWT_SECRET, REPO, minimal_raw
 
 
 def portal(
@@ -224,10 +219,10 @@ def test_validate_config_prints_warnings_for_authelia_keys_it_ignores(
     result = portal(
         "validate-config",
         "--config",
-        str(AUTHELIA / "suites" / "Standalone" / "configuration.yml"),
+        str(FIXTURES / "configuration.yml"),
         env={
             "AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
-            # The suite's files live in its containers; validate-config checks they exist.
+            # Its files are where a container would mount them; validate-config checks they exist.
             "PORTAL_AUTHENTICATION_BACKEND_FILE_PATH": str(users_file),
             "PORTAL_STORAGE_LOCAL_PATH": str(tmp_path / "db.sqlite3"),
         },
@@ -276,9 +271,12 @@ def test_hash_generate_refuses_an_empty_password() -> None:
     assert result.stderr.strip() == "error: the password must not be empty"
 
 
-def test_hash_validate_checks_authelias_own_hash() -> None:
-    good = portal("crypto", "hash", "validate", "--password", "password", "--", AUTHELIA_HASH)
-    bad = portal("crypto", "hash", "validate", "--password", "Password", "--", AUTHELIA_HASH)
+def test_hash_validate_checks_a_sha512_crypt_hash_from_the_users_file() -> None:
+    users = YAML(typ="safe", pure=True).load((FIXTURES / "users.yml").read_text())
+    digest = users["users"]["john"]["password"]
+    assert digest.startswith("$6$rounds=500000$")
+    good = portal("crypto", "hash", "validate", "--password", "password", "--", digest)
+    bad = portal("crypto", "hash", "validate", "--password", "Password", "--", digest)
     assert good.returncode == 0
     assert good.stdout.strip() == "The password matches the digest."
     assert bad.returncode == 1

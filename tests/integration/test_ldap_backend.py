@@ -1,6 +1,6 @@
-"""The LDAP backend against a real slapd holding Authelia's test directory, configured with the
-`authentication_backend.ldap` block of Authelia's LDAP suite (only address, TLS and the service
-account's secret point at the test server)."""
+"""The LDAP backend against a real slapd holding the test directory, configured with the
+`authentication_backend.ldap` block of tests/fixtures/configuration-ldap.yml, shaped as Authelia's
+LDAP suite (only address, TLS and the service account's secret point at the test server)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from portal.errors import (
 )
 from portal.users.base import AccountState
 from portal.users.ldap import LdapUserBackend
+from tests.conftest import FIXTURES
 from tests.integration.slapd import (
-    AUTHELIA_LDIF,
     CONFIG_DIR,
     SERVICE_DN,
     SERVICE_PASSWORD,
@@ -36,7 +36,7 @@ from tests.integration.slapd import (
     Slapd,
 )
 
-SUITE = AUTHELIA_LDIF.parent / "suites" / "LDAP" / "configuration.yml"
+SUITE = FIXTURES / "configuration-ldap.yml"
 JOHN = USER_DNS["john"]
 LONGER = "The directory requires a longer password."
 IN_HISTORY = "You used this password recently; choose another one."
@@ -45,7 +45,7 @@ BackendFactory = Callable[..., LdapUserBackend]
 
 
 def suite_config(slapd: Slapd, *, scheme: str = "ldaps", **overrides: Any) -> LdapBackendConfig:
-    """Return Authelia's LDAP suite block pointed at this server (ldaps, trusting its CA)."""
+    """Return the fixture's LDAP block pointed at this server (ldaps, trusting its CA)."""
     block = YAML(typ="safe").load(SUITE.read_text())["authentication_backend"]["ldap"]
     block.update(
         address=slapd.url(scheme),

@@ -1,7 +1,7 @@
 """The real portal behind the real nginx (the files admins copy from deploy/nginx/, as shipped),
 in front of the protected app: what a visitor with a browser-like client sees.
 
-The portal runs in this process on a free loopback port, built by create_app on Authelia's users
+The portal runs in this process on a free loopback port, built by create_app on the test users
 file, a real SQLite database and a real SMTP server (aiosmtpd). nginx starts before the portal
 does: the portal's configuration names nginx's https port (authelia_url, default_redirection_url).
 So the portal's socket is bound first, nginx is told its port (nginx connects to its upstream only
@@ -44,7 +44,7 @@ from tests.integration.smtp_server import SmtpServer, running_smtp_server
 from tests.web.conftest import csrf_of, portal_settings, reset_link_from
 
 SESSION_COOKIE = "portal_session"
-PASSWORD = "password"  # every user in Authelia's Standalone users file
+PASSWORD = "password"  # every user in the users_file fixture
 NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
 WRONG = "Incorrect username or password."
 CHANGED = "Your password has been changed"

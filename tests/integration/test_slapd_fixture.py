@@ -1,5 +1,5 @@
-"""The slapd fixture itself: Authelia's directory binds, TLS verifies, ppolicy and ACLs are live,
-and every test gets its own pristine server."""
+"""The slapd fixture itself: the test directory (tests/fixtures/ldap) binds, TLS verifies,
+ppolicy and ACLs are live, and every test gets its own pristine server."""
 
 from __future__ import annotations
 
@@ -81,10 +81,10 @@ def other_ca_file(tmp_path: Path) -> Path:
     return path
 
 
-# --- Authelia's directory -------------------------------------------------------------------
+# --- the directory -------------------------------------------------------------------------
 
 
-def test_authelia_users_and_the_service_account_bind_with_password(slapd: Slapd) -> None:
+def test_the_users_and_the_service_account_bind_with_password(slapd: Slapd) -> None:
     for name, dn in USER_DNS.items():
         assert slapd.whoami(dn, USER_PASSWORD), name
     assert slapd.whoami(SERVICE_DN, SERVICE_PASSWORD)
@@ -96,7 +96,7 @@ def test_a_wrong_password_is_refused(slapd: Slapd) -> None:
     assert not slapd.whoami(f"cn=Nobody,ou=users,{BASE_DN}", USER_PASSWORD)
 
 
-def test_users_carry_authelia_attributes(slapd: Slapd) -> None:
+def test_users_carry_the_attributes_authelia_reads(slapd: Slapd) -> None:
     ldif = slapd.search(f"ou=users,{BASE_DN}", "(uid=john)", ["mail", "displayName", "+"])
     assert f"dn: {USER_DNS['john']}" in ldif
     assert "mail: john.doe@authelia.com" in ldif
@@ -104,7 +104,7 @@ def test_users_carry_authelia_attributes(slapd: Slapd) -> None:
     assert "entryUUID: " in ldif  # operational attributes come back with "+"
 
 
-def test_the_groups_hold_authelia_members(slapd: Slapd) -> None:
+def test_the_groups_hold_their_members(slapd: Slapd) -> None:
     dev = slapd.search(GROUP_DNS["dev"], "(objectClass=groupOfNames)", ["member"])
     members = {
         line.removeprefix("member: ") for line in dev.splitlines() if line.startswith("member:")
@@ -157,7 +157,7 @@ def test_the_certificate_names_loopback_and_localhost(slapd: Slapd, server_name:
 
 
 def test_ppolicy_rejects_a_short_password_after_set_policy(slapd: Slapd) -> None:
-    # Authelia's own policy (pwdMinLength 3) takes a 5-letter password...
+    # The fixture's lenient policy (pwdMinLength 3) takes a 5-letter password...
     assert change_password(slapd, USER_DNS["bob"], "short").returncode == 0
     assert slapd.whoami(USER_DNS["bob"], "short")
 

@@ -13,9 +13,9 @@ import re2
 from portal.authz import AccessControl, Decision, Target, clean_path
 from portal.config import AccessControlConfig, read_config
 from portal.users.base import User
-from tests.conftest import AUTHELIA, JWT_SECRET
+from tests.conftest import FIXTURES, JWT_SECRET
 
-# Authelia's Standalone suite users (suites/Standalone/users.yml).
+# The test users (tests/fixtures/users.yml).
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins", "dev"))
 HARRY = User("harry", "Harry Potter", ("harry.potter@authelia.com",), ())
 BOB = User("bob", "Bob Dylan", ("bob.dylan@authelia.com",), ("dev",))
@@ -654,35 +654,36 @@ def test_two_factor_is_deny_until_a_second_factor_exists() -> None:
     assert acl.decide(target("https://other.example.com/"), JOHN) == Decision("deny", None)
 
 
-# --- Authelia's Standalone suite ---------------------------------------------------------------
+# --- the rules of Authelia's Standalone suite (tests/fixtures/configuration.yml) ---------------
 
 
 @pytest.fixture(scope="module")
 def standalone() -> AccessControl:
-    """The access control of Authelia's Standalone suite, read through the portal's loader."""
+    """The Standalone suite's access control as the fixture writes it, read by the loader."""
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
-    config, _ = read_config([AUTHELIA / "suites" / "Standalone" / "configuration.yml"], environ)
+    config, _ = read_config([FIXTURES / "configuration.yml"], environ)
     return AccessControl(config.access_control)
 
 
-@pytest.mark.parametrize(
-    ("url", "method", "user", "expected"),
-    [
-        ("https://home.example.com:8080/", "GET", ANONYMOUS, Decision("bypass", 0)),
-        ("https://public.example.com:8080/x", "GET", ANONYMOUS, Decision("bypass", 0)),
-        ("https://deny.example.com:8080/", "GET", JOHN, Decision("deny", 2)),
-        ("https://deny.example.com:8080/", "GET", ANONYMOUS, Decision("deny", 2)),
-        ("https://singlefactor.example.com:8080/", "GET", ANONYMOUS, Decision("one_factor", 5)),
-        ("https://singlefactor.example.com:8080/", "GET", JOHN, Decision("one_factor", 5)),
-        # TestShouldRespectMethodsACL: OPTIONS to secure.example.com passes, GET does not.
-        ("https://secure.example.com:8080/", "OPTIONS", ANONYMOUS, Decision("bypass", 1)),
-        ("https://secure.example.com:8080/", "GET", ANONYMOUS, Decision("deny", 4)),
-        ("https://admin.example.com:8080/", "GET", JOHN, Decision("deny", 3)),  # two_factor
-        ("https://unknown.example.com:8080/", "GET", JOHN, Decision("deny", None)),
-        ("https://example.com:8080/", "GET", ANONYMOUS, Decision("deny", None)),
-    ],
-)
-def test_authelias_standalone_rules_give_the_suites_decisions(
+# What Authelia's Standalone suite expects of its rules (tests/compat checks its own file too).
+STANDALONE_DECISIONS: list[tuple[str, str, User | None, Decision]] = [
+    ("https://home.example.com:8080/", "GET", ANONYMOUS, Decision("bypass", 0)),
+    ("https://public.example.com:8080/x", "GET", ANONYMOUS, Decision("bypass", 0)),
+    ("https://deny.example.com:8080/", "GET", JOHN, Decision("deny", 2)),
+    ("https://deny.example.com:8080/", "GET", ANONYMOUS, Decision("deny", 2)),
+    ("https://singlefactor.example.com:8080/", "GET", ANONYMOUS, Decision("one_factor", 5)),
+    ("https://singlefactor.example.com:8080/", "GET", JOHN, Decision("one_factor", 5)),
+    # TestShouldRespectMethodsACL: OPTIONS to secure.example.com passes, GET does not.
+    ("https://secure.example.com:8080/", "OPTIONS", ANONYMOUS, Decision("bypass", 1)),
+    ("https://secure.example.com:8080/", "GET", ANONYMOUS, Decision("deny", 4)),
+    ("https://admin.example.com:8080/", "GET", JOHN, Decision("deny", 3)),  # two_factor
+    ("https://unknown.example.com:8080/", "GET", JOHN, Decision("deny", None)),
+    ("https://example.com:8080/", "GET", ANONYMOUS, Decision("deny", None)),
+]
+
+
+@pytest.mark.parametrize(("url", "method", "user", "expected"), STANDALONE_DECISIONS)
+def test_the_standalone_rules_give_the_suites_decisions(
     standalone: AccessControl, url: str, method: str, user: User | None, expected: Decision
 ) -> None:
     assert standalone.decide(target(url, method=method), user) == expected

@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 
 from portal.config import load_config, parse_duration, read_config
 from portal.errors import ConfigError
-from tests.conftest import AUTHELIA, ENCRYPTION_KEY, JWT_SECRET, REPO, deep_merge, minimal_raw
+from tests.conftest import ENCRYPTION_KEY, FIXTURES, JWT_SECRET, REPO, deep_merge, minimal_raw
 
 
 def write_yaml(path: Path, data: Any) -> Path:
@@ -208,37 +208,18 @@ def test_server_addresses(tmp_path: Path, address: str, shown: str) -> None:
     assert str(config.server.address) == shown
 
 
-# --- Authelia's own files --------------------------------------------------------------------
+# --- Authelia-shaped files (tests/fixtures; tests/compat reads Authelia's own) -------------------
+
+FILE_CONFIG = FIXTURES / "configuration.yml"
+LDAP_CONFIG = FIXTURES / "configuration-ldap.yml"
 
 
-def test_authelias_reference_configuration_loads_with_the_rest_from_the_environment(
-    tmp_path: Path,
-) -> None:
-    environ = {
-        "AUTHELIA_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET,
-        "AUTHELIA_STORAGE_ENCRYPTION_KEY": ENCRYPTION_KEY,
-        "PORTAL_AUTHENTICATION_BACKEND_FILE_PATH": str(tmp_path / "users.yml"),
-        "PORTAL_NOTIFIER_FILESYSTEM_FILENAME": str(tmp_path / "notification.txt"),
-        "PORTAL_STORAGE_LOCAL_PATH": str(tmp_path / "db.sqlite3"),
-        "PORTAL_SESSION_COOKIES_0_DOMAIN": "example.com",
-        "PORTAL_SESSION_COOKIES_0_AUTHELIA_URL": "https://auth.example.com",
-    }
-    config, warnings = read_config([AUTHELIA / "config.template.yml"], environ)
-
-    assert config.identity_validation.reset_password.jwt_secret.get_secret_value() == JWT_SECRET
-    assert config.session.secret is not None
-    assert config.session.secret.get_secret_value() == "insecure_session_secret"
-    assert warnings == []
-
-
-def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key() -> None:
+def test_an_authelia_configuration_loads_and_warns_once_per_unsupported_key() -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
-    config, warnings = read_config(
-        [AUTHELIA / "suites" / "Standalone" / "configuration.yml"], environ
-    )
+    config, warnings = read_config([FILE_CONFIG], environ)
 
     assert config.authentication_backend.file is not None
-    assert config.authentication_backend.file.path == Path("/config/users.yml")
+    assert config.authentication_backend.file.path == Path("/config/users_database.yml")
     assert config.notifier.smtp is not None
     assert str(config.notifier.smtp.address) == "smtp://mail.example.com:1025"
     assert config.regulation.find_time == timedelta(minutes=5)
@@ -254,9 +235,9 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key() -
     )
 
 
-def test_authelias_ldap_suite_loads_with_its_ldap_block() -> None:
+def test_an_authelia_ldap_configuration_loads_with_its_ldap_block() -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
-    config, warnings = read_config([AUTHELIA / "suites" / "LDAP" / "configuration.yml"], environ)
+    config, warnings = read_config([LDAP_CONFIG], environ)
 
     ldap = config.authentication_backend.ldap
     assert ldap is not None
@@ -266,14 +247,12 @@ def test_authelias_ldap_suite_loads_with_its_ldap_block() -> None:
     assert ldap.attributes.username == "uid"
     assert ldap.users_filter is not None and "{mail_attribute}={input}" in ldap.users_filter
     assert config.session.cookies[0].default_redirection_url == "https://home.example.com:8080/"
-    assert any(w.startswith("totp:") for w in warnings)
+    assert warnings == ["totp: not supported by the portal; ignored"]
 
 
-def test_authelias_access_control_rules_load_and_two_factor_warns() -> None:
+def test_authelia_access_control_rules_load_and_two_factor_warns() -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
-    config, warnings = read_config(
-        [AUTHELIA / "suites" / "Standalone" / "configuration.yml"], environ
-    )
+    config, warnings = read_config([FILE_CONFIG], environ)
     rules = config.access_control.rules
     assert config.access_control.default_policy == "deny"
     assert rules[0].domain == ("home.example.com", "public.example.com")
@@ -411,8 +390,8 @@ def test_go_only_syntax_loads(tmp_path: Path) -> None:
     assert config.access_control.rules[0].domain_regex == tuple(rules[0]["domain_regex"])
 
 
-def test_authelias_short_ldap_suite_secret_is_refused_without_an_override() -> None:
-    problems = problems_of([AUTHELIA / "suites" / "LDAP" / "configuration.yml"])
+def test_a_short_jwt_secret_in_the_file_is_refused_without_an_override() -> None:
+    problems = problems_of([LDAP_CONFIG])
     assert problems == [
         "identity_validation.reset_password.jwt_secret: must be at least 32 characters "
         "(generate one: portal crypto rand)"
@@ -786,7 +765,7 @@ def test_environment_values_are_validated_like_file_values(config_file: Path) ->
 
 def test_load_config_logs_each_warning(caplog: pytest.LogCaptureFixture) -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
-    config = load_config([AUTHELIA / "suites" / "LDAP" / "configuration.yml"], environ)
+    config = load_config([LDAP_CONFIG], environ)
     assert config.authentication_backend.ldap is not None
     assert "configuration: totp: not supported by the portal; ignored" in caplog.text
 

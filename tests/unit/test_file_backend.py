@@ -1,4 +1,4 @@
-"""The YAML users file: Authelia's own file, lookups, lockouts, atomic password writes, watching.
+"""The YAML users file: Authelia's format, lookups, lockouts, atomic password writes, watching.
 
 Every test works on a real file in tmp_path. The failed write is forced for real, even as root:
 a child process lowers RLIMIT_FSIZE (with SIGXFSZ ignored) so writing the new file fails with
@@ -34,9 +34,10 @@ from portal.config import (
 from portal.errors import PasswordWriteError, StartupCheckError
 from portal.users.file import FileUserBackend
 from portal.users.hashing import hash_password, verify_password
+from tests.conftest import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
-STANDALONE_USERS = REPO.parent / "shared/compat/authelia/suites/Standalone/users.yml"
+TEST_USERS = FIXTURES / "users.yml"
 CHEAP = PasswordConfig(argon2=Argon2Config(memory=1024, iterations=1, parallelism=1))
 LOGGER = "test.users.file"
 WATCH_INTERVAL = 0.02
@@ -107,9 +108,9 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 @pytest.fixture
 def standalone(tmp_path: Path) -> Path:
-    """Authelia's Standalone users file (every password is `password`), writable."""
+    """The test users in Authelia's format (every password is `password`), writable."""
     target = tmp_path / "users.yml"
-    shutil.copy(STANDALONE_USERS, target)
+    shutil.copy(TEST_USERS, target)
     return target
 
 
@@ -149,10 +150,10 @@ def people(tmp_path: Path, old_hash: str) -> Path:
     return path
 
 
-# --- Authelia's own file --------------------------------------------------------------------
+# --- a file in Authelia's format (tests/compat reads Authelia's own) ------------------------
 
 
-async def test_authelia_standalone_users_file_loads_and_john_signs_in(standalone: Path) -> None:
+async def test_an_authelia_users_file_loads_and_john_signs_in(standalone: Path) -> None:
     backend = FileUserBackend(config(standalone, password=PasswordConfig()))
     await backend.startup_check()
     john = await backend.get_user("john")

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import re
 import subprocess
-from pathlib import Path
 
 import argon2
 import bcrypt
@@ -38,8 +37,8 @@ from portal.config import (
 )
 from portal.errors import UnsupportedHashError
 from portal.users.hashing import hash_password, is_supported, verify_password
+from tests.conftest import FIXTURES
 
-STANDALONE = Path(__file__).resolve().parents[3] / "shared/compat/authelia/suites/Standalone"
 PASSWORD = "correct horse battery stäple"
 WRONG = "correct horse battery staple"
 
@@ -91,8 +90,8 @@ def test_argon2_version_16_hash_without_version_field_verifies() -> None:
     assert_verifies(digest)
 
 
-def test_authelia_standalone_sha512_crypt_hash_verifies_password() -> None:
-    users = YAML(typ="safe", pure=True).load((STANDALONE / "users.yml").read_text())
+def test_the_test_users_sha512_crypt_hash_with_rounds_verifies_password() -> None:
+    users = YAML(typ="safe", pure=True).load((FIXTURES / "users.yml").read_text())
     digest = users["users"]["john"]["password"]
     assert digest.startswith("$6$rounds=500000$")
     assert_verifies(digest, "password", "Password")

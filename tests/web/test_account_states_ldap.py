@@ -266,7 +266,7 @@ async def test_a_lockout_from_failed_binds_ends_with_a_reset(
     portal: Portal,
     slapd: Slapd,  # noqa: F811
 ) -> None:
-    for _ in range(5):  # Authelia's policy: pwdMaxFailure 5, pwdLockoutDuration 0 (until reset)
+    for _ in range(5):  # the fixture's policy: pwdMaxFailure 5, pwdLockoutDuration 0 (until reset)
         assert not slapd.whoami(JOHN, "guessed-wrong")
     [locked] = operational(slapd, "pwdAccountLockedTime")
     assert locked != FOREVER

@@ -1,4 +1,5 @@
-"""The reset flow on a real OpenLDAP, configured with Authelia's own LDAP suite block."""
+"""The reset flow on a real OpenLDAP, configured with an Authelia-shaped LDAP block
+(tests/fixtures/configuration-ldap.yml, as Authelia's LDAP suite writes it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import AUTHELIA
+from tests.conftest import FIXTURES
 from tests.integration.conftest import make_slapd, slapd, slapd_ca, slapd_template  # noqa: F401
 from tests.integration.slapd import USER_DNS, Slapd
 from tests.web.conftest import (
@@ -26,8 +27,8 @@ NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
 
 
 def authelia_ldap_block(server: Slapd, **changes: Any) -> dict[str, Any]:
-    """Authelia's LDAP suite block as shipped, pointed at the test server."""
-    with (AUTHELIA / "suites" / "LDAP" / "configuration.yml").open() as handle:
+    """The fixture's Authelia-shaped LDAP block as written, pointed at the test server."""
+    with (FIXTURES / "configuration-ldap.yml").open() as handle:
         block: dict[str, Any] = YAML(typ="safe", pure=True).load(handle)["authentication_backend"]
     ldap = block["ldap"]
     ldap["address"] = server.url("ldaps")

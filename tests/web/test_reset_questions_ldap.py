@@ -1,4 +1,4 @@
-"""Security questions end to end on a real OpenLDAP (Authelia's LDAP suite directory)."""
+"""Security questions end to end on a real OpenLDAP (the test directory, tests/fixtures/ldap)."""
 
 from __future__ import annotations
 
