@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import subprocess
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -394,6 +396,16 @@ async def test_start_tls_checks_the_server_name(make_backend: BackendFactory, sl
         await backend.startup_check()
 
 
+def _accepts_unix(path: Path) -> bool:
+    """Tell whether something accepts connections on the unix socket at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
 async def test_ldapi_reaches_a_local_server(make_backend: BackendFactory, slapd: Slapd) -> None:
     slapd.stop()  # the fixture's slapd listens on TCP only: run one on a socket instead
     path = slapd.workdir / "ldapi"
@@ -406,9 +418,10 @@ async def test_ldapi_reaches_a_local_server(make_backend: BackendFactory, slapd:
         stderr=subprocess.DEVNULL,
     )
     try:
+        # slapd creates the socket file before it listens on it: wait until a connect works
         deadline = time.monotonic() + 10
-        while not path.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        while not _accepts_unix(path) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         backend = make_backend(address=f"ldapi://{path}", tls={})
         await backend.startup_check()
         john = await backend.get_user("john")
