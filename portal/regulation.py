@@ -62,6 +62,12 @@ class Regulator:
         ]
         return max(counts, default=0)
 
+    async def forgive(self, username: str) -> bool:
+        """Lift the user's ban and forget their failures (not the address's); tell if any were."""
+        if "user" not in self._modes:
+            return False
+        return await self._storage.rate_limit_clear(self._keys(username, "")[0]) > 0
+
     def _keys(self, username: str | None, ip: str) -> list[str]:
         keys: list[str] = []
         if "user" in self._modes and username is not None:

@@ -33,6 +33,7 @@ from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.policy import check_password
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
+from portal.regulation import Regulator
 from portal.sessions import SessionStore
 from portal.storage.base import IdentityVerification, OutboxMessage, Storage
 from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
@@ -101,6 +102,7 @@ class PasswordResetService:
         self._renderer = renderer
         self._clock = clock
         self._limiter = RateLimiter(storage, clock)
+        self._regulator = Regulator(storage, clock, config.regulation)
         self._limits = ResetLimits.from_config(config)
         self.tokens = ResetTokens(
             config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
@@ -373,11 +375,19 @@ class PasswordResetService:
             return True  # the directory proved it right, then asked for another one
 
     async def _unlock(self, user: User, ip: str) -> bool:
-        """End a lockout from failed sign-ins, unless disable_unlock keeps it; never raise."""
-        if AccountState.LOCKED_OUT not in user.state:
-            return False
+        """End a lockout from failed sign-ins, unless disable_unlock keeps it; never raise.
+
+        Both lockouts end: the portal's own regulation ban on the account (its failures are
+        forgotten; the address's are not) and the directory's (AD lockoutTime; ppolicy clears its
+        own on the write).
+        """
         if self._config.authentication_backend.password_reset.disable_unlock:
             return False
+        # SECURITY: only the mailbox's owner gets here, so the failures were someone else's
+        # guesses, or the owner's own before they reset.
+        forgiven = await self._regulator.forgive(user.username)
+        if AccountState.LOCKED_OUT not in user.state:
+            return forgiven
         try:
             return await self._users.clear_lockout(user.username)
         except PortalError as exc:

@@ -129,6 +129,10 @@ class Storage(Protocol):
         """Return the key's event times at or after `since`, ascending, without recording."""
         ...
 
+    async def rate_limit_clear(self, key: str) -> int:
+        """Delete every event of the key (a ban lifted); return how many."""
+        ...
+
     async def purge_rate_limits(self, *, before: float) -> int:
         """Delete every key's events older than `before`; return how many."""
         ...

@@ -207,6 +207,12 @@ class SqliteStorage:
         )
         return [float(row[0]) for row in rows]
 
+    async def rate_limit_clear(self, key: str) -> int:
+        """Delete every event of the key (a ban lifted); return how many."""
+        return await self._write_count(
+            "rate_limit_clear", "DELETE FROM rate_limit_events WHERE key = ?", (key,)
+        )
+
     async def purge_rate_limits(self, *, before: float) -> int:
         """Delete every key's events older than `before`; return how many."""
         return await self._write_count(

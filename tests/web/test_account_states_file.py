@@ -16,6 +16,7 @@ from tests.web.conftest import (
     Client,
     Portal,
     StartPortal,
+    csrf_of,
     no_mail_sent,
     open_link,
     request_reset,
@@ -85,3 +86,35 @@ async def test_a_user_disabled_after_the_mail_went_out_gets_no_new_password(
     assert api.status == 400
     assert users_file.read_text(encoding="utf-8") == before
     assert {e["reason"] for e in audit_events(caplog, "reset_rejected")} == {"disabled"}
+
+
+@pytest.mark.parametrize("disable_unlock", [False, True])
+async def test_a_reset_ends_the_portals_own_ban_on_the_account_unless_told_not_to(
+    start_portal: StartPortal, disable_unlock: bool
+) -> None:
+    # A failure lockout ends with a successful reset, where the directory's does; the portal's
+    # own regulation ban is such a lockout too (issue 10.7).
+    portal = await start_portal(
+        authentication_backend={"password_reset": {"disable_unlock": disable_unlock}}
+    )
+    # Someone elsewhere guesses john's password: Authelia's defaults ban after three failures.
+    # (The address's own failures stay: a reset of one's own account must not lift a ban on
+    # guessing from an address.)
+    elsewhere = {"X-Forwarded-For": "198.51.100.7"}
+    for _ in range(3):
+        guess = await portal.client.post(
+            "/api/firstfactor", json={"username": "john", "password": "not-it"}, headers=elsewhere
+        )
+        assert guess.status == 401
+    assert (await sign_in(portal.client, "john", DEMO_PASSWORD)).status == 401  # banned
+    assert (await request_reset(portal.client, "john")).status == 200
+    await open_link(portal.client, reset_link_from(await portal.next_mail()))
+    page = await portal.client.get("/reset-password/step2")
+    done = await portal.client.post(
+        "/reset-password/step2",
+        data={"password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD,
+              "csrf_token": csrf_of(await page.text())},  # fmt: skip
+    )
+    assert done.status == 200
+    signed = await sign_in(portal.client, "john", NEW_PASSWORD)
+    assert signed.status == (401 if disable_unlock else 302)
