@@ -197,6 +197,23 @@ LdapAddress = Annotated[Address, _address_parser({"ldap": 389, "ldaps": 636, "ld
 PostgresAddress = Annotated[Address, _address_parser({"tcp": 5432, "unix": 0}, "tcp")]
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse a CIDR network; an IPv4-mapped IPv6 one (::ffff:a.b.c.d/104) becomes its IPv4 one.
+
+    Client and proxy addresses are read with IPv4-mapped ones as IPv4 (portal/forwarded.py), so a
+    network written the mapped way must be IPv4 too, or it would never match. Raises ValueError.
+    """
+    parsed = ipaddress.ip_network(text, strict=False)
+    if isinstance(parsed, ipaddress.IPv6Network) and parsed.subnet_of(_MAPPED):
+        address = parsed.network_address.ipv4_mapped
+        assert address is not None  # noqa: S101 - inside ::ffff:0:0/96
+        return ipaddress.IPv4Network(f"{address}/{parsed.prefixlen - 96}")
+    return parsed
+
+
 @functools.cache
 def public_suffixes() -> PublicSuffixList:
     """Return the Public Suffix List shipped with publicsuffixlist (parsed once: ~0.2 s)."""
@@ -297,7 +314,7 @@ class ServerConfig(Model):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list | tuple):
             try:
-                return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+                return tuple(network(str(v)) for v in value)
             except ValueError as exc:
                 raise ValueError(f"must be a list of CIDR networks: {exc}") from exc
         return value
@@ -718,7 +735,8 @@ class SessionCookieConfig(Model):
             raise ValueError("must be a bare domain such as 'example.com'")
         # SECURITY: browsers refuse a cookie for a public suffix (co.uk, github.io): a session
         # cookie scoped there never comes back, and could be shared with strangers if it did.
-        if public_suffixes().publicsuffix(value.rstrip("."), accept_unknown=False) == value:
+        bare = value.rstrip(".")
+        if public_suffixes().publicsuffix(bare, accept_unknown=False) == bare:
             raise ValueError(
                 f"'{value}' is a public suffix (publicsuffix.org): browsers refuse cookies for it;"
                 " use your own domain under it, such as 'example.co.uk'"
@@ -914,7 +932,7 @@ class AccessControlRule(Model):
         value = _as_tuple(value)
         if isinstance(value, list | tuple):
             try:
-                return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+                return tuple(network(str(v)) for v in value)
             except ValueError as exc:
                 raise ValueError(
                     f"must be CIDR networks (named networks from 'definitions' are not "

@@ -70,6 +70,10 @@ def _peer(request: web.Request) -> IPAddress | None:
         return None
 
 
+def _trusted(address: IPAddress, trusted_proxies: Sequence[Network]) -> bool:
+    return any(address in net for net in trusted_proxies)
+
+
 def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> IPAddress | None:
     """Return the client's address; None when it cannot be known.
 
@@ -79,15 +83,19 @@ def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> 
     one its client is unknown. None also when a hop a trusted proxy wrote is unreadable.
     """
     headers = request.headers.getall("X-Forwarded-For", ())
-    hops = [part for header in headers for part in header.split(",")]
+    # Empty list elements are ignored (RFC 9110 section 5.6.1.2); a header with nothing else in
+    # it says nothing about the client, which is not the same as naming the proxy.
+    hops = [part for header in headers for part in header.split(",") if part.strip()]
     peer = _peer(request)
+    if headers and not hops and (peer is None or _trusted(peer, trusted_proxies)):
+        return None
     if peer is None and request.remote:
         return None  # a peer name that is not an address: nothing to go on
     candidate = peer
     # SECURITY: walk from the peer leftwards and stop at the first hop we do not trust: entries
     # left of it were written by the client and can be anything (Authelia trusted the first one).
     for hop in reversed(hops):
-        if candidate is not None and not any(candidate in net for net in trusted_proxies):
+        if candidate is not None and not _trusted(candidate, trusted_proxies):
             break
         # SECURITY: a hop a trusted proxy wrote that we cannot read makes the address unknown;
         # falling back to the proxy's own address would let the visitor pass as the proxy.

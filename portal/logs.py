@@ -73,8 +73,13 @@ class ClientFaultFilter(logging.Filter):
         if not isinstance(exc, HttpProcessingError) or not 400 <= exc.code < 500:
             return True
         address = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
-        key = address if (address in self._seen or len(self._seen) < self._size) else "*"
         now = self._clock()
+        if address not in self._seen and len(self._seen) >= self._size:
+            # Addresses whose window has ended (and with nothing left to report) make room.
+            for old in [a for a, (start, _, dropped) in self._seen.items()
+                        if now - start >= self._window and not dropped]:  # fmt: skip
+                del self._seen[old]
+        key = address if (address in self._seen or len(self._seen) < self._size) else "*"
         start, logged, dropped = self._seen.get(key, [now, 0, 0])
         summary = ""
         if now - start >= self._window:

@@ -386,9 +386,12 @@ class PasswordResetService:
         # SECURITY: only the mailbox's owner gets here, so the failures were someone else's
         # guesses, or the owner's own before they reset.
         forgiven = await self._regulator.forgive(user.username)
-        if AccountState.LOCKED_OUT not in user.state:
-            return forgiven
+        # Read again: the check that the new password is not the current one binds as the user,
+        # and on Active Directory that failed bind may be the one that locked the account.
         try:
+            fresh = await self._users.get_user(user.username)
+            if fresh is None or AccountState.LOCKED_OUT not in fresh.state:
+                return forgiven
             return await self._users.clear_lockout(user.username)
         except PortalError as exc:
             # The new password is in place; the lockout ends by itself, or an administrator ends it.

@@ -86,6 +86,9 @@ def safe_redirect(config: Config, target: str | None) -> str | None:
     authority = _AUTHORITY.match(target)
     if url.username or url.password or (authority is not None and "@" in authority.group(1)):
         return None
+    # Port 0 is no port a browser opens (WHATWG URL parses it; fetch refuses it).
+    if url.port == "0":
+        return None
     scheme, host = url.protocol.rstrip(":"), url.hostname
     # SECURITY: only https under a configured cookie domain (plain http for loopback, as the
     # portal's own address may be); never another site, never a scheme-relative //evil.com.

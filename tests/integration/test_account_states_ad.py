@@ -267,3 +267,23 @@ async def test_with_disable_unlock_a_reset_leaves_the_lockout_in_place(
     assert (await reset_by_mail(portal, user)).status == 200
     assert samba_dc.simple_bind(user.upn, NEW_PASSWORD) == INVALID_CREDENTIALS  # still locked
     assert samba_dc.attributes(user.name, "lockoutTime")["lockoutTime"] != "0"
+
+
+async def test_a_lockout_the_resets_own_check_causes_ends_too(
+    portal: Portal,
+    samba_dc: SambaDc,  # noqa: F811
+    make_user: MakeUser,
+) -> None:
+    # Found in review: two wrong guesses under a threshold of three, then the reset checks that
+    # the new password is not the current one by binding with it: a third failure, a lockout
+    # the state read before the write did not show. It must end with the reset too.
+    user = make_user()
+    samba_dc.apply_policy(
+        user.name, "--account-lockout-threshold=3", "--account-lockout-duration=30",
+        "--reset-account-lockout-after=30",
+    )  # fmt: skip
+    for _ in range(2):
+        assert samba_dc.simple_bind(user.upn, "Guessed-Wr0ng!") == INVALID_CREDENTIALS
+    assert (await reset_by_mail(portal, user)).status == 200
+    assert samba_dc.simple_bind(user.upn, NEW_PASSWORD) == SUCCESS
+    assert (await sign_in(portal.client, user.name, NEW_PASSWORD)).status == 302

@@ -809,7 +809,7 @@ def test_bad_security_question_settings_name_their_path(
     assert problems_of([questions_config(tmp_path, **settings)]) == [problem]
 
 
-@pytest.mark.parametrize("domain", ["co.uk", "com", "github.io", "uk", "CO.UK"])
+@pytest.mark.parametrize("domain", ["co.uk", "com", "github.io", "uk", "CO.UK", "com.", "co.uk."])
 def test_a_public_suffix_is_no_cookie_domain(tmp_path: Path, domain: str) -> None:
     # Issue 12: 'co.uk' was accepted, then every sign-in set Domain=co.uk, which browsers refuse.
     cookies = [{"domain": domain, "authelia_url": f"https://auth.example.{domain}"}]

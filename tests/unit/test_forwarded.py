@@ -14,6 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from portal.forwarded import ClientAddresses, client_address, read_hop
+from tests.conftest import ConfigFactory
 
 TRUSTED = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
@@ -77,6 +78,10 @@ def test_a_hop_no_proxy_writes_is_unreadable(hop: str) -> None:
         ("127.0.0.1", ("198.51.100.1, 127.0.0.2:80, 203.0.113.9",), "203.0.113.9"),
         ("127.0.0.1", ("garbage, 203.0.113.9",), "203.0.113.9"),  # left of the visitor: theirs
         ("127.0.0.1", ("198.51.100.1", "127.0.0.2:4711"), "198.51.100.1"),  # two headers
+        # empty list elements are ignored (RFC 9110 section 5.6.1.2)
+        ("127.0.0.1", ("203.0.113.9, ",), "203.0.113.9"),
+        ("127.0.0.1", ("203.0.113.9", ""), "203.0.113.9"),
+        ("198.51.100.7", ("",), "198.51.100.7"),  # an untrusted peer's empty header: ignored
         ("198.51.100.7", ("garbage",), "198.51.100.7"),  # an untrusted peer is not believed
         ("127.0.0.1", (), "127.0.0.1"),
         # A unix socket's peer is the local proxy (the socket's permissions decide who connects).
@@ -96,8 +101,8 @@ def test_the_client_is_the_first_hop_no_trusted_proxy_wrote(
         ("127.0.0.1", ("203.0.113.9:99999",)),
         ("127.0.0.1", ("203.0.113.9, garbage",)),
         ("127.0.0.1", ("garbage, 127.0.0.2",)),  # the proxy at .2 wrote garbage
-        ("127.0.0.1", ("203.0.113.9, ",)),  # an empty hop the proxy wrote
-        ("127.0.0.1", ("203.0.113.9", "")),
+        ("127.0.0.1", ("",)),  # a header with no hop in it: not the proxy's address either
+        ("127.0.0.1", (" , ",)),
         (None, ()),  # a unix socket without the header: nobody knows who it is
     ],
 )
@@ -108,3 +113,17 @@ def test_an_unreadable_hop_from_a_trusted_proxy_is_no_address_never_the_proxys(
     addresses = ClientAddresses(TRUSTED)
     for _ in range(2):  # cold and warm memo
         assert addresses.parsed(request(peer, *forwarded)) is None
+
+
+@pytest.mark.parametrize(
+    "configured", ["::ffff:10.0.0.1/128", "::ffff:10.0.0.0/104", "10.0.0.1/32", "::ffff:0:0/96"]
+)
+@pytest.mark.parametrize("peer", ["10.0.0.1", "::ffff:10.0.0.1"])
+def test_a_proxy_trusted_in_either_form_is_trusted_in_either_form(
+    make_config: ConfigFactory, configured: str, peer: str
+) -> None:
+    # Found in review: the peer is read as IPv4, so a network written the mapped way must be
+    # IPv4 too, or the proxy is not trusted and every visitor passes as the proxy.
+    config = make_config(server={"trusted_proxies": [configured]})
+    found = client_address(request(peer, "203.0.113.9"), config.server.trusted_proxies)
+    assert found == ip_address("203.0.113.9")

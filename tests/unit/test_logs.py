@@ -108,3 +108,21 @@ def test_an_internal_fault_keeps_its_traceback(
 )
 def test_quoted_text_is_bounded_and_escaped(text: str, expected: str) -> None:
     assert quoted(text) == expected
+
+
+def test_addresses_quiet_for_a_window_make_room_for_new_ones(
+    logged: tuple[logging.Logger, Lines, Clock],
+) -> None:
+    # Found in review: the table never emptied, so past 2 (here) addresses in the process's
+    # life every new one shared the "*" count for good.
+    logger, lines, clock = logged
+    for n in range(2):
+        aiohttp_logs(logger, f"203.0.113.{n}", BadHttpMessage("x"))
+    clock.now = 61
+    for n in range(10, 14):
+        aiohttp_logs(logger, f"198.51.100.{n}", BadHttpMessage("x"))
+    # the two old ones made room: two new addresses get their own counts, the rest share "*"
+    assert len(lines.lines) == 2 + 4
+    for _ in range(5):
+        aiohttp_logs(logger, "198.51.100.10", BadHttpMessage("x"))
+    assert len(lines.lines) == 2 + 4 + 2  # its own burst of 3, of which one was used

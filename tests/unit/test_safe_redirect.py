@@ -24,6 +24,8 @@ REFUSED = [
     "https://@app.example.com/",
     "https://app.example.com:99999/",  # issue 11.5: no browser can open this port
     "https://app.example.com:-1/",
+    "https://app.example.com:0/",  # found in review
+    "https://app.example.com:00/",
     "https://app.example.com\t.evil.org/",
     "https://app.example.com\n/",
     "https://app.example.com\x00/",

@@ -96,6 +96,11 @@ UNREADABLE_FORMS = [
     (FORM, FIELD, b"Content-Encoding: deflate\r\n"),
     (FORM, FIELD, b"Content-Encoding: gzip\r\n"),
     (FORM, FIELD, b"Content-Encoding: br\r\n"),
+    # codecs that decode to lone surrogates, which later fail to encode (found in review)
+    (FORM + b"; charset=utf-7", b"username=%2B2AA-&csrf_token=%s", b""),
+    (FORM + b"; charset=utf-7", b"username=john&csrf_token=%2B2AA-", b""),
+    (FORM + b"; charset=unicode_escape", b"username=%5Cud800&csrf_token=%s", b""),
+    (FORM + b"; charset=raw_unicode_escape", b"username=%5Cud800&csrf_token=%s", b""),
 ]
 FORM_ROUTES = ["/", "/reset-password/step1", "/reset-password/step2", "/revoke/reset-password"]
 
