@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -47,6 +48,8 @@ class SmtpNotifier:
         self._config = config
         self._clock: Clock = clock or SystemClock()
         self._tls_context: ssl.SSLContext | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         if config.tls.skip_verify:
             logger.warning(
                 "notifier.smtp.tls.skip_verify is set: the SMTP server's certificate is not "
@@ -66,8 +69,19 @@ class SmtpNotifier:
             raise StartupCheckError(f"notifier.smtp: {exc}") from exc
 
     async def send(self, message: email.message.EmailMessage) -> None:
-        """Deliver one message, or raise DeliveryError saying whether a retry may help."""
+        """Deliver one message, or raise DeliveryError saying whether a retry may help.
+
+        SECURITY: the SMTP conversation (connect, TLS handshake, AUTH, DATA) runs on an event
+        loop of its own, in a thread of its own. On the portal's loop it would hold up the
+        requests around it, for a real mail only (a decoy, reset.py, connects nowhere), so the
+        time of the next request would tell who has an account. The portal's loop only prepares
+        the mail and hands it over, as rehearse() does.
+        """
         prepared = self._prepare(message)
+        delivery = asyncio.run_coroutine_threadsafe(self._deliver(prepared), self._mail_loop())
+        await asyncio.wrap_future(delivery)
+
+    async def _deliver(self, prepared: email.message.EmailMessage) -> None:
         with self._translated():
             async with self._session() as smtp:
                 try:
@@ -75,13 +89,35 @@ class SmtpNotifier:
                 except ValueError as exc:  # no recipient or no sender in the headers
                     raise DeliveryError(f"the mail cannot be sent: {exc}", permanent=True) from exc
 
+    def _mail_loop(self) -> asyncio.AbstractEventLoop:
+        """Return the loop the conversations run on, starting its thread the first time."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="portal-smtp", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
+
     async def rehearse(self, message: email.message.EmailMessage) -> None:
-        """Prepare and flatten the message as send() does, and drop it: no connection is made."""
+        """Prepare the message as send() does and hand it to the mail loop, which drops it.
+
+        No connection is made: the portal's loop does what send() has it do.
+        """
+        prepared = self._prepare(message)
         # The bytes aiosmtplib's send_message would write (with a server offering 8BITMIME).
-        self._prepare(message).as_bytes(policy=email.policy.SMTP)
+        rehearsal = asyncio.run_coroutine_threadsafe(_flatten(prepared), self._mail_loop())
+        await asyncio.wrap_future(rehearsal)
 
     async def close(self) -> None:
-        """Release nothing: every mail opens and closes its own connection."""
+        """Stop the mail loop's thread (every mail opens and closes its own connection)."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, 10)
+        if not thread.is_alive():
+            loop.close()
 
     def _prepare(self, message: email.message.EmailMessage) -> email.message.EmailMessage:
         """Return a copy with From, Date, Message-ID, our Subject, and only the parts wanted."""
@@ -293,6 +329,11 @@ def _tls_version(name: str) -> ssl.TLSVersion:
         "TLS1.2": ssl.TLSVersion.TLSv1_2,
         "TLS1.3": ssl.TLSVersion.TLSv1_3,
     }[name]
+
+
+async def _flatten(message: email.message.EmailMessage) -> None:
+    """Flatten a message as aiosmtplib would, and drop the bytes (a rehearsal)."""
+    message.as_bytes(policy=email.policy.SMTP)
 
 
 def _envelope_address(sender: str) -> str:
