@@ -8,6 +8,7 @@ import email.message
 import logging
 import ssl
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -584,3 +585,24 @@ async def test_a_failed_append_is_worth_a_retry(tmp_path: Path) -> None:
 
     assert error.permanent is False
     assert str(blocker / "mail.txt") in str(error)
+
+
+async def test_the_smtp_conversation_runs_off_the_portals_event_loop(
+    plain_server: SmtpServer,
+) -> None:
+    # Issue 10.6 (found in review): connecting, TLS and the SMTP exchange on the portal's loop
+    # slow the requests around a real mail only; a decoy connects nowhere.
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True)
+
+    def mail_threads() -> set[int]:
+        return {t.ident or 0 for t in threading.enumerate() if t.name == "portal-smtp"}
+
+    before = mail_threads()
+    await notifier.send(reset_mail())
+    ours = mail_threads() - before
+    assert len(ours) == 1 and threading.get_ident() not in ours
+    assert len(plain_server.deliveries) == 1
+    await notifier.rehearse(reset_mail())  # a decoy goes the same way, and sends nothing
+    assert len(plain_server.deliveries) == 1 and mail_threads() - before == ours
+    await notifier.close()
+    assert not mail_threads() & ours
