@@ -132,9 +132,11 @@ class SmtpNotifier:
             raise
         try:
             await smtp.connect()
+            # EHLO first, whatever the scheme: without it aiosmtplib knows no extension, and
+            # over implicit TLS AUTH would look unsupported though the server offers it.
+            await smtp.ehlo()
             encrypted = implicit_tls
             if not implicit_tls:
-                await smtp.ehlo()
                 if config.disable_starttls or not smtp.supports_extension("starttls"):
                     # SECURITY: never fall back to plain text unless the admin said so.
                     if not config.disable_require_tls:

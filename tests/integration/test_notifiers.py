@@ -9,6 +9,7 @@ import logging
 import ssl
 import stat
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,89 @@ async def test_credentials_are_never_sent_over_plain_text(clear_auth_server: Smt
     assert "refusing to send the SMTP password over an unencrypted connection" in str(error)
     assert clear_auth_server.recorder.logins_tried == []
     assert clear_auth_server.deliveries == []
+
+
+# --- SMTP: every scheme, with and without AUTH, with the private CA trusted or not -----------
+#
+# Each combination is one test. The server is what the scheme implies (STARTTLS for smtp:// and
+# submission://, TLS from the first byte for submissions://) and requires AUTH when the portal
+# logs in. How the portal is told to trust the CA lives in TRUST alone, so a change to the TLS
+# keys' meaning changes one table.
+
+SCHEMES = ["smtp", "submission", "submissions"]
+LOGINS = {"auth": CREDENTIALS, "no-auth": None}
+TRUST = {
+    "private-ca-trusted": lambda ca_pem: {"certificate_chain": ca_pem},
+    "private-ca-unknown": lambda ca_pem: {},
+}
+
+
+@asynccontextmanager
+async def server_for(
+    scheme: str, server_tls: ssl.SSLContext, credentials: tuple[str, str] | None
+) -> AsyncIterator[SmtpServer]:
+    """Run the server a portal configured with this scheme would meet, requiring AUTH if asked."""
+    implicit = scheme == "submissions"
+    async with running_smtp_server(
+        starttls=None if implicit else server_tls,
+        implicit_tls=server_tls if implicit else None,
+        credentials=credentials,
+    ) as server:
+        yield server
+
+
+def notifier_for(
+    server: SmtpServer, scheme: str, credentials: tuple[str, str] | None, tls: dict[str, Any]
+) -> SmtpNotifier:
+    """Configure the portal for the server: the scheme, the login if any, the TLS settings."""
+    login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
+    return smtp_notifier(server.port, scheme, tls=tls, **login)
+
+
+@pytest.mark.parametrize("login", LOGINS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_trusted_private_ca_delivers_over_tls_with_the_right_envelope_and_login(
+    scheme: str, login: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    credentials = LOGINS[login]
+    async with server_for(scheme, server_tls, credentials) as server:
+        notifier = notifier_for(server, scheme, credentials, TRUST["private-ca-trusted"](ca_pem))
+
+        await notifier.startup_check()
+        await notifier.send(reset_mail())
+
+    logins = [CREDENTIALS[0]] * 2 if credentials else []
+    assert server.recorder.logins_tried == logins
+    assert server.recorder.recipients_tried == ["test@example.com", JOHN]
+    [delivery] = server.deliveries
+    assert delivery.encrypted is True
+    assert delivery.mail_from == "portal@example.com"
+    assert delivery.rcpt_tos == [JOHN]
+    assert delivery.auth_user == (CREDENTIALS[0] if credentials else None)
+    assert delivery.message["From"] == SENDER
+
+
+@pytest.mark.parametrize("login", LOGINS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_an_unknown_private_ca_is_refused_before_anything_is_said(
+    scheme: str, login: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    credentials = LOGINS[login]
+    async with server_for(scheme, server_tls, credentials) as server:
+        notifier = notifier_for(server, scheme, credentials, TRUST["private-ca-unknown"](ca_pem))
+
+        with pytest.raises(StartupCheckError) as at_start:
+            await notifier.startup_check()
+        error = await send_failure(notifier, reset_mail())
+
+    reason = f"TLS with {scheme}://127.0.0.1:{server.port} failed: certificate verify failed"
+    assert str(at_start.value).startswith(f"notifier.smtp: {reason}")
+    assert str(error).startswith(reason)
+    assert error.permanent is False
+    assert CREDENTIALS[1] not in everything_said(error)
+    assert server.recorder.logins_tried == []
+    assert server.recorder.recipients_tried == []
+    assert server.deliveries == []
 
 
 # --- SMTP: startup check --------------------------------------------------------------------
