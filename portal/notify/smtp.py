@@ -59,7 +59,7 @@ class SmtpNotifier:
         try:
             with self._translated():
                 async with self._session() as smtp:
-                    await smtp.mail(_envelope_address(config.sender))
+                    await smtp.mail(config.sender.addr_spec)
                     await smtp.rcpt(config.startup_check_address)
                     await smtp.rset()
         except DeliveryError as exc:
@@ -71,7 +71,7 @@ class SmtpNotifier:
         with self._translated():
             async with self._session() as smtp:
                 try:
-                    await smtp.send_message(prepared, sender=_envelope_address(self._config.sender))
+                    await smtp.send_message(prepared, sender=self._config.sender.addr_spec)
                 except ValueError as exc:  # no recipient or no sender in the headers
                     raise DeliveryError(f"the mail cannot be sent: {exc}", permanent=True) from exc
 
@@ -86,11 +86,9 @@ class SmtpNotifier:
     def _prepare(self, message: email.message.EmailMessage) -> email.message.EmailMessage:
         """Return a copy with From, Date, Message-ID, our Subject, and only the parts wanted."""
         config = self._config
-        prepared = complete_headers(message, sender=config.sender, clock=self._clock)
-        title = str(prepared["Subject"] or "")
-        del prepared["Subject"]
-        # str.replace, not str.format: braces in a title must not be read as fields.
-        prepared["Subject"] = config.subject.replace("{title}", title)
+        prepared = complete_headers(
+            message, sender=config.sender, subject=config.subject, clock=self._clock
+        )
         if config.disable_html_emails:
             prepared = _text_only(prepared)
         return prepared
@@ -295,11 +293,6 @@ def _tls_version(name: str) -> ssl.TLSVersion:
         "TLS1.2": ssl.TLSVersion.TLSv1_2,
         "TLS1.3": ssl.TLSVersion.TLSv1_3,
     }[name]
-
-
-def _envelope_address(sender: str) -> str:
-    """Return the bare address of 'Name <address>' for MAIL FROM."""
-    return email.utils.parseaddr(sender)[1] or sender
 
 
 def _text_only(message: email.message.EmailMessage) -> email.message.EmailMessage:

@@ -36,8 +36,23 @@ class Recorder:
     refuse: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
     credentials: tuple[str, str] | None = None
     deliveries: list[Delivery] = field(default_factory=list)
+    senders_tried: list[str] = field(default_factory=list)  # MAIL FROM, as received
     recipients_tried: list[str] = field(default_factory=list)
     logins_tried: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """Accept and remember the envelope sender."""
+        self.senders_tried.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,

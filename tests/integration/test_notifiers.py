@@ -17,10 +17,12 @@ import pytest
 import trustme
 
 from portal.config import FilesystemNotifierConfig, SmtpConfig
+from portal.deps import notifier_from_config
 from portal.errors import StartupCheckError
-from portal.notify.base import DeliveryError, Notifier
+from portal.notify.base import DeliveryError, Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier, split_messages
 from portal.notify.smtp import SmtpNotifier
+from tests.conftest import ConfigFactory
 from tests.integration.smtp_server import (
     SmtpServer,
     closed_port,
@@ -29,6 +31,8 @@ from tests.integration.smtp_server import (
 )
 
 SENDER = "Portal <portal@example.com>"
+FILE_PORTAL_URL = "https://auth.example.com"
+FILE_SENDER = "Portal <no-reply@auth.example.com>"
 JOHN = "john@example.com"
 CREDENTIALS = ("portal", "correct-horse-battery-staple")
 WRONG_PASSWORD = "wrong-pony-secret-9431"
@@ -120,6 +124,13 @@ def smtp_notifier(port: int, scheme: str = "smtp", **overrides: Any) -> SmtpNoti
     return SmtpNotifier(SmtpConfig.model_validate(raw), clock=FrozenClock())
 
 
+def filesystem_notifier(path: Path, clock: FrozenClock | None = None) -> FilesystemNotifier:
+    """Build a FilesystemNotifier writing to path, with the sender the portal would give it."""
+    return FilesystemNotifier(
+        FilesystemNotifierConfig(filename=path), sender=portal_sender(FILE_PORTAL_URL), clock=clock
+    )
+
+
 def reset_mail(to: str = JOHN, title: str = "Reset your password") -> email.message.EmailMessage:
     """A complete mail as the renderer hands it over: To, Subject, text and HTML parts."""
     message = email.message.EmailMessage()
@@ -188,6 +199,29 @@ async def test_plain_text_delivery_when_tls_is_not_required(plain_server: SmtpSe
     assert mail.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in mail.iter_parts()] == ["text/plain", "text/html"]
     assert 'id="reset-link"' in body(mail, "html")
+
+
+@pytest.mark.parametrize(
+    ("sender", "display_name"),
+    [
+        ('"Doe, John" <portal@example.com>', "Doe, John"),
+        ("Jöhn Doe <portal@example.com>", "Jöhn Doe"),
+        ("portal@example.com", ""),
+    ],
+)
+async def test_the_envelope_sender_is_the_bare_address_whatever_the_display_name(
+    plain_server: SmtpServer, sender: str, display_name: str
+) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True, sender=sender)
+
+    await notifier.startup_check()
+    await notifier.send(reset_mail())
+
+    assert plain_server.recorder.senders_tried == ["portal@example.com"] * 2
+    [delivery] = plain_server.deliveries
+    assert delivery.mail_from == "portal@example.com"
+    [author] = delivery.message["From"].addresses
+    assert (author.display_name, author.addr_spec) == (display_name, "portal@example.com")
 
 
 async def test_disable_html_emails_sends_only_the_text_part(plain_server: SmtpServer) -> None:
@@ -585,15 +619,50 @@ async def test_startup_check_reports_a_refused_check_address(plain_server: SmtpS
 # --- filesystem -----------------------------------------------------------------------------
 
 
+async def test_the_filesystem_notifier_writes_the_mail_smtp_would_send(
+    tmp_path: Path, plain_server: SmtpServer, make_config: ConfigFactory
+) -> None:
+    path = tmp_path / "notifications.txt"
+    config = make_config(notifier={"filesystem": {"filename": str(path)}})
+
+    await notifier_from_config(config).send(reset_mail())
+    await smtp_notifier(plain_server.port, disable_require_tls=True).send(reset_mail())
+
+    [written] = split_messages(path.read_bytes())
+    sent = plain_server.deliveries[0].message
+    # authelia_url is https://auth.example.com; the filesystem notifier has no sender setting.
+    assert written["From"] == "Portal <no-reply@auth.example.com>"
+    assert written["Subject"] == sent["Subject"] == "[Portal] Reset your password"
+    assert sorted(written.keys()) == sorted(sent.keys())
+    assert written["Message-ID"].endswith("@auth.example.com>")
+
+
+@pytest.mark.parametrize(
+    ("portal_url", "sender"),
+    [
+        ("https://auth.example.com", "Portal <no-reply@auth.example.com>"),
+        ("https://Auth.Example.COM:8443/portal", "Portal <no-reply@auth.example.com>"),
+        ("http://localhost:9091", "Portal <no-reply@localhost>"),
+        ("http://127.0.0.1:9091", "Portal <no-reply@localhost>"),
+        ("http://[::1]:9091", "Portal <no-reply@localhost>"),
+    ],
+)
+def test_the_filesystem_sender_is_the_portals_own_no_reply_address(
+    portal_url: str, sender: str
+) -> None:
+    assert str(portal_sender(portal_url)) == sender
+
+
 async def test_mails_are_appended_whole_and_in_order(tmp_path: Path) -> None:
     path = tmp_path / "mail" / "notifications.txt"
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path), clock=FrozenClock())
+    notifier = filesystem_notifier(path, clock=FrozenClock())
 
     await notifier.send(reset_mail(title="First"))
     await notifier.send(reset_mail(title="Second"))
 
     first, second = split_messages(path.read_bytes())
-    assert [first["Subject"], second["Subject"]] == ["First", "Second"]
+    assert [first["Subject"], second["Subject"]] == ["[Portal] First", "[Portal] Second"]
+    assert first["From"] == FILE_SENDER
     assert first["To"] == JOHN
     assert first["Date"] == "Tue, 14 Nov 2023 22:13:20 +0000"
     assert first["Message-ID"]
@@ -604,19 +673,19 @@ async def test_mails_are_appended_whole_and_in_order(tmp_path: Path) -> None:
 async def test_the_mail_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "notifications.txt"
 
-    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).send(reset_mail())
+    await filesystem_notifier(path).send(reset_mail())
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_concurrent_mails_never_interleave(tmp_path: Path) -> None:
     path = tmp_path / "notifications.txt"
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path))
+    notifier = filesystem_notifier(path)
 
     await asyncio.gather(*(notifier.send(reset_mail(title=f"Mail {i}")) for i in range(20)))
 
     mails = split_messages(path.read_bytes())
-    assert sorted(m["Subject"] for m in mails) == sorted(f"Mail {i}" for i in range(20))
+    assert sorted(m["Subject"] for m in mails) == sorted(f"[Portal] Mail {i}" for i in range(20))
     assert all(m.get_body(preferencelist=("html",)) is not None for m in mails)
 
 
@@ -624,7 +693,7 @@ async def test_a_rehearsal_writes_no_mail_but_costs_the_disk_what_a_mail_does(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "mail" / "notifications.txt"
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path))
+    notifier = filesystem_notifier(path)
 
     for _ in range(3):
         await notifier.rehearse(reset_mail())
@@ -641,7 +710,7 @@ async def test_a_rehearsal_writes_no_mail_but_costs_the_disk_what_a_mail_does(
 async def test_filesystem_startup_check_passes_for_a_writable_place(tmp_path: Path) -> None:
     path = tmp_path / "new-dir" / "notifications.txt"
 
-    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).startup_check()
+    await filesystem_notifier(path).startup_check()
 
     assert path.read_bytes() == b""
 
@@ -653,7 +722,7 @@ async def test_filesystem_startup_check_names_an_unwritable_path(tmp_path: Path)
     path = blocker / "notifications.txt"
 
     with pytest.raises(StartupCheckError) as caught:
-        await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).startup_check()
+        await filesystem_notifier(path).startup_check()
 
     assert str(path) in str(caught.value)
     assert "not a directory" in str(caught.value)
@@ -662,7 +731,7 @@ async def test_filesystem_startup_check_names_an_unwritable_path(tmp_path: Path)
 async def test_a_failed_append_is_worth_a_retry(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=blocker / "mail.txt"))
+    notifier = filesystem_notifier(blocker / "mail.txt")
 
     error = await send_failure(notifier, reset_mail())
 
