@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import email.message
 import email.policy
-import email.utils
 import logging
 import os
 import socket

@@ -512,6 +512,8 @@ def with_sender(tmp_path: Path, sender: str) -> Path:
         ("Portal <portal@example.com>", "Portal <portal@example.com>", "portal@example.com"),
         ('"Doe, John" <portal@example.com>', '"Doe, John" <portal@example.com>', "portal@example.com"),  # noqa: E501
         ("Jöhn Doe <portal@example.com>", "Jöhn Doe <portal@example.com>", "portal@example.com"),
+        ('"J. Doe" <portal@example.com>', '"J. Doe" <portal@example.com>', "portal@example.com"),
+        ("Portal <portal@example.com> (bot)", "Portal <portal@example.com>", "portal@example.com"),
         ("  Portal <portal@example.com>  ", "Portal <portal@example.com>", "portal@example.com"),
     ],
 )
@@ -529,6 +531,7 @@ def test_the_sender_is_read_once_as_an_rfc_5322_address(
     "sender",
     [
         "Doe, John <portal@example.com>",  # the comma splits it in two: 'Doe' and 'John <...>'
+        "J. Doe <portal@example.com>",  # '.' is special too: only obsolete syntax allows it
         "portal@example.com, other@example.com",
         '"Doe, John" <portal@example.com>, other@example.com',
         "portal",
