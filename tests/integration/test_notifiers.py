@@ -555,6 +555,26 @@ async def test_an_unknown_private_ca_is_refused_before_anything_is_said(
     assert server.deliveries == []
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_wrong_password_is_refused_on_every_scheme_without_being_echoed(
+    scheme: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    async with server_for(scheme, server_tls, CREDENTIALS) as server:
+        wrong = (CREDENTIALS[0], WRONG_PASSWORD)
+        notifier = notifier_for(server, scheme, wrong, TRUST["private-ca-trusted"](ca_pem))
+
+        with pytest.raises(StartupCheckError) as at_start:
+            await notifier.startup_check()
+        error = await send_failure(notifier, reset_mail())
+
+    assert str(at_start.value).startswith("notifier.smtp: authentication failed: 535")
+    assert str(error).startswith("authentication failed: 535")
+    assert WRONG_PASSWORD not in everything_said(error) + everything_said(at_start.value)
+    # aiosmtplib tries each mechanism the server offers before it gives up
+    assert set(server.recorder.logins_tried) == {CREDENTIALS[0]}
+    assert server.deliveries == []
+
+
 # --- SMTP: startup check --------------------------------------------------------------------
 
 
