@@ -8,6 +8,8 @@ each, validates everything, and reports every problem at once, each naming its p
 from __future__ import annotations
 
 import copy
+import email.errors
+import email.headerregistry
 import functools
 import ipaddress
 import logging
@@ -29,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
     ValidationError,
     field_validator,
@@ -665,28 +668,64 @@ class SmtpTlsConfig(Model):
     private_key: SecretStr | None = None
 
 
+_ONE_MAIL_ADDRESS = (
+    "must be one email address such as 'Portal <portal@example.com>'; quote a display name "
+    "holding a comma or another special character: '\"Doe, John\" <portal@example.com>'"
+)
+
+
+def parse_mail_address(value: object) -> email.headerregistry.Address:
+    """Read exactly one RFC 5322 address ('addr' or 'Name <addr>'), refusing anything loose.
+
+    A configuration error is better than a guess: 'Doe, John <portal@example.com>' is two
+    addresses, and a lenient parser would send every mail from 'Doe'.
+    """
+    if isinstance(value, email.headerregistry.Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(_ONE_MAIL_ADDRESS)
+    # SECURITY: a line break would let the value add headers to every mail.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ValueError(_ONE_MAIL_ADDRESS)
+    try:
+        header = email.headerregistry.HeaderRegistry()("from", value.strip())
+    except (IndexError, ValueError, email.errors.HeaderParseError) as exc:
+        raise ValueError(_ONE_MAIL_ADDRESS) from exc
+    groups = header.groups  # type: ignore[attr-defined]
+    # Any defect (an unterminated '<', a bare word, obsolete syntax) means the text is not one
+    # clean address; so do a group ('Team: a@b;') and a list.
+    if header.defects or len(groups) != 1 or groups[0].display_name is not None:
+        raise ValueError(_ONE_MAIL_ADDRESS)
+    [address] = groups[0].addresses
+    if not address.username or not address.domain:
+        raise ValueError(_ONE_MAIL_ADDRESS)
+    result: email.headerregistry.Address = address
+    return result
+
+
+# An address as both headers and envelopes need it: str() is the From header, .addr_spec the
+# envelope sender.
+MailAddress = Annotated[email.headerregistry.Address, PlainValidator(parse_mail_address)]
+
+# The Subject every notifier gives a mail: {title} is the mail's own title.
+DEFAULT_SUBJECT = "[Portal] {title}"
+
+
 class SmtpConfig(Model):
     """An SMTP relay."""
 
     address: SmtpAddress
-    sender: str
+    sender: MailAddress
     timeout: Duration = timedelta(seconds=5)
     username: str | None = None
     password: SecretStr | None = None
     identifier: str = "localhost"
-    subject: str = "[Portal] {title}"
+    subject: str = DEFAULT_SUBJECT
     startup_check_address: str = "test@example.com"
     disable_require_tls: bool = False
     disable_starttls: bool = False
     disable_html_emails: bool = False
     tls: SmtpTlsConfig = SmtpTlsConfig()
-
-    @field_validator("sender")
-    @classmethod
-    def _sender(cls, value: str) -> str:
-        if "@" not in value:
-            raise ValueError("must be an email address, optionally as 'Name <address>'")
-        return value
 
 
 class FilesystemNotifierConfig(Model):

@@ -9,7 +9,7 @@ from portal.captcha import VENDORS, AltchaCaptcha, Captcha, RemoteCaptcha, altch
 from portal.clock import Clock, SystemClock
 from portal.config import Config
 from portal.errors import StartupCheckError
-from portal.notify.base import Notifier
+from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
 from portal.questions import AnswerHasher, Argon2AnswerHasher
@@ -57,7 +57,7 @@ def notifier_from_config(config: Config) -> Notifier:
     if config.notifier.smtp is not None:
         return SmtpNotifier(config.notifier.smtp)
     assert config.notifier.filesystem is not None  # noqa: S101 - the model guarantees one of both
-    return FilesystemNotifier(config.notifier.filesystem)
+    return FilesystemNotifier(config.notifier.filesystem, sender=portal_sender(config.portal_url))
 
 
 def captcha_from_config(config: Config, storage: Storage, clock: Clock) -> Captcha | None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import copy
 import email.message
 import email.utils
+import ipaddress
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from portal.clock import Clock
 from portal.errors import PortalError
@@ -54,19 +57,52 @@ class Notifier(Protocol):
 
 
 def complete_headers(
-    message: email.message.EmailMessage, *, sender: str | None, clock: Clock
+    message: email.message.EmailMessage,
+    *,
+    sender: Address,
+    subject: str,
+    clock: Clock,
 ) -> email.message.EmailMessage:
-    """Return a copy of the message with From, Date and Message-ID filled in where missing."""
+    """Return a copy of the message as every notifier delivers it.
+
+    From, Date and Message-ID are filled in where missing, and the Subject is the mail's title
+    put into the subject template, so a mail looks the same whichever notifier writes it.
+    """
     # Work on a copy: a caller that retries must not find headers rewritten twice.
     result = copy.deepcopy(message)
-    if sender is not None and result["From"] is None:
-        result["From"] = sender
+    if result["From"] is None:
+        result["From"] = str(sender)
+    title = str(result["Subject"] or "")
+    del result["Subject"]
+    result["Subject"] = subject_line(subject, title)
     if result["Date"] is None:
         result["Date"] = email.utils.format_datetime(datetime.fromtimestamp(clock.now(), UTC))
     if result["Message-ID"] is None:
         # Passing a domain keeps make_msgid from calling socket.getfqdn(), which may block.
         result["Message-ID"] = email.utils.make_msgid(domain=_domain_of(result["From"]))
     return result
+
+
+def subject_line(template: str, title: str) -> str:
+    """Put a mail's title into the subject template ('[Portal] {title}')."""
+    # str.replace, not str.format: braces in a title must not be read as fields.
+    return template.replace("{title}", title)
+
+
+def portal_sender(portal_url: str) -> Address:
+    """Return the From of mails whose notifier has no sender: 'Portal <no-reply@HOST>'.
+
+    HOST is the host of the portal's public address; an IP address is no mail domain, so a
+    portal reached by one (a loopback test set-up) writes from no-reply@localhost.
+    """
+    host = (urlsplit(portal_url).hostname or "").rstrip(".")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        host = "localhost"
+    return Address(display_name="Portal", username="no-reply", domain=host or "localhost")
 
 
 def _domain_of(address: str | None) -> str:

@@ -11,10 +11,11 @@ import email.message
 import email.parser
 import email.policy
 import os
+from email.headerregistry import Address
 from pathlib import Path
 
 from portal.clock import Clock, SystemClock
-from portal.config import FilesystemNotifierConfig
+from portal.config import DEFAULT_SUBJECT, FilesystemNotifierConfig
 from portal.errors import StartupCheckError
 from portal.notify.base import DeliveryError, complete_headers
 
@@ -24,8 +25,19 @@ MESSAGE_SEPARATOR = b"----- end of message (portal) -----\r\n"
 class FilesystemNotifier:
     """Append each mail to the configured file."""
 
-    def __init__(self, config: FilesystemNotifierConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: FilesystemNotifierConfig,
+        *,
+        sender: Address,
+        subject: str = DEFAULT_SUBJECT,
+        clock: Clock | None = None,
+    ) -> None:
         self._path = config.filename
+        # Authelia's filesystem notifier has no sender or subject settings; the caller picks
+        # them (deps: the portal's no-reply address) so the file holds what SMTP would send.
+        self._sender = sender
+        self._subject = subject
         self._rehearsal = config.filename.with_name(config.filename.name + ".rehearsal")
         self._clock: Clock = clock or SystemClock()
         self._lock = asyncio.Lock()
@@ -70,7 +82,9 @@ class FilesystemNotifier:
 
     def _prepare(self, message: email.message.EmailMessage) -> bytes:
         """Return the message as it goes into the file: headers completed, SMTP line endings."""
-        complete = complete_headers(message, sender=None, clock=self._clock)
+        complete = complete_headers(
+            message, sender=self._sender, subject=self._subject, clock=self._clock
+        )
         data = complete.as_bytes(policy=email.policy.SMTP)
         return data if data.endswith(b"\r\n") else data + b"\r\n"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import email.message
 import email.policy
-import email.utils
 import logging
 import os
 import socket
@@ -62,7 +61,7 @@ class SmtpNotifier:
         try:
             with self._translated():
                 async with self._session() as smtp:
-                    await smtp.mail(_envelope_address(config.sender))
+                    await smtp.mail(config.sender.addr_spec)
                     await smtp.rcpt(config.startup_check_address)
                     await smtp.rset()
         except DeliveryError as exc:
@@ -85,7 +84,7 @@ class SmtpNotifier:
         with self._translated():
             async with self._session() as smtp:
                 try:
-                    await smtp.send_message(prepared, sender=_envelope_address(self._config.sender))
+                    await smtp.send_message(prepared, sender=self._config.sender.addr_spec)
                 except ValueError as exc:  # no recipient or no sender in the headers
                     raise DeliveryError(f"the mail cannot be sent: {exc}", permanent=True) from exc
 
@@ -122,11 +121,9 @@ class SmtpNotifier:
     def _prepare(self, message: email.message.EmailMessage) -> email.message.EmailMessage:
         """Return a copy with From, Date, Message-ID, our Subject, and only the parts wanted."""
         config = self._config
-        prepared = complete_headers(message, sender=config.sender, clock=self._clock)
-        title = str(prepared["Subject"] or "")
-        del prepared["Subject"]
-        # str.replace, not str.format: braces in a title must not be read as fields.
-        prepared["Subject"] = config.subject.replace("{title}", title)
+        prepared = complete_headers(
+            message, sender=config.sender, subject=config.subject, clock=self._clock
+        )
         if config.disable_html_emails:
             prepared = _text_only(prepared)
         return prepared
@@ -168,9 +165,11 @@ class SmtpNotifier:
             raise
         try:
             await smtp.connect()
+            # EHLO first, whatever the scheme: without it aiosmtplib knows no extension, and
+            # over implicit TLS AUTH would look unsupported though the server offers it.
+            await smtp.ehlo()
             encrypted = implicit_tls
             if not implicit_tls:
-                await smtp.ehlo()
                 if config.disable_starttls or not smtp.supports_extension("starttls"):
                     # SECURITY: never fall back to plain text unless the admin said so.
                     if not config.disable_require_tls:
@@ -334,11 +333,6 @@ def _tls_version(name: str) -> ssl.TLSVersion:
 async def _flatten(message: email.message.EmailMessage) -> None:
     """Flatten a message as aiosmtplib would, and drop the bytes (a rehearsal)."""
     message.as_bytes(policy=email.policy.SMTP)
-
-
-def _envelope_address(sender: str) -> str:
-    """Return the bare address of 'Name <address>' for MAIL FROM."""
-    return email.utils.parseaddr(sender)[1] or sender
 
 
 def _text_only(message: email.message.EmailMessage) -> email.message.EmailMessage:

@@ -9,6 +9,7 @@ import email.parser
 import email.policy
 import socket
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class Delivery:
     rcpt_tos: list[str]
     message: email.message.EmailMessage
     encrypted: bool
+    auth_user: str | None = None  # who logged in on that connection, if anyone
 
 
 @dataclass
@@ -34,8 +36,23 @@ class Recorder:
     refuse: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
     credentials: tuple[str, str] | None = None
     deliveries: list[Delivery] = field(default_factory=list)
+    senders_tried: list[str] = field(default_factory=list)  # MAIL FROM, as received
     recipients_tried: list[str] = field(default_factory=list)
     logins_tried: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """Accept and remember the envelope sender."""
+        self.senders_tried.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,
@@ -66,6 +83,7 @@ class Recorder:
                 message=parser.parsebytes(envelope.original_content),
                 encrypted=transport is not None
                 and transport.get_extra_info("ssl_object") is not None,
+                auth_user=session.login_data.decode() if session.authenticated else None,
             )
         )
         return "250 OK: queued"
@@ -78,8 +96,8 @@ class Recorder:
         self.logins_tried.append(auth_data.login.decode())
         given = (auth_data.login.decode(), auth_data.password.decode())
         ok = self.credentials is not None and given == self.credentials
-        # handled=False: let aiosmtpd send the 535 reply itself.
-        return AuthResult(success=ok, handled=False)
+        # handled=False: let aiosmtpd send the 535 reply itself; auth_data names the user later.
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
 @dataclass
@@ -109,17 +127,25 @@ async def running_smtp_server(
     """Run an aiosmtpd server on 127.0.0.1 (a free port unless given) until the block ends."""
     loop = asyncio.get_running_loop()
     recorder = Recorder(refuse=refuse or {}, credentials=credentials)
+    # aiosmtpd only knows TLS it started itself (STARTTLS): over implicit TLS it would neither
+    # offer nor accept AUTH while auth_require_tls is set, though the connection is encrypted.
+    require_tls = not auth_over_plain_text and implicit_tls is None
 
     def factory() -> SMTP:
-        return SMTP(
-            recorder,
-            hostname="mail.test",  # avoids a blocking getfqdn()
-            tls_context=starttls,
-            authenticator=recorder.authenticate if credentials else None,
-            auth_required=credentials is not None and not auth_over_plain_text,
-            auth_require_tls=not auth_over_plain_text,
-            loop=loop,
-        )
+        with warnings.catch_warnings():
+            # aiosmtpd warns that AUTH is required without requiring TLS; over implicit TLS
+            # every byte is encrypted (and the suite turns warnings into errors).
+            if implicit_tls is not None:
+                warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            return SMTP(
+                recorder,
+                hostname="mail.test",  # avoids a blocking getfqdn()
+                tls_context=starttls,
+                authenticator=recorder.authenticate if credentials else None,
+                auth_required=credentials is not None and not auth_over_plain_text,
+                auth_require_tls=require_tls,
+                loop=loop,
+            )
 
     server = await loop.create_server(factory, "127.0.0.1", port, ssl=implicit_tls)
     port = server.sockets[0].getsockname()[1]

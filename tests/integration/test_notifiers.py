@@ -10,6 +10,7 @@ import ssl
 import stat
 import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import pytest
 import trustme
 
 from portal.config import FilesystemNotifierConfig, SmtpConfig
+from portal.deps import notifier_from_config
 from portal.errors import StartupCheckError
-from portal.notify.base import DeliveryError, Notifier
+from portal.notify.base import DeliveryError, Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier, split_messages
 from portal.notify.smtp import SmtpNotifier
+from tests.conftest import ConfigFactory
 from tests.integration.smtp_server import (
     SmtpServer,
     closed_port,
@@ -29,6 +32,8 @@ from tests.integration.smtp_server import (
 )
 
 SENDER = "Portal <portal@example.com>"
+FILE_PORTAL_URL = "https://auth.example.com"
+FILE_SENDER = "Portal <no-reply@auth.example.com>"
 JOHN = "john@example.com"
 CREDENTIALS = ("portal", "correct-horse-battery-staple")
 WRONG_PASSWORD = "wrong-pony-secret-9431"
@@ -120,6 +125,13 @@ def smtp_notifier(port: int, scheme: str = "smtp", **overrides: Any) -> SmtpNoti
     return SmtpNotifier(SmtpConfig.model_validate(raw), clock=FrozenClock())
 
 
+def filesystem_notifier(path: Path, clock: FrozenClock | None = None) -> FilesystemNotifier:
+    """Build a FilesystemNotifier writing to path, with the sender the portal would give it."""
+    return FilesystemNotifier(
+        FilesystemNotifierConfig(filename=path), sender=portal_sender(FILE_PORTAL_URL), clock=clock
+    )
+
+
 def reset_mail(to: str = JOHN, title: str = "Reset your password") -> email.message.EmailMessage:
     """A complete mail as the renderer hands it over: To, Subject, text and HTML parts."""
     message = email.message.EmailMessage()
@@ -188,6 +200,29 @@ async def test_plain_text_delivery_when_tls_is_not_required(plain_server: SmtpSe
     assert mail.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in mail.iter_parts()] == ["text/plain", "text/html"]
     assert 'id="reset-link"' in body(mail, "html")
+
+
+@pytest.mark.parametrize(
+    ("sender", "display_name"),
+    [
+        ('"Doe, John" <portal@example.com>', "Doe, John"),
+        ("Jöhn Doe <portal@example.com>", "Jöhn Doe"),
+        ("portal@example.com", ""),
+    ],
+)
+async def test_the_envelope_sender_is_the_bare_address_whatever_the_display_name(
+    plain_server: SmtpServer, sender: str, display_name: str
+) -> None:
+    notifier = smtp_notifier(plain_server.port, disable_require_tls=True, sender=sender)
+
+    await notifier.startup_check()
+    await notifier.send(reset_mail())
+
+    assert plain_server.recorder.senders_tried == ["portal@example.com"] * 2
+    [delivery] = plain_server.deliveries
+    assert delivery.mail_from == "portal@example.com"
+    [author] = delivery.message["From"].addresses
+    assert (author.display_name, author.addr_spec) == (display_name, "portal@example.com")
 
 
 async def test_disable_html_emails_sends_only_the_text_part(plain_server: SmtpServer) -> None:
@@ -438,6 +473,109 @@ async def test_credentials_are_never_sent_over_plain_text(clear_auth_server: Smt
     assert clear_auth_server.deliveries == []
 
 
+# --- SMTP: every scheme, with and without AUTH, with the private CA trusted or not -----------
+#
+# Each combination is one test. The server is what the scheme implies (STARTTLS for smtp:// and
+# submission://, TLS from the first byte for submissions://) and requires AUTH when the portal
+# logs in. How the portal is told to trust the CA lives in TRUST alone, so a change to the TLS
+# keys' meaning changes one table.
+
+SCHEMES = ["smtp", "submission", "submissions"]
+LOGINS = {"auth": CREDENTIALS, "no-auth": None}
+TRUST = {
+    "private-ca-trusted": lambda ca_pem: {"certificate_chain": ca_pem},
+    "private-ca-unknown": lambda ca_pem: {},
+}
+
+
+@asynccontextmanager
+async def server_for(
+    scheme: str, server_tls: ssl.SSLContext, credentials: tuple[str, str] | None
+) -> AsyncIterator[SmtpServer]:
+    """Run the server a portal configured with this scheme would meet, requiring AUTH if asked."""
+    implicit = scheme == "submissions"
+    async with running_smtp_server(
+        starttls=None if implicit else server_tls,
+        implicit_tls=server_tls if implicit else None,
+        credentials=credentials,
+    ) as server:
+        yield server
+
+
+def notifier_for(
+    server: SmtpServer, scheme: str, credentials: tuple[str, str] | None, tls: dict[str, Any]
+) -> SmtpNotifier:
+    """Configure the portal for the server: the scheme, the login if any, the TLS settings."""
+    login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
+    return smtp_notifier(server.port, scheme, tls=tls, **login)
+
+
+@pytest.mark.parametrize("login", LOGINS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_trusted_private_ca_delivers_over_tls_with_the_right_envelope_and_login(
+    scheme: str, login: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    credentials = LOGINS[login]
+    async with server_for(scheme, server_tls, credentials) as server:
+        notifier = notifier_for(server, scheme, credentials, TRUST["private-ca-trusted"](ca_pem))
+
+        await notifier.startup_check()
+        await notifier.send(reset_mail())
+
+    logins = [CREDENTIALS[0]] * 2 if credentials else []
+    assert server.recorder.logins_tried == logins
+    assert server.recorder.recipients_tried == ["test@example.com", JOHN]
+    [delivery] = server.deliveries
+    assert delivery.encrypted is True
+    assert delivery.mail_from == "portal@example.com"
+    assert delivery.rcpt_tos == [JOHN]
+    assert delivery.auth_user == (CREDENTIALS[0] if credentials else None)
+    assert delivery.message["From"] == SENDER
+
+
+@pytest.mark.parametrize("login", LOGINS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_an_unknown_private_ca_is_refused_before_anything_is_said(
+    scheme: str, login: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    credentials = LOGINS[login]
+    async with server_for(scheme, server_tls, credentials) as server:
+        notifier = notifier_for(server, scheme, credentials, TRUST["private-ca-unknown"](ca_pem))
+
+        with pytest.raises(StartupCheckError) as at_start:
+            await notifier.startup_check()
+        error = await send_failure(notifier, reset_mail())
+
+    reason = f"TLS with {scheme}://127.0.0.1:{server.port} failed: certificate verify failed"
+    assert str(at_start.value).startswith(f"notifier.smtp: {reason}")
+    assert str(error).startswith(reason)
+    assert error.permanent is False
+    assert CREDENTIALS[1] not in everything_said(error)
+    assert server.recorder.logins_tried == []
+    assert server.recorder.recipients_tried == []
+    assert server.deliveries == []
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_wrong_password_is_refused_on_every_scheme_without_being_echoed(
+    scheme: str, server_tls: ssl.SSLContext, ca_pem: str
+) -> None:
+    async with server_for(scheme, server_tls, CREDENTIALS) as server:
+        wrong = (CREDENTIALS[0], WRONG_PASSWORD)
+        notifier = notifier_for(server, scheme, wrong, TRUST["private-ca-trusted"](ca_pem))
+
+        with pytest.raises(StartupCheckError) as at_start:
+            await notifier.startup_check()
+        error = await send_failure(notifier, reset_mail())
+
+    assert str(at_start.value).startswith("notifier.smtp: authentication failed: 535")
+    assert str(error).startswith("authentication failed: 535")
+    assert WRONG_PASSWORD not in everything_said(error) + everything_said(at_start.value)
+    # aiosmtplib tries each mechanism the server offers before it gives up
+    assert set(server.recorder.logins_tried) == {CREDENTIALS[0]}
+    assert server.deliveries == []
+
+
 # --- SMTP: startup check --------------------------------------------------------------------
 
 
@@ -502,15 +640,50 @@ async def test_startup_check_reports_a_refused_check_address(plain_server: SmtpS
 # --- filesystem -----------------------------------------------------------------------------
 
 
+async def test_the_filesystem_notifier_writes_the_mail_smtp_would_send(
+    tmp_path: Path, plain_server: SmtpServer, make_config: ConfigFactory
+) -> None:
+    path = tmp_path / "notifications.txt"
+    config = make_config(notifier={"filesystem": {"filename": str(path)}})
+
+    await notifier_from_config(config).send(reset_mail())
+    await smtp_notifier(plain_server.port, disable_require_tls=True).send(reset_mail())
+
+    [written] = split_messages(path.read_bytes())
+    sent = plain_server.deliveries[0].message
+    # authelia_url is https://auth.example.com; the filesystem notifier has no sender setting.
+    assert written["From"] == "Portal <no-reply@auth.example.com>"
+    assert written["Subject"] == sent["Subject"] == "[Portal] Reset your password"
+    assert sorted(written.keys()) == sorted(sent.keys())
+    assert written["Message-ID"].endswith("@auth.example.com>")
+
+
+@pytest.mark.parametrize(
+    ("portal_url", "sender"),
+    [
+        ("https://auth.example.com", "Portal <no-reply@auth.example.com>"),
+        ("https://Auth.Example.COM:8443/portal", "Portal <no-reply@auth.example.com>"),
+        ("http://localhost:9091", "Portal <no-reply@localhost>"),
+        ("http://127.0.0.1:9091", "Portal <no-reply@localhost>"),
+        ("http://[::1]:9091", "Portal <no-reply@localhost>"),
+    ],
+)
+def test_the_filesystem_sender_is_the_portals_own_no_reply_address(
+    portal_url: str, sender: str
+) -> None:
+    assert str(portal_sender(portal_url)) == sender
+
+
 async def test_mails_are_appended_whole_and_in_order(tmp_path: Path) -> None:
     path = tmp_path / "mail" / "notifications.txt"
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path), clock=FrozenClock())
+    notifier = filesystem_notifier(path, clock=FrozenClock())
 
     await notifier.send(reset_mail(title="First"))
     await notifier.send(reset_mail(title="Second"))
 
     first, second = split_messages(path.read_bytes())
-    assert [first["Subject"], second["Subject"]] == ["First", "Second"]
+    assert [first["Subject"], second["Subject"]] == ["[Portal] First", "[Portal] Second"]
+    assert first["From"] == FILE_SENDER
     assert first["To"] == JOHN
     assert first["Date"] == "Tue, 14 Nov 2023 22:13:20 +0000"
     assert first["Message-ID"]
@@ -521,19 +694,19 @@ async def test_mails_are_appended_whole_and_in_order(tmp_path: Path) -> None:
 async def test_the_mail_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "notifications.txt"
 
-    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).send(reset_mail())
+    await filesystem_notifier(path).send(reset_mail())
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_concurrent_mails_never_interleave(tmp_path: Path) -> None:
     path = tmp_path / "notifications.txt"
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path))
+    notifier = filesystem_notifier(path)
 
     await asyncio.gather(*(notifier.send(reset_mail(title=f"Mail {i}")) for i in range(20)))
 
     mails = split_messages(path.read_bytes())
-    assert sorted(m["Subject"] for m in mails) == sorted(f"Mail {i}" for i in range(20))
+    assert sorted(m["Subject"] for m in mails) == sorted(f"[Portal] Mail {i}" for i in range(20))
     assert all(m.get_body(preferencelist=("html",)) is not None for m in mails)
 
 
@@ -541,7 +714,7 @@ async def test_a_rehearsal_writes_no_mail_but_costs_the_disk_what_a_mail_does(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "mail" / "notifications.txt"
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=path))
+    notifier = filesystem_notifier(path)
 
     for _ in range(3):
         await notifier.rehearse(reset_mail())
@@ -558,7 +731,7 @@ async def test_a_rehearsal_writes_no_mail_but_costs_the_disk_what_a_mail_does(
 async def test_filesystem_startup_check_passes_for_a_writable_place(tmp_path: Path) -> None:
     path = tmp_path / "new-dir" / "notifications.txt"
 
-    await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).startup_check()
+    await filesystem_notifier(path).startup_check()
 
     assert path.read_bytes() == b""
 
@@ -570,7 +743,7 @@ async def test_filesystem_startup_check_names_an_unwritable_path(tmp_path: Path)
     path = blocker / "notifications.txt"
 
     with pytest.raises(StartupCheckError) as caught:
-        await FilesystemNotifier(FilesystemNotifierConfig(filename=path)).startup_check()
+        await filesystem_notifier(path).startup_check()
 
     assert str(path) in str(caught.value)
     assert "not a directory" in str(caught.value)
@@ -579,7 +752,7 @@ async def test_filesystem_startup_check_names_an_unwritable_path(tmp_path: Path)
 async def test_a_failed_append_is_worth_a_retry(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    notifier = FilesystemNotifier(FilesystemNotifierConfig(filename=blocker / "mail.txt"))
+    notifier = filesystem_notifier(blocker / "mail.txt")
 
     error = await send_failure(notifier, reset_mail())
 

@@ -489,6 +489,68 @@ def test_semantic_errors_name_their_path(
     assert problems_of([with_changes(tmp_path, **changes)]) == [problem]
 
 
+# --- notifier.smtp.sender ----------------------------------------------------------------------
+
+SENDER_PROBLEM = (
+    "notifier.smtp.sender: must be one email address such as 'Portal <portal@example.com>'; "
+    "quote a display name holding a comma or another special character: "
+    "'\"Doe, John\" <portal@example.com>'"
+)
+
+
+def with_sender(tmp_path: Path, sender: str) -> Path:
+    raw = minimal_raw(tmp_path)
+    raw["notifier"] = {"smtp": {"address": "submission://mail.example.com", "sender": sender}}
+    return write_yaml(tmp_path / "configuration.yml", raw)
+
+
+@pytest.mark.parametrize(
+    ("sender", "header", "envelope"),
+    [
+        ("portal@example.com", "portal@example.com", "portal@example.com"),
+        ("<portal@example.com>", "portal@example.com", "portal@example.com"),
+        ("Portal <portal@example.com>", "Portal <portal@example.com>", "portal@example.com"),
+        ('"Doe, John" <portal@example.com>', '"Doe, John" <portal@example.com>', "portal@example.com"),  # noqa: E501
+        ("Jöhn Doe <portal@example.com>", "Jöhn Doe <portal@example.com>", "portal@example.com"),
+        ('"J. Doe" <portal@example.com>', '"J. Doe" <portal@example.com>', "portal@example.com"),
+        ("Portal <portal@example.com> (bot)", "Portal <portal@example.com>", "portal@example.com"),
+        ("  Portal <portal@example.com>  ", "Portal <portal@example.com>", "portal@example.com"),
+    ],
+)
+def test_the_sender_is_read_once_as_an_rfc_5322_address(
+    tmp_path: Path, sender: str, header: str, envelope: str
+) -> None:
+    config, _ = read_config([with_sender(tmp_path, sender)], {})
+
+    assert config.notifier.smtp is not None
+    assert str(config.notifier.smtp.sender) == header
+    assert config.notifier.smtp.sender.addr_spec == envelope
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "Doe, John <portal@example.com>",  # the comma splits it in two: 'Doe' and 'John <...>'
+        "J. Doe <portal@example.com>",  # '.' is special too: only obsolete syntax allows it
+        "portal@example.com, other@example.com",
+        '"Doe, John" <portal@example.com>, other@example.com',
+        "portal",
+        "portal@",
+        "@example.com",
+        "Portal <portal@example.com",
+        "Portal <@example.com>",
+        "Portal portal@example.com",
+        "Portal <portal@example.com>\r\nBcc: everyone@example.com",
+        "Undisclosed: portal@example.com;",
+        "",
+    ],
+)
+def test_a_sender_that_is_not_one_address_is_refused_saying_how_to_quote(
+    tmp_path: Path, sender: str
+) -> None:
+    assert problems_of([with_sender(tmp_path, sender)]) == [SENDER_PROBLEM]
+
+
 def test_the_secret_must_be_as_long_as_the_hash_for_hs384_and_hs512(tmp_path: Path) -> None:
     reset = {"jwt_secret": "s" * 48, "jwt_algorithm": "HS512"}
     path = with_changes(tmp_path, identity_validation={"reset_password": reset})
