@@ -102,28 +102,22 @@ def split_messages(data: bytes) -> list[email.message.EmailMessage]:
 
 def _append(path: Path, data: bytes) -> None:
     """Create the file (and its directory) if needed, append the data and flush it to disk."""
+    _write(path, data, os.O_APPEND)
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    """Write the data over the file's contents (creating it if needed) and flush it to disk."""
+    _write(path, data, os.O_TRUNC)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Open the file write-only with mode (O_APPEND or O_TRUNC), write all the data, fsync."""
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise NotADirectoryError(f"{parent} is not a directory")
     # SECURITY: mails hold reset links; only the portal's user may read the file and directory.
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)  # SECURITY: see above
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _overwrite(path: Path, data: bytes) -> None:
-    """Write the data over the file's contents (creating it 0600) and flush it to disk."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)  # SECURITY: a decoy's link is useless, but still private
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | mode, 0o600)  # SECURITY: above
     try:
         view = memoryview(data)
         while view:

@@ -11,14 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.unit.test_safe_redirect import COOKIES
 from tests.web.conftest import Portal, StartPortal, sign_in
-
-COOKIES = {
-    "cookies": [
-        {"domain": "127.0.0.1", "authelia_url": "http://127.0.0.1"},
-        {"domain": "example.com", "authelia_url": "https://auth.example.com"},
-    ]
-}
 
 # Representatives of each way a target goes wrong; tests/unit/test_safe_redirect.py has them all.
 REFUSED = [
