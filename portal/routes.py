@@ -80,6 +80,9 @@ def _routes(app: web.Application) -> None:
         return  # the reset pages and API do not exist at all
     add.add_get("/reset-password/step1", reset.step1_get, name="reset_step1")
     add.add_post("/reset-password/step1", reset.step1_post)
+    add.add_get(reset.SENT, reset.step1_sent_get, name="reset_sent")
+    add.add_get(reset.DONE, reset.done_get, name="reset_done")
+    add.add_get(reset.CANCELLED, reset.cancelled_get, name="reset_cancelled")
     add.add_get("/reset-password/step2", reset.step2_get, name="reset_step2")
     add.add_post("/reset-password/step2", reset.step2_post)
     add.add_get("/revoke/reset-password", reset.revoke_get, name="revoke_reset")

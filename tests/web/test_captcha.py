@@ -224,7 +224,7 @@ async def test_step2_and_its_json_twin_need_the_solution(start_portal: StartPort
     done = await submit(client, "/reset-password/step2", "/reset-password/step2",
                         password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
                         captcha=await solved(client))  # fmt: skip
-    assert done.status == 200
+    assert (done.status, done.headers["Location"]) == (303, "/reset-password/done")
     assert await stored_hash(portal.users_file, "john") != before
 
 
@@ -239,7 +239,7 @@ async def test_a_used_link_without_the_solution_shows_the_invalid_link_page(
     done = await submit(client, "/reset-password/step2", "/reset-password/step2",
                         password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
                         captcha=await solved(client))  # fmt: skip
-    assert done.status == 200
+    assert (done.status, done.headers["Location"]) == (303, "/reset-password/done")
     # The old tab posts again with the (now used) link's cookie and no CAPTCHA.
     client.session.cookie_jar.update_cookies(
         {"portal_reset": link.split("token=")[1]}, client.make_url("/")
