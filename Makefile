@@ -5,9 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SECRETS := var/secrets
-APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision
+APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision npm
 SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium \
-	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
+	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema /usr/bin/npm
+# axe-core for the accessibility check (tests/e2e/test_accessibility.py): a test-only copy from
+# npm under the venv, never served and never committed.
+AXE_VERSION := 4.11.0
+AXE := $(VENV)/axe/.installed-$(AXE_VERSION)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Authelia's files for `make compat` (a directory, relative to this one or absolute).
 AUTHELIA_CORPUS ?= ../shared/compat/authelia
@@ -68,7 +72,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-test system-deps lint
+$(AXE): | system-deps
+	npm install --prefix $(VENV)/axe --no-audit --no-fund --no-save --loglevel=error \
+		axe-core@$(AXE_VERSION)
+	touch $@
+
+test: $(VENV)/.installed-test system-deps lint $(AXE)
 	$(BIN)/pytest
 
 # 100,000 generated requests against the portal on 127.0.0.1 (bench/fuzz.py prints the figures;

@@ -17,6 +17,7 @@ from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.deps import Dependencies, build_dependencies, captcha_from_config
 from portal.forwarded import ClientAddresses
+from portal.handlers import assets
 from portal.keys import (
     ACCESS,
     ADDRESSES,
@@ -169,7 +170,14 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         login_failures=app[SIGNIN].recent_failures,
     )
     loader = jinja2.FileSystemLoader(TEMPLATES)
-    aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
+    env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
+    # What every page shows of the configuration: its theme and whose pages they are.
+    env.globals.update(
+        theme=config.theme,
+        organization=config.organization_name,
+        logo=assets.asset(config, "logo.png") is not None,
+        favicon=assets.asset(config, "favicon.ico") is not None,
+    )
     app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_captcha)

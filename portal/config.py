@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    DirectoryPath,
     Field,
     PlainValidator,
     SecretStr,
@@ -51,7 +52,6 @@ ENV_NOT_KEYS = frozenset({"CONFIG", "CONFIG_FILTERS", "CONFIG_EXPERIMENTAL_FILTE
 # Keys Authelia has and the portal does not implement: one warning each, then ignored.
 UNSUPPORTED_KEYS = (
     "certificates_directory",
-    "theme",
     "default_2fa_method",
     "default_redirection_url",
     "jwt_secret",
@@ -63,7 +63,6 @@ UNSUPPORTED_KEYS = (
     "telemetry",
     "definitions",
     "privacy_policy",
-    "server.asset_path",
     "server.disable_healthcheck",
     "server.buffers",
     "server.timeouts",
@@ -309,6 +308,9 @@ class ServerConfig(Model):
         ipaddress.IPv6Network("::1/128"),
     )
     endpoints: Endpoints = Endpoints()
+    # Authelia's: a directory whose logo.png and favicon.ico the pages show instead of the
+    # portal's own (only those two files are served from it).
+    asset_path: DirectoryPath | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -1079,6 +1081,10 @@ class Config(Model):
     """The whole configuration."""
 
     server: ServerConfig = ServerConfig()
+    # Authelia's `theme` (its default too); `auto` follows the browser's light or dark setting.
+    theme: Literal["light", "dark", "grey", "auto"] = "light"
+    # A portal key: the organisation the pages say they belong to (beside the logo, in titles).
+    organization_name: str | None = Field(default=None, min_length=1, max_length=100)
     log: LogConfig = LogConfig()
     identity_validation: IdentityValidationConfig
     authentication_backend: AuthenticationBackendConfig

@@ -55,6 +55,13 @@ def is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/")
 
 
+def _minutes(retry_after: str | None) -> int | None:
+    """Return Retry-After (seconds) in whole minutes, rounded up; None when absent or a date."""
+    if retry_after is None or not retry_after.isdigit():
+        return None
+    return max(1, -(-int(retry_after) // 60))
+
+
 def error_response(
     request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -62,7 +69,8 @@ def error_response(
     if is_api(request):
         response = web.json_response({"status": "KO", "message": message}, status=status)
     else:
-        context: dict[str, Any] = {"status": status, "message": message}
+        context: dict[str, Any] = {"status": status, "message": message,
+                                   "retry_minutes": _minutes((headers or {}).get("Retry-After"))}
         try:
             env = aiohttp_jinja2.get_env(request.app)
             name = env.select_template([f"errors/{status}.html", "errors/error.html"]).name

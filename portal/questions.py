@@ -73,11 +73,13 @@ class Argon2AnswerHasher:
 
 
 class SecurityAnswersRejectedError(BadRequestError):
-    """The questions or answers chosen in the settings cannot be used; `reasons` say why."""
+    """The questions or answers chosen in the settings cannot be used; `reasons` say why and
+    `answers` name the answers (by position) that are at fault."""
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[str], answers: frozenset[int] = frozenset()) -> None:
         super().__init__(" ".join(reasons))
         self.reasons = reasons
+        self.answers = answers
 
 
 @dataclass(frozen=True)
@@ -315,12 +317,18 @@ class SecurityQuestionsService:
     async def set_up(
         self, username: str, password: str, choices: Sequence[tuple[str, str]], ip: str
     ) -> None:
-        """Replace the user's questions after checking the current password and the answers."""
-        await self._confirm_password(username, password, ip)
-        reasons = self._problems(username, password, choices)
+        """Replace the user's questions after checking the current password and the answers.
+
+        Every problem is reported at once: the password's and those of the choices.
+        """
+        reasons, faulty = self._problems(username, password, choices)
+        try:
+            await self._confirm_password(username, password, ip)
+        except SecurityAnswersRejectedError as exc:
+            raise SecurityAnswersRejectedError(exc.reasons + reasons, faulty) from None
         if reasons:
             audit("security_questions_rejected", username=username, ip=ip, reason="answers")
-            raise SecurityAnswersRejectedError(reasons)
+            raise SecurityAnswersRejectedError(reasons, faulty)
         normalized = [normalize_answer(answer) for _, answer in choices]
         hashes = await asyncio.to_thread(lambda: [self._hasher.hash(a) for a in normalized])
         now = self._clock.now()
@@ -354,22 +362,28 @@ class SecurityQuestionsService:
 
     def _problems(
         self, username: str, password: str, choices: Sequence[tuple[str, str]]
-    ) -> list[str]:
+    ) -> tuple[list[str], frozenset[int]]:
+        """Return every problem of the choices, and the positions of the answers at fault."""
         settings = self.settings
         questions = [q for q, _ in choices]
         answers = [normalize_answer(a) for _, a in choices]
         reasons: list[str] = []
         if len(choices) != settings.setup or any(q not in settings.questions for q in questions):
             reasons.append(f"Choose {settings.setup} questions from the list.")
-        elif len(set(questions)) != len(questions):
+        if len(set(questions)) != len(questions):
             reasons.append("Choose a different question for each answer.")
-        if any(len(a) < settings.min_answer_length or len(a) > MAX_ANSWER for a in answers):
+        sized = {i for i, a in enumerate(answers)
+                 if len(a) < settings.min_answer_length or len(a) > MAX_ANSWER}  # fmt: skip
+        if sized:
             reasons.append(
                 f"Each answer needs {settings.min_answer_length} to {MAX_ANSWER} characters."
             )
-        elif len(set(answers)) != len(answers):
+        repeated = {i for i, a in enumerate(answers) if a and answers.count(a) > 1}
+        if repeated:
             reasons.append("Give a different answer to each question.")
         # SECURITY: an answer equal to the password or the username protects nothing.
-        if any(a in (normalize_answer(password), normalize_answer(username)) for a in answers):
+        own = {i for i, a in enumerate(answers)
+               if a in (normalize_answer(password), normalize_answer(username))}  # fmt: skip
+        if own:
             reasons.append("An answer may not be your password or your username.")
-        return reasons
+        return reasons, frozenset(sized | repeated | own)

@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from portal.handlers import authz, captcha, health, reset, settings, signin
+from portal.handlers import assets, authz, captcha, health, reset, settings, signin
 from portal.keys import CAPTCHA, CONFIG
 from portal.middlewares import NO_SUCH_ROUTE
 
@@ -71,6 +71,11 @@ def _routes(app: web.Application) -> None:
     add.add_get("/api/authz/auth-request", authz.auth_request_get, name="auth_request")
     add.add_get("/api/verify", authz.auth_request_get, name="verify")
     add.add_get("/api/health", health.health_get, name="health")
+    # Before /static/, which would otherwise answer for the logo's address.
+    if (logo := assets.asset(app[CONFIG], "logo.png")) is not None:
+        add.add_get(assets.LOGO, assets.file_handler(logo, "image/png"), name="logo")
+    if (favicon := assets.asset(app[CONFIG], "favicon.ico")) is not None:
+        add.add_get(assets.FAVICON, assets.file_handler(favicon, "image/x-icon"), name="favicon")
     add.add_static("/static/", STATIC, name="static")
     if app[CAPTCHA].self_hosted:
         add.add_get("/api/captcha/challenge", captcha.challenge_get, name="captcha_challenge")
@@ -80,6 +85,9 @@ def _routes(app: web.Application) -> None:
         return  # the reset pages and API do not exist at all
     add.add_get("/reset-password/step1", reset.step1_get, name="reset_step1")
     add.add_post("/reset-password/step1", reset.step1_post)
+    add.add_get(reset.SENT, reset.step1_sent_get, name="reset_sent")
+    add.add_get(reset.DONE, reset.done_get, name="reset_done")
+    add.add_get(reset.CANCELLED, reset.cancelled_get, name="reset_cancelled")
     add.add_get("/reset-password/step2", reset.step2_get, name="reset_step2")
     add.add_post("/reset-password/step2", reset.step2_post)
     add.add_get("/revoke/reset-password", reset.revoke_get, name="revoke_reset")

@@ -28,6 +28,11 @@ TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
 REVOKE_COOKIE = "portal_revoke"
 STEP2 = "/reset-password/step2"
 REVOKE = "/revoke/reset-password"
+# Result pages, reached by redirect-after-POST so that a refresh resubmits nothing. Outside the
+# token cookies' paths (/reset-password/step2, /revoke/reset-password): they never receive one.
+SENT = "/reset-password/step1/sent"
+DONE = "/reset-password/done"
+CANCELLED = "/reset-password/cancelled"
 # What a JWT in compact form is made of; anything else is never put in a cookie.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
@@ -45,6 +50,13 @@ def _page(
     # SECURITY: these pages hold or follow from a reset token: no cache may keep them.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = csp_for(request, context["captcha"])
+    return response
+
+
+def _see_other(path: str) -> web.HTTPSeeOther:
+    """Return the 303 to a result page; it holds nothing about who asked (a fixed address)."""
+    response = web.HTTPSeeOther(path)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -95,7 +107,13 @@ async def step1_post(request: web.Request) -> web.Response:
     except BadRequestError as exc:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
                      username=form.get("username", "")[:256])  # fmt: skip
-    return _page(request, "reset_step1_sent.html")
+    # SECURITY: one fixed redirect for everyone, as the page it leads to.
+    raise _see_other(SENT)
+
+
+async def step1_sent_get(request: web.Request) -> web.Response:
+    """Say a mail is on its way if an account matched (or if the answers were right)."""
+    return _page(request, "reset_step1_sent.html", questions=request.app[QUESTIONS].enabled)
 
 
 async def _questions_page(request: web.Request, identifier: str) -> web.Response:
@@ -118,7 +136,7 @@ async def step1_answers_post(request: web.Request) -> web.Response:
     except BadRequestError as exc:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
                      username=form.get("username", "")[:256])  # fmt: skip
-    return _page(request, "reset_step1_sent.html", questions=True)
+    raise _see_other(SENT)
 
 
 # -- step 2 --------------------------------------------------------------------------------------
@@ -175,9 +193,14 @@ async def step2_post(request: web.Request) -> web.Response:
         except InvalidTokenError:
             return _invalid_link(request)
         return _password_form(request, user.username, error=exc.public_message)
-    response = _page(request, "reset_done.html", username=user.username)
+    response = _see_other(DONE)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
-    return response
+    raise response
+
+
+async def done_get(request: web.Request) -> web.Response:
+    """Say the password has been changed and every session ended."""
+    return _page(request, "reset_done.html")
 
 
 # -- revoke --------------------------------------------------------------------------------------
@@ -205,9 +228,14 @@ async def revoke_post(request: web.Request) -> web.Response:
         await request.app[RESET].revoke(token, request_ip(request))
     except InvalidTokenError:
         return _invalid_link(request, REVOKE_COOKIE)
-    response = _page(request, "revoke_done.html")
+    response = _see_other(CANCELLED)
     response.del_cookie(REVOKE_COOKIE, path=REVOKE)
-    return response
+    raise response
+
+
+async def cancelled_get(request: web.Request) -> web.Response:
+    """Say the link is cancelled."""
+    return _page(request, "revoke_done.html")
 
 
 # -- JSON API (Authelia's shapes) ----------------------------------------------------------------

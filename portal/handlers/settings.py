@@ -39,6 +39,8 @@ async def _page(
     settings = questions.settings
     set_at = await questions.set_at(session.username)
     context.setdefault("chosen", settings.questions[: settings.setup])
+    context.setdefault("answers", [""] * settings.setup)
+    context.setdefault("faulty", frozenset())
     context.update(
         csrf_token=csrf_token(request),
         csrf_field=CSRF_FIELD,
@@ -78,6 +80,8 @@ async def security_questions_post(request: web.Request) -> web.Response:
             session.username, fields.get("password", ""), choices, request_ip(request)
         )
     except SecurityAnswersRejectedError as exc:
+        # What was typed is kept (the answers, the questions), never the password.
         return await _page(request, session, status=400, reasons=exc.reasons,
-                           chosen=[q for q, _ in choices])  # fmt: skip
+                           chosen=[q for q, _ in choices], answers=[a for _, a in choices],
+                           faulty=exc.answers)  # fmt: skip
     return await _page(request, session, saved=True)

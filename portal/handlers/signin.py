@@ -21,7 +21,7 @@ from portal.handlers.common import (
     require_captcha,
 )
 from portal.handlers.start import forgot_password_url
-from portal.keys import CONFIG, SESSIONS, SIGNIN
+from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.sessions import Session, cookie_attributes
 from portal.signin import SignInFailedError, cookie_for_host, safe_redirect
@@ -67,6 +67,13 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
     return response
 
 
+# A form sent without a solution came from a page that showed no widget (the check is asked for
+# only after failures, and those may have been another address's) or left it untouched: it was
+# not failed, so the page asks for the check it now shows.
+COMPLETE_THE_CHECK = "Please complete the anti-robot check shown below, then sign in again."
+SIGNED_OUT = "signed_out"
+
+
 def _landing(request: web.Request, rd: str | None) -> str:
     return safe_redirect(request.app[CONFIG], rd) or _cookie(request).default_redirection_url or "/"
 
@@ -83,7 +90,8 @@ async def signin_get(request: web.Request) -> web.Response:
         settings = named["security_questions"].canonical if "security_questions" in named else None
         return _page(request, signed_in=session.display_name or session.username,
                      questions_url=settings)  # fmt: skip
-    return _page(request, rd=rd or "", captcha=await captcha_widget_if_needed(request, "login"))
+    return _page(request, rd=rd or "", captcha=await captcha_widget_if_needed(request, "login"),
+                 signed_out=SIGNED_OUT in request.query)  # fmt: skip
 
 
 async def signin_post(request: web.Request) -> web.Response:
@@ -108,7 +116,12 @@ async def signin_post(request: web.Request) -> web.Response:
         captcha = await captcha_widget_if_needed(request, "login", username)
         # A form refused for its CAPTCHA (failed or unknowable) is 400, as on the reset pages.
         status = 401 if isinstance(exc, SignInFailedError) else 400
-        return _page(request, status=status, error=exc.public_message,
+        error = exc.public_message
+        guard = request.app[CAPTCHA]
+        unsolved = guard.captcha is not None and not fields.get(guard.captcha.field)
+        if type(exc) is CaptchaFailedError and unsolved:
+            error = COMPLETE_THE_CHECK
+        return _page(request, status=status, error=error,
                      username=username[:256], rd=rd, captcha=captcha)  # fmt: skip
     response = web.HTTPFound(landing)
     await _rotate(request, response, value, cookie, remember)
@@ -170,7 +183,8 @@ async def _sign_out(request: web.Request, response: web.StreamResponse) -> None:
 
 async def logout_get(request: web.Request) -> web.Response:
     """End the session and go back to the sign-in page (or a safe rd)."""
-    response = web.HTTPFound(safe_redirect(request.app[CONFIG], request.query.get("rd")) or "/")
+    target = safe_redirect(request.app[CONFIG], request.query.get("rd"))
+    response = web.HTTPFound(target or f"/?{SIGNED_OUT}")
     await _sign_out(request, response)
     raise response
 

@@ -63,8 +63,10 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key(
     assert config.password_policy.standard.require_special is True
     start = config.server.endpoints.rate_limits.reset_password_start.buckets
     assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
-    for key in ("totp", "webauthn", "ntp", "telemetry", "server.tls", "theme"):
+    for key in ("totp", "webauthn", "ntp", "telemetry", "server.tls"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
+    assert config.theme == "auto"  # Authelia's key, read (issue 12)
+    assert not any(w.startswith("theme:") for w in warnings)
     assert (
         "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
         in warnings

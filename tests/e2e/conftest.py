@@ -24,7 +24,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from ruamel.yaml import YAML
 
 from portal.notify.filesystem import split_messages
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET
+from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, deep_merge
 from tests.integration.process import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -78,7 +78,7 @@ class RunningPortal:
 def write_portal_config(
     directory: Path, port: int, users_file: Path, extra: dict[str, Any] | None = None
 ) -> Path:
-    """Write the configuration file an admin would (plus extra sections), secrets left to the
+    """Write the configuration file an admin would (extra merged in), secrets left to the
     environment."""
     raw: dict[str, Any] = {
         "server": {"address": f"tcp://127.0.0.1:{port}"},
@@ -88,8 +88,8 @@ def write_portal_config(
             "cookies": [{"domain": "127.0.0.1", "authelia_url": f"http://127.0.0.1:{port}"}]
         },
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
-        **(extra or {}),
     }
+    raw = deep_merge(raw, extra or {})
     path = directory / "configuration.yml"
     with path.open("w") as handle:
         YAML(typ="safe", pure=True).dump(raw, handle)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
+from portal.config import DEFAULT_QUESTIONS
 from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health
 
 ANSWERS = ["Mister Fluffy", "The Beatles", "Pancakes with syrup"]
@@ -39,7 +40,7 @@ async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
     await expect(page.locator("#questions-status")).to_contain_text("not set up")
     chosen = []
     for i, text in enumerate(ANSWERS):
-        chosen.append(await page.locator(f"#question_{i}").input_value())
+        chosen.append(await page.locator(f"input[name=question_{i}]:checked").input_value())
         await page.get_by_label(f"Answer {i + 1}").fill(text)
     await page.get_by_label("Current password").fill("password")
     await page.click("#save-questions")
@@ -66,4 +67,36 @@ async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
 
     mails = await portal.wait_for_mails(1)
     assert mails[0]["To"] == "john.doe@authelia.com"
+    assert watched.problems == []
+
+
+# The widths of a desktop window and of a phone (iPhone SE's CSS pixels).
+WIDTHS = {"desktop": (1280, 800), "phone": (375, 667)}
+
+
+@pytest.mark.parametrize("device", list(WIDTHS))
+async def test_every_question_on_the_settings_form_is_shown_in_full(
+    questions_portal: RunningPortal, watched: Watched, tmp_path: Path, device: str
+) -> None:
+    portal, page = questions_portal, watched.page
+    await wait_for_health(portal.url, portal.process, portal.log_file)
+    width, height = WIDTHS[device]
+    await page.set_viewport_size({"width": width, "height": height})
+    await page.goto(f"{portal.url}/")
+    await page.fill("#username", "john")
+    await page.fill("#password", "password")
+    await page.click("#sign-in-button")
+    await page.goto(f"{portal.url}/settings/security-questions")
+    card = await page.locator("main").bounding_box()
+    assert card is not None and card["x"] >= 0 and card["x"] + card["width"] <= width
+    for i in range(3):
+        for question in DEFAULT_QUESTIONS:
+            shown = page.locator(f"#question_{i}").get_by_text(question, exact=True)
+            await expect(shown).to_be_visible()
+            box = await shown.bounding_box()
+            assert box is not None
+            assert card["x"] <= box["x"] and box["x"] + box["width"] <= card["x"] + card["width"]
+            clipped = await shown.evaluate("e => e.scrollWidth > e.clientWidth")
+            assert not clipped, question
+    await page.screenshot(path=tmp_path / f"settings-{device}.png", full_page=True)
     assert watched.problems == []

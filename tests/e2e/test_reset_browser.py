@@ -50,14 +50,15 @@ def unexpected(problems: list[str], used_link: str) -> list[str]:
 
 
 async def submit(watched: Watched, portal: RunningPortal, button: str) -> None:
-    """Click a form's submit button; the POST it sends must be answered 200."""
+    """Click a form's submit button; the POST it sends must redirect to its result page."""
     async with watched.page.expect_response(lambda r: r.request.method == "POST") as answer:
         await watched.page.click(button)
     response = await answer.value
-    assert response.status == 200, (
+    assert response.status == 303, (
         f"POST {response.url} answered {response.status}; sent headers "
         f"{await response.request.all_headers()}\n{portal.log()}"
     )
+    await watched.page.wait_for_url(f"{portal.url}{response.headers['location']}")
 
 
 async def screenshot(watched: Watched, directory: Path, name: str) -> None:

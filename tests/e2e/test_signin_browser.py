@@ -181,11 +181,12 @@ async def sent_to_app_as(page: Page, site: Site, path: str, user: dict[str, list
 
 
 async def submit(watched: Watched, site: Site, button: str) -> None:
-    """Click a form's submit button; the POST it sends must be answered 200."""
+    """Click a form's submit button; the POST it sends must redirect to its result page."""
     async with watched.page.expect_response(lambda r: r.request.method == "POST") as answer:
         await watched.page.click(button)
     response = await answer.value
-    assert response.status == 200, f"POST {response.url}: {response.status}\n{site.diagnostics()}"
+    assert response.status == 303, f"POST {response.url}: {response.status}\n{site.diagnostics()}"
+    await watched.page.wait_for_url(site.portal_url(response.headers["location"]))
 
 
 def unexpected(problems: list[str], site: Site) -> list[str]:
@@ -226,6 +227,7 @@ async def test_john_signs_in_out_resets_his_password_and_signs_in_with_the_new_o
     # He signs out; the app sends him to sign in again.
     await page.goto(site.portal_url("/logout"))
     await on_sign_in_page(page, site, rd=None)
+    await expect(page.locator("#signed-out")).to_have_text("You are signed out.")
     assert "portal_session" not in {c["name"] for c in await page.context.cookies()}
     await screenshot(watched, tmp_path, "signed-out")
     await page.goto(hello)

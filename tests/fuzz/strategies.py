@@ -66,6 +66,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/reset-password/step1", ("GET", "POST"), "form", STEP1_FORM),
     Route("/reset-password/step2", ("GET", "POST"), "form", STEP2_FORM, ("token",)),
     Route("/revoke/reset-password", ("GET", "POST"), "form", (), ("token",)),
+    Route("/reset-password/step1/sent", ("GET",), "none"),
+    Route("/reset-password/done", ("GET",), "none"),
+    Route("/reset-password/cancelled", ("GET",), "none"),
     Route("/api/reset-password/identity/start", ("POST",), "json",
           ("username", "answers", "captcha")),  # fmt: skip
     Route("/api/reset-password/identity/finish", ("POST",), "json", ("token",)),

@@ -454,12 +454,14 @@ async def test_the_whole_password_reset_through_nginx_ends_johns_other_sessions(
         password_confirm=NEW_PASSWORD,
     )
     laptop_after = await refused_within(laptop, "/private", seconds=1.0)
+    shown = await visitor.get(site.portal_url(done.location))
 
-    assert asked.status == 200
+    assert (asked.status, asked.location) == (303, "/reset-password/step1/sent")
     assert mail["To"] == "john.doe@authelia.com"
     assert link.startswith(site.portal_url("/reset-password/step2?token="))
     assert opened.status == 303 and opened.location == "/reset-password/step2"
-    assert done.status == 200 and CHANGED in done.text
+    assert (done.status, done.location) == (303, "/reset-password/done")
+    assert shown.status == 200 and CHANGED in shown.text
     assert visitor.session_cookie() is None, "a reset never signs anyone in"
     assert laptop_after.status == 302
     assert laptop_after.location == site.sign_in_url(site.app_url("/private"))

@@ -167,11 +167,24 @@ async def submit(
     return await client.post(action, data=fields, allow_redirects=False)
 
 
+async def follow_result(client: Client, response: ClientResponse) -> ClientResponse:
+    """Follow a form's 303 to its result page as a browser does (redirect-after-POST).
+
+    The answer to the POST is kept in the result's `history`, so a story can still look at it.
+    """
+    if response.status != 303:
+        return response
+    shown = await client.get(response.headers["Location"], allow_redirects=False)
+    shown._history = (response,)  # what aiohttp sets when it follows a redirect itself
+    return shown
+
+
 async def request_reset(client: Client, identifier: str, **fields: str) -> ClientResponse:
-    """Ask for a reset link through the HTML form (with extra fields, such as the CAPTCHA's)."""
-    return await submit(
+    """Ask for a reset link through the HTML form (with extra fields, such as the CAPTCHA's),
+    following the redirect to the page that says what happened."""
+    return await follow_result(client, await submit(
         client, "/reset-password/step1", "/reset-password/step1", username=identifier, **fields
-    )
+    ))  # fmt: skip
 
 
 async def sign_in(
@@ -222,11 +235,11 @@ async def open_link(client: Client, link: str) -> ClientResponse:
 async def choose_password(
     client: Client, password: str, confirm: str | None = None
 ) -> ClientResponse:
-    """Fill in the new-password form shown after opening a link."""
-    return await submit(
+    """Fill in the new-password form shown after opening a link (following its redirect)."""
+    return await follow_result(client, await submit(
         client,
         "/reset-password/step2",
         "/reset-password/step2",
         password=password,
         password_confirm=password if confirm is None else confirm,
-    )
+    ))  # fmt: skip

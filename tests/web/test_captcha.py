@@ -30,6 +30,7 @@ from tests.web.conftest import (
 from tests.web.test_reset_flow import NEW_PASSWORD, SENT, stored_hash
 
 FAILED = "The anti-robot check failed. Please complete it and try again."
+COMPLETE_IT = "Please complete the anti-robot check shown below, then sign in again."
 UNAVAILABLE = "The anti-robot check cannot be completed right now."
 WRONG = "Incorrect username or password."
 # Cheap enough for the Python solver; the browser's default difficulty has its own story.
@@ -223,7 +224,7 @@ async def test_step2_and_its_json_twin_need_the_solution(start_portal: StartPort
     done = await submit(client, "/reset-password/step2", "/reset-password/step2",
                         password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
                         captcha=await solved(client))  # fmt: skip
-    assert done.status == 200
+    assert (done.status, done.headers["Location"]) == (303, "/reset-password/done")
     assert await stored_hash(portal.users_file, "john") != before
 
 
@@ -238,7 +239,7 @@ async def test_a_used_link_without_the_solution_shows_the_invalid_link_page(
     done = await submit(client, "/reset-password/step2", "/reset-password/step2",
                         password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
                         captcha=await solved(client))  # fmt: skip
-    assert done.status == 200
+    assert (done.status, done.headers["Location"]) == (303, "/reset-password/done")
     # The old tab posts again with the (now used) link's cookie and no CAPTCHA.
     client.session.cookie_jar.update_cookies(
         {"portal_reset": link.split("token=")[1]}, client.make_url("/")
@@ -261,7 +262,7 @@ async def test_sign_in_needs_the_solution_when_enabled(start_portal: StartPortal
 
     refused = await sign_in(client, "john", "password")
     assert refused.status == 400
-    assert FAILED in await refused.text()
+    assert COMPLETE_IT in await refused.text()
     assert "portal_session" not in refused.cookies
     api = await client.post("/api/firstfactor", json={"username": "john", "password": "password"})
     assert api.status == 400
@@ -290,7 +291,9 @@ async def test_sign_in_asks_only_after_the_configured_failures(start_portal: Sta
 
     right_but_no_captcha = await sign_in(client, "john", "password")
     assert right_but_no_captcha.status == 400
-    assert FAILED in await right_but_no_captcha.text()
+    assert COMPLETE_IT in await right_but_no_captcha.text()
+    wrong_solution = await sign_in(client, "john", "password", captcha="not-a-solution")
+    assert wrong_solution.status == 400 and FAILED in await wrong_solution.text()
     # Wrong password and unknown user still get one answer once the captcha is solved.
     wrong = await sign_in(client, "john", "nope", captcha=await solved(client))
     unknown = await sign_in(client, "nobody", "nope", captcha=await solved(client))

@@ -64,7 +64,7 @@ async def test_logout_never_sends_the_browser_to_an_odd_target(
         f"/logout?rd={quote(target, safe='')}", allow_redirects=False
     )
     assert response.status == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/?signed_out"
 
 
 @pytest.mark.parametrize("target", REFUSED)

@@ -23,6 +23,7 @@ from tests.web.conftest import (
     StartPortal,
     choose_password,
     csrf_of,
+    follow_result,
     no_mail_sent,
     open_link,
     request_reset,
@@ -102,7 +103,8 @@ async def answer(
         "ticket": ticket.group(1),
     }
     fields.update({f"answer_{i}": a for i, a in enumerate(answers)})
-    return await client.post(ANSWERS, data=fields, allow_redirects=False)
+    return await follow_result(client, await client.post(ANSWERS, data=fields,
+                                                         allow_redirects=False))  # fmt: skip
 
 
 def right_answers(page: str, choices: dict[str, str] = JOHN) -> list[str]:

@@ -1,0 +1,97 @@
+"""Result pages are reached by redirect-after-POST, so a refresh reloads a page and resubmits
+nothing (issue 12); the redirect of step 1 is the same for everyone, as its page is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.web.conftest import (
+    Portal,
+    StartPortal,
+    csrf_of,
+    open_link,
+    path_of,
+    reset_link_from,
+    submit,
+)
+from tests.web.test_reset_flow import NEW_PASSWORD, SENT
+from tests.web.test_reset_questions import (
+    JOHN,
+    answer,
+    john_has_questions,
+    questions_on,
+    questions_on_page,
+)
+from tests.web.test_reset_tokens_in_urls import revoke_link_from
+
+STEP1 = "/reset-password/step1"
+STEP2 = "/reset-password/step2"
+
+
+async def test_step1_answers_303_to_the_sent_page_the_same_for_everyone(
+    start_portal: StartPortal, users_file: Path
+) -> None:
+    portal = await start_portal()
+    redirects = []
+    for who in ("john", "nobody-here", "HARRY.Potter@authelia.com", "*"):
+        posted = await submit(portal.client, STEP1, STEP1, username=who)
+        assert posted.status == 303
+        headers = {k: v for k, v in posted.headers.items() if k != "Date"}
+        redirects.append((posted.status, await posted.read(), headers))
+    assert all(redirect == redirects[0] for redirect in redirects)
+    _, _, headers = redirects[0]
+    assert headers["Location"] == "/reset-password/step1/sent"
+    assert headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in headers, "no per-user state in a cookie"
+
+    shown = await portal.client.get(headers["Location"])
+    assert shown.status == 200 and SENT in await shown.text()
+    await portal.drain_outbox()
+    sent = len(portal.smtp.deliveries)
+    assert sent == 2
+    # A refresh reloads the page and asks for nothing.
+    assert (await portal.client.get(headers["Location"])).status == 200
+    await portal.drain_outbox()
+    assert len(portal.smtp.deliveries) == sent
+
+
+async def test_a_new_password_answers_303_to_the_done_page(portal: Portal) -> None:
+    await submit(portal.client, STEP1, STEP1, username="john")
+    await open_link(portal.client, reset_link_from(await portal.next_mail()))
+    posted = await submit(portal.client, STEP2, STEP2, password=NEW_PASSWORD,
+                          password_confirm=NEW_PASSWORD)  # fmt: skip
+    assert posted.status == 303
+    assert posted.headers["Location"] == "/reset-password/done"
+    assert posted.cookies["portal_reset"].value == ""  # the used link's cookie goes
+    done = await portal.client.get("/reset-password/done")
+    assert done.status == 200
+    assert "Your password has been changed" in await done.text()
+    assert done.headers["Cache-Control"] == "no-store"
+
+
+async def test_right_answers_answer_303_to_the_sent_page(start_portal: StartPortal) -> None:
+    portal = await start_portal(**questions_on())
+    await john_has_questions(portal)
+    asked = await submit(portal.client, STEP1, STEP1, username="john")
+    assert asked.status == 200  # the questions page is a form, not a result
+    page = await asked.text()
+    shown = await answer(portal.client, page, [JOHN[q] for q in questions_on_page(page)])
+    [posted] = shown.history
+    assert posted.status == 303
+    assert posted.headers["Location"] == "/reset-password/step1/sent"
+    assert "If your answers were right" in await shown.text()
+
+
+async def test_cancelling_a_link_answers_303_to_the_cancelled_page(portal: Portal) -> None:
+    await submit(portal.client, STEP1, STEP1, username="john")
+    mail = await portal.next_mail()
+    confirm = await portal.client.get(path_of(revoke_link_from(mail)))
+    posted = await portal.client.post(
+        "/revoke/reset-password", data={"csrf_token": csrf_of(await confirm.text())},
+        allow_redirects=False,
+    )
+    assert posted.status == 303
+    assert posted.headers["Location"] == "/reset-password/cancelled"
+    shown = await portal.client.get("/reset-password/cancelled")
+    assert shown.status == 200 and "The link is cancelled" in await shown.text()
+    assert (await open_link(portal.client, reset_link_from(mail))).status == 400
