@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SECRETS := var/secrets
-APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision npm
+APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision
 SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium \
-	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema /usr/bin/npm
+	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
 # axe-core for the accessibility check (tests/e2e/test_accessibility.py): a test-only copy from
 # npm under the venv, never served and never committed.
 AXE_VERSION := 4.11.0
@@ -72,7 +72,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# npm comes with the machine's Node.js (NodeSource's package provides it and conflicts with
+# Debian's npm package): Debian's npm is installed only where there is no npm at all.
 $(AXE): | system-deps
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		npm >/dev/null; }
 	npm install --prefix $(VENV)/axe --no-audit --no-fund --no-save --loglevel=error \
 		axe-core@$(AXE_VERSION)
 	touch $@
