@@ -152,6 +152,7 @@ class Series:
     times: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     body_sizes: set[int] = field(default_factory=set)
+    locations: set[str] = field(default_factory=set)
 
     def percentile(self, p: int) -> float:
         """Return the p-th percentile (inclusive method)."""
@@ -186,6 +187,7 @@ async def post_step1(
         series.times.append(elapsed)
         series.statuses[response.status] = series.statuses.get(response.status, 0) + 1
         series.body_sizes.add(len(body))
+        series.locations.add(response.headers.get("Location", ""))
 
 
 def plan(existing: list[str], unknown: list[str], probes: list[str]) -> list[Pair]:
@@ -367,7 +369,10 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
     verdict(stranger.median < GOAL_MEDIAN_MS,
             f"unknown median {stranger.median:.2f} ms (< {GOAL_MEDIAN_MS} ms)")  # fmt: skip
     answered = [portal_series[k].statuses for k in portal_series]
-    verdict(all(s == {200: requests} for s in answered), "every measured request answered 200")
+    # Step 1 answers redirect-after-POST: a 303 to the one "check your email" page for everyone.
+    verdict(all(s == {303: requests} for s in answered), "every measured request answered 303")
+    places = {frozenset(s.locations) for s in portal_series.values()}
+    verdict(places == {frozenset({STEP1 + "/sent"})}, "the same Location for every kind")
     sizes = {frozenset(s.body_sizes) for s in portal_series.values()}
     verdict(len(sizes) == 1, "the same page size for every kind")
     verdict(mails == len(existing) and not unknown_mailed,
