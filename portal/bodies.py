@@ -18,6 +18,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from portal.errors import BadRequestError
 
 _FORM = web.RequestKey("portal_form", dict[str, str])
+UNREADABLE_FORM = "The form could not be read. Please reload the page and try again."
 # A DNS name (RFC 1035: 253) or an IP literal, then an optional port: what a Host header is.
 _HOST = re.compile(
     r"(?P<host>[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
@@ -50,9 +51,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
     except web.HTTPRequestEntityTooLarge:
         raise
     except _UNREADABLE:
-        raise BadRequestError(
-            "The form could not be read. Please reload the page and try again."
-        ) from None
+        raise BadRequestError(UNREADABLE_FORM) from None
     fields: dict[str, str] = {}
     for name, value in form.items():
         if isinstance(value, str) and name not in fields:
@@ -60,7 +59,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
     # SECURITY: some codecs (utf-7, unicode_escape) decode to lone surrogates, which are no text
     # and fail wherever a field is encoded later (the CSRF check, regulation keys): a 400 here.
     if not all(_is_text(name) and _is_text(value) for name, value in fields.items()):
-        raise BadRequestError("The form could not be read. Please reload the page and try again.")
+        raise BadRequestError(UNREADABLE_FORM)
     request[_FORM] = fields
     return fields.copy()
 

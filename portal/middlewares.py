@@ -57,7 +57,7 @@ def is_api(request: web.Request) -> bool:
 
 def _minutes(retry_after: str | None) -> int | None:
     """Return Retry-After (seconds) in whole minutes, rounded up; None when absent or a date."""
-    if retry_after is None or not retry_after.isdigit():
+    if retry_after is None or not re.fullmatch(r"[0-9]{1,9}", retry_after):
         return None
     return max(1, -(-int(retry_after) // 60))
 

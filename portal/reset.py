@@ -285,21 +285,7 @@ class PasswordResetService:
 
     async def check_link(self, token: str, ip: str) -> tuple[ResetClaims, User]:
         """Return the link's claims and user if it can still set a password; else refuse it."""
-        try:
-            claims = self.tokens.verify(token)
-        except InvalidTokenError as exc:
-            self._reject(exc.reason, ip)
-            raise
-        record = await self._storage.get_identity_verification(claims.jti)
-        if record is None or record.username != claims.username or record.action != ACTION:
-            self._reject("unknown", ip, claims)
-        assert record is not None  # noqa: S101 - _reject raised otherwise
-        if record.consumed_at is not None:
-            self._reject("used", ip, claims)
-        if record.revoked_at is not None:
-            self._reject("revoked", ip, claims)
-        if not record.usable_at(self._clock.now()):
-            self._reject("expired", ip, claims)
+        claims = await self._open_record(token, ip, revoking=False)
         user = await self._users.get_user(claims.username)
         if user is None or user.username != claims.username:
             self._reject("user", ip, claims)
@@ -313,6 +299,25 @@ class PasswordResetService:
         if not self.tokens.fingerprint_matches(claims, state):
             self._reject("password_changed", ip, claims)
         return claims, user
+
+    async def _open_record(self, token: str, ip: str, *, revoking: bool) -> ResetClaims:
+        """Verify the token and return its claims if its record is still open; else refuse it."""
+        try:
+            claims = self.tokens.verify(token, revoking=revoking)
+        except InvalidTokenError as exc:
+            self._reject(exc.reason, ip)
+            raise
+        record = await self._storage.get_identity_verification(claims.jti)
+        if record is None or record.username != claims.username or record.action != ACTION:
+            self._reject("unknown", ip, claims)
+        assert record is not None  # noqa: S101 - _reject raised otherwise
+        if record.consumed_at is not None:
+            self._reject("used", ip, claims)
+        if record.revoked_at is not None:
+            self._reject("revoked", ip, claims)
+        if not record.usable_at(self._clock.now()):
+            self._reject("expired", ip, claims)
+        return claims
 
     async def open_link(self, token: str, ip: str) -> tuple[ResetClaims, User]:
         """Check a link as it is opened (it stays usable: mail scanners open links too)."""
@@ -423,31 +428,14 @@ class PasswordResetService:
 
     # -- revoking a link -----------------------------------------------------------------------
 
-    async def _revocable(self, token: str, ip: str) -> ResetClaims:
+    async def check_revocable(self, token: str, ip: str) -> ResetClaims:
         """Return the claims of a reset or revoke token whose link can still be cancelled."""
         await self.limit_finish(ip)
-        try:
-            claims = self.tokens.verify(token, revoking=True)
-        except InvalidTokenError as exc:
-            self._reject(exc.reason, ip)
-            raise
-        record = await self._storage.get_identity_verification(claims.jti)
-        if record is None or record.username != claims.username or record.action != ACTION:
-            self._reject("unknown", ip, claims)
-        assert record is not None  # noqa: S101 - _reject raised otherwise
-        if record.consumed_at is not None or record.revoked_at is not None:
-            self._reject("used" if record.consumed_at is not None else "revoked", ip, claims)
-        if not record.usable_at(self._clock.now()):
-            self._reject("expired", ip, claims)
-        return claims
-
-    async def check_revocable(self, token: str, ip: str) -> None:
-        """Refuse (InvalidTokenError) a token whose link cannot be cancelled any more."""
-        await self._revocable(token, ip)
+        return await self._open_record(token, ip, revoking=True)
 
     async def revoke(self, token: str, ip: str) -> None:
         """Revoke a link with its revoke token (or the reset token itself); refuse a dead one."""
-        claims = await self._revocable(token, ip)
+        claims = await self.check_revocable(token, ip)
         if not await self._storage.revoke_identity_verification(
             claims.jti, at=self._clock.now(), ip=ip
         ):

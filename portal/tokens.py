@@ -123,32 +123,26 @@ class ResetTokens:
         # SECURITY: 128 random bits make the jti unguessable and unique.
         jti = _b64url(self._random_bytes(JTI_BYTES))
         fingerprint = self.fingerprint(username, password_state)
-        payload = {
-            "iss": self._issuer,
-            "aud": AUDIENCE,
-            "sub": username,
-            "iat": issued_at,
-            "nbf": issued_at,
-            "exp": expires_at,
-            "jti": jti,
-            "action": ACTION,
-            "pwd": fingerprint,
-        }
-        token = jwt.encode(payload, self._secret, algorithm=self._algorithm)
         claims = ResetClaims(username, jti, float(issued_at), float(expires_at), fingerprint)
-        return token, claims
+        return self._sign(claims, AUDIENCE, ACTION, pwd=fingerprint), claims
 
     def revocation(self, claims: ResetClaims) -> str:
         """Sign the revoke-only token for a reset token's claims (same sub, jti and times)."""
+        return self._sign(claims, REVOKE_AUDIENCE, REVOKE_ACTION)
+
+    def _sign(self, claims: ResetClaims, audience: str, action: str, **extra: str) -> str:
+        """Sign the claims for one purpose (its audience and action), plus any extra claims."""
+        issued_at = int(claims.issued_at)
         payload = {
             "iss": self._issuer,
-            "aud": REVOKE_AUDIENCE,
+            "aud": audience,
             "sub": claims.username,
-            "iat": int(claims.issued_at),
-            "nbf": int(claims.issued_at),
+            "iat": issued_at,
+            "nbf": issued_at,
             "exp": int(claims.expires_at),
             "jti": claims.jti,
-            "action": REVOKE_ACTION,
+            "action": action,
+            **extra,
         }
         return jwt.encode(payload, self._secret, algorithm=self._algorithm)
 

@@ -32,7 +32,7 @@ async def auth_request_get(request: web.Request) -> web.Response:
     cookie = app[COOKIES].for_host(target.host)
     session = None
     if cookie is not None:
-        session, _ = await live_session(request, cookie)
+        session = await live_session(request, cookie)
     user = None
     if session is not None:
         user = User(session.username, session.display_name, session.emails, session.groups)

@@ -60,15 +60,13 @@ def cookie_values(request: web.Request, name: str) -> list[str]:
     return found
 
 
-async def live_session(
-    request: web.Request, cookie: SessionCookieConfig
-) -> tuple[Session, str] | tuple[None, None]:
+async def live_session(request: web.Request, cookie: SessionCookieConfig) -> Session | None:
     """Return the first live session among the values sent under the session cookie's name."""
     for value in cookie_values(request, cookie.name or ""):
         session = await request.app[SESSIONS].get(value, cookie)
         if session is not None:
-            return session, value
-    return None, None
+            return session
+    return None
 
 
 async def parse_json(request: web.Request, model: type[Body]) -> Body:

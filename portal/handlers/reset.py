@@ -54,7 +54,7 @@ def _page(
 
 
 def _see_other(path: str) -> web.HTTPSeeOther:
-    """Return the 303 to a result page; it holds nothing about who asked (a fixed address)."""
+    """Return a 303 to a fixed, token-free address that no cache may keep."""
     response = web.HTTPSeeOther(path)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -73,8 +73,7 @@ def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: s
     throttled or failing backend) shows a page whose address holds the token. A value that is
     not shaped like a token is not stored: the cookie is cleared and the page says invalid.
     """
-    response = web.HTTPSeeOther(path)
-    response.headers["Cache-Control"] = "no-store"
+    response = _see_other(path)
     if len(token) <= MAX_TOKEN_LENGTH and _TOKEN_SHAPE.fullmatch(token):
         lifespan = request.app[CONFIG].identity_validation.reset_password.jwt_lifespan
         # SECURITY: the token leaves the URL (address bar, history, screenshots, logs) for an

@@ -40,8 +40,7 @@ def _cookie(request: web.Request) -> SessionCookieConfig:
 
 async def current_session(request: web.Request) -> Session | None:
     """Return the session the request's cookie opens, if any."""
-    session, _ = await live_session(request, _cookie(request))
-    return session
+    return await live_session(request, _cookie(request))
 
 
 def _page(request: web.Request, status: int = 200, **context: Any) -> web.Response:

@@ -200,6 +200,30 @@ async def no_mail_sent(portal: Portal) -> bool:
     return portal.smtp.deliveries == []
 
 
+def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    """Return the structured fields of every audit event of that name logged so far."""
+    return [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "portal.audit" and r.getMessage() == event
+    ]
+
+
+def has_session(response: ClientResponse) -> bool:
+    """Tell whether the answer set a session cookie."""
+    return "portal_session" in response.cookies
+
+
+async def signed_in(client: Client) -> int:
+    """Ask what nginx asks for a protected page; 200 means the session opens it."""
+    response = await client.get(
+        "/api/authz/auth-request",
+        headers={"X-Original-URL": "http://127.0.0.1/private", "X-Original-Method": "GET"},
+        allow_redirects=False,
+    )
+    return response.status
+
+
 def reset_link_from(mail: email.message.EmailMessage) -> str:
     """Return the link in the mail's HTML part (the element with id="reset-link")."""
     html = mail.get_body(preferencelist=("html",))

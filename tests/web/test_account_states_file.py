@@ -7,7 +7,6 @@ import asyncio
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from tests.web.conftest import (
     Client,
     Portal,
     StartPortal,
+    audit_events,
     csrf_of,
     no_mail_sent,
     open_link,
@@ -35,14 +35,6 @@ def disable(users_file: Path, name: str = "john") -> None:
     marker = f"  {name}:\n"
     assert marker in text
     users_file.write_text(text.replace(marker, f"{marker}    disabled: true\n", 1), "utf-8")
-
-
-def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    return [
-        r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "portal.audit" and r.getMessage() == event
-    ]
 
 
 async def answer_to(client: Client, identifier: str) -> tuple[int, str, dict[str, str]]:

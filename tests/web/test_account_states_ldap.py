@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
@@ -21,12 +20,15 @@ from tests.web.conftest import (
     Client,
     Portal,
     StartPortal,
+    audit_events,
     choose_password,
+    has_session,
     no_mail_sent,
     open_link,
     request_reset,
     reset_link_from,
     sign_in,
+    signed_in,
     token_of,
 )
 from tests.web.test_reset_ldap import authelia_ldap_block
@@ -91,28 +93,6 @@ async def answer_to(client: Client, identifier: str) -> tuple[int, str, dict[str
     response = await request_reset(client, identifier)
     headers = {k: v for k, v in response.headers.items() if k != "Date"}
     return response.status, page(await response.text()), headers
-
-
-def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    return [
-        r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "portal.audit" and r.getMessage() == event
-    ]
-
-
-def has_session(response: ClientResponse) -> bool:
-    return "portal_session" in response.cookies
-
-
-async def signed_in(client: Client) -> int:
-    """Ask what nginx asks for a protected page; 200 means the session opens it."""
-    response = await client.get(
-        "/api/authz/auth-request",
-        headers={"X-Original-URL": "http://127.0.0.1/private", "X-Original-Method": "GET"},
-        allow_redirects=False,
-    )
-    return response.status
 
 
 async def reset_by_mail(portal: Portal, password: str = NEW_PASSWORD) -> ClientResponse:
