@@ -102,3 +102,5 @@ def _routes(app: web.Application) -> None:
         add.add_get("/settings/security-questions", settings.security_questions_get,
                     name="security_questions")  # fmt: skip
         add.add_post("/settings/security-questions", settings.security_questions_post)
+        add.add_get(settings.SAVED, settings.security_questions_saved_get)
+        add.add_get(settings.REMOVED, settings.security_questions_removed_get)

@@ -20,6 +20,16 @@ from portal.sessions import Session
 Body = TypeVar("Body", bound=BaseModel)
 
 
+def see_other(path: str) -> web.HTTPSeeOther:
+    """Return a 303 to a fixed, secret-free address that no cache may keep (redirect-after-POST).
+
+    A result page reached this way is reloaded, not resubmitted, by a refresh (RFC 9110 15.4.4).
+    """
+    response = web.HTTPSeeOther(path)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def request_ip(request: web.Request) -> str:
     """Return the client's address as text (X-Forwarded-For only from trusted proxies).
 

@@ -18,6 +18,7 @@ from portal.handlers.common import (
     parse_json,
     request_ip,
     require_captcha,
+    see_other,
 )
 from portal.keys import CONFIG, QUESTIONS, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
@@ -53,13 +54,6 @@ def _page(
     return response
 
 
-def _see_other(path: str) -> web.HTTPSeeOther:
-    """Return a 303 to a fixed, token-free address that no cache may keep."""
-    response = web.HTTPSeeOther(path)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def _invalid_link(request: web.Request, cookie: str = TOKEN_COOKIE) -> web.Response:
     response = _page(request, "reset_invalid.html", status=400)
     response.del_cookie(cookie, path=STEP2 if cookie == TOKEN_COOKIE else REVOKE)
@@ -73,7 +67,7 @@ def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: s
     throttled or failing backend) shows a page whose address holds the token. A value that is
     not shaped like a token is not stored: the cookie is cleared and the page says invalid.
     """
-    response = _see_other(path)
+    response = see_other(path)
     if len(token) <= MAX_TOKEN_LENGTH and _TOKEN_SHAPE.fullmatch(token):
         lifespan = request.app[CONFIG].identity_validation.reset_password.jwt_lifespan
         # SECURITY: the token leaves the URL (address bar, history, screenshots, logs) for an
@@ -107,7 +101,7 @@ async def step1_post(request: web.Request) -> web.Response:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
                      username=form.get("username", "")[:256])  # fmt: skip
     # SECURITY: one fixed redirect for everyone, as the page it leads to.
-    raise _see_other(SENT)
+    raise see_other(SENT)
 
 
 async def step1_sent_get(request: web.Request) -> web.Response:
@@ -135,7 +129,7 @@ async def step1_answers_post(request: web.Request) -> web.Response:
     except BadRequestError as exc:
         return _page(request, "reset_step1.html", status=400, error=exc.public_message,
                      username=form.get("username", "")[:256])  # fmt: skip
-    raise _see_other(SENT)
+    raise see_other(SENT)
 
 
 # -- step 2 --------------------------------------------------------------------------------------
@@ -192,7 +186,7 @@ async def step2_post(request: web.Request) -> web.Response:
         except InvalidTokenError:
             return _invalid_link(request)
         return _password_form(request, user.username, error=exc.public_message)
-    response = _see_other(DONE)
+    response = see_other(DONE)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
     raise response
 
@@ -227,7 +221,7 @@ async def revoke_post(request: web.Request) -> web.Response:
         await request.app[RESET].revoke(token, request_ip(request))
     except InvalidTokenError:
         return _invalid_link(request, REVOKE_COOKIE)
-    response = _see_other(CANCELLED)
+    response = see_other(CANCELLED)
     response.del_cookie(REVOKE_COOKIE, path=REVOKE)
     raise response
 

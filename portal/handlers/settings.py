@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from portal.bodies import read_form
-from portal.handlers.common import request_ip
+from portal.handlers.common import request_ip, see_other
 from portal.handlers.signin import current_session
 from portal.keys import CONFIG, QUESTIONS
 from portal.middlewares import CSRF_FIELD, csrf_token
@@ -18,6 +18,9 @@ from portal.questions import SecurityAnswersRejectedError
 from portal.sessions import Session
 
 SECURITY_QUESTIONS = "/settings/security-questions"
+# Result pages of the form (redirect-after-POST): each says only what the stored state confirms.
+SAVED = SECURITY_QUESTIONS + "/saved"
+REMOVED = SECURITY_QUESTIONS + "/removed"
 
 
 def _when(timestamp: float) -> str:
@@ -42,6 +45,8 @@ async def _page(
     context.setdefault("answers", [""] * settings.setup)
     context.setdefault("faulty", frozenset())
     context.update(
+        saved=context.get("saved", False) and set_at is not None,
+        removed=context.get("removed", False) and set_at is None,
         csrf_token=csrf_token(request),
         csrf_field=CSRF_FIELD,
         questions=settings.questions,
@@ -60,6 +65,16 @@ async def security_questions_get(request: web.Request) -> web.Response:
     return await _page(request, await _signed_in(request))
 
 
+async def security_questions_saved_get(request: web.Request) -> web.Response:
+    """The form's page after a save; it says "saved" only while questions are set up."""
+    return await _page(request, await _signed_in(request), saved=True)
+
+
+async def security_questions_removed_get(request: web.Request) -> web.Response:
+    """The form's page after a removal; it says "removed" only while none are set up."""
+    return await _page(request, await _signed_in(request), removed=True)
+
+
 async def security_questions_post(request: web.Request) -> web.Response:
     """Replace (or remove) the questions after checking the current password."""
     session = await _signed_in(request)
@@ -71,7 +86,7 @@ async def security_questions_post(request: web.Request) -> web.Response:
             )
         except SecurityAnswersRejectedError as exc:
             return await _page(request, session, status=400, remove_reasons=exc.reasons)
-        return await _page(request, session, removed=True)
+        raise see_other(REMOVED)
     setup = request.app[QUESTIONS].settings.setup
     choices = [(fields.get(f"question_{i}", ""), fields.get(f"answer_{i}", ""))
                for i in range(setup)]  # fmt: skip
@@ -84,4 +99,4 @@ async def security_questions_post(request: web.Request) -> web.Response:
         return await _page(request, session, status=400, reasons=exc.reasons,
                            chosen=[q for q, _ in choices], answers=[a for _, a in choices],
                            faulty=exc.answers)  # fmt: skip
-    return await _page(request, session, saved=True)
+    raise see_other(SAVED)

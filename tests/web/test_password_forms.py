@@ -95,4 +95,4 @@ async def test_the_questions_settings_take_the_current_password_in_the_other_for
     await give_john_a_hash_of(users_file, NFC)  # what a reset to either form writes
     portal = await start_portal(**questions_on())
     assert (await sign_in(portal.client, "john", NFC)).status == 302
-    assert (await set_up(portal.client, JOHN, password=NFD)).status == 200
+    assert (await set_up(portal.client, JOHN, password=NFD)).status == 303

@@ -4,23 +4,28 @@ nothing (issue 12); the redirect of step 1 is the same for everyone, as its page
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.web.conftest import (
+    DEMO_PASSWORD,
     Portal,
     StartPortal,
     csrf_of,
     open_link,
     path_of,
     reset_link_from,
+    sign_in,
     submit,
 )
 from tests.web.test_reset_flow import NEW_PASSWORD, SENT
 from tests.web.test_reset_questions import (
     JOHN,
+    SETTINGS,
     answer,
     john_has_questions,
     questions_on,
     questions_on_page,
+    set_up,
 )
 from tests.web.test_reset_tokens_in_urls import revoke_link_from
 
@@ -95,3 +100,34 @@ async def test_cancelling_a_link_answers_303_to_the_cancelled_page(portal: Porta
     shown = await portal.client.get("/reset-password/cancelled")
     assert shown.status == 200 and "The link is cancelled" in await shown.text()
     assert (await open_link(portal.client, reset_link_from(mail))).status == 400
+
+
+async def test_saving_and_removing_questions_answer_303_to_pages_that_tell_the_truth(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal(**questions_on())
+    assert (await sign_in(portal.client)).status == 302
+    # Before anything is saved, the result address says nothing it cannot confirm.
+    early = await (await portal.client.get(SETTINGS + "/saved")).text()
+    assert "are saved" not in early and "You have not set up security questions yet." in early
+
+    posted = await set_up(portal.client, JOHN)
+    assert posted.status == 303
+    assert posted.headers["Location"] == SETTINGS + "/saved"
+    assert posted.headers["Cache-Control"] == "no-store"
+    saved_at = [row.answer_hash for row in await portal.storage.get_security_answers("john")]
+    for _ in range(2):  # a refresh reloads the page and stores nothing again
+        shown = await portal.client.get(SETTINGS + "/saved")
+        assert shown.status == 200 and "Your security questions are saved." in await shown.text()
+    assert [r.answer_hash for r in await portal.storage.get_security_answers("john")] == saved_at
+
+    remove = {"action": "remove", "password": DEMO_PASSWORD}
+    posted = await submit(portal.client, SETTINGS, SETTINGS, **remove)
+    assert posted.status == 303 and posted.headers["Location"] == SETTINGS + "/removed"
+    shown = await portal.client.get(SETTINGS + "/removed")
+    assert "Your security questions are removed." in await shown.text()
+    assert await portal.storage.get_security_answers("john") == []
+    # Signed out, the result pages send to sign-in like the form does.
+    await portal.client.get("/logout", allow_redirects=False)
+    away = await portal.client.get(SETTINGS + "/removed", allow_redirects=False)
+    assert away.status == 303 and urlsplit(away.headers["Location"]).path == "/"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from portal.config import DEFAULT_QUESTIONS
-from tests.web.conftest import Portal, StartPortal, sign_in
+from tests.web.conftest import Portal, StartPortal, follow_result, sign_in
 from tests.web.test_reset_questions import JOHN, SETTINGS, questions_on, set_up
 
 WRONG_PASSWORD = "Your current password is not correct."
@@ -77,7 +77,7 @@ async def test_a_bad_answer_is_marked_on_its_own_field(portal: Portal) -> None:
 
 
 async def test_the_saved_page_shows_no_answer(portal: Portal) -> None:
-    saved = await set_up(portal.client, JOHN)
+    saved = await follow_result(portal.client, await set_up(portal.client, JOHN))
     assert saved.status == 200
     page = await saved.text()
     assert all(field_value(page, f"answer_{i}") in (None, "") for i in range(3))

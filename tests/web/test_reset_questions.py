@@ -75,7 +75,8 @@ async def set_up(
 
 async def john_has_questions(portal: Portal) -> None:
     assert (await sign_in(portal.client)).status == 302
-    assert (await set_up(portal.client, JOHN)).status == 200
+    saved = await set_up(portal.client, JOHN)
+    assert saved.status == 303 and saved.headers["Location"] == SETTINGS + "/saved"
     await portal.client.get("/logout", allow_redirects=False)
 
 
@@ -135,7 +136,7 @@ async def test_john_sets_up_questions_and_only_hashes_are_stored(portal: Portal)
     assert "You have not set up security questions yet." in page
     assert all(html.escape(q) in page for q in DEFAULT_QUESTIONS)
 
-    saved = await set_up(client, JOHN)
+    saved = await follow_result(client, await set_up(client, JOHN))
     assert saved.status == 200
     text = await saved.text()
     assert "Your security questions are saved." in text
@@ -163,7 +164,7 @@ async def test_john_removes_his_questions_with_his_password_only(portal: Portal)
     assert len(await portal.storage.get_security_answers("john")) == 3
 
     remove = {"action": "remove", "password": DEMO_PASSWORD}
-    removed = await submit(client, SETTINGS, SETTINGS, **remove)
+    removed = await follow_result(client, await submit(client, SETTINGS, SETTINGS, **remove))
     assert removed.status == 200
     text = await removed.text()
     assert "Your security questions are removed." in text
