@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, Response, Route, expect
 
+from portal.config import DEFAULT_QUESTIONS
 from tests.conftest import REPO
 from tests.e2e.conftest import RunningPortal, reset_link_from, run_portal, wait_for_health
 
@@ -35,7 +36,11 @@ VARIANTS = (("light", "dark"), ("dark", "light"), ("grey", "light"), ("auto", "l
             ("auto", "dark"))  # fmt: skip
 WIDTHS = {"desktop": (1280, 800), "phone": (375, 667)}
 EASY = {"cost": 1, "max_number": 50}
+# The settings form offers the first questions of the list by default; these answer them.
+ANSWERS = ("Mister Fluffy", "The Beatles", "Pancakes")
 SOLUTION = re.compile(r"^[A-Za-z0-9+/=]{100,}$")
+# For a person reviewing the pages: a folder to keep a screenshot of every state checked.
+SCREENSHOTS = os.environ.get("PORTAL_SCREENSHOTS")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPorta
                     "login_after_failures": 1, "altcha": EASY},  # fmt: skip
         "identity_validation": {"reset_password": {"security_questions": {"enabled": True}}},
         "password_policy": {"standard": {"enabled": True, "min_length": 12}},
+        # The walk fails three times on purpose before it saves the questions.
+        "regulation": {"max_retries": 6},
         "server": {"asset_path": str(assets), "endpoints": {"rate_limits": {
             "reset_password_start": {"buckets": [{"period": "10 minutes", "requests": 6}]}}}},
     }  # fmt: skip
@@ -130,10 +137,11 @@ async def walk_every_state(page: Page, portal: RunningPortal) -> list[State]:
     await page.fill("#answer_1", "ab")
     await page.fill("#password", "wrong")
     await walk.click("settings: problems", "#save-questions")
-    for i, answer in enumerate(("Mister Fluffy", "The Beatles", "Pancakes")):
+    for i, answer in enumerate(ANSWERS):
         await page.fill(f"#answer_{i}", answer)
     await page.fill("#password", "password")
     await walk.click("settings: saved", "#save-questions")
+    assert "Your security questions are saved." in walk.states[-1].html
     await walk.goto("signed out", "/logout")
     await walk.goto("404", "/nowhere")
 
@@ -142,6 +150,10 @@ async def walk_every_state(page: Page, portal: RunningPortal) -> list[State]:
     await page.fill("#username", "john")
     await walk.solve()
     await walk.click("questions", "#send-link")
+    labels = page.locator("label.question")
+    for i in range(await labels.count()):
+        question = (await labels.nth(i).inner_text()).strip()
+        await page.get_by_label(question).fill(ANSWERS[DEFAULT_QUESTIONS.index(question)])
     await walk.click("step 1: sent", "#send-answers")
     [mail] = await portal.wait_for_mails(1)
     revoke = re.search(r'id="revoke-link" href="([^"]+)"', _html_of(mail))
@@ -212,6 +224,10 @@ async def violations(
             await page.unroute(state.url)
             await page.add_script_tag(path=AXE)
             results = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+            if SCREENSHOTS:
+                name = re.sub(r"[^a-z0-9]+", "-", state.name.lower()).strip("-")
+                shot = Path(SCREENSHOTS) / f"{name}--{theme}-{scheme}-{device}.png"
+                await page.screenshot(path=shot, full_page=True)
             found += [
                 f"{state.name} [{theme} theme, {scheme} browser, {device}]: {v['id']} "
                 f"({v['impact']}): {v['help']} at {json.dumps([n['target'] for n in v['nodes']])}"
