@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -98,3 +99,21 @@ async def test_a_payload_that_is_not_json_is_refused_at_enqueue(
         await storage.outbox_enqueue("reset_mail", payload, at=NOW)
 
     assert await storage.outbox_pending() == 0
+
+
+async def test_simultaneous_claims_from_two_instances_hand_each_message_to_one_claimer(
+    storage: OutboxStore, other_instance: OutboxStore
+) -> None:
+    queued = [await storage.outbox_enqueue("reset_mail", {"n": n}, at=NOW) for n in range(20)]
+
+    batches = await asyncio.gather(
+        *(
+            instance.outbox_claim(at=NOW, lease=30, limit=3)
+            for _ in range(5)
+            for instance in (storage, other_instance)
+        )
+    )
+
+    claimed = [message.id for batch in batches for message in batch]
+    assert sorted(claimed) == queued  # every message claimed, none twice
+    assert await other_instance.outbox_claim(at=NOW + 29, lease=30) == []

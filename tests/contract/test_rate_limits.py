@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from portal.storage.base import RateLimitStore
 from tests.contract.records import NOW
 
@@ -42,3 +44,30 @@ async def test_purging_rate_limits_deletes_old_events_of_every_key(storage: Rate
     assert await storage.purge_rate_limits(before=NOW + 100) == 2
     assert await storage.rate_limit_events("user:john", since=0) == []
     assert await storage.rate_limit_events("user:mary", since=0) == [NOW + 100]
+
+
+async def test_clearing_a_key_deletes_its_events_and_no_others(storage: RateLimitStore) -> None:
+    await storage.rate_limit_hit("user:john", at=NOW, keep_for=60)
+    await storage.rate_limit_hit("user:john", at=NOW + 1, keep_for=60)
+    await storage.rate_limit_hit("user:mary", at=NOW, keep_for=60)
+
+    assert await storage.rate_limit_clear("user:john") == 2
+    assert await storage.rate_limit_clear("user:john") == 0
+    assert await storage.rate_limit_events("user:john", since=0) == []
+    assert await storage.rate_limit_events("user:mary", since=0) == [NOW]
+
+
+async def test_simultaneous_hits_from_two_instances_are_all_counted(
+    storage: RateLimitStore, other_instance: RateLimitStore
+) -> None:
+    hits = [(instance, NOW + n) for n in range(10) for instance in (storage, other_instance)]
+
+    seen = await asyncio.gather(
+        *(instance.rate_limit_hit("ip:192.0.2.1", at=at, keep_for=3600) for instance, at in hits)
+    )
+
+    # Recording and reading are one step: each caller saw its own event, and a different count.
+    assert all(at in kept for (_, at), kept in zip(hits, seen, strict=True))
+    assert sorted(len(kept) for kept in seen) == list(range(1, 21))
+    expected = sorted(at for _, at in hits)
+    assert await other_instance.rate_limit_events("ip:192.0.2.1", since=0) == expected

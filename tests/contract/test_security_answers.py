@@ -40,3 +40,12 @@ async def test_security_answers_can_be_deleted(storage: SecurityAnswerStore) -> 
     assert await storage.delete_security_answers("john") == 2
     assert await storage.get_security_answers("john") == []
     assert await storage.delete_security_answers("john") == 0
+
+
+async def test_deleting_one_users_answers_leaves_the_others(storage: SecurityAnswerStore) -> None:
+    await storage.set_security_answers("john", answers("Q1?", "Q2?"))
+    await storage.set_security_answers("harry", answers("Q9?"))
+
+    assert await storage.delete_security_answers("john") == 2
+
+    assert await storage.get_security_answers("harry") == answers("Q9?")

@@ -78,3 +78,28 @@ async def test_purging_sessions_deletes_only_those_expired_before_the_cutoff(
     assert await storage.purge_sessions(expired_before=NOW + 20) == 1
     assert await storage.session_get("expired") is None
     assert await storage.session_get("at-cutoff") is not None
+
+
+async def test_updating_a_sessions_data_replaces_it_and_never_creates_a_session(
+    storage: SessionRecordStore,
+) -> None:
+    await storage.session_save(session())
+
+    assert await storage.session_update_data("cookie-hash-1", {"step": 3})
+    assert not await storage.session_update_data("unknown", {"step": 3})
+
+    assert await storage.session_get("cookie-hash-1") == session(data={"step": 3})
+    assert await storage.session_get("unknown") is None
+
+
+async def test_sessions_ended_on_one_instance_are_gone_for_the_other(
+    storage: SessionRecordStore, other_instance: SessionRecordStore
+) -> None:
+    await storage.session_save(session("johns-laptop"))
+    await storage.session_save(session("johns-phone"))
+    assert await other_instance.session_get("johns-laptop") == session("johns-laptop")
+
+    assert await other_instance.session_delete_user("john") == 2
+
+    assert await storage.session_get("johns-laptop") is None
+    assert await storage.session_get("johns-phone") is None
