@@ -28,7 +28,7 @@ from portal.clock import Clock
 from portal.config import AltchaConfig, CaptchaConfig, CaptchaEndpoint
 from portal.errors import CaptchaFailedError, CaptchaUnavailableError, RateLimitedError
 from portal.ratelimit import Bucket, RateLimiter
-from portal.storage.base import Storage
+from portal.storage.base import RateLimitStore
 
 log = logging.getLogger("portal.captcha")
 
@@ -83,7 +83,12 @@ class AltchaCaptcha:
     field = "captcha"
 
     def __init__(
-        self, config: AltchaConfig, *, keys: tuple[bytes, bytes], storage: Storage, clock: Clock
+        self,
+        config: AltchaConfig,
+        *,
+        keys: tuple[bytes, bytes],
+        storage: RateLimitStore,
+        clock: Clock,
     ) -> None:
         self._config = config
         self._sign_key, self._derived_key = keys

@@ -30,7 +30,7 @@ from portal.config import Argon2Config, Config, PasswordConfig
 from portal.errors import BadRequestError, UnsupportedHashError
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
-from portal.storage.base import SecurityAnswer, Storage
+from portal.storage.base import RateLimitStore, SecurityAnswer, SecurityAnswerStore
 from portal.users.base import User, UserBackend, fold
 from portal.users.hashing import hash_password, verify_password
 
@@ -43,6 +43,10 @@ def normalize_answer(answer: str) -> str:
     """Return the answer as it is hashed: NFKC, case-folded, white space collapsed."""
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", answer).casefold())
     return " ".join(folded.split())
+
+
+class QuestionStorage(SecurityAnswerStore, RateLimitStore, Protocol):
+    """The storage roles security questions use: the answers and the attempt counters."""
 
 
 class AnswerHasher(Protocol):
@@ -106,7 +110,7 @@ class SecurityQuestionsService:
         *,
         config: Config,
         users: UserBackend,
-        storage: Storage,
+        storage: QuestionStorage,
         reset: PasswordResetService,
         regulator: Regulator,
         hasher: AnswerHasher,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from portal.clock import Clock
 from portal.config import RateLimit
-from portal.storage.base import Storage
+from portal.storage.base import RateLimitStore
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def buckets_from_config(limit: RateLimit) -> tuple[Bucket, ...]:
 class RateLimiter:
     """Count events per key in storage and say when a key is over one of its buckets."""
 
-    def __init__(self, storage: Storage, clock: Clock) -> None:
+    def __init__(self, storage: RateLimitStore, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
 

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 
 from portal.clock import Clock
 from portal.config import RegulationConfig
-from portal.storage.base import Storage
+from portal.storage.base import RateLimitStore
 from portal.users.base import fold
 
 
 class Regulator:
     """Record failed sign-ins and tell whether a user or an address is banned."""
 
-    def __init__(self, storage: Storage, clock: Clock, config: RegulationConfig) -> None:
+    def __init__(self, storage: RateLimitStore, clock: Clock, config: RegulationConfig) -> None:
         self._storage = storage
         self._clock = clock
         self._modes = frozenset(config.modes)

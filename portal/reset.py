@@ -17,6 +17,7 @@ import logging
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from portal.audit import audit
 from portal.clock import Clock
@@ -35,7 +36,12 @@ from portal.policy import check_password
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.sessions import SessionStore
-from portal.storage.base import IdentityVerification, OutboxMessage, Storage
+from portal.storage.base import (
+    IdentityVerification,
+    IdentityVerificationStore,
+    OutboxMessage,
+    RateLimitStore,
+)
 from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
 from portal.users.passwords import normalize_password
@@ -55,6 +61,10 @@ log = logging.getLogger(__name__)
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
+
+
+class ResetStorage(IdentityVerificationStore, RateLimitStore, Protocol):
+    """The storage roles the reset flow uses: the links' records and the rate-limit events."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class PasswordResetService:
         *,
         config: Config,
         users: UserBackend,
-        storage: Storage,
+        storage: ResetStorage,
         notifier: Notifier,
         outbox: OutboxWorker,
         sessions: SessionStore,

@@ -25,8 +25,8 @@ from portal.audit import audit
 from portal.clock import Clock
 from portal.config import SessionCookieConfig
 from portal.errors import PortalError
-from portal.storage.base import SessionRecord, Storage
-from portal.users.base import User, UserBackend
+from portal.storage.base import SessionRecord, SessionRecordStore
+from portal.users.base import User, UserLookup
 
 log = logging.getLogger("portal.sessions")
 
@@ -74,10 +74,10 @@ class SessionStore:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: SessionRecordStore,
         clock: Clock,
         *,
-        users: UserBackend | None = None,
+        users: UserLookup | None = None,
         refresh_interval: float | None = None,
         cache_ttl: float = 1.0,
         touch_interval: float = 10.0,

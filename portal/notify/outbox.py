@@ -18,7 +18,7 @@ from typing import Any
 from portal.clock import Clock
 from portal.errors import PortalError
 from portal.notify.base import DeliveryError
-from portal.storage.base import OutboxMessage, Storage
+from portal.storage.base import OutboxMessage, OutboxStore
 
 Job = Callable[[OutboxMessage], Awaitable[None]]
 
@@ -34,7 +34,7 @@ class OutboxWorker:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: OutboxStore,
         clock: Clock,
         jobs: Mapping[str, Job] | None = None,
         *,

@@ -1,8 +1,26 @@
-"""The Storage seam: the records the portal keeps and the Protocol every backend implements.
+"""The Storage seam: the records the portal keeps and one Protocol per role a backend plays.
 
-Callers (reset, ratelimit, notify.outbox, sessions) see only `Storage`; deps.py picks the backend.
+The roles, named as Authelia's storage names them where it has the concept:
+
+    StoreLifecycle              startup_check, close (every store, whatever it keeps)
+    IdentityVerificationStore   reset-link records (Authelia: identity verifications)
+    RateLimitStore              sliding-window event logs (rate limits, regulation, CAPTCHA)
+    OutboxStore                 the durable queue of mail to send
+    SessionRecordStore          server-side session records
+    SecurityAnswerStore         security questions and their answer hashes
+    Storage                     all of the above plus schema_version: one migrated database
+
+Each consumer asks only for the roles it uses (sessions.py for session records, ratelimit.py and
+regulation.py for rate-limit events, ...); deps.py picks the implementation and hands the whole
+`Storage` around. The role docstrings are the contract every implementation (SQLite today,
+PostgreSQL and a Redis session store later) must keep; tests/contract/ checks it, parametrised
+over the backends. "Every instance" means every portal process sharing the store: the guarantees
+hold across replicas, not only within one process.
+
 Every time is a float of seconds since the epoch passed in by the caller: storage never reads the
-clock. Payloads and session data are JSON objects.
+clock. Payloads and session data are JSON objects. Any method may raise StorageError (the store
+cannot be reached, is not started or is closed); its message names the operation, never a bound
+value (a jti, a session id, a username).
 """
 
 from __future__ import annotations
@@ -72,8 +90,12 @@ class SecurityAnswer:
     set_at: float
 
 
-class Storage(Protocol):
-    """Keep reset records, rate-limit events, the outbox, sessions and security answers."""
+class StoreLifecycle(Protocol):
+    """Open and close a store: what every store does, whichever roles it plays.
+
+    Contract: methods called before `startup_check` or after `close` raise StorageError (never
+    block, never act on a half-open store); `close` twice is harmless.
+    """
 
     async def startup_check(self) -> None:
         """Open or create the store, migrate it and prove it can write; raise StartupCheckError."""
@@ -83,11 +105,21 @@ class Storage(Protocol):
         """Release the store; later calls raise StorageError."""
         ...
 
-    async def schema_version(self) -> int:
-        """Return the schema version the store is at."""
-        ...
 
-    # -- reset-link records -------------------------------------------------------------------
+class IdentityVerificationStore(Protocol):
+    """Keep one record per reset link (a JWT's jti): Authelia's identity verifications.
+
+    Contract, across every instance sharing the store:
+    - `save` never overwrites: a known jti raises StorageError (without echoing the jti) and the
+      stored record keeps its state (a consumed link is not revived).
+    - `consume` is atomic: of any number of simultaneous calls for one usable record, exactly one
+      returns True; the record remembers that call's time and address.
+    - `release` undoes only the consume stamped with `consumed_at` (the caller's own), leaving the
+      link usable again; anything else returns False and changes nothing.
+    - `revoke` and `revoke_..._for` act only on usable records (not consumed, not revoked, not
+      expired); the latter spares `keep_jti`, other actions and other users.
+    - `purge` deletes records with expires_at strictly before the cutoff, nothing else.
+    """
 
     async def save_identity_verification(self, record: IdentityVerification) -> None:
         """Insert a new record; an existing jti is never overwritten (StorageError)."""
@@ -119,7 +151,16 @@ class Storage(Protocol):
         """Delete records that expired before `expired_before`; return how many."""
         ...
 
-    # -- rate limits: a sliding-window log of events per key -----------------------------------
+
+class RateLimitStore(Protocol):
+    """Keep a sliding-window log of event times per key (rate limits, regulation, CAPTCHA).
+
+    Contract, across every instance sharing the store:
+    - `rate_limit_hit` records and reads in one atomic step: simultaneous hits on one key from
+      any instances are all counted, and each caller sees a list that includes its own event.
+    - Keys are independent; event lists come back ascending; `since` is inclusive.
+    - `purge_rate_limits` deletes events strictly older than `before`, of every key.
+    """
 
     async def rate_limit_hit(self, key: str, *, at: float, keep_for: float) -> list[float]:
         """Record an event, drop the key's events older than at-keep_for, return those kept."""
@@ -137,7 +178,19 @@ class Storage(Protocol):
         """Delete every key's events older than `before`; return how many."""
         ...
 
-    # -- durable outbox of background work -----------------------------------------------------
+
+class OutboxStore(Protocol):
+    """Keep the durable queue of background work (mail) the outbox worker delivers.
+
+    Contract, across every instance sharing the store:
+    - `outbox_enqueue` is durable once it returns (a restart loses nothing) and refuses a payload
+      that is not JSON with TypeError, queueing nothing.
+    - `outbox_claim` hands each due message (next_attempt_at <= at) to exactly one claimer,
+      oldest first, counting the attempt and leasing it until at+lease; a message whose claimer
+      died comes back when the lease runs out (sent at least once, never lost).
+    - `outbox_retry` makes a message due again at `next_attempt_at` with its last error;
+      `outbox_done` removes it for good; `outbox_pending` counts leased and queued messages.
+    """
 
     async def outbox_enqueue(self, kind: str, payload: Mapping[str, Any], *, at: float) -> int:
         """Queue a message due at `at` and return its id; TypeError if payload is not JSON."""
@@ -161,7 +214,22 @@ class Storage(Protocol):
         """Return how many messages are queued, leased or not."""
         ...
 
-    # -- server-side sessions ------------------------------------------------------------------
+
+class SessionRecordStore(Protocol):
+    """Keep server-side session records, keyed by the hash of the cookie value.
+
+    This role stands alone so that a store keeping only sessions (Redis, issue 14) implements it
+    and StoreLifecycle, nothing else. The session service (sessions.py) decides what expiry and
+    inactivity mean; the store only keeps the times it is given.
+
+    Contract, across every instance sharing the store:
+    - `session_get` returns the record as saved (data unchanged), expired or not, or None.
+    - `session_save` inserts or replaces whole; `session_update_data` never creates a record.
+    - `session_touch` never moves last_active_at backwards and ignores unknown ids.
+    - `session_delete_user` finds and deletes every session of that user (a store without a
+      username column needs a per-user index) and leaves other users' sessions alone.
+    - `purge_sessions` deletes records with expires_at strictly before the cutoff, nothing else.
+    """
 
     async def session_save(self, record: SessionRecord) -> None:
         """Insert the session or replace the one with the same id."""
@@ -191,7 +259,14 @@ class Storage(Protocol):
         """Delete sessions that expired before `expired_before`; return how many."""
         ...
 
-    # -- security questions --------------------------------------------------------------------
+
+class SecurityAnswerStore(Protocol):
+    """Keep each user's security questions and the hashes of their answers.
+
+    Contract: `get` returns the set by position; `set` replaces the whole set atomically (a
+    reader sees the old set or the new one, and a failing set raises StorageError and keeps the
+    old one); users are independent.
+    """
 
     async def get_security_answers(self, username: str) -> list[SecurityAnswer]:
         """Return the user's questions and answer hashes by position (empty if none)."""
@@ -205,4 +280,24 @@ class Storage(Protocol):
 
     async def delete_security_answers(self, username: str) -> int:
         """Delete the user's questions and answer hashes; return how many rows went."""
+        ...
+
+
+class Storage(
+    StoreLifecycle,
+    IdentityVerificationStore,
+    RateLimitStore,
+    OutboxStore,
+    SessionRecordStore,
+    SecurityAnswerStore,
+    Protocol,
+):
+    """Play every role at once in one migrated database (SQLite today; PostgreSQL later).
+
+    deps.py builds it, the app's cleanup context starts and closes it, and /api/health asks its
+    schema version; everything else sees only the roles it uses.
+    """
+
+    async def schema_version(self) -> int:
+        """Return the schema version the store is at (its last applied migration)."""
         ...

@@ -61,6 +61,14 @@ class User:
         return None
 
 
+class UserLookup(Protocol):
+    """Find a user: the one thing the session service asks of a user backend."""
+
+    async def get_user(self, identifier: str) -> User | None:
+        """Find a user by username, or by email if the backend's search allows; None if unknown."""
+        ...
+
+
 class UserBackend(Protocol):
     """Look users up, check and change their passwords."""
 
