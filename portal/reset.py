@@ -31,7 +31,7 @@ from portal.errors import (
 from portal.mail import MailRenderer, humanize_duration
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
-from portal.policy import check_password
+from portal.password_policy import check_password
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.sessions import SessionStore

@@ -21,7 +21,7 @@ from portal.handlers.common import (
 )
 from portal.keys import CONFIG, QUESTIONS, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
-from portal.policy import describe
+from portal.password_policy import describe
 from portal.tokens import MAX_TOKEN_LENGTH, InvalidTokenError
 
 TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret

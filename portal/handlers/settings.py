@@ -14,7 +14,7 @@ from portal.handlers.common import request_ip
 from portal.handlers.signin import current_session
 from portal.keys import CONFIG, QUESTIONS
 from portal.middlewares import CSRF_FIELD, csrf_token
-from portal.questions import SecurityAnswersRejectedError
+from portal.security_questions import SecurityAnswersRejectedError
 from portal.sessions import Session
 
 SECURITY_QUESTIONS = "/settings/security-questions"
