@@ -23,6 +23,8 @@ from portal.clock import Clock
 from portal.config import Config
 from portal.errors import (
     BadRequestError,
+    InvalidTokenError,
+    InvalidTokenReason,
     PasswordChangeRequiredError,
     PasswordRejectedError,
     PortalError,
@@ -36,7 +38,7 @@ from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.sessions import SessionStore
 from portal.storage.base import IdentityVerification, OutboxMessage, Storage
-from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
+from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
 from portal.users.passwords import normalize_password
 
@@ -273,7 +275,9 @@ class PasswordResetService:
 
     # -- using a link --------------------------------------------------------------------------
 
-    def _reject(self, reason: Reason, ip: str, claims: ResetClaims | None = None) -> None:
+    def _reject(
+        self, reason: InvalidTokenReason, ip: str, claims: ResetClaims | None = None
+    ) -> None:
         audit(
             "reset_rejected",
             reason=reason,
