@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from portal.config import DEFAULT_QUESTIONS  # noqa: E402 - after the path is set
-from portal.questions import Argon2AnswerHasher, normalize_answer  # noqa: E402
+from portal.security_questions import Argon2AnswerHasher, normalize_answer  # noqa: E402
 from portal.storage.base import SecurityAnswer  # noqa: E402
 from portal.storage.sqlite import SqliteStorage  # noqa: E402
 

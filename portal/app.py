@@ -43,11 +43,11 @@ from portal.middlewares import (
     security_headers,
 )
 from portal.notify.outbox import OutboxWorker
-from portal.questions import SecurityQuestionsService
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.routes import setup_routes
+from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
 

@@ -12,7 +12,7 @@ from portal.errors import StartupCheckError
 from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
-from portal.questions import AnswerHasher, Argon2AnswerHasher
+from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend

@@ -1,22 +1,38 @@
-"""The portal's one exception tree; middlewares.py maps it to HTTP.
+"""The portal's one exception tree: every PortalError subclass lives here, nowhere else.
 
-    PortalError
-    +-- ConfigError            the configuration is invalid (every problem, listed)
-    +-- StartupCheckError      a backend failed its start-up check
-    +-- BackendUnavailableError a backend cannot be reached now (503)
-    +-- UserBackendError
-    |   +-- UnsupportedHashError      a stored hash the portal cannot read
-    |   +-- PasswordWriteError        a password could not be written
-    +-- StorageError
-    +-- RateLimitedError       too many requests from one client (429 + Retry-After)
-    +-- PasswordChangeRequiredError  the password is right but must be changed first (401)
-    +-- PasswordRejectedError  the new password breaks the policy (400, with reasons)
-    +-- BadRequestError        the client sent something unusable (400)
-        +-- PayloadTooLargeError      (413)
-        +-- UnsupportedMediaTypeError a body in a content coding the portal does not take (415)
-        +-- CsrfError                 (403)
-        +-- CaptchaFailedError        the anti-robot check is missing or wrong (400)
-            +-- CaptchaUnavailableError   the CAPTCHA vendor cannot answer now (503)
+errors_middleware (middlewares.py) answers a PortalError that reaches it with `status`,
+`public_message` (JSON for the API, errors/{status}.html or errors/error.html for pages) and
+`response_headers()`; the exception's own text is for the log only. Page handlers catch the ones
+marked [page] and answer with a page of their own (the form again with the message, or the
+"invalid link" page). Start-up errors stop `portal serve` / `validate-config` with their text.
+
+    PortalError                      500  "Something went wrong on our side..." (the default)
+    +-- ConfigError                  start-up: every configuration problem, one per line
+    +-- StartupCheckError            start-up: a backend failed its check before the port opens
+    +-- BackendUnavailableError      503  a backend cannot be reached now; retry later
+    +-- UserBackendError             500  the user backend failed
+    |   +-- UnsupportedHashError     500  a stored hash the portal cannot read
+    |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
+    +-- StorageError                 500  the storage backend failed
+    +-- NotifierError                500  a notifier failed
+    |   +-- DeliveryError            outbox: one mail not delivered; `permanent`, else retried
+    +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
+    +-- RateLimitedError             429  too many requests from one client (+ Retry-After)
+    +-- SignInFailedError            401  "Incorrect username or password.", for all [page]
+    +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
+    +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
+    +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
+    +-- BadRequestError              400  the client sent something unusable (message given)
+        +-- PayloadTooLargeError     413
+        +-- UnsupportedMediaTypeError   415  a body in a content coding the portal does not take
+        +-- CsrfError                403  "This form has expired..."
+        +-- SecurityAnswersRejectedError  400  the settings' questions or answers: `reasons` [page]
+        +-- CaptchaFailedError       400  the anti-robot check is missing or wrong [page]
+            +-- CaptchaUnavailableError  503  the CAPTCHA vendor cannot answer now (fail closed)
+
+Not in the tree: cli.py's CliError, a command-line mistake printed as one line on stderr; it
+never becomes an HTTP answer, so it has no status to carry. users/file.py's private parse
+errors never leave their module.
 """
 
 from __future__ import annotations
@@ -25,6 +41,29 @@ from typing import Literal
 
 # Why a right password opens nothing until it is changed (an administrator's demand, or age).
 ChangeReason = Literal["must_change", "expired"]
+
+# Why a reset (or revoke) link was refused; logged and audited, never shown to the client.
+InvalidTokenReason = Literal[
+    # decided from the token itself (portal/tokens.py):
+    "malformed",
+    "header",
+    "algorithm",
+    "signature",
+    "claims",
+    "audience",
+    "issuer",
+    "action",
+    "expired",
+    "not_yet_valid",
+    "too_long",
+    # decided by the reset service from storage and the user backend:
+    "unknown",
+    "used",
+    "revoked",
+    "user",
+    "disabled",
+    "password_changed",
+]
 
 
 class PortalError(Exception):
@@ -69,6 +108,26 @@ class PasswordWriteError(UserBackendError):
     """A new password could not be written; the old one is still in place."""
 
 
+class StorageError(PortalError):
+    """The storage backend failed."""
+
+
+class NotifierError(PortalError):
+    """A notifier failed."""
+
+
+class DeliveryError(NotifierError):
+    """Fail to deliver one message; `permanent` says whether a retry could ever succeed."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class PermanentJobError(PortalError):
+    """A queued outbox job that can never succeed; it is dropped after logging."""
+
+
 class RateLimitedError(PortalError):
     """The client made too many requests; it may try again after `retry_after` seconds."""
 
@@ -82,6 +141,13 @@ class RateLimitedError(PortalError):
     def response_headers(self) -> dict[str, str]:
         """Tell the client when to come back."""
         return {"Retry-After": str(self.retry_after)}
+
+
+class SignInFailedError(PortalError):
+    """Wrong credentials, unknown user, disabled user or a ban: one answer for all."""
+
+    status = 401
+    public_message = "Incorrect username or password."
 
 
 class PasswordChangeRequiredError(PortalError):
@@ -114,8 +180,16 @@ class PasswordRejectedError(PortalError):
         self.public_message = " ".join(reasons)
 
 
-class StorageError(PortalError):
-    """The storage backend failed."""
+class InvalidTokenError(PortalError):
+    """Refuse a reset token; `reason` is for the log, the client sees one generic message."""
+
+    status = 400
+    public_message = "This link is invalid or has expired."
+
+    def __init__(self, reason: InvalidTokenReason) -> None:
+        # SECURITY: the message names the reason only, never the token (it is a credential).
+        super().__init__(f"invalid reset token: {reason}")
+        self.reason: InvalidTokenReason = reason
 
 
 class BadRequestError(PortalError):
@@ -149,6 +223,16 @@ class CsrfError(BadRequestError):
 
     status = 403
     public_message = "This form has expired. Please reload the page and try again."
+
+
+class SecurityAnswersRejectedError(BadRequestError):
+    """The questions or answers chosen in the settings cannot be used; `reasons` say why and
+    `answers` name the answers (by position) that are at fault."""
+
+    def __init__(self, reasons: list[str], answers: frozenset[int] = frozenset()) -> None:
+        super().__init__(" ".join(reasons))
+        self.reasons = reasons
+        self.answers = answers
 
 
 class CaptchaFailedError(BadRequestError):

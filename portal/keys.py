@@ -11,8 +11,8 @@ from portal.config import Config
 from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
-from portal.questions import SecurityQuestionsService
 from portal.reset import PasswordResetService
+from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
 from portal.storage.base import Storage

@@ -24,6 +24,8 @@ from portal.clock import Clock
 from portal.config import Config
 from portal.errors import (
     BadRequestError,
+    InvalidTokenError,
+    InvalidTokenReason,
     PasswordChangeRequiredError,
     PasswordRejectedError,
     PortalError,
@@ -32,7 +34,7 @@ from portal.errors import (
 from portal.mail import MailRenderer, humanize_duration
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
-from portal.policy import check_password
+from portal.password_policy import check_password
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.sessions import SessionStore
@@ -42,7 +44,7 @@ from portal.storage.base import (
     OutboxMessage,
     RateLimitStore,
 )
-from portal.tokens import ACTION, InvalidTokenError, Reason, ResetClaims, ResetTokens
+from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
 from portal.users.passwords import normalize_password
 
@@ -283,7 +285,9 @@ class PasswordResetService:
 
     # -- using a link --------------------------------------------------------------------------
 
-    def _reject(self, reason: Reason, ip: str, claims: ResetClaims | None = None) -> None:
+    def _reject(
+        self, reason: InvalidTokenReason, ip: str, claims: ResetClaims | None = None
+    ) -> None:
         audit(
             "reset_rejected",
             reason=reason,

@@ -8,17 +8,10 @@ import ada_url
 
 from portal.audit import audit
 from portal.config import Config, SessionCookieConfig, is_loopback_host
-from portal.errors import ChangeReason, PasswordChangeRequiredError, PortalError
+from portal.errors import ChangeReason, PasswordChangeRequiredError, SignInFailedError
 from portal.regulation import Regulator
 from portal.sessions import SessionStore
 from portal.users.base import User, UserBackend
-
-
-class SignInFailedError(PortalError):
-    """Wrong credentials, unknown user, disabled user or a ban: one answer for all."""
-
-    status = 401
-    public_message = "Incorrect username or password."
 
 
 def cookie_for_host(config: Config, host: str) -> SessionCookieConfig | None:

@@ -19,13 +19,13 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import jwt
 
 from portal.clock import Clock
 from portal.config import ResetPasswordConfig
-from portal.errors import PortalError
+from portal.errors import InvalidTokenError
 
 AUDIENCE: Final = "portal:reset-password"
 ACTION: Final = "ResetPassword"
@@ -44,27 +44,6 @@ FINGERPRINT_KEY_LABEL: Final = b"portal reset fingerprint v1"
 
 _JTI_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
-Reason = Literal[
-    "malformed",
-    "header",
-    "algorithm",
-    "signature",
-    "claims",
-    "audience",
-    "issuer",
-    "action",
-    "expired",
-    "not_yet_valid",
-    "too_long",
-    # decided by the reset service from storage and the user backend:
-    "unknown",
-    "used",
-    "revoked",
-    "user",
-    "disabled",
-    "password_changed",
-]
-
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -79,18 +58,6 @@ class ResetClaims:
     issued_at: float
     expires_at: float
     fingerprint: str
-
-
-class InvalidTokenError(PortalError):
-    """Refuse a reset token; `reason` is for the log, the client sees one generic message."""
-
-    status = 400
-    public_message = "This link is invalid or has expired."
-
-    def __init__(self, reason: Reason) -> None:
-        # SECURITY: the message names the reason only, never the token (it is a credential).
-        super().__init__(f"invalid reset token: {reason}")
-        self.reason: Reason = reason
 
 
 class ResetTokens:

@@ -11,7 +11,12 @@ from pydantic import BaseModel, ConfigDict
 
 from portal.bodies import read_form
 from portal.config import CaptchaEndpoint
-from portal.errors import BadRequestError, CaptchaFailedError, PasswordRejectedError
+from portal.errors import (
+    BadRequestError,
+    CaptchaFailedError,
+    InvalidTokenError,
+    PasswordRejectedError,
+)
 from portal.handlers.common import (
     captcha_widget,
     csp_for,
@@ -22,8 +27,8 @@ from portal.handlers.common import (
 )
 from portal.keys import CONFIG, QUESTIONS, RESET
 from portal.middlewares import CSRF_FIELD, csrf_token
-from portal.policy import describe
-from portal.tokens import MAX_TOKEN_LENGTH, InvalidTokenError
+from portal.password_policy import describe
+from portal.tokens import MAX_TOKEN_LENGTH
 
 TOKEN_COOKIE = "portal_reset"  # noqa: S105 - a cookie name, not a secret
 REVOKE_COOKIE = "portal_revoke"

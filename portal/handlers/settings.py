@@ -10,11 +10,11 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from portal.bodies import read_form
+from portal.errors import SecurityAnswersRejectedError
 from portal.handlers.common import request_ip, see_other
 from portal.handlers.signin import current_session
 from portal.keys import CONFIG, QUESTIONS
 from portal.middlewares import CSRF_FIELD, csrf_token
-from portal.questions import SecurityAnswersRejectedError
 from portal.sessions import Session
 
 SECURITY_QUESTIONS = "/settings/security-questions"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portal.bodies import read_form, request_host
 from portal.config import SessionCookieConfig, is_loopback_host
-from portal.errors import CaptchaFailedError, PasswordChangeRequiredError
+from portal.errors import CaptchaFailedError, PasswordChangeRequiredError, SignInFailedError
 from portal.handlers.common import (
     captcha_widget_if_needed,
     cookie_values,
@@ -24,7 +24,7 @@ from portal.handlers.start import forgot_password_url
 from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN
 from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.sessions import Session, cookie_attributes
-from portal.signin import SignInFailedError, cookie_for_host, safe_redirect
+from portal.signin import cookie_for_host, safe_redirect
 
 
 def _host(request: web.Request) -> str:

@@ -1,8 +1,6 @@
-"""The Notifier seam every mail backend implements, its errors, and the headers all of them add.
+"""The Notifier seam every mail backend implements, and the headers all of them add.
 
-PortalError
-+-- NotifierError          a notifier failed
-    +-- DeliveryError      one message could not be delivered (permanent or worth a retry)
+A notifier's failures are portal.errors' NotifierError and DeliveryError.
 """
 
 from __future__ import annotations
@@ -17,19 +15,6 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from portal.clock import Clock
-from portal.errors import PortalError
-
-
-class NotifierError(PortalError):
-    """A notifier failed."""
-
-
-class DeliveryError(NotifierError):
-    """Fail to deliver one message; `permanent` says whether a retry could ever succeed."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class Notifier(Protocol):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from portal.clock import Clock, SystemClock
 from portal.config import DEFAULT_SUBJECT, FilesystemNotifierConfig
-from portal.errors import StartupCheckError
-from portal.notify.base import DeliveryError, complete_headers
+from portal.errors import DeliveryError, StartupCheckError
+from portal.notify.base import complete_headers
 
 MESSAGE_SEPARATOR = b"----- end of message (portal) -----\r\n"
 

@@ -16,17 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from portal.clock import Clock
-from portal.errors import PortalError
-from portal.notify.base import DeliveryError
+from portal.errors import DeliveryError, PermanentJobError
 from portal.storage.base import OutboxMessage, OutboxStore
 
 Job = Callable[[OutboxMessage], Awaitable[None]]
 
 log = logging.getLogger("portal.outbox")
-
-
-class PermanentJobError(PortalError):
-    """A job that can never succeed; it is dropped after logging."""
 
 
 class OutboxWorker:

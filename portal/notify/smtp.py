@@ -22,8 +22,8 @@ import aiosmtplib
 
 from portal.clock import Clock, SystemClock
 from portal.config import SmtpConfig, SmtpTlsConfig
-from portal.errors import StartupCheckError
-from portal.notify.base import DeliveryError, complete_headers
+from portal.errors import DeliveryError, StartupCheckError
+from portal.notify.base import complete_headers
 
 logger = logging.getLogger(__name__)
 

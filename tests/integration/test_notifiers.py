@@ -19,8 +19,8 @@ import trustme
 
 from portal.config import FilesystemNotifierConfig, SmtpConfig
 from portal.deps import notifier_from_config
-from portal.errors import StartupCheckError
-from portal.notify.base import DeliveryError, Notifier, portal_sender
+from portal.errors import DeliveryError, StartupCheckError
+from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier, split_messages
 from portal.notify.smtp import SmtpNotifier
 from tests.conftest import ConfigFactory

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from portal.notify.base import DeliveryError
+from portal.errors import DeliveryError
 from portal.notify.outbox import OutboxWorker
 from portal.storage.base import OutboxMessage
 from portal.storage.sqlite import SqliteStorage

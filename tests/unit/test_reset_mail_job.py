@@ -22,8 +22,8 @@ from portal.config import DEFAULT_QUESTIONS, Argon2Config
 from portal.deps import Dependencies, users_from_config
 from portal.keys import OUTBOX, QUESTIONS, RESET
 from portal.notify.outbox import OutboxWorker
-from portal.questions import Argon2AnswerHasher, SecurityQuestionsService
 from portal.reset import PasswordResetService
+from portal.security_questions import Argon2AnswerHasher, SecurityQuestionsService
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import ConfigFactory, FakeClock
 

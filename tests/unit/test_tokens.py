@@ -15,7 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from portal.config import ResetPasswordConfig
-from portal.tokens import ACTION, AUDIENCE, InvalidTokenError, ResetClaims, ResetTokens
+from portal.errors import InvalidTokenError
+from portal.tokens import ACTION, AUDIENCE, ResetClaims, ResetTokens
 from tests.conftest import FakeClock
 
 SECRET = "s" * 64  # long enough for HS512 too

@@ -24,7 +24,7 @@ from portal.deps import (
     users_from_config,
 )
 from portal.logs import SafeAccessLogger
-from portal.questions import AnswerHasher, Argon2AnswerHasher
+from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
 from tests.conftest import ConfigFactory, FakeClock, deep_merge
 from tests.integration.smtp_server import SmtpServer, running_smtp_server

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientResponse
 
 from portal.config import DEFAULT_QUESTIONS
-from portal.questions import Argon2AnswerHasher
+from portal.security_questions import Argon2AnswerHasher
 from tests.web.conftest import (
     CHEAP_ARGON2,
     DEMO_PASSWORD,

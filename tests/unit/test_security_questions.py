@@ -12,7 +12,7 @@ from portal.app import create_app
 from portal.config import Argon2Config
 from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
 from portal.keys import QUESTIONS, STORAGE, USERS
-from portal.questions import Argon2AnswerHasher, SecurityQuestionsService, normalize_answer
+from portal.security_questions import Argon2AnswerHasher, SecurityQuestionsService, normalize_answer
 from portal.storage.base import SecurityAnswer
 from tests.conftest import ConfigFactory, FakeClock
 

@@ -27,7 +27,7 @@ from typing import Protocol
 from portal.audit import audit
 from portal.clock import Clock
 from portal.config import Argon2Config, Config, PasswordConfig
-from portal.errors import BadRequestError, UnsupportedHashError
+from portal.errors import BadRequestError, SecurityAnswersRejectedError, UnsupportedHashError
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.storage.base import RateLimitStore, SecurityAnswer, SecurityAnswerStore
@@ -74,16 +74,6 @@ class Argon2AnswerHasher:
             return verify_password(answer, digest)
         except UnsupportedHashError:
             return False
-
-
-class SecurityAnswersRejectedError(BadRequestError):
-    """The questions or answers chosen in the settings cannot be used; `reasons` say why and
-    `answers` name the answers (by position) that are at fault."""
-
-    def __init__(self, reasons: list[str], answers: frozenset[int] = frozenset()) -> None:
-        super().__init__(" ".join(reasons))
-        self.reasons = reasons
-        self.answers = answers
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from portal.config import PasswordPolicyConfig
-from portal.policy import MAX_LENGTH, check_password, describe
+from portal.password_policy import MAX_LENGTH, check_password, describe
 from portal.users.passwords import normalize_password
 
 EMPTY = "Enter a new password."
