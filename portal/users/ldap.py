@@ -529,6 +529,10 @@ class _Down(Exception):
     """The server could not be reached or dropped the connection; the message names no secret."""
 
 
+class _CannotConnect(_Down):
+    """No connection could be opened (refused, reset, timed out): nothing was sent on it yet."""
+
+
 class _BindRefused(Exception):
     """The server answered a bind with something other than success."""
 
@@ -739,6 +743,10 @@ class LdapUserBackend:
         self._receive_timeout = max(1, math.ceil(seconds)) if seconds else None
         self._size = config.pooling.count if config.pooling.enable else 2
         self._pool_wait = config.pooling.timeout.total_seconds()
+        # Authelia (ldap_client_factory.go): pooling.retries splits pooling.timeout into the pause
+        # between attempts to connect; 0 means its default, 2. Without pooling, one attempt.
+        retries = config.pooling.retries or 2
+        self._retry_pause = self._pool_wait / retries if config.pooling.enable else None
         self._slots = asyncio.Semaphore(self._size)
         self._idle: list[Any] = []
         self._executor = ThreadPoolExecutor(self._size + 2, thread_name_prefix="portal-ldap")
@@ -1077,9 +1085,12 @@ class LdapUserBackend:
             if self._start_tls:
                 conn.start_tls()
             bound = conn.bind(controls=controls)
-        except _CONNECTION_ERRORS as exc:
+        except ssl.SSLError as exc:  # a certificate or protocol problem: retrying will not help
             _close(conn)
             raise _Down(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
+        except _CONNECTION_ERRORS as exc:
+            _close(conn)
+            raise _CannotConnect(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
         except LDAPException:
             _close(conn)
             raise
@@ -1175,11 +1186,33 @@ class LdapUserBackend:
     # --- the pool (event-loop side) -----------------------------------------------------------
 
     async def _run(self, op: Callable[[Any], T], *, reuse: bool = True) -> T:
-        """Borrow a service connection, run op on it in a worker thread, hand it back."""
+        """Borrow a service connection, run op on it in a worker thread, hand it back.
+
+        Waits up to pooling.timeout (seconds) for a free connection. With pooling enabled, a
+        connection that cannot be opened (server down or restarting) is tried again every
+        pooling.timeout / pooling.retries seconds until pooling.timeout has passed since the
+        call began, as Authelia's pool does (ldap_client_factory.go: acquire, backoff); op
+        itself is never sent twice. Raises BackendUnavailableError when no connection came
+        in time, UserBackendError for a request ldap3 refuses.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._pool_wait
+        while True:
+            try:
+                return await self._attempt(op, reuse=reuse, wait=max(0.0, deadline - loop.time()))
+            except _CannotConnect as exc:
+                pause = self._retry_pause
+                if pause is None or self._closed or loop.time() + pause > deadline:
+                    raise BackendUnavailableError(str(exc)) from None
+                self._logger.info("%s; trying again in %gs", exc, pause)
+                await asyncio.sleep(pause)
+
+    async def _attempt(self, op: Callable[[Any], T], *, reuse: bool, wait: float) -> T:
+        """Run op once on a pooled (or new) connection; raise _CannotConnect if none opens."""
         if self._closed:
             raise BackendUnavailableError(f"{WHERE}: the backend is closed")
         try:
-            async with asyncio.timeout(self._pool_wait):
+            async with asyncio.timeout(wait):
                 await self._slots.acquire()
         except TimeoutError:
             raise BackendUnavailableError(
@@ -1201,6 +1234,8 @@ class LdapUserBackend:
             stale, self._idle = self._idle, []  # likely dead too (the server went away)
             for conn in stale:
                 self._discard(conn)
+            if isinstance(exc, _CannotConnect):
+                raise
             raise BackendUnavailableError(str(exc)) from None
         except _BindRefused as exc:
             raise BackendUnavailableError(

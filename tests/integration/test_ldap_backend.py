@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import socket
 import subprocess
 import time
@@ -545,6 +546,82 @@ async def test_idle_connections_dropped_by_a_restart_are_replaced(
     slapd.restart()
     users = await asyncio.gather(*(backend.get_user("bob") for _ in range(8)))
     assert all(user is not None and user.username == "bob" for user in users)
+
+
+# pooling.timeout and pooling.retries (Authelia's ldap_client_factory.go): a call waits up to the
+# timeout for a free connection; a connection that cannot be opened is tried again every
+# timeout / retries seconds within it.
+
+
+def pooling(**values: Any) -> dict[str, Any]:
+    return {"pooling": {"enable": True, "count": 1, **values}}
+
+
+async def test_a_call_waits_for_the_busy_connection_within_the_pool_timeout(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    backend = make_backend(**pooling(timeout="2s"))
+    assert await backend.get_user("john") is not None  # the one connection, open and idle
+    with slapd.paused():
+        first = asyncio.create_task(backend.get_user("john"))  # holds it, awaiting an answer
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(backend.get_user("bob"))
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
+    john, bob = await first, await second
+    assert john is not None and john.username == "john"
+    assert bob is not None and bob.username == "bob"
+
+
+async def test_a_call_that_gets_no_connection_within_the_pool_timeout_is_refused(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    backend = make_backend(**pooling(timeout="300ms", retries=3))
+    assert await backend.get_user("john") is not None
+    with slapd.paused():
+        first = asyncio.create_task(backend.get_user("john"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(
+            BackendUnavailableError, match=r"all 1 connections to .* stayed busy for 0\.3s$"
+        ):
+            await backend.get_user("bob")
+        assert 0.25 < time.monotonic() - started < 2
+    john = await first  # the busy one was never disturbed
+    assert john is not None and john.username == "john"
+
+
+async def test_a_server_back_within_the_pool_timeout_answers_the_waiting_call(
+    make_backend: BackendFactory, slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="portal.users.ldap")
+    backend = make_backend(**pooling(timeout="6s", retries=12))
+    assert await backend.get_user("john") is not None
+    slapd.stop()
+    lookup = asyncio.create_task(backend.get_user("john"))
+    await asyncio.sleep(0.7)
+    assert not lookup.done()
+    await asyncio.to_thread(slapd.start)
+    john = await lookup
+    assert john is not None and john.username == "john"
+    assert "cannot connect" in caplog.text and "trying again in 0.5s" in caplog.text
+
+
+async def test_a_server_still_down_after_the_pool_timeout_is_unavailable(
+    make_backend: BackendFactory, slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="portal.users.ldap")
+    slapd.stop()
+    for values, attempts in ((pooling(timeout="600ms", retries=3), 3), (pooling(enable=False), 1)):
+        caplog.clear()
+        backend = make_backend(**values)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="cannot connect to"):
+            await backend.get_user("john")
+        elapsed = time.monotonic() - started
+        # Attempts at 0, 0.2 and 0.4 s; a fourth would come after the timeout. No pooling: one.
+        assert caplog.text.count("trying again in 0.2s") == attempts - 1, values
+        assert (elapsed >= 0.4) if attempts > 1 else (elapsed < 0.4), (values, elapsed)
 
 
 async def test_a_wrong_service_password_fails_the_startup_check(

@@ -354,7 +354,9 @@ def test_dns_compare_whatever_their_case_and_escapes() -> None:
         ),
     ],
 )
-def test_memberof_mode_needs_what_its_placeholders_use(values: dict[str, Any], problem: str) -> None:
+def test_memberof_mode_needs_what_its_placeholders_use(
+    values: dict[str, Any], problem: str
+) -> None:
     with pytest.raises(StartupCheckError, match=problem):
         effective_settings(ldap_config(users_filter=BY_UID, **values))
 
