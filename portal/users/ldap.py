@@ -145,7 +145,6 @@ _CONNECTION_ERRORS = (
 _SEARCH_PLACEHOLDER = re.compile(
     r"\{(input|username|dn|memberof:(?:dn|rdn)|date-time:(?:generalized|unix|microsoft-nt))\}"
 )
-MEMBEROF_PLACEHOLDERS = ("{memberof:rdn}", "{memberof:dn}")
 _DN_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _NT_EPOCH_OFFSET = 11644473600  # seconds from 1601-01-01 (NT epoch) to 1970-01-01
 
@@ -421,6 +420,11 @@ def same_dn_key(dn: str) -> tuple[tuple[str, str], ...] | str:
     except LDAPException:
         return dn.casefold()
     return tuple((kind.casefold(), _dn_value(value).casefold()) for kind, value, _ in parts)
+
+
+def _is_dn(text: str) -> bool:
+    key = same_dn_key(text)
+    return isinstance(key, tuple) and bool(key)
 
 
 def _date_time(kind: str, now: datetime) -> str:
@@ -984,9 +988,12 @@ class LdapUserBackend:
         s = self._settings
         if not s.groups_filter:
             return ()
-        member_of = entry.values(s.member_of) if s.group_search_mode == "memberof" else []
-        if s.group_search_mode == "memberof" and not member_of:
-            return ()
+        member_of: list[str] = []
+        if s.group_search_mode == "memberof":
+            # A value that is not a DN can name no entry: it counts as no value.
+            member_of = [dn for dn in entry.values(s.member_of) if _is_dn(dn)]
+            if not member_of:
+                return ()
         values = {"input": identifier, "username": username, "dn": entry.dn}
         fragments = memberof_fragments(member_of, s.distinguished_name)
         search = fill_filter(s.groups_filter, values, datetime.now(UTC), fragments)
