@@ -143,8 +143,9 @@ _CONNECTION_ERRORS = (
 )
 
 _SEARCH_PLACEHOLDER = re.compile(
-    r"\{(input|username|dn|date-time:(?:generalized|unix|microsoft-nt))\}"
+    r"\{(input|username|dn|memberof:(?:dn|rdn)|date-time:(?:generalized|unix|microsoft-nt))\}"
 )
+_DN_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _NT_EPOCH_OFFSET = 11644473600  # seconds from 1601-01-01 (NT epoch) to 1970-01-01
 
 
@@ -273,10 +274,7 @@ def effective_settings(config: LdapBackendConfig) -> Settings:
         problems.append(f"{WHERE}.users_filter: must contain the {{input}} placeholder")
     if settings.group_search_mode == "filter" and not settings.groups_filter:
         problems.append(f"{WHERE}.groups_filter: is required with implementation 'custom'")
-    if settings.group_search_mode == "memberof" and not settings.member_of:
-        problems.append(
-            f"{WHERE}.attributes.member_of: is required with group_search_mode memberof"
-        )
+    problems.extend(_memberof_problems(settings))
     if problems:
         raise StartupCheckError("\n".join(problems))
     settings = replace(
@@ -289,6 +287,31 @@ def effective_settings(config: LdapBackendConfig) -> Settings:
     if settings.groups_filter:
         _check_filter_syntax("groups_filter", settings.groups_filter)
     return settings
+
+
+def _memberof_problems(settings: Settings) -> list[str]:
+    """Authelia's checks of the {memberof:*} placeholders (validator/authentication.go,
+    validateLDAPGroupFilter): memberof mode needs one of them in groups_filter, {memberof:dn}
+    needs attributes.distinguished_name, either needs attributes.member_of."""
+    groups_filter = settings.groups_filter or ""
+    by_dn, by_rdn = (p in groups_filter for p in ("{memberof:dn}", "{memberof:rdn}"))
+    problems = []
+    if settings.group_search_mode == "memberof" and not (by_dn or by_rdn):
+        problems.append(
+            f"{WHERE}.groups_filter: must contain the {{memberof:rdn}} or {{memberof:dn}} "
+            "placeholder with group_search_mode memberof"
+        )
+    if by_dn and not settings.distinguished_name:
+        problems.append(
+            f"{WHERE}.attributes.distinguished_name: is required when groups_filter uses "
+            "{memberof:dn} (OpenLDAP: entryDN; Active Directory: distinguishedName)"
+        )
+    if (by_dn or by_rdn) and not settings.member_of:
+        problems.append(
+            f"{WHERE}.attributes.member_of: is required when groups_filter uses "
+            "{memberof:rdn} or {memberof:dn}"
+        )
+    return problems
 
 
 def _join_dn(prefix: str | None, base: str | None) -> str:
@@ -310,20 +333,34 @@ def _startup_placeholders(template: str, settings: Settings) -> str:
 
 
 def _check_filter_syntax(key: str, template: str) -> None:
-    sample = fill_filter(template, {"input": "x", "username": "x", "dn": "cn=x"}, datetime.now(UTC))
+    values = {"input": "x", "username": "x", "dn": "cn=x"}
+    fragments = memberof_fragments(["cn=x"], "entryDN")
+    sample = fill_filter(template, values, datetime.now(UTC), fragments)
     try:
         parse_filter(sample, None, True, True, None, False)
     except LDAPException as exc:
         raise StartupCheckError(f"{WHERE}.{key}: is not a valid LDAP filter: {exc}") from None
 
 
-def fill_filter(template: str, values: Mapping[str, str], now: datetime) -> str:
-    """Put RFC 4515-escaped values and the time into a filter's search-time placeholders."""
+def fill_filter(
+    template: str,
+    values: Mapping[str, str],
+    now: datetime,
+    fragments: Mapping[str, str] | None = None,
+) -> str:
+    """Put RFC 4515-escaped values and the time into a filter's search-time placeholders.
+
+    `values` are escaped here; `fragments` ({memberof:dn}, {memberof:rdn}, built by
+    memberof_fragments) are filter text whose values are escaped already and go in as they are.
+    A placeholder with neither stays as written.
+    """
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name.startswith("date-time:"):
             return _date_time(name.removeprefix("date-time:"), now)
+        if fragments is not None and name in fragments:
+            return fragments[name]
         if name not in values:
             return match.group(0)
         # SECURITY: RFC 4515 escaping (\ * ( ) NUL) keeps input a value: `*)(uid=*` finds nobody.
@@ -331,6 +368,63 @@ def fill_filter(template: str, values: Mapping[str, str], now: datetime) -> str:
 
     # One pass, so that text inside a value (say "{dn}") is never substituted again.
     return _SEARCH_PLACEHOLDER.sub(value, template)
+
+
+def memberof_fragments(member_of: Sequence[str], dn_attribute: str | None) -> dict[str, str]:
+    """Build the filter text of {memberof:dn} and {memberof:rdn} from a user's memberOf DNs.
+
+    As Authelia's resolveGroupsFilter (internal/authentication/ldap_user_provider.go):
+    {memberof:dn} is `(<dn_attribute>=<dn1>)(<dn_attribute>=<dn2>)...` and {memberof:rdn} is
+    `(<rdn1>)(<rdn2>)...`, the first RDN of each DN, every value RFC 4515-escaped so that a
+    group named `a*b(c)` matches only itself. Unlike Authelia, the RDN is read with a DN parser
+    (RFC 4514: `cn=a\\,b` is one RDN; a multi-valued RDN becomes an `(&...)`). A value that is
+    not a DN has no RDN and is left out of {memberof:rdn}.
+    """
+    by_dn = "".join(f"({dn_attribute}={escape_filter_chars(dn)})" for dn in member_of)
+    by_rdn = []
+    for dn in member_of:
+        try:
+            parts = parse_dn(dn)
+        except LDAPException:
+            continue
+        rdn = [f"({kind}={escape_filter_chars(_dn_value(value))})" for kind, value, _ in parts[:1]]
+        for (kind, value, _), (_, _, before) in zip(parts[1:], parts, strict=False):
+            if before != "+":
+                break
+            rdn.append(f"({kind}={escape_filter_chars(_dn_value(value))})")
+        by_rdn.append(rdn[0] if len(rdn) == 1 else f"(&{''.join(rdn)})")
+    return {"memberof:dn": by_dn, "memberof:rdn": "".join(by_rdn)}
+
+
+def _dn_value(text: str) -> str:
+    """Undo RFC 4514 section 2.4 escaping (`\\,` and `\\2C` are both a comma) in one DN value."""
+    raw, start = bytearray(), 0
+    for match in _DN_ESCAPE.finditer(text):
+        raw += text[start : match.start()].encode()
+        escaped = match.group(1)
+        raw += bytes.fromhex(escaped) if len(escaped) == 2 else escaped.encode()  # noqa: PLR2004
+        start = match.end()
+    raw += text[start:].encode()
+    return raw.decode("utf-8", "replace")
+
+
+def same_dn_key(dn: str) -> tuple[tuple[str, str], ...] | str:
+    """Return a key under which two spellings of one DN compare equal (case, escapes, spaces).
+
+    Authelia compares a group's DN with the memberOf values case-insensitively
+    (utils.IsStringInSliceFold); this also forgives `\\2C` against `\\,`. Not a DN: the text
+    itself, case-folded.
+    """
+    try:
+        parts = parse_dn(dn, strip=True)
+    except LDAPException:
+        return dn.casefold()
+    return tuple((kind.casefold(), _dn_value(value).casefold()) for kind, value, _ in parts)
+
+
+def _is_dn(text: str) -> bool:
+    key = same_dn_key(text)
+    return isinstance(key, tuple) and bool(key)
 
 
 def _date_time(kind: str, now: datetime) -> str:
@@ -437,6 +531,10 @@ def policy_sentence(code: int | None, message: str, result_code: int) -> str | N
 
 class _Down(Exception):
     """The server could not be reached or dropped the connection; the message names no secret."""
+
+
+class _CannotConnect(_Down):
+    """No connection could be opened (refused, reset, timed out): nothing was sent on it yet."""
 
 
 class _BindRefused(Exception):
@@ -649,6 +747,10 @@ class LdapUserBackend:
         self._receive_timeout = max(1, math.ceil(seconds)) if seconds else None
         self._size = config.pooling.count if config.pooling.enable else 2
         self._pool_wait = config.pooling.timeout.total_seconds()
+        # Authelia (ldap_client_factory.go): pooling.retries splits pooling.timeout into the pause
+        # between attempts to connect; 0 means its default, 2. Without pooling, one attempt.
+        retries = config.pooling.retries or 2
+        self._retry_pause = self._pool_wait / retries if config.pooling.enable else None
         self._slots = asyncio.Semaphore(self._size)
         self._idle: list[Any] = []
         self._executor = ThreadPoolExecutor(self._size + 2, thread_name_prefix="portal-ldap")
@@ -877,22 +979,34 @@ class LdapUserBackend:
         return answer.entries[0] if answer.entries else None
 
     async def _groups(self, entry: _Entry, identifier: str, username: str) -> tuple[str, ...]:
+        """Search groups_filter for the user's groups; their group_name values, in order.
+
+        memberof mode (Authelia's getUserGroupsRequestMemberOf): the filter gets the user's
+        memberOf values through {memberof:dn}/{memberof:rdn}, and only entries whose DN is one
+        of those values count. No memberOf value: no groups, and no search.
+        """
         s = self._settings
-        names: list[str] = []
+        if not s.groups_filter:
+            return ()
+        member_of: list[str] = []
         if s.group_search_mode == "memberof":
-            # The group's name is taken from the first RDN of each memberOf value.
-            for dn in entry.values(s.member_of):
-                with contextlib.suppress(LDAPException):
-                    names.append(str(parse_dn(dn)[0][1]))
-        elif s.groups_filter:
-            values = {"input": identifier, "username": username, "dn": entry.dn}
-            search = fill_filter(s.groups_filter, values, datetime.now(UTC))
-            answer = await self._run(
-                lambda c: self._search(c, s.groups_base, search, [s.group_name], 0)
-            )
-            if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
-                raise self._search_failed("groups", answer)
-            names = [n for group in answer.entries for n in group.values(s.group_name)]
+            # A value that is not a DN can name no entry: it counts as no value.
+            member_of = [dn for dn in entry.values(s.member_of) if _is_dn(dn)]
+            if not member_of:
+                return ()
+        values = {"input": identifier, "username": username, "dn": entry.dn}
+        fragments = memberof_fragments(member_of, s.distinguished_name)
+        search = fill_filter(s.groups_filter, values, datetime.now(UTC), fragments)
+        answer = await self._run(
+            lambda c: self._search(c, s.groups_base, search, [s.group_name], 0)
+        )
+        if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+            raise self._search_failed("groups", answer)
+        groups = answer.entries
+        if s.group_search_mode == "memberof":
+            mine = {same_dn_key(dn) for dn in member_of}
+            groups = tuple(group for group in groups if same_dn_key(group.dn) in mine)
+        names = [n for group in groups for n in group.values(s.group_name)]
         return tuple(dict.fromkeys(names))
 
     def _search_failed(self, what: str, answer: _Answer) -> Exception:
@@ -978,9 +1092,12 @@ class LdapUserBackend:
             if self._start_tls:
                 conn.start_tls()
             bound = conn.bind(controls=controls)
-        except _CONNECTION_ERRORS as exc:
+        except ssl.SSLError as exc:  # a certificate or protocol problem: retrying will not help
             _close(conn)
             raise _Down(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
+        except _CONNECTION_ERRORS as exc:
+            _close(conn)
+            raise _CannotConnect(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
         except LDAPException:
             _close(conn)
             raise
@@ -1042,9 +1159,10 @@ class LdapUserBackend:
         users_filter = fill_filter(s.users_filter, {"input": nobody}, now)
         users = self._search(conn, s.users_base, users_filter, [], 1)
         groups = None
-        if s.group_search_mode == "filter" and s.groups_filter:
+        if s.groups_filter:
             values = {"input": nobody, "username": nobody, "dn": f"cn={nobody},{s.users_base}"}
-            groups_filter = fill_filter(s.groups_filter, values, now)
+            fragments = memberof_fragments([f"cn={nobody},{s.groups_base}"], s.distinguished_name)
+            groups_filter = fill_filter(s.groups_filter, values, now, fragments)
             groups = self._search(conn, s.groups_base, groups_filter, [], 1)
         return self._read_rootdse(conn), users, groups
 
@@ -1075,11 +1193,33 @@ class LdapUserBackend:
     # --- the pool (event-loop side) -----------------------------------------------------------
 
     async def _run(self, op: Callable[[Any], T], *, reuse: bool = True) -> T:
-        """Borrow a service connection, run op on it in a worker thread, hand it back."""
+        """Borrow a service connection, run op on it in a worker thread, hand it back.
+
+        Waits up to pooling.timeout (seconds) for a free connection. With pooling enabled, a
+        connection that cannot be opened (server down or restarting) is tried again every
+        pooling.timeout / pooling.retries seconds until pooling.timeout has passed since the
+        call began, as Authelia's pool does (ldap_client_factory.go: acquire, backoff); op
+        itself is never sent twice. Raises BackendUnavailableError when no connection came
+        in time, UserBackendError for a request ldap3 refuses.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._pool_wait
+        while True:
+            try:
+                return await self._attempt(op, reuse=reuse, wait=max(0.0, deadline - loop.time()))
+            except _CannotConnect as exc:
+                pause = self._retry_pause
+                if pause is None or self._closed or loop.time() + pause > deadline:
+                    raise BackendUnavailableError(str(exc)) from None
+                self._logger.info("%s; trying again in %gs", exc, pause)
+                await asyncio.sleep(pause)
+
+    async def _attempt(self, op: Callable[[Any], T], *, reuse: bool, wait: float) -> T:
+        """Run op once on a pooled (or new) connection; raise _CannotConnect if none opens."""
         if self._closed:
             raise BackendUnavailableError(f"{WHERE}: the backend is closed")
         try:
-            async with asyncio.timeout(self._pool_wait):
+            async with asyncio.timeout(wait):
                 await self._slots.acquire()
         except TimeoutError:
             raise BackendUnavailableError(
@@ -1101,6 +1241,8 @@ class LdapUserBackend:
             stale, self._idle = self._idle, []  # likely dead too (the server went away)
             for conn in stale:
                 self._discard(conn)
+            if isinstance(exc, _CannotConnect):
+                raise
             raise BackendUnavailableError(str(exc)) from None
         except _BindRefused as exc:
             raise BackendUnavailableError(

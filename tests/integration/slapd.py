@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -206,6 +208,17 @@ class Slapd:
         process, self._process = self._process, None
         log, self._log = self._log, None
         stop_process(process, STOP_TIMEOUT, log=log)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze slapd (SIGSTOP): connections stay open, requests get no answer until the
+        block ends (SIGCONT), as with a server that is stuck."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop and start again: same ports, same data."""

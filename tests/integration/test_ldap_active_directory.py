@@ -142,6 +142,40 @@ async def test_unknown_user_is_none(backend: LdapUserBackend) -> None:
     assert await backend.get_user("*") is None
 
 
+@pytest.mark.parametrize(
+    "groups_filter",
+    [
+        "(&(|{memberof:dn})(objectClass=group))",  # distinguishedName: the AD default
+        "(&(objectClass=group)(|{memberof:rdn}))",
+        # Filters that match every security group: only those in memberOf count.
+        "(|(sAMAccountType=268435456){memberof:dn})",
+        "(|(sAMAccountType=268435456){memberof:rdn})",
+    ],
+)
+async def test_memberof_mode_finds_exactly_the_users_groups(
+    make_backend: BackendFactory,
+    samba_dc: SambaDc,
+    make_user: Callable[..., AdUser],
+    groups_filter: str,
+) -> None:
+    member, other, loner = make_user(), make_user(), make_user()
+    tag = secrets.token_hex(4)
+    plain, strange, others = f"g{tag}", f"s{tag}", f"o{tag}"
+    samba_dc.create_group(plain, member.name)
+    samba_dc.create_group(strange, member.name)
+    # Filter characters in the group's CN (a sAMAccountName cannot hold `*`).
+    samba_dc.tool("group", "rename", strange, f"--force-new-cn=a*b(c) {tag}")
+    samba_dc.create_group(others, other.name)
+    backend = make_backend(group_search_mode="memberof", groups_filter=groups_filter)
+    await backend.startup_check()
+    found = await backend.get_user(member.name)
+    assert found is not None and sorted(found.groups) == sorted([plain, f"a*b(c) {tag}"])
+    found = await backend.get_user(other.name)
+    assert found is not None and found.groups == (others,)
+    found = await backend.get_user(loner.name)  # Domain Users is primaryGroupID, not memberOf
+    assert found is not None and found.groups == ()
+
+
 @pytest.mark.parametrize("how", ["disabled", "account-expired"])
 async def test_disabled_and_expired_accounts_are_found_disabled(
     backend: LdapUserBackend, samba_dc: SambaDc, user: AdUser, how: str

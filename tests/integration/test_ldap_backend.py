@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import socket
 import subprocess
 import time
@@ -24,6 +25,7 @@ from portal.errors import (
     PasswordChangeRequiredError,
     PasswordRejectedError,
     StartupCheckError,
+    UserBackendError,
 )
 from portal.users.base import AccountState
 from portal.users.ldap import LdapUserBackend
@@ -131,21 +133,93 @@ async def test_an_identifier_naming_two_entries_names_nobody(
     assert await backend.get_user("john") is not None
 
 
-async def test_memberof_mode_names_groups_by_their_rdn(
-    make_backend: BackendFactory, slapd: Slapd
-) -> None:
-    # No memberOf overlay in the test server: seeAlso, another DN-valued attribute, stands in.
-    slapd.modify(
-        f"dn: {JOHN}\nchangetype: modify\nadd: seeAlso\n"
-        "seeAlso: cn=dev,ou=groups,dc=example,dc=com\n"
-        "seeAlso: cn=Domain Users,ou=groups,dc=example,dc=com\n-\n"
+# group_search_mode memberof: the memberof overlay keeps memberOf on the users; groups added below.
+
+GROUPS_DN = "ou=groups,dc=example,dc=com"
+STRANGE = f"cn=a*b(c),{GROUPS_DN}"  # filter characters in a group's name
+STAFF = f"cn=staff,{GROUPS_DN}"
+OTHER_STAFF = f"cn=staff,ou=elsewhere,{GROUPS_DN}"  # the same RDN as STAFF
+OTHERS = f"cn=others,{GROUPS_DN}"
+MEMBEROF = {"username": "uid", "display_name": "displayName", "member_of": "memberOf"}
+
+
+@pytest.fixture
+def memberof_slapd(slapd: Slapd) -> Slapd:
+    """The test directory with the memberof overlay and four groups: john is in `a*b(c)` and
+    `staff`; bob in `others` and the other `staff` (ou=elsewhere, also named `staff-elsewhere`);
+    harry in none."""
+    slapd.modify_config(
+        "dn: cn=module{0},cn=config\nchangetype: modify\nadd: olcModuleLoad\n"
+        "olcModuleLoad: memberof\n\n"
+        "dn: olcOverlay=memberof,olcDatabase={1}mdb,cn=config\nchangetype: add\n"
+        "objectClass: olcOverlayConfig\nobjectClass: olcMemberOf\nolcOverlay: memberof\n"
     )
+    groups = [(STRANGE, JOHN), (STAFF, JOHN), (OTHERS, USER_DNS["bob"])]
+    groups.append((OTHER_STAFF, USER_DNS["bob"]))
+    slapd.add(f"dn: ou=elsewhere,{GROUPS_DN}\nobjectClass: organizationalUnit\nou: elsewhere\n")
+    for dn, member in groups:
+        names = dn.split(",")[0].removeprefix("cn=")
+        if dn == OTHER_STAFF:  # a second name, to tell it from STAFF
+            names += "\ncn: staff-elsewhere"
+        slapd.add(f"dn: {dn}\nobjectClass: groupOfNames\ncn: {names}\nmember: {member}\n")
+    return slapd
+
+
+@pytest.mark.parametrize(
+    ("groups_filter", "distinguished_name"),
+    [
+        ("(&(objectClass=groupOfNames)(|{memberof:dn}))", "entryDN"),
+        ("(&(objectClass=groupOfNames)(|{memberof:rdn}))", ""),
+        # Filters that match every group: only those in the user's memberOf count.
+        ("(|(objectClass=groupOfNames){memberof:dn})", "entryDN"),
+        ("(|(objectClass=groupOfNames){memberof:rdn})", ""),
+    ],
+)
+async def test_memberof_mode_finds_exactly_the_users_groups(
+    make_backend: BackendFactory, memberof_slapd: Slapd, groups_filter: str, distinguished_name: str
+) -> None:
     backend = make_backend(
         group_search_mode="memberof",
-        attributes={"username": "uid", "display_name": "displayName", "member_of": "seeAlso"},
+        groups_filter=groups_filter,
+        attributes={**MEMBEROF, "distinguished_name": distinguished_name},
     )
-    john = await backend.get_user("john")
-    assert john is not None and john.groups == ("dev", "Domain Users")
+    await backend.startup_check()
+    john, bob = await backend.get_user("john"), await backend.get_user("bob")
+    assert john is not None and sorted(john.groups) == ["a*b(c)", "staff"]
+    assert bob is not None and sorted(bob.groups) == ["others", "staff", "staff-elsewhere"]
+
+
+async def test_memberof_mode_sends_no_search_for_a_user_in_no_group(
+    make_backend: BackendFactory, memberof_slapd: Slapd
+) -> None:
+    # A groups base that does not exist: any groups search would fail.
+    backend = make_backend(
+        group_search_mode="memberof",
+        groups_filter="(|{memberof:rdn})",
+        additional_groups_dn="ou=missing",
+        attributes=MEMBEROF,
+    )
+    harry = await backend.get_user("harry")
+    assert harry is not None and harry.groups == ()
+    with pytest.raises(UserBackendError, match="the groups search failed: noSuchObject"):
+        await backend.get_user("john")
+
+
+async def test_a_memberof_group_name_with_filter_characters_matches_only_itself(
+    make_backend: BackendFactory, memberof_slapd: Slapd
+) -> None:
+    # Unescaped, (cn=a*b(c)) would be a broken filter (the search fails), and (cn=a*b) a
+    # wildcard also matching aXb.
+    memberof_slapd.add(f"dn: cn=aXb,{GROUPS_DN}\nobjectClass: groupOfNames\ncn: aXb\n"
+                       f"member: {USER_DNS['bob']}\n")  # fmt: skip
+    for placeholder, dn_attribute in (("{memberof:rdn}", ""), ("{memberof:dn}", "entryDN")):
+        backend = make_backend(
+            group_search_mode="memberof",
+            groups_filter=f"(&(objectClass=groupOfNames)(|{placeholder}))",
+            attributes={**MEMBEROF, "distinguished_name": dn_attribute},
+        )
+        john = await backend.get_user("john")
+        assert john is not None and sorted(john.groups) == ["a*b(c)", "staff"], placeholder
 
 
 # --- account states (the password-policy overlay) ------------------------------------------------
@@ -472,6 +546,82 @@ async def test_idle_connections_dropped_by_a_restart_are_replaced(
     slapd.restart()
     users = await asyncio.gather(*(backend.get_user("bob") for _ in range(8)))
     assert all(user is not None and user.username == "bob" for user in users)
+
+
+# pooling.timeout and pooling.retries (Authelia's ldap_client_factory.go): a call waits up to the
+# timeout for a free connection; a connection that cannot be opened is tried again every
+# timeout / retries seconds within it.
+
+
+def pooling(**values: Any) -> dict[str, Any]:
+    return {"pooling": {"enable": True, "count": 1, **values}}
+
+
+async def test_a_call_waits_for_the_busy_connection_within_the_pool_timeout(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    backend = make_backend(**pooling(timeout="2s"))
+    assert await backend.get_user("john") is not None  # the one connection, open and idle
+    with slapd.paused():
+        first = asyncio.create_task(backend.get_user("john"))  # holds it, awaiting an answer
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(backend.get_user("bob"))
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
+    john, bob = await first, await second
+    assert john is not None and john.username == "john"
+    assert bob is not None and bob.username == "bob"
+
+
+async def test_a_call_that_gets_no_connection_within_the_pool_timeout_is_refused(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    backend = make_backend(**pooling(timeout="300ms", retries=3))
+    assert await backend.get_user("john") is not None
+    with slapd.paused():
+        first = asyncio.create_task(backend.get_user("john"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(
+            BackendUnavailableError, match=r"all 1 connections to .* stayed busy for 0\.3s$"
+        ):
+            await backend.get_user("bob")
+        assert 0.25 < time.monotonic() - started < 2
+    john = await first  # the busy one was never disturbed
+    assert john is not None and john.username == "john"
+
+
+async def test_a_server_back_within_the_pool_timeout_answers_the_waiting_call(
+    make_backend: BackendFactory, slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="portal.users.ldap")
+    backend = make_backend(**pooling(timeout="6s", retries=12))
+    assert await backend.get_user("john") is not None
+    slapd.stop()
+    lookup = asyncio.create_task(backend.get_user("john"))
+    await asyncio.sleep(0.7)
+    assert not lookup.done()
+    await asyncio.to_thread(slapd.start)
+    john = await lookup
+    assert john is not None and john.username == "john"
+    assert "cannot connect" in caplog.text and "trying again in 0.5s" in caplog.text
+
+
+async def test_a_server_still_down_after_the_pool_timeout_is_unavailable(
+    make_backend: BackendFactory, slapd: Slapd, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="portal.users.ldap")
+    slapd.stop()
+    for values, attempts in ((pooling(timeout="600ms", retries=3), 3), (pooling(enable=False), 1)):
+        caplog.clear()
+        backend = make_backend(**values)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="cannot connect to"):
+            await backend.get_user("john")
+        elapsed = time.monotonic() - started
+        # Attempts at 0, 0.2 and 0.4 s; a fourth would come after the timeout. No pooling: one.
+        assert caplog.text.count("trying again in 0.2s") == attempts - 1, values
+        assert (elapsed >= 0.4) if attempts > 1 else (elapsed < 0.4), (values, elapsed)
 
 
 async def test_a_wrong_service_password_fails_the_startup_check(

@@ -21,8 +21,10 @@ from portal.users.ldap import (
     decode_ppolicy_error,
     effective_settings,
     fill_filter,
+    memberof_fragments,
     policy_sentence,
     prepare_password,
+    same_dn_key,
     unicode_pwd,
 )
 from portal.users.ldap_state import change_required, read_state
@@ -297,6 +299,81 @@ def test_configured_values_override_the_defaults() -> None:
 def test_an_unparsable_filter_is_refused_at_start() -> None:
     with pytest.raises(StartupCheckError, match=r"users_filter: is not a valid LDAP filter"):
         effective_settings(ldap_config(users_filter="(&(uid={input})", groups_filter="(cn=x)"))
+
+
+# --- group_search_mode memberof ------------------------------------------------------------------
+
+MEMBER_OF = [r"cn=a*b(c),ou=groups,dc=example,dc=com", r"CN=x\,y+uid=q\2A,DC=example,DC=com"]
+
+
+def test_memberof_dn_is_one_escaped_assertion_per_group() -> None:
+    filled = fill_filter("(|{memberof:dn})", {}, NOW, memberof_fragments(MEMBER_OF, "entryDN"))
+    assert filled == (
+        r"(|(entryDN=cn=a\2ab\28c\29,ou=groups,dc=example,dc=com)"
+        r"(entryDN=CN=x\5c,y+uid=q\5c2A,DC=example,DC=com))"
+    )
+
+
+def test_memberof_rdn_is_each_first_rdn_read_as_a_dn() -> None:
+    # A comma escaped in the DN stays in the value; a multi-valued RDN needs both parts.
+    filled = fill_filter("(|{memberof:rdn})", {}, NOW, memberof_fragments(MEMBER_OF, "entryDN"))
+    assert filled == r"(|(cn=a\2ab\28c\29)(&(CN=x,y)(uid=q\2a)))"
+
+
+def test_memberof_values_are_not_filled_again() -> None:
+    fragments = memberof_fragments(["cn={input},dc=e"], "entryDN")
+    filled = fill_filter("(&{memberof:rdn}(uid={input}))", {"input": "j"}, NOW, fragments)
+    assert filled == "(&(cn={input})(uid=j))"
+
+
+def test_dns_compare_whatever_their_case_and_escapes() -> None:
+    assert same_dn_key(r"CN=x\2Cy, DC=Example") == same_dn_key(r"cn=x\,y,dc=example")
+    assert same_dn_key("cn=x,dc=example") != same_dn_key("cn=x,ou=y,dc=example")
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (
+            {"group_search_mode": "memberof", "groups_filter": "(member={dn})"},
+            r"ldap\.groups_filter: must contain the \{memberof:rdn\} or \{memberof:dn\} "
+            "placeholder with group_search_mode memberof",
+        ),
+        (
+            {"group_search_mode": "memberof", "groups_filter": "(|{memberof:dn})"},
+            r"ldap\.attributes\.distinguished_name: is required when groups_filter uses "
+            r"\{memberof:dn\}",
+        ),
+        (
+            {
+                "group_search_mode": "memberof",
+                "groups_filter": "(|{memberof:rdn})",
+                "attributes": {"member_of": ""},
+            },
+            r"ldap\.attributes\.member_of: is required when groups_filter uses",
+        ),
+    ],
+)
+def test_memberof_mode_needs_what_its_placeholders_use(
+    values: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(StartupCheckError, match=problem):
+        effective_settings(ldap_config(users_filter=BY_UID, **values))
+
+
+def test_memberof_mode_with_its_placeholders_starts() -> None:
+    for implementation, groups_filter in (
+        ("activedirectory", "(&(objectClass=group)(|{memberof:dn}))"),
+        ("rfc2307bis", "(|{memberof:rdn})"),
+    ):
+        settings = effective_settings(
+            ldap_config(
+                implementation=implementation,
+                group_search_mode="memberof",
+                groups_filter=groups_filter,
+            )
+        )
+        assert settings.groups_filter == groups_filter
 
 
 # --- password encodings --------------------------------------------------------------------------
