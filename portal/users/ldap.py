@@ -609,6 +609,12 @@ class LdapUserBackend:
         if config.implementation == "activedirectory" and not self._encrypted:
             self._logger.warning("%s: %s", WHERE, _AD_NEEDS_TLS)
         self._tls: _Tls | None = None
+        self._tls_hint = ""
+        if _uses_tls(config) and not config.tls.certificate_chain:
+            self._tls_hint = (
+                " (a server that demands a client certificate needs tls.certificate_chain and "
+                "tls.private_key)"
+            )
         if _uses_tls(config):
             if config.tls.skip_verify:
                 # SECURITY: anyone on the path can read the service password and every write.
@@ -954,7 +960,9 @@ class LdapUserBackend:
             bound = conn.bind(controls=controls)
         except _CONNECTION_ERRORS as exc:
             _close(conn)
-            raise _Down(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
+            raise _Down(
+                f"{WHERE}: cannot connect to {self._address}: {exc}{self._tls_hint}"
+            ) from None
         except LDAPException:
             _close(conn)
             raise
