@@ -291,14 +291,30 @@ class SmtpNotifier:
         if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
             return DeliveryError(f"timed out talking to {address}", permanent=False)
         if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-            return DeliveryError(f"{address} closed the connection", permanent=False)
+            return DeliveryError(
+                f"{address} closed the connection{self._client_certificate_hint()}",
+                permanent=False,
+            )
         if isinstance(exc, aiosmtplib.SMTPNotSupported):
             return DeliveryError(self._scrub(exc.message), permanent=True)
         if isinstance(exc, aiosmtplib.SMTPException):
             return DeliveryError(
-                f"SMTP with {address} failed: {self._scrub(exc.message)}", permanent=False
+                f"SMTP with {address} failed: {self._scrub(exc.message)}"
+                f"{self._client_certificate_hint()}",
+                permanent=False,
             )
         return DeliveryError(f"cannot talk to {address}: {_os_reason(exc)}", permanent=False)
+
+    def _client_certificate_hint(self) -> str:
+        """Say what a server that hangs up during TLS may want, when no client cert is set."""
+        config = self._config
+        encrypted = config.address.scheme == "submissions" or not config.disable_starttls
+        if not encrypted or config.tls.certificate_chain:
+            return ""
+        return (
+            " (a server that demands a client certificate needs tls.certificate_chain and "
+            "tls.private_key)"
+        )
 
     def _scrub(self, text: str) -> str:
         """Remove the password from text that came back from the server."""
