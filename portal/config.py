@@ -44,7 +44,7 @@ from ruamel.yaml.error import YAMLError
 
 from portal.errors import ConfigError
 from portal.patterns import GoPattern
-from portal.tls import TLS_VERSIONS, certificates_directory_problems, client_certificate_problems
+from portal.tls import certificates_directory_problems
 
 ENV_PREFIXES = ("PORTAL_", "AUTHELIA_")
 # Variables with these names steer the program itself, not a configuration key.
@@ -529,9 +529,10 @@ class TlsConfig(Model):
     """Client TLS to a server (Authelia's `tls` block under ldap, smtp, postgres, redis).
 
     certificate_chain + private_key are the client certificate for mutual TLS, never a CA to
-    trust (that is the top-level certificates_directory): see portal.tls. Refused as Authelia's
-    ValidateTLSConfig refuses it: minimum_version above maximum_version, a key that does not
-    belong to the chain's first certificate; beyond it, one of chain and key without the other.
+    trust (that is the top-level certificates_directory). What cannot be used (a key that does
+    not match, one without the other, minimum above maximum version) is refused by
+    portal.tls.client_context, which validate-config and start-up both call, so that it is
+    reported together with the section's other problems.
     """
 
     server_name: str | None = None
@@ -540,15 +541,6 @@ class TlsConfig(Model):
     maximum_version: TlsVersion = "TLS1.3"
     certificate_chain: str | None = None
     private_key: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _usable(self) -> TlsConfig:
-        problems = client_certificate_problems(self.certificate_chain, self.private_key)
-        if TLS_VERSIONS[self.minimum_version] > TLS_VERSIONS[self.maximum_version]:
-            problems.insert(0, "minimum_version must not be above maximum_version")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 class LdapPoolingConfig(Model):

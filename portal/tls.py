@@ -44,12 +44,12 @@ TLS_VERSIONS = {
 }
 
 OLD_MEANING = (
-    "certificate_chain is the client certificate presented for mutual TLS (as in Authelia) and "
+    "certificate_chain: is the client certificate presented for mutual TLS (as in Authelia) and "
     "needs private_key; to trust a private CA instead, remove certificate_chain and put the CA's "
     "certificate in the folder named by the top-level certificates_directory"
 )
 KEY_WITHOUT_CHAIN = (
-    "private_key needs certificate_chain: the client certificate (and its intermediates) the "
+    "private_key: needs certificate_chain, the client certificate (and its intermediates) the "
     "key belongs to"
 )
 
@@ -165,6 +165,12 @@ def client_context(
     are both given. `where` prefixes messages ('authentication_backend.ldap.tls'). Raise
     StartupCheckError with a message that holds no key material.
     """
+    problems = client_certificate_problems(tls.certificate_chain, tls.private_key)
+    if TLS_VERSIONS[tls.minimum_version] > TLS_VERSIONS[tls.maximum_version]:
+        # As Authelia's ValidateTLSConfig.
+        problems.insert(0, "minimum_version: must not be above maximum_version")
+    if problems:
+        raise StartupCheckError("\n".join(f"{where}.{p}" for p in problems))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = TLS_VERSIONS[tls.minimum_version]
     context.maximum_version = TLS_VERSIONS[tls.maximum_version]
@@ -184,9 +190,6 @@ def client_context(
                 ) from None
             if trusted:
                 context.load_verify_locations(cadata=trusted)
-    problems = client_certificate_problems(tls.certificate_chain, tls.private_key)
-    if problems:
-        raise StartupCheckError("\n".join(f"{where}.{p}" for p in problems))
     if tls.certificate_chain and tls.private_key is not None:
         _load_client_certificate(context, tls.certificate_chain, tls.private_key, where)
     return context
