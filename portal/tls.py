@@ -62,23 +62,21 @@ def client_certificate_problems(chain: str | None, key: SecretStr | None) -> lis
     belong to the chain's first certificate; beyond Authelia: one without the other, and text
     that is not PEM. An empty list means both are absent or both usable.
     """
-    has_chain, has_key = bool(chain and chain.strip()), key is not None and bool(
-        key.get_secret_value().strip()
-    )
-    if not has_chain and not has_key:
+    chain = (chain or "").strip()
+    key_text = "" if key is None else key.get_secret_value().strip()
+    if not chain and not key_text:
         return []
-    if not has_key:
+    if not key_text:
         return [OLD_MEANING]
-    if not has_chain:
+    if not chain:
         return [KEY_WITHOUT_CHAIN]
-    assert chain is not None and key is not None  # noqa: S101 - has_chain and has_key say so
-    problems = []
+    problems: list[str] = []
     try:
         certificates = x509.load_pem_x509_certificates(chain.encode())
     except ValueError:
         certificates = []
         problems.append("certificate_chain: holds no PEM certificate ('-----BEGIN CERTIFICATE')")
-    private_key = _private_key(key, problems)
+    private_key = _private_key(key_text, problems)
     if certificates and private_key is not None:
         if _public_bytes(private_key) != certificates[0].public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -90,10 +88,10 @@ def client_certificate_problems(chain: str | None, key: SecretStr | None) -> lis
     return problems
 
 
-def _private_key(key: SecretStr, problems: list[str]) -> PrivateKeyTypes | None:
+def _private_key(key: str, problems: list[str]) -> PrivateKeyTypes | None:
     """Parse the key, appending a problem that quotes none of it when it cannot be read."""
     try:
-        return serialization.load_pem_private_key(key.get_secret_value().encode(), password=None)
+        return serialization.load_pem_private_key(key.encode(), password=None)
     except TypeError:
         problems.append("private_key: is protected by a password; give it unencrypted")
     except (ValueError, UnsupportedAlgorithm):

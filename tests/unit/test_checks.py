@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 
 from portal.checks import check_config
@@ -409,4 +410,19 @@ def test_every_unreadable_certificate_file_is_named_with_the_other_problems(
         f"certificates_directory: {folder / 'broken.crt'} holds no PEM certificate; "
         f"{folder / 'der.cer'} holds no PEM certificate",
         "log.level: must be 'trace', 'debug', 'info', 'warn', 'warning' or 'error'",
+    ]
+
+
+def test_a_key_protected_by_a_password_is_refused(
+    tmp_path: Path, users: Path, ca: trustme.CA
+) -> None:
+    tls = client_tls(ca)
+    key = serialization.load_pem_private_key(tls["private_key"].encode(), password=None)
+    tls["private_key"] = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key password"),
+    ).decode()
+    assert problems(tmp_path, **TLS_SECTIONS["notifier.smtp.tls"](tls)) == [
+        "notifier.smtp.tls.private_key: is protected by a password; give it unencrypted"
     ]
