@@ -298,10 +298,13 @@ class SmtpNotifier:
         if isinstance(exc, aiosmtplib.SMTPNotSupported):
             return DeliveryError(self._scrub(exc.message), permanent=True)
         if isinstance(exc, aiosmtplib.SMTPException):
+            hint = (
+                self._client_certificate_hint()
+                if isinstance(exc, aiosmtplib.SMTPConnectError)
+                else ""
+            )
             return DeliveryError(
-                f"SMTP with {address} failed: {self._scrub(exc.message)}"
-                f"{self._client_certificate_hint()}",
-                permanent=False,
+                f"SMTP with {address} failed: {self._scrub(exc.message)}{hint}", permanent=False
             )
         return DeliveryError(f"cannot talk to {address}: {_os_reason(exc)}", permanent=False)
 
