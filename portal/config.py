@@ -44,6 +44,7 @@ from ruamel.yaml.error import YAMLError
 
 from portal.errors import ConfigError
 from portal.patterns import GoPattern
+from portal.tls import certificates_directory_problems
 
 ENV_PREFIXES = ("PORTAL_", "AUTHELIA_")
 # Variables with these names steer the program itself, not a configuration key.
@@ -51,7 +52,6 @@ ENV_NOT_KEYS = frozenset({"CONFIG", "CONFIG_FILTERS", "CONFIG_EXPERIMENTAL_FILTE
 
 # Keys Authelia has and the portal does not implement: one warning each, then ignored.
 UNSUPPORTED_KEYS = (
-    "certificates_directory",
     "default_2fa_method",
     "default_redirection_url",
     "jwt_secret",
@@ -522,13 +522,23 @@ class FileBackendConfig(Model):
     password: PasswordConfig = PasswordConfig()
 
 
-class LdapTlsConfig(Model):
-    """TLS to the directory server."""
+TlsVersion = Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"]
+
+
+class TlsConfig(Model):
+    """Client TLS to a server (Authelia's `tls` block under ldap, smtp, postgres, redis).
+
+    certificate_chain + private_key are the client certificate for mutual TLS, never a CA to
+    trust (that is the top-level certificates_directory). What cannot be used (a key that does
+    not match, one without the other, minimum above maximum version) is refused by
+    portal.tls.client_context, which validate-config and start-up both call, so that it is
+    reported together with the section's other problems.
+    """
 
     server_name: str | None = None
     skip_verify: bool = False
-    minimum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.2"
-    maximum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.3"
+    minimum_version: TlsVersion = "TLS1.2"
+    maximum_version: TlsVersion = "TLS1.3"
     certificate_chain: str | None = None
     private_key: SecretStr | None = None
 
@@ -562,7 +572,7 @@ class LdapBackendConfig(Model):
     ] = "custom"
     timeout: Duration = timedelta(seconds=5)
     start_tls: bool = False
-    tls: LdapTlsConfig = LdapTlsConfig()
+    tls: TlsConfig = TlsConfig()
     pooling: LdapPoolingConfig = LdapPoolingConfig()
     base_dn: str | None = None
     additional_users_dn: str | None = None
@@ -659,17 +669,6 @@ class PasswordPolicyConfig(Model):
 # --- notifier -------------------------------------------------------------------------------
 
 
-class SmtpTlsConfig(Model):
-    """TLS to the SMTP server."""
-
-    server_name: str | None = None
-    skip_verify: bool = False
-    minimum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.2"
-    maximum_version: Literal["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"] = "TLS1.3"
-    certificate_chain: str | None = None
-    private_key: SecretStr | None = None
-
-
 _ONE_MAIL_ADDRESS = (
     "must be one email address such as 'Portal <portal@example.com>'; quote a display name "
     "holding a comma or another special character: '\"Doe, John\" <portal@example.com>'"
@@ -727,7 +726,7 @@ class SmtpConfig(Model):
     disable_require_tls: bool = False
     disable_starttls: bool = False
     disable_html_emails: bool = False
-    tls: SmtpTlsConfig = SmtpTlsConfig()
+    tls: TlsConfig = TlsConfig()
 
 
 class FilesystemNotifierConfig(Model):
@@ -860,7 +859,7 @@ class PostgresStorageConfig(Model):
     username: str = "authelia"
     password: SecretStr | None = None
     timeout: Duration = timedelta(seconds=5)
-    tls: SmtpTlsConfig | None = None
+    tls: TlsConfig | None = None
 
 
 class StorageConfig(Model):
@@ -1081,6 +1080,8 @@ class Config(Model):
     """The whole configuration."""
 
     server: ServerConfig = ServerConfig()
+    # Authelia's: every certificate in this folder joins the system's trust store for outgoing TLS.
+    certificates_directory: Path | None = None
     # Authelia's `theme` (its default too); `auto` follows the browser's light or dark setting.
     theme: Literal["light", "dark", "grey", "auto"] = "light"
     # A portal key: the organisation the pages say they belong to (beside the logo, in titles).
@@ -1095,6 +1096,14 @@ class Config(Model):
     regulation: RegulationConfig = RegulationConfig()
     captcha: CaptchaConfig = CaptchaConfig()
     access_control: AccessControlConfig = AccessControlConfig()
+
+    @field_validator("certificates_directory")
+    @classmethod
+    def _certificates_directory(cls, value: Path | None) -> Path | None:
+        problems = [] if value is None else certificates_directory_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @property
     def portal_url(self) -> str:

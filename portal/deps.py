@@ -42,7 +42,9 @@ def users_from_config(config: Config) -> UserBackend:
     if backend.file is not None:
         return FileUserBackend(backend.file, logger=logger)
     assert backend.ldap is not None  # noqa: S101 - the model guarantees one of both
-    return LdapUserBackend(backend.ldap, logger=logger)
+    return LdapUserBackend(
+        backend.ldap, certificates_directory=config.certificates_directory, logger=logger
+    )
 
 
 def storage_from_config(config: Config) -> Storage:
@@ -55,7 +57,9 @@ def storage_from_config(config: Config) -> Storage:
 def notifier_from_config(config: Config) -> Notifier:
     """Build the configured notifier."""
     if config.notifier.smtp is not None:
-        return SmtpNotifier(config.notifier.smtp)
+        return SmtpNotifier(
+            config.notifier.smtp, certificates_directory=config.certificates_directory
+        )
     assert config.notifier.filesystem is not None  # noqa: S101 - the model guarantees one of both
     return FilesystemNotifier(config.notifier.filesystem, sender=portal_sender(config.portal_url))
 

@@ -17,13 +17,15 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import aiosmtplib
 
 from portal.clock import Clock, SystemClock
-from portal.config import SmtpConfig, SmtpTlsConfig
+from portal.config import SmtpConfig
 from portal.errors import DeliveryError, StartupCheckError
 from portal.notify.base import complete_headers
+from portal.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,19 @@ _CLEAR_CREDENTIALS = (
 class SmtpNotifier:
     """Send mail through the configured SMTP relay."""
 
-    def __init__(self, config: SmtpConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        certificates_directory: Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """Prepare to send through config; certificates_directory's certificates are trusted.
+
+        Nothing connects and no file is read until startup_check or the first mail.
+        """
         self._config = config
+        self._certificates_directory = certificates_directory
         self._clock: Clock = clock or SystemClock()
         self._tls_context: ssl.SSLContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,12 +145,11 @@ class SmtpNotifier:
         """Build the TLS context once, in a worker thread (loading the trust store reads files)."""
         if self._tls_context is None:
             try:
-                self._tls_context = await asyncio.to_thread(_build_tls_context, self._config.tls)
-            except ssl.SSLError as exc:
-                raise DeliveryError(
-                    "notifier.smtp.tls.certificate_chain holds no usable PEM certificate",
-                    permanent=False,
-                ) from exc
+                self._tls_context = await asyncio.to_thread(
+                    _build_tls_context, self._config, self._certificates_directory
+                )
+            except StartupCheckError as exc:
+                raise DeliveryError(str(exc), permanent=False) from None
         return self._tls_context
 
     @asynccontextmanager
@@ -279,14 +291,33 @@ class SmtpNotifier:
         if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
             return DeliveryError(f"timed out talking to {address}", permanent=False)
         if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-            return DeliveryError(f"{address} closed the connection", permanent=False)
+            return DeliveryError(
+                f"{address} closed the connection{self._client_certificate_hint()}",
+                permanent=False,
+            )
         if isinstance(exc, aiosmtplib.SMTPNotSupported):
             return DeliveryError(self._scrub(exc.message), permanent=True)
         if isinstance(exc, aiosmtplib.SMTPException):
+            hint = (
+                self._client_certificate_hint()
+                if isinstance(exc, aiosmtplib.SMTPConnectError)
+                else ""
+            )
             return DeliveryError(
-                f"SMTP with {address} failed: {self._scrub(exc.message)}", permanent=False
+                f"SMTP with {address} failed: {self._scrub(exc.message)}{hint}", permanent=False
             )
         return DeliveryError(f"cannot talk to {address}: {_os_reason(exc)}", permanent=False)
+
+    def _client_certificate_hint(self) -> str:
+        """Say what a server that hangs up during TLS may want, when no client cert is set."""
+        config = self._config
+        encrypted = config.address.scheme == "submissions" or not config.disable_starttls
+        if not encrypted or config.tls.certificate_chain:
+            return ""
+        return (
+            " (a server that demands a client certificate needs tls.certificate_chain and "
+            "tls.private_key)"
+        )
 
     def _scrub(self, text: str) -> str:
         """Remove the password from text that came back from the server."""
@@ -297,37 +328,21 @@ class SmtpNotifier:
         return text
 
 
-def _build_tls_context(tls: SmtpTlsConfig) -> ssl.SSLContext:
-    """Build a client context: the system trust store plus certificate_chain, versions bounded."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if tls.certificate_chain:
-        context.load_verify_locations(cadata=tls.certificate_chain)
-    context.minimum_version = _tls_version(tls.minimum_version)
-    context.maximum_version = _tls_version(tls.maximum_version)
-    if tls.skip_verify:
-        # SECURITY: explicitly asked for (and warned about at start-up); off by default.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+def _build_tls_context(config: SmtpConfig, certificates_directory: Path | None) -> ssl.SSLContext:
+    """Build the client context (portal.tls); raise StartupCheckError saying what is wrong."""
+    return client_context(config.tls, certificates_directory, "notifier.smtp.tls")
 
 
 def check_smtp_settings(config: SmtpConfig) -> list[str]:
-    """Return what would keep every connection from being secured, found without connecting."""
+    """Return what would keep every connection from being secured, found without connecting.
+
+    certificates_directory is the top-level Config's to check, not this section's.
+    """
     try:
-        _build_tls_context(config.tls)
-    except ssl.SSLError:
-        return ["notifier.smtp.tls.certificate_chain: holds no usable PEM certificate"]
+        _build_tls_context(config, None)
+    except StartupCheckError as exc:
+        return str(exc).splitlines()
     return []
-
-
-def _tls_version(name: str) -> ssl.TLSVersion:
-    """Map a configuration version name to ssl.TLSVersion."""
-    return {
-        "TLS1.0": ssl.TLSVersion.TLSv1,
-        "TLS1.1": ssl.TLSVersion.TLSv1_1,
-        "TLS1.2": ssl.TLSVersion.TLSv1_2,
-        "TLS1.3": ssl.TLSVersion.TLSv1_3,
-    }[name]
 
 
 async def _flatten(message: email.message.EmailMessage) -> None:

@@ -17,16 +17,15 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import re
 import secrets
 import ssl
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -38,7 +37,7 @@ from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyp
 from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import namedtype, tag, univ  # type: ignore[import-untyped]
 
-from portal.config import LdapBackendConfig, LdapTlsConfig
+from portal.config import LdapBackendConfig, TlsConfig
 from portal.errors import (
     BackendUnavailableError,
     PasswordChangeRequiredError,
@@ -47,6 +46,7 @@ from portal.errors import (
     StartupCheckError,
     UserBackendError,
 )
+from portal.tls import client_context
 from portal.users.base import User
 from portal.users.ldap_state import change_required, read_state, state_attributes
 from portal.users.passwords import normalize_password, password_candidates
@@ -123,15 +123,6 @@ _CONSTRAINT_TEXTS = (
     ("history", PPOLICY_SENTENCES[8]),
     ("quality", PPOLICY_SENTENCES[5]),
     ("too young", PPOLICY_SENTENCES[7]),
-)
-
-_TLS_VERSIONS = MappingProxyType(
-    {
-        "TLS1.0": ssl.TLSVersion.TLSv1,
-        "TLS1.1": ssl.TLSVersion.TLSv1_1,
-        "TLS1.2": ssl.TLSVersion.TLSv1_2,
-        "TLS1.3": ssl.TLSVersion.TLSv1_3,
-    }
 )
 
 # Failures of the connection itself (as opposed to a request the server answered).
@@ -633,37 +624,9 @@ class _Tls(Tls):  # type: ignore[misc]  # ldap3 is untyped
         )
 
 
-def _ssl_context(tls: LdapTlsConfig) -> ssl.SSLContext:
-    """Build the client context: verify against certificate_chain (else the system's CAs)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = _TLS_VERSIONS[tls.minimum_version]
-    context.maximum_version = _TLS_VERSIONS[tls.maximum_version]
-    try:
-        if tls.skip_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif tls.certificate_chain:
-            context.load_verify_locations(cadata=tls.certificate_chain)
-        else:
-            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        if tls.private_key is not None and tls.certificate_chain:
-            _load_client_certificate(context, tls.certificate_chain, tls.private_key)
-    except (ssl.SSLError, ValueError) as exc:
-        raise StartupCheckError(
-            f"{WHERE}.tls: the certificate chain or private key cannot be used: {exc}"
-        ) from None
-    return context
-
-
-def _load_client_certificate(context: ssl.SSLContext, chain: str, key: Any) -> None:
-    # SSLContext only loads a client certificate from files: write them privately, load, delete.
-    with tempfile.TemporaryDirectory(prefix="portal-ldap-") as directory:
-        cert_path, key_path = os.path.join(directory, "chain.pem"), os.path.join(directory, "k")
-        for path, text in ((cert_path, chain), (key_path, key.get_secret_value())):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-        context.load_cert_chain(cert_path, key_path)
+def _ssl_context(tls: TlsConfig, certificates_directory: Path | None) -> ssl.SSLContext:
+    """Build the client context (portal.tls): system CAs + certificates_directory, client cert."""
+    return client_context(tls, certificates_directory, f"{WHERE}.tls")
 
 
 def _service_account_problem(config: LdapBackendConfig) -> str | None:
@@ -695,9 +658,10 @@ def check_ldap_settings(config: LdapBackendConfig) -> list[str]:
         problems.append(problem)
     if _uses_tls(config):
         try:
-            _ssl_context(config.tls)
+            # certificates_directory is the top-level Config's to check, not this section's.
+            _ssl_context(config.tls, None)
         except StartupCheckError as exc:
-            problems.append(str(exc))
+            problems.extend(str(exc).splitlines())
     return problems
 
 
@@ -707,8 +671,18 @@ def check_ldap_settings(config: LdapBackendConfig) -> list[str]:
 class LdapUserBackend:
     """Find users in an LDAP directory, check their passwords and write new ones."""
 
-    def __init__(self, config: LdapBackendConfig, *, logger: logging.Logger | None = None) -> None:
-        """Check the configuration and prepare TLS; nothing connects until it is needed."""
+    def __init__(
+        self,
+        config: LdapBackendConfig,
+        *,
+        certificates_directory: Path | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Check the configuration and prepare TLS; nothing connects until it is needed.
+
+        certificates_directory: Authelia's top-level key, whose certificates join the system's
+        trust store for the directory's certificate. Raise StartupCheckError on what cannot work.
+        """
         self._config = config
         self._logger = logger or logging.getLogger(__name__)
         self._settings = effective_settings(config)
@@ -733,6 +707,12 @@ class LdapUserBackend:
         if config.implementation == "activedirectory" and not self._encrypted:
             self._logger.warning("%s: %s", WHERE, _AD_NEEDS_TLS)
         self._tls: _Tls | None = None
+        self._tls_hint = ""
+        if _uses_tls(config) and not config.tls.certificate_chain:
+            self._tls_hint = (
+                " (a server that demands a client certificate needs tls.certificate_chain and "
+                "tls.private_key)"
+            )
         if _uses_tls(config):
             if config.tls.skip_verify:
                 # SECURITY: anyone on the path can read the service password and every write.
@@ -740,7 +720,7 @@ class LdapUserBackend:
                     "%s.tls.skip_verify is on: the directory's certificate is not checked", WHERE
                 )
             server_name = config.tls.server_name or config.address.host
-            self._tls = _Tls(_ssl_context(config.tls), server_name)
+            self._tls = _Tls(_ssl_context(config.tls, certificates_directory), server_name)
         seconds = config.timeout.total_seconds()
         self._connect_timeout = seconds or None
         # ldap3 packs receive_timeout into SO_RCVTIMEO as an integer: a float would crash it.
@@ -1094,10 +1074,14 @@ class LdapUserBackend:
             bound = conn.bind(controls=controls)
         except ssl.SSLError as exc:  # a certificate or protocol problem: retrying will not help
             _close(conn)
-            raise _Down(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
+            raise _Down(
+                f"{WHERE}: cannot connect to {self._address}: {exc}{self._tls_hint}"
+            ) from None
         except _CONNECTION_ERRORS as exc:
             _close(conn)
-            raise _CannotConnect(f"{WHERE}: cannot connect to {self._address}: {exc}") from None
+            raise _CannotConnect(
+                f"{WHERE}: cannot connect to {self._address}: {exc}{self._tls_hint}"
+            ) from None
         except LDAPException:
             _close(conn)
             raise

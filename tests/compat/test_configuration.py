@@ -20,6 +20,14 @@ ENVIRON = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
 
 
 @pytest.fixture
+def certs(tmp_path: Path) -> dict[str, str]:
+    """The suites' certificates_directory ('/certs/', in their containers) here: a folder."""
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    return {"PORTAL_CERTIFICATES_DIRECTORY": str(folder)}
+
+
+@pytest.fixture
 def standalone_suite(authelia: Path) -> Path:
     return authelia / "suites" / "Standalone" / "configuration.yml"
 
@@ -50,9 +58,9 @@ def test_authelias_reference_configuration_loads_with_the_rest_from_the_environm
 
 
 def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key(
-    standalone_suite: Path,
+    standalone_suite: Path, certs: dict[str, str]
 ) -> None:
-    config, warnings = read_config([standalone_suite], ENVIRON)
+    config, warnings = read_config([standalone_suite], ENVIRON | certs)
 
     assert config.authentication_backend.file is not None
     assert config.authentication_backend.file.path == Path("/config/users.yml")
@@ -66,6 +74,9 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key(
     for key in ("totp", "webauthn", "ntp", "telemetry", "server.tls"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
     assert config.theme == "auto"  # Authelia's key, read (issue 12)
+    # Authelia's key, read (issue 12): the suite names /certs/, overridden by the variable.
+    assert str(config.certificates_directory) == certs["PORTAL_CERTIFICATES_DIRECTORY"]
+    assert not any(w.startswith("certificates_directory") for w in warnings)
     assert not any(w.startswith("theme:") for w in warnings)
     assert (
         "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
@@ -73,8 +84,10 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key(
     )
 
 
-def test_authelias_ldap_suite_loads_with_its_ldap_block(ldap_suite: Path) -> None:
-    config, warnings = read_config([ldap_suite], ENVIRON)
+def test_authelias_ldap_suite_loads_with_its_ldap_block(
+    ldap_suite: Path, certs: dict[str, str]
+) -> None:
+    config, warnings = read_config([ldap_suite], ENVIRON | certs)
 
     ldap = config.authentication_backend.ldap
     assert ldap is not None
@@ -88,18 +101,20 @@ def test_authelias_ldap_suite_loads_with_its_ldap_block(ldap_suite: Path) -> Non
 
 
 def test_authelias_short_ldap_suite_secret_is_refused_without_an_override(
-    ldap_suite: Path,
+    ldap_suite: Path, certs: dict[str, str]
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        read_config([ldap_suite], {})
+        read_config([ldap_suite], certs)
     assert caught.value.problems == [
         "identity_validation.reset_password.jwt_secret: must be at least 32 characters "
         "(generate one: portal crypto rand)"
     ]
 
 
-def test_authelias_access_control_rules_load_and_two_factor_warns(standalone_suite: Path) -> None:
-    config, warnings = read_config([standalone_suite], ENVIRON)
+def test_authelias_access_control_rules_load_and_two_factor_warns(
+    standalone_suite: Path, certs: dict[str, str]
+) -> None:
+    config, warnings = read_config([standalone_suite], ENVIRON | certs)
     rules = config.access_control.rules
     assert config.access_control.default_policy == "deny"
     assert rules[0].domain == ("home.example.com", "public.example.com")
@@ -114,15 +129,20 @@ def test_authelias_access_control_rules_load_and_two_factor_warns(standalone_sui
 
 @pytest.mark.parametrize(("url", "method", "user", "expected"), STANDALONE_DECISIONS)
 def test_authelias_standalone_rules_give_the_suites_decisions(
-    standalone_suite: Path, url: str, method: str, user: User | None, expected: Decision
+    standalone_suite: Path,
+    url: str,
+    method: str,
+    user: User | None,
+    expected: Decision,
+    certs: dict[str, str],
 ) -> None:
-    config, _ = read_config([standalone_suite], ENVIRON)
+    config, _ = read_config([standalone_suite], ENVIRON | certs)
     decision = AccessControl(config.access_control).decide(target(url, method=method), user)
     assert decision == expected
 
 
 def test_validate_config_accepts_authelias_standalone_suite_and_lists_what_it_ignores(
-    standalone_suite: Path, tmp_path: Path, users_file: Path
+    standalone_suite: Path, tmp_path: Path, users_file: Path, certs: dict[str, str]
 ) -> None:
     result = run_portal(
         "validate-config",
@@ -133,6 +153,7 @@ def test_validate_config_accepts_authelias_standalone_suite_and_lists_what_it_ig
             # The suite's files live in its containers; validate-config checks they exist.
             "PORTAL_AUTHENTICATION_BACKEND_FILE_PATH": str(users_file),
             "PORTAL_STORAGE_LOCAL_PATH": str(tmp_path / "db.sqlite3"),
+            **certs,
         },
     )
     assert result.returncode == 0, result.stderr

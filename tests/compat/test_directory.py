@@ -23,8 +23,10 @@ async def backend(slapd: Slapd, authelia: Path) -> AsyncIterator[LdapUserBackend
     suite = authelia / "suites" / "LDAP" / "configuration.yml"
     block = YAML(typ="safe", pure=True).load(suite.read_text(encoding="utf-8"))
     ldap = block["authentication_backend"]["ldap"]
-    ldap.update(address=slapd.url("ldaps"), tls={"certificate_chain": slapd.ca_pem})
-    started = LdapUserBackend(LdapBackendConfig.model_validate(ldap))
+    ldap.update(address=slapd.url("ldaps"), tls={})
+    started = LdapUserBackend(
+        LdapBackendConfig.model_validate(ldap), certificates_directory=slapd.ca_directory
+    )
     await started.startup_check()
     yield started
     await started.close()

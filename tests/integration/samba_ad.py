@@ -198,8 +198,16 @@ class SambaDc:
 
     @property
     def ca_pem(self) -> str:
-        """Return the CA certificate as PEM text (for tls.certificate_chain)."""
+        """Return the CA certificate as PEM text."""
         return self.ca_file.read_text()
+
+    @property
+    def ca_directory(self) -> Path:
+        """Return a folder holding only the CA certificate, for certificates_directory."""
+        folder = self.workdir / "trusted"
+        folder.mkdir(exist_ok=True)
+        (folder / "ca.crt").write_text(self.ca_pem)
+        return folder
 
     @property
     def log_file(self) -> Path:

@@ -170,6 +170,14 @@ class Slapd:
         return self.workdir / TLS_DIR / "ca.pem"
 
     @property
+    def ca_directory(self) -> Path:
+        """Return a folder holding only the CA certificate, for certificates_directory."""
+        folder = self.workdir / "trusted"
+        folder.mkdir(exist_ok=True)
+        (folder / "ca.crt").write_text(self.ca_pem)
+        return folder
+
+    @property
     def log_file(self) -> Path:
         """Return the file slapd writes its errors to."""
         return self.workdir / LOG_FILE
@@ -351,6 +359,13 @@ class Slapd:
             "-w",
             self.admin_password,
             input=ldif,
+        )
+
+    def require_client_certificate(self) -> None:
+        """Make TLS (ldaps and StartTLS) demand a client certificate signed by the server's CA."""
+        self.modify_config(
+            "dn: cn=config\nchangetype: modify\nreplace: olcTLSVerifyClient\n"
+            "olcTLSVerifyClient: demand\n"
         )
 
     def set_policy(self, **attrs: str | int) -> None:

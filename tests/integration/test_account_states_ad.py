@@ -51,7 +51,7 @@ def ad_block(samba_dc: SambaDc, **password_reset: Any) -> dict[str, Any]:
             "base_dn": BASE_DN,
             "user": ADMIN_USER,
             "password": samba_dc.admin_password,
-            "tls": {"certificate_chain": samba_dc.ca_pem, "server_name": SERVER_NAME},
+            "tls": {"server_name": SERVER_NAME},
         },
         # 'always': the session reads the directory on every request, so a change shows at once.
         "refresh_interval": "always",
@@ -63,6 +63,7 @@ def ad_block(samba_dc: SambaDc, **password_reset: Any) -> dict[str, Any]:
 async def portal(start_portal: StartPortal, samba_dc: SambaDc) -> Portal:  # noqa: F811
     return await start_portal(
         authentication_backend=ad_block(samba_dc),
+        certificates_directory=str(samba_dc.ca_directory),
         access_control={"default_policy": "one_factor"},
     )
 
@@ -242,7 +243,10 @@ async def test_with_disable_unlock_a_reset_leaves_the_lockout_in_place(
     samba_dc: SambaDc,  # noqa: F811
     make_user: MakeUser,
 ) -> None:
-    portal = await start_portal(authentication_backend=ad_block(samba_dc, disable_unlock=True))
+    portal = await start_portal(
+        authentication_backend=ad_block(samba_dc, disable_unlock=True),
+        certificates_directory=str(samba_dc.ca_directory),
+    )
     user = make_user()
     lock_out(samba_dc, user)
     assert (await reset_by_mail(portal, user)).status == 200

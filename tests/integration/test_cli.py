@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import trustme
 from argon2 import PasswordHasher
 from ruamel.yaml import YAML
 
@@ -451,3 +452,33 @@ def test_serve_says_which_address_mails_use_when_the_listening_address_changes(
         f"portal listening on tcp://127.0.0.1:{port}; links in mails use https://auth.example.com "
         "(session.cookies[0].authelia_url; changing the listening address does not change it)"
     ) in stderr
+
+
+def test_validate_config_tells_a_configuration_for_the_old_certificate_chain_what_to_do(
+    tmp_path: Path,
+) -> None:
+    # Issue 12: certificate_chain once meant a CA to trust; in Authelia it is a client certificate.
+    raw = minimal_raw(tmp_path)
+    (tmp_path / "users.yml").write_text((REPO / "config" / "users_database.yml").read_text())
+    ca = trustme.CA()
+    raw["notifier"] = {
+        "smtp": {
+            "address": "submissions://127.0.0.1:1",  # never contacted
+            "sender": "portal@example.com",
+            "tls": {"certificate_chain": ca.cert_pem.bytes().decode()},
+        }
+    }
+    raw["certificates_directory"] = str(tmp_path / "no-such-folder")
+    config = tmp_path / "configuration.yml"
+    with config.open("w") as handle:
+        YAML(typ="safe", pure=True).dump(raw, handle)
+    result = portal("validate-config", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: certificates_directory: cannot read the folder {tmp_path / 'no-such-folder'}: "
+        "No such file or directory",
+        "error: notifier.smtp.tls.certificate_chain: is the client certificate presented for "
+        "mutual TLS (as in Authelia) and needs private_key; to trust a private CA instead, "
+        "remove certificate_chain and put the CA's certificate in the folder named by the "
+        "top-level certificates_directory",
+    ]

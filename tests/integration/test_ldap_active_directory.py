@@ -53,7 +53,7 @@ def ad_config(samba_dc: SambaDc, *, scheme: str = "ldaps", **overrides: Any) -> 
         "base_dn": BASE_DN,
         "user": ADMIN_USER,
         "password": samba_dc.admin_password,
-        "tls": {"certificate_chain": samba_dc.ca_pem, "server_name": SERVER_NAME},
+        "tls": {"server_name": SERVER_NAME},
     }
     block.update(overrides)
     return LdapBackendConfig.model_validate(block)
@@ -65,7 +65,9 @@ async def make_backend(samba_dc: SambaDc) -> AsyncIterator[BackendFactory]:
     made: list[LdapUserBackend] = []
 
     def make(**overrides: Any) -> LdapUserBackend:
-        backend = LdapUserBackend(ad_config(samba_dc, **overrides))
+        backend = LdapUserBackend(
+            ad_config(samba_dc, **overrides), certificates_directory=samba_dc.ca_directory
+        )
         made.append(backend)
         return backend
 
@@ -107,7 +109,7 @@ async def test_startup_check_passes_and_names_unicodepwd(
 async def test_startup_check_fails_on_a_certificate_for_another_name(
     make_backend: BackendFactory, samba_dc: SambaDc
 ) -> None:
-    wrong = make_backend(tls={"certificate_chain": samba_dc.ca_pem, "server_name": "evil.test"})
+    wrong = make_backend(tls={"server_name": "evil.test"})
     with pytest.raises(StartupCheckError, match="certificate|hostname|cannot connect"):
         await wrong.startup_check()
 
@@ -230,10 +232,12 @@ def test_authelias_filter_hiding_must_change_users_is_warned_about(
         "(!(pwdLastSet=0))(|(!(accountExpires=*))(accountExpires=0)"
         "(accountExpires>={date-time:microsoft-nt})))"
     )
-    LdapUserBackend(ad_config(samba_dc, users_filter=authelias))
+    LdapUserBackend(
+        ad_config(samba_dc, users_filter=authelias), certificates_directory=samba_dc.ca_directory
+    )
     assert "leaves out users who must change their password" in caplog.text
     caplog.clear()
-    LdapUserBackend(ad_config(samba_dc))
+    LdapUserBackend(ad_config(samba_dc), certificates_directory=samba_dc.ca_directory)
     assert "must change" not in caplog.text
 
 

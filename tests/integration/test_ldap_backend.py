@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import trustme
 from ruamel.yaml import YAML
 
 from portal.config import LdapBackendConfig
@@ -53,7 +54,7 @@ def suite_config(slapd: Slapd, *, scheme: str = "ldaps", **overrides: Any) -> Ld
     block = YAML(typ="safe").load(SUITE.read_text())["authentication_backend"]["ldap"]
     block.update(
         address=slapd.url(scheme),
-        tls={"certificate_chain": slapd.ca_pem},
+        tls={},
         user=SERVICE_DN,
         password=SERVICE_PASSWORD,
     )
@@ -66,8 +67,12 @@ async def make_backend(slapd: Slapd) -> AsyncIterator[BackendFactory]:
     """Build backends on the suite's configuration; all are closed after the test."""
     made: list[LdapUserBackend] = []
 
-    def make(**overrides: Any) -> LdapUserBackend:
-        backend = LdapUserBackend(suite_config(slapd, **overrides))
+    def make(
+        certificates_directory: Path | None = slapd.ca_directory, **overrides: Any
+    ) -> LdapUserBackend:
+        backend = LdapUserBackend(
+            suite_config(slapd, **overrides), certificates_directory=certificates_directory
+        )
         made.append(backend)
         return backend
 
@@ -453,7 +458,7 @@ async def test_start_tls_verifies_the_server_with_the_ca(
 async def test_ldaps_without_the_ca_fails_verification(
     make_backend: BackendFactory, slapd: Slapd
 ) -> None:
-    backend = make_backend(tls={})
+    backend = make_backend(certificates_directory=None)
     with pytest.raises(StartupCheckError) as failed:
         await backend.startup_check()
     message = str(failed.value)
@@ -463,8 +468,79 @@ async def test_ldaps_without_the_ca_fails_verification(
     assert "CERTIFICATE_VERIFY_FAILED" in message
 
 
+async def test_ldaps_trusts_a_private_ca_from_certificates_directory(
+    make_backend: BackendFactory, slapd: Slapd, tmp_path: Path
+) -> None:
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    (folder / "company-ca.crt").write_text(slapd.ca_pem)
+    (folder / "notes.txt").write_text("not a certificate, and not read")
+    backend = make_backend(certificates_directory=folder)
+    await backend.startup_check()
+    john = await backend.get_user("john")
+    assert john is not None and john.username == "john"
+
+
+def client_tls(ca: trustme.CA) -> dict[str, str]:
+    """A client certificate issued by ca, as tls.certificate_chain and tls.private_key."""
+    issued = ca.issue_cert("portal-client.test")
+    return {
+        "certificate_chain": "".join(pem.bytes().decode() for pem in issued.cert_chain_pems),
+        "private_key": issued.private_key_pem.bytes().decode(),
+    }
+
+
+async def test_a_server_demanding_a_client_certificate_gets_the_configured_one(
+    make_backend: BackendFactory, slapd: Slapd, slapd_ca: trustme.CA
+) -> None:
+    slapd.require_client_certificate()
+    for address, start_tls in ((slapd.url("ldaps"), False), (slapd.url("ldap"), True)):
+        backend = make_backend(address=address, start_tls=start_tls, tls=client_tls(slapd_ca))
+        await backend.startup_check()
+        john = await backend.get_user("john")
+        assert john is not None and john.emails == ("john.doe@authelia.com",)
+        assert await backend.check_password("john", USER_PASSWORD) is True
+
+
+async def test_a_server_demanding_a_client_certificate_refuses_the_portal_without_one(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    slapd.require_client_certificate()
+    backend = make_backend()
+    with pytest.raises(StartupCheckError) as failed:
+        await backend.startup_check()
+    message = str(failed.value)
+    assert message.startswith(
+        f"authentication_backend.ldap: cannot connect to {slapd.url('ldaps')}"
+    )
+    assert message.endswith(
+        "(a server that demands a client certificate needs tls.certificate_chain and "
+        "tls.private_key)"
+    )
+
+
+async def test_a_client_certificate_from_another_ca_is_refused_by_the_server(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    slapd.require_client_certificate()
+    backend = make_backend(tls=client_tls(trustme.CA()))
+    with pytest.raises(StartupCheckError, match="cannot connect to"):
+        await backend.startup_check()
+
+
+async def test_an_unreadable_certificate_in_the_directory_stops_the_backend_naming_the_file(
+    make_backend: BackendFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
+    with pytest.raises(StartupCheckError) as failed:
+        make_backend(certificates_directory=tmp_path)
+    assert str(failed.value) == (
+        f"certificates_directory: {tmp_path / 'broken.pem'} holds no PEM certificate"
+    )
+
+
 async def test_start_tls_checks_the_server_name(make_backend: BackendFactory, slapd: Slapd) -> None:
-    tls = {"certificate_chain": slapd.ca_pem, "server_name": "ldap.example.org"}
+    tls = {"server_name": "ldap.example.org"}
     backend = make_backend(address=slapd.url("ldap"), start_tls=True, tls=tls)
     with pytest.raises(StartupCheckError, match="cannot connect to .*(?i:hostname)"):
         await backend.startup_check()

@@ -66,9 +66,12 @@ def server_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def ca_pem(ca: trustme.CA) -> str:
-    """The CA certificate as PEM text, the way certificate_chain holds it."""
-    return ca.cert_pem.bytes().decode()
+def ca_directory(ca: trustme.CA, tmp_path: Path) -> Path:
+    """A folder holding the CA certificate, the way certificates_directory names it."""
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    ca.cert_pem.write_to_path(str(folder / "private-ca.crt"))
+    return folder
 
 
 @pytest.fixture
@@ -113,7 +116,9 @@ async def clear_auth_server() -> AsyncIterator[SmtpServer]:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def smtp_notifier(port: int, scheme: str = "smtp", **overrides: Any) -> SmtpNotifier:
+def smtp_notifier(
+    port: int, scheme: str = "smtp", certificates_directory: Path | None = None, **overrides: Any
+) -> SmtpNotifier:
     """Build an SmtpNotifier for a loopback server, as the configuration would."""
     raw: dict[str, Any] = {
         "address": f"{scheme}://127.0.0.1:{port}",
@@ -122,7 +127,11 @@ def smtp_notifier(port: int, scheme: str = "smtp", **overrides: Any) -> SmtpNoti
         "identifier": "portal.test",
     }
     raw.update(overrides)
-    return SmtpNotifier(SmtpConfig.model_validate(raw), clock=FrozenClock())
+    return SmtpNotifier(
+        SmtpConfig.model_validate(raw),
+        certificates_directory=certificates_directory,
+        clock=FrozenClock(),
+    )
 
 
 def filesystem_notifier(path: Path, clock: FrozenClock | None = None) -> FilesystemNotifier:
@@ -315,10 +324,10 @@ async def test_a_server_that_never_answers_times_out() -> None:
 # --- SMTP: TLS ------------------------------------------------------------------------------
 
 
-async def test_starttls_delivers_when_the_ca_is_in_certificate_chain(
-    starttls_server: SmtpServer, ca_pem: str
+async def test_starttls_delivers_when_the_ca_is_in_certificates_directory(
+    starttls_server: SmtpServer, ca_directory: Path
 ) -> None:
-    notifier = smtp_notifier(starttls_server.port, tls={"certificate_chain": ca_pem})
+    notifier = smtp_notifier(starttls_server.port, certificates_directory=ca_directory)
 
     await notifier.send(reset_mail())
 
@@ -354,10 +363,10 @@ async def test_skip_verify_delivers_despite_an_unknown_ca_and_warns(
 
 
 async def test_disable_starttls_without_disable_require_tls_is_refused(
-    starttls_server: SmtpServer, ca_pem: str
+    starttls_server: SmtpServer, ca_directory: Path
 ) -> None:
     notifier = smtp_notifier(
-        starttls_server.port, disable_starttls=True, tls={"certificate_chain": ca_pem}
+        starttls_server.port, disable_starttls=True, certificates_directory=ca_directory
     )
 
     error = await send_failure(notifier, reset_mail())
@@ -367,10 +376,10 @@ async def test_disable_starttls_without_disable_require_tls_is_refused(
 
 
 async def test_starttls_is_used_when_offered_even_if_not_required(
-    starttls_server: SmtpServer, ca_pem: str
+    starttls_server: SmtpServer, ca_directory: Path
 ) -> None:
     notifier = smtp_notifier(
-        starttls_server.port, disable_require_tls=True, tls={"certificate_chain": ca_pem}
+        starttls_server.port, disable_require_tls=True, certificates_directory=ca_directory
     )
 
     await notifier.send(reset_mail())
@@ -378,9 +387,9 @@ async def test_starttls_is_used_when_offered_even_if_not_required(
     assert starttls_server.deliveries[0].encrypted is True
 
 
-async def test_implicit_tls_delivers(implicit_tls_server: SmtpServer, ca_pem: str) -> None:
+async def test_implicit_tls_delivers(implicit_tls_server: SmtpServer, ca_directory: Path) -> None:
     notifier = smtp_notifier(
-        implicit_tls_server.port, scheme="submissions", tls={"certificate_chain": ca_pem}
+        implicit_tls_server.port, scheme="submissions", certificates_directory=ca_directory
     )
 
     await notifier.send(reset_mail())
@@ -401,16 +410,22 @@ async def test_implicit_tls_refuses_an_unknown_ca(implicit_tls_server: SmtpServe
 
 @pytest.mark.parametrize("scheme", ["smtp", "submissions"])
 async def test_the_certificate_is_checked_against_server_name(
-    scheme: str, server_tls: ssl.SSLContext, ca_pem: str
+    scheme: str, server_tls: ssl.SSLContext, ca_directory: Path
 ) -> None:
     starttls = server_tls if scheme == "smtp" else None
     implicit_tls = server_tls if scheme == "submissions" else None
     async with running_smtp_server(starttls=starttls, implicit_tls=implicit_tls) as server:
         right = smtp_notifier(
-            server.port, scheme, tls={"certificate_chain": ca_pem, "server_name": "mail.test"}
+            server.port,
+            scheme,
+            certificates_directory=ca_directory,
+            tls={"server_name": "mail.test"},
         )
         wrong = smtp_notifier(
-            server.port, scheme, tls={"certificate_chain": ca_pem, "server_name": "other.test"}
+            server.port,
+            scheme,
+            certificates_directory=ca_directory,
+            tls={"server_name": "other.test"},
         )
 
         await right.send(reset_mail())
@@ -425,13 +440,13 @@ async def test_the_certificate_is_checked_against_server_name(
 
 
 async def test_the_right_credentials_are_accepted_over_starttls(
-    auth_server: SmtpServer, ca_pem: str
+    auth_server: SmtpServer, ca_directory: Path
 ) -> None:
     notifier = smtp_notifier(
         auth_server.port,
         username=CREDENTIALS[0],
         password=CREDENTIALS[1],
-        tls={"certificate_chain": ca_pem},
+        certificates_directory=ca_directory,
     )
 
     await notifier.send(reset_mail())
@@ -441,13 +456,13 @@ async def test_the_right_credentials_are_accepted_over_starttls(
 
 
 async def test_a_wrong_password_fails_without_the_password_in_the_error(
-    auth_server: SmtpServer, ca_pem: str
+    auth_server: SmtpServer, ca_directory: Path
 ) -> None:
     notifier = smtp_notifier(
         auth_server.port,
         username=CREDENTIALS[0],
         password=WRONG_PASSWORD,
-        tls={"certificate_chain": ca_pem},
+        certificates_directory=ca_directory,
     )
 
     error = await send_failure(notifier, reset_mail())
@@ -483,8 +498,8 @@ async def test_credentials_are_never_sent_over_plain_text(clear_auth_server: Smt
 SCHEMES = ["smtp", "submission", "submissions"]
 LOGINS = {"auth": CREDENTIALS, "no-auth": None}
 TRUST = {
-    "private-ca-trusted": lambda ca_pem: {"certificate_chain": ca_pem},
-    "private-ca-unknown": lambda ca_pem: {},
+    "private-ca-trusted": lambda ca_directory: {"certificates_directory": ca_directory},
+    "private-ca-unknown": lambda ca_directory: {},
 }
 
 
@@ -503,21 +518,23 @@ async def server_for(
 
 
 def notifier_for(
-    server: SmtpServer, scheme: str, credentials: tuple[str, str] | None, tls: dict[str, Any]
+    server: SmtpServer, scheme: str, credentials: tuple[str, str] | None, trust: dict[str, Any]
 ) -> SmtpNotifier:
-    """Configure the portal for the server: the scheme, the login if any, the TLS settings."""
+    """Configure the portal for the server: the scheme, the login if any, what it trusts."""
     login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
-    return smtp_notifier(server.port, scheme, tls=tls, **login)
+    return smtp_notifier(server.port, scheme, **trust, **login)
 
 
 @pytest.mark.parametrize("login", LOGINS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 async def test_a_trusted_private_ca_delivers_over_tls_with_the_right_envelope_and_login(
-    scheme: str, login: str, server_tls: ssl.SSLContext, ca_pem: str
+    scheme: str, login: str, server_tls: ssl.SSLContext, ca_directory: Path
 ) -> None:
     credentials = LOGINS[login]
     async with server_for(scheme, server_tls, credentials) as server:
-        notifier = notifier_for(server, scheme, credentials, TRUST["private-ca-trusted"](ca_pem))
+        notifier = notifier_for(
+            server, scheme, credentials, TRUST["private-ca-trusted"](ca_directory)
+        )
 
         await notifier.startup_check()
         await notifier.send(reset_mail())
@@ -536,11 +553,13 @@ async def test_a_trusted_private_ca_delivers_over_tls_with_the_right_envelope_an
 @pytest.mark.parametrize("login", LOGINS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 async def test_an_unknown_private_ca_is_refused_before_anything_is_said(
-    scheme: str, login: str, server_tls: ssl.SSLContext, ca_pem: str
+    scheme: str, login: str, server_tls: ssl.SSLContext, ca_directory: Path
 ) -> None:
     credentials = LOGINS[login]
     async with server_for(scheme, server_tls, credentials) as server:
-        notifier = notifier_for(server, scheme, credentials, TRUST["private-ca-unknown"](ca_pem))
+        notifier = notifier_for(
+            server, scheme, credentials, TRUST["private-ca-unknown"](ca_directory)
+        )
 
         with pytest.raises(StartupCheckError) as at_start:
             await notifier.startup_check()
@@ -558,11 +577,11 @@ async def test_an_unknown_private_ca_is_refused_before_anything_is_said(
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 async def test_a_wrong_password_is_refused_on_every_scheme_without_being_echoed(
-    scheme: str, server_tls: ssl.SSLContext, ca_pem: str
+    scheme: str, server_tls: ssl.SSLContext, ca_directory: Path
 ) -> None:
     async with server_for(scheme, server_tls, CREDENTIALS) as server:
         wrong = (CREDENTIALS[0], WRONG_PASSWORD)
-        notifier = notifier_for(server, scheme, wrong, TRUST["private-ca-trusted"](ca_pem))
+        notifier = notifier_for(server, scheme, wrong, TRUST["private-ca-trusted"](ca_directory))
 
         with pytest.raises(StartupCheckError) as at_start:
             await notifier.startup_check()
@@ -579,13 +598,15 @@ async def test_a_wrong_password_is_refused_on_every_scheme_without_being_echoed(
 # --- SMTP: startup check --------------------------------------------------------------------
 
 
-async def test_startup_check_passes_and_sends_nothing(auth_server: SmtpServer, ca_pem: str) -> None:
+async def test_startup_check_passes_and_sends_nothing(
+    auth_server: SmtpServer, ca_directory: Path
+) -> None:
     notifier = smtp_notifier(
         auth_server.port,
         username=CREDENTIALS[0],
         password=CREDENTIALS[1],
         startup_check_address="check@example.com",
-        tls={"certificate_chain": ca_pem},
+        certificates_directory=ca_directory,
     )
 
     await notifier.startup_check()
@@ -607,13 +628,13 @@ async def test_startup_check_names_a_refused_connection() -> None:
 
 
 async def test_startup_check_reports_bad_credentials_without_the_password(
-    auth_server: SmtpServer, ca_pem: str
+    auth_server: SmtpServer, ca_directory: Path
 ) -> None:
     notifier = smtp_notifier(
         auth_server.port,
         username=CREDENTIALS[0],
         password=WRONG_PASSWORD,
-        tls={"certificate_chain": ca_pem},
+        certificates_directory=ca_directory,
     )
 
     with pytest.raises(StartupCheckError) as caught:
@@ -779,3 +800,84 @@ async def test_the_smtp_conversation_runs_off_the_portals_event_loop(
     assert len(plain_server.deliveries) == 1 and mail_threads() - before == ours
     await notifier.close()
     assert not mail_threads() & ours
+
+
+# --- SMTP: a client certificate (mutual TLS) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client_cert_server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context that demands a client certificate signed by the private CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "mail.test").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_certificate(ca: trustme.CA) -> dict[str, str]:
+    """tls.certificate_chain and tls.private_key holding a client certificate issued by ca."""
+    issued = ca.issue_cert("portal-client.test")
+    return {
+        "certificate_chain": "".join(pem.bytes().decode() for pem in issued.cert_chain_pems),
+        "private_key": issued.private_key_pem.bytes().decode(),
+    }
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_server_demanding_a_client_certificate_gets_the_configured_one(
+    scheme: str, client_cert_server_tls: ssl.SSLContext, ca: trustme.CA, ca_directory: Path
+) -> None:
+    async with server_for(scheme, client_cert_server_tls, CREDENTIALS) as server:
+        notifier = smtp_notifier(
+            server.port,
+            scheme,
+            certificates_directory=ca_directory,
+            tls=client_certificate(ca),
+            username=CREDENTIALS[0],
+            password=CREDENTIALS[1],
+        )
+
+        await notifier.startup_check()
+        await notifier.send(reset_mail())
+
+    [delivery] = server.deliveries
+    assert delivery.encrypted is True
+    assert delivery.rcpt_tos == [JOHN]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_server_demanding_a_client_certificate_refuses_the_portal_without_one(
+    scheme: str, client_cert_server_tls: ssl.SSLContext, ca_directory: Path
+) -> None:
+    async with server_for(scheme, client_cert_server_tls, CREDENTIALS) as server:
+        notifier = smtp_notifier(
+            server.port,
+            scheme,
+            certificates_directory=ca_directory,
+            username=CREDENTIALS[0],
+            password=CREDENTIALS[1],
+        )
+
+        error = await send_failure(notifier, reset_mail())
+
+    assert error.permanent is False
+    assert CREDENTIALS[1] not in everything_said(error)
+    assert server.recorder.logins_tried == []
+    assert server.deliveries == []
+    assert str(error).endswith(
+        "(a server that demands a client certificate needs tls.certificate_chain and "
+        "tls.private_key)"
+    )
+
+
+async def test_a_bad_file_in_certificates_directory_is_named_when_a_mail_is_sent(
+    starttls_server: SmtpServer, tmp_path: Path
+) -> None:
+    (tmp_path / "ca.crt").write_text("not a certificate")
+    notifier = smtp_notifier(starttls_server.port, certificates_directory=tmp_path)
+
+    error = await send_failure(notifier, reset_mail())
+
+    assert str(error) == f"certificates_directory: {tmp_path / 'ca.crt'} holds no PEM certificate"
+    assert starttls_server.deliveries == []

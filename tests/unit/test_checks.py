@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 
 from portal.checks import check_config
 from portal.errors import ConfigError
+from portal.tls import OLD_MEANING
 from tests.conftest import REPO, deep_merge, minimal_raw
 
 
@@ -134,14 +137,17 @@ def test_files_the_portal_does_not_use_are_not_read_as_templates(
     check_config([write_config(tmp_path, notifier={"template_path": str(templates)})], {})
 
 
-def test_an_smtp_certificate_chain_that_is_not_pem_is_reported(tmp_path: Path, users: Path) -> None:
+def test_an_smtp_certificate_chain_and_key_that_are_not_pem_are_reported(
+    tmp_path: Path, users: Path
+) -> None:
     smtp = {
         "address": "submissions://127.0.0.1:1",  # never contacted
         "sender": "portal@example.com",
-        "tls": {"certificate_chain": "not a certificate"},
+        "tls": {"certificate_chain": "not a certificate", "private_key": "not a key either"},
     }
     assert problems(tmp_path, notifier={"filesystem": None, "smtp": smtp}) == [
-        "notifier.smtp.tls.certificate_chain: holds no usable PEM certificate"
+        "notifier.smtp.tls.certificate_chain: holds no PEM certificate ('-----BEGIN CERTIFICATE')",
+        "notifier.smtp.tls.private_key: holds no usable PEM private key ('-----BEGIN ... KEY')",
     ]
 
 
@@ -217,9 +223,7 @@ def test_ldap_settings_are_checked_without_connecting(tmp_path: Path) -> None:
         "authentication_backend.ldap.user and authentication_backend.ldap.password: a service "
         "account with a password is required"
     )
-    assert found[4].startswith(
-        "authentication_backend.ldap.tls: the certificate chain or private key cannot be used: "
-    )
+    assert found[4] == "authentication_backend.ldap.tls." + OLD_MEANING
     assert len(found) == 5
 
 
@@ -244,4 +248,181 @@ def test_a_section_that_does_not_validate_is_not_checked_further(tmp_path: Path)
     found = problems(tmp_path, authentication_backend={"file": {"watch": "sometimes"}})
     assert found == [
         "authentication_backend.file.watch: must be a valid boolean, unable to interpret input"
+    ]
+
+
+# --- TLS keys with Authelia's meaning (issue 12) -------------------------------------------------
+
+TLS_SECTIONS = {
+    "authentication_backend.ldap.tls": lambda tls: {
+        "authentication_backend": {
+            "file": None,
+            "ldap": {
+                "address": "ldaps://127.0.0.1:1",  # never contacted
+                "implementation": "activedirectory",
+                "base_dn": "DC=example,DC=com",
+                "user": "CN=portal,DC=example,DC=com",
+                "password": "service-password",
+                "tls": tls,
+            },
+        }
+    },
+    "notifier.smtp.tls": lambda tls: {
+        "notifier": {
+            "filesystem": None,
+            "smtp": {
+                "address": "submissions://127.0.0.1:1",  # never contacted
+                "sender": "portal@example.com",
+                "tls": tls,
+            },
+        }
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def client_tls(ca: trustme.CA) -> dict[str, str]:
+    issued = ca.issue_cert("portal-client.test")
+    return {
+        "certificate_chain": "".join(pem.bytes().decode() for pem in issued.cert_chain_pems),
+        "private_key": issued.private_key_pem.bytes().decode(),
+    }
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_matching_client_certificate_and_key_pass(
+    tmp_path: Path, users: Path, ca: trustme.CA, where: str
+) -> None:
+    check_config([write_config(tmp_path, **TLS_SECTIONS[where](client_tls(ca)))], {})
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_configuration_for_the_old_meaning_is_told_what_to_do(
+    tmp_path: Path, users: Path, ca: trustme.CA, where: str
+) -> None:
+    # The portal once read certificate_chain as a CA to trust: such a block has no private_key.
+    tls = {"certificate_chain": ca.cert_pem.bytes().decode()}
+    assert problems(tmp_path, **TLS_SECTIONS[where](tls)) == [
+        f"{where}.certificate_chain: is the client certificate presented for mutual TLS (as in "
+        "Authelia) and needs private_key; to trust a private CA instead, remove "
+        "certificate_chain and put the CA's certificate in the folder named by the top-level "
+        "certificates_directory"
+    ]
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_key_that_does_not_belong_to_the_certificate_is_refused_without_showing_it(
+    tmp_path: Path, users: Path, ca: trustme.CA, where: str
+) -> None:
+    tls = client_tls(ca)
+    other_key = client_tls(ca)["private_key"]
+    tls["private_key"] = other_key
+    found = problems(tmp_path, **TLS_SECTIONS[where](tls))
+    assert found == [
+        f"{where}.private_key: does not belong to the first certificate of certificate_chain "
+        "(the chain must start with the client certificate itself)"
+    ]
+    key_lines = [line for line in other_key.splitlines() if "-----" not in line]
+    assert not any(line in problem for problem in found for line in key_lines)
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_chain_in_the_wrong_order_is_refused(
+    tmp_path: Path, users: Path, ca: trustme.CA, where: str
+) -> None:
+    tls = client_tls(ca)
+    tls["certificate_chain"] = ca.cert_pem.bytes().decode() + tls["certificate_chain"]
+    assert problems(tmp_path, **TLS_SECTIONS[where](tls)) == [
+        f"{where}.private_key: does not belong to the first certificate of certificate_chain "
+        "(the chain must start with the client certificate itself)"
+    ]
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_key_without_its_certificate_is_refused(
+    tmp_path: Path, users: Path, ca: trustme.CA, where: str
+) -> None:
+    tls = {"private_key": client_tls(ca)["private_key"]}
+    assert problems(tmp_path, **TLS_SECTIONS[where](tls)) == [
+        f"{where}.private_key: needs certificate_chain, the client certificate (and its "
+        "intermediates) the key belongs to"
+    ]
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_key_that_is_not_pem_is_refused_without_showing_it(
+    tmp_path: Path, users: Path, ca: trustme.CA, where: str
+) -> None:
+    tls = client_tls(ca)
+    tls["private_key"] = (
+        "-----BEGIN PRIVATE KEY-----\nS3cretKeyMaterial\n-----END PRIVATE KEY-----\n"
+    )
+    found = problems(tmp_path, **TLS_SECTIONS[where](tls))
+    assert found == [f"{where}.private_key: holds no usable PEM private key ('-----BEGIN ... KEY')"]
+    assert "S3cretKeyMaterial" not in "".join(found)
+
+
+@pytest.mark.parametrize("where", TLS_SECTIONS)
+def test_a_minimum_version_above_the_maximum_is_refused(
+    tmp_path: Path, users: Path, where: str
+) -> None:
+    tls = {"minimum_version": "TLS1.3", "maximum_version": "TLS1.2"}
+    assert problems(tmp_path, **TLS_SECTIONS[where](tls)) == [
+        f"{where}.minimum_version: must not be above maximum_version"
+    ]
+
+
+def test_certificates_directory_is_supported_and_read(
+    tmp_path: Path, users: Path, ca: trustme.CA
+) -> None:
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    ca.cert_pem.write_to_path(str(folder / "company-ca.CRT"))
+    (folder / "README").write_text("certificate files only are read")
+    config, warnings = check_config(
+        [write_config(tmp_path, certificates_directory=str(folder))], {}
+    )
+    assert config.certificates_directory == folder
+    assert warnings == []
+
+
+def test_a_certificates_directory_that_is_missing_is_reported(tmp_path: Path, users: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    assert problems(tmp_path, certificates_directory=str(missing)) == [
+        f"certificates_directory: cannot read the folder {missing}: No such file or directory"
+    ]
+
+
+def test_every_unreadable_certificate_file_is_named_with_the_other_problems(
+    tmp_path: Path, users: Path, ca: trustme.CA
+) -> None:
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    ca.cert_pem.write_to_path(str(folder / "good.pem"))
+    (folder / "broken.crt").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+    (folder / "der.cer").write_bytes(b"\x30\x82\x01\x0a")
+    found = problems(tmp_path, certificates_directory=str(folder), log={"level": "loud"})
+    assert found == [
+        f"certificates_directory: {folder / 'broken.crt'} holds no PEM certificate; "
+        f"{folder / 'der.cer'} holds no PEM certificate",
+        "log.level: must be 'trace', 'debug', 'info', 'warn', 'warning' or 'error'",
+    ]
+
+
+def test_a_key_protected_by_a_password_is_refused(
+    tmp_path: Path, users: Path, ca: trustme.CA
+) -> None:
+    tls = client_tls(ca)
+    key = serialization.load_pem_private_key(tls["private_key"].encode(), password=None)
+    tls["private_key"] = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key password"),
+    ).decode()
+    assert problems(tmp_path, **TLS_SECTIONS["notifier.smtp.tls"](tls)) == [
+        "notifier.smtp.tls.private_key: is protected by a password; give it unencrypted"
     ]

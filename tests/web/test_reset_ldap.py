@@ -67,9 +67,11 @@ async def test_starttls_with_the_test_ca_works_too(
         slapd,
         address=slapd.url("ldap"),
         start_tls=True,
-        tls={"certificate_chain": slapd.ca_pem, "skip_verify": False},
+        tls={"skip_verify": False},
     )
-    portal = await start_portal(authentication_backend=block)
+    portal = await start_portal(
+        authentication_backend=block, certificates_directory=str(slapd.ca_directory)
+    )
     token = token_of(await link_for(portal))
     response = await portal.client.post(
         "/api/reset-password", json={"token": token, "password": NEW_PASSWORD}
