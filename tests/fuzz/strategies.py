@@ -76,6 +76,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/reset-password/step1/answers", ("POST",), "form", ANSWERS_FORM),
     Route("/api/reset-password/identity/questions", ("POST",), "json", ("username", "captcha")),
     Route("/settings/security-questions", ("GET", "POST"), "form", SETTINGS_FORM),
+    Route("/settings/security-questions/saved", ("GET",), "none"),
+    Route("/settings/security-questions/removed", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",
