@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from portal.audit import audit
+from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
 from portal.errors import (
@@ -92,7 +92,12 @@ class PasswordResetService:
         sessions: SessionStore,
         renderer: MailRenderer,
         clock: Clock,
+        limiter: RateLimiter,
+        regulator: Regulator,
+        tokens: ResetTokens,
+        audit: AuditSink = audit,
     ) -> None:
+        """Take every collaborator ready-made (portal/services.py builds them once)."""
         self._config = config
         self._users = users
         self._storage = storage
@@ -101,12 +106,11 @@ class PasswordResetService:
         self._sessions = sessions
         self._renderer = renderer
         self._clock = clock
-        self._limiter = RateLimiter(storage, clock)
-        self._regulator = Regulator(storage, clock, config.regulation)
+        self._limiter = limiter
+        self._regulator = regulator
+        self._audit = audit
         self._limits = ResetLimits.from_config(config)
-        self.tokens = ResetTokens(
-            config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
-        )
+        self.tokens = tokens
         secret = config.identity_validation.reset_password.jwt_secret.get_secret_value()
         self._identifier_key = hmac.new(
             secret.encode(), b"portal identifier v1", hashlib.sha256
@@ -132,7 +136,7 @@ class PasswordResetService:
     async def _limit(self, endpoint: str, ip: str, buckets: tuple[Bucket, ...]) -> None:
         retry_after = await self._limiter.hit(f"ip:{endpoint}:{ip}", buckets)
         if retry_after is not None:
-            audit("reset_throttled", scope="ip", endpoint=endpoint, ip=ip)
+            self._audit("reset_throttled", scope="ip", endpoint=endpoint, ip=ip)
             raise RateLimitedError(int(retry_after))
 
     @staticmethod
@@ -163,18 +167,19 @@ class PasswordResetService:
         # SECURITY: counted before any lookup, so unknown identifiers count the same, and
         # dropped silently: the requester sees the same page either way.
         if await self._limiter.hit(f"{scope}:{key}", self._limits.account) is not None:
-            audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
+            self._audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
             return
         # SECURITY: a global cap, so many addresses together cannot turn the portal into a
         # mail cannon (or its worker into a furnace: decoys count too).
         if await self._limiter.hit("reset-global", self._limits.everyone) is not None:
-            audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
+            self._audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
             return
         await self._outbox.enqueue(
             RESET_MAIL,
             {"identifier": identifier, "ip": ip, "requested_at": self._clock.now(), "mail": mail},
         )
-        audit("reset_requested" if mail else "reset_decoy_requested", identifier_hash=key, ip=ip)
+        event = "reset_requested" if mail else "reset_decoy_requested"
+        self._audit(event, identifier_hash=key, ip=ip)
 
     async def deliver_reset_mail(self, message: OutboxMessage) -> None:
         """Mail a link to the user the identifier names, or rehearse a decoy (outbox job).
@@ -260,21 +265,21 @@ class PasswordResetService:
         if refusal is not None:
             await self._notifier.rehearse(mail)
             event, fields = refusal
-            audit(event, ip=ip, **fields)
+            self._audit(event, ip=ip, **fields)
             return
         jti_hash = ResetTokens.jti_hash(claims.jti)
         try:
             await self._notifier.send(mail)
         except Exception as exc:
-            audit("reset_mail_failed", username=username, ip=ip, jti_hash=jti_hash,
-                  error=type(exc).__name__)  # fmt: skip
+            self._audit("reset_mail_failed", username=username, ip=ip, jti_hash=jti_hash,
+                        error=type(exc).__name__)  # fmt: skip
             raise
-        audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
+        self._audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
 
     # -- using a link --------------------------------------------------------------------------
 
     def _reject(self, reason: Reason, ip: str, claims: ResetClaims | None = None) -> None:
-        audit(
+        self._audit(
             "reset_rejected",
             reason=reason,
             ip=ip,
@@ -323,8 +328,8 @@ class PasswordResetService:
         """Check a link as it is opened (it stays usable: mail scanners open links too)."""
         await self.limit_finish(ip)
         claims, user = await self.check_link(token, ip)
-        audit("reset_link_opened", username=user.username, ip=ip,
-              jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        self._audit("reset_link_opened", username=user.username, ip=ip,
+                    jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
         return claims, user
 
     async def complete(self, token: str, password: str, confirm: str, ip: str) -> User:
@@ -349,8 +354,8 @@ class PasswordResetService:
             if not reasons and await self._is_current(user.username, password):
                 reasons.append("Choose a password different from your current one.")
         if reasons:
-            audit("reset_rejected", reason="policy", username=user.username, ip=ip,
-                  jti_hash=jti_hash)  # fmt: skip
+            self._audit("reset_rejected", reason="policy", username=user.username, ip=ip,
+                        jti_hash=jti_hash)  # fmt: skip
             raise PasswordRejectedError(reasons)
         now = self._clock.now()
         # SECURITY: consume before writing, atomically: of two concurrent requests one writes.
@@ -368,8 +373,8 @@ class PasswordResetService:
         await self._outbox.enqueue(
             CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": now}
         )
-        audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash,
-              unlocked=unlocked or None)  # fmt: skip
+        self._audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash,
+                    unlocked=unlocked or None)  # fmt: skip
         return user
 
     async def _is_current(self, username: str, password: str) -> bool:
@@ -402,7 +407,8 @@ class PasswordResetService:
             # The new password is in place; the lockout ends by itself, or an administrator ends it.
             log.warning("the new password of %s is set but the lockout stays: %s",
                         user.username, exc)  # fmt: skip
-            audit("reset_unlock_failed", username=user.username, ip=ip, error=type(exc).__name__)
+            self._audit("reset_unlock_failed", username=user.username, ip=ip,
+                        error=type(exc).__name__)  # fmt: skip
             return False
 
     async def deliver_changed_mail(self, message: OutboxMessage) -> None:
@@ -440,8 +446,8 @@ class PasswordResetService:
             claims.jti, at=self._clock.now(), ip=ip
         ):
             self._reject("used", ip, claims)
-        audit("reset_revoked", username=claims.username, ip=ip,
-              jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        self._audit("reset_revoked", username=claims.username, ip=ip,
+                    jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
 
     async def purge(self) -> None:
         """Delete expired records and rate-limit events (run periodically)."""
