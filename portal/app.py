@@ -16,12 +16,11 @@ from portal.config import Config
 from portal.deps import Dependencies, build_dependencies
 from portal.handlers import assets
 from portal.keys import (
-    ACCESS,
     ADDRESSES,
+    AUTHZ,
     CAPTCHA,
     CLOCK,
     CONFIG,
-    COOKIES,
     NOTIFIER,
     OUTBOX,
     QUESTIONS,
@@ -118,9 +117,8 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[NOTIFIER] = deps.notifier
     app[OUTBOX] = services.outbox
     app[SESSIONS] = services.sessions
-    app[ACCESS] = services.access
+    app[AUTHZ] = services.authz
     app[ADDRESSES] = services.addresses
-    app[COOKIES] = services.cookies
     app[SIGNIN] = services.signin
     app[RESET] = services.reset
     app[QUESTIONS] = services.questions

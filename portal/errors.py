@@ -11,6 +11,7 @@
     +-- RateLimitedError       too many requests from one client (429 + Retry-After)
     +-- PasswordChangeRequiredError  the password is right but must be changed first (401)
     +-- PasswordRejectedError  the new password breaks the policy (400, with reasons)
+    |   +-- ResetFormRejectedError  reset step 2 refused its form, the link still good (400)
     +-- BadRequestError        the client sent something unusable (400)
         +-- PayloadTooLargeError      (413)
         +-- UnsupportedMediaTypeError a body in a content coding the portal does not take (415)
@@ -112,6 +113,18 @@ class PasswordRejectedError(PortalError):
         super().__init__("; ".join(reasons))
         self.reasons = reasons
         self.public_message = " ".join(reasons)
+
+
+class ResetFormRejectedError(PasswordRejectedError):
+    """Reset step 2 refused its form (the password, or the anti-robot check) while the link is
+    still good: the page shows the form again for `username`, with `reasons` (the password's,
+    one sentence each; empty when the CAPTCHA failed) or `public_message` (the CAPTCHA's).
+    """
+
+    def __init__(self, username: str, reasons: list[str], message: str = "") -> None:
+        super().__init__(reasons)
+        self.username = username
+        self.public_message = message or self.public_message
 
 
 class StorageError(PortalError):

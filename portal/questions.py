@@ -129,11 +129,6 @@ class SecurityQuestionsService:
         self._dummy: str | None = None
         self._dummy_lock = asyncio.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        """Tell whether resets ask security questions."""
-        return self.settings.enabled
-
     # -- which questions -----------------------------------------------------------------------
 
     def _ranked(self, subject: str, questions: Sequence[str]) -> list[str]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from portal.authz import AccessControl
+from portal.authz import AccessControl, Authorizer
 from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.deps import Dependencies
 from portal.forwarded import ClientAddresses
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
+from portal.password_change import PasswordChanger
 from portal.questions import SecurityQuestionsService
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
@@ -26,9 +27,9 @@ class Services:
 
     outbox: OutboxWorker
     sessions: SessionStore
-    access: AccessControl
+    authz: Authorizer
     addresses: ClientAddresses
-    cookies: CookieDomains
+    passwords: PasswordChanger
     signin: SignInService
     reset: PasswordResetService
     questions: SecurityQuestionsService
@@ -48,9 +49,19 @@ def build_services(config: Config, deps: Dependencies) -> Services:
     )
     limiter = RateLimiter(storage, clock)
     regulator = Regulator(storage, clock, config.regulation)
-    access = AccessControl(config.access_control)
+    authz = Authorizer(
+        AccessControl(config.access_control), CookieDomains(config), sessions, config.portal_url
+    )
     addresses = ClientAddresses(config.server.trusted_proxies)
-    cookies = CookieDomains(config)
+    renderer = MailRenderer(template_dirs(config.notifier.template_path))
+    passwords = PasswordChanger(
+        config=config,
+        users=users,
+        sessions=sessions,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+    )
     signin = SignInService(
         config=config, users=users, sessions=sessions, regulator=regulator, audit=deps.audit
     )
@@ -60,8 +71,8 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         storage=storage,
         notifier=deps.notifier,
         outbox=outbox,
-        sessions=sessions,
-        renderer=MailRenderer(template_dirs(config.notifier.template_path)),
+        passwords=passwords,
+        renderer=renderer,
         clock=clock,
         limiter=limiter,
         regulator=regulator,
@@ -95,9 +106,9 @@ def build_services(config: Config, deps: Dependencies) -> Services:
     return Services(
         outbox=outbox,
         sessions=sessions,
-        access=access,
+        authz=authz,
         addresses=addresses,
-        cookies=cookies,
+        passwords=passwords,
         signin=signin,
         reset=reset,
         questions=questions,

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -137,6 +137,16 @@ class SessionStore:
         )
         await self._storage.session_save(record)
         return value
+
+    async def first_live(
+        self, values: Iterable[str], cookie: SessionCookieConfig
+    ) -> Session | None:
+        """Return the first live session among cookie values (a browser may send several)."""
+        for value in values:
+            session = await self.get(value, cookie)
+            if session is not None:
+                return session
+        return None
 
     async def get(self, value: str, cookie: SessionCookieConfig) -> Session | None:
         """Return the live session the cookie value opens under cookie's domain, or None.

@@ -72,11 +72,7 @@ def cookie_values(request: web.Request, name: str) -> list[str]:
 
 async def live_session(request: web.Request, cookie: SessionCookieConfig) -> Session | None:
     """Return the first live session among the values sent under the session cookie's name."""
-    for value in cookie_values(request, cookie.name or ""):
-        session = await request.app[SESSIONS].get(value, cookie)
-        if session is not None:
-            return session
-    return None
+    return await request.app[SESSIONS].first_live(cookie_values(request, cookie.name or ""), cookie)
 
 
 async def parse_json(request: web.Request, model: type[Body]) -> Body:

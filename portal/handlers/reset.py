@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any, NoReturn
 
 import aiohttp_jinja2
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from portal.bodies import read_form
 from portal.config import CaptchaEndpoint
-from portal.errors import BadRequestError, CaptchaFailedError, PasswordRejectedError
+from portal.errors import BadRequestError, ResetFormRejectedError
 from portal.handlers.common import (
     captcha_widget,
     csp_for,
@@ -94,7 +95,7 @@ async def step1_post(request: web.Request) -> web.Response:
     form = await read_form(request)
     try:
         await require_captcha(request, "reset_password_start", form)
-        if request.app[QUESTIONS].enabled:
+        if request.app[RESET].questions_first:
             return await _questions_page(request, form.get("username", ""))
         await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
     except BadRequestError as exc:
@@ -106,7 +107,7 @@ async def step1_post(request: web.Request) -> web.Response:
 
 async def step1_sent_get(request: web.Request) -> web.Response:
     """Say a mail is on its way if an account matched (or if the answers were right)."""
-    return _page(request, "reset_step1_sent.html", questions=request.app[QUESTIONS].enabled)
+    return _page(request, "reset_step1_sent.html", questions=request.app[RESET].questions_first)
 
 
 async def _questions_page(request: web.Request, identifier: str) -> web.Response:
@@ -170,22 +171,16 @@ async def step2_post(request: web.Request) -> web.Response:
     if not token:
         return _invalid_link(request)
     form = await read_form(request)
+    captcha = partial(require_captcha, request, "reset_password_finish", form)
     try:
-        await require_captcha(request, "reset_password_finish", form)
-        user = await request.app[RESET].complete(
-            token, form.get("password", ""), form.get("password_confirm", ""), request_ip(request)
-        )
+        await request.app[RESET].complete(token, form.get("password", ""),
+                                          form.get("password_confirm", ""), request_ip(request),
+                                          captcha=captcha)  # fmt: skip
     except InvalidTokenError:
         return _invalid_link(request)
-    except PasswordRejectedError as exc:
-        _, user = await request.app[RESET].check_link(token, request_ip(request))
-        return _password_form(request, user.username, exc.reasons)
-    except CaptchaFailedError as exc:
-        try:  # the CAPTCHA is checked first: the link may be bad too
-            _, user = await request.app[RESET].check_link(token, request_ip(request))
-        except InvalidTokenError:
-            return _invalid_link(request)
-        return _password_form(request, user.username, error=exc.public_message)
+    except ResetFormRejectedError as exc:
+        error = "" if exc.reasons else exc.public_message
+        return _password_form(request, exc.username, exc.reasons, error=error)
     response = see_other(DONE)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
     raise response
@@ -274,14 +269,10 @@ async def api_start_post(request: web.Request) -> web.Response:
     body = await parse_json(request, StartBody)
     # SECURITY: the mail-sending call needs the CAPTCHA whether or not questions come first.
     await require_captcha(request, "reset_password_start", body.captcha)
-    questions = request.app[QUESTIONS]
-    if questions.enabled:
-        # SECURITY: the API is no way around the questions.
-        if body.answers is None:
-            raise BadRequestError("Answer the security questions: send 'answers'.")
-        await questions.answer(body.username, body.answers, request_ip(request))
-        return web.json_response(OK)
-    await request.app[RESET].request_link(body.username, request_ip(request))
+    if request.app[RESET].questions_first and body.answers is not None:
+        await request.app[QUESTIONS].answer(body.username, body.answers, request_ip(request))
+    else:  # SECURITY: refused while questions come first (the API is no way around them)
+        await request.app[RESET].request_link(body.username, request_ip(request))
     return web.json_response(OK)
 
 
@@ -308,7 +299,7 @@ async def api_reset_post(request: web.Request) -> web.Response:
         await request.app[RESET].complete(
             body.token, body.password, body.password, request_ip(request)
         )
-    except PasswordRejectedError as exc:
+    except ResetFormRejectedError as exc:
         return web.json_response(
             {"status": "KO", "message": exc.public_message, "reasons": exc.reasons}, status=400
         )
