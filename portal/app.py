@@ -13,8 +13,10 @@ import jinja2
 from aiohttp import web
 
 from portal.config import Config
+from portal.csrf import csrf_middleware
 from portal.deps import Dependencies, build_dependencies
 from portal.handlers import assets
+from portal.headers import security_headers
 from portal.keys import (
     ADDRESSES,
     AUTHZ,
@@ -30,13 +32,7 @@ from portal.keys import (
     STORAGE,
     USERS,
 )
-from portal.middlewares import (
-    MAX_BODY,
-    body_size_middleware,
-    csrf_middleware,
-    errors_middleware,
-    security_headers,
-)
+from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
 from portal.routes import setup_routes
 from portal.services import build_services
 

@@ -6,7 +6,6 @@ import re
 from functools import partial
 from typing import Any, NoReturn
 
-import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
@@ -15,14 +14,13 @@ from portal.config import CaptchaEndpoint
 from portal.errors import BadRequestError, ResetFormRejectedError
 from portal.handlers.common import (
     captcha_widget,
-    csp_for,
     parse_json,
+    render_page,
     request_ip,
     require_captcha,
     see_other,
 )
 from portal.keys import CONFIG, QUESTIONS, RESET
-from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.policy import describe
 from portal.tokens import MAX_TOKEN_LENGTH, InvalidTokenError
 
@@ -46,13 +44,8 @@ _CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
 def _page(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
-    context.update(csrf_token=csrf_token(request), csrf_field=CSRF_FIELD)
     context.setdefault("captcha", captcha_widget(request, _CAPTCHA_ON.get(template)))
-    response = aiohttp_jinja2.render_template(f"pages/{template}", request, context, status=status)
-    # SECURITY: these pages hold or follow from a reset token: no cache may keep them.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = csp_for(request, context["captcha"])
-    return response
+    return render_page(request, template, status, **context)
 
 
 def _invalid_link(request: web.Request, cookie: str = TOKEN_COOKIE) -> web.Response:
@@ -90,6 +83,14 @@ async def step1_get(request: web.Request) -> web.Response:
     return _page(request, "reset_step1.html")
 
 
+def _step1_refused(
+    request: web.Request, form: dict[str, str], exc: BadRequestError
+) -> web.Response:
+    """Show step 1 again with why it was refused and what was typed (cut to 256 characters)."""
+    return _page(request, "reset_step1.html", status=400, error=exc.public_message,
+                 username=form.get("username", "")[:256])  # fmt: skip
+
+
 async def step1_post(request: web.Request) -> web.Response:
     """Queue a reset mail (or ask the security questions first): one page for everyone."""
     form = await read_form(request)
@@ -99,8 +100,7 @@ async def step1_post(request: web.Request) -> web.Response:
             return await _questions_page(request, form.get("username", ""))
         await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
     except BadRequestError as exc:
-        return _page(request, "reset_step1.html", status=400, error=exc.public_message,
-                     username=form.get("username", "")[:256])  # fmt: skip
+        return _step1_refused(request, form, exc)
     # SECURITY: one fixed redirect for everyone, as the page it leads to.
     raise see_other(SENT)
 
@@ -128,8 +128,7 @@ async def step1_answers_post(request: web.Request) -> web.Response:
         await questions.answer(form.get("username", ""), answers, request_ip(request),
                                ticket=form.get("ticket", ""))  # fmt: skip
     except BadRequestError as exc:
-        return _page(request, "reset_step1.html", status=400, error=exc.public_message,
-                     username=form.get("username", "")[:256])  # fmt: skip
+        return _step1_refused(request, form, exc)
     raise see_other(SENT)
 
 
