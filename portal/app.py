@@ -12,19 +12,17 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from portal.authz import AccessControl
-from portal.captcha import CaptchaGuard
 from portal.config import Config
-from portal.deps import Dependencies, build_dependencies, captcha_from_config
-from portal.forwarded import ClientAddresses
+from portal.csrf import csrf_middleware
+from portal.deps import Dependencies, build_dependencies
 from portal.handlers import assets
+from portal.headers import security_headers
 from portal.keys import (
-    ACCESS,
     ADDRESSES,
+    AUTHZ,
     CAPTCHA,
     CLOCK,
     CONFIG,
-    COOKIES,
     NOTIFIER,
     OUTBOX,
     QUESTIONS,
@@ -34,22 +32,9 @@ from portal.keys import (
     STORAGE,
     USERS,
 )
-from portal.mail import MailRenderer, template_dirs
-from portal.middlewares import (
-    MAX_BODY,
-    body_size_middleware,
-    csrf_middleware,
-    errors_middleware,
-    security_headers,
-)
-from portal.notify.outbox import OutboxWorker
-from portal.ratelimit import RateLimiter, buckets_from_config
-from portal.regulation import Regulator
-from portal.reset import PasswordResetService
+from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
 from portal.routes import setup_routes
-from portal.security_questions import SecurityQuestionsService
-from portal.sessions import SessionStore
-from portal.signin import CookieDomains, SignInService
+from portal.services import build_services
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PURGE_INTERVAL = 600.0
@@ -107,7 +92,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config, deps: Dependencies | None = None) -> web.Application:
-    """Build the application for production (deps=None) or for tests (deps given)."""
+    """Build the application for production (deps=None) or for tests (deps given).
+
+    Every service comes from build_services (portal/services.py); this wires them to the app.
+    """
     deps = deps or build_dependencies(config)
     app = web.Application(
         middlewares=[errors_middleware, body_size_middleware, csrf_middleware],
@@ -117,58 +105,20 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         # traceback per request). body_size_middleware refuses any coding but identity (415).
         handler_args={"auto_decompress": False},
     )
+    services = build_services(config, deps)
     app[CONFIG] = config
     app[CLOCK] = deps.clock
     app[USERS] = deps.users
     app[STORAGE] = deps.storage
     app[NOTIFIER] = deps.notifier
-    app[OUTBOX] = OutboxWorker(deps.storage, deps.clock)
-    app[SESSIONS] = SessionStore(
-        deps.storage,
-        deps.clock,
-        users=deps.users,
-        refresh_interval=config.authentication_backend.refresh_seconds,
-    )
-    app[ACCESS] = AccessControl(config.access_control)
-    app[ADDRESSES] = ClientAddresses(config.server.trusted_proxies)
-    app[COOKIES] = CookieDomains(config)
-    app[SIGNIN] = SignInService(
-        config=config,
-        users=deps.users,
-        sessions=app[SESSIONS],
-        regulator=Regulator(deps.storage, deps.clock, config.regulation),
-    )
-    app[RESET] = PasswordResetService(
-        config=config,
-        users=deps.users,
-        storage=deps.storage,
-        notifier=deps.notifier,
-        outbox=app[OUTBOX],
-        sessions=app[SESSIONS],
-        renderer=MailRenderer(template_dirs(config.notifier.template_path)),
-        clock=deps.clock,
-    )
-    app[QUESTIONS] = SecurityQuestionsService(
-        config=config,
-        users=deps.users,
-        storage=deps.storage,
-        reset=app[RESET],
-        regulator=Regulator(deps.storage, deps.clock, config.regulation),
-        hasher=deps.answer_hasher,
-        clock=deps.clock,
-    )
-    app[CAPTCHA] = CaptchaGuard(
-        config.captcha,
-        captcha_from_config(config, deps.storage, deps.clock),
-        limiter=RateLimiter(deps.storage, deps.clock),
-        challenge_buckets=buckets_from_config(config.server.endpoints.rate_limits.captcha_challenge),
-        on_failure={
-            "reset_password_start": app[RESET].limit_start,
-            "reset_password_finish": app[RESET].limit_finish,
-            "login": app[SIGNIN].record_captcha_failure,
-        },
-        login_failures=app[SIGNIN].recent_failures,
-    )
+    app[OUTBOX] = services.outbox
+    app[SESSIONS] = services.sessions
+    app[AUTHZ] = services.authz
+    app[ADDRESSES] = services.addresses
+    app[SIGNIN] = services.signin
+    app[RESET] = services.reset
+    app[QUESTIONS] = services.questions
+    app[CAPTCHA] = services.captcha
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.

@@ -1,4 +1,5 @@
-"""Access control: the level a request needs, by Authelia's `access_control` rules.
+"""Access control: the level a request needs, by Authelia's `access_control` rules, and the
+auth_request verdict built on it (Authorizer: cookie domain, session, user, rule, sign-in URL).
 
 Pure and precompiled: `AccessControl(config)` compiles every rule once; `decide(target, user)`
 runs on nginx's hot path and only compares strings, sets, integers and precompiled regexes.
@@ -25,14 +26,18 @@ The portal has no second factor yet, so `two_factor` answers `deny` (config warn
 
 from __future__ import annotations
 
+import enum
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from portal.config import AccessControlConfig, AccessControlRule
 from portal.patterns import GoPattern, go_text
+from portal.sessions import SessionStore
+from portal.signin import CookieDomains
 from portal.users.base import User
 
 Level = Literal["bypass", "one_factor", "deny"]
@@ -388,3 +393,83 @@ class AccessControl:
                 continue
             return rule.signed_in
         return self._default
+
+
+class Outcome(enum.Enum):
+    """What nginx's auth_request is told (Authelia's authz endpoint answers the same way)."""
+
+    ALLOW = 200  # with the signed-in user's Remote-* headers (none for bypass)
+    SIGN_IN = 401  # with where to sign in, coming back to the original URL
+    FORBIDDEN = 403
+    MALFORMED = 400  # answered 401: a request that cannot be read is never let through
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The auth_request decision: its outcome, Remote-* headers (ALLOW), sign-in URL (SIGN_IN)."""
+
+    outcome: Outcome
+    headers: Mapping[str, str] = field(default_factory=dict)
+    location: str = ""
+
+
+_PASS = Verdict(Outcome.ALLOW)
+_FORBIDDEN = Verdict(Outcome.FORBIDDEN)
+_MALFORMED = Verdict(Outcome.MALFORMED)
+
+
+class Authorizer:
+    """Decide every auth_request: may this visitor reach this URL, and as whom."""
+
+    def __init__(
+        self, access: AccessControl, cookies: CookieDomains, sessions: SessionStore, portal_url: str
+    ) -> None:
+        """Take the compiled rules, the cookie domains, the sessions and the default portal URL."""
+        self._access = access
+        self._cookies = cookies
+        self._sessions = sessions
+        self._portal_url = portal_url
+
+    async def verdict(
+        self,
+        url: str,
+        method: str,
+        ip: IPv4Address | IPv6Address | None,
+        cookie_values: Callable[[str], Sequence[str]],
+    ) -> Verdict:
+        """Judge nginx's X-Original-URL and X-Original-Method for the client address ip (None:
+        unreadable), reading the session from cookie_values(name), the values sent under name.
+
+        The session cookie is the one of the cookie domain covering the URL's host; the sign-in
+        URL is that domain's authelia_url (else the portal's) with `rd` the original URL.
+        """
+        try:
+            if ip is None:
+                raise ValueError("unreadable client address")
+            target = self._access.target(url, method.upper(), ip)
+        except ValueError:
+            return _MALFORMED  # SECURITY: a request we cannot read is never let through.
+        cookie = self._cookies.for_host(target.host)
+        session = None
+        if cookie is not None:
+            session = await self._sessions.first_live(cookie_values(cookie.name or ""), cookie)
+        user = None
+        if session is not None:
+            user = User(session.username, session.display_name, session.emails, session.groups)
+        required = self._access.decide(target, user).required
+        if required == "bypass":
+            return _PASS
+        if required == "deny":
+            return _FORBIDDEN
+        if session is None:
+            portal = cookie.authelia_url if cookie is not None else self._portal_url
+            return Verdict(Outcome.SIGN_IN, location=f"{portal}/?rd={quote(url, safe='')}")
+        return Verdict(
+            Outcome.ALLOW,
+            headers={
+                "Remote-User": session.username,
+                "Remote-Groups": ",".join(session.groups),
+                "Remote-Name": session.display_name,
+                "Remote-Email": session.emails[0] if session.emails else "",
+            },
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from portal.audit import AuditSink, audit
 from portal.captcha import VENDORS, AltchaCaptcha, Captcha, RemoteCaptcha, altcha_keys
 from portal.clock import Clock, SystemClock
 from portal.config import Config
@@ -24,15 +25,22 @@ POSTGRES_NOT_IMPLEMENTED = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dependencies:
-    """The backends an application runs on."""
+    """The backends an application runs on; portal/services.py builds every service on them.
+
+    `captcha` is the vendor check (None: no form asks for one, or a test that needs none; build
+    it with captcha_from_config). `audit` takes every audit event (default: the `portal.audit`
+    logger).
+    """
 
     users: UserBackend
     storage: Storage
     notifier: Notifier
     clock: Clock = field(default_factory=SystemClock)
     answer_hasher: AnswerHasher = field(default_factory=Argon2AnswerHasher)
+    captcha: Captcha | None = None
+    audit: AuditSink = audit
 
 
 def users_from_config(config: Config) -> UserBackend:
@@ -84,9 +92,13 @@ def captcha_from_config(config: Config, storage: Storage, clock: Clock) -> Captc
 
 
 def build_dependencies(config: Config) -> Dependencies:
-    """Build every backend the configuration names."""
+    """Build every backend the configuration names, on the system clock."""
+    storage = storage_from_config(config)
+    clock = SystemClock()
     return Dependencies(
         users=users_from_config(config),
-        storage=storage_from_config(config),
+        storage=storage,
         notifier=notifier_from_config(config),
+        clock=clock,
+        captcha=captcha_from_config(config, storage, clock),
     )

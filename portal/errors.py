@@ -21,6 +21,7 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- SignInFailedError            401  "Incorrect username or password.", for all [page]
     +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
+    |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
     +-- BadRequestError              400  the client sent something unusable (message given)
         +-- PayloadTooLargeError     413
@@ -190,6 +191,18 @@ class InvalidTokenError(PortalError):
         # SECURITY: the message names the reason only, never the token (it is a credential).
         super().__init__(f"invalid reset token: {reason}")
         self.reason: InvalidTokenReason = reason
+
+
+class ResetFormRejectedError(PasswordRejectedError):
+    """Reset step 2 refused its form (the password, or the anti-robot check) while the link is
+    still good: the page shows the form again for `username`, with `reasons` (the password's,
+    one sentence each; empty when the CAPTCHA failed) or `public_message` (the CAPTCHA's).
+    """
+
+    def __init__(self, username: str, reasons: list[str], message: str = "") -> None:
+        super().__init__(reasons)
+        self.username = username
+        self.public_message = message or self.public_message
 
 
 class BadRequestError(PortalError):

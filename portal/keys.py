@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from portal.authz import AccessControl
+from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
 from portal.clock import Clock
 from portal.config import Config
@@ -14,7 +14,7 @@ from portal.notify.outbox import OutboxWorker
 from portal.reset import PasswordResetService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
-from portal.signin import CookieDomains, SignInService
+from portal.signin import SignInService
 from portal.storage.base import Storage
 from portal.users.base import UserBackend
 
@@ -27,8 +27,7 @@ OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESET = web.AppKey("reset", PasswordResetService)
 SESSIONS = web.AppKey("sessions", SessionStore)
 SIGNIN = web.AppKey("signin", SignInService)
-ACCESS = web.AppKey("access", AccessControl)
+AUTHZ = web.AppKey("authz", Authorizer)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
-COOKIES = web.AppKey("cookies", CookieDomains)
 QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
 CAPTCHA = web.AppKey("captcha", CaptchaGuard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ def humanize_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
     return " ".join(parts[:2]) or "0 seconds"
+
+
+def when(timestamp: float) -> str:
+    """Say a Unix time (seconds) as mails and pages show it: '30 November 2026 at 14:05 UTC'."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
 
 
 class MailRenderer:

@@ -4,40 +4,39 @@ Asking for a link does no user-dependent work while the requester waits: after i
 rate limits the request goes to the outbox, and the worker looks the user up, issues the token,
 records its jti and sends the mail. The worker shares the event loop with the next request, so for
 anyone who gets no mail it does the same work on a decoy and sends and records nothing. Setting the
-password checks the token, its record and the password fingerprint again, applies the policy,
-consumes the jti atomically, then writes.
+password checks the token, its record and the password fingerprint again, has the password
+checked (portal/password_change.py), consumes the jti atomically, then has it written.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
-from portal.audit import audit
+from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
 from portal.errors import (
     BadRequestError,
+    CaptchaFailedError,
     InvalidTokenError,
     InvalidTokenReason,
-    PasswordChangeRequiredError,
     PasswordRejectedError,
     PortalError,
     RateLimitedError,
+    ResetFormRejectedError,
 )
-from portal.mail import MailRenderer, humanize_duration
+from portal.mail import MailRenderer, humanize_duration, when
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
-from portal.password_policy import check_password
+from portal.password_change import PasswordChanger
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
-from portal.sessions import SessionStore
 from portal.storage.base import (
     IdentityVerification,
     IdentityVerificationStore,
@@ -46,10 +45,8 @@ from portal.storage.base import (
 )
 from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
-from portal.users.passwords import normalize_password
 
 RESET_MAIL = "reset_password"
-CHANGED_MAIL = "password_changed"
 MAX_IDENTIFIER = 256
 # What a decoy reset mail is made for (see deliver_reset_mail): no account has an empty name,
 # and the .invalid top-level domain can never be delivered to (RFC 2606).
@@ -59,10 +56,6 @@ DECOY_ADDRESS = "nobody@decoy.invalid"
 RECORD_RETENTION = 86400.0
 
 log = logging.getLogger(__name__)
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
 
 
 class ResetStorage(IdentityVerificationStore, RateLimitStore, Protocol):
@@ -101,30 +94,33 @@ class PasswordResetService:
         storage: ResetStorage,
         notifier: Notifier,
         outbox: OutboxWorker,
-        sessions: SessionStore,
+        passwords: PasswordChanger,
         renderer: MailRenderer,
         clock: Clock,
+        limiter: RateLimiter,
+        regulator: Regulator,
+        tokens: ResetTokens,
+        audit: AuditSink = audit,
     ) -> None:
+        """Take every collaborator ready-made (portal/services.py builds them once)."""
         self._config = config
         self._users = users
         self._storage = storage
         self._notifier = notifier
         self._outbox = outbox
-        self._sessions = sessions
+        self._passwords = passwords
         self._renderer = renderer
         self._clock = clock
-        self._limiter = RateLimiter(storage, clock)
-        self._regulator = Regulator(storage, clock, config.regulation)
+        self._limiter = limiter
+        self._regulator = regulator
+        self._audit = audit
         self._limits = ResetLimits.from_config(config)
-        self.tokens = ResetTokens(
-            config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
-        )
+        self.tokens = tokens
         secret = config.identity_validation.reset_password.jwt_secret.get_secret_value()
         self._identifier_key = hmac.new(
             secret.encode(), b"portal identifier v1", hashlib.sha256
         ).digest()
         outbox.register(RESET_MAIL, self.deliver_reset_mail)
-        outbox.register(CHANGED_MAIL, self.deliver_changed_mail)
 
     # -- asking for a link ---------------------------------------------------------------------
 
@@ -144,7 +140,7 @@ class PasswordResetService:
     async def _limit(self, endpoint: str, ip: str, buckets: tuple[Bucket, ...]) -> None:
         retry_after = await self._limiter.hit(f"ip:{endpoint}:{ip}", buckets)
         if retry_after is not None:
-            audit("reset_throttled", scope="ip", endpoint=endpoint, ip=ip)
+            self._audit("reset_throttled", scope="ip", endpoint=endpoint, ip=ip)
             raise RateLimitedError(int(retry_after))
 
     @staticmethod
@@ -157,8 +153,23 @@ class PasswordResetService:
             raise BadRequestError("That is too long to be a username or an email address.")
         return identifier
 
+    @property
+    def questions_first(self) -> bool:
+        """Tell whether a reset mail goes out only after security questions are answered
+        (identity_validation.reset_password.security_questions.enabled): step 1 then asks
+        them (SecurityQuestionsService.prompt) and the answers queue the mail (.answer).
+        """
+        return self._config.identity_validation.reset_password.security_questions.enabled
+
     async def request_link(self, identifier: str, ip: str) -> None:
-        """Queue a reset mail for whoever matches; the same outcome for every identifier."""
+        """Queue a reset mail for whoever matches; the same outcome for every identifier.
+
+        Raises BadRequestError when security questions come first (questions_first): then only
+        right answers queue a mail.
+        """
+        # SECURITY: no way around the questions, whichever handler asks.
+        if self.questions_first:
+            raise BadRequestError("Answer the security questions: send 'answers'.")
         identifier = self.checked_identifier(identifier)
         await self.limit_start(ip)
         await self.queue_link(identifier, ip)
@@ -175,18 +186,19 @@ class PasswordResetService:
         # SECURITY: counted before any lookup, so unknown identifiers count the same, and
         # dropped silently: the requester sees the same page either way.
         if await self._limiter.hit(f"{scope}:{key}", self._limits.account) is not None:
-            audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
+            self._audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
             return
         # SECURITY: a global cap, so many addresses together cannot turn the portal into a
         # mail cannon (or its worker into a furnace: decoys count too).
         if await self._limiter.hit("reset-global", self._limits.everyone) is not None:
-            audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
+            self._audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
             return
         await self._outbox.enqueue(
             RESET_MAIL,
             {"identifier": identifier, "ip": ip, "requested_at": self._clock.now(), "mail": mail},
         )
-        audit("reset_requested" if mail else "reset_decoy_requested", identifier_hash=key, ip=ip)
+        event = "reset_requested" if mail else "reset_decoy_requested"
+        self._audit(event, identifier_hash=key, ip=ip)
 
     async def deliver_reset_mail(self, message: OutboxMessage) -> None:
         """Mail a link to the user the identifier names, or rehearse a decoy (outbox job).
@@ -265,30 +277,30 @@ class PasswordResetService:
                 "revoke_link": f"{base}/revoke/reset-password?token={revoke_token}",
                 "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
                 "ip": ip,
-                "requested_at": _when(float(message.payload["requested_at"])),
+                "requested_at": when(float(message.payload["requested_at"])),
                 "portal_url": base,
             },
         )
         if refusal is not None:
             await self._notifier.rehearse(mail)
             event, fields = refusal
-            audit(event, ip=ip, **fields)
+            self._audit(event, ip=ip, **fields)
             return
         jti_hash = ResetTokens.jti_hash(claims.jti)
         try:
             await self._notifier.send(mail)
         except Exception as exc:
-            audit("reset_mail_failed", username=username, ip=ip, jti_hash=jti_hash,
-                  error=type(exc).__name__)  # fmt: skip
+            self._audit("reset_mail_failed", username=username, ip=ip, jti_hash=jti_hash,
+                        error=type(exc).__name__)  # fmt: skip
             raise
-        audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
+        self._audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
 
     # -- using a link --------------------------------------------------------------------------
 
     def _reject(
         self, reason: InvalidTokenReason, ip: str, claims: ResetClaims | None = None
     ) -> None:
-        audit(
+        self._audit(
             "reset_rejected",
             reason=reason,
             ip=ip,
@@ -337,61 +349,58 @@ class PasswordResetService:
         """Check a link as it is opened (it stays usable: mail scanners open links too)."""
         await self.limit_finish(ip)
         claims, user = await self.check_link(token, ip)
-        audit("reset_link_opened", username=user.username, ip=ip,
-              jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        self._audit("reset_link_opened", username=user.username, ip=ip,
+                    jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
         return claims, user
 
-    async def complete(self, token: str, password: str, confirm: str, ip: str) -> User:
-        """Set the new password if the link and the password are good; consume the link."""
+    async def complete(
+        self,
+        token: str,
+        password: str,
+        confirm: str,
+        ip: str,
+        *,
+        captcha: Callable[[], Awaitable[None]] | None = None,
+    ) -> User:
+        """Set the new password if the link and the password are good; consume the link.
+
+        `captcha` is the form's anti-robot check, run first. Raises InvalidTokenError when the
+        link is bad (whatever else is), ResetFormRejectedError when the link is good but the
+        CAPTCHA or the password is not (it carries what the form page shows again),
+        RateLimitedError, and what the user backend raises when the write fails otherwise.
+        """
+        if captcha is not None:
+            try:
+                await captcha()
+            except CaptchaFailedError as exc:
+                # The CAPTCHA is checked first: the link may be bad too, and that page wins.
+                _, user = await self.check_link(token, ip)
+                raise ResetFormRejectedError(user.username, [], exc.public_message) from exc
         await self.limit_finish(ip)
         claims, user = await self.check_link(token, ip)
         jti_hash = ResetTokens.jti_hash(claims.jti)
-        reasons: list[str] = []
-        # The same password typed in two Unicode forms is one password: both are stored alike.
-        same = password == confirm or await asyncio.to_thread(
-            lambda: normalize_password(password) == normalize_password(confirm)
-        )
-        if not same:
-            reasons.append("The two passwords do not match.")
-        else:
-            words = [user.username, user.display_name, *user.emails]
-            words += [e.split("@")[0] for e in user.emails] + user.display_name.split()
-            reasons = await asyncio.to_thread(
-                check_password, password, self._config.password_policy, user_inputs=words
-            )
-            # SECURITY: verified against the stored hash; Authelia skips this on reset.
-            if not reasons and await self._is_current(user.username, password):
-                reasons.append("Choose a password different from your current one.")
+        reasons = await self._passwords.rejections(user, password, confirm)
         if reasons:
-            audit("reset_rejected", reason="policy", username=user.username, ip=ip,
-                  jti_hash=jti_hash)  # fmt: skip
-            raise PasswordRejectedError(reasons)
+            self._audit("reset_rejected", reason="policy", username=user.username, ip=ip,
+                        jti_hash=jti_hash)  # fmt: skip
+            raise ResetFormRejectedError(user.username, reasons)
         now = self._clock.now()
         # SECURITY: consume before writing, atomically: of two concurrent requests one writes.
         if not await self._storage.consume_identity_verification(claims.jti, at=now, ip=ip):
             self._reject("used", ip, claims)
         try:
-            await self._users.set_password(user.username, password)
-        except Exception:
+            await self._passwords.write(user, password)
+        except Exception as exc:
             await self._storage.release_identity_verification(claims.jti, consumed_at=now)
+            if isinstance(exc, PasswordRejectedError):  # the directory's own policy refused it
+                raise ResetFormRejectedError(user.username, exc.reasons) from exc
             raise
         await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
-        # SECURITY: every session of the user ends, on every device (Django does; Authelia not).
-        await self._sessions.destroy_user(user.username)
+        await self._passwords.written(user, ip, now)
         unlocked = await self._unlock(user, ip)
-        await self._outbox.enqueue(
-            CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": now}
-        )
-        audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash,
-              unlocked=unlocked or None)  # fmt: skip
+        self._audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash,
+                    unlocked=unlocked or None)  # fmt: skip
         return user
-
-    async def _is_current(self, username: str, password: str) -> bool:
-        """Tell whether the password is the user's current one."""
-        try:
-            return await self._users.check_password(username, password)
-        except PasswordChangeRequiredError:
-            return True  # the directory proved it right, then asked for another one
 
     async def _unlock(self, user: User, ip: str) -> bool:
         """End a lockout from failed sign-ins, unless disable_unlock keeps it; never raise.
@@ -416,29 +425,9 @@ class PasswordResetService:
             # The new password is in place; the lockout ends by itself, or an administrator ends it.
             log.warning("the new password of %s is set but the lockout stays: %s",
                         user.username, exc)  # fmt: skip
-            audit("reset_unlock_failed", username=user.username, ip=ip, error=type(exc).__name__)
+            self._audit("reset_unlock_failed", username=user.username, ip=ip,
+                        error=type(exc).__name__)  # fmt: skip
             return False
-
-    async def deliver_changed_mail(self, message: OutboxMessage) -> None:
-        """Tell the user their password changed, with time and IP (outbox job)."""
-        user = await self._users.get_user(str(message.payload["username"]))
-        if user is None or not user.email:
-            return
-        base = self._config.portal_url
-        mail = self._renderer.render(
-            CHANGED_MAIL,
-            to=user.email,
-            title="Your password was changed",
-            context={
-                "display_name": user.display_name or user.username,
-                "username": user.username,
-                "changed_at": _when(float(message.payload["changed_at"])),
-                "ip": str(message.payload["ip"]),
-                "reset_url": f"{base}/reset-password/step1",
-                "portal_url": base,
-            },
-        )
-        await self._notifier.send(mail)
 
     # -- revoking a link -----------------------------------------------------------------------
 
@@ -454,8 +443,8 @@ class PasswordResetService:
             claims.jti, at=self._clock.now(), ip=ip
         ):
             self._reject("used", ip, claims)
-        audit("reset_revoked", username=claims.username, ip=ip,
-              jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        self._audit("reset_revoked", username=claims.username, ip=ip,
+                    jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
 
     async def purge(self) -> None:
         """Delete expired records and rate-limit events (run periodically)."""

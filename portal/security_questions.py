@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from portal.audit import audit
+from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Argon2Config, Config, PasswordConfig
 from portal.errors import BadRequestError, SecurityAnswersRejectedError, UnsupportedHashError
@@ -105,8 +105,10 @@ class SecurityQuestionsService:
         regulator: Regulator,
         hasher: AnswerHasher,
         clock: Clock,
+        audit: AuditSink = audit,
     ) -> None:
         self.settings = config.identity_validation.reset_password.security_questions
+        self._audit = audit
         self._users = users
         self._storage = storage
         self._reset = reset
@@ -120,11 +122,6 @@ class SecurityQuestionsService:
         ).digest()
         self._dummy: str | None = None
         self._dummy_lock = asyncio.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        """Tell whether resets ask security questions."""
-        return self.settings.enabled
 
     # -- which questions -----------------------------------------------------------------------
 
@@ -202,8 +199,8 @@ class SecurityQuestionsService:
         identifier = self._reset.checked_identifier(identifier)
         await self._reset.limit_start(ip)
         target = await self._target(identifier)
-        audit("reset_questions_asked", identifier_hash=self._reset.identifier_hash(identifier),
-              ip=ip)  # fmt: skip
+        key = self._reset.identifier_hash(identifier)
+        self._audit("reset_questions_asked", identifier_hash=key, ip=ip)
         return Prompt(identifier, target.questions, self._ticket(identifier, target.questions))
 
     async def answer(
@@ -258,7 +255,7 @@ class SecurityQuestionsService:
             await self._count(counters)
         else:
             await self._count([f"questions-decoy:{key}", f"questions-decoy:{account}"])
-        audit(event, identifier_hash=key, username=username, ip=ip, reason=reason)
+        self._audit(event, identifier_hash=key, username=username, ip=ip, reason=reason)
         # SECURITY: every outcome queues the reset job, a decoy when no mail is due, so neither
         # this answer nor the worker's work after it tells whether the account exists, has
         # questions or was answered right.
@@ -321,7 +318,7 @@ class SecurityQuestionsService:
         except SecurityAnswersRejectedError as exc:
             raise SecurityAnswersRejectedError(exc.reasons + reasons, faulty) from None
         if reasons:
-            audit("security_questions_rejected", username=username, ip=ip, reason="answers")
+            self._audit("security_questions_rejected", username=username, ip=ip, reason="answers")
             raise SecurityAnswersRejectedError(reasons, faulty)
         normalized = [normalize_answer(answer) for _, answer in choices]
         hashes = await asyncio.to_thread(lambda: [self._hasher.hash(a) for a in normalized])
@@ -331,19 +328,19 @@ class SecurityQuestionsService:
             for i, ((question, _), digest) in enumerate(zip(choices, hashes, strict=True))
         ]
         await self._storage.set_security_answers(username, rows)
-        audit("security_questions_set", username=username, ip=ip, count=len(choices))
+        self._audit("security_questions_set", username=username, ip=ip, count=len(choices))
 
     async def remove(self, username: str, password: str, ip: str) -> None:
         """Delete the user's questions after checking the current password."""
         await self._confirm_password(username, password, ip)
         await self._storage.delete_security_answers(username)
-        audit("security_questions_removed", username=username, ip=ip)
+        self._audit("security_questions_removed", username=username, ip=ip)
 
     async def _confirm_password(self, username: str, password: str, ip: str) -> None:
         # SECURITY: a session alone (a borrowed laptop) does not change what guards a reset;
         # wrong passwords count under regulation like failed sign-ins.
         if await self._regulator.banned_until(username, ip) is not None:
-            audit("security_questions_rejected", username=username, ip=ip, reason="banned")
+            self._audit("security_questions_rejected", username=username, ip=ip, reason="banned")
             raise SecurityAnswersRejectedError(
                 ["Too many wrong passwords. Please wait a few minutes and try again."]
             )
@@ -351,7 +348,7 @@ class SecurityQuestionsService:
             username, password
         ):
             await self._regulator.record_failure(username, ip)
-            audit("security_questions_rejected", username=username, ip=ip, reason="password")
+            self._audit("security_questions_rejected", username=username, ip=ip, reason="password")
             raise SecurityAnswersRejectedError(["Your current password is not correct."])
 
     def _problems(

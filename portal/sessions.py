@@ -15,13 +15,13 @@ import ipaddress
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from portal.audit import audit
+from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import SessionCookieConfig
 from portal.errors import PortalError
@@ -82,6 +82,7 @@ class SessionStore:
         cache_ttl: float = 1.0,
         touch_interval: float = 10.0,
         cache_size: int = 10_000,
+        audit: AuditSink = audit,
     ) -> None:
         if cache_ttl < 0 or touch_interval < 0 or cache_size < 1:
             raise ValueError("cache_ttl and touch_interval must be >= 0, cache_size >= 1")
@@ -90,6 +91,7 @@ class SessionStore:
         self._storage = storage
         self._clock = clock
         self._users = users
+        self._audit = audit
         self._refresh_interval = refresh_interval if users is not None else None
         self._refreshing: dict[str, asyncio.Future[SessionRecord | None]] = {}
         self._cache_ttl = cache_ttl
@@ -135,6 +137,16 @@ class SessionStore:
         )
         await self._storage.session_save(record)
         return value
+
+    async def first_live(
+        self, values: Iterable[str], cookie: SessionCookieConfig
+    ) -> Session | None:
+        """Return the first live session among cookie values (a browser may send several)."""
+        for value in values:
+            session = await self.get(value, cookie)
+            if session is not None:
+                return session
+        return None
 
     async def get(self, value: str, cookie: SessionCookieConfig) -> Session | None:
         """Return the live session the cookie value opens under cookie's domain, or None.
@@ -243,14 +255,14 @@ class SessionStore:
             # SECURITY: a deleted or disabled account keeps no session (Authelia ends it too).
             self._forget(session_id)
             await self._storage.session_delete(session_id)
-            audit("session_ended", username=record.username, reason="user_gone_or_disabled")
+            self._audit("session_ended", username=record.username, reason="user_gone_or_disabled")
             return None
         if user.change_reason is not None:
             # SECURITY: a password the directory no longer accepts (an administrator demands a
             # new one, or it expired) keeps no session either, as sign-in would give none.
             self._forget(session_id)
             await self._storage.session_delete(session_id)
-            audit("session_ended", username=record.username, reason=user.change_reason)
+            self._audit("session_ended", username=record.username, reason=user.change_reason)
             return None
         old = record.data
         changed = (
@@ -274,7 +286,7 @@ class SessionStore:
             return None
         refreshed = replace(record, data=data)
         if changed:
-            audit("session_refreshed", username=record.username)
+            self._audit("session_refreshed", username=record.username)
         if generation == self._generation and session_id in self._cache:
             self._remember(session_id, refreshed, self._cache[session_id].fetched_at)
         return refreshed

@@ -6,7 +6,7 @@ import re
 
 import ada_url
 
-from portal.audit import audit
+from portal.audit import AuditSink, audit
 from portal.config import Config, SessionCookieConfig, is_loopback_host
 from portal.errors import ChangeReason, PasswordChangeRequiredError, SignInFailedError
 from portal.regulation import Regulator
@@ -101,11 +101,13 @@ class SignInService:
         users: UserBackend,
         sessions: SessionStore,
         regulator: Regulator,
+        audit: AuditSink = audit,
     ) -> None:
         self._config = config
         self._users = users
         self._sessions = sessions
         self._regulator = regulator
+        self._audit = audit
 
     async def _subject(self, identifier: str) -> tuple[User | None, str]:
         """Look the identifier up; regulation counts an account under its username, however it
@@ -123,7 +125,7 @@ class SignInService:
     async def record_captcha_failure(self, ip: str) -> None:
         """Count a failed sign-in CAPTCHA against the address (not the account typed)."""
         await self._regulator.record_failure(None, ip)
-        audit("signin_captcha_failed", ip=ip)
+        self._audit("signin_captcha_failed", ip=ip)
 
     async def sign_in(
         self, username: str, password: str, ip: str, *, remember_me: bool, host: str
@@ -151,18 +153,19 @@ class SignInService:
         except PasswordChangeRequiredError as exc:
             ok, change = True, exc.reason
         if banned is not None:
-            audit("signin_banned", username=username, ip=ip, until=int(banned))
+            self._audit("signin_banned", username=username, ip=ip, until=int(banned))
             raise SignInFailedError()
         if user is None or not ok:
             await self._regulator.record_failure(subject, ip)
-            audit("signin_failed", username=username, ip=ip)
+            self._audit("signin_failed", username=username, ip=ip)
             raise SignInFailedError()
         # SECURITY: a forced change or an expired password opens no session; only now, with the
         # password proven, may the answer differ from a wrong password's.
         change = change or user.change_reason
         if change is not None:
-            audit("signin_password_change_required", username=user.username, ip=ip, reason=change)
+            self._audit("signin_password_change_required", username=user.username, ip=ip,
+                        reason=change)  # fmt: skip
             raise PasswordChangeRequiredError(change)
         value = await self._sessions.create(user, cookie, remember_me=remember_me)
-        audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)
+        self._audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)
         return user, value, cookie

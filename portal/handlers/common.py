@@ -1,21 +1,25 @@
-"""What every handler needs: the client's address, a cookie's value, a validated JSON body and
-the CAPTCHA check."""
+"""What every handler needs: the client's address, a cookie's value, the signed-in session, a
+validated JSON body, the CAPTCHA check and the page renderer."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import quote
 
+import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from portal.bodies import read_json
+from portal.bodies import read_json, request_host
 from portal.captcha import CaptchaWidget
 from portal.config import CaptchaEndpoint, SessionCookieConfig
+from portal.csrf import CSRF_FIELD, csrf_token
 from portal.errors import BadRequestError
-from portal.keys import ADDRESSES, CAPTCHA, SESSIONS
-from portal.middlewares import content_security_policy
+from portal.headers import content_security_policy
+from portal.keys import ADDRESSES, CAPTCHA, CONFIG, SESSIONS
 from portal.sessions import Session
+from portal.signin import cookie_for_host
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -70,13 +74,29 @@ def cookie_values(request: web.Request, name: str) -> list[str]:
     return found
 
 
-async def live_session(request: web.Request, cookie: SessionCookieConfig) -> Session | None:
+def session_cookie(request: web.Request) -> SessionCookieConfig:
+    """Return the cookie domain this request's Host belongs to (else the first one).
+
+    Raises BadRequestError (400) for a Host header that cannot be read (portal/bodies.py).
+    """
+    config = request.app[CONFIG]
+    return cookie_for_host(config, request_host(request)) or config.session.cookies[0]
+
+
+async def current_session(request: web.Request) -> Session | None:
     """Return the first live session among the values sent under the session cookie's name."""
-    for value in cookie_values(request, cookie.name or ""):
-        session = await request.app[SESSIONS].get(value, cookie)
-        if session is not None:
-            return session
-    return None
+    cookie = session_cookie(request)
+    return await request.app[SESSIONS].first_live(cookie_values(request, cookie.name or ""), cookie)
+
+
+async def require_session(request: web.Request, back_to: str) -> Session:
+    """Return the signed-in session, or answer 303 to the sign-in page, whose `rd` leads back to
+    the portal's path back_to once signed in."""
+    session = await current_session(request)
+    if session is None:
+        target = request.app[CONFIG].portal_url + back_to
+        raise web.HTTPSeeOther(f"/?rd={quote(target, safe='')}")
+    return session
 
 
 async def parse_json(request: web.Request, model: type[Body]) -> Body:
@@ -124,3 +144,23 @@ def csp_for(
     """Return the page's Content-Security-Policy; a vendor widget adds the vendor's origins."""
     origins = request.app[CAPTCHA].csp_origins() if captcha is not None else ()
     return content_security_policy(form_action, origins)
+
+
+def render_page(
+    request: web.Request,
+    template: str,
+    status: int = 200,
+    *,
+    form_action: str = "'self'",
+    **context: Any,
+) -> web.Response:
+    """Render templates/pages/{template} with the form's CSRF token, never cached, under the
+    page's Content-Security-Policy (form_action; a `captcha` widget in context adds its vendor).
+    """
+    context.update(csrf_token=csrf_token(request), csrf_field=CSRF_FIELD)
+    captcha = context.setdefault("captcha", None)
+    response = aiohttp_jinja2.render_template(f"pages/{template}", request, context, status=status)
+    # SECURITY: pages hold a form's CSRF token, or follow from a reset token: no cache keeps them.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = csp_for(request, captcha, form_action)
+    return response

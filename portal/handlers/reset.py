@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any, NoReturn
 
-import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from portal.bodies import read_form
 from portal.config import CaptchaEndpoint
-from portal.errors import (
-    BadRequestError,
-    CaptchaFailedError,
-    InvalidTokenError,
-    PasswordRejectedError,
-)
+from portal.errors import BadRequestError, InvalidTokenError, ResetFormRejectedError
 from portal.handlers.common import (
     captcha_widget,
-    csp_for,
     parse_json,
+    render_page,
     request_ip,
     require_captcha,
     see_other,
 )
 from portal.keys import CONFIG, QUESTIONS, RESET
-from portal.middlewares import CSRF_FIELD, csrf_token
 from portal.password_policy import describe
 from portal.tokens import MAX_TOKEN_LENGTH
 
@@ -50,13 +44,8 @@ _CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
 def _page(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
-    context.update(csrf_token=csrf_token(request), csrf_field=CSRF_FIELD)
     context.setdefault("captcha", captcha_widget(request, _CAPTCHA_ON.get(template)))
-    response = aiohttp_jinja2.render_template(f"pages/{template}", request, context, status=status)
-    # SECURITY: these pages hold or follow from a reset token: no cache may keep them.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = csp_for(request, context["captcha"])
-    return response
+    return render_page(request, template, status, **context)
 
 
 def _invalid_link(request: web.Request, cookie: str = TOKEN_COOKIE) -> web.Response:
@@ -94,24 +83,31 @@ async def step1_get(request: web.Request) -> web.Response:
     return _page(request, "reset_step1.html")
 
 
+def _step1_refused(
+    request: web.Request, form: dict[str, str], exc: BadRequestError
+) -> web.Response:
+    """Show step 1 again with why it was refused and what was typed (cut to 256 characters)."""
+    return _page(request, "reset_step1.html", status=400, error=exc.public_message,
+                 username=form.get("username", "")[:256])  # fmt: skip
+
+
 async def step1_post(request: web.Request) -> web.Response:
     """Queue a reset mail (or ask the security questions first): one page for everyone."""
     form = await read_form(request)
     try:
         await require_captcha(request, "reset_password_start", form)
-        if request.app[QUESTIONS].enabled:
+        if request.app[RESET].questions_first:
             return await _questions_page(request, form.get("username", ""))
         await request.app[RESET].request_link(form.get("username", ""), request_ip(request))
     except BadRequestError as exc:
-        return _page(request, "reset_step1.html", status=400, error=exc.public_message,
-                     username=form.get("username", "")[:256])  # fmt: skip
+        return _step1_refused(request, form, exc)
     # SECURITY: one fixed redirect for everyone, as the page it leads to.
     raise see_other(SENT)
 
 
 async def step1_sent_get(request: web.Request) -> web.Response:
     """Say a mail is on its way if an account matched (or if the answers were right)."""
-    return _page(request, "reset_step1_sent.html", questions=request.app[QUESTIONS].enabled)
+    return _page(request, "reset_step1_sent.html", questions=request.app[RESET].questions_first)
 
 
 async def _questions_page(request: web.Request, identifier: str) -> web.Response:
@@ -132,8 +128,7 @@ async def step1_answers_post(request: web.Request) -> web.Response:
         await questions.answer(form.get("username", ""), answers, request_ip(request),
                                ticket=form.get("ticket", ""))  # fmt: skip
     except BadRequestError as exc:
-        return _page(request, "reset_step1.html", status=400, error=exc.public_message,
-                     username=form.get("username", "")[:256])  # fmt: skip
+        return _step1_refused(request, form, exc)
     raise see_other(SENT)
 
 
@@ -175,22 +170,16 @@ async def step2_post(request: web.Request) -> web.Response:
     if not token:
         return _invalid_link(request)
     form = await read_form(request)
+    captcha = partial(require_captcha, request, "reset_password_finish", form)
     try:
-        await require_captcha(request, "reset_password_finish", form)
-        user = await request.app[RESET].complete(
-            token, form.get("password", ""), form.get("password_confirm", ""), request_ip(request)
-        )
+        await request.app[RESET].complete(token, form.get("password", ""),
+                                          form.get("password_confirm", ""), request_ip(request),
+                                          captcha=captcha)  # fmt: skip
     except InvalidTokenError:
         return _invalid_link(request)
-    except PasswordRejectedError as exc:
-        _, user = await request.app[RESET].check_link(token, request_ip(request))
-        return _password_form(request, user.username, exc.reasons)
-    except CaptchaFailedError as exc:
-        try:  # the CAPTCHA is checked first: the link may be bad too
-            _, user = await request.app[RESET].check_link(token, request_ip(request))
-        except InvalidTokenError:
-            return _invalid_link(request)
-        return _password_form(request, user.username, error=exc.public_message)
+    except ResetFormRejectedError as exc:
+        error = "" if exc.reasons else exc.public_message
+        return _password_form(request, exc.username, exc.reasons, error=error)
     response = see_other(DONE)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
     raise response
@@ -279,14 +268,10 @@ async def api_start_post(request: web.Request) -> web.Response:
     body = await parse_json(request, StartBody)
     # SECURITY: the mail-sending call needs the CAPTCHA whether or not questions come first.
     await require_captcha(request, "reset_password_start", body.captcha)
-    questions = request.app[QUESTIONS]
-    if questions.enabled:
-        # SECURITY: the API is no way around the questions.
-        if body.answers is None:
-            raise BadRequestError("Answer the security questions: send 'answers'.")
-        await questions.answer(body.username, body.answers, request_ip(request))
-        return web.json_response(OK)
-    await request.app[RESET].request_link(body.username, request_ip(request))
+    if request.app[RESET].questions_first and body.answers is not None:
+        await request.app[QUESTIONS].answer(body.username, body.answers, request_ip(request))
+    else:  # SECURITY: refused while questions come first (the API is no way around them)
+        await request.app[RESET].request_link(body.username, request_ip(request))
     return web.json_response(OK)
 
 
@@ -313,7 +298,7 @@ async def api_reset_post(request: web.Request) -> web.Response:
         await request.app[RESET].complete(
             body.token, body.password, body.password, request_ip(request)
         )
-    except PasswordRejectedError as exc:
+    except ResetFormRejectedError as exc:
         return web.json_response(
             {"status": "KO", "message": exc.public_message, "reasons": exc.reasons}, status=400
         )

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from portal.bodies import read_form
 from portal.errors import SecurityAnswersRejectedError
-from portal.handlers.common import request_ip, see_other
-from portal.handlers.signin import current_session
-from portal.keys import CONFIG, QUESTIONS
-from portal.middlewares import CSRF_FIELD, csrf_token
+from portal.handlers.common import render_page, request_ip, require_session, see_other
+from portal.keys import QUESTIONS
+from portal.mail import when
 from portal.sessions import Session
 
 SECURITY_QUESTIONS = "/settings/security-questions"
 # Result pages of the form (redirect-after-POST): each says only what the stored state confirms.
 SAVED = SECURITY_QUESTIONS + "/saved"
 REMOVED = SECURITY_QUESTIONS + "/removed"
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
-
-
-async def _signed_in(request: web.Request) -> Session:
-    session = await current_session(request)
-    if session is None:
-        target = request.app[CONFIG].portal_url + SECURITY_QUESTIONS
-        raise web.HTTPSeeOther(f"/?rd={quote(target, safe='')}")
-    return session
 
 
 async def _page(
@@ -47,37 +31,32 @@ async def _page(
     context.update(
         saved=context.get("saved", False) and set_at is not None,
         removed=context.get("removed", False) and set_at is None,
-        csrf_token=csrf_token(request),
-        csrf_field=CSRF_FIELD,
         questions=settings.questions,
         setup=settings.setup,
         asked=settings.asked,
-        set_at=_when(set_at) if set_at is not None else None,
+        set_at=when(set_at) if set_at is not None else None,
     )
-    template = "pages/settings_security_questions.html"
-    response = aiohttp_jinja2.render_template(template, request, context, status=status)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return render_page(request, "settings_security_questions.html", status, **context)
 
 
 async def security_questions_get(request: web.Request) -> web.Response:
     """Show whether the questions are set up (never the answers) and the form to set them."""
-    return await _page(request, await _signed_in(request))
+    return await _page(request, await require_session(request, SECURITY_QUESTIONS))
 
 
 async def security_questions_saved_get(request: web.Request) -> web.Response:
     """The form's page after a save; it says "saved" only while questions are set up."""
-    return await _page(request, await _signed_in(request), saved=True)
+    return await _page(request, await require_session(request, SECURITY_QUESTIONS), saved=True)
 
 
 async def security_questions_removed_get(request: web.Request) -> web.Response:
     """The form's page after a removal; it says "removed" only while none are set up."""
-    return await _page(request, await _signed_in(request), removed=True)
+    return await _page(request, await require_session(request, SECURITY_QUESTIONS), removed=True)
 
 
 async def security_questions_post(request: web.Request) -> web.Response:
     """Replace (or remove) the questions after checking the current password."""
-    session = await _signed_in(request)
+    session = await require_session(request, SECURITY_QUESTIONS)
     fields = await read_form(request)
     if fields.get("action") == "remove":
         try:

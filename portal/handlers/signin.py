@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,44 +13,20 @@ from portal.errors import CaptchaFailedError, PasswordChangeRequiredError, SignI
 from portal.handlers.common import (
     captcha_widget_if_needed,
     cookie_values,
-    csp_for,
-    live_session,
+    current_session,
     parse_json,
+    render_page,
     request_ip,
     require_captcha,
+    session_cookie,
 )
 from portal.handlers.start import forgot_password_url
 from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN
-from portal.middlewares import CSRF_FIELD, csrf_token
-from portal.sessions import Session, cookie_attributes
-from portal.signin import cookie_for_host, safe_redirect
-
-
-def _host(request: web.Request) -> str:
-    # The Host header as read by the header reader: a 400 for one it cannot read.
-    return request_host(request)
-
-
-def _cookie(request: web.Request) -> SessionCookieConfig:
-    """Return the cookie domain this request's host belongs to (else the first one)."""
-    config = request.app[CONFIG]
-    return cookie_for_host(config, _host(request)) or config.session.cookies[0]
-
-
-async def current_session(request: web.Request) -> Session | None:
-    """Return the session the request's cookie opens, if any."""
-    return await live_session(request, _cookie(request))
+from portal.sessions import cookie_attributes
+from portal.signin import safe_redirect
 
 
 def _page(request: web.Request, status: int = 200, **context: Any) -> web.Response:
-    context.update(
-        csrf_token=csrf_token(request),
-        csrf_field=CSRF_FIELD,
-        forgot_url=forgot_password_url(request),
-    )
-    context.setdefault("captcha", None)
-    response = aiohttp_jinja2.render_template("pages/signin.html", request, context, status=status)
-    response.headers["Cache-Control"] = "no-store"
     # SECURITY: browsers apply form-action to the redirects a form submission follows, and this
     # form ends in a redirect to a protected site: allow exactly what safe_redirect allows (the
     # cookie domains and their subdomains, any port), nothing else.
@@ -60,10 +35,9 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
         scheme = "http" if is_loopback_host(cookie.domain) else "https"
         targets += [f"https://{cookie.domain}:*", f"{scheme}://{cookie.domain}:*",
                     f"https://*.{cookie.domain}:*"]  # fmt: skip
-    response.headers["Content-Security-Policy"] = csp_for(
-        request, context["captcha"], f"'self' {' '.join(dict.fromkeys(targets))}"
-    )
-    return response
+    return render_page(request, "signin.html", status,
+                       form_action=f"'self' {' '.join(dict.fromkeys(targets))}",
+                       forgot_url=forgot_password_url(request), **context)  # fmt: skip
 
 
 # A form sent without a solution came from a page that showed no widget (the check is asked for
@@ -74,7 +48,8 @@ SIGNED_OUT = "signed_out"
 
 
 def _landing(request: web.Request, rd: str | None) -> str:
-    return safe_redirect(request.app[CONFIG], rd) or _cookie(request).default_redirection_url or "/"
+    landing = safe_redirect(request.app[CONFIG], rd)
+    return landing or session_cookie(request).default_redirection_url or "/"
 
 
 async def signin_get(request: web.Request) -> web.Response:
@@ -105,7 +80,7 @@ async def signin_post(request: web.Request) -> web.Response:
         await require_captcha(request, "login", fields, username)
         _, value, cookie = await request.app[SIGNIN].sign_in(
             username, fields.get("password", ""), request_ip(request),
-            remember_me=remember, host=_host(request),
+            remember_me=remember, host=request_host(request),
         )  # fmt: skip
     except PasswordChangeRequiredError as exc:
         # Told only to who proved the password; the form's link leads to the reset.
@@ -160,7 +135,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     try:
         _, value, cookie = await request.app[SIGNIN].sign_in(
             body.username, body.password, request_ip(request),
-            remember_me=body.keep_me_logged_in, host=_host(request),
+            remember_me=body.keep_me_logged_in, host=request_host(request),
         )  # fmt: skip
     except (SignInFailedError, PasswordChangeRequiredError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
@@ -173,7 +148,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
 
 
 async def _sign_out(request: web.Request, response: web.StreamResponse) -> None:
-    cookie = _cookie(request)
+    cookie = session_cookie(request)
     for value in cookie_values(request, cookie.name or ""):
         await request.app[SESSIONS].destroy(value)
     attributes = cookie_attributes(cookie, remember_me=False)

@@ -35,7 +35,14 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from portal.app import create_app
-from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
+from portal.clock import SystemClock
+from portal.deps import (
+    Dependencies,
+    captcha_from_config,
+    notifier_from_config,
+    storage_from_config,
+    users_from_config,
+)
 from portal.logs import SafeAccessLogger
 from tests.conftest import ConfigFactory, deep_merge
 from tests.integration.nginx import APP_HOST, HOST, PORTAL_HOST, Nginx, running_nginx
@@ -161,10 +168,12 @@ async def start_site(
             )
             settings = site_settings(nginx.https_port, smtp.port, users_file)
             config = make_config(**deep_merge(settings, overrides))
+            storage = storage_from_config(config)
             deps = Dependencies(
                 users=users_from_config(config),
-                storage=storage_from_config(config),
+                storage=storage,
                 notifier=notifier_from_config(config),
+                captcha=captcha_from_config(config, storage, SystemClock()),
             )
             # The access logger `portal serve` uses: the default one would log reset tokens.
             runner = web.AppRunner(create_app(config, deps), access_log_class=SafeAccessLogger)

@@ -11,7 +11,8 @@ from aiohttp import web
 from portal.app import create_app
 from portal.config import Argon2Config
 from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
-from portal.keys import QUESTIONS, STORAGE, USERS
+from portal.errors import BadRequestError
+from portal.keys import QUESTIONS, RESET, STORAGE, USERS
 from portal.security_questions import Argon2AnswerHasher, SecurityQuestionsService, normalize_answer
 from portal.storage.base import SecurityAnswer
 from tests.conftest import ConfigFactory, FakeClock
@@ -67,6 +68,17 @@ async def app(make_config: ConfigFactory, users_file: Path) -> AsyncIterator[web
 @pytest.fixture
 def service(app: web.Application) -> SecurityQuestionsService:
     return app[QUESTIONS]
+
+
+async def test_with_questions_on_the_reset_service_queues_no_mail_without_answers(
+    app: web.Application,
+) -> None:
+    reset = app[RESET]
+    assert reset.questions_first
+    # SECURITY: whichever handler (or script) asks, only right answers queue a mail.
+    with pytest.raises(BadRequestError, match="security questions"):
+        await reset.request_link("john", "192.0.2.7")
+    assert await app[STORAGE].outbox_pending() == 0
 
 
 async def test_decoys_are_stable_whatever_the_case_or_width_of_the_identifier(

@@ -19,6 +19,7 @@ from portal.app import create_app
 from portal.config import Argon2Config, Config
 from portal.deps import (
     Dependencies,
+    captcha_from_config,
     notifier_from_config,
     storage_from_config,
     users_from_config,
@@ -129,6 +130,7 @@ async def start_portal(
             notifier=notifier_from_config(config),
             clock=clock,
             answer_hasher=answer_hasher or Argon2AnswerHasher(CHEAP_ARGON2),
+            captcha=captcha_from_config(config, storage, clock),
         )
         # The access logger `portal serve` uses: the default one would log reset tokens.
         server = TestServer(create_app(config, deps))

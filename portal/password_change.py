@@ -1,0 +1,112 @@
+"""The one path that sets a user's new password, for a reset today and a signed-in change soon.
+
+A caller that has proved who the user is (a reset link, or the current password) asks
+`rejections` first: the confirmation matches, the password policy holds, and the password is not
+the current one. It then calls `write`, and once its own bookkeeping is done (a reset consumes its
+link first and revokes the others after), `written`: every session of the user ends and the
+"your password was changed" mail is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from portal.config import Config
+from portal.errors import PasswordChangeRequiredError
+from portal.mail import MailRenderer, when
+from portal.notify.base import Notifier
+from portal.notify.outbox import OutboxWorker
+from portal.password_policy import check_password
+from portal.sessions import SessionStore
+from portal.storage.base import OutboxMessage
+from portal.users.base import User, UserBackend
+from portal.users.passwords import normalize_password
+
+CHANGED_MAIL = "password_changed"
+
+
+class PasswordChanger:
+    """Check a new password, write it, end the user's sessions and tell them by mail."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        users: UserBackend,
+        sessions: SessionStore,
+        outbox: OutboxWorker,
+        notifier: Notifier,
+        renderer: MailRenderer,
+    ) -> None:
+        """Register the changed-mail job with the outbox; nothing else happens until asked."""
+        self._config = config
+        self._users = users
+        self._sessions = sessions
+        self._outbox = outbox
+        self._notifier = notifier
+        self._renderer = renderer
+        outbox.register(CHANGED_MAIL, self.deliver_changed_mail)
+
+    async def rejections(self, user: User, password: str, confirm: str) -> list[str]:
+        """Return why the new password cannot be set, one sentence each; [] when it can.
+
+        Checked in order, the first failing step answering: the confirmation (the same password
+        in two Unicode forms is one password), the password policy (portal/password_policy.py,
+        with the user's names and addresses as words to refuse), then not the current one (verified
+        against the directory; Authelia skips this on reset).
+        """
+        same = password == confirm or await asyncio.to_thread(
+            lambda: normalize_password(password) == normalize_password(confirm)
+        )
+        if not same:
+            return ["The two passwords do not match."]
+        words = [user.username, user.display_name, *user.emails]
+        words += [e.split("@")[0] for e in user.emails] + user.display_name.split()
+        reasons = await asyncio.to_thread(
+            check_password, password, self._config.password_policy, user_inputs=words
+        )
+        if not reasons and await self._is_current(user.username, password):
+            reasons.append("Choose a password different from your current one.")
+        return reasons
+
+    async def _is_current(self, username: str, password: str) -> bool:
+        """Tell whether the password is the user's current one."""
+        try:
+            return await self._users.check_password(username, password)
+        except PasswordChangeRequiredError:
+            return True  # the directory proved it right, then asked for another one
+
+    async def write(self, user: User, password: str) -> None:
+        """Write the password to the user backend; raise what it raises (PasswordRejectedError
+        when the directory's own policy refuses it, PasswordWriteError, BackendUnavailableError).
+        """
+        await self._users.set_password(user.username, password)
+
+    async def written(self, user: User, ip: str, at: float) -> None:
+        """End every session of the user and queue the changed mail (time `at`, address `ip`)."""
+        # SECURITY: every session of the user ends, on every device (Django does; Authelia not).
+        await self._sessions.destroy_user(user.username)
+        await self._outbox.enqueue(
+            CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": at}
+        )
+
+    async def deliver_changed_mail(self, message: OutboxMessage) -> None:
+        """Tell the user their password changed, with time and IP (outbox job)."""
+        user = await self._users.get_user(str(message.payload["username"]))
+        if user is None or not user.email:
+            return
+        base = self._config.portal_url
+        mail = self._renderer.render(
+            CHANGED_MAIL,
+            to=user.email,
+            title="Your password was changed",
+            context={
+                "display_name": user.display_name or user.username,
+                "username": user.username,
+                "changed_at": when(float(message.payload["changed_at"])),
+                "ip": str(message.payload["ip"]),
+                "reset_url": f"{base}/reset-password/step1",
+                "portal_url": base,
+            },
+        )
+        await self._notifier.send(mail)

@@ -1,0 +1,116 @@
+"""Build every service once, from the configuration and the dependencies; no logic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from portal.authz import AccessControl, Authorizer
+from portal.captcha import CaptchaGuard
+from portal.config import Config
+from portal.deps import Dependencies
+from portal.forwarded import ClientAddresses
+from portal.mail import MailRenderer, template_dirs
+from portal.notify.outbox import OutboxWorker
+from portal.password_change import PasswordChanger
+from portal.ratelimit import RateLimiter, buckets_from_config
+from portal.regulation import Regulator
+from portal.reset import PasswordResetService
+from portal.security_questions import SecurityQuestionsService
+from portal.sessions import SessionStore
+from portal.signin import CookieDomains, SignInService
+from portal.tokens import ResetTokens
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every service an application runs, each built once and shared by every handler."""
+
+    outbox: OutboxWorker
+    sessions: SessionStore
+    authz: Authorizer
+    addresses: ClientAddresses
+    passwords: PasswordChanger
+    signin: SignInService
+    reset: PasswordResetService
+    questions: SecurityQuestionsService
+    captcha: CaptchaGuard
+
+
+def build_services(config: Config, deps: Dependencies) -> Services:
+    """Build every service on deps: one rate limiter, one regulator, one token issuer for all."""
+    storage, clock, users = deps.storage, deps.clock, deps.users
+    outbox = OutboxWorker(storage, clock)
+    sessions = SessionStore(
+        storage,
+        clock,
+        users=users,
+        refresh_interval=config.authentication_backend.refresh_seconds,
+        audit=deps.audit,
+    )
+    limiter = RateLimiter(storage, clock)
+    regulator = Regulator(storage, clock, config.regulation)
+    authz = Authorizer(
+        AccessControl(config.access_control), CookieDomains(config), sessions, config.portal_url
+    )
+    addresses = ClientAddresses(config.server.trusted_proxies)
+    renderer = MailRenderer(template_dirs(config.notifier.template_path))
+    passwords = PasswordChanger(
+        config=config,
+        users=users,
+        sessions=sessions,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+    )
+    signin = SignInService(
+        config=config, users=users, sessions=sessions, regulator=regulator, audit=deps.audit
+    )
+    reset = PasswordResetService(
+        config=config,
+        users=users,
+        storage=storage,
+        notifier=deps.notifier,
+        outbox=outbox,
+        passwords=passwords,
+        renderer=renderer,
+        clock=clock,
+        limiter=limiter,
+        regulator=regulator,
+        tokens=ResetTokens(
+            config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
+        ),
+        audit=deps.audit,
+    )
+    questions = SecurityQuestionsService(
+        config=config,
+        users=users,
+        storage=storage,
+        reset=reset,
+        regulator=regulator,
+        hasher=deps.answer_hasher,
+        clock=clock,
+        audit=deps.audit,
+    )
+    captcha = CaptchaGuard(
+        config.captcha,
+        deps.captcha,
+        limiter=limiter,
+        challenge_buckets=buckets_from_config(config.server.endpoints.rate_limits.captcha_challenge),
+        on_failure={
+            "reset_password_start": reset.limit_start,
+            "reset_password_finish": reset.limit_finish,
+            "login": signin.record_captcha_failure,
+        },
+        login_failures=signin.recent_failures,
+    )
+    return Services(
+        outbox=outbox,
+        sessions=sessions,
+        authz=authz,
+        addresses=addresses,
+        passwords=passwords,
+        signin=signin,
+        reset=reset,
+        questions=questions,
+        captcha=captcha,
+    )

@@ -1,0 +1,95 @@
+"""The auth_request verdict (Authorizer.verdict) on real sessions in SQLite: what nginx is told."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import pytest
+
+from portal.authz import AccessControl, Authorizer, Outcome
+from portal.sessions import SessionStore
+from portal.signin import CookieDomains
+from portal.storage.sqlite import SqliteStorage
+from portal.users.base import User
+from tests.conftest import ConfigFactory, FakeClock
+
+JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins", "dev"))
+IP = ip_address("192.0.2.7")
+RULES = {
+    "default_policy": "deny",
+    "rules": [
+        {"domain": "public.example.com", "policy": "bypass"},
+        {"domain": "app.example.com", "policy": "one_factor"},
+    ],
+}
+
+
+@pytest.fixture
+def sessions(storage: SqliteStorage, clock: FakeClock) -> SessionStore:
+    return SessionStore(storage, clock)
+
+
+@pytest.fixture
+def authorizer(make_config: ConfigFactory, sessions: SessionStore) -> Authorizer:
+    config = make_config(access_control=RULES)
+    return Authorizer(
+        AccessControl(config.access_control), CookieDomains(config), sessions, config.portal_url
+    )
+
+
+def no_cookies(name: str) -> list[str]:
+    return []
+
+
+async def test_a_signed_in_user_passes_with_their_remote_headers(
+    authorizer: Authorizer, sessions: SessionStore, make_config: ConfigFactory
+) -> None:
+    cookie = make_config().session.cookies[0]
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    sent = {cookie.name: ["stale-value-from-a-parent-domain", value]}
+
+    verdict = await authorizer.verdict(
+        "https://app.example.com/x", "get", IP, lambda name: sent.get(name, [])
+    )
+
+    assert verdict.outcome is Outcome.ALLOW
+    assert dict(verdict.headers) == {
+        "Remote-User": "john",
+        "Remote-Groups": "admins,dev",
+        "Remote-Name": "John Doe",
+        "Remote-Email": "john.doe@authelia.com",
+    }
+
+
+async def test_an_anonymous_visitor_is_sent_to_the_cookie_domains_portal_and_back(
+    authorizer: Authorizer,
+) -> None:
+    verdict = await authorizer.verdict("https://app.example.com/a?b=c", "GET", IP, no_cookies)
+
+    assert verdict.outcome is Outcome.SIGN_IN
+    assert verdict.location == "https://auth.example.com/?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fb%3Dc"
+
+
+async def test_bypass_passes_without_headers_and_deny_forbids(authorizer: Authorizer) -> None:
+    public = await authorizer.verdict("https://public.example.com/", "GET", IP, no_cookies)
+    other = await authorizer.verdict("https://other.example.com/", "GET", IP, no_cookies)
+
+    assert (public.outcome, dict(public.headers)) == (Outcome.ALLOW, {})
+    assert other.outcome is Outcome.FORBIDDEN
+
+
+@pytest.mark.parametrize(
+    ("url", "method", "ip"),
+    [
+        ("", "GET", IP),  # no X-Original-URL
+        ("https://app.example.com/", "GET", None),  # unreadable client address
+        ("https://app.example.com/", "G E T", IP),
+        ("ftp://app.example.com/", "GET", IP),
+    ],
+)
+async def test_a_request_that_cannot_be_read_is_never_let_through(
+    authorizer: Authorizer, url: str, method: str, ip: IPv4Address | IPv6Address | None
+) -> None:
+    verdict = await authorizer.verdict(url, method, ip, no_cookies)
+
+    assert verdict.outcome is Outcome.MALFORMED
