@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
-from portal.config import load_config, parse_duration, read_config
+from portal.config import ExactlyOneOf, load_config, parse_duration, read_config
 from portal.errors import ConfigError
 from tests.conftest import ENCRYPTION_KEY, FIXTURES, JWT_SECRET, REPO, deep_merge, minimal_raw
 
@@ -433,6 +434,42 @@ def test_missing_required_sections_are_named(tmp_path: Path) -> None:
         "session: option is required",
         "storage: option is required",
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "problem"),
+    [
+        ("authentication_backend", {}, "configure exactly one of 'file' or 'ldap'"),
+        ("notifier", {}, "configure exactly one of 'smtp' or 'filesystem'"),
+        ("storage", {"encryption_key": ENCRYPTION_KEY}, "configure exactly one of 'local' or 'postgres'"),  # noqa: E501
+        (
+            "storage",
+            {"encryption_key": ENCRYPTION_KEY, "local": {"path": "/tmp/db.sqlite3"},  # noqa: S108
+             "postgres": {"address": "tcp://127.0.0.1"}},
+            "configure exactly one of 'local' or 'postgres'",
+        ),
+    ],
+)  # fmt: skip
+def test_a_section_takes_exactly_one_of_its_alternatives(
+    tmp_path: Path, section: str, value: dict[str, Any], problem: str
+) -> None:
+    raw = minimal_raw(tmp_path)
+    raw[section] = value
+    assert problems_of([write_yaml(tmp_path / "c.yml", raw)]) == [f"{section}: {problem}"]
+
+
+def test_the_exactly_one_check_names_every_alternative() -> None:
+    class Backends(ExactlyOneOf):
+        one_of = ("local", "postgres", "mysql")
+
+        local: str | None = None
+        postgres: str | None = None
+        mysql: str | None = None
+
+    assert Backends(mysql="db").mysql == "db"
+    for given in ({}, {"local": "a", "mysql": "b"}):
+        with pytest.raises(ValidationError, match="exactly one of 'local', 'postgres' or 'mysql'"):
+            Backends(**given)
 
 
 def test_a_key_neither_authelia_nor_the_portal_knows_is_an_error(tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""The root model, `Config`: every section together (Authelia: schema/configuration.go)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from portal.config.access_control import AccessControlConfig
+from portal.config.authentication_backend import AuthenticationBackendConfig
+from portal.config.captcha import CaptchaConfig
+from portal.config.identity_validation import IdentityValidationConfig
+from portal.config.log import LogConfig
+from portal.config.notifier import NotifierConfig
+from portal.config.password_policy import PasswordPolicyConfig
+from portal.config.regulation import RegulationConfig
+from portal.config.server import ServerConfig
+from portal.config.session import SessionConfig
+from portal.config.storage import StorageConfig
+from portal.config.types import Model
+from portal.tls import certificates_directory_problems
+
+
+class Config(Model):
+    """The whole configuration."""
+
+    server: ServerConfig = ServerConfig()
+    # Authelia's: every certificate in this folder joins the system's trust store for outgoing TLS.
+    certificates_directory: Path | None = None
+    # Authelia's `theme` (its default too); `auto` follows the browser's light or dark setting.
+    theme: Literal["light", "dark", "grey", "auto"] = "light"
+    # A portal key: the organisation the pages say they belong to (beside the logo, in titles).
+    organization_name: str | None = Field(default=None, min_length=1, max_length=100)
+    log: LogConfig = LogConfig()
+    identity_validation: IdentityValidationConfig
+    authentication_backend: AuthenticationBackendConfig
+    password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
+    notifier: NotifierConfig
+    session: SessionConfig
+    storage: StorageConfig
+    regulation: RegulationConfig = RegulationConfig()
+    captcha: CaptchaConfig = CaptchaConfig()
+    access_control: AccessControlConfig = AccessControlConfig()
+
+    @field_validator("certificates_directory")
+    @classmethod
+    def _certificates_directory(cls, value: Path | None) -> Path | None:
+        problems = [] if value is None else certificates_directory_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @property
+    def portal_url(self) -> str:
+        """Return the public address links in mails are built from (the first cookie's)."""
+        return self.session.cookies[0].authelia_url

@@ -1,0 +1,79 @@
+"""`server`: where the portal listens, whom it trusts, and its per-endpoint rate limits.
+
+Authelia: internal/configuration/schema/server.go.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from typing import Any
+
+from pydantic import DirectoryPath, Field, field_validator
+
+from portal.config.types import Address, Duration, Model, ServerAddress, network
+
+
+class RateLimitBucket(Model):
+    """At most `requests` in any `period`."""
+
+    period: Duration
+    requests: int = Field(gt=0)
+
+
+class RateLimit(Model):
+    """Buckets counted per client IP for one endpoint."""
+
+    enable: bool = True
+    buckets: tuple[RateLimitBucket, ...]
+
+
+def _buckets(*pairs: tuple[int, int]) -> RateLimit:
+    return RateLimit(
+        buckets=tuple(RateLimitBucket(period=timedelta(seconds=p), requests=r) for p, r in pairs)
+    )
+
+
+class RateLimits(Model):
+    """Per-IP limits on the reset endpoints (Authelia's defaults) and per-account ones."""
+
+    reset_password_start: RateLimit = _buckets((600, 5), (900, 10), (1800, 15))
+    reset_password_finish: RateLimit = _buckets((60, 10), (120, 15))
+    # Not in Authelia: reset mails per identifier typed, per account and per mailbox, and for
+    # everyone together; the excess is dropped silently.
+    reset_password_identifier: RateLimit = _buckets((900, 3))
+    reset_password_global: RateLimit = _buckets((3600, 1000))
+    # Not in Authelia: fresh ALTCHA challenges per client IP.
+    captcha_challenge: RateLimit = _buckets((60, 20), (600, 60))
+
+
+class Endpoints(Model):
+    """Settings of individual endpoints."""
+
+    rate_limits: RateLimits = RateLimits()
+
+
+class ServerConfig(Model):
+    """Where the portal listens and whom it trusts."""
+
+    address: ServerAddress = Address("tcp", "", 9091)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.IPv4Network("127.0.0.0/8"),
+        ipaddress.IPv6Network("::1/128"),
+    )
+    endpoints: Endpoints = Endpoints()
+    # Authelia's: a directory whose logo.png and favicon.ico the pages show instead of the
+    # portal's own (only those two files are served from it).
+    asset_path: DirectoryPath | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(network(str(v)) for v in value)
+            except ValueError as exc:
+                raise ValueError(f"must be a list of CIDR networks: {exc}") from exc
+        return value
