@@ -48,7 +48,7 @@ from portal.errors import (
 )
 from portal.tls import client_context
 from portal.users.base import User
-from portal.users.ldap_state import change_required, read_state, state_attributes
+from portal.users.ldap.state import change_required, read_state, state_attributes
 from portal.users.passwords import normalize_password, password_candidates
 
 with warnings.catch_warnings():
@@ -166,7 +166,7 @@ _EITHER = "(|({username_attribute}={input})({mail_attribute}={input}))"
 # docs/content/reference/guides/ldap.md lists the same, see the unit tests for where they differ.
 # One deliberate difference: Authelia's Active Directory users filter also leaves out disabled
 # accounts, expired accounts and pwdLastSet=0 ("must change at next logon"). The portal finds
-# them and reads those states from the entry (ldap_state.py) instead, so that a user who must
+# them and reads those states from the entry (ldap/state.py) instead, so that a user who must
 # change their password can reset it, while disabled and expired accounts still get no mail,
 # no reset and no session.
 IMPLEMENTATION_DEFAULTS: Mapping[str, Defaults] = MappingProxyType(
@@ -684,7 +684,7 @@ class LdapUserBackend:
         trust store for the directory's certificate. Raise StartupCheckError on what cannot work.
         """
         self._config = config
-        self._logger = logger or logging.getLogger(__name__)
+        self._logger = logger or logging.getLogger("portal.users.ldap")
         self._settings = effective_settings(config)
         self._address = str(config.address)
         self._ad = config.implementation == "activedirectory"
