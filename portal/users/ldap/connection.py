@@ -1,8 +1,8 @@
 """One connection to the directory: TLS, connecting and binding, searches, and what came back.
 
 ldap3 runs with its SYNC strategy, so everything here blocks: it is only ever called from a
-worker thread (the pool's, or the backend's for a user's bind), never from the event loop. TLS
-comes from portal/tls.py (system CAs + certificates_directory, Authelia's `tls` keys).
+worker thread (the pool's), never from the event loop. The TLS context comes from portal/tls.py
+(settings.ssl_context: system CAs + certificates_directory, Authelia's `tls` keys).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A new password as the directory wants it, and the directory's answer as a sentence.
 
 SASLprep (RFC 4013, as ldap3 applies it to bind passwords), Active Directory's unicodePwd
-(MS-ADTS 3.1.1.3.1.5), the password-policy response control (draft-behera-ldap-password-policy
-section 6.2) decoded, and each refusal turned into a sentence a person understands. Pure:
-nothing here talks to a server.
+(MS-ADTS), the password-policy response control (draft-behera-ldap-password-policy) decoded,
+and each refusal turned into a sentence a person understands. Pure: nothing here talks to a
+server.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The effective LDAP settings: the configuration over its `implementation`'s defaults, the
-"required with implementation X" and {memberof:*} checks, and the filters' placeholders.
+"required with implementation X" and {memberof:*} checks, the service account and TLS checks
+(check_ldap_settings, which `portal validate-config` runs too), and the filters' placeholders.
 
 Startup placeholders ({username_attribute}, {mail_attribute}, ...) are replaced once, when the
 settings are made; search-time placeholders ({input}, {username}, {dn}, {memberof:dn},
 {memberof:rdn}, {date-time:*}) are filled for each search by fill_filter, every value escaped as
-RFC 4515 says. Pure: nothing here talks to a server.
+RFC 4515 says. Nothing here talks to a server.
 """
 
 from __future__ import annotations
