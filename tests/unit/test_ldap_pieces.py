@@ -27,7 +27,7 @@ from portal.users.ldap import (
     same_dn_key,
     unicode_pwd,
 )
-from portal.users.ldap_state import change_required, read_state
+from portal.users.ldap.state import change_required, read_state
 
 NOW = datetime(2024, 5, 17, 12, 30, 45, tzinfo=UTC)
 BY_UID = "(uid={input})"
@@ -234,7 +234,7 @@ def _expected_filter(template: str | None, doc: dict[str, str | None]) -> str | 
 
 # The portal's one deliberate difference: Authelia's AD users filter leaves out disabled and
 # expired accounts and pwdLastSet=0; the portal finds them and reads those states from the entry,
-# so that a user who must change their password can reset it (see ldap.py).
+# so that a user who must change their password can reset it (see ldap/settings.py).
 AD_STATE_CLAUSES = (
     "(!(userAccountControl:1.2.840.113556.1.4.803:=2))(!(pwdLastSet=0))"
     "(|(!(accountExpires=*))(accountExpires=0)(accountExpires>={date-time:microsoft-nt}))"
@@ -459,7 +459,7 @@ def test_the_ppolicy_answer_to_a_bind_decodes_error_and_grace(
     assert decode_ppolicy(bytes.fromhex(value)) == decoded
 
 
-# --- account states (ldap_state.py) --------------------------------------------------------------
+# --- account states (ldap/state.py) --------------------------------------------------------------
 
 NT_NOW = (int(NOW.timestamp()) + 11644473600) * 10_000_000
 AD_ERROR = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data "
