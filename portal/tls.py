@@ -17,6 +17,7 @@ chain: a chain alone is usually a configuration written when the portal read it 
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tempfile
 from pathlib import Path
@@ -32,6 +33,11 @@ from portal.errors import StartupCheckError
 
 if TYPE_CHECKING:
     from portal.config import TlsConfig
+
+# One PEM certificate block (RFC 7468 section 5); OpenSSL then parses what is inside.
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+)
 
 # Authelia's NewX509CertPool reads these (case-insensitive); other files are left alone.
 CERTIFICATE_SUFFIXES = (".cer", ".crt", ".pem")
@@ -122,6 +128,9 @@ def certificates_directory_problems(directory: Path) -> list[str]:
 def read_certificates_directory(directory: Path) -> str:
     """Return the PEM text of every certificate in the folder's certificate files, in name order.
 
+    OpenSSL judges each file, as it will when it trusts them: a certificate that `cryptography`
+    frowns on but OpenSSL takes (a CA with a negative serial number, as Samba's own makes) is
+    trusted, and only CERTIFICATE blocks are kept (a private key left in a .pem stays out).
     Raise StartupCheckError listing, one per line, each file that cannot be read or holds no
     PEM certificate, or saying the folder cannot be read.
     """
@@ -139,14 +148,19 @@ def read_certificates_directory(directory: Path) -> str:
     for name in names:
         path = directory / name
         try:
-            certificates = x509.load_pem_x509_certificates(path.read_bytes())
+            text = path.read_bytes().decode("ascii", errors="replace")
         except OSError as exc:
             problems.append(f"cannot read {path}: {exc.strerror or exc}")
             continue
-        except ValueError:
+        certificates = "".join(block + "\n" for block in _PEM_CERTIFICATE.findall(text))
+        try:
+            if not certificates:
+                raise ssl.SSLError("no CERTIFICATE block")
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=certificates)
+        except ssl.SSLError:
             problems.append(f"{path} holds no PEM certificate")
             continue
-        texts += [c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates]
+        texts.append(certificates)
     if problems:
         raise StartupCheckError("\n".join(problems))
     return "".join(texts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ruamel.yaml import YAML
 
 from portal.checks import check_config
 from portal.errors import ConfigError
-from portal.tls import OLD_MEANING
+from portal.tls import OLD_MEANING, read_certificates_directory
 from tests.conftest import REPO, deep_merge, minimal_raw
 
 
@@ -426,3 +427,26 @@ def test_a_key_protected_by_a_password_is_refused(
     assert problems(tmp_path, **TLS_SECTIONS["notifier.smtp.tls"](tls)) == [
         "notifier.smtp.tls.private_key: is protected by a password; give it unencrypted"
     ]
+
+
+def test_a_ca_with_a_negative_serial_number_is_trusted_as_openssl_trusts_it(
+    tmp_path: Path, users: Path
+) -> None:
+    # Samba's own CA often has one; `cryptography` warns (and will refuse), OpenSSL takes it.
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "ca.key"), "-out", str(folder / "samba-ca.pem"),
+         "-subj", "/CN=Negative serial CA", "-days", "2", "-set_serial", "-12345"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key = (tmp_path / "ca.key").read_text()
+    (folder / "with-a-key.pem").write_text((folder / "samba-ca.pem").read_text() + key)
+    config, warnings = check_config(
+        [write_config(tmp_path, certificates_directory=str(folder))], {}
+    )
+    assert config.certificates_directory == folder and warnings == []
+    trusted = read_certificates_directory(folder)
+    assert trusted.count("BEGIN CERTIFICATE") == 2
+    assert "PRIVATE KEY" not in trusted
