@@ -193,6 +193,11 @@ async def test_an_unreachable_server_is_tried_again_until_the_timeout(
             await pool.run(opener.who_am_i)
         # Attempts at 0, 0.2 and 0.4 s; a fourth would come after the timeout. No pause: one.
         assert opener.attempts == attempts, retry_pause
+    # A probe (the health check) asks once, whatever the pause.
+    opener.attempts = 0
+    with pytest.raises(BackendUnavailableError, match="cannot connect to"):
+        await make_pool(timeout=0.6, retry_pause=0.2).run(opener.who_am_i, retry=False)
+    assert opener.attempts == 1
 
 
 async def test_a_server_back_within_the_timeout_answers_the_waiting_call(

@@ -252,9 +252,12 @@ class LdapUserBackend:
         )
 
     async def healthy(self) -> bool:
-        """Tell whether the directory answers the service account right now (a RootDSE read)."""
+        """Tell whether the directory answers the service account right now (a RootDSE read).
+
+        One attempt to connect, no pooling.retries: a load balancer's probe wants the state now.
+        """
         try:
-            answer = await self._pool.run(self._connector.read_rootdse)
+            answer = await self._pool.run(self._connector.read_rootdse, retry=False)
         except (BackendUnavailableError, UserBackendError):
             return False
         return answer.code == SUCCESS

@@ -81,14 +81,15 @@ class LdapPool:
         """Tell whether close() was called: the pool takes no more work."""
         return self._closed
 
-    async def run(self, op: Callable[[Any], T], *, reuse: bool = True) -> T:
+    async def run(self, op: Callable[[Any], T], *, reuse: bool = True, retry: bool = True) -> T:
         """Borrow a service connection, run op on it in a worker thread, hand it back.
 
         Waits up to `timeout` seconds for a free connection. A connection that cannot be opened
         (server down or restarting) is tried again every `retry_pause` seconds until `timeout`
         has passed since the call began, as Authelia's pool does (ldap_client_factory.go:
         acquire, backoff); op itself is never sent twice. reuse=False: a new connection, for a
-        write that must not go out on a dead one. Raises BackendUnavailableError when no
+        write that must not go out on a dead one. retry=False: one attempt to connect, for a
+        probe (health) that must answer now rather than wait. Raises BackendUnavailableError when no
         connection came in time, UserBackendError for a request ldap3 refuses.
         """
         loop = asyncio.get_running_loop()
@@ -98,7 +99,7 @@ class LdapPool:
                 return await self._attempt(op, reuse=reuse, wait=max(0.0, deadline - loop.time()))
             except CannotConnect as exc:
                 pause = self._retry_pause
-                if pause is None or self._closed or loop.time() + pause > deadline:
+                if not retry or pause is None or self._closed or loop.time() + pause > deadline:
                     raise BackendUnavailableError(str(exc)) from None
                 self._logger.info("%s; trying again in %gs", exc, pause)
                 await asyncio.sleep(pause)
