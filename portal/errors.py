@@ -32,8 +32,8 @@ marked [page] and answer with a page of their own (the form again with the messa
             +-- CaptchaUnavailableError  503  the CAPTCHA vendor cannot answer now (fail closed)
 
 Not in the tree: cli.py's CliError, a command-line mistake printed as one line on stderr; it
-never becomes an HTTP answer, so it has no status to carry. users/file.py's private parse
-errors never leave their module.
+never becomes an HTTP answer, so it has no status to carry. The users-file package's parse
+errors (users/file/document.py) never leave that package.
 """
 
 from __future__ import annotations

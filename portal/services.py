@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from portal.authz import AccessControl, Authorizer
+from portal.access_control import AccessControl
+from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.deps import Dependencies

@@ -1,1 +1,1 @@
-"""Durable storage: the Storage seam (base.py) and its backends (sqlite.py)."""
+"""Durable storage: the Storage seam (base.py) and its backends (sqlite/, one module per role)."""

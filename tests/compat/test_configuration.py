@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.authz import AccessControl, Decision
+from portal.access_control import AccessControl, Decision
 from portal.config import read_config
 from portal.errors import ConfigError
 from portal.users.base import User

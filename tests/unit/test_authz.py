@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import re2
 
-from portal.authz import AccessControl, Decision, Target, clean_path
+from portal.access_control import AccessControl, Decision, Target, clean_path
 from portal.config import AccessControlConfig, read_config
 from portal.users.base import User
 from tests.conftest import FIXTURES, JWT_SECRET

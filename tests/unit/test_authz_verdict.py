@@ -6,7 +6,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 
-from portal.authz import AccessControl, Authorizer, Outcome
+from portal.access_control import AccessControl
+from portal.authz import Authorizer, Outcome
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains
 from portal.storage.sqlite import SqliteStorage

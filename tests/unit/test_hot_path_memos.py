@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from portal.authz import AccessControl, Target
+from portal.access_control import AccessControl, Target
 from portal.config import AccessControlConfig
 from portal.forwarded import ClientAddresses, client_address
 from portal.handlers.common import cookie_values

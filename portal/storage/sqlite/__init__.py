@@ -1,0 +1,49 @@
+"""SqliteStorage: the Storage seam over one SQLite file, plus its schema migrations.
+
+One connection lives on one dedicated worker thread, so the event loop never blocks and calls are
+serialised; every write is one `BEGIN IMMEDIATE ... COMMIT` run whole on that thread. Several
+portal instances may share the file: SQLite's write lock (WAL mode, busy_timeout) serialises them,
+and every check-and-set is a single conditional statement inside such a transaction.
+
+The schema version is `PRAGMA user_version`; migrations are `migrations/NNNN_name.sql`, each
+applied in its own transaction together with its version bump.
+
+The package splits along the roles of portal.storage.base:
+
+    core.py                     SqliteCore: the connection, its worker thread, the lifecycle
+    connection.py               opening the file (owner-only, WAL), one transaction, error names
+    schema.py                   the migrations and the read-only check of an existing file
+    identity_verifications.py   IdentityVerificationStore (reset-link records)
+    rate_limits.py              RateLimitStore
+    outbox.py                   OutboxStore
+    sessions.py                 SessionRecordStore
+    security_answers.py         SecurityAnswerStore
+
+Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
+"""
+
+from __future__ import annotations
+
+from portal.storage.sqlite.core import SqliteCore
+from portal.storage.sqlite.identity_verifications import SqliteIdentityVerifications
+from portal.storage.sqlite.outbox import SqliteOutbox
+from portal.storage.sqlite.rate_limits import SqliteRateLimits
+from portal.storage.sqlite.schema import check_database_file, packaged_migrations
+from portal.storage.sqlite.security_answers import SqliteSecurityAnswers
+from portal.storage.sqlite.sessions import SqliteSessionRecords
+
+__all__ = ["SqliteStorage", "check_database_file", "packaged_migrations"]
+
+
+class SqliteStorage(
+    SqliteIdentityVerifications,
+    SqliteRateLimits,
+    SqliteOutbox,
+    SqliteSessionRecords,
+    SqliteSecurityAnswers,
+    SqliteCore,
+):
+    """Keep the portal's durable state in one SQLite file: every role of Storage at once.
+
+    SqliteStorage(path, migrations=None): see SqliteCore; nothing is opened before startup_check.
+    """
