@@ -54,6 +54,18 @@ def _invalid_link(request: web.Request, cookie: str = TOKEN_COOKIE) -> web.Respo
     return response
 
 
+def _link_token(request: web.Request, cookie: str, path: str) -> str | None:
+    """Return the link's token from its cookie; a token still in the URL is moved out first.
+
+    A `?token=` in the address is never used from there: the answer is a 303 that stores it in
+    the cookie (see _token_out_of_the_url), and the browser comes back without it.
+    """
+    token = request.query.get("token")
+    if token is not None:
+        _token_out_of_the_url(request, token, cookie, path)
+    return request.cookies.get(cookie) or None
+
+
 def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: str) -> NoReturn:
     """Answer 303 to the token-free path, with the token moved into a cookie scoped to it.
 
@@ -141,11 +153,8 @@ def _secure(request: web.Request) -> bool:
 
 async def step2_get(request: web.Request) -> web.Response:
     """Move a link's token from the URL into a cookie; then check it and show the form."""
-    token = request.query.get("token")
-    if token is not None:
-        _token_out_of_the_url(request, token, TOKEN_COOKIE, STEP2)
-    token = request.cookies.get(TOKEN_COOKIE)
-    if not token:
+    token = _link_token(request, TOKEN_COOKIE, STEP2)
+    if token is None:
         return _invalid_link(request)
     try:
         # Opening the link uses nothing up: mail scanners open links too.
@@ -195,11 +204,8 @@ async def done_get(request: web.Request) -> web.Response:
 
 async def revoke_get(request: web.Request) -> web.Response:
     """Move the token out of the URL, then ask before cancelling (opening cancels nothing)."""
-    token = request.query.get("token")
-    if token is not None:
-        _token_out_of_the_url(request, token, REVOKE_COOKIE, REVOKE)
-    token = request.cookies.get(REVOKE_COOKIE)
-    if not token:
+    token = _link_token(request, REVOKE_COOKIE, REVOKE)
+    if token is None:
         return _invalid_link(request, REVOKE_COOKIE)
     try:
         await request.app[RESET].check_revocable(token, request_ip(request))
