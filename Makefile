@@ -68,6 +68,7 @@ system-deps:
 			$(APT_PACKAGES) >/dev/null; \
 	fi
 
+# mypy reads what to check from pyproject.toml's [tool.mypy]: portal/, tests/ and bench/, strict.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy

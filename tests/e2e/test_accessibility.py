@@ -18,8 +18,9 @@ import struct
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from playwright.async_api import Browser, Page, Response, Route, expect
@@ -32,8 +33,10 @@ AXE = Path(
     os.environ.get("AXE_CORE", REPO / ".venv" / "axe" / "node_modules" / "axe-core" / "axe.min.js")
 )
 # (theme, the browser's colour scheme): a fixed theme must hold whatever the browser prefers.
-VARIANTS = (("light", "dark"), ("dark", "light"), ("grey", "light"), ("auto", "light"),
-            ("auto", "dark"))  # fmt: skip
+ColorScheme = Literal["light", "dark"]
+VARIANTS: tuple[tuple[str, ColorScheme], ...] = (
+    ("light", "dark"), ("dark", "light"), ("grey", "light"), ("auto", "light"), ("auto", "dark")
+)  # fmt: skip
 WIDTHS = {"desktop": (1280, 800), "phone": (375, 667)}
 EASY = {"cost": 1, "max_number": 50}
 # The settings form offers the first questions of the list by default; these answer them.
@@ -187,7 +190,7 @@ async def walk_every_state(page: Page, portal: RunningPortal) -> list[State]:
     return walk.states
 
 
-def _html_of(mail: Any) -> str:
+def _html_of(mail: EmailMessage) -> str:
     body = mail.get_body(preferencelist=("html",))
     assert body is not None
     return str(body.get_content())
@@ -203,13 +206,13 @@ def replay(status: int, html: str) -> Callable[[Route], Awaitable[None]]:
 
 
 async def violations(
-    browser: Browser, states: list[State], theme: str, scheme: str, device: str
+    browser: Browser, states: list[State], theme: str, scheme: ColorScheme, device: str
 ) -> list[str]:
     """Replay each state at its address under this theme, scheme and width; return axe's
     violations, each naming its state."""
     width, height = WIDTHS[device]
     context = await browser.new_context(
-        viewport={"width": width, "height": height}, color_scheme=scheme,  # type: ignore[arg-type]
+        viewport={"width": width, "height": height}, color_scheme=scheme,
         bypass_csp=True,  # axe-core is injected as an inline script
     )
     found: list[str] = []

@@ -26,7 +26,6 @@ from ruamel.yaml import YAML
 from tests.e2e.conftest import (
     RunningPortal,
     Watched,
-    free_port,
     launched_chromium,
     reset_link_from,
     spawn_portal,
@@ -34,7 +33,8 @@ from tests.e2e.conftest import (
     wait_for_health,
     watched_page,
 )
-from tests.integration.nginx import APP_HOST, DOMAIN, HOST, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.nginx import APP_HOST, DOMAIN, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.process import HOST, free_port
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 
 OLD_PASSWORD = "password"

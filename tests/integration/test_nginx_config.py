@@ -25,13 +25,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from tests.integration.nginx import (
     APP_HOST,
     DEPLOY,
-    HOST,
     LAYOUT,
     PORTAL_HOST,
     SUBSTITUTED,
     Nginx,
     running_nginx,
 )
+from tests.integration.process import HOST
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 
 AUTHZ_PATH = "/api/authz/auth-request"

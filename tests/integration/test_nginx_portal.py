@@ -45,7 +45,8 @@ from portal.deps import (
 )
 from portal.logs import SafeAccessLogger
 from tests.conftest import ConfigFactory, deep_merge
-from tests.integration.nginx import APP_HOST, HOST, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.nginx import APP_HOST, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.process import HOST
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
 from tests.web.conftest import csrf_of, portal_settings, reset_link_from

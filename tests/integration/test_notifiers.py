@@ -9,7 +9,7 @@ import logging
 import ssl
 import stat
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -497,7 +497,7 @@ async def test_credentials_are_never_sent_over_plain_text(clear_auth_server: Smt
 
 SCHEMES = ["smtp", "submission", "submissions"]
 LOGINS = {"auth": CREDENTIALS, "no-auth": None}
-TRUST = {
+TRUST: dict[str, Callable[[Path], dict[str, Any]]] = {
     "private-ca-trusted": lambda ca_directory: {"certificates_directory": ca_directory},
     "private-ca-unknown": lambda ca_directory: {},
 }
@@ -522,7 +522,8 @@ def notifier_for(
 ) -> SmtpNotifier:
     """Configure the portal for the server: the scheme, the login if any, what it trusts."""
     login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
-    return smtp_notifier(server.port, scheme, **trust, **login)
+    overrides: dict[str, Any] = {**trust, **login}
+    return smtp_notifier(server.port, scheme, **overrides)
 
 
 @pytest.mark.parametrize("login", LOGINS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -703,10 +704,11 @@ def test_decide_compiles_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
     not_utf8 = target("https://www.example.com/static/caf%C3%A9%FF.css")
     re.purge()
     compiled: list[object] = []
+    # re._compile is private, so typeshed leaves it out
     real_compile, real_private_compile = re.compile, re._compile  # type: ignore[attr-defined]
 
-    def counting(real: Any) -> Any:
-        def compile_and_count(pattern: object, *args: Any, **kwargs: Any) -> Any:
+    def counting(real: Callable[..., object]) -> Callable[..., object]:
+        def compile_and_count(pattern: object, *args: Any, **kwargs: Any) -> object:
             compiled.append(pattern)
             return real(pattern, *args, **kwargs)
 

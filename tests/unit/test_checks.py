@@ -26,9 +26,9 @@ def write_config(tmp_path: Path, **changes: Any) -> Path:
     return path
 
 
-def problems(tmp_path: Path, environ: dict[str, str] | None = None, **changes: Any) -> list[str]:
+def problems(tmp_path: Path, **changes: Any) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        check_config([write_config(tmp_path, **changes)], environ or {})
+        check_config([write_config(tmp_path, **changes)], {})
     return caught.value.problems
 
 

@@ -71,7 +71,7 @@ def test_minimal_configuration_gets_authelias_defaults(config_file: Path) -> Non
 def test_the_configuration_is_frozen(config_file: Path) -> None:
     config, _ = read_config([config_file], {})
     with pytest.raises(ValueError, match="frozen"):
-        config.log.level = "debug"  # type: ignore[misc]
+        config.log.level = "debug"  # type: ignore[misc]  # the write the frozen model refuses
 
 
 def test_the_embedded_default_configuration_loads_with_secrets_from_the_environment() -> None:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import subprocess
+from typing import Any, Protocol
 
 import argon2
 import bcrypt
@@ -41,6 +42,22 @@ from tests.conftest import FIXTURES
 
 PASSWORD = "correct horse battery stäple"
 WRONG = "correct horse battery staple"
+
+
+class PasslibHandler(Protocol):
+    """What these tests use of a passlib hash class (pbkdf2_sha256, sha512_crypt, ...)."""
+
+    def using(self, **settings: Any) -> PasslibHandler:
+        """Return the handler with these settings (rounds=..., ...)."""
+        ...
+
+    def hash(self, secret: str) -> str:
+        """Return a new hash of the secret in the handler's own format."""
+        ...
+
+    def verify(self, secret: str, hash: str) -> bool:
+        """Tell whether the secret matches the hash."""
+        ...
 
 
 def ab64(data: bytes) -> str:
@@ -173,8 +190,8 @@ def test_pbkdf2_hashes_computed_with_hashlib_verify(variant: str) -> None:
 
 
 @pytest.mark.parametrize("handler", [pbkdf2_sha1, pbkdf2_sha256, pbkdf2_sha512])
-def test_pbkdf2_hashes_from_passlib_verify(handler: type) -> None:
-    assert_verifies(handler.using(rounds=1000).hash(PASSWORD))  # type: ignore[attr-defined]
+def test_pbkdf2_hashes_from_passlib_verify(handler: PasslibHandler) -> None:
+    assert_verifies(handler.using(rounds=1000).hash(PASSWORD))
 
 
 def test_scrypt_hash_in_go_crypt_encoding_computed_with_hashlib_verifies() -> None:
@@ -277,7 +294,7 @@ def test_argon2_hash_carries_configured_parameters_and_verifies_with_argon2_cffi
     ("variant", "handler"), [("sha512", sha512_crypt), ("sha256", sha256_crypt)]
 )
 def test_sha2crypt_hash_carries_rounds_and_verifies_with_passlib(
-    variant: str, handler: type
+    variant: str, handler: PasslibHandler
 ) -> None:
     config = PasswordConfig(
         algorithm="sha2crypt",
@@ -286,8 +303,8 @@ def test_sha2crypt_hash_carries_rounds_and_verifies_with_passlib(
     digest = hash_password(PASSWORD, config)
     _, ident, rounds, salt, _ = parts(digest)
     assert (ident, rounds, len(salt)) == ("6" if variant == "sha512" else "5", "rounds=1000", 12)
-    assert handler.verify(PASSWORD, digest)  # type: ignore[attr-defined]
-    assert not handler.verify(WRONG, digest)  # type: ignore[attr-defined]
+    assert handler.verify(PASSWORD, digest)
+    assert not handler.verify(WRONG, digest)
 
 
 @pytest.mark.parametrize("variant", ["sha1", "sha224", "sha256", "sha384", "sha512"])
@@ -311,14 +328,14 @@ def test_pbkdf2_hash_recomputes_with_hashlib(variant: str) -> None:
     ("variant", "handler"),
     [("sha1", pbkdf2_sha1), ("sha256", pbkdf2_sha256), ("sha512", pbkdf2_sha512)],
 )
-def test_pbkdf2_hash_verifies_with_passlib(variant: str, handler: type) -> None:
+def test_pbkdf2_hash_verifies_with_passlib(variant: str, handler: PasslibHandler) -> None:
     config = PasswordConfig(
         algorithm="pbkdf2",
         pbkdf2=Pbkdf2Config(variant=variant, iterations=100_000),
     )
     digest = hash_password(PASSWORD, config)
-    assert handler.verify(PASSWORD, digest)  # type: ignore[attr-defined]
-    assert not handler.verify(WRONG, digest)  # type: ignore[attr-defined]
+    assert handler.verify(PASSWORD, digest)
+    assert not handler.verify(WRONG, digest)
 
 
 def test_bcrypt_hash_carries_cost_and_verifies_with_the_bcrypt_package() -> None:

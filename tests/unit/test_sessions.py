@@ -17,6 +17,7 @@ import pytest
 from portal.config import FileBackendConfig, SessionConfig, SessionCookieConfig
 from portal.errors import BackendUnavailableError, ConfigError
 from portal.sessions import SessionStore, cookie_attributes
+from portal.storage.base import SessionRecord
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import AccountState, User
 from portal.users.file import FileUserBackend
@@ -458,7 +459,7 @@ class CountingStorage(SqliteStorage):
 
     reads = 0
 
-    async def session_get(self, session_id: str) -> Any:
+    async def session_get(self, session_id: str) -> SessionRecord | None:
         self.reads += 1
         return await super().session_get(session_id)
 

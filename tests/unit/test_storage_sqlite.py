@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ async def test_migrations_with_a_gap_in_their_versions_fail_the_startup_check(
     ],
 )
 async def test_an_unusable_path_fails_the_startup_check_naming_the_path(
-    db_path: Path, make_unusable: Any
+    db_path: Path, make_unusable: Callable[[Path], object]
 ) -> None:
     make_unusable(db_path)
 

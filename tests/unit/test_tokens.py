@@ -43,7 +43,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def b64url_json(value: Any) -> str:
+def b64url_json(value: object) -> str:
     return b64url(json.dumps(value, separators=(",", ":")).encode())
 
 
@@ -313,7 +313,7 @@ def test_an_rs256_headed_token_is_refused_for_its_algorithm(
     ],
 )
 def test_a_validly_signed_token_with_a_key_selecting_header_is_refused(
-    tokens: ResetTokens, clock: FakeClock, name: str, value: Any
+    tokens: ResetTokens, clock: FakeClock, name: str, value: object
 ) -> None:
     header = {"alg": "HS256", "typ": "JWT", name: value}
     token = signed_by_hand(header, good_claims(clock, tokens))

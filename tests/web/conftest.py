@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.message
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -202,10 +203,19 @@ async def no_mail_sent(portal: Portal) -> bool:
     return portal.smtp.deliveries == []
 
 
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """Return the structured fields portal.audit put on a record (``extra={"fields": ...}``).
+
+    Raises KeyError for a record that carries none.
+    """
+    fields: dict[str, Any] = record.__dict__["fields"]
+    return fields
+
+
 def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
     """Return the structured fields of every audit event of that name logged so far."""
     return [
-        r.fields  # type: ignore[attr-defined]
+        fields_of(r)
         for r in caplog.records
         if r.name == "portal.audit" and r.getMessage() == event
     ]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient
 
 from portal.app import create_app
 from portal.errors import StartupCheckError
@@ -17,7 +18,9 @@ Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def client(aiohttp_client, make_config: ConfigFactory, users_file: Path) -> Client:  # type: ignore[no-untyped-def]
+async def client(
+    aiohttp_client: AiohttpClient, make_config: ConfigFactory, users_file: Path
+) -> Client:
     return await aiohttp_client(create_app(make_config()))
 
 
@@ -39,7 +42,7 @@ async def test_every_response_carries_the_security_headers(client: Client) -> No
 
 
 async def test_no_hsts_for_a_plain_http_loopback_portal(
-    aiohttp_client, make_config: ConfigFactory, users_file: Path  # type: ignore[no-untyped-def]
+    aiohttp_client: AiohttpClient, make_config: ConfigFactory, users_file: Path
 ) -> None:
     cookies = [{"domain": "127.0.0.1", "authelia_url": "http://127.0.0.1:9091"}]
     client = await aiohttp_client(create_app(make_config(session={"cookies": cookies})))

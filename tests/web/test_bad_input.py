@@ -31,7 +31,8 @@ class Answer:
     def shows_the_portals_error(self) -> bool:
         """Tell whether the body is the portal's error page or JSON error, not aiohttp's text."""
         if self.headers.get("content-type", "").startswith("application/json"):
-            return json.loads(self.body)["status"] == "KO"
+            status: object = json.loads(self.body)["status"]
+            return status == "KO"
         return b'id="error-message"' in self.body or b"<form" in self.body
 
 

@@ -23,6 +23,7 @@ from tests.web.conftest import (
     StartPortal,
     choose_password,
     csrf_of,
+    fields_of,
     follow_result,
     no_mail_sent,
     open_link,
@@ -146,7 +147,9 @@ async def test_john_sets_up_questions_and_only_hashes_are_stored(portal: Portal)
     stored = await portal.storage.get_security_answers("john")
     assert [row.question for row in stored] == list(JOHN)
     assert all(row.answer_hash.startswith("$argon2id$") for row in stored)
-    files = Path(portal.config.storage.local.path).parent.glob("db*")  # type: ignore[union-attr]
+    local = portal.config.storage.local
+    assert local is not None
+    files = Path(local.path).parent.glob("db*")
     everything = b"".join(path.read_bytes() for path in files).lower()
     for secret in ("fluffy", "beatles", "pancakes"):
         assert secret.encode() not in everything
@@ -342,7 +345,7 @@ async def test_a_user_without_questions_gets_no_mail_under_deny(
     assert SENT in page
     assert await no_mail_sent(portal)
     denied = [r for r in caplog.records if r.getMessage() == "reset_questions_denied"]
-    assert denied and denied[0].fields["reason"] == "no_questions"  # type: ignore[attr-defined]
+    assert denied and fields_of(denied[0])["reason"] == "no_questions"
 
 
 async def test_answers_cannot_be_sent_for_another_account_than_the_one_asked(
