@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Authelia's files for `make compat` (a directory, relative to this one or absolute).
 AUTHELIA_CORPUS ?= ../shared/compat/authelia
 
-.PHONY: run test compat lint fuzz system-deps clean
+.PHONY: run test compat lint format fuzz system-deps clean
 
 # Checked before anything is built, so a missing corpus is one line, not a venv and a traceback.
 ifneq ($(filter compat,$(MAKECMDGOALS)),)
@@ -69,9 +69,14 @@ system-deps:
 	fi
 
 # mypy reads what to check from pyproject.toml's [tool.mypy]: portal/, tests/ and bench/, strict.
+# `ruff format` is the layout: `make format` applies it, lint fails on anything it would change.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format .
 
 # npm comes with the machine's Node.js (NodeSource's package provides it and conflicts with
 # Debian's npm package): Debian's npm is installed only where there is no npm at all.

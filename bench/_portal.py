@@ -56,9 +56,13 @@ def start(
     """Start a server process with its output going to a log file."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            list(args), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            list(args),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

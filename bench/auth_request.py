@@ -68,9 +68,7 @@ _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
 _PERCENTILE = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-_SOCKET_ERRORS = re.compile(
-    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
-)
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -117,9 +115,7 @@ def write_config(directory: Path, port: int, log_level: str) -> Path:
         "log": {"level": log_level, "file_path": str(directory / "portal-log.txt")},
         "authentication_backend": {"file": {"path": str(directory / "users.yml")}},
         "notifier": {"filesystem": {"filename": str(directory / "notification.txt")}},
-        "session": {
-            "cookies": [{"domain": DOMAIN, "authelia_url": f"https://portal.{DOMAIN}"}]
-        },
+        "session": {"cookies": [{"domain": DOMAIN, "authelia_url": f"https://portal.{DOMAIN}"}]},
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
         "access_control": {
             "default_policy": "deny",
@@ -185,9 +181,7 @@ class Load:
     output: str
 
 
-def wrk(
-    url: str, headers: dict[str, str], *, threads: int, connections: int, seconds: int
-) -> str:
+def wrk(url: str, headers: dict[str, str], *, threads: int, connections: int, seconds: int) -> str:
     """Run wrk with --latency against url and return what it printed."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in headers.items():
@@ -320,22 +314,23 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             return 1
         baseline = await serve_and_load(
             "baseline",
-            [sys.executable, str(Path(__file__).resolve()), "--serve-baseline",
-             str(baseline_port)],
+            [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(baseline_port)],
             f"http://{HOST}:{baseline_port}",
             directory,
             env,
             args,
             baseline_headers,
-        )  # fmt: skip
+        )
         if baseline is None:
             return 1
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    print(f"\n  {'server':<10} {'req/s':>10} {'requests':>9} {'p50 ms':>8} {'p90 ms':>8} "
-          f"{'p99 ms':>8} {'non-2xx':>8} {'errors':>7}")  # fmt: skip
+    print(
+        f"\n  {'server':<10} {'req/s':>10} {'requests':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'non-2xx':>8} {'errors':>7}"
+    )
     print(row(portal))
     print(row(baseline))
     ratio = portal.requests_per_second / baseline.requests_per_second
@@ -377,8 +372,7 @@ def main() -> int:
         return 0
     if shutil.which("wrk") is None:
         print(
-            "error: wrk is not installed; this benchmark needs it "
-            "(Debian: apt-get install wrk)",
+            "error: wrk is not installed; this benchmark needs it (Debian: apt-get install wrk)",
             file=sys.stderr,
         )
         return 2

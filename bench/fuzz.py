@@ -110,8 +110,14 @@ class Producer(threading.Thread):
     def _round(self, profile: str, round_seed: int) -> None:
         portal = self.portals[profile]
 
-        @settings(max_examples=ROUND, database=None, deadline=None, phases=(Phase.generate,),
-                  verbosity=Verbosity.quiet, suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=ROUND,
+            database=None,
+            deadline=None,
+            phases=(Phase.generate,),
+            verbosity=Verbosity.quiet,
+            suppress_health_check=list(HealthCheck),
+        )
         @seed(round_seed)
         @given(raw_requests(portal.target))
         def draw(request: RawRequest) -> None:
@@ -190,18 +196,28 @@ def _group(found: list[LoggedTraceback]) -> list[tuple[int, LoggedTraceback]]:
     return sorted(((len(g), g[0]) for g in groups.values()), key=lambda item: -item[0])
 
 
-def report(portals: dict[str, FuzzPortal], tally: Tally, log_start: dict[str, int],
-           args: argparse.Namespace) -> bool:  # fmt: skip
+def report(
+    portals: dict[str, FuzzPortal],
+    tally: Tally,
+    log_start: dict[str, int],
+    args: argparse.Namespace,
+) -> bool:
     """Print the figures; return whether every goal of the issue is met."""
     sent = max(1, tally.sent)
-    print(f"fuzz: {tally.sent} requests in {tally.seconds:.0f} s "
-          f"({tally.sent / max(tally.seconds, 1e-9):.0f} requests/s), concurrency "
-          f"{args.concurrency}, seed {args.seed}; {tally.drawn} drawn by hypothesis, "
-          f"{tally.sent - tally.drawn} recombined")  # fmt: skip
+    print(
+        f"fuzz: {tally.sent} requests in {tally.seconds:.0f} s "
+        f"({tally.sent / max(tally.seconds, 1e-9):.0f} requests/s), concurrency "
+        f"{args.concurrency}, seed {args.seed}; {tally.drawn} drawn by hypothesis, "
+        f"{tally.sent - tally.drawn} recombined"
+    )
     order = ("2xx", "3xx", "4xx", "5xx", "closed", "hang")
-    print("status classes: " + "  ".join(
-        f"{name} {tally.classes[name]} ({100 * tally.classes[name] / sent:.1f}%)"
-        for name in order))  # fmt: skip
+    print(
+        "status classes: "
+        + "  ".join(
+            f"{name} {tally.classes[name]} ({100 * tally.classes[name] / sent:.1f}%)"
+            for name in order
+        )
+    )
     fives = tally.classes["5xx"]
     print(f"5xx: {fives}")
     for where, count in tally.server_errors.most_common():
@@ -220,15 +236,23 @@ def report(portals: dict[str, FuzzPortal], tally: Tally, log_start: dict[str, in
             for logged in scan_log(log):
                 (client_faults if logged.client_fault else server_faults).append(logged)
     per_request = log_bytes / sent
-    print(f"log: {log_bytes} bytes, {per_request:.0f} bytes/request; tracebacks: "
-          f"{len(server_faults) + len(client_faults)}")  # fmt: skip
-    print(f"distinct 5xx signatures (exception at deepest portal frame > last frame), "
-          f"{len(_group(server_faults))}:")  # fmt: skip
+    print(
+        f"log: {log_bytes} bytes, {per_request:.0f} bytes/request; tracebacks: "
+        f"{len(server_faults) + len(client_faults)}"
+    )
+    print(
+        f"distinct 5xx signatures (exception at deepest portal frame > last frame), "
+        f"{len(_group(server_faults))}:"
+    )
     for count, logged in _group(server_faults):
-        print(f"  {count:6d}  {logged.exception_type} at {logged.place}\n"
-              f"          e.g. {logged.message[:110]}\n          {logged.exception[:110]}")
-    print(f"tracebacks logged for malformed requests (client faults), "
-          f"{len(_group(client_faults))} kinds:")  # fmt: skip
+        print(
+            f"  {count:6d}  {logged.exception_type} at {logged.place}\n"
+            f"          e.g. {logged.message[:110]}\n          {logged.exception[:110]}"
+        )
+    print(
+        f"tracebacks logged for malformed requests (client faults), "
+        f"{len(_group(client_faults))} kinds:"
+    )
     for count, logged in _group(client_faults):
         print(f"  {count:6d}  {logged.exception_type} at {logged.place}")
     if tally.smallest:
@@ -240,11 +264,15 @@ def report(portals: dict[str, FuzzPortal], tally: Tally, log_start: dict[str, in
     goals = [
         (f"5xx count is 0 ({fives})", fives == 0),
         (f"no hang ({tally.classes['hang']})", tally.classes["hang"] == 0),
-        (f"log bytes/request <= {LOG_BYTES_PER_REQUEST} ({per_request:.0f})",
-         per_request <= LOG_BYTES_PER_REQUEST),
-        (f"no traceback in the log ({len(server_faults) + len(client_faults)})",
-         not server_faults and not client_faults),
-    ]  # fmt: skip
+        (
+            f"log bytes/request <= {LOG_BYTES_PER_REQUEST} ({per_request:.0f})",
+            per_request <= LOG_BYTES_PER_REQUEST,
+        ),
+        (
+            f"no traceback in the log ({len(server_faults) + len(client_faults)})",
+            not server_faults and not client_faults,
+        ),
+    ]
     for name, portal in portals.items():
         alive = portal.process.poll() is None
         goals.append((f"the {name} portal is still running", alive))
@@ -260,8 +288,9 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=1800.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--recombine", type=int, default=9,
-                        help="variants sent after each drawn request")  # fmt: skip
+    parser.add_argument(
+        "--recombine", type=int, default=9, help="variants sent after each drawn request"
+    )
     parser.add_argument("--hang-seconds", type=float, default=10.0)
     parser.add_argument("--keep", type=Path, help="keep the portals' files (logs) here")
     args = parser.parse_args()

@@ -82,9 +82,7 @@ def write_config(directory: Path, port: int) -> Path:
             "endpoints": {"rate_limits": {"reset_password_start": roomy}},
         },
         "identity_validation": {
-            "reset_password": {
-                "security_questions": {"enabled": True, "max_failures": 100000}
-            }
+            "reset_password": {"security_questions": {"enabled": True, "max_failures": 100000}}
         },
         "authentication_backend": {"file": {"path": str(directory / "users.yml")}},
         "notifier": {"filesystem": {"filename": str(directory / "notification.txt")}},
@@ -106,8 +104,13 @@ async def one_reset(
     asked = (time.perf_counter() - began) * 1000
     ticket = TICKET.search(page)
     assert ticket, f"no questions page for {username}"
-    fields = {"csrf_token": csrf, "username": username, "ticket": ticket.group(1),
-              "answer_0": "wrong", "answer_1": "wrong"}  # fmt: skip
+    fields = {
+        "csrf_token": csrf,
+        "username": username,
+        "ticket": ticket.group(1),
+        "answer_0": "wrong",
+        "answer_1": "wrong",
+    }
     began = time.perf_counter()
     async with session.post(url + ANSWERS, data=fields) as r:
         await r.read()
@@ -139,10 +142,14 @@ async def measure(url: str, real: list[str], unknown: list[str], warmup: int) ->
     for step, index in (("questions page", 0), ("answers", 1)):
         real_median = statistics.median(figures["real"][index])
         unknown_median = statistics.median(figures["unknown"][index])
-        print(f"{step:15} real {real_median:8.2f} ms   unknown {unknown_median:8.2f} ms   "
-              f"ratio {unknown_median / real_median:.3f}")  # fmt: skip
-    print(f"page sizes without question texts and identifier: real {sorted(figures['real'][2])}, "
-          f"unknown {sorted(figures['unknown'][2])}")  # fmt: skip
+        print(
+            f"{step:15} real {real_median:8.2f} ms   unknown {unknown_median:8.2f} ms   "
+            f"ratio {unknown_median / real_median:.3f}"
+        )
+    print(
+        f"page sizes without question texts and identifier: real {sorted(figures['real'][2])}, "
+        f"unknown {sorted(figures['unknown'][2])}"
+    )
 
 
 async def main() -> int:

@@ -213,10 +213,12 @@ async def measure(url: str, pairs: list[Pair], warmup: int, pause: float) -> dic
         for index, pair in enumerate(pairs):
             measured = index >= warmup
             await asyncio.sleep(pause)
-            await post_step1(session, url, csrf, pair.primer,
-                             series[pair.kind] if measured else None)  # fmt: skip
-            await post_step1(session, url, csrf, pair.probe,
-                             series[f"after {pair.kind}"] if measured else None)  # fmt: skip
+            await post_step1(
+                session, url, csrf, pair.primer, series[pair.kind] if measured else None
+            )
+            await post_step1(
+                session, url, csrf, pair.probe, series[f"after {pair.kind}"] if measured else None
+            )
     return series
 
 
@@ -299,8 +301,12 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
 
     portal_log, baseline_log = directory / "portal.log", directory / "baseline.log"
     portal = start(portal_command(config), directory, portal_log, env)
-    baseline = start([sys.executable, str(Path(__file__).resolve()), "--serve-baseline",
-                      str(baseline_port)], directory, baseline_log, env)  # fmt: skip
+    baseline = start(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(baseline_port)],
+        directory,
+        baseline_log,
+        env,
+    )
     try:
         for name, process, url, log in (
             ("portal", portal, f"http://127.0.0.1:{portal_port}", portal_log),
@@ -311,11 +317,13 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
                 print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
                 return 1
 
-        print(f"POST {STEP1}: {requests} existing + {requests} unknown users (primers) in a "
-              f"seeded random order, each followed at once by a probe (an unknown user), after "
-              f"{2 * half} warm-up pairs, {pause * 1000:g} ms pause between pairs; "
-              f"{os.cpu_count()} CPU(s), load average {load_average()}, "
-              f"Python {sys.version.split()[0]}")  # fmt: skip
+        print(
+            f"POST {STEP1}: {requests} existing + {requests} unknown users (primers) in a "
+            f"seeded random order, each followed at once by a probe (an unknown user), after "
+            f"{2 * half} warm-up pairs, {pause * 1000:g} ms pause between pairs; "
+            f"{os.cpu_count()} CPU(s), load average {load_average()}, "
+            f"Python {sys.version.split()[0]}"
+        )
         portal_series = await measure(f"http://127.0.0.1:{portal_port}", pairs, 2 * half, pause)
         mails = await drained_mail_count(directory / "notification.txt", len(existing))
         recipients = (
@@ -323,16 +331,15 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
             if mails
             else set()
         )
-        baseline_series = await measure(
-            f"http://127.0.0.1:{baseline_port}", pairs, 2 * half, pause
-        )
+        baseline_series = await measure(f"http://127.0.0.1:{baseline_port}", pairs, 2 * half, pause)
     finally:
         stop(portal)
         stop(baseline)
     print(f"load average after the run: {load_average()}")
 
-    table("portal (python -m portal serve, file backend, sqlite, filesystem notifier)",
-          portal_series)  # fmt: skip
+    table(
+        "portal (python -m portal serve, file backend, sqlite, filesystem notifier)", portal_series
+    )
     table("baseline (bare aiohttp handler, fixed HTML body)", baseline_series)
 
     known, stranger = portal_series["existing"], portal_series["unknown"]
@@ -344,30 +351,48 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
     print("\nfigures")
     print(f"  median difference (unknown - existing): {diff:+.2f} ms")
     print(f"  ratio of medians unknown/existing:      {stranger.median / known.median:.3f}")
-    print(f"  probe after an existing user:           "
-          f"{portal_series['after existing'].median:.2f} ms (median)")  # fmt: skip
-    print(f"  probe after an unknown user:            "
-          f"{portal_series['after unknown'].median:.2f} ms (median)")  # fmt: skip
-    print(f"  after an existing - after an unknown:   {after:+.2f} ms "
-          f"(95% interval {low:+.2f} .. {high:+.2f} ms)")  # fmt: skip
-    print(f"  the same on the baseline (noise floor): {floor:+.2f} ms "
-          f"(95% interval {floor_low:+.2f} .. {floor_high:+.2f} ms)")  # fmt: skip
-    print(f"  portal vs baseline, ratio of medians:   {portal_all / base:.2f} "
-          f"({portal_all:.2f} ms vs {base:.2f} ms)")  # fmt: skip
+    print(
+        f"  probe after an existing user:           "
+        f"{portal_series['after existing'].median:.2f} ms (median)"
+    )
+    print(
+        f"  probe after an unknown user:            "
+        f"{portal_series['after unknown'].median:.2f} ms (median)"
+    )
+    print(
+        f"  after an existing - after an unknown:   {after:+.2f} ms "
+        f"(95% interval {low:+.2f} .. {high:+.2f} ms)"
+    )
+    print(
+        f"  the same on the baseline (noise floor): {floor:+.2f} ms "
+        f"(95% interval {floor_low:+.2f} .. {floor_high:+.2f} ms)"
+    )
+    print(
+        f"  portal vs baseline, ratio of medians:   {portal_all / base:.2f} "
+        f"({portal_all:.2f} ms vs {base:.2f} ms)"
+    )
     strangers = {f"{n}@example.com" for n in unknown + probes}
     unknown_mailed = strangers & recipients
-    print(f"  mails written: {mails} for {len(existing)} existing users (warm-up included), "
-          f"{len(unknown_mailed)} to unknown users")  # fmt: skip
+    print(
+        f"  mails written: {mails} for {len(existing)} existing users (warm-up included), "
+        f"{len(unknown_mailed)} to unknown users"
+    )
 
     print("\ngoals")
-    verdict(abs(after) < GOAL_AFTER_DIFF_MS,
-            f"the request after an existing user's and after an unknown one's differ by "
-            f"{abs(after):.2f} ms (< {GOAL_AFTER_DIFF_MS} ms)")  # fmt: skip
+    verdict(
+        abs(after) < GOAL_AFTER_DIFF_MS,
+        f"the request after an existing user's and after an unknown one's differ by "
+        f"{abs(after):.2f} ms (< {GOAL_AFTER_DIFF_MS} ms)",
+    )
     verdict(abs(diff) < GOAL_DIFF_MS, f"medians differ by {abs(diff):.2f} ms (< {GOAL_DIFF_MS} ms)")
-    verdict(known.median < GOAL_MEDIAN_MS,
-            f"existing median {known.median:.2f} ms (< {GOAL_MEDIAN_MS} ms)")  # fmt: skip
-    verdict(stranger.median < GOAL_MEDIAN_MS,
-            f"unknown median {stranger.median:.2f} ms (< {GOAL_MEDIAN_MS} ms)")  # fmt: skip
+    verdict(
+        known.median < GOAL_MEDIAN_MS,
+        f"existing median {known.median:.2f} ms (< {GOAL_MEDIAN_MS} ms)",
+    )
+    verdict(
+        stranger.median < GOAL_MEDIAN_MS,
+        f"unknown median {stranger.median:.2f} ms (< {GOAL_MEDIAN_MS} ms)",
+    )
     answered = [portal_series[k].statuses for k in portal_series]
     # Step 1 answers redirect-after-POST: a 303 to the one "check your email" page for everyone.
     verdict(all(s == {303: requests} for s in answered), "every measured request answered 303")
@@ -375,8 +400,10 @@ async def run(requests: int, warmup: int, pause: float, directory: Path) -> int:
     verdict(places == {frozenset({STEP1 + "/sent"})}, "the same Location for every kind")
     sizes = {frozenset(s.body_sizes) for s in portal_series.values()}
     verdict(len(sizes) == 1, "the same page size for every kind")
-    verdict(mails == len(existing) and not unknown_mailed,
-            "one mail per existing user and none for unknown ones")  # fmt: skip
+    verdict(
+        mails == len(existing) and not unknown_mailed,
+        "one mail per existing user and none for unknown ones",
+    )
     if not low < 0 < high and floor_low < 0 < floor_high:
         print("  note: the portal's interval excludes zero while the baseline's does not")
     return 0

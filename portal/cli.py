@@ -70,8 +70,10 @@ async def _serve(config: Config) -> None:
         await site.start()
         log.info(
             "portal listening on %s; links in mails use %s (session.cookies[0].authelia_url; "
-            "changing the listening address does not change it)", address, config.portal_url,
-        )  # fmt: skip
+            "changing the listening address does not change it)",
+            address,
+            config.portal_url,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

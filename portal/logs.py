@@ -76,8 +76,11 @@ class ClientFaultFilter(logging.Filter):
         now = self._clock()
         if address not in self._seen and len(self._seen) >= self._size:
             # Addresses whose window has ended (and with nothing left to report) make room.
-            for old in [a for a, (start, _, dropped) in self._seen.items()
-                        if now - start >= self._window and not dropped]:  # fmt: skip
+            for old in [
+                a
+                for a, (start, _, dropped) in self._seen.items()
+                if now - start >= self._window and not dropped
+            ]:
                 del self._seen[old]
         key = address if (address in self._seen or len(self._seen) < self._size) else "*"
         start, logged, dropped = self._seen.get(key, [now, 0, 0])

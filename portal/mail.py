@@ -34,15 +34,15 @@ class MailRenderer:
         loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in template_dirs])
         # Plain-text parts are not HTML: escaping would garble links and names.
         self._text = jinja2.Environment(
-            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined  # noqa: S701
+            loader=loader,
+            autoescape=False,  # noqa: S701 - plain-text mails: nothing is HTML
+            undefined=jinja2.StrictUndefined,
         )
         self._html = jinja2.Environment(
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
         )
 
-    def render(
-        self, name: str, *, to: str, title: str, context: Mapping[str, Any]
-    ) -> EmailMessage:
+    def render(self, name: str, *, to: str, title: str, context: Mapping[str, Any]) -> EmailMessage:
         """Render {name}.txt and {name}.html into one message to `to`."""
         values = {"title": title, **context}
         message = EmailMessage()

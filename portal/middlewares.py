@@ -56,8 +56,11 @@ def error_response(
     if is_api(request):
         response = web.json_response({"status": "KO", "message": message}, status=status)
     else:
-        context: dict[str, Any] = {"status": status, "message": message,
-                                   "retry_minutes": _minutes((headers or {}).get("Retry-After"))}
+        context: dict[str, Any] = {
+            "status": status,
+            "message": message,
+            "retry_minutes": _minutes((headers or {}).get("Retry-After")),
+        }
         try:
             env = aiohttp_jinja2.get_env(request.app)
             name = env.select_template([f"errors/{status}.html", "errors/error.html"]).name

@@ -290,8 +290,13 @@ class PasswordResetService:
         try:
             await self._notifier.send(mail)
         except Exception as exc:
-            self._audit("reset_mail_failed", username=username, ip=ip, jti_hash=jti_hash,
-                        error=type(exc).__name__)  # fmt: skip
+            self._audit(
+                "reset_mail_failed",
+                username=username,
+                ip=ip,
+                jti_hash=jti_hash,
+                error=type(exc).__name__,
+            )
             raise
         self._audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
 
@@ -349,8 +354,12 @@ class PasswordResetService:
         """Check a link as it is opened (it stays usable: mail scanners open links too)."""
         await self.limit_finish(ip)
         claims, user = await self.check_link(token, ip)
-        self._audit("reset_link_opened", username=user.username, ip=ip,
-                    jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        self._audit(
+            "reset_link_opened",
+            username=user.username,
+            ip=ip,
+            jti_hash=ResetTokens.jti_hash(claims.jti),
+        )
         return claims, user
 
     async def complete(
@@ -381,8 +390,9 @@ class PasswordResetService:
         jti_hash = ResetTokens.jti_hash(claims.jti)
         reasons = await self._passwords.rejections(user, password, confirm)
         if reasons:
-            self._audit("reset_rejected", reason="policy", username=user.username, ip=ip,
-                        jti_hash=jti_hash)  # fmt: skip
+            self._audit(
+                "reset_rejected", reason="policy", username=user.username, ip=ip, jti_hash=jti_hash
+            )
             raise ResetFormRejectedError(user.username, reasons)
         now = self._clock.now()
         # SECURITY: consume before writing, atomically: of two concurrent requests one writes.
@@ -398,8 +408,13 @@ class PasswordResetService:
         await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
         await self._passwords.written(user, ip, now)
         unlocked = await self._unlock(user, ip)
-        self._audit("reset_completed", username=user.username, ip=ip, jti_hash=jti_hash,
-                    unlocked=unlocked or None)  # fmt: skip
+        self._audit(
+            "reset_completed",
+            username=user.username,
+            ip=ip,
+            jti_hash=jti_hash,
+            unlocked=unlocked or None,
+        )
         return user
 
     async def _unlock(self, user: User, ip: str) -> bool:
@@ -423,10 +438,12 @@ class PasswordResetService:
             return await self._users.clear_lockout(user.username)
         except PortalError as exc:
             # The new password is in place; the lockout ends by itself, or an administrator ends it.
-            log.warning("the new password of %s is set but the lockout stays: %s",
-                        user.username, exc)  # fmt: skip
-            self._audit("reset_unlock_failed", username=user.username, ip=ip,
-                        error=type(exc).__name__)  # fmt: skip
+            log.warning(
+                "the new password of %s is set but the lockout stays: %s", user.username, exc
+            )
+            self._audit(
+                "reset_unlock_failed", username=user.username, ip=ip, error=type(exc).__name__
+            )
             return False
 
     # -- revoking a link -----------------------------------------------------------------------
@@ -443,8 +460,12 @@ class PasswordResetService:
             claims.jti, at=self._clock.now(), ip=ip
         ):
             self._reject("used", ip, claims)
-        self._audit("reset_revoked", username=claims.username, ip=ip,
-                    jti_hash=ResetTokens.jti_hash(claims.jti))  # fmt: skip
+        self._audit(
+            "reset_revoked",
+            username=claims.username,
+            ip=ip,
+            jti_hash=ResetTokens.jti_hash(claims.jti),
+        )
 
     async def purge(self) -> None:
         """Delete expired records and rate-limit events (run periodically)."""

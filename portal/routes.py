@@ -57,8 +57,9 @@ class _Router:
 def setup_routes(app: web.Application) -> None:
     """Register every route under its name, then the fallback that answers 404 and 405."""
     _routes(app)
-    app.router.add_route("*", "/{path:.*}", no_such_route, name=NO_SUCH_ROUTE,
-                         expect_handler=expect_continue)  # fmt: skip
+    app.router.add_route(
+        "*", "/{path:.*}", no_such_route, name=NO_SUCH_ROUTE, expect_handler=expect_continue
+    )
 
 
 def _routes(app: web.Application) -> None:
@@ -99,8 +100,11 @@ def _routes(app: web.Application) -> None:
     if app[CONFIG].identity_validation.reset_password.security_questions.enabled:
         add.add_post("/reset-password/step1/answers", reset.step1_answers_post)
         add.add_post("/api/reset-password/identity/questions", reset.api_questions_post)
-        add.add_get("/settings/security-questions", settings.security_questions_get,
-                    name="security_questions")  # fmt: skip
+        add.add_get(
+            "/settings/security-questions",
+            settings.security_questions_get,
+            name="security_questions",
+        )
         add.add_post("/settings/security-questions", settings.security_questions_post)
         add.add_get(settings.SAVED, settings.security_questions_saved_get)
         add.add_get(settings.REMOVED, settings.security_questions_removed_get)

@@ -344,8 +344,10 @@ class SecurityQuestionsService:
             raise SecurityAnswersRejectedError(
                 ["Too many wrong passwords. Please wait a few minutes and try again."]
             )
-        if not password or len(password) > 1024 or not await self._users.check_password(
-            username, password
+        if (
+            not password
+            or len(password) > 1024
+            or not await self._users.check_password(username, password)
         ):
             await self._regulator.record_failure(username, ip)
             self._audit("security_questions_rejected", username=username, ip=ip, reason="password")
@@ -363,8 +365,11 @@ class SecurityQuestionsService:
             reasons.append(f"Choose {settings.setup} questions from the list.")
         if len(set(questions)) != len(questions):
             reasons.append("Choose a different question for each answer.")
-        sized = {i for i, a in enumerate(answers)
-                 if len(a) < settings.min_answer_length or len(a) > MAX_ANSWER}  # fmt: skip
+        sized = {
+            i
+            for i, a in enumerate(answers)
+            if len(a) < settings.min_answer_length or len(a) > MAX_ANSWER
+        }
         if sized:
             reasons.append(
                 f"Each answer needs {settings.min_answer_length} to {MAX_ANSWER} characters."
@@ -373,8 +378,11 @@ class SecurityQuestionsService:
         if repeated:
             reasons.append("Give a different answer to each question.")
         # SECURITY: an answer equal to the password or the username protects nothing.
-        own = {i for i, a in enumerate(answers)
-               if a in (normalize_answer(password), normalize_answer(username))}  # fmt: skip
+        own = {
+            i
+            for i, a in enumerate(answers)
+            if a in (normalize_answer(password), normalize_answer(username))
+        }
         if own:
             reasons.append("An answer may not be your password or your username.")
         return reasons, frozenset(sized | repeated | own)

@@ -96,7 +96,9 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         config.captcha,
         deps.captcha,
         limiter=limiter,
-        challenge_buckets=buckets_from_config(config.server.endpoints.rate_limits.captcha_challenge),
+        challenge_buckets=buckets_from_config(
+            config.server.endpoints.rate_limits.captcha_challenge
+        ),
         on_failure={
             "reset_password_start": reset.limit_start,
             "reset_password_finish": reset.limit_finish,

@@ -109,8 +109,10 @@ class SessionStore:
         # SECURITY: a disabled user never gets a session, whatever the caller forgot to check;
         # nor does one whose password must be changed first.
         if user.disabled or user.change_reason is not None:
-            raise ValueError(f"refusing to open a session for {user.username!r} (disabled, or "
-                             "the password must be changed)")  # fmt: skip
+            raise ValueError(
+                f"refusing to open a session for {user.username!r} (disabled, or "
+                "the password must be changed)"
+            )
         remember_me = remember_me and _remember_me_seconds(cookie) > 0
         lifetime = (
             _remember_me_seconds(cookie)
@@ -305,9 +307,7 @@ class SessionStore:
         return entry
 
     async def _load_once(self, session_id: str, now: float) -> SessionRecord | None:
-        return await _single_flight(
-            self._inflight, session_id, lambda: self._load(session_id, now)
-        )
+        return await _single_flight(self._inflight, session_id, lambda: self._load(session_id, now))
 
     async def _load(self, session_id: str, now: float) -> SessionRecord | None:
         generation = self._generation

@@ -163,8 +163,9 @@ class SignInService:
         # password proven, may the answer differ from a wrong password's.
         change = change or user.change_reason
         if change is not None:
-            self._audit("signin_password_change_required", username=user.username, ip=ip,
-                        reason=change)  # fmt: skip
+            self._audit(
+                "signin_password_change_required", username=user.username, ip=ip, reason=change
+            )
             raise PasswordChangeRequiredError(change)
         value = await self._sessions.create(user, cookie, remember_me=remember_me)
         self._audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)

@@ -182,9 +182,7 @@ class ResetTokens:
                 return self._decode_as(token, REVOKE_AUDIENCE, REVOKE_CLAIMS)
         return self._decode_as(token, AUDIENCE, REQUIRED_CLAIMS)
 
-    def _decode_as(
-        self, token: str, audience: str, required: tuple[str, ...]
-    ) -> dict[str, Any]:
+    def _decode_as(self, token: str, audience: str, required: tuple[str, ...]) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,

@@ -58,9 +58,7 @@ class CaptchaGuard:
         """Tell whether the form can ask for the CAPTCHA at all."""
         return self.captcha is not None and endpoint in self._config.enabled_on
 
-    async def needed(
-        self, endpoint: CaptchaEndpoint, ip: str, username: str | None = None
-    ) -> bool:
+    async def needed(self, endpoint: CaptchaEndpoint, ip: str, username: str | None = None) -> bool:
         """Tell whether this request must carry a solved CAPTCHA."""
         if not self.enabled(endpoint):
             return False

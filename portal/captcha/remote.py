@@ -69,9 +69,7 @@ class RemoteCaptcha:
 
     async def start(self) -> None:
         """Open the connection pool."""
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self._timeout)
-        )
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
 
     async def close(self) -> None:
         """Close the connection pool."""

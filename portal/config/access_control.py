@@ -12,9 +12,25 @@ from portal.patterns import GoPattern
 
 Policy = Literal["bypass", "one_factor", "two_factor", "deny"]
 _METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "COPY",
-     "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "UNLOCK"}
-)  # fmt: skip
+    {
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "PATCH",
+        "DELETE",
+        "OPTIONS",
+        "TRACE",
+        "CONNECT",
+        "COPY",
+        "LOCK",
+        "MKCOL",
+        "MOVE",
+        "PROPFIND",
+        "PROPPATCH",
+        "UNLOCK",
+    }
+)
 
 
 def _as_tuple(value: Any) -> Any:

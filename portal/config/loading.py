@@ -392,9 +392,7 @@ def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
     return Reading(config, sections, problems, warnings)
 
 
-def read_config(
-    paths: Sequence[Path], environ: Mapping[str, str]
-) -> tuple[Config, list[str]]:
+def read_config(paths: Sequence[Path], environ: Mapping[str, str]) -> tuple[Config, list[str]]:
     """Load and validate the configuration; return it with its warnings or raise ConfigError."""
     reading = read_sections(paths, environ)
     if reading.config is None:
@@ -405,8 +403,9 @@ def read_config(
 def _two_factor_warnings(config: Config) -> list[str]:
     """Warn about two_factor policies, which act as deny until second factors exist."""
     access = config.access_control
-    places = [f"access_control.rules[{i}]" for i, r in enumerate(access.rules)
-              if r.policy == "two_factor"]  # fmt: skip
+    places = [
+        f"access_control.rules[{i}]" for i, r in enumerate(access.rules) if r.policy == "two_factor"
+    ]
     if access.default_policy == "two_factor":
         places.insert(0, "access_control.default_policy")
     return [

@@ -41,9 +41,7 @@ _CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
 }
 
 
-def _page(
-    request: web.Request, template: str, status: int = 200, **context: Any
-) -> web.Response:
+def _page(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     context.setdefault("captcha", captcha_widget(request, _CAPTCHA_ON.get(template)))
     return render_page(request, template, status, **context)
 
@@ -79,9 +77,15 @@ def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: s
         # SECURITY: the token leaves the URL (address bar, history, screenshots, logs) for an
         # HttpOnly cookie scoped to this page. Lax, not Strict: the click comes from a mail
         # client on another site, and browsers withhold Strict cookies on that navigation.
-        response.set_cookie(cookie, token, path=path, httponly=True, samesite="Lax",
-                            max_age=max(1, int(lifespan.total_seconds())),
-                            secure=_secure(request))  # fmt: skip
+        response.set_cookie(
+            cookie,
+            token,
+            path=path,
+            httponly=True,
+            samesite="Lax",
+            max_age=max(1, int(lifespan.total_seconds())),
+            secure=_secure(request),
+        )
     else:
         response.del_cookie(cookie, path=path)
     raise response
@@ -99,8 +103,13 @@ def _step1_refused(
     request: web.Request, form: dict[str, str], exc: BadRequestError
 ) -> web.Response:
     """Show step 1 again with why it was refused and what was typed (cut to 256 characters)."""
-    return _page(request, "reset_step1.html", status=400, error=exc.public_message,
-                 username=form.get("username", "")[:256])  # fmt: skip
+    return _page(
+        request,
+        "reset_step1.html",
+        status=400,
+        error=exc.public_message,
+        username=form.get("username", "")[:256],
+    )
 
 
 async def step1_post(request: web.Request) -> web.Response:
@@ -126,9 +135,14 @@ async def _questions_page(request: web.Request, identifier: str) -> web.Response
     prompt = await request.app[QUESTIONS].prompt(identifier, request_ip(request))
     # SECURITY: one template for real and decoy questions; only the question texts differ.
     without = request.app[QUESTIONS].settings.without_questions
-    return _page(request, "reset_questions.html", identifier=prompt.identifier,
-                 questions=prompt.questions, ticket=prompt.ticket,
-                 without_questions=without)  # fmt: skip
+    return _page(
+        request,
+        "reset_questions.html",
+        identifier=prompt.identifier,
+        questions=prompt.questions,
+        ticket=prompt.ticket,
+        without_questions=without,
+    )
 
 
 async def step1_answers_post(request: web.Request) -> web.Response:
@@ -137,8 +151,9 @@ async def step1_answers_post(request: web.Request) -> web.Response:
     questions = request.app[QUESTIONS]
     answers = [form.get(f"answer_{i}", "") for i in range(questions.settings.asked)]
     try:
-        await questions.answer(form.get("username", ""), answers, request_ip(request),
-                               ticket=form.get("ticket", ""))  # fmt: skip
+        await questions.answer(
+            form.get("username", ""), answers, request_ip(request), ticket=form.get("ticket", "")
+        )
     except BadRequestError as exc:
         return _step1_refused(request, form, exc)
     raise see_other(SENT)
@@ -168,9 +183,15 @@ def _password_form(
     request: web.Request, username: str, reasons: list[str] | None = None, error: str = ""
 ) -> web.Response:
     policy = request.app[CONFIG].password_policy
-    return _page(request, "reset_step2.html", status=400 if reasons or error else 200,
-                 username=username, reasons=reasons or [], hints=describe(policy),
-                 error=error)  # fmt: skip
+    return _page(
+        request,
+        "reset_step2.html",
+        status=400 if reasons or error else 200,
+        username=username,
+        reasons=reasons or [],
+        hints=describe(policy),
+        error=error,
+    )
 
 
 async def step2_post(request: web.Request) -> web.Response:
@@ -181,9 +202,13 @@ async def step2_post(request: web.Request) -> web.Response:
     form = await read_form(request)
     captcha = partial(require_captcha, request, "reset_password_finish", form)
     try:
-        await request.app[RESET].complete(token, form.get("password", ""),
-                                          form.get("password_confirm", ""), request_ip(request),
-                                          captcha=captcha)  # fmt: skip
+        await request.app[RESET].complete(
+            token,
+            form.get("password", ""),
+            form.get("password_confirm", ""),
+            request_ip(request),
+            captcha=captcha,
+        )
     except InvalidTokenError:
         return _invalid_link(request)
     except ResetFormRejectedError as exc:

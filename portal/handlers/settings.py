@@ -67,15 +67,22 @@ async def security_questions_post(request: web.Request) -> web.Response:
             return await _page(request, session, status=400, remove_reasons=exc.reasons)
         raise see_other(REMOVED)
     setup = request.app[QUESTIONS].settings.setup
-    choices = [(fields.get(f"question_{i}", ""), fields.get(f"answer_{i}", ""))
-               for i in range(setup)]  # fmt: skip
+    choices = [
+        (fields.get(f"question_{i}", ""), fields.get(f"answer_{i}", "")) for i in range(setup)
+    ]
     try:
         await request.app[QUESTIONS].set_up(
             session.username, fields.get("password", ""), choices, request_ip(request)
         )
     except SecurityAnswersRejectedError as exc:
         # What was typed is kept (the answers, the questions), never the password.
-        return await _page(request, session, status=400, reasons=exc.reasons,
-                           chosen=[q for q, _ in choices], answers=[a for _, a in choices],
-                           faulty=exc.answers)  # fmt: skip
+        return await _page(
+            request,
+            session,
+            status=400,
+            reasons=exc.reasons,
+            chosen=[q for q, _ in choices],
+            answers=[a for _, a in choices],
+            faulty=exc.answers,
+        )
     raise see_other(SAVED)

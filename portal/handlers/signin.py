@@ -33,11 +33,19 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
     targets: list[str] = []
     for cookie in request.app[CONFIG].session.cookies:
         scheme = "http" if is_loopback_host(cookie.domain) else "https"
-        targets += [f"https://{cookie.domain}:*", f"{scheme}://{cookie.domain}:*",
-                    f"https://*.{cookie.domain}:*"]  # fmt: skip
-    return render_page(request, "signin.html", status,
-                       form_action=f"'self' {' '.join(dict.fromkeys(targets))}",
-                       forgot_url=forgot_password_url(request), **context)  # fmt: skip
+        targets += [
+            f"https://{cookie.domain}:*",
+            f"{scheme}://{cookie.domain}:*",
+            f"https://*.{cookie.domain}:*",
+        ]
+    return render_page(
+        request,
+        "signin.html",
+        status,
+        form_action=f"'self' {' '.join(dict.fromkeys(targets))}",
+        forgot_url=forgot_password_url(request),
+        **context,
+    )
 
 
 # A form sent without a solution came from a page that showed no widget (the check is asked for
@@ -62,10 +70,15 @@ async def signin_get(request: web.Request) -> web.Response:
             raise web.HTTPFound(target)
         named = request.app.router.named_resources()
         settings = named["security_questions"].canonical if "security_questions" in named else None
-        return _page(request, signed_in=session.display_name or session.username,
-                     questions_url=settings)  # fmt: skip
-    return _page(request, rd=rd or "", captcha=await captcha_widget_if_needed(request, "login"),
-                 signed_out=SIGNED_OUT in request.query)  # fmt: skip
+        return _page(
+            request, signed_in=session.display_name or session.username, questions_url=settings
+        )
+    return _page(
+        request,
+        rd=rd or "",
+        captcha=await captcha_widget_if_needed(request, "login"),
+        signed_out=SIGNED_OUT in request.query,
+    )
 
 
 async def signin_post(request: web.Request) -> web.Response:
@@ -79,13 +92,22 @@ async def signin_post(request: web.Request) -> web.Response:
     try:
         await require_captcha(request, "login", fields, username)
         _, value, cookie = await request.app[SIGNIN].sign_in(
-            username, fields.get("password", ""), request_ip(request),
-            remember_me=remember, host=request_host(request),
-        )  # fmt: skip
+            username,
+            fields.get("password", ""),
+            request_ip(request),
+            remember_me=remember,
+            host=request_host(request),
+        )
     except PasswordChangeRequiredError as exc:
         # Told only to who proved the password; the form's link leads to the reset.
-        return _page(request, status=exc.status, error=exc.public_message,
-                     must_change=True, username=username[:256], rd=rd)  # fmt: skip
+        return _page(
+            request,
+            status=exc.status,
+            error=exc.public_message,
+            must_change=True,
+            username=username[:256],
+            rd=rd,
+        )
     except (SignInFailedError, CaptchaFailedError) as exc:
         captcha = await captcha_widget_if_needed(request, "login", username)
         # A form refused for its CAPTCHA (failed or unknowable) is 400, as on the reset pages.
@@ -95,8 +117,9 @@ async def signin_post(request: web.Request) -> web.Response:
         unsolved = guard.captcha is not None and not fields.get(guard.captcha.field)
         if type(exc) is CaptchaFailedError and unsolved:
             error = COMPLETE_THE_CHECK
-        return _page(request, status=status, error=error,
-                     username=username[:256], rd=rd, captcha=captcha)  # fmt: skip
+        return _page(
+            request, status=status, error=error, username=username[:256], rd=rd, captcha=captcha
+        )
     response = web.HTTPFound(landing)
     await _rotate(request, response, value, cookie, remember)
     raise response
@@ -134,9 +157,12 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     target = safe_redirect(request.app[CONFIG], body.target_url)
     try:
         _, value, cookie = await request.app[SIGNIN].sign_in(
-            body.username, body.password, request_ip(request),
-            remember_me=body.keep_me_logged_in, host=request_host(request),
-        )  # fmt: skip
+            body.username,
+            body.password,
+            request_ip(request),
+            remember_me=body.keep_me_logged_in,
+            host=request_host(request),
+        )
     except (SignInFailedError, PasswordChangeRequiredError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
     data = {}

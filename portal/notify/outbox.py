@@ -92,15 +92,22 @@ class OutboxWorker:
             if permanent or message.attempts >= self._max_attempts:
                 log.error(
                     "outbox: giving up on %s message %d after %d attempt(s): %s",
-                    message.kind, message.id, message.attempts, reason,
-                )  # fmt: skip
+                    message.kind,
+                    message.id,
+                    message.attempts,
+                    reason,
+                )
                 await self._storage.outbox_done(message.id)
                 return
             delay = self.backoff(message.attempts)
             log.warning(
                 "outbox: %s message %d failed (attempt %d), retrying in %.0fs: %s",
-                message.kind, message.id, message.attempts, delay, reason,
-            )  # fmt: skip
+                message.kind,
+                message.id,
+                message.attempts,
+                delay,
+                reason,
+            )
             await self._storage.outbox_retry(
                 message.id, next_attempt_at=self._clock.now() + delay, error=reason
             )

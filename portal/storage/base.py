@@ -272,9 +272,7 @@ class SecurityAnswerStore(Protocol):
         """Return the user's questions and answer hashes by position (empty if none)."""
         ...
 
-    async def set_security_answers(
-        self, username: str, answers: Sequence[SecurityAnswer]
-    ) -> None:
+    async def set_security_answers(self, username: str, answers: Sequence[SecurityAnswer]) -> None:
         """Replace all of the user's questions and answer hashes at once."""
         ...
 

@@ -35,8 +35,12 @@ AXE = Path(
 # (theme, the browser's colour scheme): a fixed theme must hold whatever the browser prefers.
 ColorScheme = Literal["light", "dark"]
 VARIANTS: tuple[tuple[str, ColorScheme], ...] = (
-    ("light", "dark"), ("dark", "light"), ("grey", "light"), ("auto", "light"), ("auto", "dark")
-)  # fmt: skip
+    ("light", "dark"),
+    ("dark", "light"),
+    ("grey", "light"),
+    ("auto", "light"),
+    ("auto", "dark"),
+)
 WIDTHS = {"desktop": (1280, 800), "phone": (375, 667)}
 EASY = {"cost": 1, "max_number": 50}
 # The settings form offers the first questions of the list by default; these answer them.
@@ -78,15 +82,24 @@ async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPorta
     (assets / "logo.png").write_bytes(tiny_png())
     extra: dict[str, Any] = {
         "organization_name": "Example Inc.",
-        "captcha": {"enabled_on": ["reset_password_start", "reset_password_finish", "login"],
-                    "login_after_failures": 1, "altcha": EASY},  # fmt: skip
+        "captcha": {
+            "enabled_on": ["reset_password_start", "reset_password_finish", "login"],
+            "login_after_failures": 1,
+            "altcha": EASY,
+        },
         "identity_validation": {"reset_password": {"security_questions": {"enabled": True}}},
         "password_policy": {"standard": {"enabled": True, "min_length": 12}},
         # The walk fails three times on purpose before it saves the questions.
         "regulation": {"max_retries": 6},
-        "server": {"asset_path": str(assets), "endpoints": {"rate_limits": {
-            "reset_password_start": {"buckets": [{"period": "10 minutes", "requests": 6}]}}}},
-    }  # fmt: skip
+        "server": {
+            "asset_path": str(assets),
+            "endpoints": {
+                "rate_limits": {
+                    "reset_password_start": {"buckets": [{"period": "10 minutes", "requests": 6}]}
+                }
+            },
+        },
+    }
     with run_portal(tmp_path, users_file, extra) as running:
         await wait_for_health(running.url, running.process, running.log_file)
         yield running
@@ -106,8 +119,9 @@ class Walk:
         self.states.append(State(name, response.url, response.status, await response.text()))
 
     async def goto(self, name: str, path: str) -> None:
-        await self.keep(name, await self.page.goto(
-            path if "://" in path else self.portal.url + path))  # fmt: skip
+        await self.keep(
+            name, await self.page.goto(path if "://" in path else self.portal.url + path)
+        )
 
     async def click(self, name: str, button: str) -> None:
         async with self.page.expect_navigation() as navigation:
@@ -212,7 +226,8 @@ async def violations(
     violations, each naming its state."""
     width, height = WIDTHS[device]
     context = await browser.new_context(
-        viewport={"width": width, "height": height}, color_scheme=scheme,
+        viewport={"width": width, "height": height},
+        color_scheme=scheme,
         bypass_csp=True,  # axe-core is injected as an inline script
     )
     found: list[str] = []

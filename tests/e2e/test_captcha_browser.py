@@ -40,8 +40,9 @@ async def test_john_proves_he_is_no_robot_and_gets_his_link(
     started = time.monotonic()
     await page.locator("altcha-widget").get_by_text("I'm not a robot").click()
     field = page.locator("altcha-widget input[name=captcha]")
-    await expect(field).to_have_attribute("value", re.compile(r"^[A-Za-z0-9+/=]{100,}$"),
-                                          timeout=30_000)
+    await expect(field).to_have_attribute(
+        "value", re.compile(r"^[A-Za-z0-9+/=]{100,}$"), timeout=30_000
+    )
     solved_in = time.monotonic() - started
     print(f"ALTCHA solved in {solved_in:.2f}s")  # noqa: T201 - shown with -s, for tuning
     await page.screenshot(path=tmp_path / "altcha-solved.png", full_page=True)

@@ -25,10 +25,23 @@ def stored_hash(users_file: Path, username: str) -> str:
 def hash_matches(password: str, digest: str) -> bool:
     """Ask `portal crypto hash validate` whether the password matches the digest."""
     result = subprocess.run(
-        [sys.executable, "-m", "portal", "crypto", "hash", "validate",
-         "--password", password, "--", digest],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "portal",
+            "crypto",
+            "hash",
+            "validate",
+            "--password",
+            password,
+            "--",
+            digest,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode == 0
 
@@ -96,8 +109,10 @@ async def test_john_resets_his_password_from_a_link_clicked_in_webmail(
     await expect(page.locator("#reset-username")).to_have_text("john")
     [cookie] = [c for c in await page.context.cookies() if c["name"] == "portal_reset"]
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (
-        True, "Lax", "/reset-password/step2"
-    )  # fmt: skip
+        True,
+        "Lax",
+        "/reset-password/step2",
+    )
     await screenshot(watched, tmp_path, "choose-password")
 
     # He chooses a new password.
@@ -125,9 +140,13 @@ async def test_john_resets_his_password_from_a_link_clicked_in_webmail(
     await screenshot(watched, tmp_path, "link-used")
 
     assert [p.name for p in watched.screenshots] == [
-        "01-step1.png", "02-check-your-email.png", "03-webmail.png",
-        "04-choose-password.png", "05-done.png", "06-link-used.png",
-    ]  # fmt: skip
+        "01-step1.png",
+        "02-check-your-email.png",
+        "03-webmail.png",
+        "04-choose-password.png",
+        "05-done.png",
+        "06-link-used.png",
+    ]
     for path in watched.screenshots:
         data = path.read_bytes()
         assert data.startswith(PNG_SIGNATURE), path

@@ -220,8 +220,11 @@ async def test_john_signs_in_out_resets_his_password_and_signs_in_with_the_new_o
     await sent_to_app_as(page, site, "/hello", JOHN)
     [cookie] = [c for c in await page.context.cookies() if c["name"] == "portal_session"]
     assert (cookie["domain"], cookie["secure"], cookie["httpOnly"], cookie["sameSite"]) == (
-        f".{DOMAIN}", True, True, "Lax"
-    )  # fmt: skip
+        f".{DOMAIN}",
+        True,
+        True,
+        "Lax",
+    )
     await screenshot(watched, tmp_path, "app-signed-in")
 
     # He signs out; the app sends him to sign in again.
@@ -279,10 +282,17 @@ async def test_john_signs_in_out_resets_his_password_and_signs_in_with_the_new_o
     elapsed = time.monotonic() - started
     assert elapsed < STORY_BUDGET, f"the story took {elapsed:.1f}s"
     assert [p.name for p in watched.screenshots] == [
-        "01-sign-in.png", "02-app-signed-in.png", "03-signed-out.png", "04-sign-in-again.png",
-        "05-step1.png", "06-check-your-email.png", "07-choose-password.png", "08-done.png",
-        "09-old-password-refused.png", "10-app-with-new-password.png",
-    ]  # fmt: skip
+        "01-sign-in.png",
+        "02-app-signed-in.png",
+        "03-signed-out.png",
+        "04-sign-in-again.png",
+        "05-step1.png",
+        "06-check-your-email.png",
+        "07-choose-password.png",
+        "08-done.png",
+        "09-old-password-refused.png",
+        "10-app-with-new-password.png",
+    ]
     for path in watched.screenshots:
         data = path.read_bytes()
         assert data.startswith(PNG_SIGNATURE), path

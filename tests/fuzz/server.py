@@ -36,8 +36,14 @@ USERS = ("john", "harry", "bob", "james")
 CHEAP_ARGON2 = {"iterations": 1, "memory": 8, "parallelism": 1}
 SESSION_USERS = ("harry", "bob")
 # The routes only the guarded profile has (security questions, the self-hosted CAPTCHA).
-GUARDED = frozenset({"/reset-password/step1/answers", "/api/reset-password/identity/questions",
-                     "/settings/security-questions", "/api/captcha/challenge"})  # fmt: skip
+GUARDED = frozenset(
+    {
+        "/reset-password/step1/answers",
+        "/api/reset-password/identity/questions",
+        "/settings/security-questions",
+        "/api/captcha/challenge",
+    }
+)
 TOKEN_USER = "james"
 # The harness's own requests come from addresses the generator never draws (TEST-NET-1's top),
 # so its sign-ins and reset requests are not throttled by the fuzz traffic.
@@ -51,10 +57,14 @@ def _users_file(path: Path) -> Path:
     config = PasswordConfig(algorithm="argon2", argon2=Argon2Config(**CHEAP_ARGON2))
     digest = hash_password("password", config)
     users = {
-        name: {"displayname": name.title(), "password": digest,
-               "email": f"{name}@example.com", "groups": ["admins"] if name == "john" else []}
+        name: {
+            "displayname": name.title(),
+            "password": digest,
+            "email": f"{name}@example.com",
+            "groups": ["admins"] if name == "john" else [],
+        }
         for name in USERS
-    }  # fmt: skip
+    }
     with path.open("w") as handle:
         YAML(typ="safe", pure=True).dump({"users": users}, handle)
     return path
@@ -66,36 +76,52 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
         "server": {"address": f"tcp://{LOOPBACK}:{port}"},
         "log": {"level": "info"},
         "authentication_backend": {
-            "file": {"path": str(_users_file(directory / "users.yml")),
-                     "password": {"algorithm": "argon2", "argon2": CHEAP_ARGON2}},
-        },  # fmt: skip
+            "file": {
+                "path": str(_users_file(directory / "users.yml")),
+                "password": {"algorithm": "argon2", "argon2": CHEAP_ARGON2},
+            },
+        },
         "notifier": {"filesystem": {"filename": str(directory / "mail" / "notification.txt")}},
         "session": {
             "cookies": [
                 {"domain": LOOPBACK, "authelia_url": f"http://{LOOPBACK}:{port}"},
-                {"domain": "example.com", "authelia_url": "https://auth.example.com",
-                 "default_redirection_url": "https://home.example.com/"},
+                {
+                    "domain": "example.com",
+                    "authelia_url": "https://auth.example.com",
+                    "default_redirection_url": "https://home.example.com/",
+                },
             ]
-        },  # fmt: skip
+        },
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
         "access_control": {
             "default_policy": "deny",
             "rules": [
                 {"domain": "public.example.com", "policy": "bypass"},
-                {"domain": "*.example.com", "resources": ["^/admin"],
-                 "subject": "group:admins", "policy": "one_factor"},
-                {"domain": "app.example.com", "networks": ["10.0.0.0/8", "2001:db8::/32"],
-                 "methods": ["GET", "HEAD"], "policy": "one_factor"},
+                {
+                    "domain": "*.example.com",
+                    "resources": ["^/admin"],
+                    "subject": "group:admins",
+                    "policy": "one_factor",
+                },
+                {
+                    "domain": "app.example.com",
+                    "networks": ["10.0.0.0/8", "2001:db8::/32"],
+                    "methods": ["GET", "HEAD"],
+                    "policy": "one_factor",
+                },
                 {"domain_regex": "^[a-z]+\\.example\\.com$", "policy": "one_factor"},
             ],
-        },  # fmt: skip
+        },
     }
     if profile == "guarded":
         config["identity_validation"] = {
             "reset_password": {"security_questions": {"enabled": True}}
         }
-        config["captcha"] = {"enabled_on": ["login"], "login_after_failures": 2,
-                             "altcha": {"cost": 1, "max_number": 10}}  # fmt: skip
+        config["captcha"] = {
+            "enabled_on": ["login"],
+            "login_after_failures": 2,
+            "altcha": {"cost": 1, "max_number": 10},
+        }
     return config
 
 
@@ -147,8 +173,9 @@ def start_portal(directory: Path, profile: str) -> FuzzPortal:
         command = [sys.executable, "-m", "portal", "serve", "--config", str(config)]
         process = spawn(command, directory, log, env=env)
     routes = ROUTES if profile == "guarded" else tuple(r for r in ROUTES if r.path not in GUARDED)
-    target = Target(port=port, jwt_secret=JWT_SECRET, issuer=f"http://{LOOPBACK}:{port}",
-                    routes=routes)  # fmt: skip
+    target = Target(
+        port=port, jwt_secret=JWT_SECRET, issuer=f"http://{LOOPBACK}:{port}", routes=routes
+    )
     return FuzzPortal(profile, directory, process, log_file, target)
 
 
@@ -163,8 +190,9 @@ async def wait_until_healthy(portal: FuzzPortal, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if portal.process.poll() is not None:
-            raise RuntimeError(f"the portal exited with {portal.process.returncode}\n"
-                               f"{portal.read_log()[-3000:]}")  # fmt: skip
+            raise RuntimeError(
+                f"the portal exited with {portal.process.returncode}\n{portal.read_log()[-3000:]}"
+            )
         answer = await exchange(request, portal.port, timeout=2)
         if answer.status == 200:
             return
@@ -175,18 +203,23 @@ async def wait_until_healthy(portal: FuzzPortal, timeout: float = 30.0) -> None:
 
 def _json_post(port: int, path: str, body: dict[str, Any], address: str) -> bytes:
     data = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nX-Forwarded-For: {address}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + data  # fmt: skip
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nX-Forwarded-For: {address}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + data
 
 
 async def sign_in_sessions(portal: FuzzPortal) -> tuple[str, ...]:
     """Sign the session users in; return the session cookie values that worked."""
     values = []
     for number, user in enumerate(SESSION_USERS, start=200):
-        request = _json_post(portal.port, "/api/firstfactor",
-                             {"username": user, "password": "password"},
-                             HARNESS_ADDRESS.format(number))  # fmt: skip
+        request = _json_post(
+            portal.port,
+            "/api/firstfactor",
+            {"username": user, "password": "password"},
+            HARNESS_ADDRESS.format(number),
+        )
         answer = await exchange(request, portal.port, timeout=10)
         if match := _SESSION_IN_HEAD.search(answer.head):
             values.append(match.group(1).decode())
@@ -198,8 +231,9 @@ async def real_reset_tokens(portal: FuzzPortal, timeout: float = 10.0) -> tuple[
     body: dict[str, Any] = {"username": TOKEN_USER}
     if portal.profile == "guarded":
         body["answers"] = ["first answer", "second answer"]  # no questions: mailed anyway
-    request = _json_post(portal.port, "/api/reset-password/identity/start", body,
-                         HARNESS_ADDRESS.format(250))  # fmt: skip
+    request = _json_post(
+        portal.port, "/api/reset-password/identity/start", body, HARNESS_ADDRESS.format(250)
+    )
     await exchange(request, portal.port, timeout=10)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -296,11 +330,14 @@ def scan_log(lines: Iterable[str]) -> Iterator[LoggedTraceback]:
 
 def _traceback(message: str, block: list[str]) -> LoggedTraceback:
     last = max(i for i, line in enumerate(block) if line.startswith("Traceback"))
-    exception = next((line for line in block[last + 1 :]
-                      if line and not line.startswith(" ")), "(no exception line)")  # fmt: skip
+    exception = next(
+        (line for line in block[last + 1 :] if line and not line.startswith(" ")),
+        "(no exception line)",
+    )
     frames = tuple(f for line in block[last + 1 :] if (f := _frame(line)) is not None)
-    return LoggedTraceback(message, exception[:300], tuple(line[:300] for line in block[-6:]),
-                           frames)  # fmt: skip
+    return LoggedTraceback(
+        message, exception[:300], tuple(line[:300] for line in block[-6:]), frames
+    )
 
 
 def wait_for_quiet_log(portal: FuzzPortal, last_size: int, limit: float = 0.1) -> int:

@@ -47,8 +47,16 @@ SIGNIN_FORM = ("username", "password", "remember_me", "rd", "captcha")
 STEP1_FORM = ("username", "captcha")
 STEP2_FORM = ("password", "password_confirm", "captcha")
 ANSWERS_FORM = ("username", "ticket", "answer_0", "answer_1", "answer_2")
-SETTINGS_FORM = ("action", "password", "question_0", "answer_0", "question_1", "answer_1",
-                 "question_2", "answer_2")  # fmt: skip
+SETTINGS_FORM = (
+    "action",
+    "password",
+    "question_0",
+    "answer_0",
+    "question_1",
+    "answer_1",
+    "question_2",
+    "answer_2",
+)
 FIRSTFACTOR_JSON = ("username", "password", "keepMeLoggedIn", "targetURL", "captcha")
 
 # The whole URL surface (portal/routes.py) with the security questions and the self-hosted
@@ -69,8 +77,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/reset-password/step1/sent", ("GET",), "none"),
     Route("/reset-password/done", ("GET",), "none"),
     Route("/reset-password/cancelled", ("GET",), "none"),
-    Route("/api/reset-password/identity/start", ("POST",), "json",
-          ("username", "answers", "captcha")),  # fmt: skip
+    Route(
+        "/api/reset-password/identity/start", ("POST",), "json", ("username", "answers", "captcha")
+    ),
     Route("/api/reset-password/identity/finish", ("POST",), "json", ("token",)),
     Route("/api/reset-password", ("POST", "DELETE"), "json", ("token", "password", "captcha")),
     Route("/reset-password/step1/answers", ("POST",), "form", ANSWERS_FORM),
@@ -96,8 +105,19 @@ OTHER_PATHS = (
     "/%ff%fe",
     "*",
 )
-METHODS = ("GET", "POST", "HEAD", "OPTIONS", "DELETE", "PUT", "PATCH", "TRACE", "PROPFIND",
-           "get", "X" * 64)  # fmt: skip
+METHODS = (
+    "GET",
+    "POST",
+    "HEAD",
+    "OPTIONS",
+    "DELETE",
+    "PUT",
+    "PATCH",
+    "TRACE",
+    "PROPFIND",
+    "get",
+    "X" * 64,
+)
 BROKEN_METHODS = ("G\xffT", "POST ", "", "CONNECT", "GET\x00")
 
 CSRF_COOKIE = "portal_csrf"
@@ -125,25 +145,111 @@ STRINGS = (
     "../../etc/passwd",
     "1" * 2000,
 )
-CHARSETS = ("utf-8", "UTF-8", "latin-1", "utf-16", "utf-16-le", "utf-32", "ascii", "bogus",
-            "rot13", "base64", "hex", "zlib", "bz2", "uu", "quopri", "idna", "punycode",
-            "utf-8-sig", "cp1252", "shift_jis", "utf-7", "\xff", "", '"utf-8"', "utf8;x",
-            "x" * 200)  # fmt: skip
-ENCODINGS = ("gzip", "deflate", "br", "identity", "gzip, deflate", "x-gzip", "zstd", "bogus",
-             "\xe9", "")  # fmt: skip
-HOSTS = ("127.0.0.1", "auth.example.com", "app.example.com", "localhost", "\xff",
-         "127.0.0.1:9091, evil", "a:b", "[::1]", "[::1", "", ":80", "example.com:99999",
-         "é.example.com", "xn--.example.com", "a..b", "host:-1", "[fe80::1%25eth0]:80",
-         "127.0.0.1:0x50", "a" * 300)  # fmt: skip
+CHARSETS = (
+    "utf-8",
+    "UTF-8",
+    "latin-1",
+    "utf-16",
+    "utf-16-le",
+    "utf-32",
+    "ascii",
+    "bogus",
+    "rot13",
+    "base64",
+    "hex",
+    "zlib",
+    "bz2",
+    "uu",
+    "quopri",
+    "idna",
+    "punycode",
+    "utf-8-sig",
+    "cp1252",
+    "shift_jis",
+    "utf-7",
+    "\xff",
+    "",
+    '"utf-8"',
+    "utf8;x",
+    "x" * 200,
+)
+ENCODINGS = (
+    "gzip",
+    "deflate",
+    "br",
+    "identity",
+    "gzip, deflate",
+    "x-gzip",
+    "zstd",
+    "bogus",
+    "\xe9",
+    "",
+)
+HOSTS = (
+    "127.0.0.1",
+    "auth.example.com",
+    "app.example.com",
+    "localhost",
+    "\xff",
+    "127.0.0.1:9091, evil",
+    "a:b",
+    "[::1]",
+    "[::1",
+    "",
+    ":80",
+    "example.com:99999",
+    "é.example.com",
+    "xn--.example.com",
+    "a..b",
+    "host:-1",
+    "[fe80::1%25eth0]:80",
+    "127.0.0.1:0x50",
+    "a" * 300,
+)
 EXPECTS = ("100-continue", "100-Continue", "\xe9", "\xff\xfe", "bogus", "")
-URL_HOSTS = ("app.example.com", "example.com", "public.example.com", "auth.example.com",
-             "evil.org", "127.0.0.1", "[::1]", "APP.EXAMPLE.COM", "app.example.com.",
-             "xn--", "%zz.example.com", "a..example.com", "é.example.com", "\x00.example.com",
-             "evil.org\\@app.example.com", "user:pw@app.example.com", "")  # fmt: skip
-URL_PORTS = ("", ":443", ":0", ":65535", ":65536", ":99999", ":-1", ":1e3", ":",
-             ":" + "9" * 30, ":٣")  # fmt: skip
-URL_SCHEMES = ("https://", "http://", "HTTPS://", "//", "javascript:", "ftp://", "https:/",
-               "https:\\\\", "")  # fmt: skip
+URL_HOSTS = (
+    "app.example.com",
+    "example.com",
+    "public.example.com",
+    "auth.example.com",
+    "evil.org",
+    "127.0.0.1",
+    "[::1]",
+    "APP.EXAMPLE.COM",
+    "app.example.com.",
+    "xn--",
+    "%zz.example.com",
+    "a..example.com",
+    "é.example.com",
+    "\x00.example.com",
+    "evil.org\\@app.example.com",
+    "user:pw@app.example.com",
+    "",
+)
+URL_PORTS = (
+    "",
+    ":443",
+    ":0",
+    ":65535",
+    ":65536",
+    ":99999",
+    ":-1",
+    ":1e3",
+    ":",
+    ":" + "9" * 30,
+    ":٣",
+)
+URL_SCHEMES = (
+    "https://",
+    "http://",
+    "HTTPS://",
+    "//",
+    "javascript:",
+    "ftp://",
+    "https:/",
+    "https:\\\\",
+    "",
+)
 
 
 @dataclass(frozen=True)
@@ -262,9 +368,27 @@ def urls(draw: st.DrawFn) -> str:
 
 # -- tokens --------------------------------------------------------------------------------------
 
-TIME_VALUES = ("NOW", "NOW+3600", "NOW-3600", "0", "-1", "1" + "0" * 400, "-1" + "0" * 400,
-               "9223372036854775808", "1e400", "-1e400", "1.5", "NaN", "Infinity", "true",
-               "null", '"1700000000"', "[]", "{}", "9" * 5000)  # fmt: skip
+TIME_VALUES = (
+    "NOW",
+    "NOW+3600",
+    "NOW-3600",
+    "0",
+    "-1",
+    "1" + "0" * 400,
+    "-1" + "0" * 400,
+    "9223372036854775808",
+    "1e400",
+    "-1e400",
+    "1.5",
+    "NaN",
+    "Infinity",
+    "true",
+    "null",
+    '"1700000000"',
+    "[]",
+    "{}",
+    "9" * 5000,
+)
 
 
 def _b64(data: bytes) -> str:
@@ -287,13 +411,22 @@ def _time_literal(value: str) -> str:
 
 
 _TIME_CLAIM = _choice(TIME_VALUES).map(_time_literal)
-_EXTREME_TIME = _choice(("1" + "0" * 400, "1e400", "-1" + "0" * 400, "9223372036854775808",
-                         "9" * 5000, "NaN"))  # fmt: skip
+_EXTREME_TIME = _choice(
+    ("1" + "0" * 400, "1e400", "-1" + "0" * 400, "9223372036854775808", "9" * 5000, "NaN")
+)
 _ODD_CLAIM = st.one_of(
     _TIME_CLAIM,
-    _choice((json.dumps("portal:revoke-reset-password"), '["portal:reset-password"]',
-                     json.dumps("RevokeResetPassword"), json.dumps("a\x00b"), '""',
-                     json.dumps("é" * 3), "1")),  # fmt: skip
+    _choice(
+        (
+            json.dumps("portal:revoke-reset-password"),
+            '["portal:reset-password"]',
+            json.dumps("RevokeResetPassword"),
+            json.dumps("a\x00b"),
+            '""',
+            json.dumps("é" * 3),
+            "1",
+        )
+    ),
     texts.map(json.dumps),
 )
 
@@ -305,17 +438,21 @@ def claim_sets(
 ) -> str:
     """Draw a payload's JSON text: each claim a JSON literal, some absurd, some missing."""
     literal = json.dumps
-    claims: dict[str, str] = dict(base) if base else {
-        "iss": literal(target.issuer),
-        "aud": literal("portal:reset-password"),
-        "sub": literal("john"),
-        "iat": _time_literal("NOW"),
-        "nbf": _time_literal("NOW"),
-        "exp": _time_literal("NOW+3600"),
-        "jti": literal("A" * 22),
-        "action": literal("ResetPassword"),
-        "pwd": literal("x" * 43),
-    }
+    claims: dict[str, str] = (
+        dict(base)
+        if base
+        else {
+            "iss": literal(target.issuer),
+            "aud": literal("portal:reset-password"),
+            "sub": literal("john"),
+            "iat": _time_literal("NOW"),
+            "nbf": _time_literal("NOW"),
+            "exp": _time_literal("NOW+3600"),
+            "jti": literal("A" * 22),
+            "action": literal("ResetPassword"),
+            "pwd": literal("x" * 43),
+        }
+    )
     if draw(st.booleans()):  # a time claim out of any range first: the likeliest trouble
         claims[draw(_choice(("iat", "nbf", "exp")))] = draw(_EXTREME_TIME)
     for name in draw(st.lists(_choice(tuple(sorted(claims))), max_size=3, unique=True)):
@@ -352,15 +489,38 @@ def tokens(draw: st.DrawFn, target: Target) -> str:
     if kind <= 6:
         return sign(header, draw(claim_sets(target)), target.jwt_secret)
     if kind == 7:
-        odd_header = draw(_choice(('{"alg":"none"}', '{"alg":"HS512","typ":"JWT"}',
-                                           '{"alg":"HS256","kid":"../../x"}', '{"alg":null}',
-                                           '{"alg":["HS256"]}', '{"alg":"HS256","typ":"JWS"}',
-                                           '{"alg":"HS256","crit":["b64"]}', "[]",
-                                           "0")))  # fmt: skip
+        odd_header = draw(
+            _choice(
+                (
+                    '{"alg":"none"}',
+                    '{"alg":"HS512","typ":"JWT"}',
+                    '{"alg":"HS256","kid":"../../x"}',
+                    '{"alg":null}',
+                    '{"alg":["HS256"]}',
+                    '{"alg":"HS256","typ":"JWS"}',
+                    '{"alg":"HS256","crit":["b64"]}',
+                    "[]",
+                    "0",
+                )
+            )
+        )
         return sign(odd_header, draw(claim_sets(target)), target.jwt_secret, "HS512")
     if kind == 8:
-        return draw(_choice(("a.b.c", "a.b", "...", "e30.e30.", "e30.bnVsbA.x", "=.=.=",
-                                     "ey" * 3000, "ä.b.c", "a.b.c.d.e")))  # fmt: skip
+        return draw(
+            _choice(
+                (
+                    "a.b.c",
+                    "a.b",
+                    "...",
+                    "e30.e30.",
+                    "e30.bnVsbA.x",
+                    "=.=.=",
+                    "ey" * 3000,
+                    "ä.b.c",
+                    "a.b.c.d.e",
+                )
+            )
+        )
     return draw(texts)
 
 
@@ -380,10 +540,14 @@ def field_values(draw: st.DrawFn, target: Target, name: str) -> str:
     if name in ("password", "password_confirm") and draw(st.booleans()):
         return draw(_choice(("password", "correct horse battery staple 42", "")))
     if name == "captcha" and draw(st.booleans()):
-        challenge = {"algorithm": draw(_choice(("SHA-256", "PBKDF2/SHA-256", "x", 1))),
-                     "challenge": draw(texts), "salt": draw(texts),
-                     "signature": draw(texts), "number": draw(_choice((1, -1, 10**400)))}
-        return base64.b64encode(json.dumps(challenge).encode()).decode()  # fmt: skip
+        challenge = {
+            "algorithm": draw(_choice(("SHA-256", "PBKDF2/SHA-256", "x", 1))),
+            "challenge": draw(texts),
+            "salt": draw(texts),
+            "signature": draw(texts),
+            "number": draw(_choice((1, -1, 10**400))),
+        }
+        return base64.b64encode(json.dumps(challenge).encode()).decode()
     if name == "action":
         return draw(_choice(("remove", "save", "")))
     return draw(texts)
@@ -423,17 +587,22 @@ def _urlencode(pairs: Sequence[tuple[str, str]], how: str) -> bytes:
     if how == "raw":  # the bytes as typed, nothing escaped
         return b"&".join(_encode(k, "utf-8") + b"=" + _encode(v, "utf-8") for k, v in pairs)
     if how == "latin-1":
-        return "&".join(quote_plus(k, encoding="latin-1", errors="replace") + "="
-                        + quote_plus(v, encoding="latin-1", errors="replace")
-                        for k, v in pairs).encode()  # fmt: skip
-    return "&".join(quote_plus(k, errors="surrogatepass") + "="
-                    + quote_plus(v, errors="surrogatepass") for k, v in pairs).encode()  # fmt: skip
+        return "&".join(
+            quote_plus(k, encoding="latin-1", errors="replace")
+            + "="
+            + quote_plus(v, encoding="latin-1", errors="replace")
+            for k, v in pairs
+        ).encode()
+    return "&".join(
+        quote_plus(k, errors="surrogatepass") + "=" + quote_plus(v, errors="surrogatepass")
+        for k, v in pairs
+    ).encode()
 
 
 @st.composite
 def multipart_bodies(draw: st.DrawFn, pairs: Sequence[tuple[str, str]]) -> tuple[str, bytes]:
     """Draw a multipart body and its boundary parameter: well-formed or broken one way."""
-    boundary = draw(_choice(("fuzzboundary", "é-boundary", "", "a" * 80, "b\"q")))
+    boundary = draw(_choice(("fuzzboundary", "é-boundary", "", "a" * 80, 'b"q')))
     declared = boundary
     kind = draw(st.integers(0, 6))
     if kind == 1:
@@ -448,8 +617,9 @@ def multipart_bodies(draw: st.DrawFn, pairs: Sequence[tuple[str, str]]) -> tuple
             extra = "Content-Type: text/plain; charset=bogus\r\n"
         if kind == 5:
             extra = "Content-Transfer-Encoding: base64\r\n"
-        parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{extra}\r\n"
-                     f"{value}\r\n")  # fmt: skip
+        parts.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{extra}\r\n{value}\r\n"
+        )
     body = "".join(parts).encode("utf-8", "surrogatepass")
     if kind == 2:
         body = body[: max(0, len(body) // 2)]  # a truncated part, no closing boundary
@@ -463,8 +633,9 @@ def multipart_bodies(draw: st.DrawFn, pairs: Sequence[tuple[str, str]]) -> tuple
     return parameter, body
 
 
-_ODD_JSON = st.sampled_from((True, None, 0, -1, 1.5, 10**400, [], {}, ["a", "b"], [1, None],
-                            {"a": "b"}, "x" * 5000))  # fmt: skip
+_ODD_JSON = st.sampled_from(
+    (True, None, 0, -1, 1.5, 10**400, [], {}, ["a", "b"], [1, None], {"a": "b"}, "x" * 5000)
+)
 
 
 @functools.cache
@@ -494,10 +665,25 @@ def json_bodies(draw: st.DrawFn, target: Target, fields: Sequence[str]) -> bytes
         closer = "]" if opener == "[" else "}"
         return (opener * depth + "1" + closer * depth).encode()
     if kind == 7:
-        return draw(_choice((b"", b"null", b"[]", b'"x"', b"1", b"{", b'{"a":NaN}',
-                                     b'{"username":"a","username":1}', b"\xef\xbb\xbf{}",
-                                     b'{"username":"\xff"}', b'{"username":"\\ud800"}',
-                                     b"1" * 5000, b'{"token":' + b"9" * 5000 + b"}")))  # fmt: skip
+        return draw(
+            _choice(
+                (
+                    b"",
+                    b"null",
+                    b"[]",
+                    b'"x"',
+                    b"1",
+                    b"{",
+                    b'{"a":NaN}',
+                    b'{"username":"a","username":1}',
+                    b"\xef\xbb\xbf{}",
+                    b'{"username":"\xff"}',
+                    b'{"username":"\\ud800"}',
+                    b"1" * 5000,
+                    b'{"token":' + b"9" * 5000 + b"}",
+                )
+            )
+        )
     if kind == 8:
         text = json.dumps({n: draw(texts) for n in fields})
         return text.encode(draw(_choice(("utf-16", "utf-32", "utf-16-be"))))
@@ -533,8 +719,21 @@ def addresses(draw: st.DrawFn) -> str:
             port = draw(_choice(("4711", "0", "65536", "99999999999", "x", "")))
             hops.append(f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
         elif kind == 8:
-            hops.append(draw(_choice(('"203.0.113.9"', "unknown", "", "::ffff:10.0.0.1",
-                                              "_hidden", "1.2.3.4.5", "[::1"))))  # fmt: skip
+            hops.append(
+                draw(
+                    _choice(
+                        (
+                            '"203.0.113.9"',
+                            "unknown",
+                            "",
+                            "::ffff:10.0.0.1",
+                            "_hidden",
+                            "1.2.3.4.5",
+                            "[::1",
+                        )
+                    )
+                )
+            )
         else:
             hops.append(draw(texts))
     return ", ".join(hops)
@@ -597,8 +796,9 @@ def _clean_value(value: bytes) -> bytes:
 
 def _clean_target(target: bytes) -> bytes:
     """Percent-encode what the HTTP parser refuses in a request target."""
-    return b"".join(b"%%%02X" % byte if byte in _UNSAFE_IN_TARGET else bytes([byte])
-                    for byte in target)  # fmt: skip
+    return b"".join(
+        b"%%%02X" % byte if byte in _UNSAFE_IN_TARGET else bytes([byte]) for byte in target
+    )
 
 
 @functools.cache
@@ -609,8 +809,9 @@ def _optional_headers(port: int) -> dict[bytes, st.SearchStrategy[bytes]]:
         b"X-Original-URL": urls().map(lambda u: _encode(u, "utf-8")),
         b"X-Original-Method": header_values(("GET", "POST", "HEAD", "get", "")),
         b"Expect": header_values(EXPECTS),
-        b"Origin": header_values(("null", f"http://127.0.0.1:{port}", "https://evil.org",
-                                  "http://127.0.0.1")),  # fmt: skip
+        b"Origin": header_values(
+            ("null", f"http://127.0.0.1:{port}", "https://evil.org", "http://127.0.0.1")
+        ),
         b"Accept": header_values(("text/html", "application/json", "*/*")),
         b"Sec-Fetch-Site": header_values(("same-origin", "cross-site", "none")),
         b"Range": header_values(("bytes=0-10", "bytes=abc", "bytes=5-1", "bytes=-0")),
@@ -683,12 +884,13 @@ def raw_requests(draw: st.DrawFn, target: Target) -> RawRequest:
         framings: tuple[tuple[bytes, ...], ...] = ((b"chunked", b""), (b"chunked", b";ext=1"))
         if wire:
             framings += (
-                (b"header", b"Content-Length: abc"), (b"header", b"Content-Length: -1"),
+                (b"header", b"Content-Length: abc"),
+                (b"header", b"Content-Length: -1"),
                 (b"header", b"Content-Length: 0\r\nContent-Length: 5"),
                 (b"header", b"Transfer-Encoding: gzip"),
                 (b"header", b"Transfer-Encoding: chunked\r\nContent-Length: 3"),
                 (b"header", b"Transfer-Encoding: chunked, chunked"),
-            )  # fmt: skip
+            )
         framing = draw(_choice(framings))
         if framing[0] == b"header":
             body = b""  # the parser refuses the framing; nothing more to wait for
@@ -696,8 +898,14 @@ def raw_requests(draw: st.DrawFn, target: Target) -> RawRequest:
     # for the request, so a late log line is never blamed on the next request.
     if not rarely(draw, 5) and not any(n.lower() == b"connection" for n, _ in headers):
         headers.append((b"Connection", b"close"))
-    return RawRequest(method=method, route=_route_label(path), request_line=request_line,
-                      headers=tuple(headers), body=body, framing=framing)  # fmt: skip
+    return RawRequest(
+        method=method,
+        route=_route_label(path),
+        request_line=request_line,
+        headers=tuple(headers),
+        body=body,
+        framing=framing,
+    )
 
 
 @st.composite
@@ -717,14 +925,25 @@ def bodies(
     if kind in ("none", "authz"):
         return b"", None
     if kind == "bytes":
-        media = draw(_choice(("application/octet-stream", "application/json",
-                              "application/x-www-form-urlencoded", "text/plain")))  # fmt: skip
+        media = draw(
+            _choice(
+                (
+                    "application/octet-stream",
+                    "application/json",
+                    "application/x-www-form-urlencoded",
+                    "text/plain",
+                )
+            )
+        )
         return draw(st.binary(max_size=200)), _content_type(media, charset, "")
     if kind == "json":
         media = "application/json"
         if rarely(draw, 6):
-            media = draw(_choice(("text/plain", "application/json-patch+json",
-                                          "APPLICATION/JSON", "", "json")))  # fmt: skip
+            media = draw(
+                _choice(
+                    ("text/plain", "application/json-patch+json", "APPLICATION/JSON", "", "json")
+                )
+            )
         return draw(json_bodies(target, fields)), _content_type(media, charset, "")
     pairs = draw(form_pairs(target, fields, csrf))
     if kind == "multipart":
@@ -758,8 +977,9 @@ def recombine(request: RawRequest, donor: RawRequest, rng: random.Random) -> Raw
     if change == 0:  # another request's body, with its own Content-Type and Content-Encoding
         kept = [h for h in headers if h[0].lower() not in _BODY_HEADERS]
         moved = [h for h in donor.headers if h[0].lower() in _BODY_HEADERS]
-        return dataclasses.replace(request, headers=tuple(kept + moved), body=donor.body,
-                                   framing=donor.framing)  # fmt: skip
+        return dataclasses.replace(
+            request, headers=tuple(kept + moved), body=donor.body, framing=donor.framing
+        )
     if change == 1:  # another request's path and query, with this one's method
         ours, theirs = request.request_line.split(b" "), donor.request_line.split(b" ")
         if len(ours) == 3 and len(theirs) == 3:

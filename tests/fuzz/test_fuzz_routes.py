@@ -74,10 +74,12 @@ class Fault:
         """Describe the fault with its minimal request, for the failure message."""
         raw = repr(self.raw)
         raw = raw if len(raw) <= 1500 else raw[:1500] + f"... ({len(self.raw)} bytes)"
-        lines = [f"== {self.signature}  ({self.hits} hits)",
-                 f"   answer: {self.answer.status_class} {self.answer.status} "
-                 f"{self.answer.error}, log {self.log_bytes} bytes",
-                 f"   request: {raw}"]  # fmt: skip
+        lines = [
+            f"== {self.signature}  ({self.hits} hits)",
+            f"   answer: {self.answer.status_class} {self.answer.status} "
+            f"{self.answer.error}, log {self.log_bytes} bytes",
+            f"   request: {raw}",
+        ]
         for logged in self.logged[:2]:
             lines.append(f"   log: {logged.message}")
             lines += [f"      {line}" for line in logged.last_lines]
@@ -141,9 +143,12 @@ class Campaign:
         raise self._fault_class(signature)(signature)
 
     def _signature(
-        self, request: RawRequest, answer: Exchange, logged: tuple[LoggedTraceback, ...],
+        self,
+        request: RawRequest,
+        answer: Exchange,
+        logged: tuple[LoggedTraceback, ...],
         log_bytes: int,
-    ) -> str | None:  # fmt: skip
+    ) -> str | None:
         """Name the kind of fault: where it was raised when the log says, else the route."""
         where = f"{_method(request.method)} {request.route}"
         if logged:
@@ -168,9 +173,15 @@ class Campaign:
         """Run one round of generated requests against the portal with a fixed seed."""
         self.start_round()
 
-        @settings(max_examples=ROUND_EXAMPLES, database=None, deadline=None,
-                  phases=(Phase.generate, Phase.shrink), verbosity=Verbosity.quiet,
-                  suppress_health_check=list(HealthCheck), report_multiple_bugs=True)  # fmt: skip
+        @settings(
+            max_examples=ROUND_EXAMPLES,
+            database=None,
+            deadline=None,
+            phases=(Phase.generate, Phase.shrink),
+            verbosity=Verbosity.quiet,
+            suppress_health_check=list(HealthCheck),
+            report_multiple_bugs=True,
+        )
         @seed(round_seed)
         @given(raw_requests(portal.target))
         def one_request(request: RawRequest) -> None:
@@ -247,22 +258,28 @@ def test_no_request_gets_a_5xx_hangs_or_floods_the_log(portals: dict[str, FuzzPo
 
     log_bytes = sum(p.log_size() - start_sizes[n] for n, p in portals.items())
     per_request = log_bytes / max(1, campaign.requests)
-    print(f"fuzz: {campaign.requests} requests, {dict(campaign.statuses)}, {per_request:.0f} "
-          f"log bytes/request, {len(campaign.faults)} kinds of fault")  # fmt: skip
-    problems = [fault.report() for fault in sorted(campaign.faults.values(),
-                                                   key=lambda f: f.signature)]  # fmt: skip
+    print(
+        f"fuzz: {campaign.requests} requests, {dict(campaign.statuses)}, {per_request:.0f} "
+        f"log bytes/request, {len(campaign.faults)} kinds of fault"
+    )
+    problems = [
+        fault.report() for fault in sorted(campaign.faults.values(), key=lambda f: f.signature)
+    ]
     for name, portal in portals.items():
         if portal.process.poll() is not None:
             problems.append(f"== the {name} portal died: {portal.read_log()[-2000:]}")
         seen = {logged.place for f in campaign.faults.values() for logged in f.logged}
         for logged in tracebacks(portal.read_log(start_sizes[name])):
             if logged.place not in seen:  # logged outside any request (a worker)
-                problems.append(f"== unattributed traceback in {name}: {logged.message}\n      "
-                                + "\n      ".join(logged.last_lines))  # fmt: skip
+                problems.append(
+                    f"== unattributed traceback in {name}: {logged.message}\n      "
+                    + "\n      ".join(logged.last_lines)
+                )
                 seen.add(logged.place)
     if per_request > LOG_BYTES_PER_REQUEST:
-        problems.append(f"== the log grew {per_request:.0f} bytes per request "
-                        f"(at most {LOG_BYTES_PER_REQUEST})")  # fmt: skip
+        problems.append(
+            f"== the log grew {per_request:.0f} bytes per request (at most {LOG_BYTES_PER_REQUEST})"
+        )
     assert not problems, (
         f"seed {base_seed}: {campaign.requests} requests, {dict(campaign.statuses)}\n"
         + "\n".join(problems)

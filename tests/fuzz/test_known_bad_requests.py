@@ -43,8 +43,10 @@ def _request(
     """Return a builder of the raw request for a given portal (its port goes in Host)."""
 
     def build(portal: FuzzPortal) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1".encode(),
-                 b"Host: " + (host if host is not None else f"127.0.0.1:{portal.port}".encode())]
+        lines = [
+            f"{method} {target} HTTP/1.1".encode(),
+            b"Host: " + (host if host is not None else f"127.0.0.1:{portal.port}".encode()),
+        ]
         lines += [name.encode() + b": " + value for name, value in headers]
         if body:
             lines.append(f"Content-Length: {len(body)}".encode())
@@ -53,19 +55,31 @@ def _request(
     return build
 
 
-def _form(path: str, body: bytes, content_type: bytes = b"application/x-www-form-urlencoded",
-          **extra: bytes) -> Build:  # fmt: skip
-    headers = (("Cookie", f"portal_csrf={CSRF}".encode()), ("Content-Type", content_type),
-               *((k.replace("_", "-"), v) for k, v in extra.items()))  # fmt: skip
+def _form(
+    path: str,
+    body: bytes,
+    content_type: bytes = b"application/x-www-form-urlencoded",
+    **extra: bytes,
+) -> Build:
+    headers = (
+        ("Cookie", f"portal_csrf={CSRF}".encode()),
+        ("Content-Type", content_type),
+        *((k.replace("_", "-"), v) for k, v in extra.items()),
+    )
     return _request("POST", path, headers, body)
 
 
 def _json(
-    path: str, body: bytes, content_type: bytes = b"application/json",
-    host: bytes | None = None, **extra: bytes,
-) -> Build:  # fmt: skip
-    headers = (("Content-Type", content_type),
-               *((k.replace("_", "-"), v) for k, v in extra.items()))  # fmt: skip
+    path: str,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    host: bytes | None = None,
+    **extra: bytes,
+) -> Build:
+    headers = (
+        ("Content-Type", content_type),
+        *((k.replace("_", "-"), v) for k, v in extra.items()),
+    )
     return _request("POST", path, headers, body, host=host)
 
 
@@ -82,9 +96,11 @@ def _with_session(build_target: str) -> Build:
 def _token_with_huge_iat(portal: FuzzPortal) -> str:
     """A reset token signed with the portal's secret whose iat is 10^400."""
     now = int(time.time())
-    claims = (f'{{"iss":"{portal.target.issuer}","aud":"portal:reset-password","sub":"john",'
-              f'"iat":1{"0" * 400},"nbf":{now},"exp":{now + 600},"jti":"{"A" * 22}",'
-              f'"action":"ResetPassword","pwd":"{"x" * 43}"}}')  # fmt: skip
+    claims = (
+        f'{{"iss":"{portal.target.issuer}","aud":"portal:reset-password","sub":"john",'
+        f'"iat":1{"0" * 400},"nbf":{now},"exp":{now + 600},"jti":"{"A" * 22}",'
+        f'"action":"ResetPassword","pwd":"{"x" * 43}"}}'
+    )
     return sign('{"alg":"HS256","typ":"JWT"}', claims, portal.target.jwt_secret)
 
 
@@ -100,9 +116,12 @@ def _huge_iat_json(portal: FuzzPortal) -> bytes:
 
 FORM = b"application/x-www-form-urlencoded"
 USERNAME = b"csrf_token=" + CSRF.encode() + b"&username=john"
-MULTIPART = (b'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n' + CSRF.encode()
-             + b'\r\n--b\r\nContent-Disposition: form-data; name="username"\r\n\r\njohn\r\n'
-             + b"--b--\r\n")  # fmt: skip
+MULTIPART = (
+    b'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+    + CSRF.encode()
+    + b'\r\n--b\r\nContent-Disposition: form-data; name="username"\r\n\r\njohn\r\n'
+    + b"--b--\r\n"
+)
 IMPOSSIBLE_PORT = b"https%3A%2F%2Fapp.example.com%3A99999%2F"
 DEEP = b"[" * 3000 + b"]" * 3000
 STEP1 = "/reset-password/step1"
@@ -119,10 +138,12 @@ CASES: dict[str, Build] = {
     "multipart without boundary": _form(STEP1, MULTIPART, b"multipart/form-data"),
     "multipart wrong boundary": _form(STEP1, MULTIPART, b"multipart/form-data; boundary=other"),
     "multipart truncated part": _form(STEP1, MULTIPART[:60], b"multipart/form-data; boundary=b"),
-    "multipart non-ascii boundary": _form(STEP1, MULTIPART.replace(b"--b", "--é".encode()),
-                                          "multipart/form-data; boundary=é".encode()),  # fmt: skip
-    "multipart latin-1 boundary": _form(STEP1, MULTIPART.replace(b"--b", b"--\xe9"),
-                                        b"multipart/form-data; boundary=\xe9"),  # fmt: skip
+    "multipart non-ascii boundary": _form(
+        STEP1, MULTIPART.replace(b"--b", "--é".encode()), "multipart/form-data; boundary=é".encode()
+    ),
+    "multipart latin-1 boundary": _form(
+        STEP1, MULTIPART.replace(b"--b", b"--\xe9"), b"multipart/form-data; boundary=\xe9"
+    ),
     "form deflate plain body": _form(STEP1, USERNAME, Content_Encoding=b"deflate"),
     "form gzip plain body": _form(STEP1, USERNAME, Content_Encoding=b"gzip"),
     # A CSRF field that is not ASCII, with a well-formed CSRF cookie.
@@ -141,15 +162,18 @@ CASES: dict[str, Build] = {
     "host \\xff json sign-in": _json(FIRSTFACTOR, SIGN_IN, host=b"\xff"),
     "host a:b json sign-in": _json(FIRSTFACTOR, SIGN_IN, host=b"a:b"),
     "host list logout": _request("GET", "/logout", host=b"127.0.0.1:9091, evil"),
-    "host a:b api logout": _request("POST", "/api/logout", (("Content-Type", b"application/json"),),
-                                    b"{}", host=b"a:b"),  # fmt: skip
+    "host a:b api logout": _request(
+        "POST", "/api/logout", (("Content-Type", b"application/json"),), b"{}", host=b"a:b"
+    ),
     "host xn-- logout": _request("GET", "/logout", host=b"xn--.example.com"),
     # Redirect targets with impossible ports.
     "rd port 99999 logout": _request("GET", "/logout?rd=https://app.example.com:99999/"),
     "rd port 99999 signed in": _with_session("/?rd=https://app.example.com:99999/"),
     "rd port 99999 sign-in form": _form("/", USERNAME + b"&password=x&rd=" + IMPOSSIBLE_PORT),
-    "targetURL port 99999": _json(FIRSTFACTOR, b'{"username": "john", "password": "x", '
-                                  b'"targetURL": "https://app.example.com:99999/"}'),  # fmt: skip
+    "targetURL port 99999": _json(
+        FIRSTFACTOR,
+        b'{"username": "john", "password": "x", "targetURL": "https://app.example.com:99999/"}',
+    ),
     # A non-ASCII Expect header, on any route.
     "expect non-ascii health": _request("GET", "/api/health", (("Expect", b"\xe9"),)),
     "expect non-ascii sign-in page": _request("GET", "/", (("Expect", b"\xe9"),)),

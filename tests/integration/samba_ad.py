@@ -275,8 +275,7 @@ class SambaDc:
                 f"{self.host}:\n{self.log_tail()}"
             ),
             timed_out=lambda: SambaError(
-                f"samba did not answer on {self.url()} within {START_TIMEOUT}s:\n"
-                f"{self.log_tail()}"
+                f"samba did not answer on {self.url()} within {START_TIMEOUT}s:\n{self.log_tail()}"
             ),
         )
 
@@ -360,10 +359,21 @@ class SambaDc:
         (the control Samba's upgrades use to keep an imported password's pwdLastSet).
         """
         result = subprocess.run(
-            [SYSTEM_PYTHON, "-c", _AGE_PASSWORD, str(self.smb_conf), user.dn, user.password,
-             str(days)],
-            capture_output=True, text=True, env=tool_env(), timeout=TOOL_TIMEOUT, check=False,
-        )  # fmt: skip
+            [
+                SYSTEM_PYTHON,
+                "-c",
+                _AGE_PASSWORD,
+                str(self.smb_conf),
+                user.dn,
+                user.password,
+                str(days),
+            ],
+            capture_output=True,
+            text=True,
+            env=tool_env(),
+            timeout=TOOL_TIMEOUT,
+            check=False,
+        )
         if result.returncode != 0:
             raise SambaError(f"could not age the password of {user.dn}:\n{result.stderr[-2000:]}")
 

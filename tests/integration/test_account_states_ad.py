@@ -88,9 +88,11 @@ async def reset_by_mail(portal: Portal, user: AdUser) -> ClientResponse:
 def lock_out(samba_dc: SambaDc, user: AdUser) -> None:  # noqa: F811
     """Three wrong passwords under a policy that locks after three, for 30 minutes."""
     samba_dc.apply_policy(
-        user.name, "--account-lockout-threshold=3", "--account-lockout-duration=30",
+        user.name,
+        "--account-lockout-threshold=3",
+        "--account-lockout-duration=30",
         "--reset-account-lockout-after=30",
-    )  # fmt: skip
+    )
     for _ in range(3):
         assert samba_dc.simple_bind(user.upn, "Guessed-Wr0ng!") == INVALID_CREDENTIALS
     assert samba_dc.simple_bind(user.upn, user.password) == INVALID_CREDENTIALS  # locked
@@ -195,8 +197,13 @@ async def test_a_change_demanded_during_a_session_ends_it(
     user = make_user()
     assert (await sign_in(portal.client, user.name, user.password)).status == 302
     assert await signed_in(portal.client) == 200
-    samba_dc.tool("user", "setpassword", user.name, f"--newpassword={user.password}",
-                  "--must-change-at-next-login")  # fmt: skip
+    samba_dc.tool(
+        "user",
+        "setpassword",
+        user.name,
+        f"--newpassword={user.password}",
+        "--must-change-at-next-login",
+    )
     assert await signed_in(portal.client) == 401
 
 
@@ -264,9 +271,11 @@ async def test_a_lockout_the_resets_own_check_causes_ends_too(
     # the state read before the write did not show. It must end with the reset too.
     user = make_user()
     samba_dc.apply_policy(
-        user.name, "--account-lockout-threshold=3", "--account-lockout-duration=30",
+        user.name,
+        "--account-lockout-threshold=3",
+        "--account-lockout-duration=30",
         "--reset-account-lockout-after=30",
-    )  # fmt: skip
+    )
     for _ in range(2):
         assert samba_dc.simple_bind(user.upn, "Guessed-Wr0ng!") == INVALID_CREDENTIALS
     assert (await reset_by_mail(portal, user)).status == 200

@@ -327,8 +327,19 @@ def test_samba_refuses_simple_binds_in_clear(samba_dc: SambaDc) -> None:
     """Samba's default `ldap server require strong auth = yes`: over plain ldap:// a simple bind
     gets strongerAuthRequired, so an AD backend without TLS could not even sign people in."""
     result = subprocess.run(
-        ["ldapwhoami", "-x", "-H", samba_dc.url("ldap"), "-D", ADMIN_USER,
-         "-w", samba_dc.admin_password],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "ldapwhoami",
+            "-x",
+            "-H",
+            samba_dc.url("ldap"),
+            "-D",
+            ADMIN_USER,
+            "-w",
+            samba_dc.admin_password,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == STRONGER_AUTH_REQUIRED, result.stderr

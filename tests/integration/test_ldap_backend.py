@@ -215,8 +215,9 @@ async def test_a_memberof_group_name_with_filter_characters_matches_only_itself(
 ) -> None:
     # Unescaped, (cn=a*b(c)) would be a broken filter (the search fails), and (cn=a*b) a
     # wildcard also matching aXb.
-    memberof_slapd.add(f"dn: cn=aXb,{GROUPS_DN}\nobjectClass: groupOfNames\ncn: aXb\n"
-                       f"member: {USER_DNS['bob']}\n")  # fmt: skip
+    memberof_slapd.add(
+        f"dn: cn=aXb,{GROUPS_DN}\nobjectClass: groupOfNames\ncn: aXb\nmember: {USER_DNS['bob']}\n"
+    )
     for placeholder, dn_attribute in (("{memberof:rdn}", ""), ("{memberof:dn}", "entryDN")):
         backend = make_backend(
             group_search_mode="memberof",

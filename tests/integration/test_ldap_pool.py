@@ -60,9 +60,7 @@ async def make_pool(opener: Opener) -> AsyncIterator[PoolFactory]:
     """Build pools on the opener; all are closed after the test."""
     made: list[LdapPool] = []
 
-    def make(
-        *, size: int = 2, timeout: float = 2.0, retry_pause: float | None = None
-    ) -> LdapPool:
+    def make(*, size: int = 2, timeout: float = 2.0, retry_pause: float | None = None) -> LdapPool:
         pool = LdapPool(
             opener,
             address="ldap://slapd",

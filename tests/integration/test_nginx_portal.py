@@ -67,8 +67,12 @@ JOHN = {
 # (Authelia: "the first policy matching (domain, resource, subject) applies"), so /admin needs a
 # deny after the admins' rule, or everyone else would fall through to the catch-all one_factor.
 PUBLIC = {"domain": APP_HOST, "resources": ["^/public"], "policy": "bypass"}
-ADMINS_ONLY = {"domain": APP_HOST, "resources": ["^/admin"], "subject": "group:admins",
-               "policy": "one_factor"}  # fmt: skip
+ADMINS_ONLY = {
+    "domain": APP_HOST,
+    "resources": ["^/admin"],
+    "subject": "group:admins",
+    "policy": "one_factor",
+}
 NOBODY_ELSE_ON_ADMIN = {"domain": APP_HOST, "resources": ["^/admin"], "policy": "deny"}
 DENIED = {"domain": APP_HOST, "resources": ["^/deny"], "policy": "deny"}
 SIGNED_IN = {"domain": APP_HOST, "policy": "one_factor"}
@@ -264,8 +268,12 @@ class Visitor:
 
     async def sign_in_api(self, username: str, target: str) -> Reply:
         """Sign in through POST /api/firstfactor, as a single-page app does."""
-        body = {"username": username, "password": PASSWORD, "keepMeLoggedIn": False,
-                "targetURL": target}  # fmt: skip
+        body = {
+            "username": username,
+            "password": PASSWORD,
+            "keepMeLoggedIn": False,
+            "targetURL": target,
+        }
         return await self.request("POST", self.site.portal_url("/api/firstfactor"), json=body)
 
     def session_cookie(self) -> str | None:
@@ -399,7 +407,6 @@ async def test_a_denied_page_is_403_even_for_john(site: Site, visitor: Visitor) 
     assert site.app.seen == []
 
 
-
 async def test_an_exact_public_page_does_not_open_to_an_encoded_newline_after_it(
     start_site: StartSite,
 ) -> None:
@@ -416,6 +423,7 @@ async def test_an_exact_public_page_does_not_open_to_an_encoded_newline_after_it
     assert opened.status == 200
     assert sneaked.status == 302
     assert [seen["path"] for seen in site.app.seen] == ["/status"]
+
 
 # --- leaving ---------------------------------------------------------------------------------
 

@@ -186,9 +186,12 @@ def test_unanchored_domain_regex_matches_anywhere_in_the_host_as_gos_matchstring
 
 def test_domain_or_domain_regex_either_matches() -> None:
     acl = access(
-        {"domain": "apple.example.com", "domain_regex": r"^(pub|img)-data\.example\.com$",
-         "policy": "bypass"}
-    )  # fmt: skip
+        {
+            "domain": "apple.example.com",
+            "domain_regex": r"^(pub|img)-data\.example\.com$",
+            "policy": "bypass",
+        }
+    )
 
     assert required(acl, "https://apple.example.com/") == "bypass"
     assert required(acl, "https://img-data.example.com/") == "bypass"
@@ -250,9 +253,12 @@ def test_methods_restrict_a_rule_to_those_methods() -> None:
 
 def test_networks_match_ipv4_clients_in_any_cidr() -> None:
     acl = access(
-        {"domain": "app.example.com", "networks": ["10.0.0.0/8", "192.168.1.7"],
-         "policy": "bypass"},
-    )  # fmt: skip
+        {
+            "domain": "app.example.com",
+            "networks": ["10.0.0.0/8", "192.168.1.7"],
+            "policy": "bypass",
+        },
+    )
 
     assert required(acl, "https://app.example.com/", ip="10.20.30.40") == "bypass"
     assert required(acl, "https://app.example.com/", ip="192.168.1.7") == "bypass"
@@ -304,9 +310,12 @@ def test_group_subject_matches_members() -> None:
 
 def test_subject_list_is_an_or() -> None:
     acl = access(
-        {"domain": "app.example.com", "subject": ["user:harry", "group:admins"],
-         "policy": "one_factor"}
-    )  # fmt: skip
+        {
+            "domain": "app.example.com",
+            "subject": ["user:harry", "group:admins"],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://app.example.com/", HARRY) == "one_factor"
     assert required(acl, "https://app.example.com/", JOHN) == "one_factor"
@@ -315,9 +324,12 @@ def test_subject_list_is_an_or() -> None:
 
 def test_inner_subject_list_is_an_and() -> None:
     acl = access(
-        {"domain": "app.example.com", "subject": [["group:dev", "group:admins"], ["user:harry"]],
-         "policy": "one_factor"}
-    )  # fmt: skip
+        {
+            "domain": "app.example.com",
+            "subject": [["group:dev", "group:admins"], ["user:harry"]],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://app.example.com/", JOHN) == "one_factor"  # dev AND admins
     assert required(acl, "https://app.example.com/", BOB) == "deny"  # dev only
@@ -326,9 +338,12 @@ def test_inner_subject_list_is_an_and() -> None:
 
 def test_user_and_group_in_one_and_need_both() -> None:
     acl = access(
-        {"domain": "app.example.com", "subject": [["user:bob", "group:admins"]],
-         "policy": "one_factor"}
-    )  # fmt: skip
+        {
+            "domain": "app.example.com",
+            "subject": [["user:bob", "group:admins"]],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://app.example.com/", BOB) == "deny"
     assert required(acl, "https://app.example.com/", JOHN) == "deny"
@@ -387,10 +402,14 @@ def test_a_bypass_rule_with_a_subject_never_lets_an_anonymous_visitor_through() 
 
 def test_a_subject_rule_whose_other_criteria_miss_is_no_potential_match() -> None:
     acl = access(
-        {"domain": "app.example.com", "resources": ["^/admin"], "subject": "group:admins",
-         "policy": "one_factor"},
+        {
+            "domain": "app.example.com",
+            "resources": ["^/admin"],
+            "subject": "group:admins",
+            "policy": "one_factor",
+        },
         {"domain": "app.example.com", "policy": "bypass"},
-    )  # fmt: skip
+    )
 
     assert required(acl, "https://app.example.com/home", ANONYMOUS) == "bypass"
     assert required(acl, "https://app.example.com/admin", ANONYMOUS) == "one_factor"
@@ -416,10 +435,14 @@ def test_group_placeholder_domain_matches_the_users_groups() -> None:
 
 def test_named_groups_in_domain_regex_match_user_and_group_case_insensitively() -> None:
     acl = access(
-        {"domain_regex": [r"^user-(?P<User>\w+)\.example\.com$",
-                          r"^group-(?P<Group>\w+)\.example\.com$"],
-         "policy": "one_factor"}
-    )  # fmt: skip
+        {
+            "domain_regex": [
+                r"^user-(?P<User>\w+)\.example\.com$",
+                r"^group-(?P<Group>\w+)\.example\.com$",
+            ],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://user-john.example.com/", JOHN) == "one_factor"
     assert required(acl, "https://USER-JOHN.example.com/", JOHN) == "one_factor"
@@ -431,9 +454,12 @@ def test_named_groups_in_domain_regex_match_user_and_group_case_insensitively() 
 
 def test_named_user_group_in_resources_matches_the_users_own_path() -> None:
     acl = access(
-        {"domain": "files.example.com", "resources": [r"^/home/(?P<User>[^/]+)/"],
-         "policy": "one_factor"}
-    )  # fmt: skip
+        {
+            "domain": "files.example.com",
+            "resources": [r"^/home/(?P<User>[^/]+)/"],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://files.example.com/home/john/notes", JOHN) == "one_factor"
     assert required(acl, "https://files.example.com/home/bob/notes", JOHN) == "deny"
@@ -524,8 +550,9 @@ def test_invalid_utf8_counts_one_character_per_byte_as_in_go() -> None:
 
 def test_raw_bytes_that_are_not_utf8_are_matched_not_crashed_on() -> None:
     # aiohttp hands header bytes that are not UTF-8 over as lone surrogates (surrogateescape).
-    acl = access({"domain": "pub.example.com", "resources": ["^/x/.$", r"\?q=.$"],
-                  "policy": "bypass"})  # fmt: skip
+    acl = access(
+        {"domain": "pub.example.com", "resources": ["^/x/.$", r"\?q=.$"], "policy": "bypass"}
+    )
 
     assert required(acl, "https://pub.example.com/x/\udcff", ANONYMOUS) == "bypass"
     assert required(acl, "https://pub.example.com/y?q=\udcff", ANONYMOUS) == "bypass"
@@ -535,11 +562,13 @@ def test_raw_bytes_that_are_not_utf8_are_matched_not_crashed_on() -> None:
 @pytest.mark.parametrize(
     ("rule", "url"),
     [
-        ({"domain": "pub.example.com", "resources": ["^/(a+)+$"]},
-         "https://pub.example.com/" + "a" * 50 + "!"),
+        (
+            {"domain": "pub.example.com", "resources": ["^/(a+)+$"]},
+            "https://pub.example.com/" + "a" * 50 + "!",
+        ),
         ({"domain_regex": r"^(a+)+\.example\.com$"}, "https://" + "a" * 50 + "!.example.com/"),
     ],
-)  # fmt: skip
+)
 def test_a_pattern_that_backtracks_catastrophically_in_python_answers_at_once(
     rule: dict[str, Any], url: str
 ) -> None:
@@ -558,8 +587,13 @@ def test_perl_classes_are_ascii_as_in_go() -> None:
 
 
 def test_gos_angle_bracket_named_group_reads_the_user() -> None:
-    acl = access({"domain": "files.example.com", "resources": [r"^/home/(?<User>[^/]+)/"],
-                  "policy": "one_factor"})  # fmt: skip
+    acl = access(
+        {
+            "domain": "files.example.com",
+            "resources": [r"^/home/(?<User>[^/]+)/"],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://files.example.com/home/john/notes", JOHN) == "one_factor"
     assert required(acl, "https://files.example.com/home/bob/notes", JOHN) == "deny"
@@ -567,17 +601,22 @@ def test_gos_angle_bracket_named_group_reads_the_user() -> None:
 
 def test_a_name_given_to_two_groups_reads_the_last_as_authelia() -> None:
     # Go allows it; Authelia's loop over SubexpNames keeps the last one (access_control_domain.go).
-    acl = access({"domain_regex": r"^(?P<User>\w+)-(?P<User>\w+)\.example\.com$",
-                  "policy": "one_factor"})  # fmt: skip
+    acl = access(
+        {"domain_regex": r"^(?P<User>\w+)-(?P<User>\w+)\.example\.com$", "policy": "one_factor"}
+    )
 
     assert required(acl, "https://bob-john.example.com/", JOHN) == "one_factor"
     assert required(acl, "https://bob-john.example.com/", BOB) == "deny"
 
 
 def test_parentheses_in_a_class_or_a_quote_open_no_group_before_the_users() -> None:
-    acl = access({"domain": "files.example.com",
-                  "resources": [r"^/[(]\Q(x)(\E/(?P<User>[^/]+)/", r"^/[]()]/(?P<User>\w+)$"],
-                  "policy": "one_factor"})  # fmt: skip
+    acl = access(
+        {
+            "domain": "files.example.com",
+            "resources": [r"^/[(]\Q(x)(\E/(?P<User>[^/]+)/", r"^/[]()]/(?P<User>\w+)$"],
+            "policy": "one_factor",
+        }
+    )
 
     assert required(acl, "https://files.example.com/((x)(/john/", JOHN) == "one_factor"
     assert required(acl, "https://files.example.com/((x)(/bob/", JOHN) == "deny"
@@ -608,10 +647,13 @@ def test_patterns_are_case_sensitive_unless_they_say_otherwise() -> None:
 
 def test_first_matching_rule_decides() -> None:
     acl = access(
-        {"domain": ["example.com", "*.example.com"], "resources": ["^/api$", "^/api/"],
-         "policy": "bypass"},
+        {
+            "domain": ["example.com", "*.example.com"],
+            "resources": ["^/api$", "^/api/"],
+            "policy": "bypass",
+        },
         {"domain": "app.example.com", "policy": "deny"},
-    )  # fmt: skip
+    )
 
     assert acl.decide(target("https://app.example.com/api"), JOHN) == Decision("bypass", 0)
     assert acl.decide(target("https://app.example.com/"), JOHN) == Decision("deny", 1)
@@ -619,10 +661,16 @@ def test_first_matching_rule_decides() -> None:
 
 def test_every_criterion_of_a_rule_must_match() -> None:
     acl = access(
-        {"domain": "app.example.com", "resources": ["^/api"], "methods": ["POST"],
-         "networks": ["10.0.0.0/8"], "subject": "group:dev", "policy": "one_factor"},
+        {
+            "domain": "app.example.com",
+            "resources": ["^/api"],
+            "methods": ["POST"],
+            "networks": ["10.0.0.0/8"],
+            "subject": "group:dev",
+            "policy": "one_factor",
+        },
         default="bypass",
-    )  # fmt: skip
+    )
     url = "https://app.example.com/api"
 
     assert required(acl, url, BOB, method="POST", ip="10.0.0.1") == "one_factor"
@@ -695,10 +743,13 @@ def test_the_standalone_rules_give_the_suites_decisions(
 
 def test_decide_compiles_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
     acl = access(
-        {"domain_regex": r"^(pub|img)-data\.example\.com$", "resources": [r"^/api/(?P<User>\w+)"],
-         "policy": "one_factor"},
+        {
+            "domain_regex": r"^(pub|img)-data\.example\.com$",
+            "resources": [r"^/api/(?P<User>\w+)"],
+            "policy": "one_factor",
+        },
         {"domain": "*.example.com", "resources": ["^/static/"], "policy": "bypass"},
-    )  # fmt: skip
+    )
     api = target("https://img-data.example.com/api/john")
     static = target("https://www.example.com/static/app.css")
     not_utf8 = target("https://www.example.com/static/caf%C3%A9%FF.css")

@@ -68,7 +68,9 @@ async def test_an_anonymous_visitor_is_sent_to_the_cookie_domains_portal_and_bac
     verdict = await authorizer.verdict("https://app.example.com/a?b=c", "GET", IP, no_cookies)
 
     assert verdict.outcome is Outcome.SIGN_IN
-    assert verdict.location == "https://auth.example.com/?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fb%3Dc"
+    assert (
+        verdict.location == "https://auth.example.com/?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fb%3Dc"
+    )
 
 
 async def test_bypass_passes_without_headers_and_deny_forbids(authorizer: Authorizer) -> None:

@@ -29,9 +29,7 @@ def altcha_for(
     storage: SqliteStorage, clock: FakeClock, config: AltchaConfig = EASY, secret: str = JWT_SECRET
 ) -> AltchaCaptcha:
     """Build the ALTCHA check the portal would, with keys derived from the JWT secret."""
-    return AltchaCaptcha(
-        config, keys=altcha_keys(config, secret), storage=storage, clock=clock
-    )
+    return AltchaCaptcha(config, keys=altcha_keys(config, secret), storage=storage, clock=clock)
 
 
 def solve(challenge: dict[str, Any]) -> str:
@@ -101,28 +99,34 @@ async def test_a_challenge_is_refused_once_it_expires(
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(lambda d: d["challenge"]["parameters"]["data"].update(expires="9999999999"),
-                     id="longer-expiry"),
+        pytest.param(
+            lambda d: d["challenge"]["parameters"]["data"].update(expires="9999999999"),
+            id="longer-expiry",
+        ),
         pytest.param(lambda d: d["challenge"]["parameters"].update(cost=0), id="cheaper"),
         pytest.param(lambda d: d["challenge"].update(signature="0" * 64), id="signature"),
         pytest.param(lambda d: d["challenge"].pop("signature"), id="no-signature"),
-        pytest.param(lambda d: d["challenge"]["parameters"].pop("keySignature"),
-                     id="no-key-signature"),
+        pytest.param(
+            lambda d: d["challenge"]["parameters"].pop("keySignature"), id="no-key-signature"
+        ),
         pytest.param(lambda d: d["solution"].update(derivedKey="00" * 32), id="wrong-key"),
         pytest.param(lambda d: d["solution"].update(derivedKey=7), id="key-not-a-string"),
         pytest.param(lambda d: d["challenge"]["parameters"].update(nonce="zz"), id="bad-hex"),
         pytest.param(lambda d: d["challenge"]["parameters"].update(nonce=5), id="nonce-number"),
         pytest.param(lambda d: d["challenge"]["parameters"].update(cost=float("nan")), id="nan"),
         pytest.param(lambda d: d["challenge"]["parameters"].update(cost=10**400), id="huge"),
-        pytest.param(lambda d: d["challenge"]["parameters"].update(keySignature=[1]),
-                     id="key-signature-list"),
-        pytest.param(lambda d: d["challenge"]["parameters"]["data"].update(__proto__=1),
-                     id="proto"),
+        pytest.param(
+            lambda d: d["challenge"]["parameters"].update(keySignature=[1]), id="key-signature-list"
+        ),
+        pytest.param(
+            lambda d: d["challenge"]["parameters"]["data"].update(__proto__=1), id="proto"
+        ),
         pytest.param(lambda d: d["challenge"].update(signature=None), id="null-signature"),
-        pytest.param(lambda d: d["challenge"]["parameters"].update(data="expires"),
-                     id="data-not-a-dict"),
+        pytest.param(
+            lambda d: d["challenge"]["parameters"].update(data="expires"), id="data-not-a-dict"
+        ),
     ],
-)  # fmt: skip
+)
 async def test_a_tampered_payload_is_refused(
     storage: SqliteStorage, clock: FakeClock, tamper: Callable[[dict[str, Any]], object]
 ) -> None:
@@ -136,10 +140,15 @@ async def test_a_tampered_payload_is_refused(
 
 @pytest.mark.parametrize(
     "garbage",
-    ["", "not base64!", base64.b64encode(b"[1, 2]").decode(),
-     base64.b64encode(b'{"challenge": "x", "solution": 1}').decode(),
-     base64.b64encode(b"\xff\xfe").decode(), "A" * 20000],
-)  # fmt: skip
+    [
+        "",
+        "not base64!",
+        base64.b64encode(b"[1, 2]").decode(),
+        base64.b64encode(b'{"challenge": "x", "solution": 1}').decode(),
+        base64.b64encode(b"\xff\xfe").decode(),
+        "A" * 20000,
+    ],
+)
 async def test_garbage_is_refused_without_an_error(
     storage: SqliteStorage, clock: FakeClock, garbage: str
 ) -> None:
@@ -182,8 +191,10 @@ def test_captcha_is_off_by_default_and_altcha_is_the_provider(make_config: Confi
 
     assert (captcha.provider, captcha.enabled_on, captcha.login_after_failures) == ("altcha", (), 0)
     assert (captcha.altcha.algorithm, captcha.altcha.cost, captcha.altcha.max_number) == (
-        "PBKDF2/SHA-256", 5000, 1000
-    )  # fmt: skip
+        "PBKDF2/SHA-256",
+        5000,
+        1000,
+    )
     assert captcha.altcha.expiration == timedelta(minutes=5)
     assert captcha.timeout == timedelta(seconds=5)
 
@@ -197,8 +208,16 @@ def test_the_embedded_configuration_documents_the_captcha_defaults() -> None:
     text = (REPO / "config" / "configuration.yml").read_text()
 
     assert config.captcha == CaptchaConfig()
-    for key in ("enabled_on:", "login_after_failures:", "hmac_key:", "site_key:", "secret_key:",
-                "verify_url:", "max_number:", "expiration:"):  # fmt: skip
+    for key in (
+        "enabled_on:",
+        "login_after_failures:",
+        "hmac_key:",
+        "site_key:",
+        "secret_key:",
+        "verify_url:",
+        "max_number:",
+        "expiration:",
+    ):
         assert key in text, key
 
 

@@ -436,11 +436,29 @@ def test_a_ca_with_a_negative_serial_number_is_trusted_as_openssl_trusts_it(
     folder = tmp_path / "certificates"
     folder.mkdir()
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(tmp_path / "ca.key"), "-out", str(folder / "samba-ca.pem"),
-         "-subj", "/CN=Negative serial CA", "-days", "2", "-set_serial", "-12345"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "ca.key"),
+            "-out",
+            str(folder / "samba-ca.pem"),
+            "-subj",
+            "/CN=Negative serial CA",
+            "-days",
+            "2",
+            "-set_serial",
+            "-12345",
+        ],
+        check=True,
+        capture_output=True,
+    )
     key = (tmp_path / "ca.key").read_text()
     (folder / "with-a-key.pem").write_text((folder / "samba-ca.pem").read_text() + key)
     config, warnings = check_config(

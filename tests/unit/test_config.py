@@ -163,21 +163,39 @@ AUTHELIA_UNIT_FORMS = [
     ("text", "seconds"),
     [
         # The documentation's examples table: 1 hour and 30 minutes, 1 day, 10 hours.
-        ("90m", 5400), ("1h30m", 5400), ("5400", 5400), ("5400s", 5400),
+        ("90m", 5400),
+        ("1h30m", 5400),
+        ("5400", 5400),
+        ("5400s", 5400),
         ("1 hour and 30 minutes", 5400),
-        ("1d", D), ("24h", D), ("86400", D), ("86400s", D), ("1 day", D),
-        ("10h", 10 * H), ("600m", 10 * H), ("9h60m", 10 * H), ("36000", 10 * H),
+        ("1d", D),
+        ("24h", D),
+        ("86400", D),
+        ("86400s", D),
+        ("1 day", D),
+        ("10h", 10 * H),
+        ("600m", 10 * H),
+        ("9h60m", 10 * H),
+        ("36000", 10 * H),
         ("10 hours", 10 * H),
         # Authelia's own tests of the grammar.
-        ("1d3w10ms", D + 21 * D + 0.01), ("1d4d2d", 7 * D), ("1d 1h 20m", D + H + 20 * MIN),
-        ("1 hour and 20 minutes", H + 20 * MIN), ("1 hour    and 20 minutes", H + 20 * MIN),
-        ("100", 100), ("", 0), (100, 100),
+        ("1d3w10ms", D + 21 * D + 0.01),
+        ("1d4d2d", 7 * D),
+        ("1d 1h 20m", D + H + 20 * MIN),
+        ("1 hour and 20 minutes", H + 20 * MIN),
+        ("1 hour    and 20 minutes", H + 20 * MIN),
+        ("100", 100),
+        ("", 0),
+        (100, 100),
         # Go's time.ParseDuration units, which Authelia passes through.
-        ("1500ms", 1.5), ("2000000us", 2), ("2000000µs", 2), ("2000000μs", 2),
+        ("1500ms", 1.5),
+        ("2000000us", 2),
+        ("2000000µs", 2),
+        ("2000000μs", 2),
         ("3000000000ns", 3),
         *AUTHELIA_UNIT_FORMS,
     ],
-)  # fmt: skip
+)
 def test_every_duration_form_authelia_accepts_is_accepted(text: str | int, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == pytest.approx(seconds)
 
@@ -186,9 +204,22 @@ def test_every_duration_form_authelia_accepts_is_accepted(text: str | int, secon
     "text",
     # Authelia refuses these too. (Its regular expression skips what it cannot read, so it takes
     # '1h30' as one hour and '-5m' as five minutes; the portal refuses those rather than guess.)
-    ["soon", "5 parsecs", "m5", "-5", True, "5 minutes ago", "h1", "10x", "10abcxyz", "and",
-     "5 and", "1h30", "-5m"],
-)  # fmt: skip
+    [
+        "soon",
+        "5 parsecs",
+        "m5",
+        "-5",
+        True,
+        "5 minutes ago",
+        "h1",
+        "10x",
+        "10abcxyz",
+        "and",
+        "5 and",
+        "1h30",
+        "-5m",
+    ],
+)
 def test_a_bad_duration_is_refused(text: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -414,10 +445,14 @@ def test_every_error_is_reported_at_once_each_naming_its_path(tmp_path: Path) ->
     )
     problems = problems_of([path])
 
-    assert "identity_validation.reset_password.jwt_secret: must be at least 32 characters " \
+    assert (
+        "identity_validation.reset_password.jwt_secret: must be at least 32 characters "
         "(generate one: portal crypto rand)" in problems
-    assert "identity_validation.reset_password.jwt_algorithm: must be 'HS256', 'HS384' or " \
+    )
+    assert (
+        "identity_validation.reset_password.jwt_algorithm: must be 'HS256', 'HS384' or "
         "'HS512'" in problems
+    )
     assert any(p.startswith("server.address: scheme 'http' is not supported") for p in problems)
     assert any(p.startswith("log.level: must be") for p in problems)
     assert any(p.startswith("regulation.find_time: 'a while' is not a duration") for p in problems)
@@ -441,15 +476,22 @@ def test_missing_required_sections_are_named(tmp_path: Path) -> None:
     [
         ("authentication_backend", {}, "configure exactly one of 'file' or 'ldap'"),
         ("notifier", {}, "configure exactly one of 'smtp' or 'filesystem'"),
-        ("storage", {"encryption_key": ENCRYPTION_KEY}, "configure exactly one of 'local' or 'postgres'"),  # noqa: E501
         (
             "storage",
-            {"encryption_key": ENCRYPTION_KEY, "local": {"path": "/tmp/db.sqlite3"},  # noqa: S108
-             "postgres": {"address": "tcp://127.0.0.1"}},
+            {"encryption_key": ENCRYPTION_KEY},
+            "configure exactly one of 'local' or 'postgres'",
+        ),  # noqa: E501
+        (
+            "storage",
+            {
+                "encryption_key": ENCRYPTION_KEY,
+                "local": {"path": "/tmp/db.sqlite3"},  # noqa: S108
+                "postgres": {"address": "tcp://127.0.0.1"},
+            },
             "configure exactly one of 'local' or 'postgres'",
         ),
     ],
-)  # fmt: skip
+)
 def test_a_section_takes_exactly_one_of_its_alternatives(
     tmp_path: Path, section: str, value: dict[str, Any], problem: str
 ) -> None:
@@ -493,12 +535,22 @@ def test_a_key_neither_authelia_nor_the_portal_knows_is_an_error(tmp_path: Path)
             "notifier: configure exactly one of 'smtp' or 'filesystem'",
         ),
         (
-            {"session": {"cookies": [{"domain": "example.com", "authelia_url": "http://auth.example.com"}]}},  # noqa: E501
+            {
+                "session": {
+                    "cookies": [
+                        {"domain": "example.com", "authelia_url": "http://auth.example.com"}
+                    ]
+                }
+            },  # noqa: E501
             "session.cookies[0].authelia_url: must use https (plain http is only allowed for a "
             "loopback host)",
         ),
         (
-            {"session": {"cookies": [{"domain": "example.com", "authelia_url": "https://auth.evil.com"}]}},  # noqa: E501
+            {
+                "session": {
+                    "cookies": [{"domain": "example.com", "authelia_url": "https://auth.evil.com"}]
+                }
+            },  # noqa: E501
             "session.cookies[0]: authelia_url must be on the domain 'example.com' or below it",
         ),
         (
@@ -549,7 +601,11 @@ def with_sender(tmp_path: Path, sender: str) -> Path:
         ("portal@example.com", "portal@example.com", "portal@example.com"),
         ("<portal@example.com>", "portal@example.com", "portal@example.com"),
         ("Portal <portal@example.com>", "Portal <portal@example.com>", "portal@example.com"),
-        ('"Doe, John" <portal@example.com>', '"Doe, John" <portal@example.com>', "portal@example.com"),  # noqa: E501
+        (
+            '"Doe, John" <portal@example.com>',
+            '"Doe, John" <portal@example.com>',
+            "portal@example.com",
+        ),  # noqa: E501
         ("Jöhn Doe <portal@example.com>", "Jöhn Doe <portal@example.com>", "portal@example.com"),
         ('"J. Doe" <portal@example.com>', '"J. Doe" <portal@example.com>', "portal@example.com"),
         ("Portal <portal@example.com> (bot)", "Portal <portal@example.com>", "portal@example.com"),
@@ -619,8 +675,7 @@ def test_a_yaml_syntax_error_is_the_only_problem_with_its_line_and_column(tmp_pa
     broken = tmp_path / "broken.yml"
     broken.write_text("server:\n  address: 'tcp://:9091'\nlog: [unclosed\n")
     assert problems_of([broken]) == [
-        f"{broken}: not valid YAML: expected ',' or ']', but got '<stream end>' (line 4, "
-        "column 1)"
+        f"{broken}: not valid YAML: expected ',' or ']', but got '<stream end>' (line 4, column 1)"
     ]
 
 
@@ -776,8 +831,10 @@ def test_a_secret_in_the_yaml_and_in_its_file_variable_is_refused_naming_both(
     secret = tmp_path / "secret"
     secret.write_text("x" * 64)
     problems = problems_of([path], {f"{variable(key)}_FILE": str(secret)})
-    assert f"{key}: given in {path} and in {variable(key)}_FILE; give a secret in one place only" \
+    assert (
+        f"{key}: given in {path} and in {variable(key)}_FILE; give a secret in one place only"
         in problems
+    )
 
 
 @pytest.mark.parametrize(
@@ -893,15 +950,18 @@ def test_security_questions_are_off_by_default_with_a_sensible_list(config_file:
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
-        ({"setup": 3, "questions": ["A?", "B?"]}, f"{SQ}: setup (3) must not exceed the number of "
-         "questions (2)"),  # fmt: skip
+        (
+            {"setup": 3, "questions": ["A?", "B?"]},
+            f"{SQ}: setup (3) must not exceed the number of questions (2)",
+        ),
         ({"setup": 2, "asked": 3}, f"{SQ}: asked (3) must not exceed setup (2)"),
-        ({"questions": ["Pet?", "Town?", "pet?"]}, f"{SQ}.questions: lists the same question "
-         "twice: 'pet?'"),  # fmt: skip
+        (
+            {"questions": ["Pet?", "Town?", "pet?"]},
+            f"{SQ}.questions: lists the same question twice: 'pet?'",
+        ),
         ({"questions": []}, f"{SQ}.questions: must list at least one question"),
         ({"asked": 0}, f"{SQ}.asked: must be greater than or equal to 1"),
-        ({"without_questions": "allow"}, f"{SQ}.without_questions: must be 'send_email' or "
-         "'deny'"),  # fmt: skip
+        ({"without_questions": "allow"}, f"{SQ}.without_questions: must be 'send_email' or 'deny'"),
     ],
 )
 def test_bad_security_question_settings_name_their_path(

@@ -81,8 +81,15 @@ def test_client_addresses_stay_bounded() -> None:
     assert len(addresses._memo) <= 8
 
 
-HOSTS = ["app.example.com", "example.com", "deep.app.example.com", "other.org", "EXAMPLE.com.",
-         "evil-example.com", "app.example.net"]  # fmt: skip
+HOSTS = [
+    "app.example.com",
+    "example.com",
+    "deep.app.example.com",
+    "other.org",
+    "EXAMPLE.com.",
+    "evil-example.com",
+    "app.example.net",
+]
 
 
 @pytest.mark.parametrize("host", HOSTS)

@@ -541,13 +541,34 @@ def test_active_directory_states(
         ({"code": 49, "message": "", "ppolicy_error": 0, "ppolicy_grace": None}, "expired"),
         ({"code": 49, "message": "", "ppolicy_error": 1, "ppolicy_grace": None}, None),  # locked
         ({"code": 49, "message": "", "ppolicy_error": None, "ppolicy_grace": None}, None),
-        ({"code": 49, "message": f"{AD_ERROR}773, v1db1", "ppolicy_error": None,
-          "ppolicy_grace": None}, "must_change"),  # fmt: skip
-        ({"code": 49, "message": f"{AD_ERROR}532, v1db1", "ppolicy_error": None,
-          "ppolicy_grace": None}, "expired"),  # fmt: skip
+        (
+            {
+                "code": 49,
+                "message": f"{AD_ERROR}773, v1db1",
+                "ppolicy_error": None,
+                "ppolicy_grace": None,
+            },
+            "must_change",
+        ),
+        (
+            {
+                "code": 49,
+                "message": f"{AD_ERROR}532, v1db1",
+                "ppolicy_error": None,
+                "ppolicy_grace": None,
+            },
+            "expired",
+        ),
         *[
-            ({"code": 49, "message": f"{AD_ERROR}{data}, v1db1", "ppolicy_error": None,
-              "ppolicy_grace": None}, None)  # fmt: skip
+            (
+                {
+                    "code": 49,
+                    "message": f"{AD_ERROR}{data}, v1db1",
+                    "ppolicy_error": None,
+                    "ppolicy_grace": None,
+                },
+                None,
+            )
             for data in ("52e", "533", "701", "775")  # wrong, disabled, expired account, locked
         ],
     ],

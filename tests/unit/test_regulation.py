@@ -34,8 +34,15 @@ def regulator_for(
     return Regulator(storage, clock, config)
 
 
-async def fail(regulator: Regulator, clock: FakeClock, times: int, *, every: float = 10.0,
-               username: str = "john", ip: str = "192.0.2.1") -> None:  # fmt: skip
+async def fail(
+    regulator: Regulator,
+    clock: FakeClock,
+    times: int,
+    *,
+    every: float = 10.0,
+    username: str = "john",
+    ip: str = "192.0.2.1",
+) -> None:
     """Record `times` failed sign-ins, `every` seconds apart (the first one right now)."""
     for attempt in range(times):
         if attempt:

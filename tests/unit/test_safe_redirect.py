@@ -58,8 +58,6 @@ ACCEPTED = [
 ]
 
 
-
-
 @pytest.mark.parametrize("target", REFUSED)
 def test_a_target_a_browser_could_read_differently_is_refused(
     make_config: ConfigFactory, target: str

@@ -123,9 +123,7 @@ async def test_a_users_own_questions_are_asked_the_same_every_time(
 async def test_a_user_with_fewer_answers_than_asked_gets_decoys(
     app: web.Application, service: SecurityQuestionsService
 ) -> None:
-    await app[STORAGE].set_security_answers(
-        "john", [SecurityAnswer(0, "Only one?", "hash", 0.0)]
-    )
+    await app[STORAGE].set_security_answers("john", [SecurityAnswer(0, "Only one?", "hash", 0.0)])
     assert await service.questions_for("john") == service.decoy_questions("john")
 
 

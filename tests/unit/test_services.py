@@ -38,8 +38,9 @@ async def test_every_service_audits_to_the_sink_the_dependencies_carry(
         services = build_services(config, deps)
         await services.reset.request_link("john", IP)
         with pytest.raises(SignInFailedError):
-            await services.signin.sign_in("john", "wrong", IP, remember_me=False,
-                                          host="app.example.com")  # fmt: skip
+            await services.signin.sign_in(
+                "john", "wrong", IP, remember_me=False, host="app.example.com"
+            )
     finally:
         await deps.users.close()
         await deps.storage.close()

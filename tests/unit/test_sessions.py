@@ -676,9 +676,7 @@ async def test_a_burst_of_requests_makes_one_backend_lookup(
 async def test_the_real_users_file_edited_by_an_admin_reaches_the_session(
     storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig, users_file: Path
 ) -> None:
-    backend = FileUserBackend(
-        FileBackendConfig(path=users_file, watch=True), watch_interval=0.02
-    )
+    backend = FileUserBackend(FileBackendConfig(path=users_file, watch=True), watch_interval=0.02)
     await backend.startup_check()
     try:
         sessions = SessionStore(storage, clock, users=backend, refresh_interval=0.0)
@@ -717,8 +715,12 @@ def test_refresh_interval_reads_as_authelia_means_it(
     section: dict[str, Any] = {"refresh_interval": interval} if interval else {}
     if backend == "ldap":
         section["file"] = None
-        section["ldap"] = {"address": "ldap://127.0.0.1", "base_dn": "dc=example,dc=com",
-                           "user": "cn=admin,dc=example,dc=com", "password": "secret"}  # fmt: skip
+        section["ldap"] = {
+            "address": "ldap://127.0.0.1",
+            "base_dn": "dc=example,dc=com",
+            "user": "cn=admin,dc=example,dc=com",
+            "password": "secret",
+        }
     config = make_config(authentication_backend=section)
     assert config.authentication_backend.refresh_seconds == seconds
 

@@ -242,7 +242,7 @@ def test_a_tampered_payload_fails_the_signature(tokens: ResetTokens) -> None:
     header, payload, signature = token.split(".")
     middle = len(payload) // 2
     flipped = "A" if payload[middle] != "A" else "B"
-    tampered = f"{header}.{payload[:middle]}{flipped}{payload[middle + 1:]}.{signature}"
+    tampered = f"{header}.{payload[:middle]}{flipped}{payload[middle + 1 :]}.{signature}"
 
     assert reason_of(tokens, tampered) == "signature"
 

@@ -161,9 +161,7 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
-async def submit(
-    client: Client, page: str, action: str, /, **fields: str
-) -> ClientResponse:
+async def submit(client: Client, page: str, action: str, /, **fields: str) -> ClientResponse:
     """Load a page, then post its form with the given fields (as a browser would)."""
     loaded = await client.get(page)
     fields["csrf_token"] = csrf_of(await loaded.text())
@@ -185,9 +183,12 @@ async def follow_result(client: Client, response: ClientResponse) -> ClientRespo
 async def request_reset(client: Client, identifier: str, **fields: str) -> ClientResponse:
     """Ask for a reset link through the HTML form (with extra fields, such as the CAPTCHA's),
     following the redirect to the page that says what happened."""
-    return await follow_result(client, await submit(
-        client, "/reset-password/step1", "/reset-password/step1", username=identifier, **fields
-    ))  # fmt: skip
+    return await follow_result(
+        client,
+        await submit(
+            client, "/reset-password/step1", "/reset-password/step1", username=identifier, **fields
+        ),
+    )
 
 
 async def sign_in(
@@ -215,9 +216,7 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
     """Return the structured fields of every audit event of that name logged so far."""
     return [
-        fields_of(r)
-        for r in caplog.records
-        if r.name == "portal.audit" and r.getMessage() == event
+        fields_of(r) for r in caplog.records if r.name == "portal.audit" and r.getMessage() == event
     ]
 
 
@@ -272,10 +271,13 @@ async def choose_password(
     client: Client, password: str, confirm: str | None = None
 ) -> ClientResponse:
     """Fill in the new-password form shown after opening a link (following its redirect)."""
-    return await follow_result(client, await submit(
+    return await follow_result(
         client,
-        "/reset-password/step2",
-        "/reset-password/step2",
-        password=password,
-        password_confirm=password if confirm is None else confirm,
-    ))  # fmt: skip
+        await submit(
+            client,
+            "/reset-password/step2",
+            "/reset-password/step2",
+            password=password,
+            password_confirm=password if confirm is None else confirm,
+        ),
+    )

@@ -104,8 +104,11 @@ async def test_a_reset_ends_the_portals_own_ban_on_the_account_unless_told_not_t
     page = await portal.client.get("/reset-password/step2")
     done = await portal.client.post(
         "/reset-password/step2",
-        data={"password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD,
-              "csrf_token": csrf_of(await page.text())},  # fmt: skip
+        data={
+            "password": NEW_PASSWORD,
+            "password_confirm": NEW_PASSWORD,
+            "csrf_token": csrf_of(await page.text()),
+        },
     )
     assert done.status == 200
     signed = await sign_in(portal.client, "john", NEW_PASSWORD)

@@ -67,9 +67,18 @@ async def csrf_pair(portal: Portal) -> tuple[str, str]:
 
 
 def form_post(path: str, content_type: bytes, cookie: str, extra: bytes = b"") -> bytes:
-    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-            + content_type + b"\r\nCookie: " + CSRF_COOKIE.encode() + b"=" + cookie.encode()
-            + b"\r\n" + extra)  # fmt: skip
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + content_type
+        + b"\r\nCookie: "
+        + CSRF_COOKIE.encode()
+        + b"="
+        + cookie.encode()
+        + b"\r\n"
+        + extra
+    )
 
 
 FORM = b"application/x-www-form-urlencoded"
@@ -145,8 +154,11 @@ JSON_HEAD = b"POST /api/firstfactor HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         (b"application/json", b"1" * 5000, b""),
         (b"application/json", b"[]", b""),
         (b"application/json", b'"username"', b""),
-        (b"application/json", b'{"username": "john", "password": "password"}',
-         b"Content-Encoding: deflate\r\n"),
+        (
+            b"application/json",
+            b'{"username": "john", "password": "password"}',
+            b"Content-Encoding: deflate\r\n",
+        ),
     ],
 )
 async def test_a_json_body_the_parser_cannot_read_is_a_400(
@@ -190,9 +202,17 @@ async def test_an_odd_expect_header_on_any_route_gets_the_usual_answer(
 
 async def test_a_signed_token_with_an_impossible_time_is_an_invalid_link(portal: Portal) -> None:
     secret = portal.config.identity_validation.reset_password.jwt_secret.get_secret_value()
-    claims = {"iss": "http://127.0.0.1", "aud": "portal:reset-password", "sub": "john",
-              "iat": 10**400, "nbf": 0, "exp": 2**40, "jti": "A" * 22,
-              "action": "ResetPassword", "pwd": "x"}  # fmt: skip
+    claims = {
+        "iss": "http://127.0.0.1",
+        "aud": "portal:reset-password",
+        "sub": "john",
+        "iat": 10**400,
+        "nbf": 0,
+        "exp": 2**40,
+        "jti": "A" * 22,
+        "action": "ResetPassword",
+        "pwd": "x",
+    }
     token = jwt.encode(claims, secret, algorithm="HS256")
     for call in (
         portal.client.post("/api/reset-password/identity/finish", json={"token": token}),
@@ -202,7 +222,8 @@ async def test_a_signed_token_with_an_impossible_time_is_an_invalid_link(portal:
         response = await call
         assert response.status == 400
         assert await response.json() == {
-            "status": "KO", "message": "This link is invalid or has expired."
+            "status": "KO",
+            "message": "This link is invalid or has expired.",
         }
     page = await portal.client.get(f"/reset-password/step2?token={token}")
     assert page.status == 400 and "This link is invalid or has expired" in await page.text()
@@ -219,7 +240,12 @@ async def test_a_questions_ticket_with_odd_digits_is_refused(
     page = await portal.client.get("/reset-password/step1")
     response = await portal.client.post(
         ANSWERS,
-        data={"username": "john", "ticket": ticket, "answer_0": "a", "answer_1": "b",
-              "csrf_token": csrf_of(await page.text())},  # fmt: skip
+        data={
+            "username": "john",
+            "ticket": ticket,
+            "answer_0": "a",
+            "answer_1": "b",
+            "csrf_token": csrf_of(await page.text()),
+        },
     )
     assert response.status == 400

@@ -75,8 +75,12 @@ async def test_the_widget_is_drawn_only_where_enabled(start_portal: StartPortal)
     assert 'aria-labelledby="captcha-label"' in page
     assert "This form needs JavaScript for its anti-robot" in page
     assert "altcha-widget" not in await (await portal.client.get("/")).text()
-    for asset in ("vendor/altcha/altcha.js", "vendor/altcha/altcha.css",
-                  "vendor/altcha/workers/pbkdf2.js", "captcha.js"):  # fmt: skip
+    for asset in (
+        "vendor/altcha/altcha.js",
+        "vendor/altcha/altcha.css",
+        "vendor/altcha/workers/pbkdf2.js",
+        "captcha.js",
+    ):
         assert (await portal.client.get(f"/static/{asset}")).status == 200, asset
 
 
@@ -122,8 +126,9 @@ async def test_a_solution_works_once(start_portal: StartPortal) -> None:
 
 
 async def test_an_expired_solution_is_refused(start_portal: StartPortal) -> None:
-    portal = await start_portal(**altcha_on("reset_password_start", altcha={**EASY,
-                                                                       "expiration": "1 minute"}))
+    portal = await start_portal(
+        **altcha_on("reset_password_start", altcha={**EASY, "expiration": "1 minute"})
+    )
     solution = await solved(portal.client)
     portal.clock.advance(61)
 
@@ -196,8 +201,13 @@ async def test_with_altcha_the_policy_stays_self(start_portal: StartPortal) -> N
         assert policy.startswith("default-src 'self'; ")
         # Only form-action names other places (the sign-in redirects); nothing loads from them.
         directives = [part.split()[0] for part in policy.split("; ")]
-        assert directives == ["default-src", "frame-ancestors", "base-uri", "form-action",
-                              "object-src"], (path, policy)  # fmt: skip
+        assert directives == [
+            "default-src",
+            "frame-ancestors",
+            "base-uri",
+            "form-action",
+            "object-src",
+        ], (path, policy)
 
 
 # --- ALTCHA on step 2 ----------------------------------------------------------------------------
@@ -221,9 +231,14 @@ async def test_step2_and_its_json_twin_need_the_solution(start_portal: StartPort
     assert await api.json() == {"status": "KO", "message": FAILED}
     assert await stored_hash(portal.users_file, "john") == before
 
-    done = await submit(client, "/reset-password/step2", "/reset-password/step2",
-                        password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
-                        captcha=await solved(client))  # fmt: skip
+    done = await submit(
+        client,
+        "/reset-password/step2",
+        "/reset-password/step2",
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+        captcha=await solved(client),
+    )
     assert (done.status, done.headers["Location"]) == (303, "/reset-password/done")
     assert await stored_hash(portal.users_file, "john") != before
 
@@ -236,16 +251,26 @@ async def test_a_used_link_without_the_solution_shows_the_invalid_link_page(
     await request_reset(client, "john")
     link = reset_link_from(await portal.next_mail())
     await open_link(client, link)
-    done = await submit(client, "/reset-password/step2", "/reset-password/step2",
-                        password=NEW_PASSWORD, password_confirm=NEW_PASSWORD,
-                        captcha=await solved(client))  # fmt: skip
+    done = await submit(
+        client,
+        "/reset-password/step2",
+        "/reset-password/step2",
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+        captcha=await solved(client),
+    )
     assert (done.status, done.headers["Location"]) == (303, "/reset-password/done")
     # The old tab posts again with the (now used) link's cookie and no CAPTCHA.
     client.session.cookie_jar.update_cookies(
         {"portal_reset": link.split("token=")[1]}, client.make_url("/")
     )
-    again = await submit(client, "/reset-password/step1", "/reset-password/step2",
-                         password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)  # fmt: skip
+    again = await submit(
+        client,
+        "/reset-password/step1",
+        "/reset-password/step2",
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+    )
     assert again.status == 400
     page = await again.text()
     assert 'id="reset-invalid"' in page and 'id="ask-again"' in page
@@ -310,14 +335,17 @@ async def test_failed_sign_in_captchas_ban_the_address_not_the_account(
     for _ in range(3):
         page = await (await portal.client.get("/", headers=attacker)).text()
         response = await portal.client.post(
-            "/", headers=attacker, allow_redirects=False,
+            "/",
+            headers=attacker,
+            allow_redirects=False,
             data={"username": "john", "password": "x", "csrf_token": csrf_of(page)},
-        )  # fmt: skip
+        )
         assert response.status == 400
     banned = await portal.client.post(
-        "/api/firstfactor", headers=attacker,
+        "/api/firstfactor",
+        headers=attacker,
         json={"username": "john", "password": "password", "captcha": await solved(portal.client)},
-    )  # fmt: skip
+    )
     assert banned.status == 401
     # John, from his own address, is not locked out by someone else's failed checks.
     ok = await sign_in(portal.client, "john", "password", captcha=await solved(portal.client))
@@ -471,8 +499,9 @@ async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{closed_port()}/siteverify" if trouble == "closed" else siteverify.url
     siteverify.mode = trouble
-    portal = await start_portal(**vendor_on("hcaptcha", url, "reset_password_start", "login",
-                                            timeout="1s"))  # fmt: skip
+    portal = await start_portal(
+        **vendor_on("hcaptcha", url, "reset_password_start", "login", timeout="1s")
+    )
 
     form = await request_reset(portal.client, "john", **{"h-captcha-response": "good-token"})
     assert form.status == 400

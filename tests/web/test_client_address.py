@@ -28,7 +28,9 @@ async def portal(start_portal: StartPortal) -> Portal:
     return await start_portal(
         server={"trusted_proxies": ["127.0.0.0/8"]},
         access_control=RULES,
-        session={"cookies": [{"domain": "example.com", "authelia_url": "https://auth.example.com"}]},
+        session={
+            "cookies": [{"domain": "example.com", "authelia_url": "https://auth.example.com"}]
+        },
     )
 
 

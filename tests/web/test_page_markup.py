@@ -105,15 +105,23 @@ async def test_a_sign_in_that_showed_no_widget_is_asked_to_complete_the_one_show
     start_portal: StartPortal,
 ) -> None:
     portal = await start_portal(
-        captcha={"enabled_on": ["login"], "altcha": {"cost": 1, "max_number": 50},
-                 "login_after_failures": 1},  # fmt: skip
+        captcha={
+            "enabled_on": ["login"],
+            "altcha": {"cost": 1, "max_number": 50},
+            "login_after_failures": 1,
+        },
     )
     assert (await sign_in(portal.client, "john", "wrong")).status == 401
     # From another address (its own cookie jar, no widget seen), John types the right password.
     response = await portal.client.post(
-        "/", data={"username": "john", "password": "password",
-                   "csrf_token": csrf_of(await (await portal.client.get("/")).text())},  # fmt: skip
-        headers={"X-Forwarded-For": "198.51.100.7"}, allow_redirects=False,
+        "/",
+        data={
+            "username": "john",
+            "password": "password",
+            "csrf_token": csrf_of(await (await portal.client.get("/")).text()),
+        },
+        headers={"X-Forwarded-For": "198.51.100.7"},
+        allow_redirects=False,
     )
     assert response.status == 400
     page = await response.text()

@@ -63,8 +63,9 @@ async def test_step1_answers_303_to_the_sent_page_the_same_for_everyone(
 async def test_a_new_password_answers_303_to_the_done_page(portal: Portal) -> None:
     await submit(portal.client, STEP1, STEP1, username="john")
     await open_link(portal.client, reset_link_from(await portal.next_mail()))
-    posted = await submit(portal.client, STEP2, STEP2, password=NEW_PASSWORD,
-                          password_confirm=NEW_PASSWORD)  # fmt: skip
+    posted = await submit(
+        portal.client, STEP2, STEP2, password=NEW_PASSWORD, password_confirm=NEW_PASSWORD
+    )
     assert posted.status == 303
     assert posted.headers["Location"] == "/reset-password/done"
     assert posted.cookies["portal_reset"].value == ""  # the used link's cookie goes
@@ -92,7 +93,8 @@ async def test_cancelling_a_link_answers_303_to_the_cancelled_page(portal: Porta
     mail = await portal.next_mail()
     confirm = await portal.client.get(path_of(revoke_link_from(mail)))
     posted = await portal.client.post(
-        "/revoke/reset-password", data={"csrf_token": csrf_of(await confirm.text())},
+        "/revoke/reset-password",
+        data={"csrf_token": csrf_of(await confirm.text())},
         allow_redirects=False,
     )
     assert posted.status == 303

@@ -34,8 +34,11 @@ def field_value(page: str, field_id: str) -> str | None:
 
 def chosen_question(page: str, slot: int) -> str:
     """Return the question the form shows as chosen for a slot."""
-    checked = re.search(rf'<input\b[^>]*\bname="question_{slot}"[^>]*\bvalue="([^"]*)"[^>]*'
-                        r"\bchecked\b", page)  # fmt: skip
+    checked = re.search(
+        rf'<input\b[^>]*\bname="question_{slot}"[^>]*\bvalue="([^"]*)"[^>]*'
+        r"\bchecked\b",
+        page,
+    )
     assert checked is not None, f"no question chosen for slot {slot}"
     return html.unescape(checked.group(1))
 
@@ -43,7 +46,8 @@ def chosen_question(page: str, slot: int) -> str:
 async def test_every_problem_is_shown_in_one_round(portal: Portal) -> None:
     questions = list(JOHN)
     refused = await set_up(
-        portal.client, {questions[0]: "ab", questions[1]: "same one", questions[2]: "same one"},
+        portal.client,
+        {questions[0]: "ab", questions[1]: "same one", questions[2]: "same one"},
         password="not-my-password",
     )
     assert refused.status == 400
@@ -54,8 +58,11 @@ async def test_every_problem_is_shown_in_one_round(portal: Portal) -> None:
 
 
 async def test_what_was_typed_is_kept_but_never_the_password(portal: Portal) -> None:
-    choices = {DEFAULT_QUESTIONS[3]: "Best Friend", DEFAULT_QUESTIONS[5]: "ab",
-               DEFAULT_QUESTIONS[1]: "First <Concert> & co"}  # fmt: skip
+    choices = {
+        DEFAULT_QUESTIONS[3]: "Best Friend",
+        DEFAULT_QUESTIONS[5]: "ab",
+        DEFAULT_QUESTIONS[1]: "First <Concert> & co",
+    }
     refused = await set_up(portal.client, choices)
     assert refused.status == 400
     page = await refused.text()
@@ -69,8 +76,10 @@ async def test_what_was_typed_is_kept_but_never_the_password(portal: Portal) -> 
 
 async def test_a_bad_answer_is_marked_on_its_own_field(portal: Portal) -> None:
     questions = list(JOHN)
-    refused = await set_up(portal.client, {questions[0]: "fine answer", questions[1]: "ab",
-                                           questions[2]: "another one"})  # fmt: skip
+    refused = await set_up(
+        portal.client,
+        {questions[0]: "fine answer", questions[1]: "ab", questions[2]: "another one"},
+    )
     page = await refused.text()
     invalid = re.findall(r'<input\b[^>]*\bid="(answer_\d)"[^>]*\baria-invalid="true"', page)
     assert invalid == ["answer_1"]

@@ -44,9 +44,7 @@ async def test_the_form_sign_in_never_sends_the_browser_to_an_odd_target(
 
 
 @pytest.mark.parametrize("target", REFUSED)
-async def test_the_json_sign_in_never_hands_back_an_odd_target(
-    portal: Portal, target: str
-) -> None:
+async def test_the_json_sign_in_never_hands_back_an_odd_target(portal: Portal, target: str) -> None:
     response = await portal.client.post(
         "/api/firstfactor",
         json={"username": "john", "password": "password", "targetURL": target},
@@ -57,9 +55,7 @@ async def test_the_json_sign_in_never_hands_back_an_odd_target(
 
 
 @pytest.mark.parametrize("target", REFUSED)
-async def test_logout_never_sends_the_browser_to_an_odd_target(
-    portal: Portal, target: str
-) -> None:
+async def test_logout_never_sends_the_browser_to_an_odd_target(portal: Portal, target: str) -> None:
     response = await portal.client.get(
         f"/logout?rd={quote(target, safe='')}", allow_redirects=False
     )
@@ -68,9 +64,7 @@ async def test_logout_never_sends_the_browser_to_an_odd_target(
 
 
 @pytest.mark.parametrize("target", REFUSED)
-async def test_a_signed_in_visit_never_goes_to_an_odd_target(
-    portal: Portal, target: str
-) -> None:
+async def test_a_signed_in_visit_never_goes_to_an_odd_target(portal: Portal, target: str) -> None:
     assert (await sign_in(portal.client)).status == 302
     response = await portal.client.get(f"/?rd={quote(target, safe='')}", allow_redirects=False)
     assert response.status == 200

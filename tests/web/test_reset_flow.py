@@ -235,8 +235,13 @@ async def test_a_link_expires_after_its_lifespan(portal: Portal) -> None:
     portal.clock.advance(299)
     assert (await open_link(portal.client, link)).status == 200
     portal.clock.advance(2)
-    late = await submit(portal.client, "/reset-password/step1", "/reset-password/step2",
-                        password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)  # fmt: skip
+    late = await submit(
+        portal.client,
+        "/reset-password/step1",
+        "/reset-password/step2",
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+    )
     assert late.status == 400
     assert "This link is invalid or has expired" in await late.text()
     await invalid_page(portal, link)

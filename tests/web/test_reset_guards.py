@@ -175,9 +175,7 @@ async def test_the_revoke_link_asks_first_then_cancels(portal: Portal) -> None:
     page = await confirm.text()
     assert 'id="revoke"' in page
     # opening the revoke page changes nothing: the link still works
-    checked = await portal.client.post(
-        "/api/reset-password/identity/finish", json={"token": token}
-    )
+    checked = await portal.client.post("/api/reset-password/identity/finish", json={"token": token})
     assert checked.status == 200
 
     done = await portal.client.post(
@@ -442,8 +440,14 @@ async def test_logs_tell_each_step_and_never_a_token_link_or_password(
     for secret in (token, token.split(".")[2], NEW_PASSWORD, link):
         assert secret not in text
     events = [r.getMessage() for r in caplog.records if r.name == "portal.audit"]
-    for event in ("reset_requested", "reset_mail_sent", "reset_no_mail", "reset_link_opened",
-                  "reset_rejected", "reset_completed"):  # fmt: skip
+    for event in (
+        "reset_requested",
+        "reset_mail_sent",
+        "reset_no_mail",
+        "reset_link_opened",
+        "reset_rejected",
+        "reset_completed",
+    ):
         assert event in events, event
     completed = next(r for r in caplog.records if r.getMessage() == "reset_completed")
     fields = fields_of(completed)
@@ -496,8 +500,13 @@ async def test_step2_without_a_link_shows_the_invalid_page(portal: Portal) -> No
     response = await portal.client.get("/reset-password/step2")
     assert response.status == 400
     assert "This link is invalid or has expired" in await response.text()
-    posted = await submit(portal.client, "/reset-password/step1", "/reset-password/step2",
-                          password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)  # fmt: skip
+    posted = await submit(
+        portal.client,
+        "/reset-password/step1",
+        "/reset-password/step2",
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+    )
     assert posted.status == 400
 
 

@@ -105,8 +105,9 @@ async def answer(
         "ticket": ticket.group(1),
     }
     fields.update({f"answer_{i}": a for i, a in enumerate(answers)})
-    return await follow_result(client, await client.post(ANSWERS, data=fields,
-                                                         allow_redirects=False))  # fmt: skip
+    return await follow_result(
+        client, await client.post(ANSWERS, data=fields, allow_redirects=False)
+    )
 
 
 def right_answers(page: str, choices: dict[str, str] = JOHN) -> list[str]:
@@ -292,8 +293,11 @@ async def test_editing_the_list_of_questions_breaks_nobodys_answers(
 ) -> None:
     first = await start_portal(**questions_on())
     await john_has_questions(first)
-    others = ["Which river runs through your home town?", "What is your favourite tree?",
-              "Which instrument did you first learn?"]  # fmt: skip
+    others = [
+        "Which river runs through your home town?",
+        "What is your favourite tree?",
+        "Which instrument did you first learn?",
+    ]
     portal = await start_portal(**questions_on(questions=others))
     page = await ask(portal.client, "john")
     assert set(questions_on_page(page)) <= set(JOHN)

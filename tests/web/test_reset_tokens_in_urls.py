@@ -81,8 +81,13 @@ async def test_a_revoke_token_can_never_set_a_password(portal: Portal) -> None:
     page = await portal.client.get(f"/reset-password/step2?token={revoke}")
     assert page.status == 400 and INVALID in await page.text()
     portal.client.session.cookie_jar.update_cookies({"portal_reset": revoke})
-    posted = await submit(portal.client, "/reset-password/step1", "/reset-password/step2",
-                          password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)  # fmt: skip
+    posted = await submit(
+        portal.client,
+        "/reset-password/step1",
+        "/reset-password/step2",
+        password=NEW_PASSWORD,
+        password_confirm=NEW_PASSWORD,
+    )
     assert posted.status == 400 and INVALID in await posted.text()
     assert verify_password("password", await stored_hash(portal.users_file, "john"))
     # and the genuine reset link still works

@@ -25,8 +25,12 @@ RULES: dict[str, Any] = {
     "default_policy": "deny",
     "rules": [
         {"domain": "127.0.0.1", "resources": ["^/public"], "policy": "bypass"},
-        {"domain": "127.0.0.1", "resources": ["^/admin"], "subject": "group:admins",
-         "policy": "one_factor"},  # fmt: skip
+        {
+            "domain": "127.0.0.1",
+            "resources": ["^/admin"],
+            "subject": "group:admins",
+            "policy": "one_factor",
+        },
         # as in Authelia, a signed-in user the subject does not match falls through: deny here
         {"domain": "127.0.0.1", "resources": ["^/admin"], "policy": "deny"},
         {"domain": "127.0.0.1", "resources": ["^/deny"], "policy": "deny"},
@@ -173,8 +177,12 @@ async def test_the_json_twins(portal: Portal) -> None:
     assert (bad.status, await bad.json()) == (401, {"status": "KO", "message": WRONG})
     good = await portal.client.post(
         "/api/firstfactor",
-        json={"username": "john", "password": "password", "keepMeLoggedIn": True,
-              "targetURL": "http://127.0.0.1/private"},  # fmt: skip
+        json={
+            "username": "john",
+            "password": "password",
+            "keepMeLoggedIn": True,
+            "targetURL": "http://127.0.0.1/private",
+        },
     )
     assert await good.json() == {"status": "OK", "data": {"redirect": "http://127.0.0.1/private"}}
     assert int(good.cookies["portal_session"]["max-age"]) == 30 * 86400
@@ -226,8 +234,11 @@ async def test_an_admin_removing_a_group_or_disabling_the_user_takes_effect_at_o
 
     text = portal.users_file.read_text(encoding="utf-8")
     portal.users_file.write_text(
-        text.replace("    displayname: \"John Doe\"\n", "    displayname: \"John Doe\"\n"
-                     "    disabled: true\n", 1), encoding="utf-8")  # fmt: skip
+        text.replace(
+            '    displayname: "John Doe"\n', '    displayname: "John Doe"\n    disabled: true\n', 1
+        ),
+        encoding="utf-8",
+    )
     assert await eventually_status(portal.client, "http://127.0.0.1/private", 401)
 
 
@@ -248,8 +259,12 @@ async def test_keep_me_signed_in_gives_a_lasting_cookie_and_a_remembered_session
     page = await (await portal.client.get("/")).text()
     signed = await portal.client.post(
         "/",
-        data={"username": "john", "password": "password", "remember_me": checked,
-              "csrf_token": csrf_of(page)},  # fmt: skip
+        data={
+            "username": "john",
+            "password": "password",
+            "remember_me": checked,
+            "csrf_token": csrf_of(page),
+        },
         allow_redirects=False,
     )
     assert signed.status == 302

@@ -44,8 +44,9 @@ async def test_the_logo_and_favicon_come_from_the_asset_path(
     assets.mkdir()
     (assets / "logo.png").write_bytes(PNG)
     (assets / "favicon.ico").write_bytes(ICO)
-    portal = await start_portal(server={"asset_path": str(assets)},
-                                organization_name="Example & Co")  # fmt: skip
+    portal = await start_portal(
+        server={"asset_path": str(assets)}, organization_name="Example & Co"
+    )
     for path in ("/", "/reset-password/step1", "/nowhere"):
         page = await (await portal.client.get(path)).text()
         assert '<img id="logo" src="/static/media/logo.png" alt="Example &amp; Co"' in page

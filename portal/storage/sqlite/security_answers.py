@@ -25,9 +25,7 @@ class SqliteSecurityAnswers(SqliteCore):
             for row in rows
         ]
 
-    async def set_security_answers(
-        self, username: str, answers: Sequence[SecurityAnswer]
-    ) -> None:
+    async def set_security_answers(self, username: str, answers: Sequence[SecurityAnswer]) -> None:
         """Replace all of the user's questions and answer hashes at once."""
         rows = [(username, a.position, a.question, a.answer_hash, a.set_at) for a in answers]
 

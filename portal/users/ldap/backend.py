@@ -102,8 +102,9 @@ class LdapUserBackend:
                 "%s.users_filter leaves out users who must change their password "
                 "((!(pwdLastSet=0)), as Authelia's default does), so they cannot reset it; the "
                 "portal reads pwdLastSet itself and gives them no session until they do: remove "
-                "that clause", WHERE,
-            )  # fmt: skip
+                "that clause",
+                WHERE,
+            )
         problem = service_account_problem(config)
         if problem is not None:
             raise StartupCheckError(problem)
@@ -142,8 +143,11 @@ class LdapUserBackend:
             raise StartupCheckError(f"{WHERE}.{key}: the search failed: {describe(answer)}")
         self._logger.info(
             "%s: connected to %s (%s); password changes use %s",
-            WHERE, self._address, self._features.vendor or "unknown vendor", self._write_method(),
-        )  # fmt: skip
+            WHERE,
+            self._address,
+            self._features.vendor or "unknown vendor",
+            self._write_method(),
+        )
 
     async def close(self) -> None:
         """Unbind every pooled connection and stop the worker threads."""
@@ -207,8 +211,9 @@ class LdapUserBackend:
             self._logger.warning(
                 "%s: %s does not announce the Password Modify operation; writing userPassword as "
                 "a {CRYPT} SHA-512 hash, without the server's own password policy",
-                WHERE, self._address,
-            )  # fmt: skip
+                WHERE,
+                self._address,
+            )
         controls: list[tuple[str, bool, bytes | None]] = [(PPOLICY_OID, False, None)]
         if method == "unicodePwd" and AD_POLICY_HINTS_OID in features.controls:
             controls.append((AD_POLICY_HINTS_OID, False, AD_POLICY_HINTS_VALUE))
@@ -240,8 +245,10 @@ class LdapUserBackend:
         if sentence is not None:
             self._logger.info(
                 "%s: the directory refused the new password for %s: %s",
-                WHERE, entry.dn, describe(answer),
-            )  # fmt: skip
+                WHERE,
+                entry.dn,
+                describe(answer),
+            )
             raise PasswordRejectedError([sentence])
         if answer.code in (BUSY, UNAVAILABLE):
             raise BackendUnavailableError(f"{WHERE}: {self._address} is {answer.description}")
@@ -278,8 +285,9 @@ class LdapUserBackend:
                 "%s: the service account cannot read pwdChangedTime (OpenLDAP ppolicy), pwdLastSet "
                 "(Active Directory) or userPassword of %s; grant it read access to one of them, or "
                 "reset links will not die when a password is changed elsewhere",
-                WHERE, entry.dn,
-            )  # fmt: skip
+                WHERE,
+                entry.dn,
+            )
         # SECURITY: the parts may hold the stored hash; only a digest of them leaves this module.
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -328,8 +336,9 @@ class LdapUserBackend:
             # SECURITY: a reset link must never reach the wrong person: pick nobody.
             self._logger.warning(
                 "%s: users_filter matches several entries for %r; refusing to pick one",
-                WHERE, identifier,
-            )  # fmt: skip
+                WHERE,
+                identifier,
+            )
             return None
         return answer.entries[0] if answer.entries else None
 

@@ -151,4 +151,3 @@ def policy_sentence(code: int | None, message: str, result_code: int) -> str | N
                 return sentence
         return GENERIC_REJECTION
     return None
-

@@ -321,6 +321,7 @@ def _date_time(kind: str, now: datetime) -> str:
         return str(seconds)
     return str((seconds + _NT_EPOCH_OFFSET) * 10_000_000)  # microsoft-nt: 100 ns ticks
 
+
 # --- the service account and TLS -----------------------------------------------------------------
 
 
