@@ -4,7 +4,7 @@ A request handler enqueues and returns at once; the worker claims due messages, 
 handler registered for their kind, and retries with backoff, so neither an SMTP outage nor a
 restart loses a mail and no requester waits on a lookup or a send. Jobs run on the event loop
 that serves requests: a job whose work depends on whether an account exists must do the same work
-either way (see PasswordResetService.deliver_reset_mail), or the next request's time tells.
+either way (see ResetMailJob in portal/reset_mail.py), or the next request's time tells.
 """
 
 from __future__ import annotations
