@@ -2,8 +2,8 @@
 
 Everything the portal would refuse at start-up that needs no server: files that must exist and
 parse (the users file, mail templates, an existing database), settings a backend refuses before
-connecting (LDAP's search settings, service account and certificates; SMTP's certificates) and
-places the portal writes to (the database, the mail file, the log file, a unix socket). Each
+connecting (LDAP's filter syntax and certificates; SMTP's certificates) and places the
+portal writes to (the database, the mail file, the log file, a unix socket). Each
 backend's own code does its part, so a check and the start-up it predicts cannot disagree; like
 deps.py, this module follows the configuration to the implementation, so a new backend needs its
 check here too. Nothing here creates or changes a file. `serve` still runs every backend's

@@ -2,8 +2,10 @@
 
 Loading reads one or more YAML files, applies `PORTAL_*` / `AUTHELIA_*` environment overrides
 (and `*_FILE` for secrets), drops the Authelia keys the portal does not implement with one warning
-each, validates everything with the root model (portal.config.root.Config), and reports every
-problem at once, each naming its path. Authelia: internal/configuration (sources, koanf callbacks).
+each, validates everything with the root model (portal.config.root.Config), adds what the valid
+sections report beyond validation (Model.problems: the LDAP "required with implementation X"
+checks), and reports every problem at once, each naming its path. Authelia:
+internal/configuration (sources, koanf callbacks).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from portal.config.root import Config
+from portal.config.types import Model
 from portal.errors import ConfigError
 
 ENV_PREFIXES = ("PORTAL_", "AUTHELIA_")
@@ -361,6 +364,11 @@ def _valid_sections(raw: Mapping[str, Any], skip: set[str]) -> dict[str, BaseMod
     return sections
 
 
+def _section_problems(sections: Mapping[str, BaseModel]) -> list[str]:
+    """Collect what the valid sections report beyond validation (Model.problems)."""
+    return [p for s in sections.values() if isinstance(s, Model) for p in s.problems()]
+
+
 def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
     """Load and validate the configuration, collecting every problem instead of raising.
 
@@ -384,8 +392,11 @@ def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
         errors = exc.errors(include_url=False)
         problems.extend(_format_error(e) for e in errors)
         broken = {str(e["loc"][0]) for e in errors if e["loc"]}
-        return Reading(None, _valid_sections(raw, unread | broken), problems, warnings)
+        sections = _valid_sections(raw, unread | broken)
+        problems.extend(_section_problems(sections))
+        return Reading(None, sections, problems, warnings)
     sections = {name: getattr(config, name) for name in Config.model_fields if name not in unread}
+    problems.extend(_section_problems(sections))
     if problems:
         return Reading(None, sections, problems, warnings)
     warnings.extend(_two_factor_warnings(config))

@@ -210,6 +210,15 @@ class Model(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def problems(self) -> list[str]:
+        """Return what is wrong beyond validation, each problem naming its key's full path.
+
+        For checks of a section's filled-in values that name several keys at once (a validator
+        reports one problem, at the section's path); the loader reports them with every other
+        problem. A top-level section asks its subsections. None by default.
+        """
+        return []
+
 
 class ExactlyOneOf(Model):
     """A section that takes exactly one of its alternatives, named in `one_of`.

@@ -228,6 +228,39 @@ def test_ldap_settings_are_checked_without_connecting(tmp_path: Path) -> None:
     assert len(found) == 5
 
 
+def test_ldap_problems_come_once_each_with_an_unrelated_problem(tmp_path: Path) -> None:
+    ldap = {
+        "address": "ldap://127.0.0.1:1",  # never contacted
+        "base_dn": "dc=example,dc=com",
+        "groups_filter": "(member={dn})",
+        "user": "cn=portal,dc=example,dc=com",
+        "password": "service-password",
+    }
+    found = problems(
+        tmp_path, log={"level": "loud"}, authentication_backend={"file": None, "ldap": ldap}
+    )
+    assert found == [
+        "log.level: must be 'trace', 'debug', 'info', 'warn', 'warning' or 'error'",
+        "authentication_backend.ldap.users_filter: is required with implementation 'custom'",
+    ]
+
+
+def test_an_invalid_ldap_filter_is_reported_with_the_other_ldap_problems(tmp_path: Path) -> None:
+    ldap = {
+        "address": "ldap://127.0.0.1:1",  # never contacted
+        "base_dn": "dc=example,dc=com",
+        "users_filter": "(&(uid={input})",
+        "groups_filter": "(member={dn})",
+    }
+    found = problems(tmp_path, authentication_backend={"file": None, "ldap": ldap})
+    assert len(found) == 2
+    assert found[0] == (
+        "authentication_backend.ldap.user and authentication_backend.ldap.password: a service "
+        "account with a password is required"
+    )
+    assert found[1].startswith("authentication_backend.ldap.users_filter: is not a valid LDAP ")
+
+
 # --- all at once -------------------------------------------------------------------------------
 
 

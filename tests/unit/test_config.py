@@ -284,6 +284,59 @@ def test_an_authelia_ldap_configuration_loads_with_its_ldap_block() -> None:
     assert warnings == ["totp: not supported by the portal; ignored"]
 
 
+LDAP_SECTION = {
+    "address": "ldap://127.0.0.1:1",  # never contacted
+    "base_dn": "dc=example,dc=com",
+    "user": "cn=portal,dc=example,dc=com",
+    "password": "service-password",
+}
+
+
+def test_loading_fills_ldap_keys_from_the_implementation(tmp_path: Path) -> None:
+    ldap = {
+        **LDAP_SECTION,
+        "implementation": "lldap",
+        "additional_groups_dn": "",  # empty means "not set", as in Authelia
+        "attributes": {"display_name": "", "mail": "email"},
+    }
+    path = with_changes(tmp_path, authentication_backend={"file": None, "ldap": ldap})
+    config, _ = read_config([path], {})
+    loaded = config.authentication_backend.ldap
+    assert loaded is not None
+    assert loaded.users_filter == (
+        "(&(|({username_attribute}={input})({mail_attribute}={input}))(objectClass=person))"
+    )
+    assert loaded.groups_filter == "(&(member={dn})(objectClass=groupOfUniqueNames))"
+    assert (loaded.additional_users_dn, loaded.additional_groups_dn) == ("OU=people", "OU=groups")
+    attributes = loaded.attributes
+    assert (attributes.username, attributes.display_name, attributes.mail) == ("uid", "cn", "email")
+    assert (attributes.member_of, attributes.group_name) == ("memberOf", "cn")
+    assert attributes.distinguished_name is None
+
+
+def test_what_an_ldap_implementation_leaves_missing_is_refused_naming_each_key(
+    tmp_path: Path,
+) -> None:
+    ldap = {
+        **LDAP_SECTION,
+        "base_dn": "",
+        "users_filter": "(uid=x)",
+        "group_search_mode": "memberof",
+        "groups_filter": "(|{memberof:dn})",
+        "attributes": {"distinguished_name": "", "member_of": ""},
+    }
+    path = with_changes(tmp_path, authentication_backend={"file": None, "ldap": ldap})
+    assert problems_of([path]) == [
+        "authentication_backend.ldap.base_dn: is required",
+        "authentication_backend.ldap.users_filter: must contain the {input} placeholder",
+        "authentication_backend.ldap.attributes.distinguished_name: is required when "
+        "groups_filter uses {memberof:dn} (OpenLDAP: entryDN; Active Directory: "
+        "distinguishedName)",
+        "authentication_backend.ldap.attributes.member_of: is required when groups_filter uses "
+        "{memberof:rdn} or {memberof:dn}",
+    ]
+
+
 def test_authelia_access_control_rules_load_and_two_factor_warns() -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
     config, warnings = read_config([FILE_CONFIG], environ)

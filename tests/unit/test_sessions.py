@@ -718,6 +718,7 @@ def test_refresh_interval_reads_as_authelia_means_it(
         section["ldap"] = {
             "address": "ldap://127.0.0.1",
             "base_dn": "dc=example,dc=com",
+            "implementation": "rfc2307bis",  # its filters: a section that loads
             "user": "cn=admin,dc=example,dc=com",
             "password": "secret",
         }

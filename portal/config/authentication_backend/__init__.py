@@ -56,6 +56,10 @@ class AuthenticationBackendConfig(ExactlyOneOf):
                 f"{value!r} is neither a duration (like '5 minutes') nor 'always' or 'disable'"
             ) from None
 
+    def problems(self) -> list[str]:
+        """Return the ldap subsection's problems (the file backend has none of this kind)."""
+        return [] if self.ldap is None else self.ldap.problems()
+
     @property
     def refresh_seconds(self) -> float | None:
         """Return the refresh interval in seconds (0: every request), or None when disabled."""

@@ -1,12 +1,22 @@
-"""`authentication_backend.ldap`: the directory server (Authelia: schema/authentication.go)."""
+"""`authentication_backend.ldap`: the directory server (Authelia: schema/authentication.go).
+
+After validation the section holds the effective values: the filters, additional DNs and
+attributes the configuration leaves out (or sets to '') come from its `implementation`
+(ldap_implementations.py), as Authelia's validator sets them; `problems()` says what is still
+missing, and the loader reports it with every other problem.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
+from portal.config.authentication_backend.ldap_implementations import (
+    implementation_values,
+    ldap_problems,
+)
 from portal.config.tls import TlsConfig
 from portal.config.types import Duration, LdapAddress, Model
 
@@ -21,7 +31,12 @@ class LdapPoolingConfig(Model):
 
 
 class LdapAttributesConfig(Model):
-    """Which LDAP attributes hold what (defaults depend on the implementation)."""
+    """Which LDAP attributes hold what (defaults depend on the implementation).
+
+    Once the section is validated, username, display_name, mail and group_name are set;
+    distinguished_name and member_of are None where neither the configuration nor the
+    implementation names one.
+    """
 
     distinguished_name: str | None = None
     username: str | None = None
@@ -32,7 +47,7 @@ class LdapAttributesConfig(Model):
 
 
 class LdapBackendConfig(Model):
-    """An LDAP directory (schema only for now)."""
+    """An LDAP directory, its keys filled in from the `implementation` where left out."""
 
     address: LdapAddress
     implementation: Literal[
@@ -54,3 +69,19 @@ class LdapBackendConfig(Model):
     user: str | None = None
     password: SecretStr | None = None
     attributes: LdapAttributesConfig = LdapAttributesConfig()
+
+    @model_validator(mode="after")
+    def _implementation_defaults(self) -> Self:
+        section, attributes = implementation_values(self)
+        for key, value in section.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "attributes", self.attributes.model_copy(update=attributes))
+        return self
+
+    def problems(self) -> list[str]:
+        """Return what the filled-in section still lacks, each naming its key's full path.
+
+        The "required with implementation X", {input} and {memberof:*} placeholder and service
+        account checks (ldap_implementations.ldap_problems); an empty list when it can be used.
+        """
+        return ldap_problems(self)

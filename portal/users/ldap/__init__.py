@@ -1,6 +1,6 @@
 """An LDAP directory as the user backend (Authelia's `authentication_backend.ldap`).
 
-- settings.py     the configuration over its implementation's defaults, the checks, the filters
+- settings.py     the search settings read from the configuration, the filters and their syntax
 - passwords.py    a new password as the directory wants it; its answers as sentences
 - connection.py   one connection: TLS, connect and bind, searches, what the server answered
 - pool.py         LdapPool: worker threads, slots, idle connections, retries, hand-back

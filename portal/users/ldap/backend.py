@@ -20,6 +20,7 @@ from typing import Any
 from passlib.hash import sha512_crypt
 
 from portal.config import LdapBackendConfig
+from portal.config.authentication_backend.ldap_implementations import WHERE
 from portal.errors import (
     BackendUnavailableError,
     PasswordRejectedError,
@@ -56,13 +57,11 @@ from portal.users.ldap.passwords import (
 )
 from portal.users.ldap.pool import LdapPool
 from portal.users.ldap.settings import (
-    WHERE,
     effective_settings,
     fill_filter,
     is_dn,
     memberof_fragments,
     same_dn_key,
-    service_account_problem,
 )
 from portal.users.ldap.state import read_state, state_attributes
 from portal.users.passwords import normalize_password
@@ -105,10 +104,8 @@ class LdapUserBackend:
                 "that clause",
                 WHERE,
             )
-        problem = service_account_problem(config)
-        if problem is not None:
-            raise StartupCheckError(problem)
-        assert config.user and config.password is not None  # noqa: S101 - checked just above
+        # effective_settings refused a section without a service account and its password.
+        assert config.user and config.password is not None  # noqa: S101 - see just above
         self._connector = Connector(config, certificates_directory, self._logger)
         if self._ad and not self._connector.encrypted:
             self._logger.warning("%s: %s", WHERE, _AD_NEEDS_TLS)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from portal.config import LdapBackendConfig
+from portal.config.authentication_backend.ldap_implementations import WHERE
 from portal.errors import PasswordChangeRequiredError, StartupCheckError
 from portal.users.ldap.ldap3_names import (
     AUTO_BIND_NONE,
@@ -36,7 +37,7 @@ from portal.users.ldap.ldap3_names import (
     Tls,
 )
 from portal.users.ldap.passwords import PPOLICY_OID, bind_passwords, decode_ppolicy
-from portal.users.ldap.settings import WHERE, ssl_context, uses_tls
+from portal.users.ldap.settings import ssl_context, uses_tls
 from portal.users.ldap.state import change_required
 
 T = TypeVar("T")

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from portal.config import LdapBackendConfig
+from portal.config.authentication_backend.ldap_implementations import WHERE
 from portal.errors import BackendUnavailableError, UserBackendError
 from portal.users.ldap.connection import BindRefused, CannotConnect, Down, close
 from portal.users.ldap.ldap3_names import LDAPException
-from portal.users.ldap.settings import WHERE
 
 T = TypeVar("T")
 

@@ -1,11 +1,12 @@
-"""The effective LDAP settings: the configuration over its `implementation`'s defaults, the
-"required with implementation X" and {memberof:*} checks, the service account and TLS checks
-(check_ldap_settings, which `portal validate-config` runs too), and the filters' placeholders.
+"""The LDAP search settings read from the configuration, and the filters' placeholders.
 
-Startup placeholders ({username_attribute}, {mail_attribute}, ...) are replaced once, when the
-settings are made; search-time placeholders ({input}, {username}, {dn}, {memberof:dn},
-{memberof:rdn}, {date-time:*}) are filled for each search by fill_filter, every value escaped as
-RFC 4515 says. Nothing here talks to a server.
+The configuration already holds the effective values (portal.config fills in what the
+`implementation` provides and reports what is missing: ldap_implementations.py); this module
+reads them into Settings, replaces the startup placeholders ({username_attribute},
+{mail_attribute}, ...) once and checks the filters' syntax with ldap3. Search-time placeholders
+({input}, {username}, {dn}, {memberof:dn}, {memberof:rdn}, {date-time:*}) are filled for each
+search by fill_filter, every value escaped as RFC 4515 says. check_ldap_settings is what
+`portal validate-config` adds to the loader's problems. Nothing here talks to a server.
 """
 
 from __future__ import annotations
@@ -16,96 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 
 from portal.config import LdapBackendConfig, TlsConfig
+from portal.config.authentication_backend.ldap_implementations import WHERE
 from portal.errors import StartupCheckError
 from portal.tls import client_context
 from portal.users.ldap.ldap3_names import LDAPException, escape_filter_chars, parse_dn, parse_filter
 
-WHERE = "authentication_backend.ldap"
 _SEARCH_PLACEHOLDER = re.compile(
     r"\{(input|username|dn|memberof:(?:dn|rdn)|date-time:(?:generalized|unix|microsoft-nt))\}"
 )
 _DN_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _NT_EPOCH_OFFSET = 11644473600  # seconds from 1601-01-01 (NT epoch) to 1970-01-01
-
-
-# --- implementation defaults -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Hold what an `implementation` fills in for keys the configuration leaves out."""
-
-    users_filter: str | None = None
-    groups_filter: str | None = None
-    additional_users_dn: str | None = None
-    additional_groups_dn: str | None = None
-    distinguished_name: str | None = None
-    username: str = "uid"
-    display_name: str = "displayName"
-    mail: str = "mail"
-    member_of: str | None = None
-    group_name: str = "cn"
-
-
-_EITHER = "(|({username_attribute}={input})({mail_attribute}={input}))"
-
-# Authelia's DefaultLDAPAuthenticationBackendConfigurationImplementation* values
-# (internal/configuration/schema/authentication.go); the reference guide
-# docs/content/reference/guides/ldap.md lists the same, see the unit tests for where they differ.
-# One deliberate difference: Authelia's Active Directory users filter also leaves out disabled
-# accounts, expired accounts and pwdLastSet=0 ("must change at next logon"). The portal finds
-# them and reads those states from the entry (ldap/state.py) instead, so that a user who must
-# change their password can reset it, while disabled and expired accounts still get no mail,
-# no reset and no session.
-IMPLEMENTATION_DEFAULTS: Mapping[str, Defaults] = MappingProxyType(
-    {
-        "custom": Defaults(),
-        "activedirectory": Defaults(
-            users_filter=f"(&{_EITHER}(sAMAccountType=805306368))",
-            groups_filter="(&(member={dn})(|(sAMAccountType=268435456)(sAMAccountType=536870912)))",
-            distinguished_name="distinguishedName",
-            username="sAMAccountName",
-            member_of="memberOf",
-        ),
-        "rfc2307bis": Defaults(
-            users_filter=(
-                f"(&{_EITHER}(|(objectClass=inetOrgPerson)(objectClass=organizationalPerson)))"
-            ),
-            groups_filter=(
-                "(&(|(member={dn})(uniqueMember={dn}))(|(objectClass=groupOfNames)"
-                "(objectClass=groupOfUniqueNames)(objectClass=groupOfMembers)))"
-            ),
-            member_of="memberOf",
-        ),
-        "freeipa": Defaults(
-            users_filter=(
-                f"(&{_EITHER}(objectClass=person)(!(nsAccountLock=TRUE))"
-                "(krbPasswordExpiration>={date-time:generalized})"
-                "(|(!(krbPrincipalExpiration=*))(krbPrincipalExpiration>={date-time:generalized})))"
-            ),
-            groups_filter="(&(member={dn})(objectClass=groupOfNames))",
-            member_of="memberOf",
-        ),
-        "lldap": Defaults(
-            users_filter=f"(&{_EITHER}(objectClass=person))",
-            groups_filter="(&(member={dn})(objectClass=groupOfUniqueNames))",
-            additional_users_dn="OU=people",
-            additional_groups_dn="OU=groups",
-            display_name="cn",
-            member_of="memberOf",
-        ),
-        "glauth": Defaults(
-            users_filter=f"(&{_EITHER}(objectClass=posixAccount)(!(accountStatus=inactive)))",
-            groups_filter="(&(uniqueMember={dn})(objectClass=posixGroup))",
-            username="cn",
-            display_name="description",
-            member_of="memberOf",
-        ),
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -126,74 +49,44 @@ class Settings:
 
 
 def effective_settings(config: LdapBackendConfig) -> Settings:
-    """Merge the configuration over its implementation's defaults; raise StartupCheckError."""
-    defaults = IMPLEMENTATION_DEFAULTS[config.implementation]
-    attrs = config.attributes
-    # An empty string means "not set", as in Authelia (its LDAP suite sets distinguished_name: '').
-    settings = Settings(
-        users_base=_join_dn(
-            config.additional_users_dn or defaults.additional_users_dn, config.base_dn
-        ),
-        groups_base=_join_dn(
-            config.additional_groups_dn or defaults.additional_groups_dn, config.base_dn
-        ),
-        users_filter=config.users_filter or defaults.users_filter or "",
-        groups_filter=config.groups_filter or defaults.groups_filter,
-        group_search_mode=config.group_search_mode,
-        distinguished_name=attrs.distinguished_name or defaults.distinguished_name,
-        username=attrs.username or defaults.username,
-        display_name=attrs.display_name or defaults.display_name,
-        mail=attrs.mail or defaults.mail,
-        member_of=attrs.member_of or defaults.member_of,
-        group_name=attrs.group_name or defaults.group_name,
-    )
-    problems = []
-    if not config.base_dn:
-        problems.append(f"{WHERE}.base_dn: is required")
-    if not settings.users_filter:
-        problems.append(f"{WHERE}.users_filter: is required with implementation 'custom'")
-    elif "{input}" not in settings.users_filter:
-        problems.append(f"{WHERE}.users_filter: must contain the {{input}} placeholder")
-    if settings.group_search_mode == "filter" and not settings.groups_filter:
-        problems.append(f"{WHERE}.groups_filter: is required with implementation 'custom'")
-    problems.extend(_memberof_problems(settings))
+    """Read the search settings from a validated section; raise StartupCheckError.
+
+    A section the loader would refuse (config.problems(): a required key, a placeholder, the
+    service account) is refused here too, for a configuration built in code; then a filter that
+    is no valid LDAP filter (RFC 4515) once its placeholders are filled.
+    """
+    problems = config.problems()
     if problems:
         raise StartupCheckError("\n".join(problems))
-    settings = replace(
+    settings = _read(config)
+    problems = _filter_problems(settings)
+    if problems:
+        raise StartupCheckError("\n".join(problems))
+    return settings
+
+
+def _read(config: LdapBackendConfig) -> Settings:
+    """Read the filled-in section; replace the filters' startup placeholders."""
+    attrs = config.attributes
+    settings = Settings(
+        users_base=_join_dn(config.additional_users_dn, config.base_dn),
+        groups_base=_join_dn(config.additional_groups_dn, config.base_dn),
+        users_filter=config.users_filter or "",
+        groups_filter=config.groups_filter,
+        group_search_mode=config.group_search_mode,
+        distinguished_name=attrs.distinguished_name,
+        username=attrs.username or "",
+        display_name=attrs.display_name or "",
+        mail=attrs.mail or "",
+        member_of=attrs.member_of,
+        group_name=attrs.group_name or "",
+    )
+    return replace(
         settings,
         users_filter=_startup_placeholders(settings.users_filter, settings),
         groups_filter=settings.groups_filter
         and _startup_placeholders(settings.groups_filter, settings),
     )
-    _check_filter_syntax("users_filter", settings.users_filter)
-    if settings.groups_filter:
-        _check_filter_syntax("groups_filter", settings.groups_filter)
-    return settings
-
-
-def _memberof_problems(settings: Settings) -> list[str]:
-    """Authelia's checks of the {memberof:*} placeholders (validator/authentication.go,
-    validateLDAPGroupFilter): memberof mode needs one of them in groups_filter, {memberof:dn}
-    needs attributes.distinguished_name, either needs attributes.member_of."""
-    groups_filter = settings.groups_filter or ""
-    by_dn, by_rdn = (p in groups_filter for p in ("{memberof:dn}", "{memberof:rdn}"))
-    problems = []
-    if settings.group_search_mode == "memberof" and not (by_dn or by_rdn):
-        problems.append(
-            f"{WHERE}.groups_filter: must contain the {{memberof:rdn}} or {{memberof:dn}} "
-            "placeholder with group_search_mode memberof"
-        )
-    if by_dn and not settings.distinguished_name:
-        problems.append(
-            f"{WHERE}.attributes.distinguished_name: is required when groups_filter uses "
-            "{memberof:dn} (OpenLDAP: entryDN; Active Directory: distinguishedName)"
-        )
-    if (by_dn or by_rdn) and not settings.member_of:
-        problems.append(
-            f"{WHERE}.attributes.member_of: is required when groups_filter uses "
-            "{memberof:rdn} or {memberof:dn}"
-        )
-    return problems
 
 
 def _join_dn(prefix: str | None, base: str | None) -> str:
@@ -214,14 +107,21 @@ def _startup_placeholders(template: str, settings: Settings) -> str:
     return template
 
 
-def _check_filter_syntax(key: str, template: str) -> None:
+def _filter_problems(settings: Settings) -> list[str]:
+    """Say which of the filters given is no valid LDAP filter once its placeholders are filled."""
     values = {"input": "x", "username": "x", "dn": "cn=x"}
     fragments = memberof_fragments(["cn=x"], "entryDN")
-    sample = fill_filter(template, values, datetime.now(UTC), fragments)
-    try:
-        parse_filter(sample, None, True, True, None, False)
-    except LDAPException as exc:
-        raise StartupCheckError(f"{WHERE}.{key}: is not a valid LDAP filter: {exc}") from None
+    problems = []
+    filters = {"users_filter": settings.users_filter, "groups_filter": settings.groups_filter}
+    for key, template in filters.items():
+        if not template:
+            continue
+        sample = fill_filter(template, values, datetime.now(UTC), fragments)
+        try:
+            parse_filter(sample, None, True, True, None, False)
+        except LDAPException as exc:
+            problems.append(f"{WHERE}.{key}: is not a valid LDAP filter: {exc}")
+    return problems
 
 
 # --- filling the filters at search time ------------------------------------------------------
@@ -322,16 +222,7 @@ def _date_time(kind: str, now: datetime) -> str:
     return str((seconds + _NT_EPOCH_OFFSET) * 10_000_000)  # microsoft-nt: 100 ns ticks
 
 
-# --- the service account and TLS -----------------------------------------------------------------
-
-
-def service_account_problem(config: LdapBackendConfig) -> str | None:
-    """Return the problem with `user` and `password` (Authelia's keys), or None if both are set."""
-    if not config.user or config.password is None or not config.password.get_secret_value():
-        # SECURITY: without a password a simple bind is anonymous; an anonymous service
-        # account could not write passwords anyway, so permit_unauthenticated_bind is not used.
-        return f"{WHERE}.user and {WHERE}.password: a service account with a password is required"
-    return None
+# --- TLS ---------------------------------------------------------------------------------------
 
 
 def uses_tls(config: LdapBackendConfig) -> bool:
@@ -349,19 +240,13 @@ def ssl_context(tls: TlsConfig, certificates_directory: Path | None) -> ssl.SSLC
 
 
 def check_ldap_settings(config: LdapBackendConfig) -> list[str]:
-    """Return every problem the backend would refuse before connecting, each naming its key.
+    """Return what the backend would refuse before connecting beyond the loader's problems.
 
-    The same checks as LdapUserBackend's constructor: the search settings over the
-    implementation's defaults, the service account, and the TLS trust and client key.
+    The filters' syntax and the TLS trust and client key, each naming its key. The section's
+    own problems (config.problems(): required keys, placeholders, the service account) are the
+    loader's to report, so that validate-config lists each once.
     """
-    problems = []
-    try:
-        effective_settings(config)
-    except StartupCheckError as exc:
-        problems.extend(str(exc).splitlines())
-    problem = service_account_problem(config)
-    if problem is not None:
-        problems.append(problem)
+    problems = _filter_problems(_read(config))
     if uses_tls(config):
         try:
             # certificates_directory is the top-level Config's to check, not this section's.
