@@ -112,6 +112,27 @@ class PostgresCore:
         async with self._connection("schema_version") as conn:
             return await schema_version(conn)
 
+    async def schema_info(self) -> tuple[int, list[str]]:
+        """Return (version, table names) of the configured schema without migrating anything.
+
+        For `portal storage schema-info`: one connection of its own, closed after; works on an
+        instance that was never started. Raises StartupCheckError (connect or authenticate).
+        """
+        options = await self._options()
+        try:
+            conn = await asyncpg.connect(**options)
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            raise self._connect_failure(exc) from None
+        try:
+            version = await schema_version(conn)
+            rows = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename",
+                self._config.schema_,
+            )
+        finally:
+            await conn.close()
+        return version, [str(row["tablename"]) for row in rows]
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _timeout(self) -> float:
@@ -130,23 +151,24 @@ class PostgresCore:
         return connect_options(self._config, context)
 
     async def _first_connection(self, pool: asyncpg.Pool) -> None:
-        where = describe_address(self._config)
         try:
             conn = await pool.acquire(timeout=self._timeout())
-        except (
-            asyncpg.InvalidPasswordError,
-            asyncpg.InvalidAuthorizationSpecificationError,
-        ) as exc:
-            raise StartupCheckError(
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            raise self._connect_failure(exc) from None
+        await pool.release(conn)
+
+    def _connect_failure(self, exc: BaseException) -> StartupCheckError:
+        where = describe_address(self._config)
+        if isinstance(
+            exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+        ):
+            return StartupCheckError(
                 f"storage: postgres: authenticate: {where} refused user "
                 f"'{self._config.username}': {describe(exc, self._config)}"
-            ) from None
-        except (*UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StartupCheckError(
-                f"storage: postgres: connect: cannot connect to {where}: "
-                f"{describe(exc, self._config)}"
-            ) from None
-        await pool.release(conn)
+            )
+        return StartupCheckError(
+            f"storage: postgres: connect: cannot connect to {where}: {describe(exc, self._config)}"
+        )
 
     async def _checked_step(
         self, step: str, pool: asyncpg.Pool, work: Callable[[Any], Awaitable[None]]
