@@ -160,6 +160,7 @@ async def test_an_engine_that_goes_away_answers_unavailable_and_is_used_again_wh
         with pytest.raises(StorageUnavailableError, match="cannot be reached") as caught:
             await storage.outbox_pending()
         assert caught.value.status == 503
+        assert caught.value.public_message.startswith("This service is temporarily unavailable")
         assert isinstance(caught.value, StorageError)
 
     own_server.start()
