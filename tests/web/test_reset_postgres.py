@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.conftest import POSTGRES_ROLE
+from tests.integration.postgres import ROLE as POSTGRES_ROLE
 from tests.integration.postgres import PostgresServer, start_server
 from tests.web.conftest import (
     Portal,
