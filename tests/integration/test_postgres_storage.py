@@ -166,3 +166,13 @@ async def test_an_engine_that_goes_away_answers_unavailable_and_is_used_again_wh
     own_server.start()
     assert await storage.outbox_pending() == 1  # the same instance, no restart
     await storage.close()
+
+
+async def test_a_server_name_other_than_the_host_is_refused_at_start_up(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    config = postgres_config(
+        postgres_server, postgres_database, tls={"server_name": "db.example.com"}
+    )
+    with pytest.raises(StartupCheckError, match=r"^storage.postgres.tls.server_name: must be"):
+        await PostgresStorage(config).startup_check()

@@ -59,7 +59,7 @@ def connect_options(
     so the portal's unqualified table names live there; TLS is used when `tls` is set (context
     from portal.tls.client_context), never otherwise.
     """
-    addresses = [config.address, *(server.address for server in config.servers)]
+    addresses = connect_addresses(config)
     hosts, ports = zip(*(host_and_port(address) for address in addresses), strict=True)
     seconds = config.timeout.total_seconds()
     password = None if config.password is None else config.password.get_secret_value()
@@ -79,9 +79,14 @@ def connect_options(
     }
 
 
+def connect_addresses(config: PostgresStorageConfig) -> list[Address]:
+    """Return the addresses to try, in order: `address`, then each of `servers`."""
+    return [config.address, *(server.address for server in config.servers)]
+
+
 def describe_address(config: PostgresStorageConfig) -> str:
     """Return the configured addresses for a message: 'tcp://db:5432' (then ', ' the servers)."""
-    return ", ".join(str(a) for a in [config.address, *(s.address for s in config.servers)])
+    return ", ".join(str(address) for address in connect_addresses(config))
 
 
 def describe(exc: BaseException, config: PostgresStorageConfig) -> str:
