@@ -156,7 +156,7 @@ class PostgresCore:
             # client_context reads certificate files: a worker thread, not the event loop.
             context = await asyncio.to_thread(
                 client_context,
-                self._config.tls,
+                tls,
                 self._certificates_directory,
                 "storage.postgres.tls",
             )
