@@ -176,3 +176,17 @@ async def test_a_server_name_other_than_the_host_is_refused_at_start_up(
     )
     with pytest.raises(StartupCheckError, match=r"^storage.postgres.tls.server_name: must be"):
         await PostgresStorage(config).startup_check()
+
+
+async def test_a_restart_between_two_calls_goes_unnoticed(own_server: PostgresServer) -> None:
+    database = own_server.create_database()
+    storage = PostgresStorage(postgres_config(own_server, database, timeout="2s"))
+    await storage.startup_check()
+    await storage.outbox_enqueue("mail", {"to": "john"}, at=NOW)  # a pooled connection now idles
+
+    own_server.stop()
+    await asyncio.sleep(0.2)  # the portal's event loop runs on meanwhile (and sees the EOF)
+    own_server.start()
+
+    assert await storage.outbox_pending() == 1  # no 503 for a restart nobody saw
+    await storage.close()
