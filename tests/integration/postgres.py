@@ -10,6 +10,9 @@ Authentication is scram-sha-256 for everyone (local socket and TCP): the superus
 administers through psql, and the role `portal` (LOGIN, owner of the databases the tests make) is
 what the portal signs in as. `create_database()` makes a fresh database from template0 for a test
 that needs a store of its own. fsync is off: a crash loses nothing a test needs.
+
+TLS is on (ssl=on, a server certificate for 127.0.0.1 from a CA of its own, `ca_directory` for
+certificates_directory) but not required: a client chooses, as storage.postgres.tls does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+import trustme
 
 from tests.integration.process import (
     HOST,
@@ -80,6 +85,7 @@ class PostgresServer:
     port: int
     superuser_password: str
     password: str  # the `portal` role's
+    ca_pem: str = ""
     host: str = HOST
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
@@ -93,8 +99,16 @@ class PostgresServer:
         (workdir / "socket").mkdir()
         pwfile = workdir / "superuser.pw"
         pwfile.write_text(server.superuser_password + "\n")
+        ca = trustme.CA()
+        server.ca_pem = ca.cert_pem.bytes().decode()
+        leaf = ca.issue_cert(HOST, "localhost")
+        (workdir / "server.crt").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+        # PostgreSQL refuses a key others may read.
+        key = workdir / "server.key"
+        key.write_bytes(leaf.private_key_pem.bytes())
+        key.chmod(0o600)
         if uid is not None and gid is not None:
-            for path in (workdir, workdir / "socket", pwfile):
+            for path in (workdir, workdir / "socket", pwfile, workdir / "server.crt", key):
                 os.chown(path, uid, gid)
         command = [
             *prefix,
@@ -126,6 +140,14 @@ class PostgresServer:
     def socket_directory(self) -> Path:
         """Return the directory holding the server's unix socket."""
         return self.workdir / "socket"
+
+    @property
+    def ca_directory(self) -> Path:
+        """Return a folder holding only the server's CA certificate, for certificates_directory."""
+        folder = self.workdir / "trusted"
+        folder.mkdir(exist_ok=True)
+        (folder / "ca.crt").write_text(self.ca_pem)
+        return folder
 
     @property
     def running(self) -> bool:
@@ -161,6 +183,12 @@ class PostgresServer:
             "full_page_writes=off",
             "-c",
             "max_connections=300",
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={self.workdir / 'server.crt'}",
+            "-c",
+            f"ssl_key_file={self.workdir / 'server.key'}",
         ]
         self._process = spawn(command, self.workdir, self._log, new_session=True)
         wait_until_ready(

@@ -190,3 +190,22 @@ async def test_a_restart_between_two_calls_goes_unnoticed(own_server: PostgresSe
 
     assert await storage.outbox_pending() == 1  # no 503 for a restart nobody saw
     await storage.close()
+
+
+async def test_tls_with_a_private_ca_from_the_certificates_directory(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    config = postgres_config(postgres_server, postgres_database, tls={})
+    storage = PostgresStorage(config, certificates_directory=postgres_server.ca_directory)
+    await storage.startup_check()
+    encrypted = postgres_server.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)"
+        " WHERE ssl AND usename = 'portal' AND datname = current_database()",
+        database=postgres_database,
+    )
+    assert int(encrypted) >= 1  # the pool's idle connection
+    await storage.close()
+
+    untrusted = PostgresStorage(config)  # the system's CAs do not know the test CA
+    with pytest.raises(StartupCheckError, match=r"^storage: postgres: connect: .*certificate"):
+        await untrusted.startup_check()
