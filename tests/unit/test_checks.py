@@ -206,6 +206,18 @@ def test_postgres_storage_is_checked_without_connecting(tmp_path: Path, users: P
     assert str(config.storage.postgres.address) == "tcp://127.0.0.1:1"
 
 
+def test_postgres_tls_settings_are_checked_without_connecting(tmp_path: Path, users: Path) -> None:
+    postgres = {
+        "address": "tcp://127.0.0.1:1",  # nothing listens there: the checks never connect
+        "tls": {"certificate_chain": "not a certificate", "server_name": "db.example.com"},
+    }
+    assert problems(tmp_path, storage={"local": None, "postgres": postgres}) == [
+        "storage.postgres.tls.server_name: must be the host name of every address (127.0.0.1): "
+        "the driver checks the certificate against it",
+        "storage.postgres.tls." + OLD_MEANING,
+    ]
+
+
 # --- LDAP, without a directory ------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ import asyncpg
 
 from portal.config.storage import PostgresStorageConfig
 from portal.config.types import Address
+from portal.errors import StartupCheckError
+from portal.tls import client_context
 
 # What "the engine cannot be reached" looks like: refused, reset, timed out, shut down, a
 # connection that died under us. Everything else is an error of the statement or the setup.
@@ -100,3 +102,37 @@ def describe(exc: BaseException, config: PostgresStorageConfig) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text.splitlines()[0]
+
+
+def server_name_problem(config: PostgresStorageConfig) -> str | None:
+    """Say why tls.server_name cannot be honoured, or None.
+
+    asyncpg checks the server's certificate against the host it connects to, so a server_name
+    other than the host of every address would be silently not checked: refused instead.
+    """
+    tls = config.tls
+    if tls is None or not tls.server_name or tls.skip_verify:
+        return None
+    hosts = {host_and_port(address)[0] for address in connect_addresses(config)}
+    if hosts == {tls.server_name}:
+        return None
+    return (
+        "storage.postgres.tls.server_name: must be the host name of every address "
+        f"({', '.join(sorted(hosts))}): the driver checks the certificate against it"
+    )
+
+
+def check_postgres_settings(config: PostgresStorageConfig) -> list[str]:
+    """Return what would keep every connection from starting, found without connecting.
+
+    For validate-config: the `tls` block (as portal.tls.client_context refuses it) and
+    server_name. certificates_directory is the top-level Config's to check, not this section's.
+    """
+    problem = server_name_problem(config)
+    problems = [problem] if problem else []
+    if config.tls is not None:
+        try:
+            client_context(config.tls, None, "storage.postgres.tls")
+        except StartupCheckError as exc:
+            problems += str(exc).splitlines()
+    return problems

@@ -23,11 +23,10 @@ from portal.config.storage import PostgresStorageConfig
 from portal.errors import StartupCheckError, StorageError, StorageUnavailableError
 from portal.storage.postgres.connection import (
     UNREACHABLE,
-    connect_addresses,
     connect_options,
     describe,
     describe_address,
-    host_and_port,
+    server_name_problem,
 )
 from portal.storage.postgres.schema import (
     checked_migrations,
@@ -143,15 +142,9 @@ class PostgresCore:
     async def _options(self) -> dict[str, Any]:
         context: ssl.SSLContext | None = None
         tls = self._config.tls
-        if tls is not None and tls.server_name and not tls.skip_verify:
-            hosts = {host_and_port(a)[0] for a in connect_addresses(self._config)}
-            if hosts != {tls.server_name}:
-                # asyncpg checks the certificate against the host it connects to: refuse rather
-                # than check a name the admin did not ask for.
-                raise StartupCheckError(
-                    "storage.postgres.tls.server_name: must be the host name of every address "
-                    f"({', '.join(sorted(hosts))}): the driver checks the certificate against it"
-                )
+        problem = server_name_problem(self._config)
+        if problem is not None:
+            raise StartupCheckError(problem)
         if tls is not None:
             # client_context reads certificate files: a worker thread, not the event loop.
             context = await asyncio.to_thread(
