@@ -6,8 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 SECRETS := var/secrets
 APT_PACKAGES := slapd ldap-utils nginx chromium samba-ad-dc samba-ad-provision
+# PostgreSQL's server binaries live under a versioned directory: any installed version will do.
+APT_PACKAGES += postgresql
 SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium \
 	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
+SYSTEM_BINARIES += /usr/lib/postgresql/*/bin/initdb
 # axe-core for the accessibility check (tests/e2e/test_accessibility.py): a test-only copy from
 # npm under the venv, never served and never committed.
 AXE_VERSION := 4.11.0

@@ -27,10 +27,10 @@ from portal.config import (
     StorageConfig,
     read_sections,
 )
-from portal.deps import POSTGRES_NOT_IMPLEMENTED
 from portal.errors import ConfigError
 from portal.mail import template_problems
 from portal.notify.smtp import check_smtp_settings
+from portal.storage.postgres.connection import check_postgres_settings
 from portal.storage.sqlite import check_database_file
 from portal.users.file import check_users_file
 from portal.users.ldap import check_ldap_settings
@@ -97,8 +97,9 @@ def _notifier(notifier: NotifierConfig) -> list[str]:
 
 
 def _storage(storage: StorageConfig) -> list[str]:
-    if storage.local is None:
-        return [POSTGRES_NOT_IMPLEMENTED]
+    if storage.postgres is not None:
+        return check_postgres_settings(storage.postgres)  # never connects
+    assert storage.local is not None  # noqa: S101 - the model guarantees one of both
     path = storage.local.path
     problems = _writable("storage.local.path", path, creates_directories=True)
     problem = None if problems else check_database_file(path)

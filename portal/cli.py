@@ -1,4 +1,4 @@
-"""The `portal` command: serve, validate-config, crypto."""
+"""The `portal` command: serve, validate-config, storage, crypto."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from portal.checks import check_config
 from portal.config import Config, PasswordConfig
 from portal.errors import ConfigError, PortalError, UnsupportedHashError
 from portal.logs import SafeAccessLogger, configure_logging
+from portal.storage.info import migrate_up, schema_info
 from portal.users.hashing import hash_password, verify_password
 from portal.users.passwords import normalize_password, password_candidates
 
@@ -136,6 +137,23 @@ def _hash_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _schema_info(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+    for line in asyncio.run(schema_info(config)).lines():
+        print(line)
+    return 0
+
+
+def _migrate_up(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+    before, after = asyncio.run(migrate_up(config))
+    if before == after:
+        print(f"Storage schema is already up to date (version {after})")
+    else:
+        print(f"Storage schema migration from {before} to {after} is complete")
+    return 0
+
+
 def _rand(args: argparse.Namespace) -> int:
     if not 1 <= args.length <= 4096:
         raise CliError("--length must be between 1 and 4096")
@@ -163,6 +181,19 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate-config", help="check the configuration and exit")
     with_config(validate)
     validate.set_defaults(run=_validate_config)
+
+    storage = commands.add_parser("storage", help="the storage's schema").add_subparsers(
+        dest="storage", required=True, metavar="COMMAND"
+    )
+    info = storage.add_parser("schema-info", help="show the schema version and its tables")
+    with_config(info)
+    info.set_defaults(run=_schema_info)
+    migrate = storage.add_parser("migrate", help="schema migrations").add_subparsers(
+        dest="migrate", required=True, metavar="COMMAND"
+    )
+    up = migrate.add_parser("up", help="migrate the schema to the latest version")
+    with_config(up)
+    up.set_defaults(run=_migrate_up)
 
     crypto = commands.add_parser("crypto", help="hashes and random values").add_subparsers(
         dest="crypto", required=True, metavar="COMMAND"

@@ -9,20 +9,16 @@ from portal.audit import AuditSink, audit
 from portal.captcha import VENDORS, AltchaCaptcha, Captcha, RemoteCaptcha, altcha_keys
 from portal.clock import Clock, SystemClock
 from portal.config import Config
-from portal.errors import StartupCheckError
 from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
+from portal.storage.postgres import PostgresStorage
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
 from portal.users.file import FileUserBackend
 from portal.users.ldap import LdapUserBackend
-
-POSTGRES_NOT_IMPLEMENTED = (
-    "storage.postgres: PostgreSQL storage is not implemented yet; use 'local'"
-)
 
 
 @dataclass(frozen=True)
@@ -56,10 +52,13 @@ def users_from_config(config: Config) -> UserBackend:
 
 
 def storage_from_config(config: Config) -> Storage:
-    """Build the configured storage."""
+    """Build the configured storage: SQLite (storage.local) or PostgreSQL (storage.postgres)."""
     if config.storage.local is not None:
         return SqliteStorage(config.storage.local.path)
-    raise StartupCheckError(POSTGRES_NOT_IMPLEMENTED)
+    assert config.storage.postgres is not None  # noqa: S101 - the model guarantees one of both
+    return PostgresStorage(
+        config.storage.postgres, certificates_directory=config.certificates_directory
+    )
 
 
 def notifier_from_config(config: Config) -> Notifier:

@@ -14,6 +14,8 @@ marked [page] and answer with a page of their own (the form again with the messa
     |   +-- UnsupportedHashError     500  a stored hash the portal cannot read
     |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
     +-- StorageError                 500  the storage backend failed
+    |   +-- StorageUnavailableError  503  the storage engine cannot be reached now (also a
+    |                                     BackendUnavailableError)
     +-- NotifierError                500  a notifier failed
     |   +-- DeliveryError            outbox: one mail not delivered; `permanent`, else retried
     +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
@@ -111,6 +113,16 @@ class PasswordWriteError(UserBackendError):
 
 class StorageError(PortalError):
     """The storage backend failed."""
+
+
+class StorageUnavailableError(StorageError, BackendUnavailableError):
+    """The storage engine (PostgreSQL) cannot be reached right now: 503, retry later.
+
+    Both a StorageError (what storage callers catch) and a BackendUnavailableError (the 503
+    "temporarily unavailable" answer, the same for every request).
+    """
+
+    status = 503
 
 
 class NotifierError(PortalError):

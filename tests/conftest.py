@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from portal.config import Config, read_config
+from tests.integration.postgres import PostgresServer, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -91,3 +92,20 @@ def make_config(tmp_path: Path) -> ConfigFactory:
         return config
 
     return build
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the session (tests/integration/postgres.py)."""
+    server = start_server()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's cluster, owned by the `portal` role."""
+    name = postgres_server.create_database()
+    yield name
+    if postgres_server.running:
+        postgres_server.drop_database(name)

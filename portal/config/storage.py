@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from portal.config.tls import TlsConfig
 from portal.config.types import Duration, ExactlyOneOf, Model, PostgresAddress
@@ -17,16 +17,46 @@ class LocalStorageConfig(Model):
     path: Path
 
 
-class PostgresStorageConfig(Model):
-    """PostgreSQL (schema only: not implemented yet)."""
+class PostgresServerConfig(Model):
+    """One fallback server (Authelia: storage.postgres.servers[]): its address, and its tls."""
 
     address: PostgresAddress
+    tls: TlsConfig | None = None
+
+
+class PostgresStorageConfig(Model):
+    """PostgreSQL (Authelia: schema/storage.go StoragePostgreSQL, same keys and defaults).
+
+    `servers` are tried in order after `address` when it cannot be reached. One TLS setting
+    serves every server (the driver takes one), so a server's own `tls`, when given, must be the
+    same as `tls`.
+    """
+
+    address: PostgresAddress
+    servers: list[PostgresServerConfig] = []
     database: str = "authelia"
     schema_: str = Field("public", alias="schema")
     username: str = "authelia"
     password: SecretStr | None = None
     timeout: Duration = timedelta(seconds=5)
     tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_tls(self) -> PostgresStorageConfig:
+        for index, server in enumerate(self.servers):
+            if server.tls is not None and server.tls != self.tls:
+                raise ValueError(
+                    f"servers[{index}].tls must be the same as tls (or left out): "
+                    "one TLS setting serves every server"
+                )
+        return self
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be a positive duration such as '5s'")
+        return value
 
 
 class StorageConfig(ExactlyOneOf):

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from portal.config.storage import PostgresStorageConfig
+from portal.storage.postgres import PostgresStorage
 from portal.storage.sqlite import SqliteStorage
+from tests.integration.postgres import ROLE as POSTGRES_ROLE
+from tests.integration.postgres import PostgresServer
 
 # "storage" is the union (storage.base.Storage): suites that need every role at once.
 ROLES = frozenset(
@@ -32,6 +36,7 @@ ROLES = frozenset(
 
 # backend id -> the roles it plays; a backend's fixture is named `<id>_backend`.
 BACKENDS: dict[str, frozenset[str]] = {"sqlite": ROLES}
+BACKENDS["postgres"] = ROLES
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,25 @@ def sqlite_backend(tmp_path: Path) -> Backend:
     """SQLite on a file whose directory does not exist yet, as a first start finds it."""
     path = tmp_path / "var" / "portal.sqlite3"
     return Backend(lambda: SqliteStorage(path))
+
+
+def postgres_config(server: PostgresServer, database: str, **extra: Any) -> PostgresStorageConfig:
+    """storage.postgres for the test cluster's `portal` role on `database` (extra keys merged)."""
+    raw = {
+        "address": server.address(),
+        "database": database,
+        "username": POSTGRES_ROLE,
+        "password": server.password,
+        **extra,
+    }
+    return PostgresStorageConfig.model_validate(raw)
+
+
+@pytest.fixture
+def postgres_backend(postgres_server: PostgresServer, postgres_database: str) -> Backend:
+    """PostgreSQL on a fresh, empty database of the session's cluster (public schema)."""
+    config = postgres_config(postgres_server, postgres_database)
+    return Backend(lambda: PostgresStorage(config))
 
 
 @pytest.fixture

@@ -198,10 +198,23 @@ def test_a_file_that_is_no_database_is_reported(tmp_path: Path, users: Path) -> 
     assert problem.startswith(f"storage.local.path: cannot read {tmp_path / 'db'}: ")
 
 
-def test_postgres_storage_is_reported_as_not_implemented(tmp_path: Path, users: Path) -> None:
-    storage = {"local": None, "postgres": {"address": "tcp://127.0.0.1:5432"}}
-    assert problems(tmp_path, storage=storage) == [
-        "storage.postgres: PostgreSQL storage is not implemented yet; use 'local'"
+def test_postgres_storage_is_checked_without_connecting(tmp_path: Path, users: Path) -> None:
+    # Nothing listens on port 1: the checks never connect (the start-up check does).
+    storage = {"local": None, "postgres": {"address": "tcp://127.0.0.1:1"}}
+    config, _ = check_config([write_config(tmp_path, storage=storage)], {})
+    assert config.storage.postgres is not None
+    assert str(config.storage.postgres.address) == "tcp://127.0.0.1:1"
+
+
+def test_postgres_tls_settings_are_checked_without_connecting(tmp_path: Path, users: Path) -> None:
+    postgres = {
+        "address": "tcp://127.0.0.1:1",  # nothing listens there: the checks never connect
+        "tls": {"certificate_chain": "not a certificate", "server_name": "db.example.com"},
+    }
+    assert problems(tmp_path, storage={"local": None, "postgres": postgres}) == [
+        "storage.postgres.tls.server_name: must be the host name of every address (127.0.0.1): "
+        "the driver checks the certificate against it",
+        "storage.postgres.tls." + OLD_MEANING,
     ]
 
 

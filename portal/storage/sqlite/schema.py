@@ -123,3 +123,22 @@ def _statements(script: str) -> list[str]:
 def _without_comments(sql: str) -> str:
     sql = re.sub(r"/\*.*?\*/", " ", sql, flags=re.DOTALL)
     return re.sub(r"--[^\n]*", " ", sql)
+
+
+def read_schema_info(path: Path) -> tuple[int, list[str]]:
+    """Return (version, table names) of the file, only reading it; (0, []) if it does not exist.
+
+    Blocking: call it on a worker thread. Raises sqlite3.Error for a file that is not a database.
+    """
+    if not path.is_file():
+        return 0, []
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        version = user_version(conn)
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+    return version, [str(row[0]) for row in rows]

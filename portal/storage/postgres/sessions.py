@@ -1,0 +1,98 @@
+"""Server-side session records in PostgreSQL: the SessionRecordStore role.
+
+The sessions table has an index on username, so session_delete_user (a reset ends every session
+of the user, on every replica) is one indexed DELETE.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from portal.storage.base import SessionRecord
+from portal.storage.postgres.core import PostgresCore
+from portal.storage.sqlite.core import to_json
+
+
+class PostgresSessionRecords(PostgresCore):
+    """Play the SessionRecordStore role on PostgreSQL: server-side session records."""
+
+    async def session_save(self, record: SessionRecord) -> None:
+        """Insert the session or replace the one with the same id."""
+        data = to_json(record.data)
+        await self._execute_count(
+            "session_save",
+            "INSERT INTO sessions (id, username, created_at, last_active_at, expires_at,"
+            " remember_me, data) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (id) DO UPDATE SET username = excluded.username,"
+            " created_at = excluded.created_at, last_active_at = excluded.last_active_at,"
+            " expires_at = excluded.expires_at, remember_me = excluded.remember_me,"
+            " data = excluded.data",
+            record.id,
+            record.username,
+            record.created_at,
+            record.last_active_at,
+            record.expires_at,
+            record.remember_me,
+            data,
+        )
+
+    async def session_get(self, session_id: str) -> SessionRecord | None:
+        """Return the session with that id, expired or not, or None."""
+        rows = await self._fetch(
+            "session_get",
+            "SELECT id, username, created_at, last_active_at, expires_at, remember_me, data"
+            " FROM sessions WHERE id = $1",
+            session_id,
+        )
+        return _session_from_row(rows[0]) if rows else None
+
+    async def session_touch(self, session_id: str, *, at: float) -> None:
+        """Record activity on the session at `at` (never moving it backwards)."""
+        await self._execute_count(
+            "session_touch",
+            "UPDATE sessions SET last_active_at = greatest(last_active_at, $2) WHERE id = $1",
+            session_id,
+            at,
+        )
+
+    async def session_update_data(self, session_id: str, data: dict[str, Any]) -> bool:
+        """Replace the data of an existing session (never creating one); True if it existed."""
+        changed = await self._execute_count(
+            "session_update_data",
+            "UPDATE sessions SET data = $2 WHERE id = $1",
+            session_id,
+            to_json(data),
+        )
+        return changed == 1
+
+    async def session_delete(self, session_id: str) -> bool:
+        """Delete the session; True if it existed."""
+        changed = await self._execute_count(
+            "session_delete", "DELETE FROM sessions WHERE id = $1", session_id
+        )
+        return changed == 1
+
+    async def session_delete_user(self, username: str) -> int:
+        """Delete every session of that user; return how many."""
+        return await self._execute_count(
+            "session_delete_user", "DELETE FROM sessions WHERE username = $1", username
+        )
+
+    async def purge_sessions(self, *, expired_before: float) -> int:
+        """Delete sessions that expired before `expired_before`; return how many."""
+        return await self._execute_count(
+            "purge_sessions", "DELETE FROM sessions WHERE expires_at < $1", expired_before
+        )
+
+
+def _session_from_row(row: Any) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"],
+        username=row["username"],
+        created_at=row["created_at"],
+        last_active_at=row["last_active_at"],
+        expires_at=row["expires_at"],
+        remember_me=bool(row["remember_me"]),
+        data=json.loads(row["data"]),
+    )
