@@ -95,7 +95,7 @@ class FileUserBackend:
         account = directory.accounts.get(name) if name is not None else None
         if account is None or account.user.disabled or not account.usable or not account.digest:
             # SECURITY: do the same work as for a real user, so timing does not tell who exists.
-            await asyncio.to_thread(self._matches, password, await self._dummy_digest())
+            await asyncio.to_thread(self._matches, password, await self._decoy_digest(directory))
             return False
         return await asyncio.to_thread(self._matches, password, account.digest)
 
@@ -216,6 +216,17 @@ class FileUserBackend:
                 return self._install(await asyncio.to_thread(self._load))
             except LoadError as exc:
                 raise UserBackendError(str(exc)) from None
+
+    async def _decoy_digest(self, directory: Directory) -> str:
+        """Return a hash to verify for a user who cannot sign in: one of the stored ones.
+
+        SECURITY: a stored hash costs what checking a real user costs, whatever algorithm and
+        parameters the file's hashes have (they may predate the configured `password` settings);
+        picked at random, an unknown name costs what a random known one does. The answer is
+        thrown away. A file without a usable hash falls back to one made with the configuration.
+        """
+        digests = [a.digest for a in directory.accounts.values() if a.usable and a.digest]
+        return secrets.choice(digests) if digests else await self._dummy_digest()
 
     async def _dummy_digest(self) -> str:
         if self._dummy is None:
