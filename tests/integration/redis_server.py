@@ -1,0 +1,136 @@
+"""A real Redis server (Debian's redis-server) on a free loopback port, in a temporary directory.
+
+No persistence (no RDB snapshots, no AOF): a test's data lives as long as its server. Clients
+authenticate: the default user with `requirepass`, and an ACL user `portal` (Redis 6+, the
+`username` Authelia's session.redis takes) with its own password. The server runs in the
+foreground as the current user, its output in redis.log; `stop` and `start` again on the same
+port and directory stand for an outage (the data is gone afterwards, as after a real restart
+without persistence). A missing redis-server is a failure, never a skip: `make system-deps`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from tests.integration.process import (
+    HOST,
+    free_port,
+    read_log,
+    spawn,
+    stop_process,
+    tail,
+    wait_until_ready,
+)
+
+REDIS_SERVER = "/usr/bin/redis-server"
+USERNAME = "portal"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+LOG_FILE = "redis.log"
+
+
+def _answers_ping(port: int) -> bool:
+    """Tell whether a Redis server answers PING on the port (NOAUTH counts: it is serving)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            reply = connection.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process: where it listens and the credentials it takes."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # the default user's
+    user_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # USERNAME's
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    host = HOST
+    username = USERNAME
+
+    @property
+    def url(self) -> str:
+        """A redis:// URL logging in as USERNAME, for clients in tests."""
+        return f"redis://{USERNAME}:{self.user_password}@{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers; raise RuntimeError with its log if not."""
+        if not Path(REDIS_SERVER).exists():
+            raise RuntimeError(f"{REDIS_SERVER} is missing: run 'make system-deps'")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log_path = self.directory / LOG_FILE
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        self._log = log_path.open("ab")
+        command = [
+            REDIS_SERVER,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--requirepass",
+            self.password,
+            # One argument per ACL rule: redis-server joins them into one `user` line.
+            *("--user", USERNAME, "on", f">{self.user_password}", "~*", "&*", "+@all"),
+        ]
+        self.process = spawn(command, self.directory, self._log)
+
+        def exited(status: int) -> Exception:
+            text = tail(read_log(log_path, offset), "redis-server")
+            return RuntimeError(f"redis-server exited with {status}:\n{text}")
+
+        def timed_out() -> Exception:
+            text = tail(read_log(log_path, offset), "redis-server")
+            return RuntimeError(f"redis-server did not answer within {START_TIMEOUT}s:\n{text}")
+
+        try:
+            wait_until_ready(
+                self.process,
+                lambda: _answers_ping(self.port),
+                timeout=START_TIMEOUT,
+                interval=0.02,
+                exited=exited,
+                timed_out=timed_out,
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL); harmless when it is not running."""
+        process, log = self.process, self._log
+        self.process, self._log = None, None
+        stop_process(process, STOP_TIMEOUT, log=log)
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """Start a Redis server in directory for the block; stop it afterwards, whatever happened."""
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
