@@ -15,6 +15,7 @@ from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
+from portal.storage.redis_sessions import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
 from portal.users.file import FileUserBackend
@@ -41,6 +42,8 @@ class Dependencies:
     answer_hasher: AnswerHasher = field(default_factory=Argon2AnswerHasher)
     captcha: Captcha | None = None
     audit: AuditSink = audit
+    # session.redis: session records live there instead of in `storage` (None: in storage).
+    sessions: RedisSessionStore | None = None
 
 
 def users_from_config(config: Config) -> UserBackend:
@@ -60,6 +63,23 @@ def storage_from_config(config: Config) -> Storage:
     if config.storage.local is not None:
         return SqliteStorage(config.storage.local.path)
     raise StartupCheckError(POSTGRES_NOT_IMPLEMENTED)
+
+
+def sessions_from_config(config: Config, clock: Clock) -> RedisSessionStore | None:
+    """Build the Redis session store session.redis names, or None to keep sessions in storage."""
+    redis = config.session.redis
+    if redis is None:
+        return None
+    inactivity = {
+        cookie.domain: cookie.inactivity.total_seconds() if cookie.inactivity else 0.0
+        for cookie in config.session.cookies
+    }
+    return RedisSessionStore(
+        redis,
+        clock=clock,
+        inactivity=inactivity,
+        certificates_directory=config.certificates_directory,
+    )
 
 
 def notifier_from_config(config: Config) -> Notifier:
@@ -101,4 +121,5 @@ def build_dependencies(config: Config) -> Dependencies:
         notifier=notifier_from_config(config),
         clock=clock,
         captcha=captcha_from_config(config, storage, clock),
+        sessions=sessions_from_config(config, clock),
     )

@@ -14,6 +14,7 @@ marked [page] and answer with a page of their own (the form again with the messa
     |   +-- UnsupportedHashError     500  a stored hash the portal cannot read
     |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
     +-- StorageError                 500  the storage backend failed
+    |   +-- SessionStoreUnavailableError  503  Redis (session.redis) cannot be reached now
     +-- NotifierError                500  a notifier failed
     |   +-- DeliveryError            outbox: one mail not delivered; `permanent`, else retried
     +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
@@ -111,6 +112,10 @@ class PasswordWriteError(UserBackendError):
 
 class StorageError(PortalError):
     """The storage backend failed."""
+
+
+class SessionStoreUnavailableError(BackendUnavailableError, StorageError):
+    """The session store (session.redis) cannot be reached now: 503, and no session opens."""
 
 
 class NotifierError(PortalError):

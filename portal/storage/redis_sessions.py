@@ -34,12 +34,14 @@ from redis.asyncio.connection import BlockingConnectionPool, Connection, UnixDom
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from portal.clock import Clock
 from portal.config import RedisConfig
-from portal.errors import StartupCheckError, StorageError
+from portal.errors import SessionStoreUnavailableError, StartupCheckError, StorageError
 from portal.storage.base import SessionRecord
 from portal.tls import client_context
 
@@ -235,7 +237,8 @@ class RedisSessionStore:
     `inactivity` maps each cookie domain to its inactivity in seconds (0: off), the record's
     domain being `data["domain"]` as SessionStore writes it; a record of another domain expires
     at its absolute expiration only. `clock` turns absolute times into Redis TTLs. Every Redis
-    failure becomes StorageError naming the operation (never an id, a username or a password).
+    failure becomes StorageError naming the operation (never an id, a username or a password):
+    SessionStoreUnavailableError (503) when Redis cannot be reached or does not answer in time.
     """
 
     def __init__(
@@ -290,8 +293,8 @@ class RedisSessionStore:
     async def healthy(self) -> bool:
         """Tell whether Redis answers PING now (for /api/health)."""
         try:
-            return bool(await self._started().ping())
-        except (RedisError, StorageError, OSError):
+            return bool(await self._call("ping", self._started().ping))
+        except StorageError:
             return False
 
     # -- SessionRecordStore ----------------------------------------------------------------------
@@ -322,7 +325,7 @@ class RedisSessionStore:
     async def session_get(self, session_id: str) -> SessionRecord | None:
         """Return the session with that id, or None (also once Redis expired it)."""
         client = self._started()
-        fields = await self._call("read a session", client.hgetall(RECORD + session_id))
+        fields = await self._call("read a session", lambda: client.hgetall(RECORD + session_id))
         if not fields:
             return None
         return SessionRecord(
@@ -434,11 +437,21 @@ class RedisSessionStore:
         if script is None:
             # EVALSHA, loading the script again after a Redis restart (redis-py's Script).
             script = self._scripts[source] = client.register_script(source)
-        return await self._call(operation, script(keys=keys, args=args, client=client))
+        return await self._call(operation, lambda: script(keys=keys, args=args, client=client))
 
-    async def _call(self, operation: str, call: Awaitable[_T]) -> _T:
+    async def _call(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run call once more on a fresh connection if its pooled one was closed (every script
+        and read here may run twice), as go-redis drops a stale idle connection; map errors."""
         try:
-            return await call
+            try:
+                return await call()
+            except RedisConnectionError:
+                return await call()  # redis-py has dropped the broken connection by now
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # SECURITY: a 503 and no session: whoever asks (auth_request) is refused, not let in.
+            raise SessionStoreUnavailableError(
+                f"Redis: cannot {operation}: unreachable ({type(exc).__name__})"
+            ) from None
         except RedisError as exc:
             # SECURITY: redis-py's text names the command at most; the keys stay out anyway.
             raise StorageError(f"Redis: cannot {operation}: {type(exc).__name__}") from None
