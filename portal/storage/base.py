@@ -18,7 +18,8 @@ over the backends. "Every instance" means every portal process sharing the store
 hold across replicas, not only within one process.
 
 Every time is a float of seconds since the epoch passed in by the caller: storage never reads the
-clock. Payloads and session data are JSON objects. Any method may raise StorageError (the store
+clock (but for the Redis session store, which turns absolute times into Redis's relative TTLs).
+Payloads and session data are JSON objects. Any method may raise StorageError (the store
 cannot be reached, is not started or is closed); its message names the operation, never a bound
 value (a jti, a session id, a username).
 """

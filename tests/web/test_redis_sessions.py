@@ -79,6 +79,8 @@ async def test_with_redis_down_nothing_is_let_through_and_health_names_sessions(
     portal.clock.advance(2)  # past the cache's second of trust
 
     assert await signed_in(portal.client) == 503
+    page = await portal.client.get("/")  # the sign-in page: it looks for a session first
+    assert page.status == 503 and "temporarily unavailable" in await page.text()
     health = await portal.client.get("/api/health")
     assert health.status == 503
     assert (await health.json())["backends"] == {
