@@ -231,6 +231,20 @@ def redis_client(config: RedisConfig, certificates_directory: Path | None) -> ai
     return aioredis.Redis.from_pool(BlockingConnectionPool(**pool_kwargs))
 
 
+def check_redis_settings(config: RedisConfig) -> list[str]:
+    """Return why session.redis's TLS settings cannot be used, found without connecting.
+
+    certificates_directory is the top-level Config's to check, not this section's.
+    """
+    if config.tls is None:
+        return []
+    try:
+        client_context(config.tls, None, "session.redis.tls")
+    except StartupCheckError as exc:
+        return str(exc).splitlines()
+    return []
+
+
 class RedisSessionStore:
     """Keep session records in Redis: StoreLifecycle and SessionRecordStore, nothing else.
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+import trustme
 
 from tests.integration.process import (
     HOST,
@@ -36,12 +39,17 @@ STOP_TIMEOUT = 10.0
 LOG_FILE = "redis.log"
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(port: int, tls: ssl.SSLContext | None = None) -> bool:
     """Tell whether a Redis server answers PING on the port (NOAUTH counts: it is serving)."""
     try:
-        with socket.create_connection((HOST, port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            reply = connection.recv(64)
+        with socket.create_connection((HOST, port), timeout=1) as raw:
+            if tls is None:
+                raw.sendall(b"PING\r\n")
+                reply = raw.recv(64)
+            else:
+                with tls.wrap_socket(raw, server_hostname=HOST) as wrapped:
+                    wrapped.sendall(b"PING\r\n")
+                    reply = wrapped.recv(64)
     except OSError:
         return False
     return reply.startswith((b"+PONG", b"-NOAUTH"))
@@ -55,6 +63,8 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # the default user's
     user_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # USERNAME's
+    # With a CA: TLS only (no plain port), a certificate for 127.0.0.1 signed by it.
+    tls_ca: trustme.CA | None = None
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -74,12 +84,8 @@ class RedisServer:
         log_path = self.directory / LOG_FILE
         offset = log_path.stat().st_size if log_path.exists() else 0
         self._log = log_path.open("ab")
-        command = [
-            REDIS_SERVER,
-            "--bind",
-            HOST,
-            "--port",
-            str(self.port),
+        command = [REDIS_SERVER, "--bind", HOST, *self._listen()]
+        command += [
             "--dir",
             str(self.directory),
             "--save",
@@ -96,6 +102,10 @@ class RedisServer:
             *("--user", USERNAME, "on", f">{self.user_password}", "~*", "&*", "+@all"),
         ]
         self.process = spawn(command, self.directory, self._log)
+        probe = None
+        if self.tls_ca is not None:
+            probe = ssl.create_default_context()
+            self.tls_ca.configure_trust(probe)
 
         def exited(status: int) -> Exception:
             text = tail(read_log(log_path, offset), "redis-server")
@@ -108,7 +118,7 @@ class RedisServer:
         try:
             wait_until_ready(
                 self.process,
-                lambda: _answers_ping(self.port),
+                lambda: _answers_ping(self.port, probe),
                 timeout=START_TIMEOUT,
                 interval=0.02,
                 exited=exited,
@@ -118,6 +128,21 @@ class RedisServer:
             self.stop()
             raise
 
+    def _listen(self) -> list[str]:
+        """Return the arguments for where it listens: the plain port, or TLS only."""
+        if self.tls_ca is None:
+            return ["--port", str(self.port)]
+        certificate = self.tls_ca.issue_cert(HOST, "localhost")
+        paths = {name: self.directory / f"{name}.pem" for name in ("cert", "key", "ca")}
+        certificate.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+        certificate.private_key_pem.write_to_path(str(paths["key"]))
+        self.tls_ca.cert_pem.write_to_path(str(paths["ca"]))
+        return [
+            *("--port", "0", "--tls-port", str(self.port)),
+            *("--tls-cert-file", str(paths["cert"]), "--tls-key-file", str(paths["key"])),
+            *("--tls-ca-cert-file", str(paths["ca"]), "--tls-auth-clients", "no"),
+        ]
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL); harmless when it is not running."""
         process, log = self.process, self._log
@@ -126,9 +151,9 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(directory: Path) -> Iterator[RedisServer]:
+def running_redis(directory: Path, *, tls_ca: trustme.CA | None = None) -> Iterator[RedisServer]:
     """Start a Redis server in directory for the block; stop it afterwards, whatever happened."""
-    server = RedisServer(directory)
+    server = RedisServer(directory, tls_ca=tls_ca)
     server.start()
     try:
         yield server

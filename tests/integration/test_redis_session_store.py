@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import trustme
 
-from portal.config import RedisConfig
+from portal.config import RedisConfig, TlsConfig
 from portal.errors import StartupCheckError, StorageError
 from portal.storage.base import SessionRecord
 from portal.storage.redis_sessions import GRACE, RECORD, USER_INDEX, RedisSessionStore
 from tests.conftest import FakeClock
 from tests.contract.records import HOUR, NOW, session
-from tests.integration.redis_server import RedisServer
+from tests.integration.redis_server import RedisServer, running_redis
 
 INACTIVITY = 300.0  # the cookie domain's inactivity, seconds
 
@@ -148,3 +150,37 @@ async def test_a_store_that_cannot_log_in_fails_its_startup_check_without_the_pa
 
     assert "cannot connect to Redis or log in" in str(caught.value)
     assert "wrong-pw" not in str(caught.value)
+
+
+async def test_tls_to_redis_trusts_a_private_ca_only_from_the_certificates_directory(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    trusted = tmp_path / "certificates"
+    trusted.mkdir()
+    ca.cert_pem.write_to_path(str(trusted / "redis-ca.pem"))
+    with running_redis(tmp_path / "redis", tls_ca=ca) as server:
+        config = RedisConfig(
+            host=server.host,
+            port=server.port,
+            username=server.username,
+            password=server.user_password,
+            tls=TlsConfig(),
+        )
+        stranger = RedisSessionStore(config, clock=FakeClock(NOW), inactivity={})
+        with pytest.raises(StartupCheckError) as caught:
+            await stranger.startup_check()
+        await stranger.close()
+        store = RedisSessionStore(
+            config, clock=FakeClock(NOW), inactivity={}, certificates_directory=trusted
+        )
+        await store.startup_check()
+        try:
+            await store.session_save(session())
+
+            assert await store.session_get("cookie-hash-1") == session()
+        finally:
+            await store.close()
+
+    assert "cannot connect to Redis or log in" in str(caught.value)
+    assert server.user_password not in str(caught.value)
