@@ -169,14 +169,20 @@ class _TlsConnection(Connection):
         return arguments
 
 
-def redis_client(config: RedisConfig, certificates_directory: Path | None) -> aioredis.Redis:
+def redis_client(
+    config: RedisConfig, certificates_directory: Path | None
+) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
     """Build the client session.redis describes; it reads TLS files, so call it in a thread.
 
+    Return the client and the sentinels' clients (to close with it; none without Sentinel).
     A pool of at most `maximum_active_connections` (callers wait up to `timeout` for one, as
     Authelia's pool does), `timeout` for connecting and for each reply, `max_retries` retries of
     a failed command. With high_availability, the master is asked of the sentinels (redis-py's
-    Sentinel support) and found again after a failover. Raise StartupCheckError when the TLS
-    settings cannot be used.
+    Sentinel support) and found again after a failover; every command goes to the master, so
+    route_by_latency and route_randomly (go-redis's routing of reads to replicas) change
+    nothing: a replica could still hold a session just ended. TLS applies to the plain and unix
+    socket set-ups; with Sentinel it is not supported yet (StartupCheckError). Raise
+    StartupCheckError when the TLS settings cannot be used.
     """
     timeout = config.timeout.total_seconds()
     password = config.password.get_secret_value() if config.password is not None else None
@@ -191,6 +197,10 @@ def redis_client(config: RedisConfig, certificates_directory: Path | None) -> ai
     }
     high_availability = config.high_availability
     if high_availability is not None:
+        if config.tls is not None:
+            raise StartupCheckError(
+                "session.redis.tls: TLS with high_availability (Sentinel) is not supported yet"
+            )
         nodes = [(node.host, node.port) for node in high_availability.nodes]
         if config.host:
             nodes.insert(0, (config.host, config.port or 26379))
@@ -211,7 +221,7 @@ def redis_client(config: RedisConfig, certificates_directory: Path | None) -> ai
         client: aioredis.Redis = sentinel.master_for(
             high_availability.sentinel_name, max_connections=config.maximum_active_connections
         )
-        return client
+        return client, list(sentinel.sentinels)
     pool_kwargs: dict[str, Any] = {
         **common,
         "max_connections": config.maximum_active_connections,
@@ -228,7 +238,7 @@ def redis_client(config: RedisConfig, certificates_directory: Path | None) -> ai
                 tls_context=context,
                 server_hostname=config.tls.server_name or config.host,
             )
-    return aioredis.Redis.from_pool(BlockingConnectionPool(**pool_kwargs))
+    return aioredis.Redis.from_pool(BlockingConnectionPool(**pool_kwargs)), []
 
 
 def check_redis_settings(config: RedisConfig) -> list[str]:
@@ -268,6 +278,7 @@ class RedisSessionStore:
         self._inactivity = dict(inactivity)
         self._certificates_directory = certificates_directory
         self._client: aioredis.Redis | None = None
+        self._sentinels: list[aioredis.Redis] = []
         self._scripts: dict[str, AsyncScript] = {}
         self._closed = False
 
@@ -276,20 +287,21 @@ class RedisSessionStore:
     async def startup_check(self) -> None:
         """Connect, authenticate and prove a write works; raise StartupCheckError saying which."""
         if self._client is None:
-            self._client = await asyncio.to_thread(
+            self._client, self._sentinels = await asyncio.to_thread(
                 redis_client, self._config, self._certificates_directory
             )
+        client = self._started()
         where = "session.redis"
         try:
-            await self._client.ping()
+            await client.ping()
         except RedisError as exc:
             raise StartupCheckError(
                 f"{where}: cannot connect to Redis or log in: {type(exc).__name__}: {exc}"
             ) from None
         try:
             probe = PREFIX + "startup-check"
-            await self._client.set(probe, "1", px=1000)
-            await self._client.delete(probe)
+            await client.set(probe, "1", px=1000)
+            await client.delete(probe)
         except RedisError as exc:
             raise StartupCheckError(
                 f"{where}: connected, but cannot write: {type(exc).__name__}: {exc}"
@@ -303,6 +315,9 @@ class RedisSessionStore:
         self._scripts.clear()
         if client is not None:
             await client.aclose()
+        sentinels, self._sentinels = self._sentinels, []
+        for sentinel in sentinels:
+            await sentinel.aclose()
 
     async def healthy(self) -> bool:
         """Tell whether Redis answers PING now (for /api/health)."""
