@@ -31,8 +31,9 @@ class Dependencies:
     """The backends an application runs on; portal/services.py builds every service on them.
 
     `captcha` is the vendor check (None: no form asks for one, or a test that needs none; build
-    it with captcha_from_config). `audit` takes every audit event (default: the `portal.audit`
-    logger).
+    it with captcha_from_config). `sessions` is session.redis's store (sessions_from_config);
+    None keeps the session records in `storage`. `audit` takes every audit event (default: the
+    `portal.audit` logger).
     """
 
     users: UserBackend

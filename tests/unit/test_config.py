@@ -1092,15 +1092,18 @@ def test_session_redis_sentinel_nodes_default_to_port_26379(tmp_path: Path) -> N
         tmp_path,
         session={
             "redis": {
+                "max_retries": 3,
                 "high_availability": {
                     "sentinel_name": "mysentinel",
+                    "sentinel_username": "sentinel_specific_user",
                     "sentinel_password": "sentinel-secret",
                     "nodes": [
                         {"host": "sentinel-node1"},
                         {"host": "sentinel-node2", "port": 26380},
                     ],
+                    "route_by_latency": False,
                     "route_randomly": True,
-                }
+                },
             }
         },
     )
@@ -1114,6 +1117,8 @@ def test_session_redis_sentinel_nodes_default_to_port_26379(tmp_path: Path) -> N
         ("sentinel-node2", 26380),
     ]
     assert redis.port == 26379 and redis.high_availability.route_randomly
+    assert redis.high_availability.sentinel_username == "sentinel_specific_user"
+    assert redis.max_retries == 3
 
 
 @pytest.mark.parametrize(
