@@ -14,7 +14,7 @@ from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
-from portal.storage.base import Storage
+from portal.storage.base import SessionProvider, Storage
 from portal.storage.redis_sessions import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
@@ -44,7 +44,7 @@ class Dependencies:
     captcha: Captcha | None = None
     audit: AuditSink = audit
     # session.redis: session records live there instead of in `storage` (None: in storage).
-    sessions: RedisSessionStore | None = None
+    sessions: SessionProvider | None = None
 
 
 def users_from_config(config: Config) -> UserBackend:
@@ -66,7 +66,7 @@ def storage_from_config(config: Config) -> Storage:
     raise StartupCheckError(POSTGRES_NOT_IMPLEMENTED)
 
 
-def sessions_from_config(config: Config, clock: Clock) -> RedisSessionStore | None:
+def sessions_from_config(config: Config, clock: Clock) -> SessionProvider | None:
     """Build the Redis session store session.redis names, or None to keep sessions in storage."""
     redis = config.session.redis
     if redis is None:

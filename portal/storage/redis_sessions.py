@@ -1,7 +1,8 @@
 """Session records in Redis (Authelia: session.redis), shared by every replica of the portal.
 
-Only the SessionRecordStore role (portal/storage/base.py) and StoreLifecycle: every other record
-stays in the storage. What lives in Redis, under `portal:` keys of database `database_index`:
+The SessionProvider role (portal/storage/base.py: session records, StoreLifecycle, health and
+news of ended sessions): every other record stays in the storage. What lives in Redis, under
+`portal:` keys of database `database_index`:
 
     portal:session:<id>        a hash: one session record; <id> is the SHA-256 of the cookie value
                                (sessions.py), never the value itself
@@ -256,7 +257,7 @@ def check_redis_settings(config: RedisConfig) -> list[str]:
 
 
 class RedisSessionStore:
-    """Keep session records in Redis: StoreLifecycle and SessionRecordStore, nothing else.
+    """Keep session records in Redis: a SessionProvider (storage/base.py), nothing else.
 
     `inactivity` maps each cookie domain to its inactivity in seconds (0: off), the record's
     domain being `data["domain"]` as SessionStore writes it; a record of another domain expires
