@@ -11,6 +11,9 @@ APT_PACKAGES += postgresql
 SYSTEM_BINARIES := /usr/sbin/slapd /usr/bin/ldapwhoami /usr/sbin/nginx /usr/bin/chromium \
 	/usr/sbin/samba /usr/bin/samba-tool /usr/share/samba/setup/ad-schema
 SYSTEM_BINARIES += /usr/lib/postgresql/*/bin/initdb
+# session.redis: the Redis fixtures (tests/integration/redis_server.py); Sentinel is its own package.
+APT_PACKAGES += redis-server redis-sentinel
+SYSTEM_BINARIES += /usr/bin/redis-server /usr/bin/redis-sentinel
 # axe-core for the accessibility check (tests/e2e/test_accessibility.py): a test-only copy from
 # npm under the venv, never served and never committed.
 AXE_VERSION := 4.11.0

@@ -27,6 +27,7 @@ from portal.keys import (
     OUTBOX,
     QUESTIONS,
     RESET,
+    SESSION_RECORDS,
     SESSIONS,
     SIGNIN,
     STORAGE,
@@ -45,8 +46,11 @@ log = logging.getLogger("portal")
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     """Run every backend's start-up check before the port opens; close them at shutdown."""
     storage, users, notifier = app[STORAGE], app[USERS], app[NOTIFIER]
+    records = app[SESSION_RECORDS]
     await storage.startup_check()
     try:
+        if records is not None:
+            await records.startup_check()
         await users.startup_check()
         if not app[CONFIG].notifier.disable_startup_check:
             await notifier.startup_check()
@@ -54,7 +58,22 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     finally:
         await notifier.close()
         await users.close()
+        if records is not None:
+            await records.close()
         await storage.close()
+
+
+async def _session_invalidations(app: web.Application) -> AsyncIterator[None]:
+    """With session.redis, drop from this replica's cache the sessions any replica ends."""
+    records = app[SESSION_RECORDS]
+    if records is None:
+        yield
+        return
+    task = asyncio.create_task(records.listen(app[SESSIONS].invalidate), name="session-ended")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _captcha(app: web.Application) -> AsyncIterator[None]:
@@ -113,6 +132,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[NOTIFIER] = deps.notifier
     app[OUTBOX] = services.outbox
     app[SESSIONS] = services.sessions
+    app[SESSION_RECORDS] = deps.sessions
     app[AUTHZ] = services.authz
     app[ADDRESSES] = services.addresses
     app[SIGNIN] = services.signin
@@ -130,6 +150,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     )
     app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(_session_invalidations)
     app.cleanup_ctx.append(_captcha)
     app.cleanup_ctx.append(_background)
     setup_routes(app)

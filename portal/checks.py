@@ -2,11 +2,11 @@
 
 Everything the portal would refuse at start-up that needs no server: files that must exist and
 parse (the users file, mail templates, an existing database), settings a backend refuses before
-connecting (LDAP's filter syntax and certificates; SMTP's certificates) and places the
-portal writes to (the database, the mail file, the log file, a unix socket). Each
-backend's own code does its part, so a check and the start-up it predicts cannot disagree; like
-deps.py, this module follows the configuration to the implementation, so a new backend needs its
-check here too. Nothing here creates or changes a file. `serve` still runs every backend's
+connecting (LDAP's filter syntax and certificates; SMTP's and Redis's certificates) and places
+the portal writes to (the database, the mail file, the log file, a unix socket). Each backend's
+own code does its part, so a check and the start-up it predicts cannot disagree; like deps.py,
+this module follows the configuration to the implementation, so a new backend needs its check
+here too. Nothing here creates or changes a file. `serve` still runs every backend's
 startup_check after these.
 """
 
@@ -24,6 +24,7 @@ from portal.config import (
     LogConfig,
     NotifierConfig,
     ServerConfig,
+    SessionConfig,
     StorageConfig,
     read_sections,
 )
@@ -31,6 +32,7 @@ from portal.errors import ConfigError
 from portal.mail import template_problems
 from portal.notify.smtp import check_smtp_settings
 from portal.storage.postgres.connection import check_postgres_settings
+from portal.storage.redis_sessions import check_redis_settings
 from portal.storage.sqlite import check_database_file
 from portal.users.file import check_users_file
 from portal.users.ldap import check_ldap_settings
@@ -64,6 +66,8 @@ def local_checks(sections: Mapping[str, BaseModel]) -> list[str]:
             problems += _notifier(section)
         elif isinstance(section, StorageConfig):
             problems += _storage(section)
+        elif isinstance(section, SessionConfig) and section.redis is not None:
+            problems += check_redis_settings(section.redis)
     return problems
 
 

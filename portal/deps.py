@@ -13,8 +13,9 @@ from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
-from portal.storage.base import Storage
+from portal.storage.base import SessionProvider, Storage
 from portal.storage.postgres import PostgresStorage
+from portal.storage.redis_sessions import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
 from portal.users.file import FileUserBackend
@@ -26,8 +27,9 @@ class Dependencies:
     """The backends an application runs on; portal/services.py builds every service on them.
 
     `captcha` is the vendor check (None: no form asks for one, or a test that needs none; build
-    it with captcha_from_config). `audit` takes every audit event (default: the `portal.audit`
-    logger).
+    it with captcha_from_config). `sessions` is session.redis's store (sessions_from_config);
+    None keeps the session records in `storage`. `audit` takes every audit event (default: the
+    `portal.audit` logger).
     """
 
     users: UserBackend
@@ -37,6 +39,8 @@ class Dependencies:
     answer_hasher: AnswerHasher = field(default_factory=Argon2AnswerHasher)
     captcha: Captcha | None = None
     audit: AuditSink = audit
+    # session.redis: session records live there instead of in `storage` (None: in storage).
+    sessions: SessionProvider | None = None
 
 
 def users_from_config(config: Config) -> UserBackend:
@@ -58,6 +62,23 @@ def storage_from_config(config: Config) -> Storage:
     assert config.storage.postgres is not None  # noqa: S101 - the model guarantees one of both
     return PostgresStorage(
         config.storage.postgres, certificates_directory=config.certificates_directory
+    )
+
+
+def sessions_from_config(config: Config, clock: Clock) -> SessionProvider | None:
+    """Build the Redis session store session.redis names, or None to keep sessions in storage."""
+    redis = config.session.redis
+    if redis is None:
+        return None
+    inactivity = {
+        cookie.domain: cookie.inactivity.total_seconds() if cookie.inactivity else 0.0
+        for cookie in config.session.cookies
+    }
+    return RedisSessionStore(
+        redis,
+        clock=clock,
+        inactivity=inactivity,
+        certificates_directory=config.certificates_directory,
     )
 
 
@@ -100,4 +121,5 @@ def build_dependencies(config: Config) -> Dependencies:
         notifier=notifier_from_config(config),
         clock=clock,
         captcha=captcha_from_config(config, storage, clock),
+        sessions=sessions_from_config(config, clock),
     )

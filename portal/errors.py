@@ -15,7 +15,8 @@ marked [page] and answer with a page of their own (the form again with the messa
     |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
     +-- StorageError                 500  the storage backend failed
     |   +-- StorageUnavailableError  503  the storage engine cannot be reached now (also a
-    |                                     BackendUnavailableError)
+    |       |                             BackendUnavailableError)
+    |       +-- SessionStoreUnavailableError  503  Redis (session.redis) cannot be reached now
     +-- NotifierError                500  a notifier failed
     |   +-- DeliveryError            outbox: one mail not delivered; `permanent`, else retried
     +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
@@ -123,6 +124,10 @@ class StorageUnavailableError(StorageError, BackendUnavailableError):
     """
 
     status = 503
+
+
+class SessionStoreUnavailableError(StorageUnavailableError):
+    """The session store (session.redis) cannot be reached now: 503, and no session opens."""
 
 
 class NotifierError(PortalError):

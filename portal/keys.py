@@ -15,7 +15,7 @@ from portal.reset import PasswordResetService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import SignInService
-from portal.storage.base import Storage
+from portal.storage.base import SessionProvider, Storage
 from portal.users.base import UserBackend
 
 CONFIG = web.AppKey("config", Config)
@@ -26,6 +26,8 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESET = web.AppKey("reset", PasswordResetService)
 SESSIONS = web.AppKey("sessions", SessionStore)
+# session.redis's store, or None when the session records live in STORAGE.
+SESSION_RECORDS: web.AppKey[SessionProvider | None] = web.AppKey("session_records")
 SIGNIN = web.AppKey("signin", SignInService)
 AUTHZ = web.AppKey("authz", Authorizer)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)

@@ -42,7 +42,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
     storage, clock, users = deps.storage, deps.clock, deps.users
     outbox = OutboxWorker(storage, clock)
     sessions = SessionStore(
-        storage,
+        deps.sessions or storage,
         clock,
         users=users,
         refresh_interval=config.authentication_backend.refresh_seconds,

@@ -215,6 +215,22 @@ class SessionStore:
             del self._cache[session_id]
         return await self._storage.session_delete_user(username)
 
+    def invalidate(self, kind: str, key: str) -> None:
+        """Forget what the cache holds of sessions another instance ended (no storage call).
+
+        kind 'session': the session with id `key` (the stored hash); 'user': every session of
+        username `key`; anything else ('all'): every session. Reads in flight are not cached.
+        The Redis session store's `listen` calls it for every session ended on any replica.
+        """
+        self._generation += 1
+        if kind == "session":
+            self._cache.pop(key, None)
+        elif kind == "user":
+            for session_id in [k for k, v in self._cache.items() if v.record.username == key]:
+                del self._cache[session_id]
+        else:
+            self._cache.clear()
+
     async def purge(self) -> int:
         """Delete sessions past their absolute expiration; return how many."""
         now = self._clock.now()

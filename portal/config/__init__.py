@@ -67,7 +67,14 @@ from portal.config.password_policy import (
 from portal.config.regulation import RegulationConfig
 from portal.config.root import Config
 from portal.config.server import Endpoints, RateLimit, RateLimitBucket, RateLimits, ServerConfig
-from portal.config.session import SameSite, SessionConfig, SessionCookieConfig
+from portal.config.session import (
+    RedisConfig,
+    RedisHighAvailabilityConfig,
+    RedisNodeConfig,
+    SameSite,
+    SessionConfig,
+    SessionCookieConfig,
+)
 from portal.config.storage import LocalStorageConfig, PostgresStorageConfig, StorageConfig
 from portal.config.tls import TlsConfig, TlsVersion
 from portal.config.types import (
@@ -142,6 +149,9 @@ __all__ = [
     "read_config",
     "read_sections",
     "Reading",
+    "RedisConfig",
+    "RedisHighAvailabilityConfig",
+    "RedisNodeConfig",
     "RegulationConfig",
     "REMOTE_CAPTCHAS",
     "ResetPasswordConfig",

@@ -65,7 +65,6 @@ UNSUPPORTED_KEYS = (
     "authentication_backend.password_change",
     "authentication_backend.file.extra_attributes",
     "authentication_backend.ldap.attributes.extra",
-    "session.redis",
     "session.domain",
     "storage.mysql",
 )

@@ -6,8 +6,9 @@ from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from portal.config.tls import TlsConfig
 from portal.config.types import (
     Duration,
     Model,
@@ -75,8 +76,74 @@ class SessionCookieConfig(Model):
         return self
 
 
+class RedisNodeConfig(Model):
+    """One Redis Sentinel to ask for the master (Authelia: high_availability.nodes)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=26379, ge=1, le=65535)
+
+
+class RedisHighAvailabilityConfig(Model):
+    """Redis Sentinel (Authelia: session.redis.high_availability).
+
+    `sentinel_name` is the master's name the sentinels watch; the sentinels are `nodes` plus
+    session.redis's own host and port when host is set. The node credentials are session.redis's
+    username and password; the sentinels' own are sentinel_username and sentinel_password.
+    """
+
+    sentinel_name: str = Field(min_length=1)
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
+    nodes: tuple[RedisNodeConfig, ...] = ()
+    route_by_latency: bool = False
+    route_randomly: bool = False
+
+
+class RedisConfig(Model):
+    """Session records in Redis instead of the storage (Authelia: session.redis, its defaults).
+
+    `host` is a name or address, or the path of a unix socket (it starts with '/'). With
+    high_availability, host and port name a sentinel (port then defaults to 26379, as Authelia's
+    DefaultRedisHighAvailabilityConfiguration) and may be left out when nodes are listed.
+    """
+
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    timeout: Duration = timedelta(seconds=5)
+    max_retries: int = Field(default=0, ge=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    database_index: int = Field(default=0, ge=0)
+    maximum_active_connections: int = Field(default=8, ge=1)
+    minimum_idle_connections: int = Field(default=0, ge=0)
+    tls: TlsConfig | None = None
+    high_availability: RedisHighAvailabilityConfig | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> RedisConfig:
+        if self.port is None:
+            port = 26379 if self.high_availability is not None else 6379
+            object.__setattr__(self, "port", port)
+        if not self.host and (self.high_availability is None or not self.high_availability.nodes):
+            raise ValueError(
+                "host: option is required (or high_availability.nodes, for Redis Sentinel)"
+            )
+        if self.timeout.total_seconds() <= 0:
+            raise ValueError("timeout: must be more than 0 seconds")
+        if self.minimum_idle_connections > self.maximum_active_connections:
+            raise ValueError(
+                "minimum_idle_connections: must not be above maximum_active_connections"
+            )
+        return self
+
+    @property
+    def unix_socket(self) -> bool:
+        """Tell whether host names a unix socket (a path) rather than a TCP host."""
+        return bool(self.host) and str(self.host).startswith("/")
+
+
 class SessionConfig(Model):
-    """Sessions and their cookies."""
+    """Sessions and their cookies; `redis` keeps the session records in Redis when set."""
 
     secret: SecretStr | None = None
     name: str = "portal_session"
@@ -85,6 +152,7 @@ class SessionConfig(Model):
     inactivity: Duration = timedelta(minutes=5)
     remember_me: Duration = timedelta(days=30)
     cookies: tuple[SessionCookieConfig, ...]
+    redis: RedisConfig | None = None
 
     @field_validator("cookies")
     @classmethod

@@ -6,14 +6,20 @@ import logging
 
 from aiohttp import web
 
-from portal.keys import STORAGE, USERS
+from portal.keys import SESSION_RECORDS, STORAGE, USERS
 
 log = logging.getLogger("portal.health")
 
 
 async def health_get(request: web.Request) -> web.Response:
-    """Answer OK when the user backend and the storage both answer; name what fails otherwise."""
+    """Answer OK when the user backend, the storage and (with session.redis) Redis answer.
+
+    503 with `backends` naming each as 'ok' or 'failing' otherwise ('sessions' is Redis).
+    """
     backends = {"users": "ok", "storage": "ok"}
+    records = request.app[SESSION_RECORDS]
+    if records is not None:
+        backends["sessions"] = "ok" if await records.healthy() else "failing"
     try:
         if not await request.app[USERS].healthy():
             backends["users"] = "failing"

@@ -7,6 +7,7 @@ The roles, named as Authelia's storage names them where it has the concept:
     RateLimitStore              sliding-window event logs (rate limits, regulation, CAPTCHA)
     OutboxStore                 the durable queue of mail to send
     SessionRecordStore          server-side session records
+    SessionProvider             session records kept apart from Storage (Redis: session.redis)
     SecurityAnswerStore         security questions and their answer hashes
     Storage                     all of the above plus schema_version: one migrated database
 
@@ -18,14 +19,15 @@ over the backends. "Every instance" means every portal process sharing the store
 hold across replicas, not only within one process.
 
 Every time is a float of seconds since the epoch passed in by the caller: storage never reads the
-clock. Payloads and session data are JSON objects. Any method may raise StorageError (the store
+clock (but for the Redis session store, which turns absolute times into Redis's relative TTLs).
+Payloads and session data are JSON objects. Any method may raise StorageError (the store
 cannot be reached, is not started or is closed); its message names the operation, never a bound
 value (a jti, a session id, a username).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -257,6 +259,25 @@ class SessionRecordStore(Protocol):
 
     async def purge_sessions(self, *, expired_before: float) -> int:
         """Delete sessions that expired before `expired_before`; return how many."""
+        ...
+
+
+class SessionProvider(StoreLifecycle, SessionRecordStore, Protocol):
+    """Keep session records apart from the storage, shared by replicas (Authelia: the session
+    provider; Redis, portal/storage/redis_sessions.py).
+
+    Contract, beyond SessionRecordStore's: `healthy` never raises; `listen` calls `invalidate`
+    with ("session", id) or ("user", username) for every session or user's sessions ended on any
+    instance (session_delete, session_delete_user), and with ("all", "") when some may have been
+    missed; it returns only when cancelled.
+    """
+
+    async def healthy(self) -> bool:
+        """Tell whether the provider answers now (for /api/health)."""
+        ...
+
+    async def listen(self, invalidate: Callable[[str, str], None]) -> None:
+        """Report every ended session or user to `invalidate`, until cancelled."""
         ...
 
 

@@ -9,18 +9,23 @@ PostgreSQL storage plays every role, a Redis session store only "session_records
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from portal.config import RedisConfig
 from portal.config.storage import PostgresStorageConfig
 from portal.storage.postgres import PostgresStorage
+from portal.storage.redis_sessions import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
+from tests.conftest import FakeClock
+from tests.contract.records import NOW
 from tests.integration.postgres import ROLE as POSTGRES_ROLE
 from tests.integration.postgres import PostgresServer
+from tests.integration.redis_server import RedisServer, running_redis
 
 # "storage" is the union (storage.base.Storage): suites that need every role at once.
 ROLES = frozenset(
@@ -37,6 +42,7 @@ ROLES = frozenset(
 # backend id -> the roles it plays; a backend's fixture is named `<id>_backend`.
 BACKENDS: dict[str, frozenset[str]] = {"sqlite": ROLES}
 BACKENDS["postgres"] = ROLES
+BACKENDS["redis"] = frozenset({"session_records"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,21 @@ def postgres_backend(postgres_server: PostgresServer, postgres_database: str) ->
     """PostgreSQL on a fresh, empty database of the session's cluster (public schema)."""
     config = postgres_config(postgres_server, postgres_database)
     return Backend(lambda: PostgresStorage(config))
+
+
+@pytest.fixture
+def redis_backend(tmp_path: Path) -> Iterator[Backend]:
+    """A Redis server of the test's own, the store logging in as its ACL user; the clock at NOW,
+    when the contract's records are made, so that their TTLs run from there."""
+    with running_redis(tmp_path / "redis") as server:
+        yield Backend(lambda: _redis_store(server))
+
+
+def _redis_store(server: RedisServer) -> RedisSessionStore:
+    config = RedisConfig(
+        host=server.host, port=server.port, username=server.username, password=server.user_password
+    )
+    return RedisSessionStore(config, clock=FakeClock(NOW), inactivity={})
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.integration.redis_server import RedisServer, running_redis
 from tests.integration.samba_ad import AdUser, SambaDc, strong_password
 from tests.integration.slapd import Slapd, SlapdTemplate, build_template
 
@@ -70,3 +71,10 @@ def make_user(samba_dc: SambaDc) -> Callable[..., AdUser]:
         return AdUser(name, password, samba_dc.create_user(name, password, *options))
 
     return make
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running Redis server of the test's own (password and ACL user), stopped afterwards."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server

@@ -40,6 +40,7 @@ from portal.deps import (
     Dependencies,
     captcha_from_config,
     notifier_from_config,
+    sessions_from_config,
     storage_from_config,
     users_from_config,
 )
@@ -48,6 +49,7 @@ from tests.conftest import ConfigFactory, deep_merge
 from tests.integration.nginx import APP_HOST, PORTAL_HOST, Nginx, running_nginx
 from tests.integration.process import HOST
 from tests.integration.protected_app import ProtectedApp, run_protected_app
+from tests.integration.redis_server import RedisServer
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
 from tests.web.conftest import csrf_of, portal_settings, reset_link_from
 
@@ -179,6 +181,7 @@ async def start_site(
                 storage=storage,
                 notifier=notifier_from_config(config),
                 captcha=captcha_from_config(config, storage, SystemClock()),
+                sessions=sessions_from_config(config, SystemClock()),
             )
             # The access logger `portal serve` uses: the default one would log reset tokens.
             runner = web.AppRunner(create_app(config, deps), access_log_class=SafeAccessLogger)
@@ -292,6 +295,18 @@ async def open_visitor(site: Site) -> AsyncIterator[OpenVisitor]:
     async with AsyncExitStack() as stack:
 
         async def open_one() -> Visitor:
+            http = await stack.enter_async_context(site.nginx.client())
+            return Visitor(site, http)
+
+        yield open_one
+
+
+@pytest.fixture
+async def open_visitor_on() -> AsyncIterator[Callable[[Site], Awaitable[Visitor]]]:
+    """Open browsers on a site a story started itself; all are closed afterwards."""
+    async with AsyncExitStack() as stack:
+
+        async def open_one(site: Site) -> Visitor:
             http = await stack.enter_async_context(site.nginx.client())
             return Visitor(site, http)
 
@@ -536,3 +551,38 @@ async def test_after_three_wrong_passwords_bob_is_refused_even_with_the_right_on
     assert (right.status, right.sign_in_error) == (401, WRONG)
     assert visitor.session_cookie() is None
     assert (await visitor.visit("/private")).status == 302
+
+
+# --- sessions in Redis -------------------------------------------------------------------------
+
+
+async def test_with_redis_down_nginx_serves_no_protected_page_and_all_works_once_it_is_back(
+    redis_server: RedisServer,
+    start_site: StartSite,
+    open_visitor_on: Callable[[Site], Awaitable[Visitor]],
+) -> None:
+    redis = {
+        "host": redis_server.host,
+        "port": redis_server.port,
+        "username": redis_server.username,
+        "password": redis_server.user_password,
+    }
+    site = await start_site(session={"redis": redis})
+    visitor = await open_visitor_on(site)
+    assert (await visitor.sign_in("john", rd=site.app_url("/private"))).status == 302
+    assert (await visitor.visit("/private")).remote["Remote-User"] == ["john"]
+    seen = len(site.app.seen)
+
+    redis_server.stop()
+    await asyncio.sleep(1.1)  # past the one second a replica trusts its cached session
+    refused = await visitor.visit("/private")
+    signing_in = await visitor.get(site.portal_url("/"))
+
+    assert refused.status >= 500 and "john" not in refused.text
+    assert len(site.app.seen) == seen  # the protected app was never asked
+    assert signing_in.status == 503 and "temporarily unavailable" in signing_in.text
+
+    redis_server.start()  # back, without its data (no persistence); the portal is not restarted
+    assert (await visitor.visit("/private")).status == 302  # the session is gone: sign in again
+    assert (await visitor.sign_in("john", rd=site.app_url("/private"))).status == 302
+    assert (await visitor.visit("/private")).remote["Remote-User"] == ["john"]

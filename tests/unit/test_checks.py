@@ -152,6 +152,18 @@ def test_an_smtp_certificate_chain_and_key_that_are_not_pem_are_reported(
     ]
 
 
+def test_a_redis_client_key_without_its_certificate_is_reported(
+    tmp_path: Path, users: Path
+) -> None:
+    redis = {"host": "127.0.0.1", "port": 1, "tls": {"private_key": "a key"}}  # never contacted
+    cookies = minimal_raw(tmp_path)["session"]["cookies"]
+
+    assert problems(tmp_path, session={"cookies": cookies, "redis": redis}) == [
+        "session.redis.tls.private_key: needs certificate_chain, the client certificate (and its "
+        "intermediates) the key belongs to"
+    ]
+
+
 # --- files the portal writes --------------------------------------------------------------------
 
 

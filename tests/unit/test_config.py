@@ -1040,3 +1040,112 @@ def test_a_domain_under_a_public_suffix_or_a_private_name_is_a_cookie_domain(
     cookies = [{"domain": domain, "authelia_url": f"{scheme}://{domain}/"}]
     config, _ = read_config([with_changes(tmp_path, session={"cookies": cookies})], {})
     assert config.session.cookies[0].domain == domain
+
+
+# --- session.redis ----------------------------------------------------------------------------
+
+
+def test_an_authelia_session_redis_block_loads_with_authelias_defaults(tmp_path: Path) -> None:
+    path = with_changes(
+        tmp_path,
+        session={
+            "redis": {
+                "host": "redis.internal",
+                "username": "authelia",
+                "password": "redis-password",
+                "tls": {"server_name": "myredis.example.com", "minimum_version": "TLS1.2"},
+            }
+        },
+    )
+
+    config, warnings = read_config([path], {})
+
+    redis = config.session.redis
+    assert warnings == []
+    assert redis is not None and redis.host == "redis.internal"
+    assert (redis.port, redis.timeout, redis.max_retries, redis.database_index) == (
+        6379,
+        timedelta(seconds=5),
+        0,
+        0,
+    )
+    assert (redis.maximum_active_connections, redis.minimum_idle_connections) == (8, 0)
+    assert redis.password is not None and redis.password.get_secret_value() == "redis-password"
+    assert redis.tls is not None and redis.tls.server_name == "myredis.example.com"
+    assert not redis.unix_socket
+
+
+def test_session_redis_password_comes_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("from-the-file\n")
+    path = with_changes(tmp_path, session={"redis": {"host": "/var/run/redis/redis.sock"}})
+
+    config, _ = read_config([path], {"PORTAL_SESSION_REDIS_PASSWORD_FILE": str(secret)})
+
+    redis = config.session.redis
+    assert redis is not None and redis.unix_socket
+    assert redis.password is not None and redis.password.get_secret_value() == "from-the-file"
+
+
+def test_session_redis_sentinel_nodes_default_to_port_26379(tmp_path: Path) -> None:
+    path = with_changes(
+        tmp_path,
+        session={
+            "redis": {
+                "max_retries": 3,
+                "high_availability": {
+                    "sentinel_name": "mysentinel",
+                    "sentinel_username": "sentinel_specific_user",
+                    "sentinel_password": "sentinel-secret",
+                    "nodes": [
+                        {"host": "sentinel-node1"},
+                        {"host": "sentinel-node2", "port": 26380},
+                    ],
+                    "route_by_latency": False,
+                    "route_randomly": True,
+                },
+            }
+        },
+    )
+
+    config, _ = read_config([path], {})
+
+    redis = config.session.redis
+    assert redis is not None and redis.high_availability is not None
+    assert [(n.host, n.port) for n in redis.high_availability.nodes] == [
+        ("sentinel-node1", 26379),
+        ("sentinel-node2", 26380),
+    ]
+    assert redis.port == 26379 and redis.high_availability.route_randomly
+    assert redis.high_availability.sentinel_username == "sentinel_specific_user"
+    assert redis.max_retries == 3
+
+
+@pytest.mark.parametrize(
+    ("redis", "problem"),
+    [
+        ({"port": 6379}, "session.redis: host: option is required"),
+        ({"host": "r", "port": 0}, "session.redis.port: must be greater than or equal to 1"),
+        (
+            {"host": "r", "minimum_idle_connections": 9},
+            "session.redis: minimum_idle_connections: must not be above",
+        ),
+        ({"host": "r", "high_availability": {}}, "session.redis.high_availability.sentinel_name"),
+    ],
+)
+def test_a_bad_session_redis_block_names_its_key(
+    tmp_path: Path, redis: dict[str, Any], problem: str
+) -> None:
+    problems = problems_of([with_changes(tmp_path, session={"redis": redis})])
+
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_a_session_redis_password_never_appears_in_a_problem(tmp_path: Path) -> None:
+    path = with_changes(
+        tmp_path, session={"redis": {"host": "r", "port": "x", "password": "hunter2-secret"}}
+    )
+
+    problems = problems_of([path])
+
+    assert problems and not any("hunter2-secret" in p for p in problems)

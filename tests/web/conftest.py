@@ -22,6 +22,7 @@ from portal.deps import (
     Dependencies,
     captcha_from_config,
     notifier_from_config,
+    sessions_from_config,
     storage_from_config,
     users_from_config,
 )
@@ -132,6 +133,7 @@ async def start_portal(
             clock=clock,
             answer_hasher=answer_hasher or Argon2AnswerHasher(CHEAP_ARGON2),
             captcha=captcha_from_config(config, storage, clock),
+            sessions=sessions_from_config(config, clock),
         )
         # The access logger `portal serve` uses: the default one would log reset tokens.
         server = TestServer(create_app(config, deps))
