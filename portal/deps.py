@@ -29,9 +29,9 @@ POSTGRES_NOT_IMPLEMENTED = (
 class Dependencies:
     """The backends an application runs on; portal/services.py builds every service on them.
 
-    `captcha` is the vendor check (None: no form asks for one, or a test that needs none; build
-    it with captcha_from_config). `audit` takes every audit event (default: the `portal.audit`
-    logger).
+    `captcha` is the vendor check, built with captcha_from_config (None only when no form asks
+    for one: build_services refuses None while captcha.enabled_on names a form). `audit` takes
+    every audit event (default: the `portal.audit` logger).
     """
 
     users: UserBackend
