@@ -182,7 +182,8 @@ class LdapPool:
         """Run op on a pooled connection (or a new one); return the connection to keep."""
         if conn is not None:
             try:
-                return self._keep(conn), op(conn)
+                value = op(conn)
+                return self._keep(conn), value  # kept or closed once op is done, not before
             except Down:
                 close(conn)  # the server dropped it (restart, idle timeout): try a new one
             except BaseException:
