@@ -26,10 +26,10 @@ from portal.users.ldap import LdapUserBackend
 class Dependencies:
     """The backends an application runs on; portal/services.py builds every service on them.
 
-    `captcha` is the vendor check (None: no form asks for one, or a test that needs none; build
-    it with captcha_from_config). `sessions` is session.redis's store (sessions_from_config);
-    None keeps the session records in `storage`. `audit` takes every audit event (default: the
-    `portal.audit` logger).
+    `captcha` is the vendor check, built with captcha_from_config (None only when no form asks
+    for one: build_services refuses None while captcha.enabled_on names a form). `sessions` is
+    session.redis's store (sessions_from_config); None keeps the session records in `storage`.
+    `audit` takes every audit event (default: the `portal.audit` logger).
     """
 
     users: UserBackend

@@ -38,7 +38,17 @@ class Services:
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
-    """Build every service on deps: one rate limiter, one regulator, one token issuer for all."""
+    """Build every service on deps: one rate limiter, one regulator, one token issuer for all.
+
+    Raises ValueError when captcha.enabled_on names a form but deps carries no CAPTCHA
+    (captcha_from_config builds it): the forms would otherwise go unchecked.
+    """
+    if config.captcha.enabled_on and deps.captcha is None:
+        # SECURITY: fail closed; before build_services the app built the CAPTCHA from config.
+        raise ValueError(
+            "captcha.enabled_on names forms to check but the Dependencies carry no CAPTCHA "
+            "(build it with portal.deps.captcha_from_config)"
+        )
     storage, clock, users = deps.storage, deps.clock, deps.users
     outbox = OutboxWorker(storage, clock)
     sessions = SessionStore(

@@ -84,14 +84,19 @@ def session_cookie(request: web.Request) -> SessionCookieConfig:
 
 
 async def current_session(request: web.Request) -> Session | None:
-    """Return the first live session among the values sent under the session cookie's name."""
+    """Return the first live session among the values sent under the session cookie's name.
+
+    The cookie is the one of the domain the Host belongs to (session_cookie: BadRequestError,
+    400, for a Host that cannot be read); None when no value opens a live session.
+    """
     cookie = session_cookie(request)
     return await request.app[SESSIONS].first_live(cookie_values(request, cookie.name or ""), cookie)
 
 
 async def require_session(request: web.Request, back_to: str) -> Session:
     """Return the signed-in session, or answer 303 to the sign-in page, whose `rd` leads back to
-    the portal's path back_to once signed in."""
+    the portal's path back_to once signed in (raises web.HTTPSeeOther; BadRequestError as
+    current_session)."""
     session = await current_session(request)
     if session is None:
         target = request.app[CONFIG].portal_url + back_to

@@ -221,3 +221,30 @@ async def test_a_closed_pool_unbinds_its_idle_connections_and_refuses_calls(
     assert pool.closed and opener.opened[0].closed
     with pytest.raises(BackendUnavailableError, match="the backend is closed"):
         await pool.run(opener.who_am_i)
+
+
+async def test_a_call_running_when_the_pool_closes_finishes_on_its_connection_then_unbinds_it(
+    make_pool: PoolFactory, opener: Opener
+) -> None:
+    pool = make_pool(size=1)
+    idle, _ = await pool.run(opener.who_am_i)
+    release = threading.Event()
+    # Every worker thread (size + 2) busy, so the next call's operation waits in the queue.
+    busy = [asyncio.ensure_future(pool.in_thread(release.wait, 10)) for _ in range(3)]
+    try:
+        call = asyncio.create_task(pool.run(opener.who_am_i))
+        await asyncio.sleep(0.1)
+        await pool.close()  # while the call holds the idle connection, its operation not yet run
+    finally:
+        release.set()
+    conn, who = await call
+    await asyncio.gather(*busy)
+    assert who == WHO_AM_I
+    # The operation ran on the connection it was handed, which was then unbound: not closed
+    # before the operation, nor replaced by a connection opened after close().
+    assert conn is idle and len(opener.opened) == 1
+    for _ in range(50):
+        if conn.closed:
+            break
+        await asyncio.sleep(0.02)
+    assert conn.closed

@@ -533,7 +533,7 @@ def test_missing_required_sections_are_named(tmp_path: Path) -> None:
             "storage",
             {"encryption_key": ENCRYPTION_KEY},
             "configure exactly one of 'local' or 'postgres'",
-        ),  # noqa: E501
+        ),
         (
             "storage",
             {
@@ -594,7 +594,7 @@ def test_a_key_neither_authelia_nor_the_portal_knows_is_an_error(tmp_path: Path)
                         {"domain": "example.com", "authelia_url": "http://auth.example.com"}
                     ]
                 }
-            },  # noqa: E501
+            },
             "session.cookies[0].authelia_url: must use https (plain http is only allowed for a "
             "loopback host)",
         ),
@@ -603,7 +603,7 @@ def test_a_key_neither_authelia_nor_the_portal_knows_is_an_error(tmp_path: Path)
                 "session": {
                     "cookies": [{"domain": "example.com", "authelia_url": "https://auth.evil.com"}]
                 }
-            },  # noqa: E501
+            },
             "session.cookies[0]: authelia_url must be on the domain 'example.com' or below it",
         ),
         (
@@ -658,7 +658,7 @@ def with_sender(tmp_path: Path, sender: str) -> Path:
             '"Doe, John" <portal@example.com>',
             '"Doe, John" <portal@example.com>',
             "portal@example.com",
-        ),  # noqa: E501
+        ),
         ("Jöhn Doe <portal@example.com>", "Jöhn Doe <portal@example.com>", "portal@example.com"),
         ('"J. Doe" <portal@example.com>', '"J. Doe" <portal@example.com>', "portal@example.com"),
         ("Portal <portal@example.com> (bot)", "Portal <portal@example.com>", "portal@example.com"),

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import pytest
 
-from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
+from portal.deps import (
+    Dependencies,
+    captcha_from_config,
+    notifier_from_config,
+    storage_from_config,
+    users_from_config,
+)
 from portal.errors import SignInFailedError
 from portal.services import build_services
 from tests.conftest import ConfigFactory, FakeClock
@@ -49,3 +56,32 @@ async def test_every_service_audits_to_the_sink_the_dependencies_carry(
     assert events[1][1] == {"username": "john", "ip": IP}
     # Nothing went to the default sink, the portal.audit logger.
     assert not [r for r in caplog.records if r.name == "portal.audit"]
+
+
+async def test_a_captcha_in_the_configuration_without_one_in_the_dependencies_is_refused(
+    make_config: ConfigFactory, users_file: Path
+) -> None:
+    # Before build_services the app built the CAPTCHA from the configuration itself; a
+    # Dependencies without one must not turn the configured check off without a word.
+    config = make_config(
+        authentication_backend={"file": {"path": str(users_file)}},
+        captcha={"enabled_on": ["login", "reset_password_start"]},
+    )
+    deps = Dependencies(
+        users=users_from_config(config),
+        storage=storage_from_config(config),
+        notifier=notifier_from_config(config),
+        clock=FakeClock(),
+    )
+    try:
+        with pytest.raises(ValueError, match="the Dependencies carry no CAPTCHA"):
+            build_services(config, deps)
+        with_captcha = dataclasses.replace(
+            deps, captcha=captcha_from_config(config, deps.storage, deps.clock)
+        )
+        services = build_services(config, with_captcha)
+        assert services.captcha.enabled("login")
+        assert services.captcha.enabled("reset_password_start")
+    finally:
+        await deps.users.close()
+        await deps.storage.close()

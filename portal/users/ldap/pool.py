@@ -87,10 +87,12 @@ class LdapPool:
         Waits up to `timeout` seconds for a free connection. A connection that cannot be opened
         (server down or restarting) is tried again every `retry_pause` seconds until `timeout`
         has passed since the call began, as Authelia's pool does (ldap_client_factory.go:
-        acquire, backoff); op itself is never sent twice. reuse=False: a new connection, for a
-        write that must not go out on a dead one. retry=False: one attempt to connect, for a
-        probe (health) that must answer now rather than wait. Raises BackendUnavailableError when no
-        connection came in time, UserBackendError for a request ldap3 refuses.
+        acquire, backoff). op runs again only after it met a pooled connection the server had
+        dropped: once, on a new connection. reuse=False: a new connection, for a write that must
+        not go out on a dead one (so a write is never sent twice). retry=False: one attempt to
+        connect, for a probe (health) that must answer now rather than wait. Raises
+        BackendUnavailableError when no connection came in time, UserBackendError for a request
+        ldap3 refuses.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
@@ -182,7 +184,8 @@ class LdapPool:
         """Run op on a pooled connection (or a new one); return the connection to keep."""
         if conn is not None:
             try:
-                return self._keep(conn), op(conn)
+                value = op(conn)
+                return self._keep(conn), value  # kept or closed once op is done, not before
             except Down:
                 close(conn)  # the server dropped it (restart, idle timeout): try a new one
             except BaseException:
