@@ -21,7 +21,6 @@ from portal.keys import (
     ADDRESSES,
     AUTHZ,
     CAPTCHA,
-    CLOCK,
     CONFIG,
     NOTIFIER,
     OUTBOX,
@@ -126,7 +125,6 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     )
     services = build_services(config, deps)
     app[CONFIG] = config
-    app[CLOCK] = deps.clock
     app[USERS] = deps.users
     app[STORAGE] = deps.storage
     app[NOTIFIER] = deps.notifier

@@ -6,7 +6,6 @@ from aiohttp import web
 
 from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
-from portal.clock import Clock
 from portal.config import Config
 from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
@@ -19,7 +18,6 @@ from portal.storage.base import SessionProvider, Storage
 from portal.users.base import UserBackend
 
 CONFIG = web.AppKey("config", Config)
-CLOCK = web.AppKey("clock", Clock)
 USERS = web.AppKey("users", UserBackend)
 STORAGE = web.AppKey("storage", Storage)
 NOTIFIER = web.AppKey("notifier", Notifier)

@@ -16,10 +16,12 @@ chain: a chain alone is usually a configuration written when the portal read it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -210,13 +212,13 @@ def client_context(
 def _load_client_certificate(
     context: ssl.SSLContext, chain: str, key: SecretStr, where: str
 ) -> None:
-    """Load the client certificate; SSLContext reads it only from files: private, then deleted."""
-    with tempfile.TemporaryDirectory(prefix="portal-tls-") as directory:  # mode 0700
-        chain_path, key_path = os.path.join(directory, "chain.pem"), os.path.join(directory, "key")
-        for path, text in ((chain_path, chain), (key_path, key.get_secret_value())):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
+    """Load the client certificate; SSLContext reads it only from files, so give it private ones.
+
+    SECURITY: on Linux the files are anonymous memory (memfd_create, read through /proc/self/fd):
+    the private key never reaches a disk, not even when the process dies while loading. Elsewhere
+    a 0700 folder of 0600 files, deleted at once.
+    """
+    with _private_files((chain, key.get_secret_value())) as (chain_path, key_path):
         try:
             context.load_cert_chain(chain_path, key_path)
         except ssl.SSLError:
@@ -224,3 +226,25 @@ def _load_client_certificate(
             raise StartupCheckError(
                 f"{where}: the client certificate and private_key cannot be loaded"
             ) from None
+
+
+@contextlib.contextmanager
+def _private_files(texts: tuple[str, ...]) -> Iterator[list[str]]:
+    """Yield a path for each text, readable by this process only, gone when the block ends."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fds = [os.memfd_create("portal-tls", os.MFD_CLOEXEC) for _ in texts]
+        try:
+            for fd, text in zip(fds, texts, strict=True):
+                os.write(fd, text.encode())
+            yield [f"/proc/self/fd/{fd}" for fd in fds]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="portal-tls-") as directory:  # mode 0700
+        paths = [os.path.join(directory, str(i)) for i in range(len(texts))]
+        for path, text in zip(paths, texts, strict=True):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        yield paths

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import ssl
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 
 from portal.checks import check_config
+from portal.config import TlsConfig
 from portal.errors import ConfigError
-from portal.tls import OLD_MEANING, read_certificates_directory
+from portal.tls import OLD_MEANING, client_context, read_certificates_directory
 from tests.conftest import REPO, deep_merge, minimal_raw
 
 
@@ -526,3 +529,16 @@ def test_a_ca_with_a_negative_serial_number_is_trusted_as_openssl_trusts_it(
     trusted = read_certificates_directory(folder)
     assert trusted.count("BEGIN CERTIFICATE") == 2
     assert "PRIVATE KEY" not in trusted
+
+
+def test_the_client_key_never_reaches_a_file_on_linux(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key is handed to OpenSSL through anonymous memory (memfd), not a temporary file that
+    # a crash could leave behind: no temporary folder is ever made, and the context presents it.
+    def no_disk(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a temporary folder was made for the private key")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", no_disk)
+    context = client_context(TlsConfig(**client_tls(ca)), None, "notifier.smtp.tls")
+    assert isinstance(context, ssl.SSLContext)
