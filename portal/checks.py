@@ -32,7 +32,7 @@ from portal.errors import ConfigError
 from portal.mail import template_problems
 from portal.notify.smtp import check_smtp_settings
 from portal.storage.postgres.connection import check_postgres_settings
-from portal.storage.redis_sessions import check_redis_settings
+from portal.storage.redis import check_redis_settings
 from portal.storage.sqlite import check_database_file
 from portal.users.file import check_users_file
 from portal.users.ldap import check_ldap_settings

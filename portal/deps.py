@@ -15,7 +15,7 @@ from portal.notify.smtp import SmtpNotifier
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import SessionProvider, Storage
 from portal.storage.postgres import PostgresStorage
-from portal.storage.redis_sessions import RedisSessionStore
+from portal.storage.redis import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import UserBackend
 from portal.users.file import FileUserBackend

@@ -264,7 +264,7 @@ class SessionRecordStore(Protocol):
 
 class SessionProvider(StoreLifecycle, SessionRecordStore, Protocol):
     """Keep session records apart from the storage, shared by replicas (Authelia: the session
-    provider; Redis, portal/storage/redis_sessions.py).
+    provider; Redis, portal/storage/redis/).
 
     Contract, beyond SessionRecordStore's: `healthy` never raises; `listen` calls `invalidate`
     with ("session", id) or ("user", username) for every session or user's sessions ended on any

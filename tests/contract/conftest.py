@@ -19,7 +19,7 @@ import pytest
 from portal.config import RedisConfig
 from portal.config.storage import PostgresStorageConfig
 from portal.storage.postgres import PostgresStorage
-from portal.storage.redis_sessions import RedisSessionStore
+from portal.storage.redis import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import FakeClock
 from tests.contract.records import NOW

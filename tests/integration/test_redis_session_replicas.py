@@ -14,7 +14,7 @@ import pytest
 from portal.clock import SystemClock
 from portal.config import RedisConfig, SessionConfig, SessionCookieConfig
 from portal.sessions import SessionStore
-from portal.storage.redis_sessions import RedisSessionStore
+from portal.storage.redis import RedisSessionStore
 from portal.users.base import User
 from tests.integration.redis_server import RedisServer
 

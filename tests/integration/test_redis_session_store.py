@@ -16,7 +16,7 @@ import trustme
 from portal.config import RedisConfig, TlsConfig
 from portal.errors import StartupCheckError, StorageError
 from portal.storage.base import SessionRecord
-from portal.storage.redis_sessions import GRACE, RECORD, USER_INDEX, RedisSessionStore
+from portal.storage.redis import GRACE, RECORD, USER_INDEX, RedisSessionStore
 from tests.conftest import FakeClock
 from tests.contract.records import HOUR, NOW, session
 from tests.integration.redis_server import RedisServer, running_redis

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from portal.storage.redis_sessions import RECORD
+from portal.storage.redis import RECORD
 from tests.integration.redis_server import RedisServer, running_redis
 from tests.web.conftest import Portal, StartPortal, sign_in, signed_in
 

@@ -1,0 +1,102 @@
+"""The Redis session store's keys, timings and Lua scripts (the layout: redis/__init__.py).
+
+Each script changes several keys at once, atomically on the server; KEYS and ARGV are as
+store.py passes them.
+"""
+
+from __future__ import annotations
+
+PREFIX = "portal:"
+RECORD = PREFIX + "session:"
+USER_INDEX = PREFIX + "sessions-of:"
+EXPIRY = PREFIX + "session-expiry"
+CHANNEL = PREFIX + "session-ended"
+# Seconds a record outlives its end in Redis, so that SessionStore, not the TTL, ends it (and
+# says so on the channel) when a request comes right at the end.
+GRACE = 5.0
+# Records deleted by one purge script at most: a long purge never blocks Redis for long.
+PURGE_BATCH = 500
+
+SAVE = """
+local id, username, ttl, index_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'username', username, 'created_at', ARGV[5],
+  'last_active_at', ARGV[6], 'expires_at', ARGV[7], 'remember_me', ARGV[8], 'data', ARGV[9],
+  'idle', ARGV[10])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[3], ARGV[7], id)
+redis.call('SADD', KEYS[2], id)
+for _, other in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('HGET', ARGV[11] .. other, 'username') ~= username then
+    redis.call('SREM', KEYS[2], other)
+  end
+end
+if redis.call('PTTL', KEYS[2]) < index_ttl then
+  redis.call('PEXPIRE', KEYS[2], index_ttl)
+end
+return 1
+"""
+
+TOUCH = """
+local last = redis.call('HGET', KEYS[1], 'last_active_at')
+if not last then return 0 end
+local at = tonumber(ARGV[1])
+if at <= tonumber(last) then return 1 end
+redis.call('HSET', KEYS[1], 'last_active_at', ARGV[1])
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'expires_at'))
+local idle = tonumber(redis.call('HGET', KEYS[1], 'idle'))
+if redis.call('HGET', KEYS[1], 'remember_me') == '0' and idle > 0 and at + idle < deadline then
+  deadline = at + idle
+end
+local ttl = math.ceil((deadline - tonumber(ARGV[2]) + tonumber(ARGV[3])) * 1000)
+if ttl < 1 then ttl = 1 end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+UPDATE_DATA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[1])
+return 1
+"""
+
+DELETE = """
+local username = redis.call('HGET', KEYS[1], 'username')
+redis.call('PUBLISH', ARGV[3], 'session:' .. ARGV[1])
+if not username then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', ARGV[2] .. username, ARGV[1])
+return 1
+"""
+
+DELETE_USER = """
+local deleted = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[2] .. id
+  if redis.call('HGET', key, 'username') == ARGV[1] then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[2], id)
+    deleted = deleted + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[3], 'user:' .. ARGV[1])
+return deleted
+"""
+
+PURGE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[4])
+local deleted = 0
+for _, id in ipairs(ids) do
+  local key = ARGV[2] .. id
+  local username = redis.call('HGET', key, 'username')
+  if username then
+    redis.call('DEL', key)
+    redis.call('SREM', ARGV[3] .. username, id)
+    deleted = deleted + 1
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return {deleted, #ids}
+"""
