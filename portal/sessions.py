@@ -1,5 +1,5 @@
 """Server-side sessions over storage, with Authelia's meaning of expiration, inactivity and
-remember me, and the attributes of the cookie that carries them.
+remember me (the cookie itself, its value and attributes: session_cookies.py).
 
 The browser holds a random value; storage holds only its SHA-256, so a leaked database opens no
 session. Every instance keeps a small cache of rows it has read, each trusted for at most
@@ -10,32 +10,28 @@ on any instance (its row deleted) stops working everywhere within `cache_ttl`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import logging
-import re
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import timedelta
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar
 
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import SessionCookieConfig
 from portal.errors import PortalError
+from portal.session_cookies import (
+    cookie_seconds,
+    new_value,
+    remember_me_seconds,
+    stored_id,
+    stored_id_of,
+)
 from portal.storage.base import SessionRecord, SessionRecordStore
 from portal.users.base import User, UserLookup
 
 log = logging.getLogger("portal.sessions")
 
 _T = TypeVar("_T")
-
-_VALUE_BYTES = 32  # secrets.token_urlsafe(32): 256 random bits, 43 characters
-# SECURITY: anything that is not plausibly one of our values is refused before hashing or any
-# storage call, so junk cookies (huge, binary, non-ASCII) cost nothing and raise nothing.
-_VALUE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 @dataclass(frozen=True)
@@ -113,17 +109,17 @@ class SessionStore:
                 f"refusing to open a session for {user.username!r} (disabled, or "
                 "the password must be changed)"
             )
-        remember_me = remember_me and _remember_me_seconds(cookie) > 0
+        remember_me = remember_me and remember_me_seconds(cookie) > 0
         lifetime = (
-            _remember_me_seconds(cookie)
+            remember_me_seconds(cookie)
             if remember_me
-            else _seconds(cookie.expiration, "expiration")
+            else cookie_seconds(cookie.expiration, "expiration")
         )
         # SECURITY: a fresh value from the OS CSPRNG every time; storage sees only its hash.
-        value = secrets.token_urlsafe(_VALUE_BYTES)
+        value = new_value()
         now = self._clock.now()
         record = SessionRecord(
-            id=_hash(value),
+            id=stored_id(value),
             username=user.username,
             created_at=now,
             last_active_at=now,
@@ -156,7 +152,7 @@ class SessionStore:
         An expired or idle session is deleted. Activity is written at most every
         `touch_interval` seconds, so an idle session may end up to that much early.
         """
-        session_id = _id_of(value)
+        session_id = stored_id_of(value)
         if session_id is None:
             return None
         now = self._clock.now()
@@ -202,7 +198,7 @@ class SessionStore:
 
     async def destroy(self, value: str) -> None:
         """End the session the cookie value opens, if any (sign-out, rotation at sign-in)."""
-        session_id = _id_of(value)
+        session_id = stored_id_of(value)
         if session_id is None:
             return
         self._forget(session_id)
@@ -378,42 +374,13 @@ async def _single_flight(
         del pending[key]
 
 
-def cookie_attributes(cookie: SessionCookieConfig, *, remember_me: bool) -> dict[str, Any]:
-    """Return the keyword arguments for aiohttp's set_cookie for this cookie domain."""
-    attributes: dict[str, Any] = {
-        "path": "/",
-        # SECURITY: Secure whenever the portal is served over https (config allows plain http
-        # only on loopback); HttpOnly so page scripts never read the session value.
-        "secure": urlsplit(cookie.authelia_url).scheme == "https",
-        "httponly": True,
-        "samesite": _required(cookie.same_site, "same_site").capitalize(),
-    }
-    # Browsers refuse a Domain attribute of an IP address or 'localhost': host-only there.
-    if not _host_only(cookie.domain):
-        attributes["domain"] = cookie.domain
-    if remember_me and _remember_me_seconds(cookie) > 0:
-        attributes["max_age"] = int(_remember_me_seconds(cookie))
-    # Otherwise no max_age: a browser-session cookie, gone when the browser closes (Authelia).
-    return attributes
-
-
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode("ascii")).hexdigest()
-
-
-def _id_of(value: str) -> str | None:
-    if not isinstance(value, str) or _VALUE.fullmatch(value) is None:
-        return None
-    return _hash(value)
-
-
 def _ended(record: SessionRecord, cookie: SessionCookieConfig, now: float) -> bool:
     if now >= record.expires_at:
         return True
     # Authelia: remember me skips the inactivity check, and an inactivity of 0 disables it.
     if record.remember_me:
         return False
-    inactivity = _seconds(cookie.inactivity, "inactivity")
+    inactivity = cookie_seconds(cookie.inactivity, "inactivity")
     return inactivity > 0 and now - record.last_active_at > inactivity
 
 
@@ -430,30 +397,3 @@ def _session(record: SessionRecord) -> Session:
         expires_at=record.expires_at,
         remember_me=record.remember_me,
     )
-
-
-def _host_only(domain: str) -> bool:
-    if domain == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(domain)
-    except ValueError:
-        return False
-    return True
-
-
-def _remember_me_seconds(cookie: SessionCookieConfig) -> float:
-    # A remember_me of 0 means remember me is off: such requests get an ordinary session.
-    return _seconds(cookie.remember_me, "remember_me")
-
-
-def _seconds(value: timedelta | None, name: str) -> float:
-    return _required(value, name).total_seconds()
-
-
-def _required(value: _T | None, name: str) -> _T:
-    if value is None:
-        raise ValueError(
-            f"session cookie option {name!r} is unset: pass a cookie from SessionConfig.cookies"
-        )
-    return value

@@ -22,7 +22,7 @@ from portal.handlers.common import (
 )
 from portal.handlers.start import forgot_password_url
 from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN
-from portal.sessions import cookie_attributes
+from portal.session_cookies import cookie_attributes
 from portal.signin import safe_redirect
 
 

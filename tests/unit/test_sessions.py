@@ -16,7 +16,8 @@ import pytest
 
 from portal.config import FileBackendConfig, SessionConfig, SessionCookieConfig
 from portal.errors import BackendUnavailableError, ConfigError
-from portal.sessions import SessionStore, cookie_attributes
+from portal.session_cookies import cookie_attributes
+from portal.sessions import SessionStore
 from portal.storage.base import SessionRecord
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import AccountState, User
