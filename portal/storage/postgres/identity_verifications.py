@@ -7,10 +7,14 @@ once the first commits, so two requests on any replicas can never both win the s
 
 from __future__ import annotations
 
-from typing import Any
-
 from portal.storage.base import IdentityVerification
 from portal.storage.postgres.core import PostgresCore
+from portal.storage.rows import (
+    INSERT_IDENTITY_VERIFICATION,
+    SELECT_IDENTITY_VERIFICATIONS,
+    identity_verification_from_row,
+    identity_verification_params,
+)
 
 
 class PostgresIdentityVerifications(PostgresCore):
@@ -22,31 +26,18 @@ class PostgresIdentityVerifications(PostgresCore):
         # revoked link usable again (a duplicate is a unique violation, hence StorageError).
         await self._execute_count(
             "save_identity_verification",
-            "INSERT INTO identity_verifications (jti, username, action, issued_at, issued_ip,"
-            " expires_at, consumed_at, consumed_ip, revoked_at, revoked_ip)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            record.jti,
-            record.username,
-            record.action,
-            record.issued_at,
-            record.issued_ip,
-            record.expires_at,
-            record.consumed_at,
-            record.consumed_ip,
-            record.revoked_at,
-            record.revoked_ip,
+            INSERT_IDENTITY_VERIFICATION + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            *identity_verification_params(record),
         )
 
     async def get_identity_verification(self, jti: str) -> IdentityVerification | None:
         """Return the record for `jti`, in whatever state, or None."""
         rows = await self._fetch(
             "get_identity_verification",
-            "SELECT jti, username, action, issued_at, issued_ip, expires_at,"
-            " consumed_at, consumed_ip, revoked_at, revoked_ip"
-            " FROM identity_verifications WHERE jti = $1",
+            SELECT_IDENTITY_VERIFICATIONS + " WHERE jti = $1",
             jti,
         )
-        return _verification_from_row(rows[0]) if rows else None
+        return identity_verification_from_row(rows[0]) if rows else None
 
     async def consume_identity_verification(self, jti: str, *, at: float, ip: str) -> bool:
         """Mark the record consumed if usable at `at`; True only for the single winner."""
@@ -108,18 +99,3 @@ class PostgresIdentityVerifications(PostgresCore):
             "DELETE FROM identity_verifications WHERE expires_at < $1",
             expired_before,
         )
-
-
-def _verification_from_row(row: Any) -> IdentityVerification:
-    return IdentityVerification(
-        jti=row["jti"],
-        username=row["username"],
-        action=row["action"],
-        issued_at=row["issued_at"],
-        issued_ip=row["issued_ip"],
-        expires_at=row["expires_at"],
-        consumed_at=row["consumed_at"],
-        consumed_ip=row["consumed_ip"],
-        revoked_at=row["revoked_at"],
-        revoked_ip=row["revoked_ip"],
-    )

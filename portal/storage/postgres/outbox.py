@@ -8,13 +8,12 @@ a replica that dies mid-send leaves its message to come back once the lease runs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from portal.storage.base import OutboxMessage
 from portal.storage.postgres.core import PostgresCore
-from portal.storage.sqlite.core import to_json
+from portal.storage.rows import check_claim, outbox_message_from_row, to_json
 
 _MAX_ERROR_CHARS = 1000
 
@@ -39,10 +38,7 @@ class PostgresOutbox(PostgresCore):
         self, *, at: float, lease: float, limit: int = 10
     ) -> list[OutboxMessage]:
         """Take up to `limit` due messages, oldest first, leasing each until at+lease."""
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        if lease <= 0:
-            raise ValueError("lease must be positive")
+        check_claim(lease=lease, limit=limit)
         rows = await self._fetch(
             "outbox_claim",
             "UPDATE outbox SET next_attempt_at = $1, attempts = attempts + 1"
@@ -53,7 +49,7 @@ class PostgresOutbox(PostgresCore):
             at,
             limit,
         )
-        messages = [_message_from_row(row) for row in rows]
+        messages = [outbox_message_from_row(row) for row in rows]
         return sorted(messages, key=lambda message: (message.created_at, message.id))
 
     async def outbox_done(self, message_id: int) -> None:
@@ -74,15 +70,3 @@ class PostgresOutbox(PostgresCore):
         """Return how many messages are queued, leased or not."""
         rows = await self._fetch("outbox_pending", "SELECT count(*) AS n FROM outbox")
         return int(rows[0]["n"])
-
-
-def _message_from_row(row: Any) -> OutboxMessage:
-    return OutboxMessage(
-        id=row["id"],
-        kind=row["kind"],
-        payload=json.loads(row["payload"]),
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-    )

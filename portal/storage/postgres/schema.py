@@ -9,14 +9,12 @@ at a newer version than this portal knows is refused rather than downgraded.
 
 from __future__ import annotations
 
-import re
 import time
-from importlib import resources
 from typing import Any
 
 from portal.errors import StartupCheckError
+from portal.storage.migration_files import checked_migrations, read_migrations
 from portal.storage.postgres.connection import quote_identifier
-from portal.storage.sqlite.schema import checked_migrations
 
 __all__ = [
     "MIGRATIONS_TABLE",
@@ -30,21 +28,11 @@ __all__ = [
 MIGRATIONS_TABLE = "portal_schema_migrations"  # written out in the statements below
 # pg_advisory_xact_lock takes a bigint: the lock is this text, hashed with the schema's name.
 _LOCK_NAME = "portal.storage.migrations:"
-_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
 def packaged_migrations() -> list[tuple[int, str]]:
     """Return the migrations shipped in portal/storage/postgres/migrations, as (version, script)."""
-    folder = resources.files("portal.storage.postgres").joinpath("migrations")
-    found: list[tuple[int, str]] = []
-    for entry in folder.iterdir():
-        if not entry.name.endswith(".sql"):
-            continue
-        match = _MIGRATION_NAME.fullmatch(entry.name)
-        if match is None:
-            raise ValueError(f"migration file {entry.name!r} is not named NNNN_name.sql")
-        found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    return checked_migrations(found)
+    return read_migrations("portal.storage.postgres")
 
 
 async def schema_version(conn: Any) -> int:

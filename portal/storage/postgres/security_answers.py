@@ -7,6 +7,12 @@ from typing import Any
 
 from portal.storage.base import SecurityAnswer
 from portal.storage.postgres.core import PostgresCore
+from portal.storage.rows import (
+    INSERT_SECURITY_ANSWER,
+    SELECT_SECURITY_ANSWERS,
+    security_answer_from_row,
+    security_answer_params,
+)
 
 
 class PostgresSecurityAnswers(PostgresCore):
@@ -16,18 +22,14 @@ class PostgresSecurityAnswers(PostgresCore):
         """Return the user's questions and answer hashes by position (empty if none)."""
         rows = await self._fetch(
             "get_security_answers",
-            "SELECT position, question, answer_hash, set_at FROM security_answers"
-            " WHERE username = $1 ORDER BY position",
+            SELECT_SECURITY_ANSWERS + " WHERE username = $1 ORDER BY position",
             username,
         )
-        return [
-            SecurityAnswer(row["position"], row["question"], row["answer_hash"], row["set_at"])
-            for row in rows
-        ]
+        return [security_answer_from_row(row) for row in rows]
 
     async def set_security_answers(self, username: str, answers: Sequence[SecurityAnswer]) -> None:
         """Replace all of the user's questions and answer hashes at once."""
-        rows = [(username, a.position, a.question, a.answer_hash, a.set_at) for a in answers]
+        rows = [security_answer_params(username, answer) for answer in answers]
 
         async def replace_all(conn: Any) -> None:
             # One transaction: a reader sees the old set or the new one, never a mix, and a
@@ -35,8 +37,7 @@ class PostgresSecurityAnswers(PostgresCore):
             await conn.execute("DELETE FROM security_answers WHERE username = $1", username)
             if rows:
                 await conn.executemany(
-                    "INSERT INTO security_answers (username, position, question, answer_hash,"
-                    " set_at) VALUES ($1, $2, $3, $4, $5)",
+                    INSERT_SECURITY_ANSWER + " VALUES ($1, $2, $3, $4, $5)",
                     rows,
                 )
 

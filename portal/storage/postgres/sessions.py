@@ -6,12 +6,18 @@ of the user, on every replica) is one indexed DELETE.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from portal.storage.base import SessionRecord
 from portal.storage.postgres.core import PostgresCore
-from portal.storage.sqlite.core import to_json
+from portal.storage.rows import (
+    INSERT_SESSION,
+    ON_CONFLICT_REPLACE_SESSION,
+    SELECT_SESSIONS,
+    session_from_row,
+    session_params,
+    to_json,
+)
 
 
 class PostgresSessionRecords(PostgresCore):
@@ -19,33 +25,21 @@ class PostgresSessionRecords(PostgresCore):
 
     async def session_save(self, record: SessionRecord) -> None:
         """Insert the session or replace the one with the same id."""
-        data = to_json(record.data)
+        params = session_params(record)  # before any I/O: bad data never gets stored
         await self._execute_count(
             "session_save",
-            "INSERT INTO sessions (id, username, created_at, last_active_at, expires_at,"
-            " remember_me, data) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            " ON CONFLICT (id) DO UPDATE SET username = excluded.username,"
-            " created_at = excluded.created_at, last_active_at = excluded.last_active_at,"
-            " expires_at = excluded.expires_at, remember_me = excluded.remember_me,"
-            " data = excluded.data",
-            record.id,
-            record.username,
-            record.created_at,
-            record.last_active_at,
-            record.expires_at,
-            record.remember_me,
-            data,
+            INSERT_SESSION + " VALUES ($1, $2, $3, $4, $5, $6, $7)" + ON_CONFLICT_REPLACE_SESSION,
+            *params,
         )
 
     async def session_get(self, session_id: str) -> SessionRecord | None:
         """Return the session with that id, expired or not, or None."""
         rows = await self._fetch(
             "session_get",
-            "SELECT id, username, created_at, last_active_at, expires_at, remember_me, data"
-            " FROM sessions WHERE id = $1",
+            SELECT_SESSIONS + " WHERE id = $1",
             session_id,
         )
-        return _session_from_row(rows[0]) if rows else None
+        return session_from_row(rows[0]) if rows else None
 
     async def session_touch(self, session_id: str, *, at: float) -> None:
         """Record activity on the session at `at` (never moving it backwards)."""
@@ -84,15 +78,3 @@ class PostgresSessionRecords(PostgresCore):
         return await self._execute_count(
             "purge_sessions", "DELETE FROM sessions WHERE expires_at < $1", expired_before
         )
-
-
-def _session_from_row(row: Any) -> SessionRecord:
-    return SessionRecord(
-        id=row["id"],
-        username=row["username"],
-        created_at=row["created_at"],
-        last_active_at=row["last_active_at"],
-        expires_at=row["expires_at"],
-        remember_me=bool(row["remember_me"]),
-        data=json.loads(row["data"]),
-    )

@@ -8,14 +8,14 @@ worker thread and each write is one whole `BEGIN IMMEDIATE ... COMMIT` there.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from portal.errors import StartupCheckError, StorageError
+from portal.storage.migration_files import checked_migrations
 from portal.storage.sqlite.connection import (
     connect,
     error_name,
@@ -23,7 +23,7 @@ from portal.storage.sqlite.connection import (
     probe_write,
     user_version,
 )
-from portal.storage.sqlite.schema import checked_migrations, migrate, packaged_migrations
+from portal.storage.sqlite.schema import migrate, packaged_migrations
 
 _T = TypeVar("_T")
 
@@ -137,11 +137,3 @@ def _checked_start_step(
         step(conn)
     except sqlite3.Error as exc:
         raise StartupCheckError(f"storage: sqlite: {failure} {path}: {exc}") from exc
-
-
-def to_json(value: Mapping[str, Any]) -> str:
-    """Encode a JSON object compactly with sorted keys; TypeError if it is not JSON."""
-    try:
-        return json.dumps(dict(value), sort_keys=True, allow_nan=False, separators=(",", ":"))
-    except ValueError as exc:  # NaN/Infinity or a circular reference: not JSON either
-        raise TypeError(f"value is not JSON-serialisable: {exc}") from exc

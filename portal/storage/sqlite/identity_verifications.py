@@ -6,9 +6,13 @@ requests (or two portal instances) can never both win the same link.
 
 from __future__ import annotations
 
-import sqlite3
-
 from portal.storage.base import IdentityVerification
+from portal.storage.rows import (
+    INSERT_IDENTITY_VERIFICATION,
+    SELECT_IDENTITY_VERIFICATIONS,
+    identity_verification_from_row,
+    identity_verification_params,
+)
 from portal.storage.sqlite.core import SqliteCore
 
 
@@ -21,33 +25,18 @@ class SqliteIdentityVerifications(SqliteCore):
         # revoked link usable again.
         await self._write_count(
             "save_identity_verification",
-            "INSERT INTO identity_verifications (jti, username, action, issued_at, issued_ip,"
-            " expires_at, consumed_at, consumed_ip, revoked_at, revoked_ip)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.jti,
-                record.username,
-                record.action,
-                record.issued_at,
-                record.issued_ip,
-                record.expires_at,
-                record.consumed_at,
-                record.consumed_ip,
-                record.revoked_at,
-                record.revoked_ip,
-            ),
+            INSERT_IDENTITY_VERIFICATION + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            identity_verification_params(record),
         )
 
     async def get_identity_verification(self, jti: str) -> IdentityVerification | None:
         """Return the record for `jti`, in whatever state, or None."""
         rows = await self._fetch(
             "get_identity_verification",
-            "SELECT jti, username, action, issued_at, issued_ip, expires_at,"
-            " consumed_at, consumed_ip, revoked_at, revoked_ip"
-            " FROM identity_verifications WHERE jti = ?",
+            SELECT_IDENTITY_VERIFICATIONS + " WHERE jti = ?",
             (jti,),
         )
-        return _verification_from_row(rows[0]) if rows else None
+        return identity_verification_from_row(rows[0]) if rows else None
 
     async def consume_identity_verification(self, jti: str, *, at: float, ip: str) -> bool:
         """Mark the record consumed if usable at `at`; True only for the single winner."""
@@ -102,18 +91,3 @@ class SqliteIdentityVerifications(SqliteCore):
             "DELETE FROM identity_verifications WHERE expires_at < ?",
             (expired_before,),
         )
-
-
-def _verification_from_row(row: sqlite3.Row) -> IdentityVerification:
-    return IdentityVerification(
-        jti=row["jti"],
-        username=row["username"],
-        action=row["action"],
-        issued_at=row["issued_at"],
-        issued_ip=row["issued_ip"],
-        expires_at=row["expires_at"],
-        consumed_at=row["consumed_at"],
-        consumed_ip=row["consumed_ip"],
-        revoked_at=row["revoked_at"],
-        revoked_ip=row["revoked_ip"],
-    )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 from portal.errors import StorageError
 from portal.storage.base import OutboxMessage
-from portal.storage.sqlite.core import SqliteCore, to_json
+from portal.storage.rows import check_claim, outbox_message_from_row, to_json
+from portal.storage.sqlite.core import SqliteCore
 
 _MAX_ERROR_CHARS = 1000
 
@@ -37,10 +37,7 @@ class SqliteOutbox(SqliteCore):
         self, *, at: float, lease: float, limit: int = 10
     ) -> list[OutboxMessage]:
         """Take up to `limit` due messages, oldest first, leasing each until at+lease."""
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        if lease <= 0:
-            raise ValueError("lease must be positive")
+        check_claim(lease=lease, limit=limit)
 
         def claim(conn: sqlite3.Connection) -> list[OutboxMessage]:
             # Pushing next_attempt_at past the lease is the claim: a worker that dies mid-send
@@ -52,7 +49,7 @@ class SqliteOutbox(SqliteCore):
                 " RETURNING id, kind, payload, created_at, attempts, next_attempt_at, last_error",
                 (at + lease, at, limit),
             ).fetchall()
-            messages = [_message_from_row(row) for row in rows]
+            messages = [outbox_message_from_row(row) for row in rows]
             return sorted(messages, key=lambda message: (message.created_at, message.id))
 
         return await self._write("outbox_claim", claim)
@@ -73,15 +70,3 @@ class SqliteOutbox(SqliteCore):
         """Return how many messages are queued, leased or not."""
         rows = await self._fetch("outbox_pending", "SELECT count(*) FROM outbox", ())
         return int(rows[0][0])
-
-
-def _message_from_row(row: sqlite3.Row) -> OutboxMessage:
-    return OutboxMessage(
-        id=row["id"],
-        kind=row["kind"],
-        payload=json.loads(row["payload"]),
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-    )

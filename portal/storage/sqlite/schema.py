@@ -8,37 +8,16 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 
 from portal.errors import StartupCheckError
+from portal.storage.migration_files import read_migrations
 from portal.storage.sqlite.connection import in_transaction, user_version
-
-_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
 def packaged_migrations() -> list[tuple[int, str]]:
     """Return the migrations shipped in portal/storage/migrations, as (version, script)."""
-    folder = resources.files("portal.storage").joinpath("migrations")
-    found: list[tuple[int, str]] = []
-    for entry in folder.iterdir():
-        if not entry.name.endswith(".sql"):
-            continue
-        match = _MIGRATION_NAME.fullmatch(entry.name)
-        if match is None:
-            raise ValueError(f"migration file {entry.name!r} is not named NNNN_name.sql")
-        found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    return checked_migrations(found)
-
-
-def checked_migrations(migrations: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Return (version, script) pairs in order; ValueError unless versions run 1, 2, 3 ..."""
-    ordered = sorted(migrations, key=lambda migration: migration[0])
-    versions = [version for version, _ in ordered]
-    if versions != list(range(1, len(versions) + 1)):
-        raise ValueError(f"migration versions must run 1, 2, 3 ... without gaps, got {versions}")
-    return ordered
+    return read_migrations("portal.storage")
 
 
 def migrate(conn: sqlite3.Connection, path: Path, migrations: list[tuple[int, str]]) -> None:

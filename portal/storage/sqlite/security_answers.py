@@ -6,6 +6,12 @@ import sqlite3
 from collections.abc import Sequence
 
 from portal.storage.base import SecurityAnswer
+from portal.storage.rows import (
+    INSERT_SECURITY_ANSWER,
+    SELECT_SECURITY_ANSWERS,
+    security_answer_from_row,
+    security_answer_params,
+)
 from portal.storage.sqlite.core import SqliteCore
 
 
@@ -16,25 +22,20 @@ class SqliteSecurityAnswers(SqliteCore):
         """Return the user's questions and answer hashes by position (empty if none)."""
         rows = await self._fetch(
             "get_security_answers",
-            "SELECT position, question, answer_hash, set_at FROM security_answers"
-            " WHERE username = ? ORDER BY position",
+            SELECT_SECURITY_ANSWERS + " WHERE username = ? ORDER BY position",
             (username,),
         )
-        return [
-            SecurityAnswer(row["position"], row["question"], row["answer_hash"], row["set_at"])
-            for row in rows
-        ]
+        return [security_answer_from_row(row) for row in rows]
 
     async def set_security_answers(self, username: str, answers: Sequence[SecurityAnswer]) -> None:
         """Replace all of the user's questions and answer hashes at once."""
-        rows = [(username, a.position, a.question, a.answer_hash, a.set_at) for a in answers]
+        rows = [security_answer_params(username, answer) for answer in answers]
 
         def replace_all(conn: sqlite3.Connection) -> None:
             # One transaction: a reader sees the old set or the new one, never a mix.
             conn.execute("DELETE FROM security_answers WHERE username = ?", (username,))
             conn.executemany(
-                "INSERT INTO security_answers (username, position, question, answer_hash,"
-                " set_at) VALUES (?, ?, ?, ?, ?)",
+                INSERT_SECURITY_ANSWER + " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
 

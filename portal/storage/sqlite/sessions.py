@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from typing import Any
 
 from portal.storage.base import SessionRecord
-from portal.storage.sqlite.core import SqliteCore, to_json
+from portal.storage.rows import (
+    INSERT_SESSION,
+    ON_CONFLICT_REPLACE_SESSION,
+    SELECT_SESSIONS,
+    session_from_row,
+    session_params,
+    to_json,
+)
+from portal.storage.sqlite.core import SqliteCore
 
 
 class SqliteSessionRecords(SqliteCore):
@@ -15,35 +21,21 @@ class SqliteSessionRecords(SqliteCore):
 
     async def session_save(self, record: SessionRecord) -> None:
         """Insert the session or replace the one with the same id."""
-        data = to_json(record.data)
+        params = session_params(record)  # before any I/O: bad data never gets stored
         await self._write_count(
             "session_save",
-            "INSERT INTO sessions (id, username, created_at, last_active_at, expires_at,"
-            " remember_me, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET username = excluded.username,"
-            " created_at = excluded.created_at, last_active_at = excluded.last_active_at,"
-            " expires_at = excluded.expires_at, remember_me = excluded.remember_me,"
-            " data = excluded.data",
-            (
-                record.id,
-                record.username,
-                record.created_at,
-                record.last_active_at,
-                record.expires_at,
-                int(record.remember_me),
-                data,
-            ),
+            INSERT_SESSION + " VALUES (?, ?, ?, ?, ?, ?, ?)" + ON_CONFLICT_REPLACE_SESSION,
+            params,
         )
 
     async def session_get(self, session_id: str) -> SessionRecord | None:
         """Return the session with that id, expired or not, or None."""
         rows = await self._fetch(
             "session_get",
-            "SELECT id, username, created_at, last_active_at, expires_at, remember_me, data"
-            " FROM sessions WHERE id = ?",
+            SELECT_SESSIONS + " WHERE id = ?",
             (session_id,),
         )
-        return _session_from_row(rows[0]) if rows else None
+        return session_from_row(rows[0]) if rows else None
 
     async def session_touch(self, session_id: str, *, at: float) -> None:
         """Record activity on the session at `at` (never moving it backwards)."""
@@ -80,15 +72,3 @@ class SqliteSessionRecords(SqliteCore):
         return await self._write_count(
             "purge_sessions", "DELETE FROM sessions WHERE expires_at < ?", (expired_before,)
         )
-
-
-def _session_from_row(row: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(
-        id=row["id"],
-        username=row["username"],
-        created_at=row["created_at"],
-        last_active_at=row["last_active_at"],
-        expires_at=row["expires_at"],
-        remember_me=bool(row["remember_me"]),
-        data=json.loads(row["data"]),
-    )
