@@ -52,6 +52,31 @@ def check_config(paths: Sequence[Path], environ: Mapping[str, str]) -> tuple[Con
     return reading.config, reading.warnings
 
 
+def replica_warnings(config: Config) -> list[str]:
+    """Return a warning for each single-machine part of a configuration meant for replicas.
+
+    storage.postgres or session.redis is what an admin configures to run several replicas
+    (Authelia's documentation: high availability needs both). With it, the users file and the
+    filesystem notifier still live on this machine's disk: replicas on other machines would each
+    read and write their own copy. Only the configuration is read; nothing is connected to.
+    """
+    if config.storage.postgres is None and config.session.redis is None:
+        return []
+    found = []
+    if config.authentication_backend.file is not None:
+        found.append(
+            "authentication_backend.file: the users file is on this machine only; replicas on "
+            "other machines would each change their own copy (use authentication_backend.ldap)"
+        )
+    if config.notifier.filesystem is not None:
+        found.append(
+            "notifier.filesystem: mails are written to this machine's disk only; a mail may be "
+            "sent by any replica, so on several machines they end up in several files "
+            "(use notifier.smtp)"
+        )
+    return found
+
+
 def local_checks(sections: Mapping[str, BaseModel]) -> list[str]:
     """Return what start-up would refuse in these top-level sections, without any server."""
     problems: list[str] = []

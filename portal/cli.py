@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from portal.app import create_app
-from portal.checks import check_config
+from portal.checks import check_config, replica_warnings
 from portal.config import Config, PasswordConfig
 from portal.errors import ConfigError, PortalError, UnsupportedHashError
 from portal.logs import SafeAccessLogger, configure_logging
@@ -88,7 +88,7 @@ async def _serve(config: Config) -> None:
 def _serve_command(args: argparse.Namespace) -> int:
     config, warnings = _load(args.config)
     configure_logging(config.log)
-    for warning in warnings:
+    for warning in [*warnings, *replica_warnings(config)]:
         log.warning("configuration: %s", warning)
     try:
         asyncio.run(_serve(config))

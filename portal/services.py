@@ -50,7 +50,12 @@ def build_services(config: Config, deps: Dependencies) -> Services:
             "(build it with portal.deps.captcha_from_config)"
         )
     storage, clock, users = deps.storage, deps.clock, deps.users
-    outbox = OutboxWorker(storage, clock)
+    outbox = OutboxWorker(
+        storage,
+        clock,
+        poll_interval=config.notifier.outbox.poll_interval.total_seconds(),
+        lease=config.notifier.outbox.lease.total_seconds(),
+    )
     sessions = SessionStore(
         deps.sessions or storage,
         clock,

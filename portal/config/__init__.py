@@ -56,6 +56,7 @@ from portal.config.notifier import (
     FilesystemNotifierConfig,
     MailAddress,
     NotifierConfig,
+    OutboxConfig,
     SmtpConfig,
     parse_mail_address,
 )
@@ -133,6 +134,7 @@ __all__ = [
     "Model",
     "network",
     "NotifierConfig",
+    "OutboxConfig",
     "parse_duration",
     "parse_mail_address",
     "PasswordConfig",

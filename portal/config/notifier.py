@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import PlainValidator, SecretStr
+from pydantic import Field, PlainValidator, SecretStr
 
 from portal.config.tls import TlsConfig
 from portal.config.types import Duration, ExactlyOneOf, Model, SmtpAddress
@@ -82,6 +82,20 @@ class FilesystemNotifierConfig(Model):
     filename: Path
 
 
+class OutboxConfig(Model):
+    """The durable outbox's worker (not in Authelia, which sends from the request).
+
+    poll_interval: how often each replica looks for queued mail it was not woken for (mail
+    queued by another replica, or retries that fell due). lease: how long a claimed mail stays
+    with the replica that claimed it; a replica that dies mid-send (SIGKILL, power loss) leaves
+    its mail to another replica once the lease runs out, so the lease must be longer than one
+    send can take (notifier.smtp.timeout per SMTP step).
+    """
+
+    poll_interval: Duration = Field(timedelta(seconds=5), gt=timedelta(0))
+    lease: Duration = Field(timedelta(minutes=2), gt=timedelta(0))
+
+
 class NotifierConfig(ExactlyOneOf):
     """How mail reaches users: exactly one of smtp or filesystem."""
 
@@ -89,5 +103,6 @@ class NotifierConfig(ExactlyOneOf):
 
     disable_startup_check: bool = False
     template_path: Path | None = None
+    outbox: OutboxConfig = OutboxConfig()
     smtp: SmtpConfig | None = None
     filesystem: FilesystemNotifierConfig | None = None
