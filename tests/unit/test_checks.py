@@ -15,7 +15,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 
-from portal.checks import check_config
+from portal.checks import check_config, replica_warnings
 from portal.config import TlsConfig
 from portal.errors import ConfigError
 from portal.tls import OLD_MEANING, client_context, read_certificates_directory
@@ -542,3 +542,50 @@ def test_the_client_key_never_reaches_a_file_on_linux(
     monkeypatch.setattr(tempfile, "TemporaryDirectory", no_disk)
     context = client_context(TlsConfig(**client_tls(ca)), None, "notifier.smtp.tls")
     assert isinstance(context, ssl.SSLContext)
+
+
+# --- single-machine parts of a configuration meant for several replicas -----------------------
+
+POSTGRES = {"address": "tcp://db.example.com:5432", "database": "portal", "username": "portal"}
+POSTGRES_STORAGE = {"local": None, "postgres": {**POSTGRES, "password": "x"}}
+REDIS = {"host": "redis.example.com"}
+
+
+def test_replica_settings_with_the_users_file_and_filesystem_notifier_warn_of_both(
+    tmp_path: Path, users: Path
+) -> None:
+    config, _ = check_config([write_config(tmp_path, storage=POSTGRES_STORAGE)], {})
+
+    warnings = replica_warnings(config)
+
+    assert [w.split(":")[0] for w in warnings] == [
+        "authentication_backend.file",
+        "notifier.filesystem",
+    ]
+    assert "this machine" in warnings[0] and "this machine" in warnings[1]
+
+
+def test_session_redis_alone_is_enough_to_warn(tmp_path: Path, users: Path) -> None:
+    config, _ = check_config([write_config(tmp_path, session={"redis": REDIS})], {})
+
+    assert len(replica_warnings(config)) == 2
+
+
+def test_one_machine_on_sqlite_gets_no_replica_warning(tmp_path: Path, users: Path) -> None:
+    config, _ = check_config([write_config(tmp_path)], {})
+
+    assert replica_warnings(config) == []
+
+
+def test_the_outbox_lease_and_poll_interval_are_read_and_checked(
+    tmp_path: Path, users: Path
+) -> None:
+    outbox = {"poll_interval": "250ms", "lease": "30s"}
+    config, _ = check_config([write_config(tmp_path, notifier={"outbox": outbox})], {})
+
+    assert config.notifier.outbox.poll_interval.total_seconds() == 0.25
+    assert config.notifier.outbox.lease.total_seconds() == 30
+    assert any(
+        "notifier.outbox.lease" in problem
+        for problem in problems(tmp_path, notifier={"outbox": {"lease": "0s"}})
+    )
