@@ -51,7 +51,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PASSWORD = "password"  # every user's, until a story changes it
 NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
-STORY6_USERS = [f"user{n:02d}" for n in range(1, 21)]
+STORY6_USERS = [f"user{n:02d}" for n in range(1, 41)]  # 20 without a kill, 20 with one
 RACERS = ["harry", "ron", "ginny"]  # one link each, raced on both replicas
 USERS = ["john", *RACERS, "bob", "james", "mary", "eve", "olive", "oscar", *STORY6_USERS]
 START_LIMIT = 4  # reset_password_start: requests per address per 10 minutes, for all replicas
@@ -693,7 +693,38 @@ async def test_rate_limits_and_regulation_count_both_replicas_together(cluster: 
     assert right == [401, 401], "a replica let mary in although the failures reached the limit"
 
 
-async def test_twenty_requests_give_twenty_mails_even_when_a_replica_dies_mid_send(
+async def ask_twenty(cluster: Cluster, users: list[str], network: int) -> None:
+    """Ask for a link for each user at once, alternately on a and b, each from its own address."""
+    asked = await asyncio.gather(
+        *(
+            Visitor(cluster, f"10.{network}.0.{n + 1}").ask_reset(
+                (cluster.a, cluster.b)[n % 2], user
+            )
+            for n, user in enumerate(users)
+        )
+    )
+    assert [reply.status for reply in asked] == [303] * len(users)
+
+
+async def test_twenty_requests_on_both_replicas_give_twenty_mails(cluster: Cluster) -> None:
+    await cluster.ensure_running()
+    mailbox = cluster.mailbox
+    already = len(mailbox.accepted)
+    users = STORY6_USERS[:20]
+    mailbox.delay = 0.05
+    try:
+        await ask_twenty(cluster, users, 6)
+        await mailbox.wait_for(already + len(users))
+        await asyncio.sleep(LEASE + 2 * POLL)  # time for a duplicate to show, if one were sent
+    finally:
+        mailbox.delay = 0.0
+
+    sent = mailbox.accepted[already:]
+    assert sorted(str(m["To"]) for _, m in sent) == sorted(f"{u}@example.com" for u in users)
+    assert {replica for replica, _ in sent} == {"replica-a", "replica-b"}, "both sent mail"
+
+
+async def test_twenty_requests_give_twenty_mails_when_a_replica_dies_mid_send(
     cluster: Cluster,
 ) -> None:
     """SIGKILL lands on replica b while the SMTP server holds one of its transactions at RCPT:
@@ -708,16 +739,10 @@ async def test_twenty_requests_give_twenty_mails_even_when_a_replica_dies_mid_se
     await cluster.ensure_running()
     mailbox = cluster.mailbox
     already = len(mailbox.accepted)
+    users = STORY6_USERS[20:]
     mailbox.delay = 0.25
     try:
-        users = STORY6_USERS
-        asked = await asyncio.gather(
-            *(
-                Visitor(cluster, f"10.6.0.{n + 1}").ask_reset((cluster.a, cluster.b)[n % 2], user)
-                for n, user in enumerate(users)
-            )
-        )
-        assert [reply.status for reply in asked] == [303] * len(users)
+        await ask_twenty(cluster, users, 16)
         deadline = time.monotonic() + 15
         while "replica-b" not in mailbox.in_flight:
             assert time.monotonic() < deadline, f"replica b never sent\n{cluster.b.log()}"
