@@ -70,12 +70,23 @@ class OutboxWorker:
         """Return how long to wait before the next try after `attempts` tries."""
         return float(min(self._backoff_max, self._backoff_base * 2 ** (attempts - 1)))
 
-    async def run_once(self) -> int:
-        """Run every due message once; return how many were claimed."""
-        messages = await self._storage.outbox_claim(at=self._clock.now(), lease=self._lease)
-        for message in messages:
-            await self._run(message)
-        return len(messages)
+    async def run_once(self, limit: int = 10) -> int:
+        """Run up to `limit` due messages once each; return how many were claimed.
+
+        Each message is claimed just before it runs, so its lease covers its own job only. A
+        batch claimed at once would share one lease: behind a slow job its later messages could
+        outlive the lease and be run by another replica as well (sent twice).
+        """
+        count = 0
+        while count < limit:
+            claimed = await self._storage.outbox_claim(
+                at=self._clock.now(), lease=self._lease, limit=1
+            )
+            if not claimed:
+                break
+            count += 1
+            await self._run(claimed[0])
+        return count
 
     async def _run(self, message: OutboxMessage) -> None:
         job = self._jobs.get(message.kind)

@@ -104,3 +104,29 @@ async def test_start_and_stop_deliver_what_is_queued(storage: SqliteStorage) -> 
         await asyncio.sleep(0.01)
     await worker.stop()
     assert [m.payload for m in job.seen] == [{"n": 1}]
+
+
+async def test_slow_jobs_never_let_a_waiting_message_run_twice(storage: SqliteStorage) -> None:
+    # Two replicas share the outbox. Each of A's jobs takes 70 s, well within the 120 s lease,
+    # and B looks for work after each. Each message is claimed just before it runs, so no
+    # waiting message sits under a lease that runs out behind A's queue: all run exactly once.
+    clock = FakeClock()
+    ran: list[tuple[str, int]] = []
+    other: OutboxWorker
+
+    async def slow(message: OutboxMessage) -> None:
+        ran.append(("a", int(message.payload["n"])))
+        clock.advance(70)
+        await other.run_once()
+
+    async def quick(message: OutboxMessage) -> None:
+        ran.append(("b", int(message.payload["n"])))
+
+    first = OutboxWorker(storage, clock, {"mail": slow}, lease=120)
+    other = OutboxWorker(storage, clock, {"mail": quick}, lease=120)
+    for n in range(1, 6):
+        await storage.outbox_enqueue("mail", {"n": n}, at=clock.now())
+    await first.run_once()
+    assert sorted(n for _, n in ran) == [1, 2, 3, 4, 5], ran
+    assert {who for who, _ in ran} == {"a", "b"}
+    assert await storage.outbox_pending() == 0
