@@ -119,14 +119,21 @@ class Address:
 
 
 def _address_parser(default_ports: Mapping[str, int], default_scheme: str) -> Any:
-    """Build a validator that accepts only the given schemes, filling in their default ports."""
+    """Build a validator that accepts only the given schemes, filling in their default ports.
+
+    A value without a scheme takes `default_scheme`, or `unix` when it is an absolute path and
+    unix is accepted (Authelia: schema.NewAddressDefault). Raises ValueError naming the problem.
+    """
 
     def parse(value: Any) -> Address:
         if isinstance(value, Address):
             return value
         if not isinstance(value, str) or not value:
             raise ValueError("must be an address such as 'tcp://127.0.0.1:9091'")
-        text = value if "://" in value else f"{default_scheme}://{value}"
+        # Authelia's address syntax: without a scheme, an absolute path is a unix socket.
+        path_like = value.startswith("/") and "unix" in default_ports
+        bare_scheme = "unix" if path_like else default_scheme
+        text = value if "://" in value else f"{bare_scheme}://{value}"
         parts = urlsplit(text)
         scheme = parts.scheme.lower()
         if scheme not in default_ports:
@@ -150,7 +157,10 @@ SmtpAddress = Annotated[
     Address, _address_parser({"smtp": 25, "submission": 587, "submissions": 465}, "smtp")
 ]
 LdapAddress = Annotated[Address, _address_parser({"ldap": 389, "ldaps": 636, "ldapi": 0}, "ldaps")]
-PostgresAddress = Annotated[Address, _address_parser({"tcp": 5432, "unix": 0}, "tcp")]
+# Authelia's ValidateSQL takes tcp4 and tcp6 too; the driver picks the family from the host.
+PostgresAddress = Annotated[
+    Address, _address_parser({"tcp": 5432, "tcp4": 5432, "tcp6": 5432, "unix": 0}, "tcp")
+]
 
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

@@ -233,6 +233,7 @@ def test_a_bad_duration_is_refused(text: Any) -> None:
         ("tcp://[::1]:9091", "tcp://[::1]:9091"),
         ("127.0.0.1:9000", "tcp://127.0.0.1:9000"),
         ("unix:///run/portal.sock", "unix:///run/portal.sock"),
+        ("/run/portal.sock", "unix:///run/portal.sock"),  # Authelia: a bare path is a socket
     ],
 )
 def test_server_addresses(tmp_path: Path, address: str, shown: str) -> None:

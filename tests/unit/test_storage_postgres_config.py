@@ -46,6 +46,11 @@ def test_the_defaults_are_authelias() -> None:
         ("unix:///run/postgresql", ("/run/postgresql", 5432)),
         ("unix:///run/postgresql/.s.PGSQL.5433", ("/run/postgresql", 5433)),
         ("tcp://[::1]:6432", ("::1", 6432)),
+        # Authelia's address syntax: a bare absolute path is a unix socket; tcp4 and tcp6 are tcp.
+        ("/run/postgresql", ("/run/postgresql", 5432)),
+        ("/run/postgresql/.s.PGSQL.5433", ("/run/postgresql", 5433)),
+        ("tcp4://db.example.com", ("db.example.com", 5432)),
+        ("tcp6://[::1]:6432", ("::1", 6432)),
     ],
 )
 def test_addresses_become_the_drivers_host_and_port(
