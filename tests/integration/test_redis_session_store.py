@@ -4,6 +4,7 @@ the per-user index stays clean, and an unreachable Redis is a StorageError that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import trustme
 from portal.config import RedisConfig, TlsConfig
 from portal.errors import StartupCheckError, StorageError
 from portal.storage.base import SessionRecord
-from portal.storage.redis import GRACE, RECORD, USER_INDEX, RedisSessionStore
+from portal.storage.redis import CHANNEL, GRACE, RECORD, USER_INDEX, RedisSessionStore
 from tests.conftest import FakeClock
 from tests.contract.records import HOUR, NOW, session
 from tests.integration.redis_server import RedisServer, running_redis
@@ -122,6 +123,38 @@ async def test_a_session_saved_again_for_another_user_is_not_ended_with_the_firs
     assert await store.session_delete_user("john") == 0
     assert await store.session_get("shared") is not None
     assert await store.session_delete_user("mary") == 1
+
+
+async def test_the_subscription_leaves_every_connection_of_the_pool_to_requests(
+    redis_server: RedisServer, clock: FakeClock, raw: aioredis.Redis
+) -> None:
+    """maximum_active_connections: 1 still serves sessions while the replica listens for ended
+    ones (the subscription used to hold the pool's only connection: every read was a 503)."""
+    config = RedisConfig(
+        host=redis_server.host,
+        port=redis_server.port,
+        username=redis_server.username,
+        password=redis_server.user_password,
+        timeout="1s",
+        maximum_active_connections=1,
+    )
+    store = RedisSessionStore(config, clock=clock, inactivity={})
+    await store.startup_check()
+    listening = asyncio.create_task(store.listen(lambda kind, key: None))
+    try:
+        for _ in range(100):  # until the subscription holds its connection
+            if (await raw.pubsub_numsub(CHANNEL))[0][1] == 1:
+                break
+            await asyncio.sleep(0.02)
+        await store.session_save(session())
+
+        assert await store.session_get("cookie-hash-1") == session()
+        assert await store.session_delete("cookie-hash-1")
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await store.close()
 
 
 async def test_an_unreachable_redis_is_a_storage_error_naming_no_id(

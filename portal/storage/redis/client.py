@@ -36,20 +36,26 @@ class _TlsConnection(Connection):
         return arguments
 
 
+# The session-ended subscription (listener.py) holds one pooled connection for as long as it
+# runs: the pool gets that one on top of maximum_active_connections, which are for commands.
+SUBSCRIPTION_CONNECTIONS = 1
+
+
 def redis_client(
     config: RedisConfig, certificates_directory: Path | None
 ) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
     """Build the client session.redis describes; it reads TLS files, so call it in a thread.
 
     Return the client and the sentinels' clients (to close with it; none without Sentinel).
-    A pool of at most `maximum_active_connections` (callers wait up to `timeout` for one, as
-    Authelia's pool does), `timeout` for connecting and for each reply, `max_retries` retries of
-    a failed command. With high_availability, the master is asked of the sentinels (redis-py's
-    Sentinel support) and found again after a failover; every command goes to the master, so
-    route_by_latency and route_randomly (go-redis's routing of reads to replicas) change
-    nothing: a replica could still hold a session just ended. TLS applies to the plain and unix
-    socket set-ups; with Sentinel it is not supported yet (StartupCheckError). Raise
-    StartupCheckError when the TLS settings cannot be used.
+    A pool of at most `maximum_active_connections` for commands (callers wait up to `timeout`
+    for one, as Authelia's pool does) and one more for the session-ended subscription,
+    `timeout` for connecting and for each reply, `max_retries` retries of a failed command.
+    With high_availability, the master is asked of the sentinels (redis-py's Sentinel support)
+    and found again after a failover; every command goes to the master, so route_by_latency
+    and route_randomly (go-redis's routing of reads to replicas) change nothing: a replica
+    could still hold a session just ended. TLS applies to the plain and unix socket set-ups;
+    with Sentinel it is not supported yet (StartupCheckError). Raise StartupCheckError when
+    the TLS settings cannot be used.
     """
     timeout = config.timeout.total_seconds()
     password = config.password.get_secret_value() if config.password is not None else None
@@ -86,12 +92,13 @@ def redis_client(
             **common,
         )
         client: aioredis.Redis = sentinel.master_for(
-            high_availability.sentinel_name, max_connections=config.maximum_active_connections
+            high_availability.sentinel_name,
+            max_connections=config.maximum_active_connections + SUBSCRIPTION_CONNECTIONS,
         )
         return client, list(sentinel.sentinels)
     pool_kwargs: dict[str, Any] = {
         **common,
-        "max_connections": config.maximum_active_connections,
+        "max_connections": config.maximum_active_connections + SUBSCRIPTION_CONNECTIONS,
         "timeout": timeout,
     }
     if config.unix_socket:
