@@ -124,11 +124,11 @@ async def test_a_reset_redis_refuses_to_end_the_sessions_of_leaves_no_old_sessio
     assert response.status == 200
     await open_link(portal.client, reset_link_from(await portal.next_mail()))
     # Redis answers reads but refuses the scripts that end sessions (an outage, made exact).
-    await raw.execute_command("ACL", "SETUSER", "portal", "-evalsha", "-eval")
+    await raw.acl_setuser("portal", enabled=True, commands=["-evalsha", "-eval"])
 
     await choose_password(portal.client, NEW_PASSWORD)
 
-    await raw.execute_command("ACL", "SETUSER", "portal", "+@all")
+    await raw.acl_setuser("portal", enabled=True, categories=["+@all"])
     portal.clock.advance(2)  # past the cache's second of trust
     changed = verify_password(NEW_PASSWORD, await stored_hash(portal.users_file, "john"))
     assert not changed or await signed_in(portal.client) == 401
