@@ -41,6 +41,7 @@ def portal_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "AUTHELIA_"))}
     env["PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET"] = "b" * 64
     env["PORTAL_STORAGE_ENCRYPTION_KEY"] = "k" * 40
+    env["PORTAL_SESSION_SECRET"] = "s" * 40  # encrypts session records in Redis
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 

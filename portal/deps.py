@@ -74,8 +74,11 @@ def sessions_from_config(config: Config, clock: Clock) -> SessionProvider | None
         cookie.domain: cookie.inactivity.total_seconds() if cookie.inactivity else 0.0
         for cookie in config.session.cookies
     }
+    secret = config.session.secret
+    assert secret is not None  # noqa: S101 - SessionConfig requires it with redis
     return RedisSessionStore(
         redis,
+        secret=secret.get_secret_value(),
         clock=clock,
         inactivity=inactivity,
         certificates_directory=config.certificates_directory,

@@ -23,6 +23,8 @@ from tests.integration.postgres import PostgresServer, start_server
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 JWT_SECRET = "j" * 40
+# session.secret: encrypts the session records in Redis (required with session.redis).
+SESSION_SECRET = "s" * 40
 ENCRYPTION_KEY = "e" * 32
 
 ConfigFactory = Callable[..., Config]
@@ -65,7 +67,8 @@ def minimal_raw(tmp_path: Path) -> dict[str, Any]:
         "authentication_backend": {"file": {"path": str(tmp_path / "users.yml")}},
         "notifier": {"filesystem": {"filename": str(tmp_path / "notification.txt")}},
         "session": {
-            "cookies": [{"domain": "example.com", "authelia_url": "https://auth.example.com"}]
+            "secret": SESSION_SECRET,
+            "cookies": [{"domain": "example.com", "authelia_url": "https://auth.example.com"}],
         },
         "storage": {"encryption_key": ENCRYPTION_KEY, "local": {"path": str(tmp_path / "db")}},
     }

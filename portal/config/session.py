@@ -143,7 +143,11 @@ class RedisConfig(Model):
 
 
 class SessionConfig(Model):
-    """Sessions and their cookies; `redis` keeps the session records in Redis when set."""
+    """Sessions and their cookies; `redis` keeps the session records in Redis when set.
+
+    `secret` (Authelia: session.secret) encrypts the session records in Redis (storage/redis/
+    sealing.py); required with `redis`, unused without it.
+    """
 
     secret: SecretStr | None = None
     name: str = "portal_session"
@@ -171,4 +175,11 @@ class SessionConfig(Model):
             for cookie in self.cookies
         )
         object.__setattr__(self, "cookies", filled)
+        return self
+
+    @model_validator(mode="after")
+    def _secret_for_redis(self) -> SessionConfig:
+        # Authelia's rule and words (validator/session.go): Redis records are encrypted with it.
+        if self.redis is not None and not self.secret:
+            raise ValueError("option 'secret' is required when using the 'redis' provider")
         return self

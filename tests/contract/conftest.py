@@ -21,7 +21,7 @@ from portal.config.storage import PostgresStorageConfig
 from portal.storage.postgres import PostgresStorage
 from portal.storage.redis import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
-from tests.conftest import FakeClock
+from tests.conftest import SESSION_SECRET, FakeClock
 from tests.contract.records import NOW
 from tests.integration.postgres import ROLE as POSTGRES_ROLE
 from tests.integration.postgres import PostgresServer
@@ -111,7 +111,7 @@ def _redis_store(server: RedisServer) -> RedisSessionStore:
     config = RedisConfig(
         host=server.host, port=server.port, username=server.username, password=server.user_password
     )
-    return RedisSessionStore(config, clock=FakeClock(NOW), inactivity={})
+    return RedisSessionStore(config, secret=SESSION_SECRET, clock=FakeClock(NOW), inactivity={})
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from portal.errors import StorageError
 from portal.sessions import SessionStore
 from portal.storage.redis import RedisSessionStore
 from portal.users.base import User
+from tests.conftest import SESSION_SECRET
 from tests.integration.redis_server import MASTER_NAME, SentinelSet, running_sentinel_set
 
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins",))
@@ -49,7 +50,9 @@ def sentinel_config(servers: SentinelSet) -> RedisConfig:
 async def test_after_a_failover_sessions_work_again_without_a_restart(
     sentinel_set: SentinelSet,
 ) -> None:
-    records = RedisSessionStore(sentinel_config(sentinel_set), clock=SystemClock(), inactivity={})
+    records = RedisSessionStore(
+        sentinel_config(sentinel_set), secret=SESSION_SECRET, clock=SystemClock(), inactivity={}
+    )
     await records.startup_check()
     sessions = SessionStore(records, SystemClock(), cache_ttl=0)
     try:

@@ -16,6 +16,7 @@ from portal.config import RedisConfig, SessionConfig, SessionCookieConfig
 from portal.sessions import SessionStore
 from portal.storage.redis import RedisSessionStore
 from portal.users.base import User
+from tests.conftest import SESSION_SECRET
 from tests.integration.redis_server import RedisServer
 
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins",))
@@ -43,7 +44,9 @@ async def replicas(redis_server: RedisServer) -> AsyncIterator[tuple[Replica, Re
     )
     made, tasks = [], []
     for _ in range(2):
-        records = RedisSessionStore(config, clock=SystemClock(), inactivity={"example.com": 300})
+        records = RedisSessionStore(
+            config, secret=SESSION_SECRET, clock=SystemClock(), inactivity={"example.com": 300}
+        )
         await records.startup_check()
         sessions = SessionStore(records, SystemClock(), cache_ttl=LONG_CACHE)
         tasks.append(asyncio.create_task(records.listen(sessions.invalidate)))
@@ -114,7 +117,10 @@ async def test_without_the_subscription_the_other_replica_would_still_open_it(
         username=redis_server.username,
         password=redis_server.user_password,
     )
-    stores = [RedisSessionStore(config, clock=SystemClock(), inactivity={}) for _ in range(2)]
+    stores = [
+        RedisSessionStore(config, secret=SESSION_SECRET, clock=SystemClock(), inactivity={})
+        for _ in range(2)
+    ]
     for store in stores:
         await store.startup_check()
     one, other = (SessionStore(s, SystemClock(), cache_ttl=LONG_CACHE) for s in stores)

@@ -1,10 +1,12 @@
 """The Redis session store beyond the shared contract: records expire in Redis by themselves,
-the per-user index stays clean, and an unreachable Redis is a StorageError that names nothing."""
+the per-user index stays clean, records are encrypted with session.secret (bound to their key),
+and an unreachable Redis is a StorageError that names nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +20,13 @@ from portal.config import RedisConfig, TlsConfig
 from portal.errors import StartupCheckError, StorageError
 from portal.storage.base import SessionRecord
 from portal.storage.redis import CHANNEL, GRACE, RECORD, USER_INDEX, RedisSessionStore
-from tests.conftest import FakeClock
+from portal.storage.redis.sealing import Sealer
+from tests.conftest import SESSION_SECRET, FakeClock
 from tests.contract.records import HOUR, NOW, session
 from tests.integration.redis_server import RedisServer, running_redis
 
 INACTIVITY = 300.0  # the cookie domain's inactivity, seconds
+JOHN = Sealer(SESSION_SECRET).user_tag("john")  # the per-user index names john by this hash
 
 
 def idle_session(session_id: str = "cookie-hash-1", **changes: Any) -> SessionRecord:
@@ -44,7 +48,9 @@ async def store(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[Re
         password=redis_server.user_password,
         minimum_idle_connections=2,
     )
-    started = RedisSessionStore(config, clock=clock, inactivity={"example.com": INACTIVITY})
+    started = RedisSessionStore(
+        config, secret=SESSION_SECRET, clock=clock, inactivity={"example.com": INACTIVITY}
+    )
     await started.startup_check()
     yield started
     await started.close()
@@ -110,8 +116,8 @@ async def test_the_user_index_forgets_sessions_redis_expired(
 
     await store.session_save(idle_session("johns-phone"))
 
-    assert await raw.smembers(USER_INDEX + "john") == {"johns-phone"}
-    assert 0 < await raw.pttl(USER_INDEX + "john")  # the index expires too
+    assert await raw.smembers(USER_INDEX + JOHN) == {"johns-phone"}
+    assert 0 < await raw.pttl(USER_INDEX + JOHN)  # the index expires too
 
 
 async def test_a_session_saved_again_for_another_user_is_not_ended_with_the_first(
@@ -138,7 +144,7 @@ async def test_the_subscription_leaves_every_connection_of_the_pool_to_requests(
         timeout="1s",
         maximum_active_connections=1,
     )
-    store = RedisSessionStore(config, clock=clock, inactivity={})
+    store = RedisSessionStore(config, secret=SESSION_SECRET, clock=clock, inactivity={})
     await store.startup_check()
     listening = asyncio.create_task(store.listen(lambda kind, key: None))
     try:
@@ -175,7 +181,7 @@ async def test_a_store_that_cannot_log_in_fails_its_startup_check_without_the_pa
     config = RedisConfig(
         host=redis_server.host, port=redis_server.port, username="portal", password="wrong-pw"
     )
-    store = RedisSessionStore(config, clock=FakeClock(NOW), inactivity={})
+    store = RedisSessionStore(config, secret=SESSION_SECRET, clock=FakeClock(NOW), inactivity={})
 
     with pytest.raises(StartupCheckError) as caught:
         await store.startup_check()
@@ -200,12 +206,18 @@ async def test_tls_to_redis_trusts_a_private_ca_only_from_the_certificates_direc
             password=server.user_password,
             tls=TlsConfig(),
         )
-        stranger = RedisSessionStore(config, clock=FakeClock(NOW), inactivity={})
+        stranger = RedisSessionStore(
+            config, secret=SESSION_SECRET, clock=FakeClock(NOW), inactivity={}
+        )
         with pytest.raises(StartupCheckError) as caught:
             await stranger.startup_check()
         await stranger.close()
         store = RedisSessionStore(
-            config, clock=FakeClock(NOW), inactivity={}, certificates_directory=trusted
+            config,
+            secret=SESSION_SECRET,
+            clock=FakeClock(NOW),
+            inactivity={},
+            certificates_directory=trusted,
         )
         await store.startup_check()
         try:
@@ -217,3 +229,118 @@ async def test_tls_to_redis_trusts_a_private_ca_only_from_the_certificates_direc
 
     assert "cannot connect to Redis or log in" in str(caught.value)
     assert server.user_password not in str(caught.value)
+
+
+# --- encryption with session.secret ---------------------------------------------------------------
+
+PRIVATE = {
+    "domain": "example.com",
+    "display_name": "Jonathan Quincy",
+    "emails": ["jonathan.quincy@example.org"],
+    "groups": ["payroll-admins"],
+}
+
+
+async def everything_in(raw: aioredis.Redis) -> str:
+    """Return every key and value Redis holds as one text (what redis-cli would show)."""
+    parts: list[str] = []
+    async for key in raw.scan_iter("*"):
+        kind = await raw.type(key)
+        parts.append(str(key))
+        if kind == "hash":
+            parts += [f"{k!s}={v!s}" for k, v in (await raw.hgetall(key)).items()]
+        elif kind == "set":
+            parts += [str(member) for member in await raw.smembers(key)]
+        elif kind == "zset":
+            parts += [str(member) for member in await raw.zrange(key, 0, -1)]
+        else:
+            parts.append(str(await raw.get(key)))
+    return "\n".join(parts)
+
+
+async def test_redis_holds_no_username_name_address_or_group_in_clear(
+    store: RedisSessionStore, raw: aioredis.Redis
+) -> None:
+    await store.session_save(idle_session(username="jquincy", data=PRIVATE))
+    await store.session_update_data("cookie-hash-1", {**PRIVATE, "groups": ["audit-readers"]})
+
+    stored = await everything_in(raw)
+    for private in ["jquincy", "Jonathan Quincy", "jonathan.quincy@example.org", "payroll-admins"]:
+        assert private not in stored
+    assert "audit-readers" not in stored
+    assert "cookie-hash-1" in stored  # the id (a cookie's hash) and the times stay readable
+    record = await store.session_get("cookie-hash-1")
+    assert record is not None and record.username == "jquincy"
+    assert record.data["groups"] == ["audit-readers"]
+
+
+async def test_a_record_moved_to_another_key_opens_no_session(
+    store: RedisSessionStore, raw: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.session_save(idle_session("victims-hash", username="admin", data=PRIVATE))
+    await store.session_save(idle_session("attackers-hash", username="mallory"))
+
+    # Someone with write access to Redis copies the admin's record over their own session's.
+    victims = {str(k): str(v) for k, v in (await raw.hgetall(RECORD + "victims-hash")).items()}
+    for field, value in victims.items():
+        await raw.hset(RECORD + "attackers-hash", field, value)
+
+    with caplog.at_level(logging.WARNING):
+        assert await store.session_get("attackers-hash") is None
+    assert (await store.session_get("victims-hash")) is not None  # the original still opens
+    assert "cannot be decrypted" in caplog.text
+    assert "attackers-hash" not in caplog.text and victims["data"] not in caplog.text
+
+
+@pytest.mark.parametrize("field", ["identity", "data"])
+async def test_an_altered_record_opens_no_session(
+    store: RedisSessionStore, raw: aioredis.Redis, field: str
+) -> None:
+    await store.session_save(idle_session(data=PRIVATE))
+    sealed = await raw.hget(RECORD + "cookie-hash-1", field)
+    assert isinstance(sealed, str)
+    flipped = sealed[:20] + ("A" if sealed[20] != "A" else "B") + sealed[21:]
+    await raw.hset(RECORD + "cookie-hash-1", field, flipped)
+
+    assert await store.session_get("cookie-hash-1") is None
+
+
+async def test_a_record_whose_user_tag_was_changed_opens_no_session(
+    store: RedisSessionStore, raw: aioredis.Redis
+) -> None:
+    """Else its user's sessions could not all be ended (the index and deletes go by the tag)."""
+    await store.session_save(idle_session())
+    await raw.hset(RECORD + "cookie-hash-1", "user_tag", Sealer(SESSION_SECRET).user_tag("mary"))
+
+    assert await store.session_get("cookie-hash-1") is None
+
+
+async def test_a_store_with_another_secret_reads_no_session_and_warns_once(
+    store: RedisSessionStore,
+    redis_server: RedisServer,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await store.session_save(idle_session("cookie-hash-1", data=PRIVATE))
+    await store.session_save(idle_session("cookie-hash-2", data=PRIVATE))
+    config = RedisConfig(
+        host=redis_server.host,
+        port=redis_server.port,
+        username=redis_server.username,
+        password=redis_server.user_password,
+    )
+    other = RedisSessionStore(config, secret="another-secret-" * 3, clock=clock, inactivity={})
+    await other.startup_check()
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert await other.session_get("cookie-hash-1") is None
+            assert await other.session_get("cookie-hash-2") is None
+        # Its user index is another hash: ending john's sessions there ends none of these.
+        assert await other.session_delete_user("john") == 0
+    finally:
+        await other.close()
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "another-secret" not in caplog.text and "cookie-hash" not in caplog.text
+    assert await store.session_get("cookie-hash-1") is not None

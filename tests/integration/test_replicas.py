@@ -39,7 +39,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from ruamel.yaml import YAML
 
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET
+from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, SESSION_SECRET
 from tests.integration.nginx import APP_HOST, PORTAL_HOST, Nginx, start_nginx
 from tests.integration.postgres import ROLE, PostgresServer, start_server
 from tests.integration.process import HOST, free_port, read_log, tail
@@ -297,6 +297,7 @@ def replica_config(
             }
         },
         "session": {
+            "secret": SESSION_SECRET,
             "cookies": [
                 {
                     "domain": "example.com",

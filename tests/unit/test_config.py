@@ -1142,6 +1142,15 @@ def test_a_bad_session_redis_block_names_its_key(
     assert any(p.startswith(problem) for p in problems), problems
 
 
+def test_session_redis_without_session_secret_is_refused_as_authelia_does(tmp_path: Path) -> None:
+    raw = deep_merge(minimal_raw(tmp_path), {"session": {"redis": {"host": "r"}}})
+    del raw["session"]["secret"]  # it encrypts the records in Redis: nothing to encrypt with
+
+    problems = problems_of([write_yaml(tmp_path / "configuration.yml", raw)])
+
+    assert problems == ["session: option 'secret' is required when using the 'redis' provider"]
+
+
 def test_a_session_redis_password_never_appears_in_a_problem(tmp_path: Path) -> None:
     path = with_changes(
         tmp_path, session={"redis": {"host": "r", "port": "x", "password": "hunter2-secret"}}

@@ -29,7 +29,7 @@ from portal.deps import (
 from portal.logs import SafeAccessLogger
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
-from tests.conftest import ConfigFactory, FakeClock, deep_merge
+from tests.conftest import SESSION_SECRET, ConfigFactory, FakeClock, deep_merge
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
 
 Client = TestClient[web.Request, web.Application]
@@ -97,7 +97,10 @@ def portal_settings(smtp_port: int, users_file: Path) -> dict[str, Any]:
                 "password": {"argon2": {"memory": 1024, "iterations": 1, "parallelism": 1}},
             }
         },
-        "session": {"cookies": [{"domain": "127.0.0.1", "authelia_url": PORTAL_URL}]},
+        "session": {
+            "secret": SESSION_SECRET,
+            "cookies": [{"domain": "127.0.0.1", "authelia_url": PORTAL_URL}],
+        },
     }
 
 

@@ -1,11 +1,13 @@
-"""The portal with session.redis: sessions live in Redis under their cookie's hash; when Redis
-is down nothing is let through and /api/health says so; once it is back, all works again."""
+"""The portal with session.redis: sessions live in Redis under their cookie's hash, encrypted
+with session.secret; when Redis is down nothing is let through and /api/health says so; once it
+is back, all works again."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -35,15 +37,19 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 async def portal(redis_server: RedisServer, start_portal: StartPortal) -> Portal:
     """A portal keeping its sessions in the test's Redis (started first, so stopped last)."""
-    redis = {
-        "host": redis_server.host,
-        "port": redis_server.port,
-        "username": redis_server.username,
-        "password": redis_server.user_password,
-    }
     return await start_portal(
-        session={"redis": redis}, access_control={"default_policy": "one_factor"}
+        session={"redis": redis_of(redis_server)}, access_control={"default_policy": "one_factor"}
     )
+
+
+def redis_of(server: RedisServer) -> dict[str, Any]:
+    """Return the session.redis block logging in to the server as its ACL user."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "username": server.username,
+        "password": server.user_password,
+    }
 
 
 @pytest.fixture
@@ -69,6 +75,48 @@ async def test_a_session_lives_in_redis_under_the_hash_of_its_cookie_only(
     stored = [str(await raw.hgetall(k)) for k in everything if await raw.type(k) == "hash"]
     assert not any(value in text for text in [*everything, *stored])
     assert await portal.storage.session_get(session_id) is None  # not in SQLite
+
+
+async def test_what_redis_holds_of_a_session_names_nobody_in_clear(
+    portal: Portal, raw: aioredis.Redis
+) -> None:
+    assert (await sign_in(portal.client, "john")).status == 302
+    assert await signed_in(portal.client) == 200
+
+    stored: list[str] = []
+    async for key in raw.scan_iter("*"):
+        stored.append(str(key))
+        kind = await raw.type(key)
+        if kind == "hash":
+            stored += [str(part) for item in (await raw.hgetall(key)).items() for part in item]
+        elif kind == "set":
+            stored += [str(member) for member in await raw.smembers(key)]
+    text = "\n".join(stored)
+    # john's username, display name, address and groups (tests/fixtures/users.yml)
+    for private in ["john", "John Doe", "john.doe@authelia.com", "admins"]:
+        assert private not in text
+    assert "dev" not in stored  # the other group, as a value of its own (3 letters: base64 has it)
+
+
+async def test_a_portal_with_another_session_secret_opens_no_session_of_the_first(
+    portal: Portal, redis_server: RedisServer, start_portal: StartPortal
+) -> None:
+    signed = await sign_in(portal.client, "john")
+    cookie = {"Cookie": f"portal_session={signed.cookies['portal_session'].value}"}
+    other = await start_portal(
+        session={"secret": "another-session-secret-" * 2, "redis": redis_of(redis_server)},
+        access_control={"default_policy": "one_factor"},
+    )
+
+    authz = {"X-Original-URL": "http://127.0.0.1/private", "X-Original-Method": "GET"}
+    response = await other.client.get(
+        "/api/authz/auth-request", headers={**authz, **cookie}, allow_redirects=False
+    )
+
+    assert response.status == 401  # no session (not a 500): signing in again is the way
+    assert await signed_in(portal.client) == 200  # the first portal still reads it
+    assert (await sign_in(other.client, "john")).status == 302
+    assert await signed_in(other.client) == 200
 
 
 async def test_signing_out_ends_the_session_in_redis(portal: Portal, raw: aioredis.Redis) -> None:

@@ -5,9 +5,12 @@ news of ended sessions): every other record stays in the storage. What lives in 
 `portal:` keys of database `database_index`:
 
     portal:session:<id>        a hash: one session record; <id> is the SHA-256 of the cookie value
-                               (sessions.py), never the value itself
-    portal:sessions-of:<user>  a set of the user's session ids (the per-user index Authelia lacks),
-                               pruned of stale ids whenever the user gets a new session
+                               (sessions.py), never the value itself; username, created_at and
+                               data sealed with session.secret (sealing.py), the username also as
+                               its keyed hash `user_tag`; times the scripts need in clear
+    portal:sessions-of:<tag>   a set of the user's session ids (the per-user index Authelia lacks),
+                               named by the user_tag, pruned of stale ids whenever the user gets a
+                               new session
     portal:session-expiry      a sorted set: session id -> expires_at, for purge_sessions
     portal:session-ended       the pub/sub channel saying which session or user was ended
 
@@ -19,7 +22,8 @@ one Lua script, so it is atomic on the server (a single Redis or a Sentinel mast
 Cluster, where a user's keys would live on several nodes).
 
 The package: client.py builds the client (pool, Sentinel, TLS), scripts.py holds the keys and
-the Lua scripts, store.py the RedisSessionStore, listener.py the cross-replica invalidation.
+the Lua scripts, sealing.py the encryption, store.py the RedisSessionStore, listener.py the
+cross-replica invalidation.
 """
 
 from portal.storage.redis.client import check_redis_settings, redis_client

@@ -1,7 +1,9 @@
 """The Redis session store's keys, timings and Lua scripts (the layout: redis/__init__.py).
 
 Each script changes several keys at once, atomically on the server; KEYS and ARGV are as
-store.py passes them.
+store.py passes them. A record's `user_tag` is the keyed hash of its username (sealing.py), the
+only form of the username the scripts see; `identity` and `data` are sealed, so the scripts
+never read them.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ GRACE = 5.0
 PURGE_BATCH = 500
 
 SAVE = """
-local id, username, ttl, index_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local id, tag, ttl, index_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'username', username, 'created_at', ARGV[5],
+redis.call('HSET', KEYS[1], 'user_tag', tag, 'identity', ARGV[5],
   'last_active_at', ARGV[6], 'expires_at', ARGV[7], 'remember_me', ARGV[8], 'data', ARGV[9],
   'idle', ARGV[10])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[3], ARGV[7], id)
 redis.call('SADD', KEYS[2], id)
 for _, other in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('HGET', ARGV[11] .. other, 'username') ~= username then
+  if redis.call('HGET', ARGV[11] .. other, 'user_tag') ~= tag then
     redis.call('SREM', KEYS[2], other)
   end
 end
@@ -61,12 +63,12 @@ return 1
 """
 
 DELETE = """
-local username = redis.call('HGET', KEYS[1], 'username')
+local tag = redis.call('HGET', KEYS[1], 'user_tag')
 redis.call('PUBLISH', ARGV[3], 'session:' .. ARGV[1])
-if not username then return 0 end
+if not tag then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', ARGV[2] .. username, ARGV[1])
+redis.call('SREM', ARGV[2] .. tag, ARGV[1])
 return 1
 """
 
@@ -74,7 +76,7 @@ DELETE_USER = """
 local deleted = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[2] .. id
-  if redis.call('HGET', key, 'username') == ARGV[1] then
+  if redis.call('HGET', key, 'user_tag') == ARGV[1] then
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[2], id)
     deleted = deleted + 1
@@ -90,10 +92,10 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT'
 local deleted = 0
 for _, id in ipairs(ids) do
   local key = ARGV[2] .. id
-  local username = redis.call('HGET', key, 'username')
-  if username then
+  local tag = redis.call('HGET', key, 'user_tag')
+  if tag then
     redis.call('DEL', key)
-    redis.call('SREM', ARGV[3] .. username, id)
+    redis.call('SREM', ARGV[3] .. tag, id)
     deleted = deleted + 1
   end
   redis.call('ZREM', KEYS[1], id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -36,8 +37,14 @@ from portal.storage.redis.scripts import (
     UPDATE_DATA,
     USER_INDEX,
 )
+from portal.storage.redis.sealing import Sealer, UnsealError
 
 _T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
+
+# A record's sealed fields (the rest the Lua scripts read): username and created_at, and data.
+SEALED = ("identity", "data")
 
 
 class RedisSessionStore:
@@ -48,17 +55,27 @@ class RedisSessionStore:
     at its absolute expiration only. `clock` turns absolute times into Redis TTLs. Every Redis
     failure becomes StorageError naming the operation (never an id, a username or a password):
     SessionStoreUnavailableError (503) when Redis cannot be reached or does not answer in time.
+
+    `secret` is session.secret (Authelia: the key encrypting session data in Redis): each record's
+    username, created_at and data are sealed with it (sealing.py), the record's key as associated
+    data; the username appears only as its keyed hash (`user_tag`, also naming the per-user
+    index). Readable in Redis: the times the scripts need (last_active_at, expires_at, idle,
+    remember_me) and the keyed hashes. A record that does not open (altered, moved to another key,
+    or sealed under another secret) reads as no session, with a warning logged once.
     """
 
     def __init__(
         self,
         config: RedisConfig,
         *,
+        secret: str,
         clock: Clock,
         inactivity: Mapping[str, float],
         certificates_directory: Path | None = None,
     ) -> None:
         self._config = config
+        self._sealer = Sealer(secret)
+        self._warned = False
         self._clock = clock
         self._inactivity = dict(inactivity)
         self._certificates_directory = certificates_directory
@@ -120,37 +137,56 @@ class RedisSessionStore:
         deadline = record.expires_at
         if idle > 0:
             deadline = min(deadline, record.last_active_at + idle)
+        key = RECORD + record.id
+        tag = self._sealer.user_tag(record.username)
+        identity = json.dumps({"username": record.username, "created_at": record.created_at})
         args = [
             record.id,
-            record.username,
+            tag,
             _ttl_ms(deadline - now),
             _ttl_ms(record.expires_at - now),
-            repr(record.created_at),
+            self._sealer.seal(identity, key=key, field="identity"),
             repr(record.last_active_at),
             repr(record.expires_at),
             "1" if record.remember_me else "0",
-            json.dumps(record.data, separators=(",", ":")),
+            self._seal_data(key, record.data),
             repr(idle),
             RECORD,
         ]
-        keys = [RECORD + record.id, USER_INDEX + record.username, EXPIRY]
+        keys = [key, USER_INDEX + tag, EXPIRY]
         await self._script("save a session", SAVE, keys, args)
 
     async def session_get(self, session_id: str) -> SessionRecord | None:
         """Return the session with that id, or None (also once Redis expired it)."""
         client = self._started()
-        fields = await self._call("read a session", lambda: client.hgetall(RECORD + session_id))
+        key = RECORD + session_id
+        fields = await self._call("read a session", lambda: client.hgetall(key))
         if not fields:
             return None
-        return SessionRecord(
-            id=session_id,
-            username=str(fields["username"]),
-            created_at=float(fields["created_at"]),
-            last_active_at=float(fields["last_active_at"]),
-            expires_at=float(fields["expires_at"]),
-            remember_me=fields["remember_me"] == "1",
-            data=json.loads(fields["data"]),
-        )
+        try:
+            opened = {f: self._sealer.open(str(fields[f]), key=key, field=f) for f in SEALED}
+            identity = json.loads(opened["identity"])
+            username = str(identity["username"])
+            if self._sealer.user_tag(username) != fields["user_tag"]:
+                raise UnsealError("user_tag")  # SECURITY: else delete_user would miss it
+            return SessionRecord(
+                id=session_id,
+                username=username,
+                created_at=float(identity["created_at"]),
+                last_active_at=float(fields["last_active_at"]),
+                expires_at=float(fields["expires_at"]),
+                remember_me=fields["remember_me"] == "1",
+                data=json.loads(opened["data"]),
+            )
+        except (UnsealError, KeyError, TypeError, ValueError):
+            # SECURITY: no session; neither the id nor the stored values reach the log.
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "session.redis: a session record cannot be decrypted (altered, moved, or "
+                    "written under another session.secret); it reads as no session"
+                )
+            return None
 
     async def session_touch(self, session_id: str, *, at: float) -> None:
         """Record activity at `at` (never backwards) and extend the session's TTL to match."""
@@ -159,8 +195,9 @@ class RedisSessionStore:
 
     async def session_update_data(self, session_id: str, data: dict[str, Any]) -> bool:
         """Replace the data of an existing session (never creating one); True if it existed."""
-        text = json.dumps(data, separators=(",", ":"))
-        done = await self._script("update a session", UPDATE_DATA, [RECORD + session_id], [text])
+        key = RECORD + session_id
+        sealed = self._seal_data(key, data)
+        done = await self._script("update a session", UPDATE_DATA, [key], [sealed])
         return bool(done)
 
     async def session_delete(self, session_id: str) -> bool:
@@ -171,8 +208,9 @@ class RedisSessionStore:
 
     async def session_delete_user(self, username: str) -> int:
         """Delete every session of the user (the per-user index) and say so; return how many."""
-        keys = [USER_INDEX + username, EXPIRY]
-        args = [username, RECORD, CHANNEL]
+        tag = self._sealer.user_tag(username)
+        keys = [USER_INDEX + tag, EXPIRY]
+        args = [tag, RECORD, CHANNEL]
         deleted = await self._script("delete a user's sessions", DELETE_USER, keys, args)
         return int(deleted)
 
@@ -188,16 +226,23 @@ class RedisSessionStore:
 
     # -- invalidation across replicas ------------------------------------------------------------
 
-    # -- invalidation across replicas ------------------------------------------------------------
-
     async def listen(self, invalidate: Invalidate) -> None:
         """Pass every session or user ended on any replica to `invalidate`, until cancelled.
 
-        listener.listen says how: the session-ended channel, resubscribing when it is lost.
+        listener.listen says how: the session-ended channel, resubscribing when it is lost. The
+        channel names a user by its keyed hash only, so a user's news empties the whole cache
+        (it holds a second of sessions at most): ("user", tag) is passed on as ("all", "").
         """
-        await listen(self._started, invalidate)
+
+        def by_tag(kind: str, key: str) -> None:
+            invalidate(*(("all", "") if kind == "user" else (kind, key)))
+
+        await listen(self._started, by_tag)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _seal_data(self, key: str, data: Mapping[str, Any]) -> str:
+        return self._sealer.seal(json.dumps(data, separators=(",", ":")), key=key, field="data")
 
     def _idle(self, data: Mapping[str, Any]) -> float:
         return max(0.0, self._inactivity.get(str(data.get("domain")), 0.0))
