@@ -2,14 +2,15 @@
 
 A caller that has proved who the user is (a reset link, or the current password) asks
 `rejections` first: the confirmation matches, the password policy holds, and the password is not
-the current one. It then calls `write`, and once its own bookkeeping is done (a reset consumes its
-link first and revokes the others after), `written`: every session of the user ends and the
-"your password was changed" mail is queued.
+the current one. It then calls `write`, which ends every session of the user before and after
+the password is written, and once its own bookkeeping is done (a reset consumes its link first
+and revokes the others after), `written`: the "your password was changed" mail is queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from portal.config import Config
 from portal.errors import PasswordChangeRequiredError
@@ -23,6 +24,9 @@ from portal.users.base import User, UserBackend
 from portal.users.passwords import normalize_password
 
 CHANGED_MAIL = "password_changed"
+END_SESSIONS = "end_sessions"
+
+log = logging.getLogger(__name__)
 
 
 class PasswordChanger:
@@ -38,7 +42,7 @@ class PasswordChanger:
         notifier: Notifier,
         renderer: MailRenderer,
     ) -> None:
-        """Register the changed-mail job with the outbox; nothing else happens until asked."""
+        """Register the outbox jobs (the changed mail, ending sessions); nothing else happens."""
         self._config = config
         self._users = users
         self._sessions = sessions
@@ -46,6 +50,7 @@ class PasswordChanger:
         self._notifier = notifier
         self._renderer = renderer
         outbox.register(CHANGED_MAIL, self.deliver_changed_mail)
+        outbox.register(END_SESSIONS, self.end_sessions_job)
 
     async def rejections(self, user: User, password: str, confirm: str) -> list[str]:
         """Return why the new password cannot be set, one sentence each; [] when it can.
@@ -77,18 +82,38 @@ class PasswordChanger:
             return True  # the directory proved it right, then asked for another one
 
     async def write(self, user: User, password: str) -> None:
-        """Write the password to the user backend; raise what it raises (PasswordRejectedError
-        when the directory's own policy refuses it, PasswordWriteError, BackendUnavailableError).
+        """End the user's sessions, write the password, end them again.
+
+        SECURITY: a new password must never leave an old session open (ASVS 5.0 7.4.3), even
+        when the session store fails. Its sessions end first: if that fails (the store is down:
+        BackendUnavailableError, a 503) nothing is written and the caller can undo its own
+        bookkeeping. After the write they end again (a sign-in with the old password may have
+        slipped in between); if that fails, an outbox job ends them, retried until it can.
+        Raises what the user backend raises (PasswordRejectedError when the directory's own
+        policy refuses it, PasswordWriteError, BackendUnavailableError).
         """
+        await self._sessions.destroy_user(user.username)
         await self._users.set_password(user.username, password)
+        try:
+            await self._sessions.destroy_user(user.username)
+        except Exception as exc:
+            log.warning(
+                "password changed for %r but its sessions could not be ended now (%s); "
+                "the outbox will end them",
+                user.username,
+                type(exc).__name__,
+            )
+            await self._outbox.enqueue(END_SESSIONS, {"username": user.username})
 
     async def written(self, user: User, ip: str, at: float) -> None:
-        """End every session of the user and queue the changed mail (time `at`, address `ip`)."""
-        # SECURITY: every session of the user ends, on every device (Django does; Authelia not).
-        await self._sessions.destroy_user(user.username)
+        """Queue the changed mail (time `at`, address `ip`); the sessions ended in `write`."""
         await self._outbox.enqueue(
             CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": at}
         )
+
+    async def end_sessions_job(self, message: OutboxMessage) -> None:
+        """End every session of the user the message names (outbox job; raises to be retried)."""
+        await self._sessions.destroy_user(str(message.payload["username"]))
 
     async def deliver_changed_mail(self, message: OutboxMessage) -> None:
         """Tell the user their password changed, with time and IP (outbox job)."""

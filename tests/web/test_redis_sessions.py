@@ -156,16 +156,12 @@ async def test_with_redis_down_nothing_is_let_through_and_health_names_sessions(
     assert await signed_in(portal.client) == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review14 finding 1: ResetService.finish writes the password before ending the "
-    "sessions; when Redis refuses the end, the old sessions outlive the reset",
-)
 async def test_a_reset_redis_refuses_to_end_the_sessions_of_leaves_no_old_session_alive(
     portal: Portal, raw: aioredis.Redis
 ) -> None:
-    """Either the reset does not happen (the link works again later) or the sessions end: a new
-    password with the attacker's session still open is the one outcome that must not be."""
+    """A new password with the old sessions still open is the one outcome that must not be: the
+    sessions end before the password is written, so a store that cannot end them stops the reset
+    (503, nothing written, the link still good) until it can."""
     assert (await sign_in(portal.client, "john")).status == 302
     assert await signed_in(portal.client) == 200
     response = await request_reset(portal.client, "john")
@@ -174,9 +170,16 @@ async def test_a_reset_redis_refuses_to_end_the_sessions_of_leaves_no_old_sessio
     # Redis answers reads but refuses the scripts that end sessions (an outage, made exact).
     await raw.acl_setuser("portal", enabled=True, commands=["-evalsha", "-eval"])
 
-    await choose_password(portal.client, NEW_PASSWORD)
+    refused = await choose_password(portal.client, NEW_PASSWORD)
 
+    assert refused.status == 503
+    assert not verify_password(NEW_PASSWORD, await stored_hash(portal.users_file, "john"))
     await raw.acl_setuser("portal", enabled=True, categories=["+@all"])
     portal.clock.advance(2)  # past the cache's second of trust
-    changed = verify_password(NEW_PASSWORD, await stored_hash(portal.users_file, "john"))
-    assert not changed or await signed_in(portal.client) == 401
+    assert await signed_in(portal.client) == 200, "nothing changed: still signed in"
+    # Redis is back: the same link sets the password, and the old session ends with it.
+    done = await choose_password(portal.client, NEW_PASSWORD)
+    assert done.status == 200 and "Your password has been changed" in await done.text()
+    assert verify_password(NEW_PASSWORD, await stored_hash(portal.users_file, "john"))
+    portal.clock.advance(2)
+    assert await signed_in(portal.client) == 401

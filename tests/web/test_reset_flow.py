@@ -11,7 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from portal.keys import USERS
+from portal.errors import SessionStoreUnavailableError
+from portal.keys import SESSIONS, USERS
 from portal.users.file import FileUserBackend
 from portal.users.hashing import verify_password
 from tests.web.conftest import (
@@ -312,3 +313,38 @@ async def test_a_password_changed_by_other_means_kills_the_link(
         await asyncio.sleep(0.05)
     assert await users.password_state("john") == EDITED_HASH
     await invalid_page(portal, link)
+
+
+async def test_sessions_that_cannot_be_ended_after_the_write_are_ended_by_the_outbox(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sessions end before the write and again after it. Here a sign-in with the old password
+    # slips in between, and the session store fails right after the write: the outbox ends
+    # that session as soon as it can, so no session outlives the new password.
+    client = portal.client
+    await request_reset(client, "john")
+    await open_link(client, reset_link_from(await portal.next_mail()))
+    sessions = client.app[SESSIONS]
+    john = await client.app[USERS].get_user("john")
+    assert john is not None
+    cookie = portal.config.session.cookies[0]
+    real = sessions.destroy_user
+    calls = 0
+    slipped_in: list[str] = []
+
+    async def flaky(username: str) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise SessionStoreUnavailableError("the session store went away")
+        ended = await real(username)
+        if calls == 1:
+            slipped_in.append(await sessions.create(john, cookie, remember_me=False))
+        return ended
+
+    monkeypatch.setattr(sessions, "destroy_user", flaky)
+    done = await choose_password(client, NEW_PASSWORD)
+    assert done.status == 200 and "Your password has been changed" in await done.text()
+    await portal.drain_outbox()
+    assert calls == 3, "the outbox ended the sessions once the store answered"
+    assert await sessions.get(slipped_in[0], cookie) is None

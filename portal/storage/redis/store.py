@@ -291,8 +291,12 @@ class RedisSessionStore:
                 f"Redis: cannot {operation}: unreachable ({type(exc).__name__})"
             ) from None
         except RedisError as exc:
-            # SECURITY: redis-py's text names the command at most; the keys stay out anyway.
-            raise StorageError(f"Redis: cannot {operation}: {type(exc).__name__}") from None
+            # A Redis that answers but refuses (READONLY during a failover, OOM, NOPERM, LOADING)
+            # cannot serve sessions now either: the same 503 for everyone, never a 500.
+            # SECURITY: only the error's type is kept; redis-py's text could name a key.
+            raise SessionStoreUnavailableError(
+                f"Redis: cannot {operation}: {type(exc).__name__}"
+            ) from None
 
 
 def _ttl_ms(seconds: float) -> int:
