@@ -209,3 +209,28 @@ async def test_tls_with_a_private_ca_from_the_certificates_directory(
     untrusted = PostgresStorage(config)  # the system's CAs do not know the test CA
     with pytest.raises(StartupCheckError, match=r"^storage: postgres: connect: .*certificate"):
         await untrusted.startup_check()
+
+
+async def test_a_database_that_turns_read_only_answers_unavailable_not_a_500(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    # A standby promoted the other way, or a failover in progress: writes are refused with
+    # SQLSTATE 25006. For the user that is the same 503 as a database that cannot be reached.
+    storage = PostgresStorage(postgres_config(postgres_server, postgres_database))
+    await storage.startup_check()
+    postgres_server.psql(
+        "ALTER DATABASE " + postgres_database + " SET default_transaction_read_only = on"
+    )
+    postgres_server.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'portal'"
+    )
+    with pytest.raises(StorageUnavailableError) as caught:
+        for _ in range(3):  # the first call may meet a terminated pooled connection
+            try:
+                await storage.save_identity_verification(reset_link("read-only"))
+            except StorageUnavailableError as exc:
+                if "cannot be reached" not in str(exc):
+                    raise
+    assert caught.value.status == 503
+    assert "25006" in str(caught.value)
+    await storage.close()

@@ -211,6 +211,12 @@ class PostgresCore:
             raise StorageUnavailableError(
                 f"postgres storage: {op}: the database cannot be reached ({type(exc).__name__})"
             ) from None
+        except asyncpg.ReadOnlySQLTransactionError as exc:
+            # A standby, or a failover in progress: writes cannot happen now, the same 503 for
+            # everyone as a database that cannot be reached (never a 500).
+            raise StorageUnavailableError(
+                f"postgres storage: {op}: the database is read-only now (SQLSTATE {exc.sqlstate})"
+            ) from None
         except asyncpg.PostgresError as exc:
             # SECURITY: SQLSTATE and class only: no bound values (jtis, session ids) in a
             # message that may reach a log.
