@@ -104,8 +104,6 @@ class ResetMailJob:
         subject = username if refusal is None else DECOY_USERNAME
         token, claims = self._tokens.issue(subject, state or "")
         now = self._clock.now()
-        # SECURITY: a new link revokes the user's older unused ones.
-        await self._storage.revoke_identity_verifications_for(subject, ACTION, at=now, ip=ip)
         if refusal is None:
             await self._storage.save_identity_verification(
                 IdentityVerification(
@@ -121,6 +119,12 @@ class ResetMailJob:
             # SECURITY: a write transaction like the save above that changes nothing: the
             # decoy's jti is new and random, so no record has it. No link is ever recorded.
             await self._storage.revoke_identity_verification(claims.jti, at=now, ip=ip)
+        # SECURITY: a new link revokes the user's other unused ones. Saved first, revoked after:
+        # two replicas mailing the same user at once can never leave two links that work (at
+        # worst both die and the user asks again); revoking first could leave both alive.
+        await self._storage.revoke_identity_verifications_for(
+            subject, ACTION, at=now, ip=ip, keep_jti=claims.jti
+        )
         base = self._config.portal_url
         # SECURITY: the revoke link carries a token that can only revoke (its own audience).
         revoke_token = self._tokens.revocation(claims)

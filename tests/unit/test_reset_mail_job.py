@@ -9,12 +9,15 @@ the answers to security questions, which queue the job.
 
 from __future__ import annotations
 
+import asyncio
 import email.message
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from portal.app import create_app
@@ -214,3 +217,30 @@ async def test_every_answer_to_the_questions_makes_the_same_calls_and_queues_the
         "harry.potter@authelia.com",
     ]
     assert len(worker.notifier.rehearsed) == 7
+
+
+async def test_two_links_mailed_to_one_user_at_once_never_both_work(
+    worker: Worker, storage: SqliteStorage, clock: FakeClock
+) -> None:
+    # Two replicas mailing john at the same moment (here two jobs on one loop, interleaved at
+    # every await): a new link revokes the others, so at most one of the two links works.
+    for _ in range(2):
+        await worker.reset.queue_link("john", IP)
+    claimed = await storage.outbox_claim(at=clock.now(), lease=60, limit=2)
+    assert len(claimed) == 2
+    await asyncio.gather(*(worker.reset.deliver_reset_mail(message) for message in claimed))
+
+    assert len(worker.notifier.sent) == 2
+    jtis = [jti_of(mail) for mail in worker.notifier.sent]
+    records = [await storage.get_identity_verification(jti) for jti in jtis]
+    assert all(records)
+    assert sum(1 for r in records if r is not None and r.usable_at(clock.now())) <= 1
+
+
+def jti_of(mail: email.message.EmailMessage) -> str:
+    """Return the jti of the reset link in a mail (its signature is the service's business)."""
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None
+    found = re.search(r"/reset-password/step2\?token=([A-Za-z0-9_.-]+)", str(body.get_content()))
+    assert found is not None
+    return str(jwt.decode(found.group(1), options={"verify_signature": False})["jti"])
