@@ -344,3 +344,29 @@ async def test_a_store_with_another_secret_reads_no_session_and_warns_once(
     assert len(warnings) == 1
     assert "another-secret" not in caplog.text and "cookie-hash" not in caplog.text
     assert await store.session_get("cookie-hash-1") is not None
+
+
+async def test_a_redis_that_may_evict_keys_is_warned_of_at_start_up(
+    redis_server: RedisServer,
+    clock: FakeClock,
+    raw: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = RedisConfig(
+        host=redis_server.host,
+        port=redis_server.port,
+        username=redis_server.username,
+        password=redis_server.user_password,
+    )
+    warnings = []
+    for policy in ("allkeys-lru", "noeviction"):
+        await raw.config_set("maxmemory-policy", policy)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="portal.storage.redis"):
+            started = RedisSessionStore(config, secret=SESSION_SECRET, clock=clock, inactivity={})
+            await started.startup_check()
+            await started.close()
+        warnings.append([r.getMessage() for r in caplog.records if "maxmemory" in r.getMessage()])
+    assert len(warnings[0]) == 1 and "allkeys-lru" in warnings[0][0]
+    assert "noeviction" in warnings[0][0]
+    assert warnings[1] == []

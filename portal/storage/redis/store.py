@@ -108,7 +108,27 @@ class RedisSessionStore:
             raise StartupCheckError(
                 f"{where}: connected, but cannot write: {type(exc).__name__}: {exc}"
             ) from None
+        await self._warn_of_eviction(client)
         await self._open_idle_connections()
+
+    async def _warn_of_eviction(self, client: Any) -> None:
+        """Warn when Redis may evict keys to make room (any maxmemory-policy but noeviction).
+
+        SECURITY: every key here has a TTL, so an evicting policy may drop a user's index of
+        sessions while the sessions live on, and a reset would then end none of them. Redis
+        users who may not run CONFIG (ACLs) get no warning; the README says what to set.
+        """
+        try:
+            policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except RedisError:
+            return
+        if policy and policy != "noeviction":
+            log.warning(
+                "session.redis: Redis evicts keys under memory pressure (maxmemory-policy %s): "
+                "an evicted index of a user's sessions would let a reset leave them open; "
+                "set maxmemory-policy noeviction",
+                policy,
+            )
 
     async def close(self) -> None:
         """Release the connections; later calls raise StorageError."""
