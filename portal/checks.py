@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -58,7 +59,8 @@ def replica_warnings(config: Config) -> list[str]:
     storage.postgres or session.redis is what an admin configures to run several replicas
     (Authelia's documentation: high availability needs both). With it, the users file and the
     filesystem notifier still live on this machine's disk: replicas on other machines would each
-    read and write their own copy. Only the configuration is read; nothing is connected to.
+    read and write their own copy; and an outbox lease no longer than one slow SMTP send lets
+    another replica send a mail twice. Only the configuration is read; nothing is connected to.
     """
     if config.storage.postgres is None and config.session.redis is None:
         return []
@@ -74,7 +76,26 @@ def replica_warnings(config: Config) -> list[str]:
             "sent by any replica, so on several machines they end up in several files "
             "(use notifier.smtp)"
         )
+    smtp = config.notifier.smtp
+    if config.storage.postgres is not None and smtp is not None:
+        # A send is up to SMTP_STEPS exchanges (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT,
+        # DATA, the message), each bounded by notifier.smtp.timeout.
+        longest = SMTP_STEPS * smtp.timeout
+        if config.notifier.outbox.lease <= longest:
+            found.append(
+                f"notifier.outbox.lease: {_seconds(config.notifier.outbox.lease)} is not longer "
+                f"than one slow send ({SMTP_STEPS} SMTP steps of notifier.smtp.timeout, "
+                f"{_seconds(longest)}): another replica could send a mail still being sent"
+            )
     return found
+
+
+# How many SMTP exchanges one send may wait on (see replica_warnings).
+SMTP_STEPS = 9
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
 
 
 def local_checks(sections: Mapping[str, BaseModel]) -> list[str]:

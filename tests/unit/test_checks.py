@@ -589,3 +589,18 @@ def test_the_outbox_lease_and_poll_interval_are_read_and_checked(
         "notifier.outbox.lease" in problem
         for problem in problems(tmp_path, notifier={"outbox": {"lease": "0s"}})
     )
+
+
+def test_an_outbox_lease_shorter_than_a_slow_send_is_warned_of_with_replicas(
+    tmp_path: Path, users: Path
+) -> None:
+    smtp = {"address": "smtp://mail.example.com:25", "sender": "portal@example.com"}
+    slow = {"filesystem": None, "smtp": {**smtp, "timeout": "20s"}, "outbox": {"lease": "2m"}}
+    config, _ = check_config([write_config(tmp_path, storage=POSTGRES_STORAGE, notifier=slow)], {})
+    [lease] = [w for w in replica_warnings(config) if w.startswith("notifier.outbox.lease")]
+    assert lease.startswith("notifier.outbox.lease: 120s is not longer than one slow send")
+    assert "180s" in lease
+
+    fine = deep_merge(slow, {"smtp": {"timeout": "5s"}})
+    config, _ = check_config([write_config(tmp_path, storage=POSTGRES_STORAGE, notifier=fine)], {})
+    assert not [w for w in replica_warnings(config) if w.startswith("notifier.outbox")]
