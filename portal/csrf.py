@@ -28,7 +28,7 @@ _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def csrf_cookie_name(request: web.Request) -> str:
     """Name the CSRF cookie; under https the __Host- prefix keeps sibling subdomains out."""
-    https = request.app[CONFIG].portal_url.startswith("https://")
+    https = request.app[CONFIG].portal_is_https
     return "__Host-portal_csrf" if https else "portal_csrf"
 
 
@@ -79,7 +79,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 raise CsrfError()
     response = await handler(request)
     if _NEW_CSRF in request:
-        https = request.app[CONFIG].portal_url.startswith("https://")
+        https = request.app[CONFIG].portal_is_https
         response.set_cookie(
             csrf_cookie_name(request),
             request[_NEW_CSRF],

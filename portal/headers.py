@@ -43,7 +43,7 @@ def security_headers(config: Config) -> ResponseHook:
         ("X-Frame-Options", "DENY"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
     ]
-    if config.portal_url.startswith("https://"):
+    if config.portal_is_https:
         fixed.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
 
     # Built once: nginx's auth_request makes this run for every request to a protected site.

@@ -55,3 +55,8 @@ class Config(Model):
     def portal_url(self) -> str:
         """Return the public address links in mails are built from (the first cookie's)."""
         return self.session.cookies[0].authelia_url
+
+    @property
+    def portal_is_https(self) -> bool:
+        """Tell whether the portal is served over https (secure cookies, __Host- names, HSTS)."""
+        return self.portal_url.startswith("https://")

@@ -84,7 +84,7 @@ def _token_out_of_the_url(request: web.Request, token: str, cookie: str, path: s
             httponly=True,
             samesite="Lax",
             max_age=max(1, int(lifespan.total_seconds())),
-            secure=_secure(request),
+            secure=request.app[CONFIG].portal_is_https,
         )
     else:
         response.del_cookie(cookie, path=path)
@@ -160,10 +160,6 @@ async def step1_answers_post(request: web.Request) -> web.Response:
 
 
 # -- step 2 --------------------------------------------------------------------------------------
-
-
-def _secure(request: web.Request) -> bool:
-    return request.app[CONFIG].portal_url.startswith("https://")
 
 
 async def step2_get(request: web.Request) -> web.Response:
