@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
@@ -47,6 +47,24 @@ class Session:
     last_active_at: float
     expires_at: float
     remember_me: bool
+    # Authelia's authentication levels: 1 after the password, 2 after a second factor too.
+    level: int = 1
+    # How the user proved who they are, as RFC 8176 `amr` values ("pwd", then "otp", "hwk").
+    amr: tuple[str, ...] = ("pwd",)
+    auth_time: float = 0.0  # when the last factor was proven (seconds since the epoch)
+    # An elevated session (Authelia 4.39: a mailed one-time code) allows sensitive settings
+    # until this time, from this client address only; None when not elevated.
+    elevated_until: float | None = None
+    elevated_ip: str | None = None
+
+    def elevated(self, ip: str, now: float) -> bool:
+        """Tell whether the session is elevated for a request from ip at now."""
+        return (
+            self.elevated_until is not None and now < self.elevated_until and ip == self.elevated_ip
+        )
+
+
+ONE_FACTOR, TWO_FACTORS = 1, 2
 
 
 @dataclass(frozen=True)
@@ -131,10 +149,59 @@ class SessionStore:
                 "emails": list(user.emails),
                 "groups": list(user.groups),
                 "refreshed_at": now,
+                "level": ONE_FACTOR,
+                "amr": ["pwd"],
+                "auth_time": now,
             },
         )
         await self._storage.session_save(record)
         return value
+
+    async def raise_level(self, value: str, cookie: SessionCookieConfig, *, method: str) -> str:
+        """Record a second factor (RFC 8176 `amr` method, e.g. "otp") on the session the cookie
+        value opens; return the new cookie value that replaces it.
+
+        SECURITY: the session id changes with the privilege level (OWASP Session Management:
+        renew the id on any privilege change), so a value seen before the second factor opens
+        nothing afterwards. An elevation the session held is not carried over. Raises
+        LookupError when the value opens no live session (ended meanwhile).
+        """
+        session = await self.get(value, cookie)
+        record = None if session is None else await self._storage.session_get(session.id)
+        if record is None:
+            raise LookupError("the session ended before its second factor was recorded")
+        now = self._clock.now()
+        amr = [m for m in record.data.get("amr") or ["pwd"] if m != method] + [method]
+        data = {k: v for k, v in record.data.items() if k not in ("elevated_until", "elevated_ip")}
+        new = new_value()
+        await self._storage.session_save(
+            replace(
+                record,
+                id=stored_id(new),
+                last_active_at=now,
+                data={**data, "level": TWO_FACTORS, "amr": amr, "auth_time": now},
+            )
+        )
+        self._forget(record.id)
+        await self._storage.session_delete(record.id)
+        return new
+
+    async def update(self, session_id: str, changes: dict[str, Any]) -> Session | None:
+        """Merge changes into the stored data of the session with that id (its stored hash, as
+        Session.id); return the updated session, or None if it no longer exists.
+
+        For facts that do not change the session's identity (an elevation); a privilege change
+        goes through raise_level, which rotates the id.
+        """
+        record = await self._storage.session_get(session_id)
+        if record is None:
+            self._forget(session_id)
+            return None
+        data = {**record.data, **changes}
+        self._forget(session_id)
+        if not await self._storage.session_update_data(session_id, data):
+            return None
+        return _session(replace(record, data=data))
 
     async def first_live(
         self, values: Iterable[str], cookie: SessionCookieConfig
@@ -396,4 +463,13 @@ def _session(record: SessionRecord) -> Session:
         last_active_at=record.last_active_at,
         expires_at=record.expires_at,
         remember_me=record.remember_me,
+        level=TWO_FACTORS if data.get("level") == TWO_FACTORS else ONE_FACTOR,
+        amr=tuple(str(m) for m in data.get("amr") or ("pwd",)),
+        auth_time=float(data.get("auth_time") or record.created_at),
+        elevated_until=_number(data.get("elevated_until")),
+        elevated_ip=str(data["elevated_ip"]) if data.get("elevated_ip") else None,
     )
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -732,3 +732,79 @@ def test_a_refresh_interval_that_is_no_duration_is_a_configuration_error(
 ) -> None:
     with pytest.raises(ConfigError, match=r"authentication_backend\.refresh_interval"):
         make_config(authentication_backend={"refresh_interval": "sometimes"})
+
+
+# -- authentication levels and elevation --------------------------------------------------------
+
+
+async def test_a_new_session_is_one_factor_with_the_password_as_its_method(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    session = await sessions.get(value, cookie)
+    assert session is not None
+    assert (session.level, session.amr, session.auth_time) == (1, ("pwd",), clock.now())
+    assert session.elevated_until is None and not session.elevated("127.0.0.1", clock.now())
+
+
+async def test_raise_level_rotates_the_id_and_records_the_second_factor(
+    sessions: SessionStore,
+    cookie: SessionCookieConfig,
+    clock: FakeClock,
+    other_instance_storage: SqliteStorage,
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=True)
+    clock.advance(30)
+    raised = await sessions.raise_level(value, cookie, method="otp")
+    assert raised != value
+    # The value seen before the second factor opens nothing any more, here or elsewhere.
+    assert await sessions.get(value, cookie) is None
+    elsewhere = SessionStore(other_instance_storage, clock)
+    assert await elsewhere.get(value, cookie) is None
+    session = await elsewhere.get(raised, cookie)
+    assert session is not None
+    assert (session.level, session.amr, session.auth_time) == (2, ("pwd", "otp"), clock.now())
+    assert session.remember_me and session.username == "john"
+    # The record keeps its expiry: a second factor does not extend the session.
+    assert session.expires_at == START + 30 * 24 * HOUR
+
+
+async def test_raise_level_of_an_ended_session_raises_lookup_error(
+    sessions: SessionStore, cookie: SessionCookieConfig
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    await sessions.destroy(value)
+    with pytest.raises(LookupError):
+        await sessions.raise_level(value, cookie, method="otp")
+
+
+async def test_an_elevation_holds_for_its_address_until_its_end_and_not_past_a_raise(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    session = await sessions.get(value, cookie)
+    assert session is not None
+    now = clock.now()
+    updated = await sessions.update(
+        session.id, {"elevated_until": now + 600, "elevated_ip": "192.0.2.7"}
+    )
+    assert updated is not None and updated.elevated("192.0.2.7", now)
+    # The cache does not hide the change from the next read.
+    again = await sessions.get(value, cookie)
+    assert again is not None and again.elevated("192.0.2.7", now)
+    assert not again.elevated("192.0.2.8", now)
+    assert not again.elevated("192.0.2.7", now + 600)
+    raised = await sessions.raise_level(value, cookie, method="otp")
+    after = await sessions.get(raised, cookie)
+    assert after is not None and not after.elevated("192.0.2.7", now)
+
+
+async def test_update_of_an_ended_session_returns_none_and_creates_nothing(
+    sessions: SessionStore, cookie: SessionCookieConfig, db: Path
+) -> None:
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    session = await sessions.get(value, cookie)
+    assert session is not None
+    await sessions.destroy(value)
+    assert await sessions.update(session.id, {"elevated_until": 1.0}) is None
+    assert stored_rows(db) == []
