@@ -23,7 +23,8 @@ The semantics are Authelia's (authelia/authelia `internal/authorization/` and
 - subject: OR of ANDs; `user:` is a case-sensitive equality, `group:` a case-sensitive membership
   (access_control_subjects.go).
 
-The portal has no second factor yet, so `two_factor` answers `deny` (config warns at start-up).
+`two_factor` asks for a session proven by two factors (a password, then a code); which level a
+session holds is portal.authz's business (authorization/util.go `IsAuthLevelSufficient`).
 """
 
 from __future__ import annotations
@@ -38,13 +39,12 @@ from portal.config import AccessControlConfig, AccessControlRule
 from portal.patterns import GoPattern, go_text
 from portal.users.base import User
 
-Level = Literal["bypass", "one_factor", "deny"]
+Level = Literal["bypass", "one_factor", "two_factor", "deny"]
 
-# two_factor -> deny until the portal has a second factor.
 _LEVELS: dict[str, Level] = {
     "bypass": "bypass",
     "one_factor": "one_factor",
-    "two_factor": "deny",
+    "two_factor": "two_factor",
     "deny": "deny",
 }
 _SCHEMES = frozenset({"http", "https"})

@@ -4,6 +4,11 @@ Authorizer.verdict reads the cookie of the domain covering the URL's host, the s
 user, asks portal.access_control for the level the URL needs, and answers ALLOW (with Remote-*
 headers), SIGN_IN (with the sign-in URL), FORBIDDEN or MALFORMED; handlers/authz.py maps that to
 nginx's response (Authelia: internal/handlers/handler_authz*.go).
+
+A `two_factor` URL is let through only for a session at two factors (Session.level, read with the
+session: no storage call of its own); a one-factor session is sent to the portal like an anonymous
+visitor, where it is asked for its second factor (Authelia's handler_authz_util.go
+`isAuthzResult`: Unauthorized below the required level).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import quote
 
 from portal.access_control import AccessControl
-from portal.sessions import SessionStore
+from portal.sessions import TWO_FACTORS, SessionStore
 from portal.signin import CookieDomains
 from portal.users.base import User
 
@@ -86,7 +91,8 @@ class Authorizer:
             return _PASS
         if required == "deny":
             return _FORBIDDEN
-        if session is None:
+        # SECURITY: a two_factor URL needs the second factor proven on this very session.
+        if session is None or (required == "two_factor" and session.level < TWO_FACTORS):
             portal = cookie.authelia_url if cookie is not None else self._portal_url
             return Verdict(Outcome.SIGN_IN, location=f"{portal}/?rd={quote(url, safe='')}")
         return Verdict(

@@ -398,7 +398,6 @@ def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
     problems.extend(_section_problems(sections))
     if problems:
         return Reading(None, sections, problems, warnings)
-    warnings.extend(_two_factor_warnings(config))
     return Reading(config, sections, problems, warnings)
 
 
@@ -408,20 +407,6 @@ def read_config(paths: Sequence[Path], environ: Mapping[str, str]) -> tuple[Conf
     if reading.config is None:
         raise ConfigError(reading.problems)
     return reading.config, reading.warnings
-
-
-def _two_factor_warnings(config: Config) -> list[str]:
-    """Warn about two_factor policies, which act as deny until second factors exist."""
-    access = config.access_control
-    places = [
-        f"access_control.rules[{i}]" for i, r in enumerate(access.rules) if r.policy == "two_factor"
-    ]
-    if access.default_policy == "two_factor":
-        places.insert(0, "access_control.default_policy")
-    return [
-        f"{place}: two_factor is treated as deny (the portal has no second factor yet)"
-        for place in places
-    ]
 
 
 def load_config(paths: Sequence[Path], environ: Mapping[str, str] | None = None) -> Config:

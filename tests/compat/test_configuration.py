@@ -111,7 +111,7 @@ def test_authelias_short_ldap_suite_secret_is_refused_without_an_override(
     ]
 
 
-def test_authelias_access_control_rules_load_and_two_factor_warns(
+def test_authelias_access_control_rules_load_with_two_factor_honoured_and_no_warning(
     standalone_suite: Path, certs: dict[str, str]
 ) -> None:
     config, warnings = read_config([standalone_suite], ENVIRON | certs)
@@ -119,12 +119,8 @@ def test_authelias_access_control_rules_load_and_two_factor_warns(
     assert config.access_control.default_policy == "deny"
     assert rules[0].domain == ("home.example.com", "public.example.com")
     assert (rules[1].policy, rules[1].methods) == ("bypass", ("OPTIONS",))
-    assert [w for w in warnings if w.startswith("access_control")] == [
-        "access_control.rules[3]: two_factor is treated as deny (the portal has no second "
-        "factor yet)",
-        "access_control.rules[4]: two_factor is treated as deny (the portal has no second "
-        "factor yet)",
-    ]
+    assert (rules[3].policy, rules[4].policy) == ("two_factor", "two_factor")
+    assert [w for w in warnings if "two_factor" in w or w.startswith("access_control")] == []
 
 
 @pytest.mark.parametrize(("url", "method", "user", "expected"), STANDALONE_DECISIONS)

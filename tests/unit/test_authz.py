@@ -682,7 +682,7 @@ def test_every_criterion_of_a_rule_must_match() -> None:
     )
 
 
-@pytest.mark.parametrize("policy", ["bypass", "one_factor", "deny"])
+@pytest.mark.parametrize("policy", ["bypass", "one_factor", "two_factor", "deny"])
 def test_default_policy_applies_when_no_rule_matches(policy: str) -> None:
     acl = access({"domain": "app.example.com", "policy": "deny"}, default=policy)
 
@@ -695,12 +695,23 @@ def test_no_rules_at_all_means_the_default_policy() -> None:
     assert AccessControl(AccessControlConfig()).decide(target(), JOHN) == Decision("deny", None)
 
 
-def test_two_factor_is_deny_until_a_second_factor_exists() -> None:
+def test_two_factor_asks_for_two_factors_by_rule_and_by_default() -> None:
     acl = access({"domain": "app.example.com", "policy": "two_factor"}, default="two_factor")
 
-    assert acl.decide(target("https://app.example.com/"), JOHN) == Decision("deny", 0)
-    assert acl.decide(target("https://app.example.com/"), ANONYMOUS) == Decision("deny", 0)
-    assert acl.decide(target("https://other.example.com/"), JOHN) == Decision("deny", None)
+    assert acl.decide(target("https://app.example.com/"), JOHN) == Decision("two_factor", 0)
+    assert acl.decide(target("https://app.example.com/"), ANONYMOUS) == Decision("two_factor", 0)
+    assert acl.decide(target("https://other.example.com/"), JOHN) == Decision("two_factor", None)
+
+
+def test_an_anonymous_visitor_on_a_two_factor_rule_with_a_subject_is_asked_to_sign_in() -> None:
+    acl = access(
+        {"domain": "app.example.com", "subject": "group:admins", "policy": "two_factor"},
+        default="bypass",
+    )
+
+    assert acl.decide(target("https://app.example.com/"), ANONYMOUS) == Decision("one_factor", 0)
+    assert acl.decide(target("https://app.example.com/"), JOHN) == Decision("two_factor", 0)
+    assert acl.decide(target("https://app.example.com/"), BOB) == Decision("bypass", None)
 
 
 # --- the rules of Authelia's Standalone suite (tests/fixtures/configuration.yml) ---------------
@@ -724,8 +735,8 @@ STANDALONE_DECISIONS: list[tuple[str, str, User | None, Decision]] = [
     ("https://singlefactor.example.com:8080/", "GET", JOHN, Decision("one_factor", 5)),
     # TestShouldRespectMethodsACL: OPTIONS to secure.example.com passes, GET does not.
     ("https://secure.example.com:8080/", "OPTIONS", ANONYMOUS, Decision("bypass", 1)),
-    ("https://secure.example.com:8080/", "GET", ANONYMOUS, Decision("deny", 4)),
-    ("https://admin.example.com:8080/", "GET", JOHN, Decision("deny", 3)),  # two_factor
+    ("https://secure.example.com:8080/", "GET", ANONYMOUS, Decision("two_factor", 4)),
+    ("https://admin.example.com:8080/", "GET", JOHN, Decision("two_factor", 3)),
     ("https://unknown.example.com:8080/", "GET", JOHN, Decision("deny", None)),
     ("https://example.com:8080/", "GET", ANONYMOUS, Decision("deny", None)),
 ]

@@ -21,6 +21,7 @@ RULES = {
     "rules": [
         {"domain": "public.example.com", "policy": "bypass"},
         {"domain": "app.example.com", "policy": "one_factor"},
+        {"domain": "secure.example.com", "policy": "two_factor"},
     ],
 }
 
@@ -96,3 +97,60 @@ async def test_a_request_that_cannot_be_read_is_never_let_through(
     verdict = await authorizer.verdict(url, method, ip, no_cookies)
 
     assert verdict.outcome is Outcome.MALFORMED
+
+
+# --- two_factor: the session's level decides ---------------------------------------------------
+
+SECURE = "https://secure.example.com/board?x=1"
+BACK_TO_SECURE = "https://auth.example.com/?rd=https%3A%2F%2Fsecure.example.com%2Fboard%3Fx%3D1"
+
+
+async def test_a_two_factor_site_sends_an_anonymous_visitor_to_sign_in(
+    authorizer: Authorizer,
+) -> None:
+    verdict = await authorizer.verdict(SECURE, "GET", IP, no_cookies)
+
+    assert (verdict.outcome, verdict.location, dict(verdict.headers)) == (
+        Outcome.SIGN_IN,
+        BACK_TO_SECURE,
+        {},
+    )
+
+
+async def test_a_one_factor_session_is_sent_to_the_portal_for_its_second_factor(
+    authorizer: Authorizer, sessions: SessionStore, make_config: ConfigFactory
+) -> None:
+    cookie = make_config().session.cookies[0]
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    sent = {cookie.name: [value]}
+
+    verdict = await authorizer.verdict(SECURE, "GET", IP, lambda name: sent.get(name, []))
+    one_factor_site = await authorizer.verdict(
+        "https://app.example.com/", "GET", IP, lambda name: sent.get(name, [])
+    )
+
+    assert (verdict.outcome, verdict.location, dict(verdict.headers)) == (
+        Outcome.SIGN_IN,
+        BACK_TO_SECURE,
+        {},
+    )
+    assert one_factor_site.outcome is Outcome.ALLOW
+
+
+async def test_a_two_factor_session_passes_with_its_remote_headers(
+    authorizer: Authorizer, sessions: SessionStore, make_config: ConfigFactory
+) -> None:
+    cookie = make_config().session.cookies[0]
+    first = await sessions.create(JOHN, cookie, remember_me=False)
+    value = await sessions.raise_level(first, cookie, method="otp")
+    sent = {cookie.name: [value]}
+    before = {cookie.name: [first]}
+
+    verdict = await authorizer.verdict(SECURE, "GET", IP, lambda name: sent.get(name, []))
+    old_cookie = await authorizer.verdict(SECURE, "GET", IP, lambda name: before.get(name, []))
+
+    assert verdict.outcome is Outcome.ALLOW
+    assert verdict.headers["Remote-User"] == "john"
+    assert verdict.headers["Remote-Groups"] == "admins,dev"
+    # The id changed with the level: the cookie from before the code opens nothing.
+    assert old_cookie.outcome is Outcome.SIGN_IN

@@ -338,19 +338,15 @@ def test_what_an_ldap_implementation_leaves_missing_is_refused_naming_each_key(
     ]
 
 
-def test_authelia_access_control_rules_load_and_two_factor_warns() -> None:
+def test_authelia_access_control_rules_load_and_two_factor_no_longer_warns() -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
     config, warnings = read_config([FILE_CONFIG], environ)
     rules = config.access_control.rules
     assert config.access_control.default_policy == "deny"
     assert rules[0].domain == ("home.example.com", "public.example.com")
     assert (rules[1].policy, rules[1].methods) == ("bypass", ("OPTIONS",))
-    assert [w for w in warnings if w.startswith("access_control")] == [
-        "access_control.rules[3]: two_factor is treated as deny (the portal has no second "
-        "factor yet)",
-        "access_control.rules[4]: two_factor is treated as deny (the portal has no second "
-        "factor yet)",
-    ]
+    assert (rules[3].policy, rules[4].policy) == ("two_factor", "two_factor")
+    assert [w for w in warnings if "two_factor" in w or w.startswith("access_control")] == []
 
 
 def test_access_control_subjects_keep_authelias_or_of_ands(tmp_path: Path) -> None:
