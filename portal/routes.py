@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from portal.handlers import assets, authz, captcha, health, reset, settings, signin
+from portal.handlers import assets, authz, captcha, health, reset, settings, signin, user
 from portal.keys import CAPTCHA, CONFIG
 from portal.middlewares import NO_SUCH_ROUTE
 
@@ -72,6 +72,7 @@ def _routes(app: web.Application) -> None:
     add.add_get("/api/authz/auth-request", authz.auth_request_get, name="auth_request")
     add.add_get("/api/verify", authz.auth_request_get, name="verify")
     add.add_get("/api/health", health.health_get, name="health")
+    add.add_get("/api/state", user.state_get, name="state")
     # Before /static/, which would otherwise answer for the logo's address.
     if (logo := assets.asset(app[CONFIG], "logo.png")) is not None:
         add.add_get(assets.LOGO, assets.file_handler(logo, "image/png"), name="logo")

@@ -1,0 +1,30 @@
+"""What the portal tells a page or a script about the visitor: GET /api/state and
+GET /api/user/info (Authelia: internal/handlers/handler_state.go, handler_user_info.go)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from portal.handlers.common import current_session, session_cookie
+
+ANONYMOUS = 0  # Authelia's authentication.NotAuthenticated; 1 and 2 are Session.level
+
+
+async def state_get(request: web.Request) -> web.Response:
+    """Answer `{"status":"OK","data":{"username","authentication_level","factor_knowledge"}}`
+    (plus `default_redirection_url` when the cookie domain has one), as Authelia's StateGET.
+
+    authentication_level: 0 anonymous (username ""), 1 one factor, 2 two factors;
+    factor_knowledge: the session was opened with the password (RFC 8176 amr "pwd").
+    """
+    session = await current_session(request)
+    data: dict[str, Any] = {
+        "username": session.username if session is not None else "",
+        "authentication_level": session.level if session is not None else ANONYMOUS,
+        "factor_knowledge": session is not None and "pwd" in session.amr,
+    }
+    if default := session_cookie(request).default_redirection_url:
+        data["default_redirection_url"] = default
+    return web.json_response({"status": "OK", "data": data})
