@@ -77,8 +77,9 @@ ADMINS_ONLY = {
 }
 NOBODY_ELSE_ON_ADMIN = {"domain": APP_HOST, "resources": ["^/admin"], "policy": "deny"}
 DENIED = {"domain": APP_HOST, "resources": ["^/deny"], "policy": "deny"}
+TWO_FACTORS = {"domain": APP_HOST, "resources": ["^/secure"], "policy": "two_factor"}
 SIGNED_IN = {"domain": APP_HOST, "policy": "one_factor"}
-RULES = [PUBLIC, ADMINS_ONLY, NOBODY_ELSE_ON_ADMIN, DENIED, SIGNED_IN]
+RULES = [PUBLIC, ADMINS_ONLY, NOBODY_ELSE_ON_ADMIN, DENIED, TWO_FACTORS, SIGNED_IN]
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 _ERROR = re.compile(r'<p class="error" id="signin-error" role="alert">([^<]*)</p>')
@@ -438,6 +439,34 @@ async def test_an_exact_public_page_does_not_open_to_an_encoded_newline_after_it
     assert opened.status == 200
     assert sneaked.status == 302
     assert [seen["path"] for seen in site.app.seen] == ["/status"]
+
+
+# --- two factors -----------------------------------------------------------------------------
+
+
+async def test_a_two_factor_page_sends_an_anonymous_visitor_to_the_portal(
+    site: Site, visitor: Visitor
+) -> None:
+    wanted = site.app_url("/secure/vault?id=7")
+
+    reply = await visitor.get(wanted)
+
+    assert (reply.status, reply.location) == (302, site.sign_in_url(wanted))
+    assert site.app.seen == []
+
+
+async def test_after_the_password_alone_a_two_factor_page_sends_john_back_to_the_portal(
+    site: Site, visitor: Visitor
+) -> None:
+    await visitor.sign_in("john")
+    wanted = site.app_url("/secure/vault")
+
+    one_factor_page = await visitor.visit("/private")
+    two_factor_page = await visitor.get(wanted)
+
+    assert one_factor_page.status == 200
+    assert (two_factor_page.status, two_factor_page.location) == (302, site.sign_in_url(wanted))
+    assert [seen["path"] for seen in site.app.seen] == ["/private"]
 
 
 # --- leaving ---------------------------------------------------------------------------------
