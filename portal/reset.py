@@ -30,6 +30,7 @@ from portal.errors import (
     PortalError,
     RateLimitedError,
     ResetFormRejectedError,
+    StorageError,
 )
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
@@ -270,6 +271,18 @@ class PasswordResetService:
         )
         return claims, user
 
+    async def _release(self, jti: str, consumed_at: float) -> None:
+        """Give the link back after a failed write; never hide that write's error.
+
+        If the release fails too (the storage went down meanwhile), the link stays used (the
+        user asks for a new one) and the failure is logged; the caller re-raises the write's
+        own error, which says what went wrong first.
+        """
+        try:
+            await self._storage.release_identity_verification(jti, consumed_at=consumed_at)
+        except StorageError as exc:
+            log.warning("the reset link could not be given back after the failed write: %s", exc)
+
     async def complete(
         self,
         token: str,
@@ -309,7 +322,7 @@ class PasswordResetService:
         try:
             await self._passwords.write(user, password)
         except Exception as exc:
-            await self._storage.release_identity_verification(claims.jti, consumed_at=now)
+            await self._release(claims.jti, now)
             if isinstance(exc, PasswordRejectedError):  # the directory's own policy refused it
                 raise ResetFormRejectedError(user.username, exc.reasons) from exc
             raise

@@ -103,10 +103,14 @@ async def test_a_role_that_cannot_write_fails_the_check_at_write(
     storage = PostgresStorage(config)
     await storage.startup_check()
     await storage.close()
+    # The role may read the schema's version but no longer write: the check fails at `write`
+    # (a read-only server is passed over at `connect` instead: see the failover test).
     postgres_server.psql(
-        "ALTER DATABASE " + postgres_database + " SET default_transaction_read_only = on"
+        "ALTER TABLE portal_schema_migrations OWNER TO postgres;"
+        " GRANT SELECT ON portal_schema_migrations TO portal",
+        database=postgres_database,
     )
-    with pytest.raises(StartupCheckError, match=r"^storage: postgres: write: .*read-only"):
+    with pytest.raises(StartupCheckError, match=r"^storage: postgres: write: .*permission denied"):
         await PostgresStorage(config).startup_check()
 
 
@@ -232,5 +236,40 @@ async def test_a_database_that_turns_read_only_answers_unavailable_not_a_500(
                 if "cannot be reached" not in str(exc):
                     raise
     assert caught.value.status == 503
-    assert "25006" in str(caught.value)
+    # A new connection passes the server over (target_session_attrs=read-write); one opened
+    # before it turned read-only meets SQLSTATE 25006. Either way: unavailable, never a 500.
+    message = str(caught.value)
+    assert "no server accepts writes" in message or "25006" in message
     await storage.close()
+
+
+async def test_the_failover_list_passes_over_a_read_only_server(
+    postgres_server: PostgresServer, own_server: PostgresServer
+) -> None:
+    # storage.postgres.servers (Authelia's failover list): the first server answers but is a
+    # standby or read-only; the portal uses the next one, which accepts writes.
+    database = postgres_server.create_database()
+    own_server.create_database(database)
+    own_server.psql(f"ALTER ROLE portal PASSWORD '{postgres_server.password}'")
+    own_server.psql(f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+    config = postgres_config(
+        own_server,
+        database,
+        password=postgres_server.password,  # one role password for every server, as Authelia
+        servers=[{"address": postgres_server.address()}],
+        timeout="2s",
+    )
+    storage = PostgresStorage(config)
+    await storage.startup_check()
+    await storage.save_identity_verification(reset_link("written-on-the-second"))
+    await storage.close()
+    written = "SELECT count(*) FROM identity_verifications WHERE jti = 'written-on-the-second'"
+    assert postgres_server.psql(written, database=database) == "1"
+
+    # With only the read-only server listed, the start-up check says so at the connect step.
+    alone = PostgresStorage(postgres_config(own_server, database, timeout="2s"))
+    own_server.psql(f"ALTER ROLE portal PASSWORD '{own_server.password}'")
+    with pytest.raises(StartupCheckError) as caught:
+        await alone.startup_check()
+    assert str(caught.value).startswith("storage: postgres: connect: cannot connect to ")
+    assert "no server accepts writes" in str(caught.value)

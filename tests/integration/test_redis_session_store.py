@@ -370,3 +370,21 @@ async def test_a_redis_that_may_evict_keys_is_warned_of_at_start_up(
     assert len(warnings[0]) == 1 and "allkeys-lru" in warnings[0][0]
     assert "noeviction" in warnings[0][0]
     assert warnings[1] == []
+
+
+async def test_only_a_session_that_existed_is_announced_to_the_other_replicas(
+    store: RedisSessionStore, raw: aioredis.Redis
+) -> None:
+    # A flood of sign-outs with made-up cookies must not make every replica drop cache entries.
+    pubsub = raw.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    try:
+        assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
+        assert not await store.session_delete("no-such-session")
+        await store.session_save(idle_session())
+        assert await store.session_delete("cookie-hash-1")
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        assert message is not None and message["data"] == "session:cookie-hash-1"
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+    finally:
+        await pubsub.aclose()

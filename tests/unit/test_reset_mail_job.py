@@ -23,6 +23,7 @@ import pytest
 from portal.app import create_app
 from portal.config import DEFAULT_QUESTIONS, Argon2Config
 from portal.deps import Dependencies, users_from_config
+from portal.errors import PasswordWriteError, StorageUnavailableError
 from portal.keys import OUTBOX, QUESTIONS, RESET
 from portal.notify.outbox import OutboxWorker
 from portal.reset import PasswordResetService
@@ -237,10 +238,47 @@ async def test_two_links_mailed_to_one_user_at_once_never_both_work(
     assert sum(1 for r in records if r is not None and r.usable_at(clock.now())) <= 1
 
 
-def jti_of(mail: email.message.EmailMessage) -> str:
-    """Return the jti of the reset link in a mail (its signature is the service's business)."""
+NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
+
+
+def token_of(mail: email.message.EmailMessage) -> str:
+    """Return the reset token in a mail's link."""
     body = mail.get_body(preferencelist=("plain",))
     assert body is not None
     found = re.search(r"/reset-password/step2\?token=([A-Za-z0-9_.-]+)", str(body.get_content()))
     assert found is not None
-    return str(jwt.decode(found.group(1), options={"verify_signature": False})["jti"])
+    return found.group(1)
+
+
+def jti_of(mail: email.message.EmailMessage) -> str:
+    """Return the jti of the reset link in a mail (its signature is the service's business)."""
+    return str(jwt.decode(token_of(mail), options={"verify_signature": False})["jti"])
+
+
+async def test_a_failed_write_is_the_error_raised_even_when_the_link_cannot_be_given_back(
+    worker: Worker,
+    storage: SqliteStorage,
+    users_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The password write fails, and then the storage fails too (PostgreSQL went down between
+    # the consume and the release): the caller still learns why the reset failed, the write.
+    await worker.work_for("john")
+    token = token_of(worker.notifier.sent[-1])
+
+    async def storage_gone(jti: str, *, consumed_at: float) -> bool:
+        raise StorageUnavailableError("release_identity_verification: the database went away")
+
+    monkeypatch.setattr(storage, "release_identity_verification", storage_gone)
+    aside = users_file.with_name("users.yml.aside")
+    users_file.rename(aside)
+    users_file.mkdir()  # a directory where the users file was: the write fails, for root too
+    try:
+        with pytest.raises(PasswordWriteError):
+            await worker.reset.complete(token, NEW_PASSWORD, NEW_PASSWORD, IP)
+    finally:
+        users_file.rmdir()
+        aside.rename(users_file)
+    assert "could not be given back" in caplog.text
+    assert token not in caplog.text

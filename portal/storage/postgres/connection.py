@@ -30,6 +30,9 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # Every reachable server is a standby or read-only (target_session_attrs below): for the
+    # portal, which writes on most requests, that is no database at all.
+    asyncpg.TargetServerAttributeNotMatched,
 )
 
 _SOCKET_PREFIX = ".s.PGSQL."
@@ -59,7 +62,9 @@ def connect_options(
 
     `timeout` bounds connecting and every statement (seconds); the search_path is `schema` alone,
     so the portal's unqualified table names live there; TLS is used when `tls` is set (context
-    from portal.tls.client_context), never otherwise.
+    from portal.tls.client_context), never otherwise. Only a server that accepts writes is used
+    (libpq's target_session_attrs=read-write): with `servers`, a standby or a read-only server in
+    the list is passed over, as Authelia's failover list means.
     """
     addresses = connect_addresses(config)
     hosts, ports = zip(*(host_and_port(address) for address in addresses), strict=True)
@@ -74,6 +79,7 @@ def connect_options(
         "ssl": context if context is not None else False,
         "timeout": seconds,
         "command_timeout": seconds,
+        "target_session_attrs": "read-write",
         "server_settings": {
             "search_path": quote_identifier(config.schema_),
             "application_name": "portal",
@@ -94,6 +100,8 @@ def describe_address(config: PostgresStorageConfig) -> str:
 def describe(exc: BaseException, config: PostgresStorageConfig) -> str:
     """Return an error's own words for a start-up message, the password struck out if present."""
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        text = "no server accepts writes (each one reached is a standby or read-only)"
     if isinstance(exc, TimeoutError):
         text = f"no answer within {config.timeout.total_seconds():g}s"
     if config.password is not None:

@@ -208,6 +208,10 @@ class PostgresCore:
             # The engine went away (or is still away): connections made before are dead, so
             # drop them all now rather than fail once per pooled connection when it is back.
             await pool.expire_connections()
+            if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+                raise StorageUnavailableError(
+                    f"postgres storage: {op}: no server accepts writes now (standby or read-only)"
+                ) from None
             raise StorageUnavailableError(
                 f"postgres storage: {op}: the database cannot be reached ({type(exc).__name__})"
             ) from None

@@ -64,8 +64,8 @@ return 1
 
 DELETE = """
 local tag = redis.call('HGET', KEYS[1], 'user_tag')
-redis.call('PUBLISH', ARGV[3], 'session:' .. ARGV[1])
 if not tag then return 0 end
+redis.call('PUBLISH', ARGV[3], 'session:' .. ARGV[1])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', ARGV[2] .. tag, ARGV[1])
