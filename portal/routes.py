@@ -10,7 +10,7 @@ from aiohttp.http import HttpVersion11
 
 from portal.handlers import assets, authz, captcha, health, reset, settings, signin
 from portal.keys import CAPTCHA, CONFIG
-from portal.middlewares import NO_SUCH_ROUTE
+from portal.middlewares import MAX_BODY, NO_SUCH_ROUTE
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -21,8 +21,15 @@ async def expect_continue(request: web.Request) -> None:
     Replaces aiohttp's own expect handler, which answers 417 by echoing the header into the
     body and fails with a 500 when the header holds bytes that are not UTF-8 (aiohttp 3.14).
     Another expectation is one a server MAY refuse; ignoring it lets the portal answer as usual.
+    A body the portal will refuse anyway (over 64 KiB, or in a content coding) gets no 100: the
+    client hears the final 413 or 415 instead of sending the body first (RFC 9110 section 10.1.1:
+    a server may answer with a final status instead of 100).
     """
     expect = request.headers.get("Expect", "")
+    if (request.content_length or 0) > MAX_BODY or request.headers.get(
+        "Content-Encoding", "identity"
+    ).strip().lower() not in ("identity", ""):
+        return
     if request.version == HttpVersion11 and expect.lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the 100 is not part of the answer's size
