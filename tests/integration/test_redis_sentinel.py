@@ -19,6 +19,7 @@ from portal.sessions import SessionStore
 from portal.storage.redis import RedisSessionStore
 from portal.users.base import User
 from tests.conftest import SESSION_SECRET
+from tests.contract.records import session
 from tests.integration.redis_server import MASTER_NAME, SentinelSet, running_sentinel_set
 
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins",))
@@ -115,6 +116,32 @@ async def test_tls_sentinel_without_the_ca_trusted_fails_at_start_up_saying_why(
     assert "CERTIFICATE_VERIFY_FAILED" in message
     for secret in (tls_sentinel_set.sentinel.password, tls_sentinel_set.master.user_password):
         assert secret not in message
+
+
+@pytest.mark.parametrize(
+    ("server_name", "starts"), [("localhost", True), ("redis.example.net", False)]
+)
+async def test_tls_server_name_is_the_name_checked_on_the_sentinel_and_the_master(
+    tls_sentinel_set: SentinelSet, trusted: Path, server_name: str, starts: bool
+) -> None:
+    """The certificates name 127.0.0.1 and localhost, not redis.example.net."""
+    records = RedisSessionStore(
+        sentinel_config(tls_sentinel_set, tls={"server_name": server_name}),
+        secret=SESSION_SECRET,
+        clock=SystemClock(),
+        inactivity={},
+        certificates_directory=trusted,
+    )
+    try:
+        if starts:
+            await records.startup_check()
+            await records.session_save(session())
+            assert await records.session_get("cookie-hash-1") == session()
+        else:
+            with pytest.raises(StartupCheckError, match="redis.example.net"):
+                await records.startup_check()
+    finally:
+        await records.close()
 
 
 async def test_after_a_failover_over_tls_sessions_work_again_without_a_restart(
