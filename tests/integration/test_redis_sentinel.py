@@ -18,8 +18,8 @@ from portal.errors import StartupCheckError, StorageError
 from portal.sessions import SessionStore
 from portal.storage.redis import RedisSessionStore
 from portal.users.base import User
-from tests.conftest import SESSION_SECRET
-from tests.contract.records import session
+from tests.conftest import SESSION_SECRET, FakeClock
+from tests.contract.records import NOW, session
 from tests.integration.redis_server import MASTER_NAME, SentinelSet, running_sentinel_set
 
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins",))
@@ -76,6 +76,22 @@ async def test_after_a_failover_sessions_work_again_without_a_restart(
     sentinel_set: SentinelSet,
 ) -> None:
     await sessions_survive_a_failover(sentinel_set, sentinel_config(sentinel_set))
+
+
+async def test_more_requests_than_connections_wait_for_one_as_without_sentinel(
+    sentinel_set: SentinelSet,
+) -> None:
+    # maximum_active_connections bounds the pool; a request beyond it waits up to `timeout` for
+    # a free connection (Authelia's pool does), it is not refused at once with a 503.
+    config = sentinel_config(sentinel_set, maximum_active_connections=1, timeout="5s")
+    store = RedisSessionStore(config, secret=SESSION_SECRET, clock=FakeClock(NOW), inactivity={})
+    await store.startup_check()
+    try:
+        await store.session_save(session())
+        found = await asyncio.gather(*(store.session_get("cookie-hash-1") for _ in range(20)))
+        assert found == [session()] * 20
+    finally:
+        await store.close()
 
 
 async def test_tls_reaches_the_sentinel_and_the_master_trusting_the_certificates_directory(

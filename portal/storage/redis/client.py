@@ -14,7 +14,7 @@ from redis.asyncio.connection import (
     ConnectionPool,
     UnixDomainSocketConnection,
 )
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -43,6 +43,15 @@ class _TlsConnection(Connection):
         arguments["ssl"] = self._tls_context
         arguments["server_hostname"] = self._server_name or self.host
         return arguments
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The master's pool under Sentinel, waiting up to `timeout` for a free connection.
+
+    redis-py's SentinelConnectionPool refuses a request at once when every connection is in use;
+    the plain set-up's BlockingConnectionPool waits, as Authelia's pool does (go-redis
+    PoolTimeout). Sentinel's master discovery comes first in the MRO, the waiting after it.
+    """
 
 
 class _SentinelTlsConnection(SentinelManagedConnection, _TlsConnection):
@@ -123,6 +132,8 @@ def redis_client(
         client: aioredis.Redis = sentinel.master_for(
             high_availability.sentinel_name,
             max_connections=config.maximum_active_connections + SUBSCRIPTION_CONNECTIONS,
+            connection_pool_class=_BlockingSentinelPool,
+            timeout=timeout,
             **({"connection_class": _SentinelTlsConnection, **tls} if tls else {}),
         )
         return client, sentinels
