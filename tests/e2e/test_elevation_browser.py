@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Browser, expect
 
 from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health, watched_page
 
@@ -44,15 +44,15 @@ def revoke_path_in(mail: email.message.EmailMessage) -> str:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("device", list(SIZES))
 async def test_john_elevates_his_session_with_the_mailed_code(
-    auto_theme_portal: RunningPortal, browser: object, tmp_path: Path, scheme: str, device: str
+    auto_theme_portal: RunningPortal, browser: Browser, tmp_path: Path, scheme: str, device: str
 ) -> None:
     portal = auto_theme_portal
     await wait_for_health(portal.url, portal.process, portal.log_file)
     width, height = SIZES[device]
     async with watched_page(
-        browser,  # type: ignore[arg-type]
+        browser,
         viewport={"width": width, "height": height},
-        color_scheme=scheme,  # type: ignore[arg-type]
+        color_scheme=scheme,
     ) as watched:
         await _story(portal, watched, tmp_path / f"{scheme}-{device}", width)
 
