@@ -22,6 +22,7 @@ from portal.keys import (
     AUTHZ,
     CAPTCHA,
     CONFIG,
+    ELEVATION,
     NOTIFIER,
     OUTBOX,
     QUESTIONS,
@@ -93,6 +94,7 @@ async def _purge_forever(app: web.Application) -> None:
         try:
             await app[RESET].purge()
             await app[SESSIONS].purge()
+            await app[ELEVATION].purge()
         except Exception:
             log.exception("purging expired records failed")
         await asyncio.sleep(PURGE_INTERVAL)
@@ -137,6 +139,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[RESET] = services.reset
     app[QUESTIONS] = services.questions
     app[CAPTCHA] = services.captcha
+    app[ELEVATION] = services.elevation
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.

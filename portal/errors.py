@@ -22,6 +22,9 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
     +-- RateLimitedError             429  too many requests from one client (+ Retry-After)
     +-- SignInFailedError            401  "Incorrect username or password.", for all [page]
+    +-- SignInRequiredError          401  an API call that needs a signed-in session had none
+    +-- ElevationFailedError         401  the one-time code is wrong, expired, used, revoked [page]
+    +-- ElevationRequiredError       403  a sensitive setting needs an elevated session first
     +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
@@ -166,6 +169,37 @@ class SignInFailedError(PortalError):
 
     status = 401
     public_message = "Incorrect username or password."
+
+
+class SignInRequiredError(PortalError):
+    """An API call that needs a signed-in session came without one (pages redirect instead)."""
+
+    status = 401
+    public_message = "You need to sign in first."
+
+
+class ElevationFailedError(PortalError):
+    """The typed one-time code opened no elevation: wrong, expired, used, revoked or another
+    user's; one answer for all (Authelia's elevation refuses them alike)."""
+
+    status = 401
+    public_message = "The code is incorrect or has expired. Ask for a new one and try again."
+
+
+class ElevationRequiredError(PortalError):
+    """A sensitive setting needs an elevated session first (Authelia's RequireElevated, 403).
+
+    `second_factor`: the user must first prove their second factor (require_second_factor).
+    """
+
+    status = 403
+    public_message = "Confirm your identity with a one-time code first."
+
+    def __init__(self, *, second_factor: bool = False) -> None:
+        super().__init__("elevation required" + (" (second factor)" if second_factor else ""))
+        self.second_factor = second_factor
+        if second_factor:
+            self.public_message = "Sign in with your second factor first."
 
 
 class PasswordChangeRequiredError(PortalError):

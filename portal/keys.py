@@ -7,6 +7,7 @@ from aiohttp import web
 from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
 from portal.config import Config
+from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -31,3 +32,4 @@ AUTHZ = web.AppKey("authz", Authorizer)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
 QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
 CAPTCHA = web.AppKey("captcha", CaptchaGuard)
+ELEVATION = web.AppKey("elevation", ElevationService)

@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from portal.handlers import assets, authz, captcha, health, reset, settings, signin
+from portal.handlers import assets, authz, captcha, elevation, health, reset, settings, signin
 from portal.keys import CAPTCHA, CONFIG
 from portal.middlewares import MAX_BODY, NO_SUCH_ROUTE
 
@@ -57,6 +57,7 @@ class _Router:
         router = app.router
         self.add_get = partial(router.add_get, expect_handler=expect_continue)
         self.add_post = partial(router.add_post, expect_handler=expect_continue)
+        self.add_put = partial(router.add_put, expect_handler=expect_continue)
         self.add_delete = partial(router.add_delete, expect_handler=expect_continue)
         self.add_static = partial(router.add_static, expect_handler=expect_continue)
 
@@ -87,6 +88,18 @@ def _routes(app: web.Application) -> None:
     add.add_static("/static/", STATIC, name="static")
     if app[CAPTCHA].self_hosted:
         add.add_get("/api/captcha/challenge", captcha.challenge_get, name="captcha_challenge")
+    # The elevated session (Authelia 4.39): its API, its pages and the mail's revoke page.
+    add.add_post("/api/user/session/elevation", elevation.api_elevation_post)
+    add.add_put("/api/user/session/elevation", elevation.api_elevation_put)
+    add.add_get("/api/user/session/elevation", elevation.api_elevation_get, name="elevation")
+    add.add_delete("/api/user/session/elevation/{delete_id}", elevation.api_elevation_delete)
+    add.add_get(elevation.ELEVATE, elevation.elevate_get, name="elevate")
+    add.add_post(elevation.ELEVATE, elevation.elevate_post)
+    add.add_get(elevation.ELEVATE_CODE, elevation.elevate_code_get, name="elevate_code")
+    add.add_post(elevation.ELEVATE_CODE, elevation.elevate_code_post)
+    add.add_get(elevation.REVOKE, elevation.revoke_code_get, name="revoke_one_time_code")
+    add.add_post(elevation.REVOKE, elevation.revoke_code_post)
+    add.add_get(elevation.REVOKED, elevation.revoke_code_done_get)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

@@ -9,6 +9,7 @@ from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.deps import Dependencies
+from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
@@ -35,6 +36,7 @@ class Services:
     reset: PasswordResetService
     questions: SecurityQuestionsService
     captcha: CaptchaGuard
+    elevation: ElevationService
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -107,6 +109,18 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         clock=clock,
         audit=deps.audit,
     )
+    elevation = ElevationService(
+        config=config,
+        users=users,
+        storage=storage,
+        sessions=sessions,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+        clock=clock,
+        limiter=limiter,
+        audit=deps.audit,
+    )
     captcha = CaptchaGuard(
         config.captcha,
         deps.captcha,
@@ -131,4 +145,5 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         reset=reset,
         questions=questions,
         captcha=captcha,
+        elevation=elevation,
     )

@@ -36,6 +36,7 @@ from portal.config.captcha import (
 )
 from portal.config.identity_validation import (
     DEFAULT_QUESTIONS,
+    ElevatedSessionConfig,
     IdentityValidationConfig,
     ResetPasswordConfig,
     SecurityQuestionsConfig,
@@ -121,6 +122,7 @@ __all__ = [
     "FilesystemNotifierConfig",
     "GoRegex",
     "host_in_domain",
+    "ElevatedSessionConfig",
     "IdentityValidationConfig",
     "is_loopback_host",
     "LdapAddress",

@@ -15,7 +15,13 @@ from portal.config.log import LogConfig
 from portal.config.notifier import NotifierConfig
 from portal.config.password_policy import PasswordPolicyConfig
 from portal.config.regulation import RegulationConfig
-from portal.config.server import ServerConfig
+from portal.config.server import (
+    SESSION_ELEVATION_FINISH,
+    SESSION_ELEVATION_START,
+    RateLimit,
+    ServerConfig,
+    weighted_rate_limit,
+)
 from portal.config.session import SessionConfig
 from portal.config.storage import StorageConfig
 from portal.config.types import Model
@@ -55,6 +61,22 @@ class Config(Model):
     def portal_url(self) -> str:
         """Return the public address links in mails are built from (the first cookie's)."""
         return self.session.cookies[0].authelia_url
+
+    def session_elevation_limits(self) -> tuple[RateLimit, RateLimit]:
+        """Return the rate limits of (starting, finishing) a session elevation: the configured
+        ones, else Authelia's defaults weighted by code_lifespan and elevation_lifespan."""
+        limits = self.server.endpoints.rate_limits
+        lifespans = self.identity_validation.elevated_session
+        return (
+            weighted_rate_limit(
+                limits.session_elevation_start, lifespans.code_lifespan, SESSION_ELEVATION_START
+            ),
+            weighted_rate_limit(
+                limits.session_elevation_finish,
+                lifespans.elevation_lifespan,
+                SESSION_ELEVATION_FINISH,
+            ),
+        )
 
     @property
     def portal_is_https(self) -> bool:

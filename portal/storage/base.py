@@ -9,6 +9,7 @@ The roles, named as Authelia's storage names them where it has the concept:
     SessionRecordStore          server-side session records
     SessionProvider             session records kept apart from Storage (Redis: session.redis)
     SecurityAnswerStore         security questions and their answer hashes
+    OneTimeCodeStore            mailed one-time codes elevating a session (Authelia: one_time_code)
     Storage                     all of the above plus schema_version: one migrated database
 
 Each consumer asks only for the roles it uses (sessions.py for session records, ratelimit.py and
@@ -90,6 +91,33 @@ class SecurityAnswer:
     # admin editing the configured list does not break the answers already given.
     answer_hash: str
     set_at: float
+
+
+@dataclass(frozen=True)
+class OneTimeCode:
+    """Record one mailed one-time code (Authelia 4.39's one_time_code) and what became of it.
+
+    `public_id` is random and public (the mail's revoke link, the API's delete_id); `intent` says
+    what the code is for ("elevation"). Times are seconds since the epoch.
+    """
+
+    public_id: str
+    username: str
+    intent: str
+    # SECURITY: an HMAC-SHA256 of the code under a key derived from the portal's secrets, never
+    # the code: a database dump hands out no code that works.
+    code_hash: str
+    issued_at: float
+    issued_ip: str
+    expires_at: float
+    consumed_at: float | None = None
+    consumed_ip: str | None = None
+    revoked_at: float | None = None
+    revoked_ip: str | None = None
+
+    def usable_at(self, at: float) -> bool:
+        """Tell whether the code could still be consumed at `at`."""
+        return self.consumed_at is None and self.revoked_at is None and self.expires_at > at
 
 
 class StoreLifecycle(Protocol):
@@ -302,6 +330,43 @@ class SecurityAnswerStore(Protocol):
         ...
 
 
+class OneTimeCodeStore(Protocol):
+    """Keep one record per mailed one-time code (Authelia 4.39: one_time_code).
+
+    Contract, across every instance sharing the store:
+    - `save` never overwrites: a known public_id raises StorageError (without echoing it).
+    - `consume` is atomic: of any number of simultaneous calls matching one usable record (not
+      consumed, not revoked, expires_at after `at`) by username, intent and code_hash, exactly
+      one returns True; the record remembers that call's time and address. A consumed, revoked
+      or expired record, another user's or another intent's, is never consumed.
+    - `revoke` acts only on a usable record, found by public_id; True once, then False.
+    - `purge` deletes records with expires_at strictly before the cutoff, nothing else.
+    """
+
+    async def save_one_time_code(self, record: OneTimeCode) -> None:
+        """Insert a new record; an existing public_id is never overwritten (StorageError)."""
+        ...
+
+    async def get_one_time_code(self, public_id: str) -> OneTimeCode | None:
+        """Return the record with that public id, in whatever state, or None."""
+        ...
+
+    async def consume_one_time_code(
+        self, username: str, intent: str, code_hash: str, *, at: float, ip: str
+    ) -> bool:
+        """Mark the usable record of that user, intent and code hash consumed; True only for the
+        single winner."""
+        ...
+
+    async def revoke_one_time_code(self, public_id: str, *, at: float, ip: str) -> bool:
+        """Revoke the record; True if it was usable and is now revoked."""
+        ...
+
+    async def purge_one_time_codes(self, *, expired_before: float) -> int:
+        """Delete records that expired before `expired_before`; return how many."""
+        ...
+
+
 class Storage(
     StoreLifecycle,
     IdentityVerificationStore,
@@ -309,6 +374,7 @@ class Storage(
     OutboxStore,
     SessionRecordStore,
     SecurityAnswerStore,
+    OneTimeCodeStore,
     Protocol,
 ):
     """Play every role at once in one migrated database (SQLite today; PostgreSQL later).

@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import astuple, fields
 from typing import Any, Protocol
 
-from portal.storage.base import IdentityVerification, OutboxMessage, SecurityAnswer, SessionRecord
+from portal.storage.base import (
+    IdentityVerification,
+    OneTimeCode,
+    OutboxMessage,
+    SecurityAnswer,
+    SessionRecord,
+)
 
 SELECT_IDENTITY_VERIFICATIONS = (
     "SELECT jti, username, action, issued_at, issued_ip, expires_at,"
@@ -41,7 +47,17 @@ INSERT_SECURITY_ANSWER = (
     "INSERT INTO security_answers (username, position, question, answer_hash, set_at)"
 )
 
+SELECT_ONE_TIME_CODES = (
+    "SELECT public_id, username, intent, code_hash, issued_at, issued_ip, expires_at,"
+    " consumed_at, consumed_ip, revoked_at, revoked_ip FROM one_time_codes"
+)
+INSERT_ONE_TIME_CODE = (
+    "INSERT INTO one_time_codes (public_id, username, intent, code_hash, issued_at, issued_ip,"
+    " expires_at, consumed_at, consumed_ip, revoked_at, revoked_ip)"
+)
+
 _VERIFICATION_FIELDS = fields(IdentityVerification)
+_ONE_TIME_CODE_FIELDS = fields(OneTimeCode)
 
 
 class Row(Protocol):
@@ -131,3 +147,13 @@ def security_answer_params(username: str, answer: SecurityAnswer) -> tuple[Any, 
 def security_answer_from_row(row: Row) -> SecurityAnswer:
     """Build the answer from a row of SELECT_SECURITY_ANSWERS."""
     return SecurityAnswer(row["position"], row["question"], row["answer_hash"], row["set_at"])
+
+
+def one_time_code_params(record: OneTimeCode) -> tuple[Any, ...]:
+    """Return the record's values in INSERT_ONE_TIME_CODE's column order."""
+    return astuple(record)
+
+
+def one_time_code_from_row(row: Row) -> OneTimeCode:
+    """Build the record from a row of SELECT_ONE_TIME_CODES."""
+    return OneTimeCode(**{field.name: row[field.name] for field in _ONE_TIME_CODE_FIELDS})

@@ -36,6 +36,7 @@ ROLES = frozenset(
         "outbox",
         "session_records",
         "security_answers",
+        "one_time_codes",
     }
 )
 

@@ -264,10 +264,10 @@ def test_an_authelia_configuration_loads_and_warns_once_per_unsupported_key() ->
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
     assert config.theme == "dark"  # Authelia's key, read (issue 12)
     assert not any(w.startswith("theme:") for w in warnings)
-    assert (
-        "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
-        in warnings
-    )
+    # Authelia's key, read (issue 15): the elevation's start limit as the file sets it.
+    elevation_start, _ = config.session_elevation_limits()
+    assert [(b.period.total_seconds(), b.requests) for b in elevation_start.buckets] == [(60, 10)]
+    assert not any(w.startswith("server.endpoints.rate_limits.session_") for w in warnings)
 
 
 def test_an_authelia_ldap_configuration_loads_with_its_ldap_block() -> None:

@@ -14,12 +14,14 @@ migrations run at start-up under an advisory lock. The driver is asyncpg, with i
     outbox.py                   OutboxStore
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
+    one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
 """
 
 from __future__ import annotations
 
 from portal.storage.postgres.core import PostgresCore
 from portal.storage.postgres.identity_verifications import PostgresIdentityVerifications
+from portal.storage.postgres.one_time_codes import PostgresOneTimeCodes
 from portal.storage.postgres.outbox import PostgresOutbox
 from portal.storage.postgres.rate_limits import PostgresRateLimits
 from portal.storage.postgres.schema import packaged_migrations
@@ -35,6 +37,7 @@ class PostgresStorage(
     PostgresOutbox,
     PostgresSessionRecords,
     PostgresSecurityAnswers,
+    PostgresOneTimeCodes,
     PostgresCore,
 ):
     """Keep the portal's durable state in one PostgreSQL database: every role of Storage at once.

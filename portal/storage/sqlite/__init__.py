@@ -18,6 +18,7 @@ The package splits along the roles of portal.storage.base:
     outbox.py                   OutboxStore
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
+    one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from portal.storage.sqlite.core import SqliteCore
 from portal.storage.sqlite.identity_verifications import SqliteIdentityVerifications
+from portal.storage.sqlite.one_time_codes import SqliteOneTimeCodes
 from portal.storage.sqlite.outbox import SqliteOutbox
 from portal.storage.sqlite.rate_limits import SqliteRateLimits
 from portal.storage.sqlite.schema import check_database_file, packaged_migrations
@@ -41,6 +43,7 @@ class SqliteStorage(
     SqliteOutbox,
     SqliteSessionRecords,
     SqliteSecurityAnswers,
+    SqliteOneTimeCodes,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.
