@@ -18,6 +18,7 @@ The package splits along the roles of portal.storage.base:
     outbox.py                   OutboxStore
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
+    totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -31,6 +32,7 @@ from portal.storage.sqlite.rate_limits import SqliteRateLimits
 from portal.storage.sqlite.schema import check_database_file, packaged_migrations
 from portal.storage.sqlite.security_answers import SqliteSecurityAnswers
 from portal.storage.sqlite.sessions import SqliteSessionRecords
+from portal.storage.sqlite.totp import SqliteTotp
 
 __all__ = ["SqliteStorage", "check_database_file", "packaged_migrations"]
 
@@ -41,9 +43,11 @@ class SqliteStorage(
     SqliteOutbox,
     SqliteSessionRecords,
     SqliteSecurityAnswers,
+    SqliteTotp,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.
 
-    SqliteStorage(path, migrations=None): see SqliteCore; nothing is opened before startup_check.
+    SqliteStorage(path, migrations=None, encryption_key=None): see SqliteCore; nothing is
+    opened before startup_check.
     """
