@@ -11,6 +11,7 @@ from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.reset import PasswordResetService
+from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import SignInService
@@ -31,3 +32,4 @@ AUTHZ = web.AppKey("authz", Authorizer)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
 QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
 CAPTCHA = web.AppKey("captcha", CaptchaGuard)
+TOTP = web.AppKey("totp", TotpService)

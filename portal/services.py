@@ -16,6 +16,7 @@ from portal.password_change import PasswordChanger
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
+from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
@@ -35,6 +36,7 @@ class Services:
     reset: PasswordResetService
     questions: SecurityQuestionsService
     captcha: CaptchaGuard
+    totp: TotpService
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -121,6 +123,17 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         },
         login_failures=signin.recent_failures,
     )
+    totp = TotpService(
+        config=config,
+        store=storage,
+        clock=clock,
+        regulator=regulator,
+        users=users,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+        audit=deps.audit,
+    )
     return Services(
         outbox=outbox,
         sessions=sessions,
@@ -131,4 +144,5 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         reset=reset,
         questions=questions,
         captcha=captcha,
+        totp=totp,
     )
