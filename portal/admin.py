@@ -13,6 +13,7 @@ from portal.config import Config
 from portal.deps import notifier_from_config, storage_from_config, users_from_config
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
+from portal.ratelimit import RateLimiter
 from portal.regulation import Regulator
 from portal.second_factor import TotpService
 
@@ -45,6 +46,7 @@ async def delete_second_factor(config: Config, identifier: str) -> tuple[str | N
             store=storage,
             clock=clock,
             regulator=Regulator(storage, clock, config.regulation),
+            limiter=RateLimiter(storage, clock),
             users=users,
             outbox=outbox,
             notifier=notifier_from_config(config),

@@ -20,10 +20,11 @@ from typing import Any
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
-from portal.errors import SecondFactorFailedError
+from portal.errors import RateLimitedError, SecondFactorFailedError
 from portal.mail import MailRenderer, when
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
+from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.storage.base import OutboxMessage, TotpConfiguration, TotpStore
 from portal.storage.encryption import SecretBox
@@ -101,6 +102,7 @@ class TotpService:
         store: TotpStore,
         clock: Clock,
         regulator: Regulator,
+        limiter: RateLimiter,
         users: UserBackend,
         outbox: OutboxWorker,
         notifier: Notifier,
@@ -113,6 +115,8 @@ class TotpService:
         self._store = store
         self._clock = clock
         self._regulator = regulator
+        self._limiter = limiter
+        self._buckets = buckets_from_config(config.server.endpoints.rate_limits.second_factor_totp)
         self._users = users
         self._outbox = outbox
         self._notifier = notifier
@@ -181,16 +185,26 @@ class TotpService:
             ADDED_MAIL, {"username": username, "ip": ip, "at": now, "method": "totp"}
         )
 
+    async def limit(self, ip: str) -> None:
+        """Count one code submitted from `ip`; raise RateLimitedError (429) when over a bucket
+        of server.endpoints.rate_limits.second_factor_totp (Authelia's per-IP limit)."""
+        retry_after = await self._limiter.hit(f"ip:second-factor-totp:{ip}", self._buckets)
+        if retry_after is not None:
+            self._audit("second_factor_throttled", ip=ip, method="totp")
+            raise RateLimitedError(int(retry_after))
+
     async def verify(self, username: str, code: str, ip: str) -> None:
         """Accept the user's current code or raise SecondFactorFailedError.
 
-        Order: the regulation ban is read first; the code is checked whatever the ban (so the
-        time taken does not tell a ban); a banned subject is refused without counting; a wrong
-        code, no registration or TOTP disabled counts a failure; a matching code whose step
-        was already used (a replay, unless totp.disable_reuse_security_policy) counts a failure
-        too. On success last_used_at is set. Audit second_factor_succeeded/_failed, never the
-        code. Raises StorageError/DecryptionError when the storage fails.
+        Order: the per-IP rate limit (`limit`: RateLimitedError, 429); the regulation ban is
+        read; the code is checked whatever the ban (so the time taken does not tell a ban); a
+        banned subject is refused without counting; a wrong code, no registration or TOTP
+        disabled counts a failure; a matching code whose step was already used (a replay,
+        unless totp.disable_reuse_security_policy) counts a failure too. On success
+        last_used_at is set. Audit second_factor_succeeded/_failed, never the code. Raises
+        StorageError/DecryptionError when the storage fails.
         """
+        await self.limit(ip)
         banned = await self._regulator.banned_until(username, ip)
         now = self._clock.now()
         registration = await self._store.get_totp_configuration(username) if self.enabled else None

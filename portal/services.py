@@ -128,6 +128,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         store=storage,
         clock=clock,
         regulator=regulator,
+        limiter=limiter,
         users=users,
         outbox=outbox,
         notifier=deps.notifier,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from portal.errors import DecryptionError, SecondFactorFailedError
+from portal.errors import DecryptionError, RateLimitedError, SecondFactorFailedError
 from portal.keys import TOTP
 from portal.second_factor import PendingTotp, TotpService
 from portal.storage.encryption import SecretBox
@@ -188,6 +188,20 @@ async def test_deleting_removes_the_device_audits_the_actor_and_mails_the_user(
     portal.clock.advance(60)
     assert await refused(portal, current_code(portal, pending)) == "Incorrect code."
     assert await service(portal).delete("john", actor="admin") is False
+
+
+async def test_code_submissions_are_limited_per_address(start_portal: StartPortal) -> None:
+    few = {"buckets": [{"period": "1 minute", "requests": 2}]}
+    portal = await start_portal(server={"endpoints": {"rate_limits": {"second_factor_totp": few}}})
+    pending = await registered(portal)
+    wrong = "000000" if current_code(portal, pending) != "000000" else "111111"
+    await refused(portal, wrong, ip="198.51.100.1")
+    await refused(portal, wrong, ip="198.51.100.1")
+    with pytest.raises(RateLimitedError) as caught:
+        await service(portal).verify("john", current_code(portal, pending), "198.51.100.1")
+    assert caught.value.status == 429
+    # Another address is not limited (it is the same user: 2 failures, no ban yet).
+    await service(portal).verify("john", current_code(portal, pending, 1), "198.51.100.2")
 
 
 async def test_a_disabled_totp_accepts_no_code(start_portal: StartPortal) -> None:
