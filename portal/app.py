@@ -31,6 +31,7 @@ from portal.keys import (
     SESSIONS,
     SIGNIN,
     STORAGE,
+    TOTP,
     USERS,
 )
 from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
@@ -140,6 +141,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[QUESTIONS] = services.questions
     app[CAPTCHA] = services.captcha
     app[ELEVATION] = services.elevation
+    app[TOTP] = services.totp
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.

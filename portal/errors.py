@@ -15,8 +15,9 @@ marked [page] and answer with a page of their own (the form again with the messa
     |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
     +-- StorageError                 500  the storage backend failed
     |   +-- StorageUnavailableError  503  the storage engine cannot be reached now (also a
-    |       |                             BackendUnavailableError)
-    |       +-- SessionStoreUnavailableError  503  Redis (session.redis) cannot be reached now
+    |   |   |                             BackendUnavailableError)
+    |   |   +-- SessionStoreUnavailableError  503  Redis (session.redis) cannot be reached now
+    |   +-- DecryptionError          500  a sealed value did not open (wrong key, altered data)
     +-- NotifierError                500  a notifier failed
     |   +-- DeliveryError            outbox: one mail not delivered; `permanent`, else retried
     +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
@@ -26,6 +27,8 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- ElevationFailedError         401  the one-time code is wrong, expired, used, revoked [page]
     +-- ElevationRequiredError       403  a sensitive setting needs an elevated session first
     +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
+    +-- SecondFactorFailedError      401  "Incorrect code.": wrong, replayed, expired, no
+    |                                     device or banned, one answer for all [page]
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
@@ -133,6 +136,13 @@ class SessionStoreUnavailableError(StorageUnavailableError):
     """The session store (session.redis) cannot be reached now: 503, and no session opens."""
 
 
+class DecryptionError(StorageError):
+    """A value sealed with storage.encryption_key did not open: another key, or altered data.
+
+    Never says which, and never carries the value (portal/storage/encryption.py).
+    """
+
+
 class NotifierError(PortalError):
     """A notifier failed."""
 
@@ -200,6 +210,16 @@ class ElevationRequiredError(PortalError):
         self.second_factor = second_factor
         if second_factor:
             self.public_message = "Sign in with your second factor first."
+
+
+class SecondFactorFailedError(PortalError):
+    """A second-factor code was refused: wrong, replayed, expired, no device or a ban.
+
+    One answer for every case, so a guesser learns nothing (portal/second_factor.py).
+    """
+
+    status = 401
+    public_message = "Incorrect code."
 
 
 class PasswordChangeRequiredError(PortalError):

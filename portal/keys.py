@@ -12,6 +12,7 @@ from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.reset import PasswordResetService
+from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import SignInService
@@ -33,3 +34,4 @@ ADDRESSES = web.AppKey("addresses", ClientAddresses)
 QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
 CAPTCHA = web.AppKey("captcha", CaptchaGuard)
 ELEVATION = web.AppKey("elevation", ElevationService)
+TOTP = web.AppKey("totp", TotpService)

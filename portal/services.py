@@ -17,6 +17,7 @@ from portal.password_change import PasswordChanger
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
+from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
@@ -37,6 +38,7 @@ class Services:
     questions: SecurityQuestionsService
     captcha: CaptchaGuard
     elevation: ElevationService
+    totp: TotpService
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -109,6 +111,18 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         clock=clock,
         audit=deps.audit,
     )
+    totp = TotpService(
+        config=config,
+        store=storage,
+        clock=clock,
+        regulator=regulator,
+        limiter=limiter,
+        users=users,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+        audit=deps.audit,
+    )
     elevation = ElevationService(
         config=config,
         users=users,
@@ -119,6 +133,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         renderer=renderer,
         clock=clock,
         limiter=limiter,
+        has_second_factor=totp.registered,
         audit=deps.audit,
     )
     captcha = CaptchaGuard(
@@ -146,4 +161,5 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         questions=questions,
         captcha=captcha,
         elevation=elevation,
+        totp=totp,
     )

@@ -79,6 +79,7 @@ from portal.config.session import (
 )
 from portal.config.storage import LocalStorageConfig, PostgresStorageConfig, StorageConfig
 from portal.config.tls import TlsConfig, TlsVersion
+from portal.config.totp import TotpConfig
 from portal.config.types import (
     Address,
     Duration,
@@ -173,6 +174,7 @@ __all__ = [
     "StorageConfig",
     "TlsConfig",
     "TlsVersion",
+    "TotpConfig",
     "UNSUPPORTED_KEYS",
     "ZxcvbnPolicyConfig",
 ]

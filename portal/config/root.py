@@ -24,6 +24,7 @@ from portal.config.server import (
 )
 from portal.config.session import SessionConfig
 from portal.config.storage import StorageConfig
+from portal.config.totp import TotpConfig
 from portal.config.types import Model
 from portal.tls import certificates_directory_problems
 
@@ -48,6 +49,7 @@ class Config(Model):
     regulation: RegulationConfig = RegulationConfig()
     captcha: CaptchaConfig = CaptchaConfig()
     access_control: AccessControlConfig = AccessControlConfig()
+    totp: TotpConfig = TotpConfig()
 
     @field_validator("certificates_directory")
     @classmethod
@@ -82,3 +84,12 @@ class Config(Model):
     def portal_is_https(self) -> bool:
         """Tell whether the portal is served over https (secure cookies, __Host- names, HSTS)."""
         return self.portal_url.startswith("https://")
+
+    @property
+    def totp_issuer(self) -> str:
+        """Return the issuer authenticator apps show for new TOTP registrations.
+
+        `totp.issuer` when set; else the portal's name as its pages say it: organization_name,
+        else "Portal" (Authelia's default is "Authelia", its own name).
+        """
+        return self.totp.issuer or self.organization_name or "Portal"

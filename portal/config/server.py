@@ -54,11 +54,12 @@ def weighted_rate_limit(
 
 
 class RateLimits(Model):
-    """Per-IP limits on the reset and elevation endpoints (Authelia's defaults) and per-account
-    ones."""
+    """Per-IP limits on the reset, elevation and TOTP endpoints (Authelia's defaults) and
+    per-account ones."""
 
     reset_password_start: RateLimit = _buckets((600, 5), (900, 10), (1800, 15))
     reset_password_finish: RateLimit = _buckets((60, 10), (120, 15))
+    second_factor_totp: RateLimit = _buckets((60, 30), (120, 40), (600, 50))
     # Not in Authelia: reset mails per identifier typed, per account and per mailbox, and for
     # everyone together; the excess is dropped silently.
     reset_password_identifier: RateLimit = _buckets((900, 3))

@@ -10,6 +10,8 @@ The roles, named as Authelia's storage names them where it has the concept:
     SessionProvider             session records kept apart from Storage (Redis: session.redis)
     SecurityAnswerStore         security questions and their answer hashes
     OneTimeCodeStore            mailed one-time codes elevating a session (Authelia: one_time_code)
+    TotpStore                   TOTP registrations (secrets encrypted) and used time steps
+    EncryptionKeyStore          re-encrypting every secret under a new storage.encryption_key
     Storage                     all of the above plus schema_version: one migrated database
 
 Each consumer asks only for the roles it uses (sessions.py for session records, ratelimit.py and
@@ -29,7 +31,7 @@ value (a jti, a session id, a username).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -118,6 +120,27 @@ class OneTimeCode:
     def usable_at(self, at: float) -> bool:
         """Tell whether the code could still be consumed at `at`."""
         return self.consumed_at is None and self.revoked_at is None and self.expires_at > at
+
+
+@dataclass(frozen=True)
+class TotpConfiguration:
+    """Hold one user's TOTP registration (Authelia: totp_configurations), secret decrypted.
+
+    The parameters are saved with the registration, so changing `totp` in the configuration
+    affects new registrations only. Times are Unix seconds; `last_used_at` is None until a
+    code is accepted.
+    """
+
+    username: str
+    created_at: float
+    last_used_at: float | None
+    issuer: str
+    algorithm: str  # "SHA1", "SHA256" or "SHA512"
+    digits: int
+    period: int  # seconds
+    # SECURITY: the shared secret in clear, only in memory; the stores keep it encrypted
+    # with storage.encryption_key (portal/storage/encryption.py). Never logged.
+    secret: bytes = field(repr=False)
 
 
 class StoreLifecycle(Protocol):
@@ -367,6 +390,55 @@ class OneTimeCodeStore(Protocol):
         ...
 
 
+class TotpStore(Protocol):
+    """Keep each user's TOTP registration and the time steps their codes already used.
+
+    Contract, across every instance sharing the store:
+    - Secrets are encrypted with storage.encryption_key on write, bound to their row (table and
+      username), and decrypted on read: the stored column never holds the secret in clear, and
+      a secret moved to another user's row does not open (DecryptionError).
+    - `save_totp_configuration` inserts or replaces the user's one registration whole.
+    - `delete_totp_configuration` deletes the registration and the user's used steps at once.
+    - `totp_step_use` is atomic: of any number of simultaneous calls for one user and step,
+      exactly one returns True (the code's first use), and a later call returns False while
+      the step is kept; each call first purges the user's steps used before at-keep_for.
+    - `touch_totp` sets last_used_at and ignores unknown users.
+    """
+
+    async def get_totp_configuration(self, username: str) -> TotpConfiguration | None:
+        """Return the user's registration with its secret decrypted, or None."""
+        ...
+
+    async def save_totp_configuration(self, configuration: TotpConfiguration) -> None:
+        """Insert the registration or replace the user's existing one."""
+        ...
+
+    async def delete_totp_configuration(self, username: str) -> bool:
+        """Delete the user's registration and used steps; True if there was a registration."""
+        ...
+
+    async def totp_step_use(self, username: str, step: int, *, at: float, keep_for: float) -> bool:
+        """Record the use of a time step; True only for its first use (replay prevention)."""
+        ...
+
+    async def touch_totp(self, username: str, at: float) -> None:
+        """Record that the user's code was accepted at `at` (last_used_at)."""
+        ...
+
+
+class EncryptionKeyStore(Protocol):
+    """Re-encrypt what the store keeps encrypted under a new storage.encryption_key.
+
+    Contract: `change_encryption_key` decrypts every secret with the current key and writes it
+    and a new check value under the new key in one transaction (all or nothing); the instance
+    then uses the new key. Other instances must be restarted with the new key.
+    """
+
+    async def change_encryption_key(self, new_key: str) -> int:
+        """Re-encrypt every secret and the check value; return how many secrets."""
+        ...
+
+
 class Storage(
     StoreLifecycle,
     IdentityVerificationStore,
@@ -375,6 +447,8 @@ class Storage(
     SessionRecordStore,
     SecurityAnswerStore,
     OneTimeCodeStore,
+    TotpStore,
+    EncryptionKeyStore,
     Protocol,
 ):
     """Play every role at once in one migrated database (SQLite today; PostgreSQL later).

@@ -19,7 +19,9 @@ from portal.storage.base import (
     OutboxMessage,
     SecurityAnswer,
     SessionRecord,
+    TotpConfiguration,
 )
+from portal.storage.encryption import SecretBox, totp_aad
 
 SELECT_IDENTITY_VERIFICATIONS = (
     "SELECT jti, username, action, issued_at, issued_ip, expires_at,"
@@ -54,6 +56,21 @@ SELECT_ONE_TIME_CODES = (
 INSERT_ONE_TIME_CODE = (
     "INSERT INTO one_time_codes (public_id, username, intent, code_hash, issued_at, issued_ip,"
     " expires_at, consumed_at, consumed_ip, revoked_at, revoked_ip)"
+)
+SELECT_TOTP = (
+    "SELECT username, created_at, last_used_at, issuer, algorithm, digits, period, secret"
+    " FROM totp_configurations"
+)
+INSERT_TOTP = (
+    "INSERT INTO totp_configurations (username, created_at, last_used_at, issuer, algorithm,"
+    " digits, period, secret)"
+)
+# Appended to INSERT_TOTP ... VALUES (...): saving replaces the user's registration whole.
+ON_CONFLICT_REPLACE_TOTP = (
+    " ON CONFLICT (username) DO UPDATE SET created_at = excluded.created_at,"
+    " last_used_at = excluded.last_used_at, issuer = excluded.issuer,"
+    " algorithm = excluded.algorithm, digits = excluded.digits, period = excluded.period,"
+    " secret = excluded.secret"
 )
 
 _VERIFICATION_FIELDS = fields(IdentityVerification)
@@ -157,3 +174,35 @@ def one_time_code_params(record: OneTimeCode) -> tuple[Any, ...]:
 def one_time_code_from_row(row: Row) -> OneTimeCode:
     """Build the record from a row of SELECT_ONE_TIME_CODES."""
     return OneTimeCode(**{field.name: row[field.name] for field in _ONE_TIME_CODE_FIELDS})
+
+
+def totp_params(configuration: TotpConfiguration, box: SecretBox) -> tuple[Any, ...]:
+    """Return INSERT_TOTP's values for the registration, its secret encrypted for its row."""
+    c = configuration
+    secret = box.encrypt(c.secret, totp_aad(c.username))
+    return (
+        c.username,
+        c.created_at,
+        c.last_used_at,
+        c.issuer,
+        c.algorithm,
+        c.digits,
+        c.period,
+        secret,
+    )
+
+
+def totp_from_row(row: Row, box: SecretBox) -> TotpConfiguration:
+    """Return the registration a SELECT_TOTP row holds, its secret decrypted (DecryptionError)."""
+    username = str(row["username"])
+    last_used = row["last_used_at"]
+    return TotpConfiguration(
+        username=username,
+        created_at=float(row["created_at"]),
+        last_used_at=None if last_used is None else float(last_used),
+        issuer=str(row["issuer"]),
+        algorithm=str(row["algorithm"]),
+        digits=int(row["digits"]),
+        period=int(row["period"]),
+        secret=box.decrypt(bytes(row["secret"]), totp_aad(username)),
+    )

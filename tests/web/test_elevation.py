@@ -12,8 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp import ClientResponse
 
-from portal.keys import ELEVATION, SESSIONS
+from portal.errors import ElevationRequiredError
+from portal.keys import ELEVATION, SESSIONS, TOTP
 from portal.sessions import Session
+from portal.totp import code_at
 from tests.web.conftest import (
     Portal,
     StartPortal,
@@ -236,6 +238,26 @@ async def test_a_two_factor_session_counts_as_elevated_only_with_skip_second_fac
         assert (await service.state(two_factors, "198.51.100.10"))[
             "can_skip_second_factor"
         ] is skips
+
+
+async def test_require_second_factor_asks_a_user_with_totp_for_it_first(
+    start_portal: StartPortal,
+) -> None:
+    # identity_validation.elevated_session.require_second_factor: a one-factor session of a
+    # user who has TOTP registered must prove it before elevating; one without TOTP need not.
+    portal = await signed_in_portal(
+        start_portal, identity_validation={"elevated_session": {"require_second_factor": True}}
+    )
+    assert (await state(portal))["require_second_factor"] is False
+    totp = portal.client.app[TOTP]
+    pending = totp.start_registration("john")
+    code = code_at(pending.secret, pending.parameters, portal.clock.now())
+    await totp.complete_registration("john", pending, code, "192.0.2.1")
+
+    assert (await state(portal))["require_second_factor"] is True
+    with pytest.raises(ElevationRequiredError) as caught:
+        await portal.client.app[ELEVATION].check(await session_of(portal), "127.0.0.1")
+    assert caught.value.second_factor
 
 
 # --- the pages -----------------------------------------------------------------------------------

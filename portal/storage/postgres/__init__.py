@@ -15,6 +15,7 @@ migrations run at start-up under an advisory lock. The driver is asyncpg, with i
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
     one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
+    totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from portal.storage.postgres.rate_limits import PostgresRateLimits
 from portal.storage.postgres.schema import packaged_migrations
 from portal.storage.postgres.security_answers import PostgresSecurityAnswers
 from portal.storage.postgres.sessions import PostgresSessionRecords
+from portal.storage.postgres.totp import PostgresTotp
 
 __all__ = ["PostgresStorage", "packaged_migrations"]
 
@@ -38,10 +40,12 @@ class PostgresStorage(
     PostgresSessionRecords,
     PostgresSecurityAnswers,
     PostgresOneTimeCodes,
+    PostgresTotp,
     PostgresCore,
 ):
     """Keep the portal's durable state in one PostgreSQL database: every role of Storage at once.
 
-    PostgresStorage(config, certificates_directory=None, migrations=None): see PostgresCore;
+    PostgresStorage(config, certificates_directory=None, migrations=None, encryption_key=None):
+    see PostgresCore;
     nothing connects before startup_check.
     """

@@ -19,6 +19,7 @@ The package splits along the roles of portal.storage.base:
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
     one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
+    totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -33,6 +34,7 @@ from portal.storage.sqlite.rate_limits import SqliteRateLimits
 from portal.storage.sqlite.schema import check_database_file, packaged_migrations
 from portal.storage.sqlite.security_answers import SqliteSecurityAnswers
 from portal.storage.sqlite.sessions import SqliteSessionRecords
+from portal.storage.sqlite.totp import SqliteTotp
 
 __all__ = ["SqliteStorage", "check_database_file", "packaged_migrations"]
 
@@ -44,9 +46,11 @@ class SqliteStorage(
     SqliteSessionRecords,
     SqliteSecurityAnswers,
     SqliteOneTimeCodes,
+    SqliteTotp,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.
 
-    SqliteStorage(path, migrations=None): see SqliteCore; nothing is opened before startup_check.
+    SqliteStorage(path, migrations=None, encryption_key=None): see SqliteCore; nothing is
+    opened before startup_check.
     """
