@@ -22,6 +22,7 @@ from portal.keys import (
     AUTHZ,
     CAPTCHA,
     CONFIG,
+    ELEVATION,
     NOTIFIER,
     OUTBOX,
     QUESTIONS,
@@ -30,6 +31,7 @@ from portal.keys import (
     SESSIONS,
     SIGNIN,
     STORAGE,
+    TOTP,
     USERS,
 )
 from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
@@ -93,6 +95,7 @@ async def _purge_forever(app: web.Application) -> None:
         try:
             await app[RESET].purge()
             await app[SESSIONS].purge()
+            await app[ELEVATION].purge()
         except Exception:
             log.exception("purging expired records failed")
         await asyncio.sleep(PURGE_INTERVAL)
@@ -137,6 +140,8 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[RESET] = services.reset
     app[QUESTIONS] = services.questions
     app[CAPTCHA] = services.captcha
+    app[ELEVATION] = services.elevation
+    app[TOTP] = services.totp
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.

@@ -1,4 +1,4 @@
-"""The `portal` command: serve, validate-config, storage, crypto."""
+"""The `portal` command: serve, validate-config, storage, users, crypto."""
 
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from portal.admin import change_encryption_key, delete_second_factor
 from portal.app import create_app
 from portal.checks import check_config, replica_warnings
 from portal.config import Config, PasswordConfig
-from portal.errors import ConfigError, PortalError, UnsupportedHashError
+from portal.config.storage import ENCRYPTION_KEY_MINIMUM
+from portal.deps import storage_from_config
+from portal.errors import ConfigError, PortalError, StartupCheckError, UnsupportedHashError
 from portal.logs import SafeAccessLogger, configure_logging
+from portal.storage.encryption import WRONG_KEY
 from portal.storage.info import migrate_up, schema_info
 from portal.users.hashing import hash_password, verify_password
 from portal.users.passwords import normalize_password, password_candidates
@@ -154,6 +158,70 @@ def _migrate_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encryption_check(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+    store = storage_from_config(config)
+
+    async def check() -> bool:
+        try:
+            await store.startup_check()
+        except StartupCheckError as exc:
+            if str(exc) == WRONG_KEY:
+                return False
+            raise
+        finally:
+            await store.close()
+        return True
+
+    if not asyncio.run(check()):
+        raise CliError(
+            "storage.encryption_key does not match the key this database was encrypted with"
+        )
+    print("Storage encryption key is valid.")
+    return 0
+
+
+def _new_encryption_key(args: argparse.Namespace) -> str:
+    if args.new_encryption_key_file is not None:
+        try:
+            path: Path = args.new_encryption_key_file
+            key = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read {args.new_encryption_key_file}: {exc}") from None
+    else:
+        key = str(args.new_encryption_key)
+    if len(key) < ENCRYPTION_KEY_MINIMUM:
+        raise CliError(
+            f"the new encryption key must be at least {ENCRYPTION_KEY_MINIMUM} characters"
+        )
+    return key
+
+
+def _encryption_change_key(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+    new_key = _new_encryption_key(args)
+    if new_key == config.storage.encryption_key.get_secret_value():
+        raise CliError("the new encryption key must be different from the current one")
+    count = asyncio.run(change_encryption_key(config, new_key))
+    print(
+        f"Storage encryption key changed: {count} secret(s) re-encrypted. Set "
+        "storage.encryption_key to the new key before starting the portal again."
+    )
+    return 0
+
+
+def _second_factor_delete(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+    configure_logging(config.log)  # the audit event goes where the portal's log goes
+    username, removed = asyncio.run(delete_second_factor(config, args.username))
+    if username is None:
+        raise CliError(f"no user '{args.username}'")
+    if not removed:
+        raise CliError(f"user '{username}' has no second factor registered")
+    print(f"Deleted the TOTP second factor of user '{username}'; they were mailed about it.")
+    return 0
+
+
 def _rand(args: argparse.Namespace) -> int:
     if not 1 <= args.length <= 4096:
         raise CliError("--length must be between 1 and 4096")
@@ -194,6 +262,34 @@ def _parser() -> argparse.ArgumentParser:
     up = migrate.add_parser("up", help="migrate the schema to the latest version")
     with_config(up)
     up.set_defaults(run=_migrate_up)
+
+    encryption = storage.add_parser(
+        "encryption", help="the key secrets are encrypted with"
+    ).add_subparsers(dest="encryption", required=True, metavar="COMMAND")
+    check = encryption.add_parser("check", help="tell whether storage.encryption_key is right")
+    with_config(check)
+    check.set_defaults(run=_encryption_check)
+    change = encryption.add_parser(
+        "change-key", help="re-encrypt every secret with a new storage.encryption_key"
+    )
+    with_config(change)
+    new_key = change.add_mutually_exclusive_group(required=True)
+    new_key.add_argument("--new-encryption-key", metavar="KEY")
+    new_key.add_argument("--new-encryption-key-file", metavar="PATH", type=Path)
+    change.set_defaults(run=_encryption_change_key)
+
+    users = commands.add_parser("users", help="administer users").add_subparsers(
+        dest="users", required=True, metavar="COMMAND"
+    )
+    second_factor = users.add_parser("second-factor", help="users' second factors").add_subparsers(
+        dest="second_factor", required=True, metavar="COMMAND"
+    )
+    delete = second_factor.add_parser(
+        "delete", help="remove a user's TOTP device (audited; the user is mailed)"
+    )
+    with_config(delete)
+    delete.add_argument("username", metavar="USER")
+    delete.set_defaults(run=_second_factor_delete)
 
     crypto = commands.add_parser("crypto", help="hashes and random values").add_subparsers(
         dest="crypto", required=True, metavar="COMMAND"

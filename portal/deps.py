@@ -57,11 +57,14 @@ def users_from_config(config: Config) -> UserBackend:
 
 def storage_from_config(config: Config) -> Storage:
     """Build the configured storage: SQLite (storage.local) or PostgreSQL (storage.postgres)."""
+    key = config.storage.encryption_key.get_secret_value()
     if config.storage.local is not None:
-        return SqliteStorage(config.storage.local.path)
+        return SqliteStorage(config.storage.local.path, encryption_key=key)
     assert config.storage.postgres is not None  # noqa: S101 - the model guarantees one of both
     return PostgresStorage(
-        config.storage.postgres, certificates_directory=config.certificates_directory
+        config.storage.postgres,
+        certificates_directory=config.certificates_directory,
+        encryption_key=key,
     )
 
 

@@ -15,14 +15,20 @@ marked [page] and answer with a page of their own (the form again with the messa
     |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
     +-- StorageError                 500  the storage backend failed
     |   +-- StorageUnavailableError  503  the storage engine cannot be reached now (also a
-    |       |                             BackendUnavailableError)
-    |       +-- SessionStoreUnavailableError  503  Redis (session.redis) cannot be reached now
+    |   |   |                             BackendUnavailableError)
+    |   |   +-- SessionStoreUnavailableError  503  Redis (session.redis) cannot be reached now
+    |   +-- DecryptionError          500  a sealed value did not open (wrong key, altered data)
     +-- NotifierError                500  a notifier failed
     |   +-- DeliveryError            outbox: one mail not delivered; `permanent`, else retried
     +-- PermanentJobError            outbox: a job that can never succeed (logged, dropped)
     +-- RateLimitedError             429  too many requests from one client (+ Retry-After)
     +-- SignInFailedError            401  "Incorrect username or password.", for all [page]
+    +-- SignInRequiredError          401  an API call that needs a signed-in session had none
+    +-- ElevationFailedError         401  the one-time code is wrong, expired, used, revoked [page]
+    +-- ElevationRequiredError       403  a sensitive setting needs an elevated session first
     +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
+    +-- SecondFactorFailedError      401  "Incorrect code.": wrong, replayed, expired, no
+    |                                     device or banned, one answer for all [page]
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
@@ -130,6 +136,13 @@ class SessionStoreUnavailableError(StorageUnavailableError):
     """The session store (session.redis) cannot be reached now: 503, and no session opens."""
 
 
+class DecryptionError(StorageError):
+    """A value sealed with storage.encryption_key did not open: another key, or altered data.
+
+    Never says which, and never carries the value (portal/storage/encryption.py).
+    """
+
+
 class NotifierError(PortalError):
     """A notifier failed."""
 
@@ -166,6 +179,47 @@ class SignInFailedError(PortalError):
 
     status = 401
     public_message = "Incorrect username or password."
+
+
+class SignInRequiredError(PortalError):
+    """An API call that needs a signed-in session came without one (pages redirect instead)."""
+
+    status = 401
+    public_message = "You need to sign in first."
+
+
+class ElevationFailedError(PortalError):
+    """The typed one-time code opened no elevation: wrong, expired, used, revoked or another
+    user's; one answer for all (Authelia's elevation refuses them alike)."""
+
+    status = 401
+    public_message = "The code is incorrect or has expired. Ask for a new one and try again."
+
+
+class ElevationRequiredError(PortalError):
+    """A sensitive setting needs an elevated session first (Authelia's RequireElevated, 403).
+
+    `second_factor`: the user must first prove their second factor (require_second_factor).
+    """
+
+    status = 403
+    public_message = "Confirm your identity with a one-time code first."
+
+    def __init__(self, *, second_factor: bool = False) -> None:
+        super().__init__("elevation required" + (" (second factor)" if second_factor else ""))
+        self.second_factor = second_factor
+        if second_factor:
+            self.public_message = "Sign in with your second factor first."
+
+
+class SecondFactorFailedError(PortalError):
+    """A second-factor code was refused: wrong, replayed, expired, no device or a ban.
+
+    One answer for every case, so a guesser learns nothing (portal/second_factor.py).
+    """
+
+    status = 401
+    public_message = "Incorrect code."
 
 
 class PasswordChangeRequiredError(PortalError):

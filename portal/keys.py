@@ -7,10 +7,12 @@ from aiohttp import web
 from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
 from portal.config import Config
+from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.reset import PasswordResetService
+from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import SignInService
@@ -31,3 +33,5 @@ AUTHZ = web.AppKey("authz", Authorizer)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
 QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
 CAPTCHA = web.AppKey("captcha", CaptchaGuard)
+ELEVATION = web.AppKey("elevation", ElevationService)
+TOTP = web.AppKey("totp", TotpService)

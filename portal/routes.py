@@ -8,9 +8,19 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from portal.handlers import assets, authz, captcha, health, reset, settings, signin, user
+from portal.handlers import (
+    assets,
+    authz,
+    captcha,
+    elevation,
+    health,
+    reset,
+    settings,
+    signin,
+    user,
+)
 from portal.keys import CAPTCHA, CONFIG
-from portal.middlewares import NO_SUCH_ROUTE
+from portal.middlewares import MAX_BODY, NO_SUCH_ROUTE
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -21,8 +31,15 @@ async def expect_continue(request: web.Request) -> None:
     Replaces aiohttp's own expect handler, which answers 417 by echoing the header into the
     body and fails with a 500 when the header holds bytes that are not UTF-8 (aiohttp 3.14).
     Another expectation is one a server MAY refuse; ignoring it lets the portal answer as usual.
+    A body the portal will refuse anyway (over 64 KiB, or in a content coding) gets no 100: the
+    client hears the final 413 or 415 instead of sending the body first (RFC 9110 section 10.1.1:
+    a server may answer with a final status instead of 100).
     """
     expect = request.headers.get("Expect", "")
+    if (request.content_length or 0) > MAX_BODY or request.headers.get(
+        "Content-Encoding", "identity"
+    ).strip().lower() not in ("identity", ""):
+        return
     if request.version == HttpVersion11 and expect.lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the 100 is not part of the answer's size
@@ -50,6 +67,7 @@ class _Router:
         router = app.router
         self.add_get = partial(router.add_get, expect_handler=expect_continue)
         self.add_post = partial(router.add_post, expect_handler=expect_continue)
+        self.add_put = partial(router.add_put, expect_handler=expect_continue)
         self.add_delete = partial(router.add_delete, expect_handler=expect_continue)
         self.add_static = partial(router.add_static, expect_handler=expect_continue)
 
@@ -81,6 +99,18 @@ def _routes(app: web.Application) -> None:
     add.add_static("/static/", STATIC, name="static")
     if app[CAPTCHA].self_hosted:
         add.add_get("/api/captcha/challenge", captcha.challenge_get, name="captcha_challenge")
+    # The elevated session (Authelia 4.39): its API, its pages and the mail's revoke page.
+    add.add_post("/api/user/session/elevation", elevation.api_elevation_post)
+    add.add_put("/api/user/session/elevation", elevation.api_elevation_put)
+    add.add_get("/api/user/session/elevation", elevation.api_elevation_get, name="elevation")
+    add.add_delete("/api/user/session/elevation/{delete_id}", elevation.api_elevation_delete)
+    add.add_get(elevation.ELEVATE, elevation.elevate_get, name="elevate")
+    add.add_post(elevation.ELEVATE, elevation.elevate_post)
+    add.add_get(elevation.ELEVATE_CODE, elevation.elevate_code_get, name="elevate_code")
+    add.add_post(elevation.ELEVATE_CODE, elevation.elevate_code_post)
+    add.add_get(elevation.REVOKE, elevation.revoke_code_get, name="revoke_one_time_code")
+    add.add_post(elevation.REVOKE, elevation.revoke_code_post)
+    add.add_get(elevation.REVOKED, elevation.revoke_code_done_get)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

@@ -9,6 +9,7 @@ from portal.authz import Authorizer
 from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.deps import Dependencies
+from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
@@ -16,6 +17,7 @@ from portal.password_change import PasswordChanger
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
+from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
@@ -35,6 +37,8 @@ class Services:
     reset: PasswordResetService
     questions: SecurityQuestionsService
     captcha: CaptchaGuard
+    elevation: ElevationService
+    totp: TotpService
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -107,6 +111,31 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         clock=clock,
         audit=deps.audit,
     )
+    totp = TotpService(
+        config=config,
+        store=storage,
+        clock=clock,
+        regulator=regulator,
+        limiter=limiter,
+        users=users,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+        audit=deps.audit,
+    )
+    elevation = ElevationService(
+        config=config,
+        users=users,
+        storage=storage,
+        sessions=sessions,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+        clock=clock,
+        limiter=limiter,
+        has_second_factor=totp.registered,
+        audit=deps.audit,
+    )
     captcha = CaptchaGuard(
         config.captcha,
         deps.captcha,
@@ -131,4 +160,6 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         reset=reset,
         questions=questions,
         captcha=captcha,
+        elevation=elevation,
+        totp=totp,
     )

@@ -36,6 +36,7 @@ from portal.config.captcha import (
 )
 from portal.config.identity_validation import (
     DEFAULT_QUESTIONS,
+    ElevatedSessionConfig,
     IdentityValidationConfig,
     ResetPasswordConfig,
     SecurityQuestionsConfig,
@@ -78,6 +79,7 @@ from portal.config.session import (
 )
 from portal.config.storage import LocalStorageConfig, PostgresStorageConfig, StorageConfig
 from portal.config.tls import TlsConfig, TlsVersion
+from portal.config.totp import TotpConfig
 from portal.config.types import (
     Address,
     Duration,
@@ -121,6 +123,7 @@ __all__ = [
     "FilesystemNotifierConfig",
     "GoRegex",
     "host_in_domain",
+    "ElevatedSessionConfig",
     "IdentityValidationConfig",
     "is_loopback_host",
     "LdapAddress",
@@ -171,6 +174,7 @@ __all__ = [
     "StorageConfig",
     "TlsConfig",
     "TlsVersion",
+    "TotpConfig",
     "UNSUPPORTED_KEYS",
     "ZxcvbnPolicyConfig",
 ]

@@ -1,4 +1,5 @@
-"""`identity_validation`: the signed reset link and the security questions asked before it.
+"""`identity_validation`: the signed reset link, the security questions asked before it, and the
+elevated session (a mailed one-time code) sensitive settings ask for.
 
 Authelia: internal/configuration/schema/identity_validation.go (security_questions is a portal key).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from portal.config.types import Duration, Model
 
@@ -99,7 +100,53 @@ class ResetPasswordConfig(Model):
         return value
 
 
+# Authelia's bounds on `characters`: its schema's minimum (6) and its validator's maximum (20).
+MIN_CODE_CHARACTERS, MAX_CODE_CHARACTERS = 6, 20
+_ELEVATION_DEFAULTS = {
+    "code_lifespan": timedelta(minutes=5),
+    "elevation_lifespan": timedelta(minutes=10),
+}
+
+
+class ElevatedSessionConfig(Model):
+    """`identity_validation.elevated_session`: the one-time code mailed before sensitive settings.
+
+    Authelia 4.39 (schema IdentityValidationElevatedSession; validator identity_validation.go):
+    a zero (or absent) lifespan or `characters` means the default; `characters` above 20 is
+    refused. Below 6 is refused too (Authelia's schema minimum): a shorter code is guessable.
+    """
+
+    code_lifespan: Duration = _ELEVATION_DEFAULTS["code_lifespan"]
+    elevation_lifespan: Duration = _ELEVATION_DEFAULTS["elevation_lifespan"]
+    characters: int = 8
+    require_second_factor: bool = False
+    skip_second_factor: bool = False
+
+    @field_validator("code_lifespan", "elevation_lifespan", mode="after")
+    @classmethod
+    def _default_when_zero(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if value.total_seconds() > 0:
+            return value
+        return _ELEVATION_DEFAULTS[info.field_name or "code_lifespan"]
+
+    @field_validator("characters")
+    @classmethod
+    def _characters(cls, value: int) -> int:
+        if value <= 0:
+            return 8
+        if value > MAX_CODE_CHARACTERS:
+            raise ValueError(
+                f"must be {MAX_CODE_CHARACTERS} or less but it's configured as {value}"
+            )
+        if value < MIN_CODE_CHARACTERS:
+            raise ValueError(
+                f"must be at least {MIN_CODE_CHARACTERS} (a shorter code is guessable)"
+            )
+        return value
+
+
 class IdentityValidationConfig(Model):
     """How users prove who they are before sensitive actions."""
 
     reset_password: ResetPasswordConfig
+    elevated_session: ElevatedSessionConfig = ElevatedSessionConfig()

@@ -15,9 +15,16 @@ from portal.config.log import LogConfig
 from portal.config.notifier import NotifierConfig
 from portal.config.password_policy import PasswordPolicyConfig
 from portal.config.regulation import RegulationConfig
-from portal.config.server import ServerConfig
+from portal.config.server import (
+    SESSION_ELEVATION_FINISH,
+    SESSION_ELEVATION_START,
+    RateLimit,
+    ServerConfig,
+    weighted_rate_limit,
+)
 from portal.config.session import SessionConfig
 from portal.config.storage import StorageConfig
+from portal.config.totp import TotpConfig
 from portal.config.types import Model
 from portal.tls import certificates_directory_problems
 
@@ -42,6 +49,7 @@ class Config(Model):
     regulation: RegulationConfig = RegulationConfig()
     captcha: CaptchaConfig = CaptchaConfig()
     access_control: AccessControlConfig = AccessControlConfig()
+    totp: TotpConfig = TotpConfig()
 
     @field_validator("certificates_directory")
     @classmethod
@@ -56,7 +64,32 @@ class Config(Model):
         """Return the public address links in mails are built from (the first cookie's)."""
         return self.session.cookies[0].authelia_url
 
+    def session_elevation_limits(self) -> tuple[RateLimit, RateLimit]:
+        """Return the rate limits of (starting, finishing) a session elevation: the configured
+        ones, else Authelia's defaults weighted by code_lifespan and elevation_lifespan."""
+        limits = self.server.endpoints.rate_limits
+        lifespans = self.identity_validation.elevated_session
+        return (
+            weighted_rate_limit(
+                limits.session_elevation_start, lifespans.code_lifespan, SESSION_ELEVATION_START
+            ),
+            weighted_rate_limit(
+                limits.session_elevation_finish,
+                lifespans.elevation_lifespan,
+                SESSION_ELEVATION_FINISH,
+            ),
+        )
+
     @property
     def portal_is_https(self) -> bool:
         """Tell whether the portal is served over https (secure cookies, __Host- names, HSTS)."""
         return self.portal_url.startswith("https://")
+
+    @property
+    def totp_issuer(self) -> str:
+        """Return the issuer authenticator apps show for new TOTP registrations.
+
+        `totp.issuer` when set; else the portal's name as its pages say it: organization_name,
+        else "Portal" (Authelia's default is "Authelia", its own name).
+        """
+        return self.totp.issuer or self.organization_name or "Portal"

@@ -34,17 +34,43 @@ def _buckets(*pairs: tuple[int, int]) -> RateLimit:
     )
 
 
+# Authelia's default buckets for the elevation endpoints, as (multiple of a lifespan, requests):
+# start counts in code_lifespans, finish in elevation_lifespans (schema/server.go,
+# validator/server.go validateServerEndpointsRateLimitDefaultWeighted).
+SESSION_ELEVATION_START = ((1, 3), (2, 5), (12, 15))
+SESSION_ELEVATION_FINISH = ((1, 3), (2, 5), (6, 15))
+
+
+def weighted_rate_limit(
+    limit: RateLimit | None, weight: timedelta, defaults: tuple[tuple[int, int], ...]
+) -> RateLimit:
+    """Return the configured limit, or (None: not configured) Authelia's default buckets whose
+    periods are multiples of `weight` (a lifespan from identity_validation.elevated_session)."""
+    if limit is not None:
+        return limit
+    return RateLimit(
+        buckets=tuple(RateLimitBucket(period=weight * m, requests=r) for m, r in defaults)
+    )
+
+
 class RateLimits(Model):
-    """Per-IP limits on the reset endpoints (Authelia's defaults) and per-account ones."""
+    """Per-IP limits on the reset, elevation and TOTP endpoints (Authelia's defaults) and
+    per-account ones."""
 
     reset_password_start: RateLimit = _buckets((600, 5), (900, 10), (1800, 15))
     reset_password_finish: RateLimit = _buckets((60, 10), (120, 15))
+    second_factor_totp: RateLimit = _buckets((60, 30), (120, 40), (600, 50))
     # Not in Authelia: reset mails per identifier typed, per account and per mailbox, and for
     # everyone together; the excess is dropped silently.
     reset_password_identifier: RateLimit = _buckets((900, 3))
     reset_password_global: RateLimit = _buckets((3600, 1000))
     # Not in Authelia: fresh ALTCHA challenges per client IP.
     captcha_challenge: RateLimit = _buckets((60, 20), (600, 60))
+    # Authelia's: per client IP on POST (mail a code) and PUT (check it) of
+    # /api/user/session/elevation. None: Authelia's defaults, weighted by the lifespans of
+    # identity_validation.elevated_session (Config.session_elevation_limits).
+    session_elevation_start: RateLimit | None = None
+    session_elevation_finish: RateLimit | None = None
 
 
 class Endpoints(Model):

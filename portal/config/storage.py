@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from portal.config.tls import TlsConfig
 from portal.config.types import Duration, ExactlyOneOf, Model, PostgresAddress
 
+# storage.encryption_key: the fewest characters accepted (Authelia's minimum too).
+ENCRYPTION_KEY_MINIMUM = 20
+
 
 class LocalStorageConfig(Model):
     """SQLite."""
@@ -71,6 +74,9 @@ class StorageConfig(ExactlyOneOf):
     @field_validator("encryption_key")
     @classmethod
     def _key_length(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 20:
-            raise ValueError("must be at least 20 characters (generate one: portal crypto rand)")
+        if len(value.get_secret_value()) < ENCRYPTION_KEY_MINIMUM:
+            raise ValueError(
+                f"must be at least {ENCRYPTION_KEY_MINIMUM} characters "
+                "(generate one: portal crypto rand)"
+            )
         return value

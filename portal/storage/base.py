@@ -9,6 +9,9 @@ The roles, named as Authelia's storage names them where it has the concept:
     SessionRecordStore          server-side session records
     SessionProvider             session records kept apart from Storage (Redis: session.redis)
     SecurityAnswerStore         security questions and their answer hashes
+    OneTimeCodeStore            mailed one-time codes elevating a session (Authelia: one_time_code)
+    TotpStore                   TOTP registrations (secrets encrypted) and used time steps
+    EncryptionKeyStore          re-encrypting every secret under a new storage.encryption_key
     Storage                     all of the above plus schema_version: one migrated database
 
 Each consumer asks only for the roles it uses (sessions.py for session records, ratelimit.py and
@@ -28,7 +31,7 @@ value (a jti, a session id, a username).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -90,6 +93,54 @@ class SecurityAnswer:
     # admin editing the configured list does not break the answers already given.
     answer_hash: str
     set_at: float
+
+
+@dataclass(frozen=True)
+class OneTimeCode:
+    """Record one mailed one-time code (Authelia 4.39's one_time_code) and what became of it.
+
+    `public_id` is random and public (the mail's revoke link, the API's delete_id); `intent` says
+    what the code is for ("elevation"). Times are seconds since the epoch.
+    """
+
+    public_id: str
+    username: str
+    intent: str
+    # SECURITY: an HMAC-SHA256 of the code under a key derived from the portal's secrets, never
+    # the code: a database dump hands out no code that works.
+    code_hash: str
+    issued_at: float
+    issued_ip: str
+    expires_at: float
+    consumed_at: float | None = None
+    consumed_ip: str | None = None
+    revoked_at: float | None = None
+    revoked_ip: str | None = None
+
+    def usable_at(self, at: float) -> bool:
+        """Tell whether the code could still be consumed at `at`."""
+        return self.consumed_at is None and self.revoked_at is None and self.expires_at > at
+
+
+@dataclass(frozen=True)
+class TotpConfiguration:
+    """Hold one user's TOTP registration (Authelia: totp_configurations), secret decrypted.
+
+    The parameters are saved with the registration, so changing `totp` in the configuration
+    affects new registrations only. Times are Unix seconds; `last_used_at` is None until a
+    code is accepted.
+    """
+
+    username: str
+    created_at: float
+    last_used_at: float | None
+    issuer: str
+    algorithm: str  # "SHA1", "SHA256" or "SHA512"
+    digits: int
+    period: int  # seconds
+    # SECURITY: the shared secret in clear, only in memory; the stores keep it encrypted
+    # with storage.encryption_key (portal/storage/encryption.py). Never logged.
+    secret: bytes = field(repr=False)
 
 
 class StoreLifecycle(Protocol):
@@ -302,6 +353,92 @@ class SecurityAnswerStore(Protocol):
         ...
 
 
+class OneTimeCodeStore(Protocol):
+    """Keep one record per mailed one-time code (Authelia 4.39: one_time_code).
+
+    Contract, across every instance sharing the store:
+    - `save` never overwrites: a known public_id raises StorageError (without echoing it).
+    - `consume` is atomic: of any number of simultaneous calls matching one usable record (not
+      consumed, not revoked, expires_at after `at`) by username, intent and code_hash, exactly
+      one returns True; the record remembers that call's time and address. A consumed, revoked
+      or expired record, another user's or another intent's, is never consumed.
+    - `revoke` acts only on a usable record, found by public_id; True once, then False.
+    - `purge` deletes records with expires_at strictly before the cutoff, nothing else.
+    """
+
+    async def save_one_time_code(self, record: OneTimeCode) -> None:
+        """Insert a new record; an existing public_id is never overwritten (StorageError)."""
+        ...
+
+    async def get_one_time_code(self, public_id: str) -> OneTimeCode | None:
+        """Return the record with that public id, in whatever state, or None."""
+        ...
+
+    async def consume_one_time_code(
+        self, username: str, intent: str, code_hash: str, *, at: float, ip: str
+    ) -> bool:
+        """Mark the usable record of that user, intent and code hash consumed; True only for the
+        single winner."""
+        ...
+
+    async def revoke_one_time_code(self, public_id: str, *, at: float, ip: str) -> bool:
+        """Revoke the record; True if it was usable and is now revoked."""
+        ...
+
+    async def purge_one_time_codes(self, *, expired_before: float) -> int:
+        """Delete records that expired before `expired_before`; return how many."""
+        ...
+
+
+class TotpStore(Protocol):
+    """Keep each user's TOTP registration and the time steps their codes already used.
+
+    Contract, across every instance sharing the store:
+    - Secrets are encrypted with storage.encryption_key on write, bound to their row (table and
+      username), and decrypted on read: the stored column never holds the secret in clear, and
+      a secret moved to another user's row does not open (DecryptionError).
+    - `save_totp_configuration` inserts or replaces the user's one registration whole.
+    - `delete_totp_configuration` deletes the registration and the user's used steps at once.
+    - `totp_step_use` is atomic: of any number of simultaneous calls for one user and step,
+      exactly one returns True (the code's first use), and a later call returns False while
+      the step is kept; each call first purges the user's steps used before at-keep_for.
+    - `touch_totp` sets last_used_at and ignores unknown users.
+    """
+
+    async def get_totp_configuration(self, username: str) -> TotpConfiguration | None:
+        """Return the user's registration with its secret decrypted, or None."""
+        ...
+
+    async def save_totp_configuration(self, configuration: TotpConfiguration) -> None:
+        """Insert the registration or replace the user's existing one."""
+        ...
+
+    async def delete_totp_configuration(self, username: str) -> bool:
+        """Delete the user's registration and used steps; True if there was a registration."""
+        ...
+
+    async def totp_step_use(self, username: str, step: int, *, at: float, keep_for: float) -> bool:
+        """Record the use of a time step; True only for its first use (replay prevention)."""
+        ...
+
+    async def touch_totp(self, username: str, at: float) -> None:
+        """Record that the user's code was accepted at `at` (last_used_at)."""
+        ...
+
+
+class EncryptionKeyStore(Protocol):
+    """Re-encrypt what the store keeps encrypted under a new storage.encryption_key.
+
+    Contract: `change_encryption_key` decrypts every secret with the current key and writes it
+    and a new check value under the new key in one transaction (all or nothing); the instance
+    then uses the new key. Other instances must be restarted with the new key.
+    """
+
+    async def change_encryption_key(self, new_key: str) -> int:
+        """Re-encrypt every secret and the check value; return how many secrets."""
+        ...
+
+
 class Storage(
     StoreLifecycle,
     IdentityVerificationStore,
@@ -309,6 +446,9 @@ class Storage(
     OutboxStore,
     SessionRecordStore,
     SecurityAnswerStore,
+    OneTimeCodeStore,
+    TotpStore,
+    EncryptionKeyStore,
     Protocol,
 ):
     """Play every role at once in one migrated database (SQLite today; PostgreSQL later).

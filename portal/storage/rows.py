@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import astuple, fields
 from typing import Any, Protocol
 
-from portal.storage.base import IdentityVerification, OutboxMessage, SecurityAnswer, SessionRecord
+from portal.storage.base import (
+    IdentityVerification,
+    OneTimeCode,
+    OutboxMessage,
+    SecurityAnswer,
+    SessionRecord,
+    TotpConfiguration,
+)
+from portal.storage.encryption import SecretBox, totp_aad
 
 SELECT_IDENTITY_VERIFICATIONS = (
     "SELECT jti, username, action, issued_at, issued_ip, expires_at,"
@@ -41,7 +49,32 @@ INSERT_SECURITY_ANSWER = (
     "INSERT INTO security_answers (username, position, question, answer_hash, set_at)"
 )
 
+SELECT_ONE_TIME_CODES = (
+    "SELECT public_id, username, intent, code_hash, issued_at, issued_ip, expires_at,"
+    " consumed_at, consumed_ip, revoked_at, revoked_ip FROM one_time_codes"
+)
+INSERT_ONE_TIME_CODE = (
+    "INSERT INTO one_time_codes (public_id, username, intent, code_hash, issued_at, issued_ip,"
+    " expires_at, consumed_at, consumed_ip, revoked_at, revoked_ip)"
+)
+SELECT_TOTP = (
+    "SELECT username, created_at, last_used_at, issuer, algorithm, digits, period, secret"
+    " FROM totp_configurations"
+)
+INSERT_TOTP = (
+    "INSERT INTO totp_configurations (username, created_at, last_used_at, issuer, algorithm,"
+    " digits, period, secret)"
+)
+# Appended to INSERT_TOTP ... VALUES (...): saving replaces the user's registration whole.
+ON_CONFLICT_REPLACE_TOTP = (
+    " ON CONFLICT (username) DO UPDATE SET created_at = excluded.created_at,"
+    " last_used_at = excluded.last_used_at, issuer = excluded.issuer,"
+    " algorithm = excluded.algorithm, digits = excluded.digits, period = excluded.period,"
+    " secret = excluded.secret"
+)
+
 _VERIFICATION_FIELDS = fields(IdentityVerification)
+_ONE_TIME_CODE_FIELDS = fields(OneTimeCode)
 
 
 class Row(Protocol):
@@ -131,3 +164,45 @@ def security_answer_params(username: str, answer: SecurityAnswer) -> tuple[Any, 
 def security_answer_from_row(row: Row) -> SecurityAnswer:
     """Build the answer from a row of SELECT_SECURITY_ANSWERS."""
     return SecurityAnswer(row["position"], row["question"], row["answer_hash"], row["set_at"])
+
+
+def one_time_code_params(record: OneTimeCode) -> tuple[Any, ...]:
+    """Return the record's values in INSERT_ONE_TIME_CODE's column order."""
+    return astuple(record)
+
+
+def one_time_code_from_row(row: Row) -> OneTimeCode:
+    """Build the record from a row of SELECT_ONE_TIME_CODES."""
+    return OneTimeCode(**{field.name: row[field.name] for field in _ONE_TIME_CODE_FIELDS})
+
+
+def totp_params(configuration: TotpConfiguration, box: SecretBox) -> tuple[Any, ...]:
+    """Return INSERT_TOTP's values for the registration, its secret encrypted for its row."""
+    c = configuration
+    secret = box.encrypt(c.secret, totp_aad(c.username))
+    return (
+        c.username,
+        c.created_at,
+        c.last_used_at,
+        c.issuer,
+        c.algorithm,
+        c.digits,
+        c.period,
+        secret,
+    )
+
+
+def totp_from_row(row: Row, box: SecretBox) -> TotpConfiguration:
+    """Return the registration a SELECT_TOTP row holds, its secret decrypted (DecryptionError)."""
+    username = str(row["username"])
+    last_used = row["last_used_at"]
+    return TotpConfiguration(
+        username=username,
+        created_at=float(row["created_at"]),
+        last_used_at=None if last_used is None else float(last_used),
+        issuer=str(row["issuer"]),
+        algorithm=str(row["algorithm"]),
+        digits=int(row["digits"]),
+        period=int(row["period"]),
+        secret=box.decrypt(bytes(row["secret"]), totp_aad(username)),
+    )

@@ -71,17 +71,19 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key(
     assert config.password_policy.standard.require_special is True
     start = config.server.endpoints.rate_limits.reset_password_start.buckets
     assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
-    for key in ("totp", "webauthn", "ntp", "telemetry", "server.tls"):
+    for key in ("webauthn", "ntp", "telemetry", "server.tls"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
+    # Issue 15: `totp` is read now, not warned about.
+    assert not any(w.startswith("totp") for w in warnings)
+    assert config.totp.issuer == "example.com"
+    assert config.totp.disable_reuse_security_policy is True
     assert config.theme == "auto"  # Authelia's key, read (issue 12)
     # Authelia's key, read (issue 12): the suite names /certs/, overridden by the variable.
     assert str(config.certificates_directory) == certs["PORTAL_CERTIFICATES_DIRECTORY"]
     assert not any(w.startswith("certificates_directory") for w in warnings)
     assert not any(w.startswith("theme:") for w in warnings)
-    assert (
-        "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
-        in warnings
-    )
+    # Authelia's key, read (issue 15): no longer warned about.
+    assert not any(w.startswith("server.endpoints.rate_limits.session_") for w in warnings)
 
 
 def test_authelias_ldap_suite_loads_with_its_ldap_block(
@@ -97,7 +99,9 @@ def test_authelias_ldap_suite_loads_with_its_ldap_block(
     assert ldap.attributes.username == "uid"
     assert ldap.users_filter is not None and "{mail_attribute}={input}" in ldap.users_filter
     assert config.session.cookies[0].default_redirection_url == "https://home.example.com:8080/"
-    assert any(w.startswith("totp:") for w in warnings)
+    # Issue 15: the suite's `totp` block is read now, not warned about.
+    assert not any(w.startswith("totp") for w in warnings)
+    assert config.totp.issuer == "example.com"
 
 
 def test_authelias_short_ldap_suite_secret_is_refused_without_an_override(
@@ -153,4 +157,5 @@ def test_validate_config_accepts_authelias_standalone_suite_and_lists_what_it_ig
         },
     )
     assert result.returncode == 0, result.stderr
-    assert "warning: totp: not supported by the portal; ignored" in result.stderr.splitlines()
+    assert "warning: webauthn: not supported by the portal; ignored" in result.stderr.splitlines()
+    assert not any("totp" in line for line in result.stderr.splitlines())

@@ -21,7 +21,7 @@ from portal.config.storage import PostgresStorageConfig
 from portal.storage.postgres import PostgresStorage
 from portal.storage.redis import RedisSessionStore
 from portal.storage.sqlite import SqliteStorage
-from tests.conftest import SESSION_SECRET, FakeClock
+from tests.conftest import ENCRYPTION_KEY, SESSION_SECRET, FakeClock
 from tests.contract.records import NOW
 from tests.integration.postgres import ROLE as POSTGRES_ROLE
 from tests.integration.postgres import PostgresServer
@@ -36,6 +36,8 @@ ROLES = frozenset(
         "outbox",
         "session_records",
         "security_answers",
+        "one_time_codes",
+        "totp",
     }
 )
 
@@ -54,6 +56,8 @@ class Backend:
     """
 
     new: Callable[[], Any]
+    # A storage engine: a new instance on the same store with another storage.encryption_key.
+    with_key: Callable[[str], Any] | None = None
 
     async def open(self) -> Any:
         """Return a new instance, started the way the app's cleanup context starts it."""
@@ -77,7 +81,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def sqlite_backend(tmp_path: Path) -> Backend:
     """SQLite on a file whose directory does not exist yet, as a first start finds it."""
     path = tmp_path / "var" / "portal.sqlite3"
-    return Backend(lambda: SqliteStorage(path))
+    return Backend(
+        lambda: SqliteStorage(path, encryption_key=ENCRYPTION_KEY),
+        with_key=lambda key: SqliteStorage(path, encryption_key=key),
+    )
 
 
 def postgres_config(server: PostgresServer, database: str, **extra: Any) -> PostgresStorageConfig:
@@ -96,7 +103,10 @@ def postgres_config(server: PostgresServer, database: str, **extra: Any) -> Post
 def postgres_backend(postgres_server: PostgresServer, postgres_database: str) -> Backend:
     """PostgreSQL on a fresh, empty database of the session's cluster (public schema)."""
     config = postgres_config(postgres_server, postgres_database)
-    return Backend(lambda: PostgresStorage(config))
+    return Backend(
+        lambda: PostgresStorage(config, encryption_key=ENCRYPTION_KEY),
+        with_key=lambda key: PostgresStorage(config, encryption_key=key),
+    )
 
 
 @pytest.fixture

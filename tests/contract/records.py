@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal.storage.base import IdentityVerification, SecurityAnswer, SessionRecord
+from portal.storage.base import IdentityVerification, OneTimeCode, SecurityAnswer, SessionRecord
 
 NOW = 1_700_000_000.0
 HOUR = 3600.0
@@ -23,6 +23,29 @@ def reset_link(
         jti=jti,
         username=username,
         action=action,
+        issued_at=NOW,
+        issued_ip="192.0.2.1",
+        expires_at=expires_at,
+    )
+
+
+ELEVATION = "elevation"
+
+
+def one_time_code(
+    public_id: str = "otc-1",
+    *,
+    username: str = "john",
+    intent: str = ELEVATION,
+    code_hash: str = "hash-of-ABCD2345",
+    expires_at: float = NOW + 300,
+) -> OneTimeCode:
+    """Build a fresh, usable one-time-code record issued at NOW."""
+    return OneTimeCode(
+        public_id=public_id,
+        username=username,
+        intent=intent,
+        code_hash=code_hash,
         issued_at=NOW,
         issued_ip="192.0.2.1",
         expires_at=expires_at,

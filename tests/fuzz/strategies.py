@@ -87,6 +87,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/security-questions", ("GET", "POST"), "form", SETTINGS_FORM),
     Route("/settings/security-questions/saved", ("GET",), "none"),
     Route("/settings/security-questions/removed", ("GET",), "none"),
+    Route("/api/user/session/elevation", ("GET", "POST", "PUT"), "json", ("otc",)),
+    Route("/api/user/session/elevation/{delete_id}", ("DELETE",), "json"),
+    Route("/settings/elevate", ("GET", "POST"), "form", ("next",), ("next",)),
+    Route("/settings/elevate/code", ("GET", "POST"), "form", ("otc", "next"), ("next",)),
+    Route("/revoke/one-time-code", ("GET", "POST"), "form", ("id",), ("id",)),
+    Route("/revoke/one-time-code/done", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",

@@ -136,6 +136,8 @@ class RedisServer:
     def info(self, section: str) -> str:
         """Return what INFO says of section (redis-cli, logged in as USERNAME); '' if it fails."""
         command = [REDIS_CLI, "-h", HOST, "-p", str(self.port), "--user", USERNAME]
+        if self.tls_ca is not None:
+            command += ["--tls", "--cacert", str(self.directory / "ca.pem")]
         command += ["--no-auth-warning", "--pass", self.user_password, "info", section]
         done = subprocess.run(command, capture_output=True, text=True, timeout=5, check=False)
         return done.stdout if done.returncode == 0 else ""
@@ -144,15 +146,12 @@ class RedisServer:
         """Return the arguments for where it listens: the plain port, or TLS only."""
         if self.tls_ca is None:
             return ["--port", str(self.port)]
-        certificate = self.tls_ca.issue_cert(HOST, "localhost")
-        paths = {name: self.directory / f"{name}.pem" for name in ("cert", "key", "ca")}
-        certificate.cert_chain_pems[0].write_to_path(str(paths["cert"]))
-        certificate.private_key_pem.write_to_path(str(paths["key"]))
-        self.tls_ca.cert_pem.write_to_path(str(paths["ca"]))
         return [
-            *("--port", "0", "--tls-port", str(self.port)),
-            *("--tls-cert-file", str(paths["cert"]), "--tls-key-file", str(paths["key"])),
-            *("--tls-ca-cert-file", str(paths["ca"]), "--tls-auth-clients", "no"),
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            *_tls_files(self.tls_ca, self.directory),
         ]
 
     def stop(self) -> None:
@@ -160,6 +159,22 @@ class RedisServer:
         process, log = self.process, self._log
         self.process, self._log = None, None
         stop_process(process, STOP_TIMEOUT, log=log)
+
+
+def _tls_files(ca: trustme.CA, directory: Path) -> list[str]:
+    """Write a certificate for 127.0.0.1 signed by ca, its key and ca into directory.
+
+    Return the redis-server arguments that serve them; clients need no certificate.
+    """
+    certificate = ca.issue_cert(HOST, "localhost")
+    paths = {name: directory / f"{name}.pem" for name in ("cert", "key", "ca")}
+    certificate.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    certificate.private_key_pem.write_to_path(str(paths["key"]))
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    return [
+        *("--tls-cert-file", str(paths["cert"]), "--tls-key-file", str(paths["key"])),
+        *("--tls-ca-cert-file", str(paths["ca"]), "--tls-auth-clients", "no"),
+    ]
 
 
 @contextmanager
@@ -179,12 +194,14 @@ class RedisSentinel:
 
     It logs in to the servers as USERNAME and takes its own password; it declares the master
     down after one second without an answer. Its configuration file is its own to rewrite.
+    With a CA: it listens with TLS only and reaches the servers over TLS.
     """
 
     directory: Path
     master: RedisServer
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    tls_ca: trustme.CA | None = None
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -196,11 +213,19 @@ class RedisSentinel:
             raise RuntimeError(f"{REDIS_SENTINEL} is missing: run 'make system-deps'")
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "sentinel.conf"
+        listen = [f"port {self.port}"]
+        if self.tls_ca is not None:
+            # The same arguments as redis-server's, as configuration lines (`--a b` is `a b`).
+            files = _tls_files(self.tls_ca, self.directory)
+            pairs = [
+                f"{key[2:]} {value}" for key, value in zip(files[::2], files[1::2], strict=True)
+            ]
+            listen = ["port 0", f"tls-port {self.port}", *pairs, "tls-replication yes"]
         conf.write_text(
             "\n".join(
                 [
                     f"bind {HOST}",
-                    f"port {self.port}",
+                    *listen,
                     f"dir {self.directory}",
                     f"requirepass {self.password}",
                     f"sentinel monitor {MASTER_NAME} {HOST} {self.master.port} 1",
@@ -215,6 +240,10 @@ class RedisSentinel:
         log_path = self.directory / LOG_FILE
         self._log = log_path.open("ab")
         self.process = spawn([REDIS_SENTINEL, str(conf)], self.directory, self._log)
+        probe = None
+        if self.tls_ca is not None:
+            probe = ssl.create_default_context()
+            self.tls_ca.configure_trust(probe)
 
         def exited(status: int) -> Exception:
             text = tail(read_log(log_path), "redis-sentinel")
@@ -228,7 +257,7 @@ class RedisSentinel:
         try:
             wait_until_ready(
                 self.process,
-                lambda: _answers_ping(self.port),
+                lambda: _answers_ping(self.port, probe),
                 timeout=START_TIMEOUT,
                 interval=0.02,
                 exited=exited,
@@ -255,16 +284,25 @@ class SentinelSet:
 
 
 @contextmanager
-def running_sentinel_set(directory: Path) -> Iterator[SentinelSet]:
-    """Start a master, a replica of it and a sentinel; stop them all afterwards."""
-    master = RedisServer(directory / "master")
+def running_sentinel_set(
+    directory: Path, *, tls_ca: trustme.CA | None = None
+) -> Iterator[SentinelSet]:
+    """Start a master, a replica of it and a sentinel; stop them all afterwards.
+
+    With a CA, all three listen with TLS only (certificates for 127.0.0.1 signed by it) and
+    reach each other over TLS (`tls-replication yes`).
+    """
+    replication = ("--tls-replication", "yes") if tls_ca is not None else ()
+    master = RedisServer(directory / "master", tls_ca=tls_ca)
     replica = RedisServer(
         directory / "replica",
         password=master.password,
         user_password=master.user_password,
+        tls_ca=tls_ca,
         extra=(
             *("--replicaof", HOST, str(master.port)),
             *("--masteruser", USERNAME, "--masterauth", master.user_password),
+            *replication,
         ),
     )
     # The master may come back as a replica of the promoted one: it needs the same login. Its
@@ -272,8 +310,9 @@ def running_sentinel_set(directory: Path) -> Iterator[SentinelSet]:
     master.extra = (
         *("--masteruser", USERNAME, "--masterauth", master.user_password),
         *("--repl-diskless-sync-delay", "0"),
+        *replication,
     )
-    sentinel = RedisSentinel(directory / "sentinel", master)
+    sentinel = RedisSentinel(directory / "sentinel", master, tls_ca=tls_ca)
     try:
         master.start()
         replica.start()

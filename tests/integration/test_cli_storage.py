@@ -15,7 +15,10 @@ from tests.integration.postgres import ROLE, PostgresServer
 from tests.integration.process import free_port
 from tests.integration.test_cli import portal
 
-TABLES = "identity_verifications, outbox, rate_limit_events, security_answers, sessions"
+TABLES = (
+    "encryption, identity_verifications, one_time_codes, outbox, rate_limit_events,"
+    " security_answers, sessions, totp_configurations, totp_history"
+)
 
 
 def config_file(tmp_path: Path, users_file: Path, storage: dict[str, Any] | None = None) -> Path:
@@ -94,8 +97,9 @@ def test_postgres_schema_info_then_migrate_up_with_the_password_from_a_file(
     assert after.stdout.splitlines() == [
         f"Schema Version: {latest}",
         "Schema Upgrade Available: no",
-        "Schema Tables: identity_verifications, outbox, portal_schema_migrations,"
-        " rate_limit_events, security_answers, sessions",
+        "Schema Tables: encryption, identity_verifications, one_time_codes, outbox,"
+        " portal_schema_migrations, rate_limit_events, security_answers, sessions,"
+        " totp_configurations, totp_history",
     ]
 
 

@@ -297,6 +297,58 @@ async def test_check_password(backend: LdapUserBackend) -> None:
     assert await backend.check_password("nobody", USER_PASSWORD) is False
 
 
+async def test_an_unknown_user_costs_the_directory_what_a_wrong_password_costs(
+    make_backend: BackendFactory, slapd: Slapd
+) -> None:
+    # The answer's time must not tell who exists: a wrong password is a search plus a bind on a
+    # fresh connection, so an unknown name gets that bind too (on a DN nobody has). Counted at
+    # a TCP relay in front of slapd: the same number of new connections for either.
+    opened = 0
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened
+        opened += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", slapd.port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        backend = make_backend(
+            address=f"ldap://127.0.0.1:{port}", pooling={"enable": True, "count": 1}
+        )
+        await backend.startup_check()
+        await backend.check_password("john", "warm-up")  # the pooled connection is open now
+
+        def connections_for(username: str) -> Callable[[], Any]:
+            async def count() -> int:
+                before = opened
+                assert await backend.check_password(username, "wrong password") is False
+                return opened - before
+
+            return count
+
+        wrong_password = await connections_for("john")()
+        unknown_user = await connections_for("nobody-at-all")()
+        assert wrong_password >= 1
+        assert unknown_user == wrong_password
+        await backend.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_new_password_goes_through_password_modify(
     backend: LdapUserBackend, slapd: Slapd
 ) -> None:

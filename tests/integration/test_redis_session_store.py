@@ -387,4 +387,4 @@ async def test_only_a_session_that_existed_is_announced_to_the_other_replicas(
         assert message is not None and message["data"] == "session:cookie-hash-1"
         assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it bare

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from portal.storage.sqlite import SqliteStorage
-from tests.conftest import FakeClock
+from tests.conftest import ENCRYPTION_KEY, FakeClock
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 async def storage(db: Path) -> AsyncIterator[SqliteStorage]:
     """A started SQLite storage on db, closed after the test."""
-    store = SqliteStorage(db)
+    store = SqliteStorage(db, encryption_key=ENCRYPTION_KEY)
     await store.startup_check()
     yield store
     await store.close()

@@ -260,14 +260,17 @@ def test_an_authelia_configuration_loads_and_warns_once_per_unsupported_key() ->
     assert config.password_policy.standard.require_special is True
     start = config.server.endpoints.rate_limits.reset_password_start.buckets
     assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
-    for key in ("totp", "webauthn", "ntp", "telemetry", "server.tls"):
+    for key in ("webauthn", "ntp", "telemetry", "server.tls"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
+    # Issue 15: `totp` is read now, not warned about.
+    assert not any(w.startswith("totp") for w in warnings)
+    assert config.totp.issuer == "example.com"
     assert config.theme == "dark"  # Authelia's key, read (issue 12)
     assert not any(w.startswith("theme:") for w in warnings)
-    assert (
-        "server.endpoints.rate_limits.session_elevation_start: not supported by the portal; ignored"
-        in warnings
-    )
+    # Authelia's key, read (issue 15): the elevation's start limit as the file sets it.
+    elevation_start, _ = config.session_elevation_limits()
+    assert [(b.period.total_seconds(), b.requests) for b in elevation_start.buckets] == [(60, 10)]
+    assert not any(w.startswith("server.endpoints.rate_limits.session_") for w in warnings)
 
 
 def test_an_authelia_ldap_configuration_loads_with_its_ldap_block() -> None:
@@ -282,7 +285,8 @@ def test_an_authelia_ldap_configuration_loads_with_its_ldap_block() -> None:
     assert ldap.attributes.username == "uid"
     assert ldap.users_filter is not None and "{mail_attribute}={input}" in ldap.users_filter
     assert config.session.cookies[0].default_redirection_url == "https://home.example.com:8080/"
-    assert warnings == ["totp: not supported by the portal; ignored"]
+    assert warnings == ["webauthn: not supported by the portal; ignored"]
+    assert config.totp.issuer == "example.com"
 
 
 LDAP_SECTION = {
@@ -975,7 +979,7 @@ def test_load_config_logs_each_warning(caplog: pytest.LogCaptureFixture) -> None
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
     config = load_config([LDAP_CONFIG], environ)
     assert config.authentication_backend.ldap is not None
-    assert "configuration: totp: not supported by the portal; ignored" in caplog.text
+    assert "configuration: webauthn: not supported by the portal; ignored" in caplog.text
 
 
 # --- security questions -------------------------------------------------------------------------
@@ -1155,3 +1159,81 @@ def test_a_session_redis_password_never_appears_in_a_problem(tmp_path: Path) -> 
     problems = problems_of([path])
 
     assert problems and not any("hunter2-secret" in p for p in problems)
+
+
+# --- totp (issue 15) ----------------------------------------------------------------------------
+
+
+def test_totp_gets_authelias_defaults_and_the_portals_name_as_issuer(config_file: Path) -> None:
+    config, _ = read_config([config_file], {})
+    totp = config.totp
+    assert not totp.disable
+    assert (totp.algorithm, totp.digits, totp.period, totp.skew) == ("SHA1", 6, 30, 1)
+    assert totp.secret_size == 32
+    assert (totp.allowed_algorithms, totp.allowed_digits, totp.allowed_periods) == (
+        ("SHA1",),
+        (6,),
+        (30,),
+    )
+    assert not totp.disable_reuse_security_policy
+    assert config.totp_issuer == "Portal"
+    totp_limits = config.server.endpoints.rate_limits.second_factor_totp.buckets
+    assert [(b.period.total_seconds(), b.requests) for b in totp_limits] == [
+        (60, 30),
+        (120, 40),
+        (600, 50),
+    ]
+
+
+def test_the_totp_issuer_defaults_to_the_organization_name(tmp_path: Path) -> None:
+    config, _ = read_config([with_changes(tmp_path, organization_name="Example Corp")], {})
+    assert config.totp_issuer == "Example Corp"
+    config, _ = read_config(
+        [with_changes(tmp_path, organization_name="Example Corp", totp={"issuer": "x.org"})], {}
+    )
+    assert config.totp_issuer == "x.org"
+    # Authelia reads an empty issuer as "not set".
+    config, _ = read_config([with_changes(tmp_path, totp={"issuer": ""})], {})
+    assert config.totp_issuer == "Portal"
+
+
+def test_totp_algorithms_are_read_case_insensitively_and_the_configured_values_are_allowed(
+    tmp_path: Path,
+) -> None:
+    totp = {
+        "algorithm": "sha256",
+        "digits": 8,
+        "period": 60,
+        "allowed_algorithms": ["sha1", "Sha512"],
+        "allowed_digits": [6],
+        "allowed_periods": [30],
+    }
+    config, warnings = read_config([with_changes(tmp_path, totp=totp)], {})
+    assert warnings == []
+    assert config.totp.algorithm == "SHA256"
+    assert config.totp.allowed_algorithms == ("SHA1", "SHA512", "SHA256")
+    assert config.totp.allowed_digits == (6, 8)
+    assert config.totp.allowed_periods == (30, 60)
+
+
+@pytest.mark.parametrize(
+    ("totp", "problem"),
+    [
+        ({"algorithm": "md5"}, "totp.algorithm: must be one of SHA1, SHA256 or SHA512, not 'md5'"),
+        (
+            {"allowed_algorithms": ["SHA1", "sha3"]},
+            "totp.allowed_algorithms: must be one of SHA1, SHA256 or SHA512, not 'sha3'",
+        ),
+        ({"digits": 7}, "totp.digits: must be 6 or 8, not 7"),
+        ({"allowed_digits": [6, 10]}, "totp.allowed_digits: must be 6 or 8, not 10"),
+        ({"period": 10}, "totp.period: must be 15 seconds or more, not 10"),
+        ({"allowed_periods": [5]}, "totp.allowed_periods: must be 15 seconds or more, not 5"),
+        ({"secret_size": 16}, "totp.secret_size: must be 20 or more, not 16"),
+        ({"skew": -1}, "totp.skew: must be greater than or equal to 0"),
+        ({"skews": 1}, "totp.skews: unknown option (check the spelling and the indentation)"),
+    ],
+)
+def test_a_bad_totp_setting_names_its_key(
+    tmp_path: Path, totp: dict[str, Any], problem: str
+) -> None:
+    assert problems_of([with_changes(tmp_path, totp=totp)]) == [problem]

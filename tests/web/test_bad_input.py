@@ -200,6 +200,24 @@ async def test_an_odd_expect_header_on_any_route_gets_the_usual_answer(
     assert re.search(rb"\xe9|\xff|bogus", answer.body) is None  # nothing is echoed
 
 
+async def test_a_body_too_large_is_refused_before_the_client_sends_it(portal: Portal) -> None:
+    # Expect: 100-continue asks whether to send the body: for one the portal refuses anyway,
+    # the first answer is the final 413, never a 100 that invites 10 MB.
+    server = portal.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            b"POST /api/firstfactor HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 10000000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 413 ")
+
+
 async def test_a_signed_token_with_an_impossible_time_is_an_invalid_link(portal: Portal) -> None:
     secret = portal.config.identity_validation.reset_password.jwt_secret.get_secret_value()
     claims = {

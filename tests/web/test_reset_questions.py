@@ -213,6 +213,8 @@ async def test_choices_that_protect_nothing_are_refused_with_reasons(portal: Por
     assert "Choose 3 questions from the list." in text
     assert "Each answer needs 3 to 256 characters." in text
     assert "An answer may not be your password or your username." in text
+    # The problems are listed above the form's first field, where a phone's screen starts.
+    assert 0 < text.index('id="questions-errors"') < text.index('id="question_0"')
 
     fields = {"password": "password"}
     for i in range(3):

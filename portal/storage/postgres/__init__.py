@@ -14,17 +14,21 @@ migrations run at start-up under an advisory lock. The driver is asyncpg, with i
     outbox.py                   OutboxStore
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
+    one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
+    totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
 """
 
 from __future__ import annotations
 
 from portal.storage.postgres.core import PostgresCore
 from portal.storage.postgres.identity_verifications import PostgresIdentityVerifications
+from portal.storage.postgres.one_time_codes import PostgresOneTimeCodes
 from portal.storage.postgres.outbox import PostgresOutbox
 from portal.storage.postgres.rate_limits import PostgresRateLimits
 from portal.storage.postgres.schema import packaged_migrations
 from portal.storage.postgres.security_answers import PostgresSecurityAnswers
 from portal.storage.postgres.sessions import PostgresSessionRecords
+from portal.storage.postgres.totp import PostgresTotp
 
 __all__ = ["PostgresStorage", "packaged_migrations"]
 
@@ -35,10 +39,13 @@ class PostgresStorage(
     PostgresOutbox,
     PostgresSessionRecords,
     PostgresSecurityAnswers,
+    PostgresOneTimeCodes,
+    PostgresTotp,
     PostgresCore,
 ):
     """Keep the portal's durable state in one PostgreSQL database: every role of Storage at once.
 
-    PostgresStorage(config, certificates_directory=None, migrations=None): see PostgresCore;
+    PostgresStorage(config, certificates_directory=None, migrations=None, encryption_key=None):
+    see PostgresCore;
     nothing connects before startup_check.
     """

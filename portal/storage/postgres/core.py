@@ -21,6 +21,7 @@ import asyncpg
 
 from portal.config.storage import PostgresStorageConfig
 from portal.errors import StartupCheckError, StorageError, StorageUnavailableError
+from portal.storage.encryption import CHECK_NAME, WRONG_KEY, SecretBox
 from portal.storage.postgres.connection import (
     UNREACHABLE,
     connect_options,
@@ -46,8 +47,11 @@ class PostgresCore:
 
     PostgresCore(config, certificates_directory=None, migrations=None): `config` is
     storage.postgres; `certificates_directory` the top-level one (private CAs for `tls`);
-    `migrations` replaces the packaged ones (tests), each a (version, script) pair. Nothing
-    connects before startup_check.
+    `migrations` replaces the packaged ones (tests), each a (version, script) pair.
+    `encryption_key` is storage.encryption_key: with it, the start-up check proves it is the key
+    the database's secrets were encrypted with (writing the check value into a fresh database);
+    without it (tests of other roles) nothing encrypted can be read or written (StorageError).
+    Nothing connects before startup_check.
     """
 
     def __init__(
@@ -56,11 +60,13 @@ class PostgresCore:
         *,
         certificates_directory: Path | None = None,
         migrations: Sequence[tuple[int, str]] | None = None,
+        encryption_key: str | None = None,
     ) -> None:
         """Remember the settings; nothing connects before startup_check."""
         self._config = config
         self._certificates_directory = certificates_directory
         self._migrations = None if migrations is None else list(migrations)
+        self._box = None if encryption_key is None else SecretBox(encryption_key)
         self._pool: asyncpg.Pool | None = None
         self._closed = False
 
@@ -90,6 +96,9 @@ class PostgresCore:
                 "migrate", pool, lambda conn: migrate(conn, self._config.schema_, migrations)
             )
             await self._checked_step("write", pool, probe_write)
+            if self._box is not None:
+                box = self._box
+                await self._checked_step("encryption", pool, lambda conn: check_key(conn, box))
         except BaseException:
             await pool.close()
             raise
@@ -133,6 +142,13 @@ class PostgresCore:
         finally:
             await conn.close()
         return version, [str(row["tablename"]) for row in rows]
+
+    def _secret_box(self) -> SecretBox:
+        if self._box is None:
+            raise StorageError(
+                "postgres storage: no storage.encryption_key to read or write secrets"
+            )
+        return self._box
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -250,3 +266,19 @@ class PostgresCore:
         """Run work(conn) inside one transaction and return what it returns."""
         async with self._transaction(op) as conn:
             return await work(conn)
+
+
+async def check_key(conn: Any, box: SecretBox) -> None:
+    """Write the check value into a fresh database; refuse a key that does not open it.
+
+    Raises StartupCheckError (WRONG_KEY) rather than let the portal compute garbage codes from
+    secrets decrypted with another key. Replicas starting together insert once (ON CONFLICT).
+    """
+    await conn.execute(
+        "INSERT INTO encryption (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        CHECK_NAME,
+        box.new_check_value(),
+    )
+    value = await conn.fetchval("SELECT value FROM encryption WHERE name = $1", CHECK_NAME)
+    if not box.opens_check_value(bytes(value)):
+        raise StartupCheckError(WRONG_KEY)

@@ -97,8 +97,9 @@ class RedisSessionStore:
         try:
             await client.ping()
         except RedisError as exc:
+            reason = await self._sentinels_problem() or f"{type(exc).__name__}: {exc}"
             raise StartupCheckError(
-                f"{where}: cannot connect to Redis or log in: {type(exc).__name__}: {exc}"
+                f"{where}: cannot connect to Redis or log in: {reason}"
             ) from None
         try:
             probe = PREFIX + "startup-check"
@@ -110,6 +111,25 @@ class RedisSessionStore:
             ) from None
         await self._warn_of_eviction(client)
         await self._open_idle_connections()
+
+    async def _sentinels_problem(self) -> str | None:
+        """Return why no sentinel answers, naming each one and its error; None if one does.
+
+        redis-py's MasterNotFoundError keeps only the error's class ("ConnectionError"), so a
+        sentinel whose certificate is not trusted would otherwise go unexplained.
+        """
+        problems = []
+        for sentinel in self._sentinels:
+            where = sentinel.connection_pool.connection_kwargs
+            try:
+                await sentinel.ping()
+            except RedisError as exc:
+                problems.append(
+                    f"sentinel {where['host']}:{where['port']}: {type(exc).__name__}: {exc}"
+                )
+            else:
+                return None
+        return "; ".join(problems) or None
 
     async def _warn_of_eviction(self, client: Any) -> None:
         """Warn when Redis may evict keys to make room (any maxmemory-policy but noeviction).

@@ -18,6 +18,8 @@ The package splits along the roles of portal.storage.base:
     outbox.py                   OutboxStore
     sessions.py                 SessionRecordStore
     security_answers.py         SecurityAnswerStore
+    one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
+    totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -26,11 +28,13 @@ from __future__ import annotations
 
 from portal.storage.sqlite.core import SqliteCore
 from portal.storage.sqlite.identity_verifications import SqliteIdentityVerifications
+from portal.storage.sqlite.one_time_codes import SqliteOneTimeCodes
 from portal.storage.sqlite.outbox import SqliteOutbox
 from portal.storage.sqlite.rate_limits import SqliteRateLimits
 from portal.storage.sqlite.schema import check_database_file, packaged_migrations
 from portal.storage.sqlite.security_answers import SqliteSecurityAnswers
 from portal.storage.sqlite.sessions import SqliteSessionRecords
+from portal.storage.sqlite.totp import SqliteTotp
 
 __all__ = ["SqliteStorage", "check_database_file", "packaged_migrations"]
 
@@ -41,9 +45,12 @@ class SqliteStorage(
     SqliteOutbox,
     SqliteSessionRecords,
     SqliteSecurityAnswers,
+    SqliteOneTimeCodes,
+    SqliteTotp,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.
 
-    SqliteStorage(path, migrations=None): see SqliteCore; nothing is opened before startup_check.
+    SqliteStorage(path, migrations=None, encryption_key=None): see SqliteCore; nothing is
+    opened before startup_check.
     """

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from portal.errors import StartupCheckError, StorageError
+from portal.storage.encryption import CHECK_NAME, WRONG_KEY, SecretBox
 from portal.storage.migration_files import checked_migrations
 from portal.storage.sqlite.connection import (
     connect,
@@ -32,12 +33,22 @@ class SqliteCore:
     """Own one SQLite file's connection and worker thread (the StoreLifecycle role).
 
     `migrations` replaces the packaged ones (tests); each is a (version, script) pair.
+    `encryption_key` is storage.encryption_key: with it, the start-up check proves it is the key
+    the file's secrets were encrypted with (writing the check value into a fresh file); without
+    it (tests of other roles) nothing encrypted can be read or written (StorageError).
     """
 
-    def __init__(self, path: Path, *, migrations: Sequence[tuple[int, str]] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        migrations: Sequence[tuple[int, str]] | None = None,
+        encryption_key: str | None = None,
+    ) -> None:
         """Remember the file and start the worker thread; nothing is opened before startup_check."""
         self._path = path
         self._migrations = None if migrations is None else list(migrations)
+        self._box = None if encryption_key is None else SecretBox(encryption_key)
         # One thread owns the connection: calls are serialised and never run on the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portal-sqlite")
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
@@ -63,6 +74,11 @@ class SqliteCore:
     async def schema_version(self) -> int:
         """Return the schema version the file is at."""
         return await self._read("schema_version", user_version)
+
+    def _secret_box(self) -> SecretBox:
+        if self._box is None:
+            raise StorageError("sqlite storage: no storage.encryption_key to read or write secrets")
+        return self._box
 
     # -- plumbing: everything below runs on, or hands work to, the worker thread -------------
 
@@ -115,6 +131,11 @@ class SqliteCore:
         try:
             migrate(conn, path, migrations)
             _checked_start_step(path, "cannot write to", probe_write, conn)
+            if self._box is not None:
+                box = self._box
+                _checked_start_step(
+                    path, "cannot check the encryption key of", lambda c: check_key(c, box), conn
+                )
         except BaseException:
             conn.close()
             raise
@@ -137,3 +158,23 @@ def _checked_start_step(
         step(conn)
     except sqlite3.Error as exc:
         raise StartupCheckError(f"storage: sqlite: {failure} {path}: {exc}") from exc
+
+
+def check_key(conn: sqlite3.Connection, box: SecretBox) -> None:
+    """Write the check value into a fresh file; refuse a key that does not open an existing one.
+
+    Raises StartupCheckError (WRONG_KEY) rather than let the portal compute garbage codes from
+    secrets decrypted with another key.
+    """
+
+    def check(conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM encryption WHERE name = ?", (CHECK_NAME,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO encryption (name, value) VALUES (?, ?)",
+                (CHECK_NAME, box.new_check_value()),
+            )
+        elif not box.opens_check_value(bytes(row[0])):
+            raise StartupCheckError(WRONG_KEY)
+
+    in_transaction(conn, check)

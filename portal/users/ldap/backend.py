@@ -182,12 +182,22 @@ class LdapUserBackend:
         if not password:
             return False
         entry = await self._find(username, [])
-        if entry is None or self._pool.closed:
+        if self._pool.closed:
             return False
+        # SECURITY: an unknown user is bound too, as a DN nobody has (a fresh random name under
+        # the users' base, refused by the directory like a wrong password): without it the
+        # answer for an unknown name comes one connection and one bind sooner, which tells who
+        # exists (OWASP WSTG-IDNT-04: account enumeration through response times).
+        dn = (
+            entry.dn
+            if entry is not None
+            else f"cn={secrets.token_hex(16)},{self._settings.users_base}"
+        )
         try:
-            return await self._pool.in_thread(self._connector.user_binds, entry.dn, password)
+            bound = await self._pool.in_thread(self._connector.user_binds, dn, password)
         except Down as exc:
             raise BackendUnavailableError(str(exc)) from None
+        return bound and entry is not None
 
     async def set_password(self, username: str, password: str) -> None:
         """Write a new password the way the directory wants it; raise on any refusal."""
