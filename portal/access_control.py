@@ -352,6 +352,10 @@ class AccessControl:
         self._rules = tuple(_Rule.compile(i, r) for i, r in enumerate(config.rules))
         self._default = Decision(_LEVELS[config.default_policy], None)
         self._needs_identity = any(r.has_subjects for r in self._rules)
+        # Authelia's Authorizer.IsSecondFactorEnabled: some rule, or the default, asks for two.
+        self.second_factor_enabled = config.default_policy == "two_factor" or any(
+            r.policy == "two_factor" for r in config.rules
+        )
 
     def target(self, url: str, method: str, ip: str | IPv4Address | IPv6Address) -> Target:
         """Parse what nginx asks about, like Target.from_url, remembering recent URLs."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import quote
 
-from portal.access_control import AccessControl
+from portal.access_control import AccessControl, Level
 from portal.sessions import TWO_FACTORS, SessionStore
 from portal.signin import CookieDomains
 from portal.users.base import User
@@ -104,3 +104,22 @@ class Authorizer:
                 "Remote-Email": session.emails[0] if session.emails else "",
             },
         )
+
+    @property
+    def second_factor_enabled(self) -> bool:
+        """Tell whether any rule (or the default policy) asks for two factors."""
+        return self._access.second_factor_enabled
+
+    def required_level(
+        self, url: str, user: User, ip: IPv4Address | IPv6Address | str
+    ) -> Level | None:
+        """Return the level access_control asks of user to GET url from ip (where a sign-in
+        may send them next); None for a URL the rules cannot read (never let through).
+
+        Authelia asks the same before it sends a browser on after a factor (response.go
+        Handle1FAResponse, `GetRequiredLevel`).
+        """
+        try:
+            return self._access.decide(self._access.target(url, "GET", ip), user).required
+        except ValueError:
+            return None

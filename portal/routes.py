@@ -15,6 +15,7 @@ from portal.handlers import (
     elevation,
     health,
     reset,
+    second_factor,
     settings,
     signin,
     user,
@@ -91,6 +92,10 @@ def _routes(app: web.Application) -> None:
     add.add_get("/api/verify", authz.auth_request_get, name="verify")
     add.add_get("/api/health", health.health_get, name="health")
     add.add_get("/api/state", user.state_get, name="state")
+    add.add_get("/api/user/info", user.user_info_get, name="user_info")
+    add.add_get(second_factor.TOTP_PAGE, second_factor.totp_get, name="second_factor_totp")
+    add.add_post(second_factor.TOTP_PAGE, second_factor.totp_post)
+    add.add_post("/api/secondfactor/totp", second_factor.api_totp_post)
     # Before /static/, which would otherwise answer for the logo's address.
     if (logo := assets.asset(app[CONFIG], "logo.png")) is not None:
         add.add_get(assets.LOGO, assets.file_handler(logo, "image/png"), name="logo")

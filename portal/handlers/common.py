@@ -13,13 +13,13 @@ from pydantic import BaseModel, ValidationError
 
 from portal.bodies import read_json, request_host
 from portal.captcha import CaptchaWidget
-from portal.config import CaptchaEndpoint, SessionCookieConfig
+from portal.config import CaptchaEndpoint, SessionCookieConfig, is_loopback_host
 from portal.csrf import CSRF_FIELD, csrf_token
 from portal.errors import BadRequestError
 from portal.headers import content_security_policy
 from portal.keys import ADDRESSES, CAPTCHA, CONFIG, SESSIONS
 from portal.sessions import Session
-from portal.signin import cookie_for_host
+from portal.signin import cookie_for_host, safe_redirect
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -169,3 +169,27 @@ def render_page(
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = csp_for(request, captcha, form_action)
     return response
+
+
+def redirecting_form_action(request: web.Request) -> str:
+    """Return the CSP form-action of a form whose answer redirects to a protected site."""
+    # SECURITY: browsers apply form-action to the redirects a form submission follows, and this
+    # form ends in a redirect to a protected site: allow exactly what safe_redirect allows (the
+    # cookie domains and their subdomains, any port), nothing else.
+    targets: list[str] = []
+    for cookie in request.app[CONFIG].session.cookies:
+        scheme = "http" if is_loopback_host(cookie.domain) else "https"
+        targets += [
+            f"https://{cookie.domain}:*",
+            f"{scheme}://{cookie.domain}:*",
+            f"https://*.{cookie.domain}:*",
+        ]
+    return f"'self' {' '.join(dict.fromkeys(targets))}"
+
+
+def landing(request: web.Request, rd: str | None) -> str:
+    """Return where a browser goes once signed in: rd if safe_redirect allows it, else the
+    cookie domain's default_redirection_url, else the portal's own page."""
+    return safe_redirect(request.app[CONFIG], rd) or (
+        session_cookie(request).default_redirection_url or "/"
+    )

@@ -8,41 +8,39 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from portal.bodies import read_form, request_host
-from portal.config import SessionCookieConfig, is_loopback_host
+from portal.config import SessionCookieConfig
 from portal.errors import CaptchaFailedError, PasswordChangeRequiredError, SignInFailedError
 from portal.handlers.common import (
     captcha_widget_if_needed,
     cookie_values,
     current_session,
+    landing,
     parse_json,
+    redirecting_form_action,
     render_page,
     request_ip,
     require_captcha,
     session_cookie,
 )
+from portal.handlers.second_factor import (
+    needs_two_factors,
+    second_step_first,
+    totp_page_url,
+    user_of,
+)
 from portal.handlers.start import forgot_password_url
 from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN
 from portal.session_cookies import cookie_attributes
+from portal.sessions import TWO_FACTORS
 from portal.signin import safe_redirect
 
 
 def _page(request: web.Request, status: int = 200, **context: Any) -> web.Response:
-    # SECURITY: browsers apply form-action to the redirects a form submission follows, and this
-    # form ends in a redirect to a protected site: allow exactly what safe_redirect allows (the
-    # cookie domains and their subdomains, any port), nothing else.
-    targets: list[str] = []
-    for cookie in request.app[CONFIG].session.cookies:
-        scheme = "http" if is_loopback_host(cookie.domain) else "https"
-        targets += [
-            f"https://{cookie.domain}:*",
-            f"{scheme}://{cookie.domain}:*",
-            f"https://*.{cookie.domain}:*",
-        ]
     return render_page(
         request,
         "signin.html",
         status,
-        form_action=f"'self' {' '.join(dict.fromkeys(targets))}",
+        form_action=redirecting_form_action(request),
         forgot_url=forgot_password_url(request),
         **context,
     )
@@ -55,17 +53,15 @@ COMPLETE_THE_CHECK = "Please complete the anti-robot check shown below, then sig
 SIGNED_OUT = "signed_out"
 
 
-def _landing(request: web.Request, rd: str | None) -> str:
-    landing = safe_redirect(request.app[CONFIG], rd)
-    return landing or session_cookie(request).default_redirection_url or "/"
-
-
 async def signin_get(request: web.Request) -> web.Response:
     """Show the sign-in form, or send a signed-in user where they were going."""
     rd = request.query.get("rd")
     session = await current_session(request)
     if session is not None:
         target = safe_redirect(request.app[CONFIG], rd)
+        # nginx sends a one-factor session here from a two_factor site: ask for the code.
+        if session.level < TWO_FACTORS and needs_two_factors(request, user_of(session), target):
+            raise web.HTTPFound(totp_page_url(target))
         if target:
             raise web.HTTPFound(target)
         named = request.app.router.named_resources()
@@ -88,10 +84,11 @@ async def signin_post(request: web.Request) -> web.Response:
     remember = fields.get("remember_me") in ("on", "true", "1")
     # SECURITY: where to go is decided before a session exists, so nothing about the target can
     # fail after one is opened and leave it without its cookie.
-    landing = _landing(request, rd)
+    target = safe_redirect(request.app[CONFIG], rd)
+    going_to = landing(request, rd)
     try:
         await require_captcha(request, "login", fields, username)
-        _, value, cookie = await request.app[SIGNIN].sign_in(
+        user, value, cookie = await request.app[SIGNIN].sign_in(
             username,
             fields.get("password", ""),
             request_ip(request),
@@ -120,7 +117,14 @@ async def signin_post(request: web.Request) -> web.Response:
         return _page(
             request, status=status, error=error, username=username[:256], rd=rd, captcha=captcha
         )
-    response = web.HTTPFound(landing)
+    try:
+        if await second_step_first(request, user, target):
+            going_to = totp_page_url(target)
+    except BaseException:
+        # SECURITY: a session whose cookie never reaches the browser is ended, not left open.
+        await request.app[SESSIONS].destroy(value)
+        raise
+    response = web.HTTPFound(going_to)
     await _rotate(request, response, value, cookie, remember)
     raise response
 
@@ -156,7 +160,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     await require_captcha(request, "login", body.captcha, body.username)
     target = safe_redirect(request.app[CONFIG], body.target_url)
     try:
-        _, value, cookie = await request.app[SIGNIN].sign_in(
+        user, value, cookie = await request.app[SIGNIN].sign_in(
             body.username,
             body.password,
             request_ip(request),
@@ -166,7 +170,9 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     except (SignInFailedError, PasswordChangeRequiredError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
     data = {}
-    if target:
+    # Authelia's Handle1FAResponse: a target that needs two factors is not named yet; the
+    # client asks for the code (POST /api/secondfactor/totp) and is sent there after it.
+    if target and not needs_two_factors(request, user, target):
         data["redirect"] = target
     response = web.json_response({"status": "OK", "data": data} if data else {"status": "OK"})
     await _rotate(request, response, value, cookie, body.keep_me_logged_in)

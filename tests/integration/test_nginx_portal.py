@@ -15,11 +15,13 @@ each story says where every answer sends the visitor.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.message
 import html
 import json
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import pyotp
 import pytest
 import trustme
 from aiohttp import web
@@ -45,6 +48,7 @@ from portal.deps import (
     users_from_config,
 )
 from portal.logs import SafeAccessLogger
+from portal.storage.base import Storage, TotpConfiguration
 from tests.conftest import ConfigFactory, deep_merge
 from tests.integration.nginx import APP_HOST, PORTAL_HOST, Nginx, running_nginx
 from tests.integration.process import HOST
@@ -95,6 +99,7 @@ class Site:
     nginx: Nginx
     app: ProtectedApp
     smtp: SmtpServer
+    storage: Storage
 
     def app_url(self, path: str = "/") -> str:
         """Return https://app.example.com:<port><path>."""
@@ -189,7 +194,7 @@ async def start_site(
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.SockSite(runner, listener).start()
-            return Site(nginx, app, smtp)
+            return Site(nginx, app, smtp, storage)
 
         yield start
 
@@ -467,6 +472,44 @@ async def test_after_the_password_alone_a_two_factor_page_sends_john_back_to_the
     assert one_factor_page.status == 200
     assert (two_factor_page.status, two_factor_page.location) == (302, site.sign_in_url(wanted))
     assert [seen["path"] for seen in site.app.seen] == ["/private"]
+
+
+async def test_john_with_a_device_gives_his_code_after_the_password_and_reaches_the_page(
+    site: Site, visitor: Visitor
+) -> None:
+    secret = pyotp.random_base32()
+    await site.storage.save_totp_configuration(
+        TotpConfiguration(
+            username="john",
+            created_at=time.time(),
+            last_used_at=None,
+            issuer="Portal",
+            algorithm="SHA1",
+            digits=6,
+            period=30,
+            secret=base64.b32decode(secret),
+        )
+    )
+    wanted = site.app_url("/secure/vault")
+    sent_away = await visitor.get(wanted)
+
+    signed_in = await visitor.sign_in("john", rd=wanted)
+    asked = site.portal_url(signed_in.location)
+    still_shut = await visitor.get(wanted)
+    entered = await visitor.submit(
+        asked, site.portal_url("/2fa/one-time-password"), token=pyotp.TOTP(secret).now()
+    )
+    back = await visitor.get(entered.location)
+
+    assert sent_away.location == site.sign_in_url(wanted)
+    assert signed_in.status == 302
+    second_step = URL(signed_in.location)
+    assert (second_step.path, second_step.query.get("rd")) == ("/2fa/one-time-password", wanted)
+    assert still_shut.status == 302 and still_shut.location == site.sign_in_url(wanted)
+    assert (entered.status, entered.location) == (302, wanted)
+    assert back.status == 200
+    assert back.json()["path"] == "/secure/vault"
+    assert back.remote == JOHN
 
 
 # --- leaving ---------------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""The sign-in's second step: the one-time password page, its JSON twin, and where a browser
+goes after the password (Authelia: handler_sign_totp.go, response.go Handle1FAResponse and
+Handle2FAResponse).
+
+A session opened by the password is at one factor; a good code raises it to two
+(SessionStore.raise_level, which rotates the session id) and the browser goes on to its target.
+Every refused code gets the same answer (SecondFactorFailedError); regulation, replay and the
+audit of codes live in TotpService.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from portal.bodies import read_form
+from portal.config import SessionCookieConfig
+from portal.errors import SecondFactorFailedError
+from portal.handlers.common import (
+    cookie_values,
+    landing,
+    parse_json,
+    redirecting_form_action,
+    render_page,
+    request_ip,
+    session_cookie,
+)
+from portal.keys import AUTHZ, CONFIG, SESSIONS, TOTP
+from portal.session_cookies import cookie_attributes
+from portal.sessions import TWO_FACTORS, Session
+from portal.signin import safe_redirect
+from portal.users.base import User
+
+TOTP_PAGE = "/2fa/one-time-password"
+# Where a user registers a one-time password app (its page comes with the settings).
+REGISTER_TOTP_PAGE = "/settings/one-time-password"
+NOT_SIGNED_IN = "Please sign in first."
+
+
+def totp_page_url(target: str | None) -> str:
+    """Return the second step's address, carrying the target (a safe rd) on to after it."""
+    return f"{TOTP_PAGE}?rd={quote(target, safe='')}" if target else TOTP_PAGE
+
+
+def user_of(session: Session) -> User:
+    """Return the user a session was opened for, as access_control's subjects see them."""
+    return User(session.username, session.display_name, session.emails, session.groups)
+
+
+def needs_two_factors(request: web.Request, user: User, target: str | None) -> bool:
+    """Tell whether access_control asks two factors of user for target (a safe rd, or None)."""
+    return (
+        bool(target)
+        and request.app[AUTHZ].required_level(target or "", user, request_ip(request))
+        == "two_factor"
+    )
+
+
+async def second_step_first(request: web.Request, user: User, target: str | None) -> bool:
+    """Tell whether user, past the password and headed for target (a safe rd, None: the portal
+    itself), is asked for a second factor before going on.
+
+    Yes when target needs two factors (a user with no device is then told to register one);
+    with no target, yes when some rule asks for two factors and the user has a TOTP device
+    (Authelia's frontend goes to its second-factor page after the password then).
+    """
+    if target:
+        return needs_two_factors(request, user, target)
+    if not request.app[AUTHZ].second_factor_enabled:
+        return False
+    return await request.app[TOTP].registered(user.username)
+
+
+async def _signed_in(request: web.Request) -> tuple[Session, str, SessionCookieConfig] | None:
+    """Return the live session this request carries, with its cookie value and domain."""
+    cookie = session_cookie(request)
+    sessions = request.app[SESSIONS]
+    for value in cookie_values(request, cookie.name or ""):
+        session = await sessions.get(value, cookie)
+        if session is not None:
+            return session, value, cookie
+    return None
+
+
+def _page(
+    request: web.Request, session: Session, status: int = 200, **context: object
+) -> web.Response:
+    return render_page(
+        request,
+        "second_factor_totp.html",
+        status,
+        form_action=redirecting_form_action(request),
+        username=session.display_name or session.username,
+        **context,
+    )
+
+
+async def totp_get(request: web.Request) -> web.Response:
+    """Ask a one-factor session for its code (or, with no device, to register one first)."""
+    target = safe_redirect(request.app[CONFIG], request.query.get("rd"))
+    found = await _signed_in(request)
+    if found is None:
+        raise web.HTTPFound(f"/?rd={quote(target, safe='')}" if target else "/")
+    session = found[0]
+    if session.level >= TWO_FACTORS:
+        raise web.HTTPFound(landing(request, target))
+    if not await request.app[TOTP].registered(session.username):
+        return _page(request, session, register_url=REGISTER_TOTP_PAGE)
+    return _page(request, session, rd=target or "")
+
+
+async def _raise_level(
+    request: web.Request,
+    response: web.StreamResponse,
+    found: tuple[Session, str, SessionCookieConfig],
+) -> None:
+    session, value, cookie = found
+    try:
+        new = await request.app[SESSIONS].raise_level(value, cookie, method="otp")
+    except LookupError:
+        # Ended between the code and now (a sign-out elsewhere, a reset): sign in again.
+        raise SecondFactorFailedError() from None
+    # SECURITY: the id changed with the level; the browser gets the new value, the old is gone.
+    attributes = cookie_attributes(cookie, remember_me=session.remember_me)
+    response.set_cookie(cookie.name or "", new, **attributes)
+
+
+async def totp_post(request: web.Request) -> web.Response:
+    """Check the code; on success raise the session to two factors and go on to the target."""
+    fields = await read_form(request)
+    rd = fields.get("rd", "")
+    target = safe_redirect(request.app[CONFIG], rd)
+    found = await _signed_in(request)
+    if found is None:
+        raise web.HTTPSeeOther(f"/?rd={quote(target, safe='')}" if target else "/")
+    session = found[0]
+    if session.level >= TWO_FACTORS:
+        raise web.HTTPFound(landing(request, target))
+    try:
+        await request.app[TOTP].verify(
+            session.username, fields.get("token", ""), request_ip(request)
+        )
+        response = web.HTTPFound(landing(request, target))
+        await _raise_level(request, response, found)
+    except SecondFactorFailedError as exc:
+        # The field is drawn empty again, with the focus on it (the page's autofocus).
+        return _page(request, session, exc.status, error=exc.public_message, rd=target or "")
+    raise response
+
+
+class TotpBody(BaseModel):
+    """POST /api/secondfactor/totp (Authelia's names)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=4096, populate_by_name=True)
+
+    token: str
+    target_url: str | None = Field(None, alias="targetURL")
+
+
+def _ok(target: str | None) -> web.Response:
+    # Authelia's Handle2FAResponse: a safe target is named; without one, nothing is.
+    if target:
+        return web.json_response({"status": "OK", "data": {"redirect": target}})
+    return web.json_response({"status": "OK"})
+
+
+async def api_totp_post(request: web.Request) -> web.Response:
+    """Raise a one-factor session to two factors with a TOTP code, from a script or an SPA."""
+    body = await parse_json(request, TotpBody)
+    target = safe_redirect(request.app[CONFIG], body.target_url)
+    found = await _signed_in(request)
+    if found is None:
+        return web.json_response({"status": "KO", "message": NOT_SIGNED_IN}, status=401)
+    if found[0].level >= TWO_FACTORS:
+        return _ok(target)
+    try:
+        await request.app[TOTP].verify(found[0].username, body.token, request_ip(request))
+        response = _ok(target)
+        await _raise_level(request, response, found)
+    except SecondFactorFailedError as exc:
+        return web.json_response({"status": "KO", "message": exc.public_message}, status=exc.status)
+    return response
