@@ -93,6 +93,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/elevate/code", ("GET", "POST"), "form", ("otc", "next"), ("next",)),
     Route("/revoke/one-time-code", ("GET", "POST"), "form", ("id",), ("id",)),
     Route("/revoke/one-time-code/done", ("GET",), "none"),
+    Route("/api/state", ("GET",), "none"),
+    Route("/api/user/info", ("GET",), "none"),
+    Route("/2fa/one-time-password", ("GET", "POST"), "form", ("token", "rd"), ("rd",)),
+    Route("/api/secondfactor/totp", ("POST",), "json", ("token", "targetURL")),
 )
 OTHER_PATHS = (
     "/nowhere",

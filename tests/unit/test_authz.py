@@ -714,6 +714,12 @@ def test_an_anonymous_visitor_on_a_two_factor_rule_with_a_subject_is_asked_to_si
     assert acl.decide(target("https://app.example.com/"), BOB) == Decision("bypass", None)
 
 
+def test_a_second_factor_is_in_use_when_a_rule_or_the_default_asks_for_two() -> None:
+    assert not access({"domain": "app.example.com", "policy": "one_factor"}).second_factor_enabled
+    assert access({"domain": "app.example.com", "policy": "two_factor"}).second_factor_enabled
+    assert access(default="two_factor").second_factor_enabled
+
+
 # --- the rules of Authelia's Standalone suite (tests/fixtures/configuration.yml) ---------------
 
 
