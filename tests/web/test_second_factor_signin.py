@@ -166,6 +166,11 @@ async def test_john_is_asked_for_his_code_after_the_password_and_then_reaches_th
     assert entered.cookies["portal_session"].value != one_factor_cookie
     assert (after.status, after.headers["Remote-User"]) == (200, "john")
     assert (await state(portal.client))["data"]["authentication_level"] == 2
+    # The value from before the code was ended with the level change: it opens nothing.
+    portal.client.session.cookie_jar.clear()
+    portal.client.session.cookie_jar.update_cookies({"portal_session": one_factor_cookie})
+    assert (await ask(portal.client, PRIVATE)).status == 401
+    assert (await state(portal.client))["data"]["authentication_level"] == 0
 
 
 @pytest.mark.usefixtures("john_has_totp")
@@ -322,3 +327,15 @@ async def test_user_info_says_whether_a_device_is_registered(portal: Portal) -> 
         },
     }
     assert with_device["data"]["has_totp"] is True
+
+
+@pytest.mark.usefixtures("john_has_totp")
+async def test_keep_me_signed_in_survives_the_second_factor(portal: Portal) -> None:
+    await portal.client.post(
+        "/api/firstfactor",
+        json={"username": "john", "password": "password", "keepMeLoggedIn": True},
+    )
+    raised = await portal.client.post("/api/secondfactor/totp", json={"token": code_now(portal)})
+
+    assert (raised.status, await raised.json()) == (200, {"status": "OK"})
+    assert int(raised.cookies["portal_session"]["max-age"]) == 30 * 86400
