@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
 import pytest
+import segno
 from aiohttp import ClientResponse
 
 from portal.keys import TOTP
@@ -235,6 +236,31 @@ async def test_the_configured_parameters_reach_the_otpauth_url(start_portal: Sta
 # --- the settings page ---------------------------------------------------------------------------
 
 
+def dark_modules(svg: str) -> set[tuple[int, int]]:
+    """Read the dark modules (column, row) off the QR code's <path> (segno draws each row's
+    runs as "M x y" / "m dx dy" moves and "h n" strokes on the row's middle line)."""
+    match = re.search(r'<path[^>]*stroke="#000"[^>]*d="([^"]+)"', svg)
+    assert match, "no dark path in the QR code"
+    x = y = 0.0
+    dark: set[tuple[int, int]] = set()
+    for op, args in re.findall(r"([MmHh])([-\d. ]+)", match.group(1)):
+        numbers = [float(n) for n in args.split()]
+        if op == "M":
+            x, y = numbers
+        elif op == "m":
+            x, y = x + numbers[0], y + numbers[1]
+        else:
+            dark |= {(int(x) + i, int(y)) for i in range(int(numbers[0]))}
+            x += numbers[0]
+    return dark
+
+
+def qr_modules(text: str) -> set[tuple[int, int]]:
+    """The dark modules of `text`'s QR code as segno encodes it, after a quiet zone of 4."""
+    matrix = segno.make(text, error="m", micro=False).matrix
+    return {(c + 4, r + 4) for r, row in enumerate(matrix) for c, v in enumerate(row) if v}
+
+
 def page_value(html: str, pattern: str) -> str:
     match = re.search(pattern, html)
     assert match, f"no match for {pattern}"
@@ -289,6 +315,7 @@ async def test_the_page_round_trip_registers_then_removes(elevated: Portal) -> N
     svg = page_value(html, r"(<svg\b.*?</svg>)")
     assert 'class="qr"' in svg and "<title>" in svg
     assert "style" not in svg.lower() and "script" not in svg.lower()
+    assert dark_modules(svg) == qr_modules(link)  # it is the otpauth URL the page shows
     assert re.search(r'autocomplete="one-time-code"\s+inputmode="numeric"', html)
     assert '<label for="token">' in html
 
