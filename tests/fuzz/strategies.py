@@ -93,6 +93,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/elevate/code", ("GET", "POST"), "form", ("otc", "next"), ("next",)),
     Route("/revoke/one-time-code", ("GET", "POST"), "form", ("id",), ("id",)),
     Route("/revoke/one-time-code/done", ("GET",), "none"),
+    Route("/api/secondfactor/totp/register", ("PUT", "POST"), "json", ("token",)),
+    Route("/api/secondfactor/totp", ("DELETE",), "json"),
+    Route("/settings/one-time-password", ("GET", "POST"), "form", ("action", "token")),
+    Route("/settings/one-time-password/registered", ("GET",), "none"),
+    Route("/settings/one-time-password/removed", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",
