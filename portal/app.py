@@ -16,6 +16,7 @@ from portal.config import Config
 from portal.csrf import csrf_middleware
 from portal.deps import Dependencies, build_dependencies
 from portal.handlers import assets
+from portal.handlers.totp import TOTP_SETTINGS
 from portal.headers import security_headers
 from portal.keys import (
     ADDRESSES,
@@ -32,6 +33,7 @@ from portal.keys import (
     SIGNIN,
     STORAGE,
     TOTP,
+    TOTP_REGISTRATION,
     USERS,
 )
 from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
@@ -142,6 +144,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[CAPTCHA] = services.captcha
     app[ELEVATION] = services.elevation
     app[TOTP] = services.totp
+    app[TOTP_REGISTRATION] = services.totp_registration
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.
@@ -150,6 +153,8 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         organization=config.organization_name,
         logo=assets.asset(config, "logo.png") is not None,
         favicon=assets.asset(config, "favicon.ico") is not None,
+        # The signed-in page links to the TOTP settings while TOTP is on.
+        totp_settings_url=None if config.totp.disable else TOTP_SETTINGS,
     )
     app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)

@@ -29,6 +29,8 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
     +-- SecondFactorFailedError      401  "Incorrect code.": wrong, replayed, expired, no
     |                                     device or banned, one answer for all [page]
+    +-- TotpAlreadyRegisteredError   409  a TOTP device is registered: remove it first
+    +-- TotpNotRegisteredError       404  no TOTP device to remove
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
@@ -220,6 +222,21 @@ class SecondFactorFailedError(PortalError):
 
     status = 401
     public_message = "Incorrect code."
+
+
+class TotpAlreadyRegisteredError(PortalError):
+    """A TOTP registration was asked for by a user who has a device: remove it first
+    (portal/totp_registration.py says why)."""
+
+    status = 409
+    public_message = "You already have a one-time password app set up. Remove it first."
+
+
+class TotpNotRegisteredError(PortalError):
+    """A TOTP device removal was asked for by a user who has none."""
+
+    status = 404
+    public_message = "You have no one-time password app set up."
 
 
 class PasswordChangeRequiredError(PortalError):

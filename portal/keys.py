@@ -17,6 +17,7 @@ from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import SignInService
 from portal.storage.base import SessionProvider, Storage
+from portal.totp_registration import TotpRegistration
 from portal.users.base import UserBackend
 
 CONFIG = web.AppKey("config", Config)
@@ -35,3 +36,4 @@ QUESTIONS = web.AppKey("questions", SecurityQuestionsService)
 CAPTCHA = web.AppKey("captcha", CaptchaGuard)
 ELEVATION = web.AppKey("elevation", ElevationService)
 TOTP = web.AppKey("totp", TotpService)
+TOTP_REGISTRATION = web.AppKey("totp_registration", TotpRegistration)

@@ -18,6 +18,7 @@ from portal.handlers import (
     second_factor,
     settings,
     signin,
+    totp,
     user,
 )
 from portal.keys import CAPTCHA, CONFIG
@@ -116,6 +117,15 @@ def _routes(app: web.Application) -> None:
     add.add_get(elevation.REVOKE, elevation.revoke_code_get, name="revoke_one_time_code")
     add.add_post(elevation.REVOKE, elevation.revoke_code_post)
     add.add_get(elevation.REVOKED, elevation.revoke_code_done_get)
+    if not app[CONFIG].totp.disable:
+        # TOTP registration and removal (Authelia's routes); with totp.disable they do not exist.
+        add.add_put("/api/secondfactor/totp/register", totp.api_register_put)
+        add.add_post("/api/secondfactor/totp/register", totp.api_register_post)
+        add.add_delete("/api/secondfactor/totp", totp.api_totp_delete)
+        add.add_get(totp.TOTP_SETTINGS, totp.settings_get, name="totp_settings")
+        add.add_post(totp.TOTP_SETTINGS, totp.settings_post)
+        add.add_get(totp.REGISTERED, totp.settings_registered_get)
+        add.add_get(totp.REMOVED, totp.settings_removed_get)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

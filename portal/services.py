@@ -22,6 +22,7 @@ from portal.security_questions import SecurityQuestionsService
 from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
 from portal.tokens import ResetTokens
+from portal.totp_registration import TotpRegistration
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Services:
     captcha: CaptchaGuard
     elevation: ElevationService
     totp: TotpService
+    totp_registration: TotpRegistration
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -123,6 +125,12 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         renderer=renderer,
         audit=deps.audit,
     )
+    totp_registration = TotpRegistration(
+        totp=totp,
+        sessions=sessions,
+        clock=clock,
+        encryption_key=config.storage.encryption_key.get_secret_value(),
+    )
     elevation = ElevationService(
         config=config,
         users=users,
@@ -162,4 +170,5 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         captcha=captcha,
         elevation=elevation,
         totp=totp,
+        totp_registration=totp_registration,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from portal.audit import AuditSink, audit
@@ -56,6 +56,9 @@ class Session:
     # until this time, from this client address only; None when not elevated.
     elevated_until: float | None = None
     elevated_ip: str | None = None
+    # A TOTP registration started and not yet confirmed (portal/totp_registration.py): the
+    # secret sealed with storage.encryption_key and when it lapses; None when there is none.
+    pending_totp: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def elevated(self, ip: str, now: float) -> bool:
         """Tell whether the session is elevated for a request from ip at now."""
@@ -468,6 +471,7 @@ def _session(record: SessionRecord) -> Session:
         auth_time=float(data.get("auth_time") or record.created_at),
         elevated_until=_number(data.get("elevated_until")),
         elevated_ip=str(data["elevated_ip"]) if data.get("elevated_ip") else None,
+        pending_totp=data["pending_totp"] if isinstance(data.get("pending_totp"), dict) else None,
     )
 
 

@@ -73,10 +73,19 @@ def time_step(params: TotpParameters, at: float) -> int:
 def otpauth_url(secret: bytes, params: TotpParameters, issuer: str, account: str) -> str:
     """Return the otpauth://totp/ URL a QR code carries (Key Uri Format, via pyotp).
 
-    The label is "issuer:account"; the query carries secret (base32), issuer, and the
-    algorithm, digits and period when they differ from the apps' defaults (SHA1, 6, 30).
+    The label is "issuer:account"; the query carries secret (base32), issuer, algorithm,
+    digits and period, the last three always (pyotp leaves out the apps' defaults SHA1, 6 and
+    30; Authelia writes them all, and some apps misread a URL without them).
     """
-    return _totp(secret, params).provisioning_uri(name=account, issuer_name=issuer)
+    url = _totp(secret, params).provisioning_uri(name=account, issuer_name=issuer)
+    for key, value in (
+        ("algorithm", params.algorithm),
+        ("digits", str(params.digits)),
+        ("period", str(params.period)),
+    ):
+        if f"&{key}=" not in url:
+            url += f"&{key}={value}"
+    return url
 
 
 def matching_step(

@@ -96,7 +96,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/state", ("GET",), "none"),
     Route("/api/user/info", ("GET",), "none"),
     Route("/2fa/one-time-password", ("GET", "POST"), "form", ("token", "rd"), ("rd",)),
-    Route("/api/secondfactor/totp", ("POST",), "json", ("token", "targetURL")),
+    Route("/api/secondfactor/totp", ("POST", "DELETE"), "json", ("token", "targetURL")),
+    Route("/api/secondfactor/totp/register", ("PUT", "POST"), "json", ("token",)),
+    Route("/settings/one-time-password", ("GET", "POST"), "form", ("action", "token")),
+    Route("/settings/one-time-password/registered", ("GET",), "none"),
+    Route("/settings/one-time-password/removed", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",
