@@ -393,7 +393,22 @@ def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
     problems.extend(_section_problems(sections))
     if problems:
         return Reading(None, sections, problems, warnings)
+    warnings.extend(_second_factor_warnings(config))
     return Reading(config, sections, problems, warnings)
+
+
+def _second_factor_warnings(config: Config) -> list[str]:
+    """Warn when two_factor is asked for but no second factor can be used (totp.disable)."""
+    access = config.access_control
+    uses = access.default_policy == "two_factor" or any(
+        rule.policy == "two_factor" for rule in access.rules
+    )
+    if uses and config.totp.disable:
+        return [
+            "access_control asks for two_factor but every second-factor method is disabled "
+            "(totp.disable): nobody can reach those resources"
+        ]
+    return []
 
 
 def read_config(paths: Sequence[Path], environ: Mapping[str, str]) -> tuple[Config, list[str]]:

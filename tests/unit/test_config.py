@@ -353,6 +353,18 @@ def test_authelia_access_control_rules_load_and_two_factor_no_longer_warns() -> 
     assert [w for w in warnings if "two_factor" in w or w.startswith("access_control")] == []
 
 
+def test_two_factor_with_every_second_factor_disabled_is_warned_of(tmp_path: Path) -> None:
+    rules = [{"domain": "secure.example.com", "policy": "two_factor"}]
+    path = with_changes(tmp_path, access_control={"rules": rules}, totp={"disable": True})
+    _, warnings = read_config([path], {})
+    assert warnings == [
+        "access_control asks for two_factor but every second-factor method is disabled "
+        "(totp.disable): nobody can reach those resources"
+    ]
+    _, enabled = read_config([with_changes(tmp_path, access_control={"rules": rules})], {})
+    assert enabled == []
+
+
 def test_access_control_subjects_keep_authelias_or_of_ands(tmp_path: Path) -> None:
     rules = [
         {"domain": "a.example.com", "policy": "one_factor", "subject": "user:john"},
