@@ -19,6 +19,7 @@ from portal.users.hashing import verify_password
 from tests.integration.test_cli import portal as run_portal
 from tests.web.conftest import (
     Portal,
+    StartPortal,
     audit_events,
     follow_result,
     has_session,
@@ -303,3 +304,17 @@ async def test_the_json_twin(portal: Portal) -> None:
     assert again.status == 200, await again.text()
     digest = await stored_hash(portal.users_file, "john")
     assert verify_password("Another-Correct-Horse-Battery-43", digest)
+
+
+async def test_codes_count_against_the_second_factor_limit_too(start_portal: StartPortal) -> None:
+    few = {"buckets": [{"period": "1 minute", "requests": 2}]}
+    portal = await start_portal(server={"endpoints": {"rate_limits": {"second_factor_totp": few}}})
+    device = await register_john(portal)
+    await open_link(portal.client, await new_link(portal))
+    for _ in range(2):
+        assert (await post_step2(portal, totp_code=wrong_code(portal, device))).status == 400
+    limited = await post_step2(portal, totp_code=code_now(portal, device))
+    assert limited.status == 429
+    assert "Retry-After" in limited.headers
+    assert not await john_changed_password(portal)
+    await form_is_shown(portal)
