@@ -293,6 +293,16 @@ class ResetFormRejectedError(PasswordRejectedError):
         self.public_message = message or self.public_message
 
 
+class ResetCodeRejectedError(ResetFormRejectedError):
+    """Reset step 2 refused its form because the second factor's code was missing or refused
+    while the link is still good (ASVS 5.0 6.4.3): the form shows `public_message` next to
+    the code field. One message for wrong, replayed, expired and banned (SecondFactorFailedError's).
+    """
+
+    def __init__(self, username: str, message: str) -> None:
+        super().__init__(username, [], message)
+
+
 class BadRequestError(PortalError):
     """The client sent a request the portal cannot use."""
 

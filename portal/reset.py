@@ -5,7 +5,9 @@ rate limits the request goes to the outbox, and the worker looks the user up, is
 records its jti and sends the mail. The worker shares the event loop with the next request, so for
 anyone who gets no mail it does the same work on a decoy and sends and records nothing. Setting the
 password checks the token, its record and the password fingerprint again, has the password
-checked (portal/password_change.py), consumes the jti atomically, then has it written.
+checked (portal/password_change.py), asks the user's second factor for a current code when one is
+registered (ASVS 5.0 6.4.3), consumes the jti atomically, then has it written. A reset never signs
+anyone in and never removes a registered second factor.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from portal.errors import (
     PasswordRejectedError,
     PortalError,
     RateLimitedError,
+    ResetCodeRejectedError,
     ResetFormRejectedError,
+    SecondFactorFailedError,
     StorageError,
 )
 from portal.mail import MailRenderer
@@ -39,6 +43,7 @@ from portal.password_change import PasswordChanger
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset_mail import RESET_MAIL, ResetMailJob
+from portal.second_factor import TotpService
 from portal.storage.base import (
     IdentityVerificationStore,
     RateLimitStore,
@@ -47,6 +52,7 @@ from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
 
 MAX_IDENTIFIER = 256
+CODE_MISSING = "Enter the code from your authenticator app."
 # Consumed and revoked records stay a day after they expire, for the audit trail.
 RECORD_RETENTION = 86400.0
 
@@ -94,10 +100,12 @@ class PasswordResetService:
         clock: Clock,
         limiter: RateLimiter,
         regulator: Regulator,
+        second_factor: TotpService,
         tokens: ResetTokens,
         audit: AuditSink = audit,
     ) -> None:
         """Take every collaborator ready-made (portal/services.py builds them once)."""
+        self._second_factor = second_factor
         self._config = config
         self._users = users
         self._storage = storage
@@ -290,14 +298,21 @@ class PasswordResetService:
         confirm: str,
         ip: str,
         *,
+        totp_code: str = "",
         captcha: Callable[[], Awaitable[None]] | None = None,
     ) -> User:
-        """Set the new password if the link and the password are good; consume the link.
+        """Set the new password if the link, the password and the code are good; consume the link.
 
-        `captcha` is the form's anti-robot check, run first. Raises InvalidTokenError when the
-        link is bad (whatever else is), ResetFormRejectedError when the link is good but the
-        CAPTCHA or the password is not (it carries what the form page shows again),
-        RateLimitedError, and what the user backend raises when the write fails otherwise.
+        Order: `captcha` (the form's anti-robot check), the rate limits, the link, the password
+        policy, then, when the user has a TOTP registered (`code_digits`), `totp_code` checked
+        by TotpService.verify (regulation, replay), and only then the link is consumed and the
+        password written (ASVS 5.0 6.4.3: a reset never bypasses an enabled second factor).
+        Raises InvalidTokenError when the link is bad (whatever else is),
+        ResetCodeRejectedError when the code is missing or refused (the link stays usable),
+        ResetFormRejectedError when the CAPTCHA or the password is not good (it carries what
+        the form page shows again), RateLimitedError (429: reset_password_finish or
+        second_factor_totp), and what the user backend raises when the write fails otherwise.
+        Nobody is signed in and no second factor is removed.
         """
         if captcha is not None:
             try:
@@ -315,6 +330,11 @@ class PasswordResetService:
                 "reset_rejected", reason="policy", username=user.username, ip=ip, jti_hash=jti_hash
             )
             raise ResetFormRejectedError(user.username, reasons)
+        # SECURITY (ASVS 5.0 6.4.3): the mailbox alone does not replace the second factor. The
+        # code is checked before the link is consumed, so a wrong one leaves the link usable
+        # until its normal limits, while regulation counts it like a wrong password.
+        if await self.code_digits(user.username) is not None:
+            await self._check_code(user, totp_code, ip, jti_hash)
         now = self._clock.now()
         # SECURITY: consume before writing, atomically: of two concurrent requests one writes.
         if not await self._storage.consume_identity_verification(claims.jti, at=now, ip=ip):
@@ -337,6 +357,35 @@ class PasswordResetService:
             unlocked=unlocked or None,
         )
         return user
+
+    async def code_digits(self, username: str) -> int | None:
+        """Return the length of the user's TOTP codes when step 2 must ask for one (TOTP on
+        and a device registered), else None. Only for a user whose link was checked: it tells
+        whether the account has a second factor."""
+        if not self._second_factor.enabled:
+            return None
+        registration = await self._second_factor.configuration(username)
+        return None if registration is None else registration.digits
+
+    async def _check_code(self, user: User, code: str, ip: str, jti_hash: str) -> None:
+        """Accept the user's current code or raise ResetCodeRejectedError (audit
+        reset_rejected, reason second_factor, never the code). A missing code is no guess: it
+        is not counted. RateLimitedError passes through."""
+        message = CODE_MISSING
+        if code.strip():
+            try:
+                await self._second_factor.verify(user.username, code, ip)
+                return
+            except SecondFactorFailedError as exc:
+                message = exc.public_message
+        self._audit(
+            "reset_rejected",
+            reason="second_factor",
+            username=user.username,
+            ip=ip,
+            jti_hash=jti_hash,
+        )
+        raise ResetCodeRejectedError(user.username, message)
 
     async def _unlock(self, user: User, ip: str) -> bool:
         """End a lockout from failed sign-ins, unless disable_unlock keeps it; never raise.

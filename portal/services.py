@@ -87,6 +87,18 @@ def build_services(config: Config, deps: Dependencies) -> Services:
     signin = SignInService(
         config=config, users=users, sessions=sessions, regulator=regulator, audit=deps.audit
     )
+    totp = TotpService(
+        config=config,
+        store=storage,
+        clock=clock,
+        regulator=regulator,
+        limiter=limiter,
+        users=users,
+        outbox=outbox,
+        notifier=deps.notifier,
+        renderer=renderer,
+        audit=deps.audit,
+    )
     reset = PasswordResetService(
         config=config,
         users=users,
@@ -98,6 +110,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         clock=clock,
         limiter=limiter,
         regulator=regulator,
+        second_factor=totp,
         tokens=ResetTokens(
             config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
         ),
@@ -111,18 +124,6 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         regulator=regulator,
         hasher=deps.answer_hasher,
         clock=clock,
-        audit=deps.audit,
-    )
-    totp = TotpService(
-        config=config,
-        store=storage,
-        clock=clock,
-        regulator=regulator,
-        limiter=limiter,
-        users=users,
-        outbox=outbox,
-        notifier=deps.notifier,
-        renderer=renderer,
         audit=deps.audit,
     )
     totp_registration = TotpRegistration(

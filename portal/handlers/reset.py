@@ -11,7 +11,12 @@ from pydantic import BaseModel, ConfigDict
 
 from portal.bodies import read_form
 from portal.config import CaptchaEndpoint
-from portal.errors import BadRequestError, InvalidTokenError, ResetFormRejectedError
+from portal.errors import (
+    BadRequestError,
+    InvalidTokenError,
+    ResetCodeRejectedError,
+    ResetFormRejectedError,
+)
 from portal.handlers.common import (
     captcha_widget,
     parse_json,
@@ -172,21 +177,29 @@ async def step2_get(request: web.Request) -> web.Response:
         _, user = await request.app[RESET].open_link(token, request_ip(request))
     except InvalidTokenError:
         return _invalid_link(request)
-    return _password_form(request, user.username)
+    return await _password_form(request, user.username)
 
 
-def _password_form(
-    request: web.Request, username: str, reasons: list[str] | None = None, error: str = ""
+async def _password_form(
+    request: web.Request,
+    username: str,
+    reasons: list[str] | None = None,
+    error: str = "",
+    code_error: str = "",
 ) -> web.Response:
+    """Render step 2 for the link's user; with a TOTP registered it asks for a code too
+    (`totp_code`, the registered length). Only ever called once the link was checked."""
     policy = request.app[CONFIG].password_policy
     return _page(
         request,
         "reset_step2.html",
-        status=400 if reasons or error else 200,
+        status=400 if reasons or error or code_error else 200,
         username=username,
         reasons=reasons or [],
         hints=describe(policy),
         error=error,
+        code_digits=await request.app[RESET].code_digits(username),
+        code_error=code_error,
     )
 
 
@@ -203,13 +216,16 @@ async def step2_post(request: web.Request) -> web.Response:
             form.get("password", ""),
             form.get("password_confirm", ""),
             request_ip(request),
+            totp_code=form.get("totp_code", ""),
             captcha=captcha,
         )
     except InvalidTokenError:
         return _invalid_link(request)
+    except ResetCodeRejectedError as exc:
+        return await _password_form(request, exc.username, code_error=exc.public_message)
     except ResetFormRejectedError as exc:
         error = "" if exc.reasons else exc.public_message
-        return _password_form(request, exc.username, exc.reasons, error=error)
+        return await _password_form(request, exc.username, exc.reasons, error=error)
     response = see_other(DONE)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
     raise response
@@ -281,9 +297,10 @@ class TokenBody(_Body):
 
 
 class ResetBody(TokenBody):
-    """POST /api/reset-password."""
+    """POST /api/reset-password; `totp` is the current code when the user has TOTP."""
 
     password: str
+    totp: str = ""
     captcha: str | None = None
 
 
@@ -318,12 +335,13 @@ async def api_finish_post(request: web.Request) -> web.Response:
 
 
 async def api_reset_post(request: web.Request) -> web.Response:
-    """Set a new password with a reset token."""
+    """Set a new password with a reset token (and `totp`, the current code, when the user
+    has TOTP): 400 {"status":"KO","message"} when refused, the link still usable."""
     body = await parse_json(request, ResetBody)
     await require_captcha(request, "reset_password_finish", body.captcha)
     try:
         await request.app[RESET].complete(
-            body.token, body.password, body.password, request_ip(request)
+            body.token, body.password, body.password, request_ip(request), totp_code=body.totp
         )
     except ResetFormRejectedError as exc:
         return web.json_response(
