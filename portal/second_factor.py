@@ -159,8 +159,9 @@ class TotpService:
         """Save the pending registration if `code` matches its secret now (± totp.skew).
 
         Raises SecondFactorFailedError for a wrong code, a pending registration of another
-        user, or TOTP disabled. Replaces an existing registration. The code's step counts as
-        used, audit `totp_registered`, and the "a second factor was added" mail is queued.
+        user, or TOTP disabled. Replaces an existing registration (TotpRegistration refuses
+        that first). The code's step counts as used, audit `totp_registered`, and the "a
+        second factor was added" mail is queued.
         """
         now = self._clock.now()
         step = matching_step(

@@ -83,12 +83,17 @@ class TotpRegistration:
         """Save the registration in progress if `code` is valid for its secret now.
 
         Raises SecondFactorFailedError (one answer: no registration in progress, lapsed, wrong
-        code). On success the pending secret leaves the session; TotpService audits
-        `totp_registered` and queues the "a second factor was added" mail.
+        code) and TotpAlreadyRegisteredError when a device was registered since `begin` (from
+        another session): a stale pending secret never replaces it. On success the pending
+        secret leaves the session; TotpService audits `totp_registered` and queues the "a
+        second factor was added" mail.
         """
         pending = self.pending(session)
         if pending is None:
             raise SecondFactorFailedError()
+        # SECURITY: begin's check alone is not enough: the device may have come meanwhile.
+        if await self._totp.configuration(session.username) is not None:
+            raise TotpAlreadyRegisteredError()
         await self._totp.complete_registration(session.username, pending, code, ip)
         await self._sessions.update(session.id, {"pending_totp": None})
 

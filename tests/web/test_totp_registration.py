@@ -14,9 +14,10 @@ import pyotp
 import pytest
 import segno
 from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 
 from portal.keys import TOTP
-from tests.web.conftest import Portal, StartPortal, csrf_of, sign_in, text_of
+from tests.web.conftest import Client, Portal, StartPortal, csrf_of, sign_in, text_of
 from tests.web.test_elevation import HOME, code_from
 
 REGISTER = "/api/secondfactor/totp/register"
@@ -171,6 +172,42 @@ async def test_a_user_with_a_device_must_remove_it_first(elevated: Portal) -> No
         "status": "KO",
         "message": "You already have a one-time password app set up. Remove it first.",
     }
+
+
+async def test_a_registration_begun_earlier_cannot_replace_a_device_added_since(
+    elevated: Portal,
+) -> None:
+    # Two sessions of john: the first begins a registration and leaves it pending; meanwhile
+    # the second registers an app. The stale pending secret must not swap the app silently
+    # (a user with a device removes it first, which mails them).
+    portal = elevated
+    stale = (await begin(portal))["secret_base32"]
+    other: Client = TestClient(portal.client.server)
+    try:
+        assert (await sign_in(other)).status == 302
+        assert (await other.post("/api/user/session/elevation", json={}, headers=HOME)).status
+        code = code_from(await portal.next_mail())
+        elevated_other = await other.put(
+            "/api/user/session/elevation", json={"otc": code}, headers=HOME
+        )
+        assert elevated_other.status == 200
+        kept = (await (await other.put(REGISTER, json={}, headers=HOME)).json())["data"]
+        added = await other.post(
+            REGISTER, json={"token": code_for(portal, kept["secret_base32"])}, headers=HOME
+        )
+        assert added.status == 200
+    finally:
+        await other.session.close()
+    portal.clock.advance(30)
+
+    response = await confirm(portal, code_for(portal, stale))
+
+    assert response.status == 409
+    assert (await response.json())["message"] == (
+        "You already have a one-time password app set up. Remove it first."
+    )
+    saved = await portal.client.app[TOTP].configuration("john")
+    assert saved is not None and saved.secret == pyotp.TOTP(kept["secret_base32"]).byte_secret()
 
 
 async def test_without_elevation_every_route_answers_403(portal: Portal) -> None:
