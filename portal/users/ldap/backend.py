@@ -163,8 +163,22 @@ class LdapUserBackend:
         if not names:
             self._logger.warning("%s: %s has no %s; ignoring it", WHERE, entry.dn, s.username)
             return None
-        # A multi-valued username attribute: prefer the value the person typed.
-        username = next((n for n in names if n.casefold() == identifier.casefold()), names[0])
+        if len(names) > 1:
+            # SECURITY: one account, one name. Second factors, sessions, regulation and reset
+            # links are keyed by the username, so a second value would be a second account
+            # without the first one's TOTP device (a reset under it skipped the code). Authelia
+            # refuses such an entry too (ldap_user_provider.go: "must be a single value
+            # attribute").
+            self._logger.warning(
+                "%s: %s has %d values for %s but the attribute must be a single value attribute;"
+                " ignoring it",
+                WHERE,
+                entry.dn,
+                len(names),
+                s.username,
+            )
+            return None
+        username = names[0]
         display = entry.values(s.display_name)
         disabled, state = read_state(entry.values, active_directory=self._ad, now=datetime.now(UTC))
         return User(
