@@ -182,7 +182,7 @@ async def test_a_registration_begun_earlier_cannot_replace_a_device_added_since(
     # (a user with a device removes it first, which mails them).
     portal = elevated
     stale = (await begin(portal))["secret_base32"]
-    other: Client = TestClient(portal.client.server)
+    other: Client = TestClient(portal.client.server)  # type: ignore[assignment]
     try:
         assert (await sign_in(other)).status == 302
         assert (await other.post("/api/user/session/elevation", json={}, headers=HOME)).status
