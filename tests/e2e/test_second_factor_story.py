@@ -21,12 +21,13 @@ from tests.e2e.conftest import launched_chromium, watched_page
 from tests.e2e.test_accessibility import WIDTHS
 from tests.e2e.test_elevation_browser import code_in
 from tests.integration.nginx import APP_HOST, PORTAL_HOST
-from tests.integration.test_nginx_portal import (  # noqa: F401  (fixtures)
+from tests.integration.test_nginx_portal import (
     JOHN,
+    PASSWORD,
     Site,
-    nginx_ca,
-    site,
-    start_site,
+    StartSite,
+    nginx_ca,  # noqa: F401  (a fixture start_site uses)
+    start_site,  # noqa: F401  (a fixture)
 )
 
 THEMES = ("light", "dark")
@@ -42,17 +43,24 @@ async def shoot(page: Page, shots: Path, name: str) -> None:
         await page.screenshot(path=shots / f"{name}--{theme}.png", full_page=True)
 
 
-async def sign_in(page: Page, password: str = "password") -> None:
+@pytest.fixture
+async def nginx_site(start_site: StartSite) -> Site:  # noqa: F811  (the imported fixture)
+    """nginx with the shipped snippets in front of the portal, the app and the SMTP server."""
+    return await start_site()
+
+
+async def sign_in(page: Page) -> None:
     await page.fill("#username", "john")
-    await page.fill("#password", password)
+    await page.fill("#password", PASSWORD)
     async with page.expect_navigation():
         await page.click("#sign-in-button")
 
 
 @pytest.mark.parametrize("device", list(WIDTHS))
 async def test_john_sets_up_his_app_and_reaches_a_two_factor_site_through_nginx(
-    site: Site, tmp_path: Path, device: str
+    nginx_site: Site, tmp_path: Path, device: str
 ) -> None:
+    site = nginx_site
     shots = Path(os.environ.get("PORTAL_SCREENSHOTS") or tmp_path) / f"story15-{device}"
     shots.mkdir(parents=True, exist_ok=True)
     width, height = WIDTHS[device]

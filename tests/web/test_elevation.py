@@ -416,7 +416,7 @@ async def test_no_code_or_key_of_the_second_factor_reaches_a_log_or_an_error_pag
 
     secrets = [otc, key, key.lower(), *codes]
     ours = [r for r in caplog.records if r.name != "mail.log"]
-    logged = "\n".join(f"{r.getMessage()} {r.__dict__.get('fields', {})!r} {r.args!r}" for r in ours)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__.get('fields')!r} {r.args!r}" for r in ours)
     assert [s for s in secrets if s in logged] == []
     assert [s for s in secrets if any(s in page for page in pages)] == []
     assert len(audit_events(caplog, "second_factor_failed")) >= 1
