@@ -474,9 +474,8 @@ async def test_after_the_password_alone_a_two_factor_page_sends_john_back_to_the
     assert [seen["path"] for seen in site.app.seen] == ["/private"]
 
 
-async def test_john_with_a_device_gives_his_code_after_the_password_and_reaches_the_page(
-    site: Site, visitor: Visitor
-) -> None:
+async def give_john_a_device(site: Site) -> str:
+    """Register a TOTP device for john in the site's storage; return its base32 secret."""
     secret = pyotp.random_base32()
     await site.storage.save_totp_configuration(
         TotpConfiguration(
@@ -490,6 +489,13 @@ async def test_john_with_a_device_gives_his_code_after_the_password_and_reaches_
             secret=base64.b32decode(secret),
         )
     )
+    return secret
+
+
+async def test_john_with_a_device_gives_his_code_after_the_password_and_reaches_the_page(
+    site: Site, visitor: Visitor
+) -> None:
+    secret = await give_john_a_device(site)
     wanted = site.app_url("/secure/vault")
     sent_away = await visitor.get(wanted)
 
@@ -510,6 +516,56 @@ async def test_john_with_a_device_gives_his_code_after_the_password_and_reaches_
     assert back.status == 200
     assert back.json()["path"] == "/secure/vault"
     assert back.remote == JOHN
+
+
+async def test_john_without_a_device_is_told_to_register_one_and_never_reaches_the_page(
+    site: Site, visitor: Visitor
+) -> None:
+    wanted = site.app_url("/secure/vault")
+
+    signed_in = await visitor.sign_in("john", rd=wanted)
+    told = await visitor.get(site.portal_url(signed_in.location))
+    guessed = await visitor.request(
+        "POST",
+        site.portal_url("/api/secondfactor/totp"),
+        json={"token": "123456", "targetURL": wanted},
+    )
+    still_shut = await visitor.get(wanted)
+
+    assert URL(signed_in.location).path == "/2fa/one-time-password"
+    assert told.status == 200
+    assert 'id="second-factor-missing"' in told.text
+    assert 'href="/settings/one-time-password"' in told.text
+    assert 'name="token"' not in told.text
+    assert guessed.status == 401
+    assert (still_shut.status, still_shut.location) == (302, site.sign_in_url(wanted))
+    assert site.app.seen == []
+
+
+async def test_wrong_codes_through_nginx_ban_john_with_the_same_answer_as_a_wrong_code(
+    site: Site, visitor: Visitor
+) -> None:
+    secret = await give_john_a_device(site)
+    wanted = site.app_url("/secure/vault")
+    signed_in = await visitor.sign_in("john", rd=wanted)
+    asked = site.portal_url(signed_in.location)
+    action = site.portal_url("/2fa/one-time-password")
+    right = pyotp.TOTP(secret).now()
+    wrong = [c for c in ("000000", "111111", "222222", "333333") if c != right][:3]
+
+    refused = [await visitor.submit(asked, action, token=code) for code in wrong]
+    banned = await visitor.submit(asked, action, token=right)
+    still_shut = await visitor.get(wanted)
+
+    assert [r.status for r in refused] == [401, 401, 401]
+    assert all("Incorrect code." in r.text for r in refused)
+    assert banned.status == 401
+    assert "Incorrect code." in banned.text
+    assert re.sub(r'value="[^"]*"', "", banned.text) == re.sub(
+        r'value="[^"]*"', "", refused[-1].text
+    )
+    assert (still_shut.status, still_shut.location) == (302, site.sign_in_url(wanted))
+    assert site.app.seen == []
 
 
 # --- leaving ---------------------------------------------------------------------------------

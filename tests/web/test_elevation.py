@@ -9,6 +9,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pyotp
 import pytest
 from aiohttp import ClientResponse
 
@@ -20,9 +21,12 @@ from tests.web.conftest import (
     Portal,
     StartPortal,
     audit_events,
+    request_reset,
+    reset_link_from,
     sign_in,
     submit,
     text_of,
+    token_of,
 )
 
 API = "/api/user/session/elevation"
@@ -369,3 +373,51 @@ async def test_no_code_reaches_a_log_an_audit_event_or_the_database(
     stored = await portal.storage.get_one_time_code(delete_id)
     assert stored is not None and code not in repr(stored)
     assert stored.code_hash == portal.client.app[ELEVATION].code_hash(code)
+
+
+async def test_no_code_or_key_of_the_second_factor_reaches_a_log_or_an_error_page(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15's secrets end to end: the elevation code, the TOTP key and every TOTP code typed
+    (at registration, at sign-in, at a reset), right or wrong."""
+    caplog.set_level(logging.DEBUG)
+    _, otc = await start(portal)
+    pages = [await (await finish(portal, "WRONG234")).text()]
+    assert (await finish(portal, otc)).status == 200
+    started = await portal.client.put("/api/secondfactor/totp/register", json={}, headers=HOME)
+    assert started.status == 200, await started.text()
+    key = (await started.json())["data"]["secret_base32"]
+    app = pyotp.TOTP(key)
+    codes = [app.at(portal.clock.now()), app.at(portal.clock.now() + 30)]
+    codes += [f"{(int(c) + 500_000) % 1_000_000:06d}" for c in codes]  # two wrong ones
+    register = "/api/secondfactor/totp/register"
+    wrong = await portal.client.post(register, json={"token": codes[2]}, headers=HOME)
+    pages.append(await wrong.text())
+    done = await portal.client.post(register, json={"token": codes[0]}, headers=HOME)
+    assert wrong.status >= 400 and done.status == 200
+
+    await portal.client.get("/logout", allow_redirects=False)
+    assert (await sign_in(portal.client)).status == 302
+    portal.clock.advance(30)
+    answers = []
+    for token in (codes[3], codes[1]):
+        answer = await portal.client.post("/api/secondfactor/totp", json={"token": token})
+        answers.append(answer.status)
+        pages.append(await answer.text())
+    assert answers == [401, 200]
+    await portal.client.get("/logout", allow_redirects=False)
+    await request_reset(portal.client, "john")
+    token = token_of(reset_link_from(await portal.next_mail()))
+    reset = await portal.client.post(
+        "/api/reset-password", json={"token": token, "password": "N3w-Pass-Phrase!", "totp": "1"}
+    )
+    pages.append(await reset.text())
+    assert reset.status == 400
+
+    secrets = [otc, key, key.lower(), *codes]
+    ours = [r for r in caplog.records if r.name != "mail.log"]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__.get('fields')!r} {r.args!r}" for r in ours)
+    assert [s for s in secrets if s in logged] == []
+    assert [s for s in secrets if any(s in page for page in pages)] == []
+    assert len(audit_events(caplog, "second_factor_failed")) >= 1
+    assert len(audit_events(caplog, "totp_registered")) == 1
