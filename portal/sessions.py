@@ -177,16 +177,20 @@ class SessionStore:
         amr = [m for m in record.data.get("amr") or ["pwd"] if m != method] + [method]
         data = {k: v for k, v in record.data.items() if k not in ("elevated_until", "elevated_ip")}
         new = new_value()
-        await self._storage.session_save(
-            replace(
-                record,
-                id=stored_id(new),
-                last_active_at=now,
-                data={**data, "level": TWO_FACTORS, "amr": amr, "auth_time": now},
-            )
+        raised = replace(
+            record,
+            id=stored_id(new),
+            last_active_at=now,
+            data={**data, "level": TWO_FACTORS, "amr": amr, "auth_time": now},
         )
+        await self._storage.session_save(raised)
         self._forget(record.id)
-        await self._storage.session_delete(record.id)
+        # SECURITY: the old session must still have been there once the new one exists: if it
+        # was ended meanwhile (a sign-out, a reset ending every session of the user), the new
+        # one goes too, or the second factor would bring an ended session back.
+        if not await self._storage.session_delete(record.id):
+            await self._storage.session_delete(raised.id)
+            raise LookupError("the session ended while its second factor was recorded")
         return new
 
     async def update(self, session_id: str, changes: dict[str, Any]) -> Session | None:
@@ -358,6 +362,13 @@ class SessionStore:
         # once its cache entry lapses) do not repeat it; 'always' writes only changes.
         if not changed and self._refresh_interval == 0:
             return record
+        # The write starts from the stored record, not the cached one: what another request
+        # wrote since (an elevation, a pending registration) is kept, not undone.
+        stored = await self._storage.session_get(session_id)
+        if stored is None:
+            self._forget(session_id)
+            return None
+        record, old = stored, stored.data
         data = {
             **old,
             "display_name": user.display_name,

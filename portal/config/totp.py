@@ -17,6 +17,7 @@ from portal.config.types import Model
 
 Algorithm = Literal["SHA1", "SHA256", "SHA512"]
 ALGORITHMS: tuple[Algorithm, ...] = ("SHA1", "SHA256", "SHA512")
+SECRET_SIZE_MAXIMUM = 128
 SECRET_SIZE_MINIMUM = 20  # Authelia's TOTPSecretSizeMinimum (bytes)
 PERIOD_MINIMUM = 15  # seconds
 
@@ -51,7 +52,9 @@ class TotpConfig(Model):
     algorithm: Algorithm = "SHA1"
     digits: int = 6
     period: int = 30  # seconds per time step
-    skew: int = Field(1, ge=0)  # time steps accepted either side of the current one
+    # Time steps accepted either side of the current one. Capped (a portal bound; Authelia has
+    # none): every check tries each step, and a huge skew would make codes never expire.
+    skew: int = Field(1, ge=0, le=10)
     secret_size: int = 32  # bytes of random secret
     allowed_algorithms: tuple[Algorithm, ...] = ("SHA1",)
     allowed_digits: tuple[int, ...] = (6,)
@@ -100,6 +103,9 @@ class TotpConfig(Model):
     def _secret_size(cls, value: int) -> int:
         if value < SECRET_SIZE_MINIMUM:
             raise ValueError(f"must be {SECRET_SIZE_MINIMUM} or more, not {value}")
+        # A portal bound: 1024 bits is beyond any HMAC key's use, and QR codes stay scannable.
+        if value > SECRET_SIZE_MAXIMUM:
+            raise ValueError(f"must be {SECRET_SIZE_MAXIMUM} or less, not {value}")
         return value
 
     @model_validator(mode="after")

@@ -1242,6 +1242,8 @@ def test_totp_algorithms_are_read_case_insensitively_and_the_configured_values_a
         ({"allowed_periods": [5]}, "totp.allowed_periods: must be 15 seconds or more, not 5"),
         ({"secret_size": 16}, "totp.secret_size: must be 20 or more, not 16"),
         ({"skew": -1}, "totp.skew: must be greater than or equal to 0"),
+        ({"skew": 100_000_000}, "totp.skew: must be less than or equal to 10"),
+        ({"secret_size": 4096}, "totp.secret_size: must be 128 or less, not 4096"),
         ({"skews": 1}, "totp.skews: unknown option (check the spelling and the indentation)"),
     ],
 )

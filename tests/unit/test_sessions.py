@@ -808,3 +808,54 @@ async def test_update_of_an_ended_session_returns_none_and_creates_nothing(
     await sessions.destroy(value)
     assert await sessions.update(session.id, {"elevated_until": 1.0}) is None
     assert stored_rows(db) == []
+
+
+async def test_a_session_ended_while_its_level_rises_stays_ended(
+    storage: SqliteStorage,
+    sessions: SessionStore,
+    cookie: SessionCookieConfig,
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A password reset on another instance ends every session of john between raise_level's
+    # read and its write: the second factor must not bring the ended session back.
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    real_get = storage.session_get
+    reads = 0
+
+    async def read_then_end_everything(session_id: str) -> SessionRecord | None:
+        nonlocal reads
+        reads += 1
+        record = await real_get(session_id)
+        if reads == 2:  # raise_level's own read, after get()'s
+            await storage.session_delete_user("john")
+        return record
+
+    monkeypatch.setattr(storage, "session_get", read_then_end_everything)
+    with pytest.raises(LookupError):
+        await sessions.raise_level(value, cookie, method="otp")
+    monkeypatch.undo()
+    assert stored_rows(db) == []
+
+
+async def test_a_refresh_keeps_what_was_written_while_it_asked_the_backend(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = Directory(JOHN)
+    sessions = refreshing(storage, clock, directory, 5 * MINUTE)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    session = await sessions.get(value, cookie)
+    assert session is not None
+    directory.users["john"] = replace(JOHN, groups=("dev",))
+
+    async def elevate_elsewhere() -> None:  # another request, while the backend answers
+        await SessionStore(storage, clock).update(
+            session.id, {"elevated_until": clock.now() + 600, "elevated_ip": "192.0.2.7"}
+        )
+
+    directory.during_lookup = elevate_elsewhere
+    clock.advance(5 * MINUTE)
+    refreshed = await sessions.get(value, cookie)
+    directory.during_lookup = None
+    assert refreshed is not None and refreshed.groups == ("dev",)
+    assert refreshed.elevated("192.0.2.7", clock.now())
