@@ -120,7 +120,7 @@ async def test_john_sets_up_his_app_and_reaches_a_two_factor_site_through_nginx(
         await page.goto(vault)
         await sign_in(page)
         assert page.url.startswith(site.portal_url("/2fa/one-time-password"))
-        await expect(page.get_by_label("Code")).to_be_focused()
+        await expect(page.get_by_label("Code from your authenticator app")).to_be_focused()
         await shoot(page, shots, "2fa-code")
         right = pyotp.TOTP(secret)
         wrong = f"{(int(right.now()) + 1) % 1_000_000:06d}"
