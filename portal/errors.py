@@ -33,6 +33,7 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- TotpNotRegisteredError       404  no TOTP device to remove
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
+    |       +-- ResetCodeRejectedError  400  its second factor was missing or refused [page]
     +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
     +-- BadRequestError              400  the client sent something unusable (message given)
         +-- PayloadTooLargeError     413
