@@ -51,7 +51,10 @@ async def sessions_of(client: Client) -> list[dict[str, Any]]:
 
 async def two_browsers(start_portal: StartPortal) -> tuple[Portal, Portal]:
     """john on his laptop (portal a) and on his phone (portal b), the phone signed in later."""
-    laptop, phone = await start_portal(access_control=ONE_FACTOR), await start_portal(access_control=ONE_FACTOR)
+    laptop, phone = (
+        await start_portal(access_control=ONE_FACTOR),
+        await start_portal(access_control=ONE_FACTOR),
+    )
     await sign_in_as(laptop.client, "john", FIREFOX, "198.51.100.10")
     laptop.clock.advance(60)
     await sign_in_as(phone.client, "john", PHONE, "203.0.113.77")
@@ -73,7 +76,14 @@ async def test_the_list_shows_both_sessions_and_which_one_is_current(
     assert [s["current"] for s in from_phone] == [False, True]
     assert [s["id"] for s in from_phone] == [s["id"] for s in from_laptop]
     assert from_laptop[1]["created_at"] - from_laptop[0]["created_at"] == 60
-    assert set(from_laptop[0]) == {"id", "current", "created_at", "last_seen_at", "ip", "user_agent"}
+    assert set(from_laptop[0]) == {
+        "id",
+        "current",
+        "created_at",
+        "last_seen_at",
+        "ip",
+        "user_agent",
+    }
     # SECURITY: the public id is neither the cookie value nor its stored hash.
     stored = {r.id for r in await laptop.storage.sessions_of_user("john")}
     cookies = {c.value for p in (laptop, phone) for c in p.client.session.cookie_jar}
@@ -106,7 +116,9 @@ async def test_a_session_ended_from_the_page_is_refused_by_auth_request_within_a
     page = await (await laptop.client.get("/settings")).text()
     phone_id = _SESSION_ID.findall(page)[1]
 
-    ended = await submit(laptop.client, "/settings", "/settings/sessions", action="end", id=phone_id)
+    ended = await submit(
+        laptop.client, "/settings", "/settings/sessions", action="end", id=phone_id
+    )
     shown = await follow_result(laptop.client, ended)
 
     assert ended.status == 303
