@@ -240,6 +240,14 @@ class TotpNotRegisteredError(PortalError):
     public_message = "You have no one-time password app set up."
 
 
+class SessionNotFoundError(PortalError):
+    """A user asked to end a session that is not one of their own live sessions (another
+    user's id is not theirs: the same answer, so it tells nothing about other users)."""
+
+    status = 404
+    public_message = "You have no active session with that id."
+
+
 class PasswordChangeRequiredError(PortalError):
     """The password is right, but the backend lets nobody in with it until it is changed.
 

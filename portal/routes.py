@@ -16,6 +16,7 @@ from portal.handlers import (
     health,
     reset,
     second_factor,
+    security,
     settings,
     signin,
     totp,
@@ -105,6 +106,12 @@ def _routes(app: web.Application) -> None:
     add.add_static("/static/", STATIC, name="static")
     if app[CAPTCHA].self_hosted:
         add.add_get("/api/captcha/challenge", captcha.challenge_get, name="captcha_challenge")
+    # The security settings page and the user's sessions (no elevation: they only end access).
+    add.add_get(security.SETTINGS, security.settings_get, name="security_settings")
+    add.add_post(security.SESSIONS_FORM, security.sessions_post)
+    add.add_get("/api/user/sessions", security.api_sessions_get, name="user_sessions")
+    add.add_delete("/api/user/sessions", security.api_sessions_delete)
+    add.add_delete("/api/user/sessions/{session_id}", security.api_session_delete)
     # The elevated session (Authelia 4.39): its API, its pages and the mail's revoke page.
     add.add_post("/api/user/session/elevation", elevation.api_elevation_post)
     add.add_put("/api/user/session/elevation", elevation.api_elevation_put)

@@ -68,6 +68,10 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         users=users,
         refresh_interval=config.authentication_backend.refresh_seconds,
         audit=deps.audit,
+        # The key of the sessions' public ids: session.secret, else storage.encryption_key.
+        public_id_secret=(
+            config.session.secret or config.storage.encryption_key
+        ).get_secret_value(),
     )
     limiter = RateLimiter(storage, clock)
     regulator = Regulator(storage, clock, config.regulation)

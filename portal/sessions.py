@@ -10,10 +10,17 @@ on any instance (its row deleted) stops working everywhere within `cache_ttl`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
@@ -68,6 +75,26 @@ class Session:
 
 
 ONE_FACTOR, TWO_FACTORS = 1, 2
+# What a session keeps of its client at sign-in, in characters: an IPv6 address with a zone
+# fits in MAX_IP; a User-Agent is cut (browsers send 100 to 300).
+MAX_IP, MAX_USER_AGENT = 64, 512
+_PUBLIC_ID_INFO = b"portal session public id v1"
+
+
+@dataclass(frozen=True)
+class ListedSession:
+    """One live session of a user, as their list of sessions shows it (GET /api/user/sessions).
+
+    `id` is the public id (SessionStore.public_id), never the stored id; times are Unix
+    seconds; `ip` and `user_agent` are what the client sent at sign-in ("" when unknown).
+    """
+
+    id: str
+    current: bool
+    created_at: float
+    last_seen_at: float
+    ip: str
+    user_agent: str
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,7 @@ class SessionStore:
         touch_interval: float = 10.0,
         cache_size: int = 10_000,
         audit: AuditSink = audit,
+        public_id_secret: str | None = None,
     ) -> None:
         if cache_ttl < 0 or touch_interval < 0 or cache_size < 1:
             raise ValueError("cache_ttl and touch_interval must be >= 0, cache_size >= 1")
@@ -120,9 +148,92 @@ class SessionStore:
         # One storage read per session id at a time: when a cached entry expires under load,
         # every request for it would otherwise queue its own read (a thundering herd).
         self._inflight: dict[str, asyncio.Future[SessionRecord | None]] = {}
+        # SECURITY: public ids are a keyed hash of the stored id, so neither the cookie's hash
+        # nor anything that opens a session is shown; without a secret, one for this process.
+        raw = public_id_secret.encode() if public_id_secret else secrets.token_bytes(32)
+        self._public_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=_PUBLIC_ID_INFO
+        ).derive(raw)
 
-    async def create(self, user: User, cookie: SessionCookieConfig, *, remember_me: bool) -> str:
-        """Open a session for user under cookie's domain and return the new cookie value."""
+    def public_id(self, session_id: str) -> str:
+        """Return the opaque id a user sees for the session with that stored id (Session.id).
+
+        HMAC-SHA256 (RFC 2104) of the stored id under a key derived with HKDF (RFC 5869) from
+        `public_id_secret`; 32 base64url characters, stable for the session's life (a raised
+        level rotates the stored id, and so the public one).
+        """
+        digest = hmac.new(self._public_key, session_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+
+    async def list_user_sessions(
+        self,
+        username: str,
+        cookies: Sequence[SessionCookieConfig],
+        *,
+        current_id: str | None = None,
+    ) -> list[ListedSession]:
+        """Return the user's live sessions, oldest first; `current` marks current_id's.
+
+        A session counts as live under its own cookie domain's expiration and inactivity (one
+        of `cookies`; a session of a domain no longer configured is not listed).
+        """
+        now = self._clock.now()
+        by_domain = {c.domain: c for c in cookies}
+        listed = []
+        for record in await self._storage.sessions_of_user(username):
+            cookie = by_domain.get(str(record.data.get("domain")))
+            if cookie is None or _ended(record, cookie, now):
+                continue
+            listed.append(
+                ListedSession(
+                    id=self.public_id(record.id),
+                    current=record.id == current_id,
+                    created_at=record.created_at,
+                    last_seen_at=record.last_active_at,
+                    ip=str(record.data.get("ip") or ""),
+                    user_agent=str(record.data.get("user_agent") or ""),
+                )
+            )
+        return listed
+
+    async def end_user_session(self, username: str, public_id: str) -> str | None:
+        """End the user's own session with that public id; return its stored id, or None when
+        the user has no such session (another user's id finds nothing).
+
+        The row is deleted: every instance refuses it within its cache_ttl (at once with Redis,
+        whose session_delete tells every replica).
+        """
+        for record in await self._storage.sessions_of_user(username):
+            if hmac.compare_digest(self.public_id(record.id), public_id):
+                self._forget(record.id)
+                await self._storage.session_delete(record.id)
+                return record.id
+        return None
+
+    async def end_other_sessions(self, username: str, keep_id: str) -> int:
+        """End every session of the user but the one with stored id keep_id; return how many."""
+        ended = 0
+        for record in await self._storage.sessions_of_user(username):
+            if record.id != keep_id:
+                self._forget(record.id)
+                ended += await self._storage.session_delete(record.id)
+        return ended
+
+    async def create(
+        self,
+        user: User,
+        cookie: SessionCookieConfig,
+        *,
+        remember_me: bool,
+        ip: str = "",
+        user_agent: str = "",
+    ) -> str:
+        """Open a session for user under cookie's domain and return the new cookie value.
+
+        ip and user_agent (the client's address and User-Agent header at sign-in) are kept in
+        the session's data, cut to MAX_IP and MAX_USER_AGENT characters, for the user's list of
+        sessions (ListedSession); nothing decides anything on them.
+        """
         # SECURITY: a disabled user never gets a session, whatever the caller forgot to check;
         # nor does one whose password must be changed first.
         if user.disabled or user.change_reason is not None:
@@ -155,6 +266,8 @@ class SessionStore:
                 "level": ONE_FACTOR,
                 "amr": ["pwd"],
                 "auth_time": now,
+                "ip": ip[:MAX_IP],
+                "user_agent": user_agent[:MAX_USER_AGENT],
             },
         )
         await self._storage.session_save(record)

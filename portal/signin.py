@@ -128,9 +128,18 @@ class SignInService:
         self._audit("signin_captcha_failed", ip=ip)
 
     async def sign_in(
-        self, username: str, password: str, ip: str, *, remember_me: bool, host: str
+        self,
+        username: str,
+        password: str,
+        ip: str,
+        *,
+        remember_me: bool,
+        host: str,
+        user_agent: str = "",
     ) -> tuple[User, str, SessionCookieConfig]:
         """Open a session for good credentials; raise SignInFailedError for anything else.
+
+        ip and user_agent are kept with the session for the user's list of sessions.
 
         Raise PasswordChangeRequiredError instead when the password is right but must be changed
         first (a directory's forced change or expiry): no session, and only its owner is told.
@@ -167,6 +176,8 @@ class SignInService:
                 "signin_password_change_required", username=user.username, ip=ip, reason=change
             )
             raise PasswordChangeRequiredError(change)
-        value = await self._sessions.create(user, cookie, remember_me=remember_me)
+        value = await self._sessions.create(
+            user, cookie, remember_me=remember_me, ip=ip, user_agent=user_agent
+        )
         self._audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)
         return user, value, cookie

@@ -94,6 +94,7 @@ async def signin_post(request: web.Request) -> web.Response:
             request_ip(request),
             remember_me=remember,
             host=request_host(request),
+            user_agent=request.headers.get("User-Agent", ""),
         )
     except PasswordChangeRequiredError as exc:
         # Told only to who proved the password; the form's link leads to the reset.
@@ -166,6 +167,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
             request_ip(request),
             remember_me=body.keep_me_logged_in,
             host=request_host(request),
+            user_agent=request.headers.get("User-Agent", ""),
         )
     except (SignInFailedError, PasswordChangeRequiredError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=401)

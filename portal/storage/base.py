@@ -281,6 +281,8 @@ class SessionRecordStore(Protocol):
     - `session_touch` never moves last_active_at backwards and ignores unknown ids.
     - `session_delete_user` finds and deletes every session of that user (a store without a
       username column needs a per-user index) and leaves other users' sessions alone.
+    - `sessions_of_user` returns every stored session of that user (expired or not, as
+      `session_get` would return each), oldest created first, and no other user's.
     - `purge_sessions` deletes records with expires_at strictly before the cutoff, nothing else.
     """
 
@@ -306,6 +308,10 @@ class SessionRecordStore(Protocol):
 
     async def session_delete_user(self, username: str) -> int:
         """Delete every session of that user; return how many."""
+        ...
+
+    async def sessions_of_user(self, username: str) -> list[SessionRecord]:
+        """Return every session of that user, oldest created_at first (empty if none)."""
         ...
 
     async def purge_sessions(self, *, expired_before: float) -> int:

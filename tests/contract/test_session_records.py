@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from portal.storage.base import SessionRecord, SessionRecordStore
 from tests.contract.records import HOUR, NOW, session
 
@@ -103,3 +105,31 @@ async def test_sessions_ended_on_one_instance_are_gone_for_the_other(
 
     assert await storage.session_get("johns-laptop") is None
     assert await storage.session_get("johns-phone") is None
+
+
+async def test_a_users_sessions_are_listed_oldest_first_and_no_one_elses(
+    storage: SessionRecordStore,
+) -> None:
+    phone = replace(session("johns-phone"), created_at=NOW + 5, last_active_at=NOW + 5)
+    await storage.session_save(phone)
+    await storage.session_save(session("johns-laptop", data={"ip": "192.0.2.7"}))
+    await storage.session_save(session("marys-laptop", username="mary"))
+
+    listed = await storage.sessions_of_user("john")
+
+    assert listed == [session("johns-laptop", data={"ip": "192.0.2.7"}), phone]
+    assert [r.id for r in await storage.sessions_of_user("mary")] == ["marys-laptop"]
+    assert await storage.sessions_of_user("nobody") == []
+
+
+async def test_a_deleted_session_is_no_longer_listed_on_any_instance(
+    storage: SessionRecordStore, other_instance: SessionRecordStore
+) -> None:
+    await storage.session_save(session("johns-laptop"))
+    await storage.session_save(session("johns-phone"))
+
+    assert await other_instance.session_delete("johns-phone")
+
+    assert [r.id for r in await storage.sessions_of_user("john")] == ["johns-laptop"]
+    assert await other_instance.session_delete_user("john") == 1
+    assert await storage.sessions_of_user("john") == []

@@ -239,6 +239,7 @@ async def second_factor_states(walk: Walk) -> None:
     await page.fill("#token", pyotp.TOTP(secret).now())
     await walk.click("totp: registered", "#confirm-totp")
     await walk.goto("totp: set up already", "/settings/one-time-password")
+    await walk.goto("security settings", "/settings")
     await walk.goto("second step: code", "/2fa/one-time-password")
     await page.fill("#token", "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
     await walk.click("second step: wrong code", "#verify-button")

@@ -101,6 +101,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/one-time-password", ("GET", "POST"), "form", ("action", "token")),
     Route("/settings/one-time-password/registered", ("GET",), "none"),
     Route("/settings/one-time-password/removed", ("GET",), "none"),
+    Route("/settings", ("GET",), "none"),
+    Route("/settings/sessions", ("POST",), "form", ("action", "id")),
+    Route("/api/user/sessions", ("GET", "DELETE"), "json"),
+    Route("/api/user/sessions/{session_id}", ("DELETE",), "json"),
 )
 OTHER_PATHS = (
     "/nowhere",

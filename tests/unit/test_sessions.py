@@ -859,3 +859,48 @@ async def test_a_refresh_keeps_what_was_written_while_it_asked_the_backend(
     directory.during_lookup = None
     assert refreshed is not None and refreshed.groups == ("dev",)
     assert refreshed.elevated("192.0.2.7", clock.now())
+
+
+# -- the user's list of sessions ---------------------------------------------------------------
+
+
+async def test_a_users_list_keeps_address_and_user_agent_and_marks_the_current_one(
+    sessions: SessionStore, cookie: SessionCookieConfig, clock: FakeClock
+) -> None:
+    laptop = await sessions.create(
+        JOHN, cookie, remember_me=False, ip="192.0.2.1", user_agent="x" * 600
+    )
+    clock.advance(5)
+    await sessions.create(JOHN, cookie, remember_me=False, ip="192.0.2.2", user_agent="curl/8")
+    await sessions.create(HARRY, cookie, remember_me=False)
+    current = await sessions.get(laptop, cookie)
+    assert current is not None
+
+    listed = await sessions.list_user_sessions("john", [cookie], current_id=current.id)
+
+    assert [(s.current, s.ip, len(s.user_agent)) for s in listed] == [
+        (True, "192.0.2.1", 512),
+        (False, "192.0.2.2", 6),
+    ]
+    assert listed[0].id == sessions.public_id(current.id) != current.id
+    clock.advance(10 * MINUTE)  # past inactivity: no longer live, no longer listed
+    assert await sessions.list_user_sessions("john", [cookie]) == []
+
+
+async def test_public_ids_depend_on_the_secret_and_only_the_owner_ends_a_session(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    one = SessionStore(storage, clock, public_id_secret="a secret")
+    same = SessionStore(storage, clock, public_id_secret="a secret")
+    other = SessionStore(storage, clock, public_id_secret="another secret")
+    value = await one.create(JOHN, cookie, remember_me=False)
+    session = await one.get(value, cookie)
+    assert session is not None
+    public = one.public_id(session.id)
+    assert public == same.public_id(session.id) != other.public_id(session.id)
+
+    assert await one.end_user_session("harry", public) is None
+    assert await one.get(value, cookie) is not None
+    assert await same.end_user_session("john", public) == session.id
+    clock.advance(1.0)  # the other instance trusts its cached copy for cache_ttl at most
+    assert await one.get(value, cookie) is None

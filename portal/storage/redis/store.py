@@ -254,6 +254,20 @@ class RedisSessionStore:
         deleted = await self._script("delete a user's sessions", DELETE_USER, keys, args)
         return int(deleted)
 
+    async def sessions_of_user(self, username: str) -> list[SessionRecord]:
+        """Return every session of the user (the per-user index), oldest created_at first.
+
+        Each indexed id is read as session_get reads it: a record that does not open, or whose
+        username is not this one (a keyed-hash index never holds another's, but it is checked),
+        is left out.
+        """
+        client = self._started()
+        index = USER_INDEX + self._sealer.user_tag(username)
+        ids = await self._call("list a user's sessions", lambda: client.smembers(index))
+        records = [await self.session_get(str(i)) for i in sorted(ids)]
+        found = [r for r in records if r is not None and r.username == username]
+        return sorted(found, key=lambda r: (r.created_at, r.id))
+
     async def purge_sessions(self, *, expired_before: float) -> int:
         """Delete sessions with expires_at before `expired_before`; return how many existed."""
         total = 0

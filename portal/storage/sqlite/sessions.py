@@ -67,6 +67,15 @@ class SqliteSessionRecords(SqliteCore):
             "session_delete_user", "DELETE FROM sessions WHERE username = ?", (username,)
         )
 
+    async def sessions_of_user(self, username: str) -> list[SessionRecord]:
+        """Return every session of that user, oldest created_at first (empty if none)."""
+        rows = await self._fetch(
+            "sessions_of_user",
+            SELECT_SESSIONS + " WHERE username = ? ORDER BY created_at, id",
+            (username,),
+        )
+        return [session_from_row(row) for row in rows]
+
     async def purge_sessions(self, *, expired_before: float) -> int:
         """Delete sessions that expired before `expired_before`; return how many."""
         return await self._write_count(
