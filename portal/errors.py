@@ -31,6 +31,7 @@ marked [page] and answer with a page of their own (the form again with the messa
     |                                     device or banned, one answer for all [page]
     +-- TotpAlreadyRegisteredError   409  a TOTP device is registered: remove it first
     +-- TotpNotRegisteredError       404  no TOTP device to remove
+    +-- SessionNotFoundError         404  not one of the user's own live sessions
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     |       +-- ResetCodeRejectedError  400  its second factor was missing or refused [page]
