@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from portal.errors import SessionStoreUnavailableError
+from portal.keys import SESSIONS, USERS
 from tests.web.conftest import (
     DEMO_PASSWORD,
     Client,
@@ -115,6 +117,38 @@ async def test_john_changes_his_password_and_only_his_other_sessions_end(
     assert NEW_PASSWORD not in mail.as_string()
     assert [e["username"] for e in audit_events(caplog, "password_changed")] == ["john"]
     assert NEW_PASSWORD not in caplog.text
+
+
+async def test_when_the_store_fails_after_the_write_the_outbox_ends_the_others_not_this_one(
+    elevated: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sign-in with the old password slips in between the two ends, and the session store
+    # fails right after the write: the outbox ends that session, and keeps the current one.
+    portal = elevated
+    sessions = portal.client.app[SESSIONS]
+    john = await portal.client.app[USERS].get_user("john")
+    assert john is not None
+    cookie = portal.config.session.cookies[0]
+    real = sessions.destroy_user
+    calls = 0
+    slipped_in: list[str] = []
+
+    async def flaky(username: str, *, keep: str | None = None) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise SessionStoreUnavailableError("the session store went away")
+        ended = await real(username, keep=keep)
+        if calls == 1:
+            slipped_in.append(await sessions.create(john, cookie, remember_me=False))
+        return ended
+
+    monkeypatch.setattr(sessions, "destroy_user", flaky)
+    assert (await change_password(portal.client, DEMO_PASSWORD, NEW_PASSWORD)).status == 200
+    await portal.drain_outbox()
+    assert calls == 3, "the outbox ended the sessions once the store answered"
+    assert await sessions.get(slipped_in[0], cookie) is None
+    assert await signed_in(portal.client) == 200
 
 
 async def test_a_reset_link_mailed_before_the_change_no_longer_works(
