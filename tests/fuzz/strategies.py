@@ -101,6 +101,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/one-time-password", ("GET", "POST"), "form", ("action", "token")),
     Route("/settings/one-time-password/registered", ("GET",), "none"),
     Route("/settings/one-time-password/removed", ("GET",), "none"),
+    Route("/api/change-password", ("POST",), "json", ("old_password", "new_password")),
+    Route(
+        "/settings/password",
+        ("GET", "POST"),
+        "form",
+        ("current_password", "password", "password_confirm"),
+    ),
+    Route("/settings/password/changed", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",

@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from portal.errors import SessionStoreUnavailableError
-from portal.keys import SESSIONS, USERS
+from portal.keys import SESSIONS, TOTP, USERS
+from portal.totp import code_at
 from tests.web.conftest import (
     DEMO_PASSWORD,
     Client,
@@ -261,6 +262,28 @@ async def test_an_unelevated_page_visit_goes_to_the_elevation_page(portal: Porta
     response = await portal.client.get(PAGE, allow_redirects=False)
     assert response.status == 303
     assert response.headers["Location"] == "/settings/elevate?next=/settings/password"
+
+
+@pytest.mark.parametrize("skips", [False, True])
+async def test_a_two_factor_session_needs_no_code_only_with_skip_second_factor(
+    start_portal: StartPortal, skips: bool
+) -> None:
+    skip = {"elevated_session": {"skip_second_factor": skips}}
+    portal = await start_portal(identity_validation=skip, **OPEN)
+    totp = portal.client.app[TOTP]
+    pending = totp.start_registration("john")
+    code = code_at(pending.secret, pending.parameters, portal.clock.now())
+    await totp.complete_registration("john", pending, code, "192.0.2.1")
+    portal.clock.advance(pending.parameters.period)  # a fresh code: the last one is spent
+    assert (await sign_in(portal.client)).status == 302
+    code = code_at(pending.secret, pending.parameters, portal.clock.now())
+    assert (await portal.client.post("/api/secondfactor/totp", json={"token": code})).status == 200
+
+    body = {"old_password": DEMO_PASSWORD, "new_password": NEW_PASSWORD}
+    response = await portal.client.post(API, json=body)
+    assert response.status == (200 if skips else 403)
+    page = await portal.client.get(PAGE, allow_redirects=False)
+    assert page.status == (200 if skips else 303)
 
 
 async def test_with_password_change_disabled_nothing_exists(start_portal: StartPortal) -> None:
