@@ -107,10 +107,12 @@ class PasswordChanger:
             )
             await self._outbox.enqueue(END_SESSIONS, {"username": user.username, "keep": keep})
 
-    async def written(self, user: User, ip: str, at: float) -> None:
-        """Queue the changed mail (time `at`, address `ip`); the sessions ended in `write`."""
+    async def written(self, user: User, ip: str, at: float, *, kept_session: bool = False) -> None:
+        """Queue the changed mail (time `at`, address `ip`); the sessions ended in `write`
+        (`kept_session`: but the one the change was made from, which the mail says)."""
         await self._outbox.enqueue(
-            CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": at}
+            CHANGED_MAIL,
+            {"username": user.username, "ip": ip, "changed_at": at, "kept_session": kept_session},
         )
 
     async def end_sessions_job(self, message: OutboxMessage) -> None:
@@ -136,6 +138,7 @@ class PasswordChanger:
                 "username": user.username,
                 "changed_at": when(float(message.payload["changed_at"])),
                 "ip": str(message.payload["ip"]),
+                "kept_session": bool(message.payload.get("kept_session")),
                 "reset_url": f"{base}/reset-password/step1",
                 "portal_url": base,
             },

@@ -79,7 +79,7 @@ class PasswordSelfChange:
         await self._verifications.revoke_identity_verifications_for(
             user.username, ACTION, at=now, ip=ip
         )
-        await self._passwords.written(user, ip, now)
+        await self._passwords.written(user, ip, now, kept_session=True)
         self._audit("password_changed", username=user.username, ip=ip)
 
     async def _proven(self, username: str, current: str, ip: str) -> User:

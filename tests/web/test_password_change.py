@@ -27,6 +27,7 @@ from tests.web.conftest import (
     sign_in,
     signed_in,
     submit,
+    text_of,
 )
 from tests.web.test_totp_registration import elevate
 
@@ -116,6 +117,7 @@ async def test_john_changes_his_password_and_only_his_other_sessions_end(
     assert mail["Subject"] == "[Portal] Your password was changed"
     assert mail["To"] == "john.doe@authelia.com"
     assert NEW_PASSWORD not in mail.as_string()
+    assert "Every other session of your account was signed out" in text_of(mail)
     assert [e["username"] for e in audit_events(caplog, "password_changed")] == ["john"]
     assert NEW_PASSWORD not in caplog.text
 

@@ -86,6 +86,8 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       redis.call('SREM', KEYS[1], id)
       deleted = deleted + 1
     end
+  else
+    redis.call('SREM', KEYS[1], id)
   end
 end
 if not kept then redis.call('DEL', KEYS[1]) end
