@@ -16,6 +16,7 @@ from portal.config import Config
 from portal.csrf import csrf_middleware
 from portal.deps import Dependencies, build_dependencies
 from portal.handlers import assets
+from portal.handlers.password import PASSWORD_SETTINGS
 from portal.handlers.totp import TOTP_SETTINGS
 from portal.headers import security_headers
 from portal.keys import (
@@ -26,6 +27,7 @@ from portal.keys import (
     ELEVATION,
     NOTIFIER,
     OUTBOX,
+    PASSWORD_SELF_CHANGE,
     QUESTIONS,
     RESET,
     SESSION_RECORDS,
@@ -140,6 +142,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[ADDRESSES] = services.addresses
     app[SIGNIN] = services.signin
     app[RESET] = services.reset
+    app[PASSWORD_SELF_CHANGE] = services.password_self_change
     app[QUESTIONS] = services.questions
     app[CAPTCHA] = services.captcha
     app[ELEVATION] = services.elevation
@@ -155,6 +158,10 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         favicon=assets.asset(config, "favicon.ico") is not None,
         # The signed-in page links to the TOTP settings while TOTP is on.
         totp_settings_url=None if config.totp.disable else TOTP_SETTINGS,
+        # ... and to the password change unless authentication_backend.password_change.disable.
+        password_settings_url=(
+            None if config.authentication_backend.password_change.disable else PASSWORD_SETTINGS
+        ),
     )
     app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)

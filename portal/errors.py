@@ -27,6 +27,8 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- ElevationFailedError         401  the one-time code is wrong, expired, used, revoked [page]
     +-- ElevationRequiredError       403  a sensitive setting needs an elevated session first
     +-- PasswordChangeRequiredError  401  right password, but it must be changed first [page]
+    +-- CurrentPasswordRejectedError 401  a signed-in change's current password is wrong, or
+    |                                     the account or address is banned: one answer [page]
     +-- SecondFactorFailedError      401  "Incorrect code.": wrong, replayed, expired, no
     |                                     device or banned, one answer for all [page]
     +-- TotpAlreadyRegisteredError   409  a TOTP device is registered: remove it first
@@ -266,6 +268,14 @@ class PasswordChangeRequiredError(PortalError):
             else "Your administrator asks you to choose a new password."
         )
         self.public_message = f"{first} Choose a new one before you sign in."
+
+
+class CurrentPasswordRejectedError(PortalError):
+    """A signed-in password change came with a wrong current password, or under a regulation
+    ban: one answer for both, as a sign-in gives (portal/password_self_change.py)."""
+
+    status = 401
+    public_message = "Your current password is not correct."
 
 
 class PasswordRejectedError(PortalError):

@@ -11,6 +11,7 @@ from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
+from portal.password_self_change import PasswordSelfChange
 from portal.reset import PasswordResetService
 from portal.second_factor import TotpService
 from portal.security_questions import SecurityQuestionsService
@@ -26,6 +27,7 @@ STORAGE = web.AppKey("storage", Storage)
 NOTIFIER = web.AppKey("notifier", Notifier)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESET = web.AppKey("reset", PasswordResetService)
+PASSWORD_SELF_CHANGE = web.AppKey("password_self_change", PasswordSelfChange)
 SESSIONS = web.AppKey("sessions", SessionStore)
 # session.redis's store, or None when the session records live in STORAGE.
 SESSION_RECORDS: web.AppKey[SessionProvider | None] = web.AppKey("session_records")

@@ -1,10 +1,11 @@
-"""The one path that sets a user's new password, for a reset today and a signed-in change soon.
+"""The one path that sets a user's new password, for a reset and for a signed-in change.
 
 A caller that has proved who the user is (a reset link, or the current password) asks
 `rejections` first: the confirmation matches, the password policy holds, and the password is not
-the current one. It then calls `write`, which ends every session of the user before and after
-the password is written, and once its own bookkeeping is done (a reset consumes its link first
-and revokes the others after), `written`: the "your password was changed" mail is queued.
+the current one. It then calls `write`, which ends every session of the user (but the one a
+signed-in change is made from) before and after the password is written, and once its own
+bookkeeping is done (a reset consumes its link first and revokes the others after), `written`:
+the "your password was changed" mail is queued.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class PasswordChanger:
         except PasswordChangeRequiredError:
             return True  # the directory proved it right, then asked for another one
 
-    async def write(self, user: User, password: str) -> None:
-        """End the user's sessions, write the password, end them again.
+    async def write(self, user: User, password: str, *, keep: str | None = None) -> None:
+        """End the user's sessions, write the password, end them again; the session whose id
+        is `keep` (Session.id: a signed-in change keeps the session that made it) stays.
 
         SECURITY: a new password must never leave an old session open (ASVS 5.0 7.4.3), even
         when the session store fails. Its sessions end first: if that fails (the store is down:
@@ -92,10 +94,10 @@ class PasswordChanger:
         Raises what the user backend raises (PasswordRejectedError when the directory's own
         policy refuses it, PasswordWriteError, BackendUnavailableError).
         """
-        await self._sessions.destroy_user(user.username)
+        await self._sessions.destroy_user(user.username, keep=keep)
         await self._users.set_password(user.username, password)
         try:
-            await self._sessions.destroy_user(user.username)
+            await self._sessions.destroy_user(user.username, keep=keep)
         except Exception as exc:
             log.warning(
                 "password changed for %r but its sessions could not be ended now (%s); "
@@ -103,17 +105,23 @@ class PasswordChanger:
                 user.username,
                 type(exc).__name__,
             )
-            await self._outbox.enqueue(END_SESSIONS, {"username": user.username})
+            await self._outbox.enqueue(END_SESSIONS, {"username": user.username, "keep": keep})
 
-    async def written(self, user: User, ip: str, at: float) -> None:
-        """Queue the changed mail (time `at`, address `ip`); the sessions ended in `write`."""
+    async def written(self, user: User, ip: str, at: float, *, kept_session: bool = False) -> None:
+        """Queue the changed mail (time `at`, address `ip`); the sessions ended in `write`
+        (`kept_session`: but the one the change was made from, which the mail says)."""
         await self._outbox.enqueue(
-            CHANGED_MAIL, {"username": user.username, "ip": ip, "changed_at": at}
+            CHANGED_MAIL,
+            {"username": user.username, "ip": ip, "changed_at": at, "kept_session": kept_session},
         )
 
     async def end_sessions_job(self, message: OutboxMessage) -> None:
-        """End every session of the user the message names (outbox job; raises to be retried)."""
-        await self._sessions.destroy_user(str(message.payload["username"]))
+        """End every session of the user the message names but its `keep` (outbox job; raises
+        to be retried)."""
+        keep = message.payload.get("keep")
+        await self._sessions.destroy_user(
+            str(message.payload["username"]), keep=str(keep) if keep else None
+        )
 
     async def deliver_changed_mail(self, message: OutboxMessage) -> None:
         """Tell the user their password changed, with time and IP (outbox job)."""
@@ -130,6 +138,7 @@ class PasswordChanger:
                 "username": user.username,
                 "changed_at": when(float(message.payload["changed_at"])),
                 "ip": str(message.payload["ip"]),
+                "kept_session": bool(message.payload.get("kept_session")),
                 "reset_url": f"{base}/reset-password/step1",
                 "portal_url": base,
             },

@@ -14,6 +14,7 @@ from portal.handlers import (
     captcha,
     elevation,
     health,
+    password,
     reset,
     second_factor,
     security,
@@ -133,6 +134,13 @@ def _routes(app: web.Application) -> None:
         add.add_post(totp.TOTP_SETTINGS, totp.settings_post)
         add.add_get(totp.REGISTERED, totp.settings_registered_get)
         add.add_get(totp.REMOVED, totp.settings_removed_get)
+
+    if not app[CONFIG].authentication_backend.password_change.disable:
+        # The signed-in password change (Authelia's route); with disable they do not exist.
+        add.add_post("/api/change-password", password.api_change_password_post)
+        add.add_get(password.PASSWORD_SETTINGS, password.password_get, name="password_settings")
+        add.add_post(password.PASSWORD_SETTINGS, password.password_post)
+        add.add_get(password.CHANGED, password.password_changed_get)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

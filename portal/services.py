@@ -14,6 +14,7 @@ from portal.forwarded import ClientAddresses
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
 from portal.password_change import PasswordChanger
+from portal.password_self_change import PasswordSelfChange
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
@@ -34,6 +35,7 @@ class Services:
     authz: Authorizer
     addresses: ClientAddresses
     passwords: PasswordChanger
+    password_self_change: PasswordSelfChange
     signin: SignInService
     reset: PasswordResetService
     questions: SecurityQuestionsService
@@ -87,6 +89,14 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         outbox=outbox,
         notifier=deps.notifier,
         renderer=renderer,
+    )
+    password_self_change = PasswordSelfChange(
+        users=users,
+        passwords=passwords,
+        regulator=regulator,
+        verifications=storage,
+        clock=clock,
+        audit=deps.audit,
     )
     signin = SignInService(
         config=config, users=users, sessions=sessions, regulator=regulator, audit=deps.audit
@@ -169,6 +179,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         authz=authz,
         addresses=addresses,
         passwords=passwords,
+        password_self_change=password_self_change,
         signin=signin,
         reset=reset,
         questions=questions,

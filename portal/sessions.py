@@ -391,12 +391,15 @@ class SessionStore:
         self._forget(session_id)
         await self._storage.session_delete(session_id)
 
-    async def destroy_user(self, username: str) -> int:
-        """End every session of the user on every instance; return how many rows went."""
+    async def destroy_user(self, username: str, *, keep: str | None = None) -> int:
+        """End every session of the user on every instance but the one whose id (Session.id)
+        is `keep`; return how many rows went."""
         self._generation += 1
-        for session_id in [k for k, v in self._cache.items() if v.record.username == username]:
+        for session_id in [
+            k for k, v in self._cache.items() if v.record.username == username and k != keep
+        ]:
             del self._cache[session_id]
-        return await self._storage.session_delete_user(username)
+        return await self._storage.session_delete_user(username, keep=keep)
 
     def invalidate(self, kind: str, key: str) -> None:
         """Forget what the cache holds of sessions another instance ended (no storage call).

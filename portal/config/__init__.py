@@ -12,7 +12,11 @@ package's public surface; which module holds it may change.
 """
 
 from portal.config.access_control import AccessControlConfig, AccessControlRule, GoRegex, Policy
-from portal.config.authentication_backend import AuthenticationBackendConfig, PasswordResetConfig
+from portal.config.authentication_backend import (
+    AuthenticationBackendConfig,
+    PasswordChangeConfig,
+    PasswordResetConfig,
+)
 from portal.config.authentication_backend.file import FileBackendConfig, FileSearchConfig
 from portal.config.authentication_backend.hashing import (
     Argon2Config,
@@ -142,6 +146,7 @@ __all__ = [
     "parse_mail_address",
     "PasswordConfig",
     "PasswordPolicyConfig",
+    "PasswordChangeConfig",
     "PasswordResetConfig",
     "Pbkdf2Config",
     "Policy",

@@ -57,7 +57,6 @@ UNSUPPORTED_KEYS = (
     "server.endpoints.authz",
     "server.endpoints.rate_limits.second_factor_duo",
     "log.keep_stdout",
-    "authentication_backend.password_change",
     "authentication_backend.file.extra_attributes",
     "authentication_backend.ldap.attributes.extra",
     "session.domain",

@@ -280,7 +280,8 @@ class SessionRecordStore(Protocol):
     - `session_save` inserts or replaces whole; `session_update_data` never creates a record.
     - `session_touch` never moves last_active_at backwards and ignores unknown ids.
     - `session_delete_user` finds and deletes every session of that user (a store without a
-      username column needs a per-user index) and leaves other users' sessions alone.
+      username column needs a per-user index) and leaves other users' sessions alone, and the
+      one whose id is `keep` (a signed-in password change keeps the session that made it).
     - `sessions_of_user` returns every stored session of that user (expired or not, as
       `session_get` would return each), oldest created first, and no other user's.
     - `purge_sessions` deletes records with expires_at strictly before the cutoff, nothing else.
@@ -306,8 +307,8 @@ class SessionRecordStore(Protocol):
         """Delete the session; True if it existed."""
         ...
 
-    async def session_delete_user(self, username: str) -> int:
-        """Delete every session of that user; return how many."""
+    async def session_delete_user(self, username: str, *, keep: str | None = None) -> int:
+        """Delete every session of that user but the one with id `keep`; return how many."""
         ...
 
     async def sessions_of_user(self, username: str) -> list[SessionRecord]:

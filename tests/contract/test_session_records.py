@@ -71,6 +71,24 @@ async def test_deleting_a_users_sessions_leaves_other_users_alone(
     assert await storage.session_get("marys-laptop") is not None
 
 
+async def test_deleting_a_users_sessions_can_keep_one_which_a_later_delete_still_finds(
+    storage: SessionRecordStore,
+) -> None:
+    await storage.session_save(session("johns-laptop"))
+    await storage.session_save(session("johns-phone"))
+    await storage.session_save(session("marys-laptop", username="mary"))
+
+    # A signed-in password change keeps the session that made it.
+    assert await storage.session_delete_user("john", keep="johns-laptop") == 1
+    assert await storage.session_get("johns-phone") is None
+    assert await storage.session_get("johns-laptop") == session("johns-laptop")
+    assert await storage.session_delete_user("mary", keep="johns-laptop") == 1
+    assert await storage.session_get("johns-laptop") is not None
+
+    assert await storage.session_delete_user("john") == 1
+    assert await storage.session_get("johns-laptop") is None
+
+
 async def test_purging_sessions_deletes_only_those_expired_before_the_cutoff(
     storage: SessionRecordStore,
 ) -> None:

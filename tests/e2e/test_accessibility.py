@@ -240,6 +240,7 @@ async def second_factor_states(walk: Walk) -> None:
     await walk.click("totp: registered", "#confirm-totp")
     await walk.goto("totp: set up already", "/settings/one-time-password")
     await walk.goto("security settings", "/settings")
+    await password_change_states(walk)
     await walk.goto("second step: code", "/2fa/one-time-password")
     await page.fill("#token", "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
     await walk.click("second step: wrong code", "#verify-button")
@@ -254,6 +255,27 @@ async def second_factor_states(walk: Walk) -> None:
         check=False,
     )
     assert removed.returncode == 0, removed.stderr
+
+
+async def password_change_states(walk: Walk) -> None:
+    """Issue 16's signed-in password change (the session is elevated already): the form with
+    the policy's hints, a refused new password, a wrong current one, and the changed page. The
+    new password differs from the one the reset walk sets later."""
+    page = walk.page
+    await walk.goto("password change", "/settings/password")
+    await page.fill("#current_password", "password")
+    await page.fill("#password", "short")
+    await page.fill("#password_confirm", "short")
+    await walk.click("password change: new password refused", "#change-password")
+    await page.fill("#current_password", "wrong")
+    await page.fill("#password", "Another-Long-Passphrase-77")
+    await page.fill("#password_confirm", "Another-Long-Passphrase-77")
+    await walk.click("password change: wrong current password", "#change-password")
+    await page.fill("#current_password", "password")
+    await page.fill("#password", "Another-Long-Passphrase-77")
+    await page.fill("#password_confirm", "Another-Long-Passphrase-77")
+    await walk.click("password change: changed", "#change-password")
+    assert 'id="password-changed"' in walk.states[-1].html
 
 
 async def reset_mail(portal: RunningPortal, timeout: float = 10.0) -> EmailMessage:

@@ -105,6 +105,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/sessions", ("POST",), "form", ("action", "id")),
     Route("/api/user/sessions", ("GET", "DELETE"), "json"),
     Route("/api/user/sessions/{session_id}", ("DELETE",), "json"),
+    Route("/api/change-password", ("POST",), "json", ("old_password", "new_password")),
+    Route(
+        "/settings/password",
+        ("GET", "POST"),
+        "form",
+        ("current_password", "password", "password_confirm"),
+    ),
+    Route("/settings/password/changed", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",

@@ -1251,3 +1251,15 @@ def test_a_bad_totp_setting_names_its_key(
     tmp_path: Path, totp: dict[str, Any], problem: str
 ) -> None:
     assert problems_of([with_changes(tmp_path, totp=totp)]) == [problem]
+
+
+def test_authelias_password_change_switch_is_read_not_warned_about(
+    config_file: Path, tmp_path: Path
+) -> None:
+    # Issue 16: authentication_backend.password_change.disable (Authelia's key, default false).
+    config, _ = read_config([config_file], {})
+    assert config.authentication_backend.password_change.disable is False
+    changed = with_changes(tmp_path, authentication_backend={"password_change": {"disable": True}})
+    config, warnings = read_config([changed], {})
+    assert config.authentication_backend.password_change.disable is True
+    assert not any("password_change" in w for w in warnings)

@@ -332,12 +332,12 @@ async def test_sessions_that_cannot_be_ended_after_the_write_are_ended_by_the_ou
     calls = 0
     slipped_in: list[str] = []
 
-    async def flaky(username: str) -> int:
+    async def flaky(username: str, *, keep: str | None = None) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise SessionStoreUnavailableError("the session store went away")
-        ended = await real(username)
+        ended = await real(username, keep=keep)
         if calls == 1:
             slipped_in.append(await sessions.create(john, cookie, remember_me=False))
         return ended

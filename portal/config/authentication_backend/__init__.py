@@ -31,12 +31,21 @@ class PasswordResetConfig(Model):
         return None if not value else check_url(value, what="custom_url")
 
 
+class PasswordChangeConfig(Model):
+    """Whether a signed-in user may change their password (Authelia:
+    authentication_backend.password_change.disable): /settings/password and
+    POST /api/change-password exist only while it is false."""
+
+    disable: bool = False
+
+
 class AuthenticationBackendConfig(ExactlyOneOf):
     """Where users and their passwords live: exactly one of file or ldap."""
 
     one_of = ("file", "ldap")
 
     password_reset: PasswordResetConfig = PasswordResetConfig()
+    password_change: PasswordChangeConfig = PasswordChangeConfig()
     # How often a session's groups, addresses and name are read again from the backend, and a
     # session of a deleted or disabled user ended: a duration, 'always' or 'disable'. Unset:
     # Authelia's defaults, 'always' for the file backend (a memory lookup) and 5 minutes for LDAP.

@@ -67,10 +67,13 @@ class PostgresSessionRecords(PostgresCore):
         )
         return changed == 1
 
-    async def session_delete_user(self, username: str) -> int:
-        """Delete every session of that user; return how many."""
+    async def session_delete_user(self, username: str, *, keep: str | None = None) -> int:
+        """Delete every session of that user but the one with id `keep`; return how many."""
         return await self._execute_count(
-            "session_delete_user", "DELETE FROM sessions WHERE username = $1", username
+            "session_delete_user",
+            "DELETE FROM sessions WHERE username = $1 AND id IS DISTINCT FROM $2",
+            username,
+            keep,
         )
 
     async def sessions_of_user(self, username: str) -> list[SessionRecord]:

@@ -72,17 +72,25 @@ redis.call('SREM', ARGV[2] .. tag, ARGV[1])
 return 1
 """
 
+# ARGV[4]: the id of the one session of the user to keep ("" for none); the index keeps it.
 DELETE_USER = """
-local deleted = 0
+local deleted, kept = 0, false
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[2] .. id
   if redis.call('HGET', key, 'user_tag') == ARGV[1] then
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[2], id)
-    deleted = deleted + 1
+    if id == ARGV[4] then
+      kept = true
+    else
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('SREM', KEYS[1], id)
+      deleted = deleted + 1
+    end
+  else
+    redis.call('SREM', KEYS[1], id)
   end
 end
-redis.call('DEL', KEYS[1])
+if not kept then redis.call('DEL', KEYS[1]) end
 redis.call('PUBLISH', ARGV[3], 'user:' .. ARGV[1])
 return deleted
 """

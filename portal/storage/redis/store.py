@@ -246,11 +246,12 @@ class RedisSessionStore:
         args = [session_id, USER_INDEX, CHANNEL]
         return bool(await self._script("delete a session", DELETE, keys, args))
 
-    async def session_delete_user(self, username: str) -> int:
-        """Delete every session of the user (the per-user index) and say so; return how many."""
+    async def session_delete_user(self, username: str, *, keep: str | None = None) -> int:
+        """Delete every session of the user (the per-user index) but the one with id `keep`,
+        and say so; return how many."""
         tag = self._sealer.user_tag(username)
         keys = [USER_INDEX + tag, EXPIRY]
-        args = [tag, RECORD, CHANNEL]
+        args = [tag, RECORD, CHANNEL, keep or ""]
         deleted = await self._script("delete a user's sessions", DELETE_USER, keys, args)
         return int(deleted)
 

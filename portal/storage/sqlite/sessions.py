@@ -61,10 +61,12 @@ class SqliteSessionRecords(SqliteCore):
         )
         return changed == 1
 
-    async def session_delete_user(self, username: str) -> int:
-        """Delete every session of that user; return how many."""
+    async def session_delete_user(self, username: str, *, keep: str | None = None) -> int:
+        """Delete every session of that user but the one with id `keep`; return how many."""
         return await self._write_count(
-            "session_delete_user", "DELETE FROM sessions WHERE username = ?", (username,)
+            "session_delete_user",
+            "DELETE FROM sessions WHERE username = ? AND id IS NOT ?",
+            (username, keep),
         )
 
     async def sessions_of_user(self, username: str) -> list[SessionRecord]:
