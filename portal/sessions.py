@@ -210,15 +210,6 @@ class SessionStore:
                 return record.id
         return None
 
-    async def end_other_sessions(self, username: str, keep_id: str) -> int:
-        """End every session of the user but the one with stored id keep_id; return how many."""
-        ended = 0
-        for record in await self._storage.sessions_of_user(username):
-            if record.id != keep_id:
-                self._forget(record.id)
-                ended += await self._storage.session_delete(record.id)
-        return ended
-
     async def create(
         self,
         user: User,

@@ -149,7 +149,7 @@ async def sessions_post(request: web.Request) -> web.Response:
     fields = await read_form(request)
     sessions = request.app[SESSIONS]
     if fields.get("action") == "end_others":
-        await sessions.end_other_sessions(session.username, session.id)
+        await sessions.destroy_user(session.username, keep=session.id)
         raise see_other(f"{SETTINGS}?{ENDED_OTHERS}")
     ended = await sessions.end_user_session(session.username, fields.get("id", ""))
     if ended is None:
@@ -216,5 +216,5 @@ async def api_session_delete(request: web.Request) -> web.Response:
 async def api_sessions_delete(request: web.Request) -> web.Response:
     """End every session of the user but the current one: `{"status":"OK","data":{"ended": n}}`."""
     session = await _api_session(request)
-    ended = await request.app[SESSIONS].end_other_sessions(session.username, session.id)
+    ended = await request.app[SESSIONS].destroy_user(session.username, keep=session.id)
     return web.json_response({"status": "OK", "data": {"ended": ended}})
