@@ -198,13 +198,16 @@ class SessionStore:
 
     async def end_user_session(self, username: str, public_id: str) -> str | None:
         """End the user's own session with that public id; return its stored id, or None when
-        the user has no such session (another user's id finds nothing).
+        the user has no such session (another user's id, or any text that is no public id,
+        finds nothing).
 
         The row is deleted: every instance refuses it within its cache_ttl (at once with Redis,
         whose session_delete tells every replica).
         """
+        # SECURITY: compared as bytes: compare_digest refuses a non-ASCII str (a 500 before).
+        wanted = public_id.encode("utf-8", "surrogateescape")
         for record in await self._storage.sessions_of_user(username):
-            if hmac.compare_digest(self.public_id(record.id), public_id):
+            if hmac.compare_digest(self.public_id(record.id).encode("ascii"), wanted):
                 self._forget(record.id)
                 await self._storage.session_delete(record.id)
                 return record.id

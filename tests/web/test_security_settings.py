@@ -221,3 +221,15 @@ async def test_the_page_shows_the_second_factor_and_questions_state(portal: Port
     assert 'href="/settings/one-time-password"' in html
     assert 'id="passkeys-settings"' not in html  # no webauthn_settings route yet
     assert 'id="no-other-sessions"' in html
+
+
+async def test_a_session_id_that_is_not_ascii_is_not_found(start_portal: StartPortal) -> None:
+    laptop, _ = await two_browsers(start_portal)
+
+    by_api = await laptop.client.delete("/api/user/sessions/%C3%A9t%C3%A9", headers=JSON)
+    by_form = await submit(laptop.client, "/settings", "/settings/sessions", action="end", id="été")
+
+    assert by_api.status == 404 and (await by_api.json())["status"] == "KO"
+    assert by_form.status == 404
+    assert 'id="error-summary"' in await by_form.text()
+    assert len(await sessions_of(laptop.client)) == 2
