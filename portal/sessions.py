@@ -190,8 +190,8 @@ class SessionStore:
                     current=record.id == current_id,
                     created_at=record.created_at,
                     last_seen_at=record.last_active_at,
-                    ip=str(record.data.get("ip") or ""),
-                    user_agent=str(record.data.get("user_agent") or ""),
+                    ip=_text(str(record.data.get("ip") or "")),
+                    user_agent=_text(str(record.data.get("user_agent") or "")),
                 )
             )
         return listed
@@ -225,8 +225,9 @@ class SessionStore:
         """Open a session for user under cookie's domain and return the new cookie value.
 
         ip and user_agent (the client's address and User-Agent header at sign-in) are kept in
-        the session's data, cut to MAX_IP and MAX_USER_AGENT characters, for the user's list of
-        sessions (ListedSession); nothing decides anything on them.
+        the session's data, as text (bytes that were not UTF-8: U+FFFD) cut to MAX_IP and
+        MAX_USER_AGENT characters, for the user's list of sessions (ListedSession); nothing
+        decides anything on them.
         """
         # SECURITY: a disabled user never gets a session, whatever the caller forgot to check;
         # nor does one whose password must be changed first.
@@ -260,8 +261,8 @@ class SessionStore:
                 "level": ONE_FACTOR,
                 "amr": ["pwd"],
                 "auth_time": now,
-                "ip": ip[:MAX_IP],
-                "user_agent": user_agent[:MAX_USER_AGENT],
+                "ip": _text(ip)[:MAX_IP],
+                "user_agent": _text(user_agent)[:MAX_USER_AGENT],
             },
         )
         await self._storage.session_save(record)
@@ -594,6 +595,16 @@ def _session(record: SessionRecord) -> Session:
         elevated_ip=str(data["elevated_ip"]) if data.get("elevated_ip") else None,
         pending_totp=data["pending_totp"] if isinstance(data.get("pending_totp"), dict) else None,
     )
+
+
+def _text(value: str) -> str:
+    """Return value as text UTF-8 can hold: bytes a header carried that were not UTF-8 (which
+    aiohttp decodes to lone surrogates) become U+FFFD, so no page or store fails on them."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
 
 
 def _number(value: object) -> float | None:

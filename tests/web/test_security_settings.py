@@ -3,6 +3,7 @@ on the same storage (two replicas), john signed in on each from a different brow
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -233,3 +234,42 @@ async def test_a_session_id_that_is_not_ascii_is_not_found(start_portal: StartPo
     assert by_form.status == 404
     assert 'id="error-summary"' in await by_form.text()
     assert len(await sessions_of(laptop.client)) == 2
+
+
+async def sign_in_with_raw_user_agent(portal: Portal, user_agent: bytes) -> None:
+    """Sign in through the form with a User-Agent sent as raw bytes (no client library would
+    send bytes that are not UTF-8), and take the session cookie into the test client."""
+    page = await portal.client.get("/")
+    token = csrf_of(await page.text())
+    csrf = next(c for c in portal.client.session.cookie_jar if c.key == "portal_csrf")
+    body = f"username=john&password={DEMO_PASSWORD}&csrf_token={token}".encode()
+    server = portal.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + user_agent + b"\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + f"Cookie: portal_csrf={csrf.value}\r\nContent-Length: {len(body)}\r\n".encode()
+        + b"Connection: close\r\n\r\n"
+        + body
+    )
+    head = (await reader.read()).split(b"\r\n\r\n")[0].decode("latin-1")
+    writer.close()
+    assert head.startswith("HTTP/1.1 302")
+    value = re.search(r"portal_session=([^;\r\n]+)", head)
+    assert value is not None
+    portal.client.session.cookie_jar.update_cookies({"portal_session": value.group(1)})
+
+
+async def test_a_user_agent_that_is_not_utf8_is_shown_not_a_500(portal: Portal) -> None:
+    await sign_in_with_raw_user_agent(portal, b"Mozilla/5.0 \xff\xfe <script>x</script>")
+
+    page = await portal.client.get("/settings")
+    listed = await sessions_of(portal.client)
+
+    assert page.status == 200
+    html = await page.text()
+    assert "<script>x" not in html and "&lt;script&gt;x" in html
+    assert listed[0]["user_agent"] == "Mozilla/5.0 \ufffd\ufffd <script>x</script>"
+    assert (await portal.storage.sessions_of_user("john"))[0].data["user_agent"] == (
+        listed[0]["user_agent"]
+    )
