@@ -65,8 +65,11 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not _same_origin(request):
             raise CsrfError()
         if is_api(request):
-            # SECURITY: a cross-site page cannot send application/json without a CORS preflight.
-            if request.content_type != "application/json":
+            # SECURITY: a cross-site page cannot send application/json without a CORS preflight;
+            # nor a DELETE of any kind (not a CORS-safelisted method), so one without a body
+            # (`curl -X DELETE`) needs no content type.
+            bodiless_delete = request.method == "DELETE" and not request.body_exists
+            if request.content_type != "application/json" and not bodiless_delete:
                 raise BadRequestError("Send the request body as application/json.")
         else:
             sent = (await read_form(request)).get(CSRF_FIELD, "")

@@ -167,6 +167,21 @@ async def test_the_api_ends_one_session_or_all_others(start_portal: StartPortal)
     assert [s["current"] for s in await sessions_of(laptop.client)] == [True]
 
 
+async def test_a_delete_without_a_body_needs_no_content_type(start_portal: StartPortal) -> None:
+    # `curl -X DELETE` sends no Content-Type: a DELETE cannot come cross-site without a CORS
+    # preflight, so the JSON rule (there against cross-site POSTs) does not apply to it.
+    laptop, phone = await two_browsers(start_portal)
+    rest = await laptop.client.delete("/api/user/sessions")
+    assert (rest.status, await rest.json()) == (200, {"status": "OK", "data": {"ended": 1}})
+    laptop.clock.advance(1.0)
+    assert await signed_in(phone.client) == 401
+    # From another site it is refused all the same.
+    foreign = await laptop.client.delete(
+        "/api/user/sessions", headers={"Origin": "https://evil.example.net"}
+    )
+    assert foreign.status == 403
+
+
 async def test_ending_the_current_session_signs_out(start_portal: StartPortal) -> None:
     laptop, phone = await two_browsers(start_portal)
     mine = (await sessions_of(laptop.client))[0]["id"]
