@@ -84,12 +84,16 @@ class PasswordSelfChange:
 
     async def _proven(self, username: str, current: str, ip: str) -> User:
         """Return the user if `current` is their password and nothing bans them; else raise."""
+        if not current or len(current) > MAX_PASSWORD:
+            # Not a guess (sign-in does not count these either): refused, not counted.
+            self._audit("password_change_rejected", username=username, ip=ip, reason="password")
+            raise CurrentPasswordRejectedError()
         # SECURITY: as a sign-in: the ban is looked up first but the password is checked anyway,
         # so the time taken does not tell a ban from a wrong password (signin.py).
         banned = await self._regulator.banned_until(username, ip)
         user = await self._users.get_user(username)
         ok = False
-        if user is not None and not user.disabled and current and len(current) <= MAX_PASSWORD:
+        if user is not None and not user.disabled:
             try:
                 ok = await self._users.check_password(user.username, current)
             except PasswordChangeRequiredError:

@@ -206,6 +206,11 @@ async def test_wrong_current_passwords_count_as_failed_sign_ins_up_to_a_ban(
 ) -> None:
     portal = elevated
     caplog.set_level(logging.INFO)
+    # An empty current password is no guess: refused, but not counted (as at sign-in).
+    for _ in range(3):
+        empty = await change_password(portal.client, "", NEW_PASSWORD)
+        assert empty.status == 401 and WRONG_CURRENT in await empty.text()
+    caplog.clear()
     for _ in range(3):  # regulation.max_retries of the test configuration
         wrong = await change_password(portal.client, "guess", NEW_PASSWORD)
         assert wrong.status == 401
