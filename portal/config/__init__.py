@@ -96,6 +96,7 @@ from portal.config.types import (
     parse_duration,
     public_suffixes,
 )
+from portal.config.webauthn import WebAuthnConfig, WebAuthnFiltering, WebAuthnSelectionCriteria
 
 __all__ = [
     "AccessControlConfig",
@@ -175,6 +176,9 @@ __all__ = [
     "TlsConfig",
     "TlsVersion",
     "TotpConfig",
+    "WebAuthnConfig",
+    "WebAuthnFiltering",
+    "WebAuthnSelectionCriteria",
     "UNSUPPORTED_KEYS",
     "ZxcvbnPolicyConfig",
 ]
