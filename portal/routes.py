@@ -20,6 +20,7 @@ from portal.handlers import (
     signin,
     totp,
     user,
+    webauthn,
 )
 from portal.keys import CAPTCHA, CONFIG
 from portal.middlewares import MAX_BODY, NO_SUCH_ROUTE
@@ -126,6 +127,20 @@ def _routes(app: web.Application) -> None:
         add.add_post(totp.TOTP_SETTINGS, totp.settings_post)
         add.add_get(totp.REGISTERED, totp.settings_registered_get)
         add.add_get(totp.REMOVED, totp.settings_removed_get)
+    if not app[CONFIG].webauthn.disable:
+        # Passkeys (issue 16, Authelia's routes); with webauthn.disable they do not exist.
+        register = "/api/secondfactor/webauthn/credential/register"
+        add.add_put(register, webauthn.api_register_put)
+        add.add_post(register, webauthn.api_register_post)
+        add.add_get("/api/secondfactor/webauthn/credentials", webauthn.api_credentials_get)
+        credential = "/api/secondfactor/webauthn/credential/{credential_id}"
+        add.add_put(credential, webauthn.api_credential_put)
+        add.add_delete(credential, webauthn.api_credential_delete)
+        add.add_get(webauthn.WEBAUTHN_SETTINGS, webauthn.settings_get, name="webauthn_settings")
+        add.add_post(webauthn.WEBAUTHN_SETTINGS, webauthn.settings_post)
+        add.add_get(webauthn.ADDED, webauthn.settings_added_get)
+        add.add_get(webauthn.RENAMED, webauthn.settings_renamed_get)
+        add.add_get(webauthn.REMOVED, webauthn.settings_removed_get)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from portal.access_control import AccessControl
@@ -23,6 +24,7 @@ from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
 from portal.tokens import ResetTokens
 from portal.totp_registration import TotpRegistration
+from portal.webauthn import WebAuthnService
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Services:
     elevation: ElevationService
     totp: TotpService
     totp_registration: TotpRegistration
+    webauthn: WebAuthnService
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -97,6 +100,20 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         outbox=outbox,
         notifier=deps.notifier,
         renderer=renderer,
+        audit=deps.audit,
+    )
+    webauthn = WebAuthnService(
+        config=config,
+        store=storage,
+        clock=clock,
+        regulator=regulator,
+        limiter=limiter,
+        outbox=outbox,
+        # The users' opaque WebAuthn handles, derived from a key only this portal knows.
+        user_handle_key=hashlib.sha256(
+            b"portal webauthn user handle\0"
+            + config.storage.encryption_key.get_secret_value().encode()
+        ).digest(),
         audit=deps.audit,
     )
     reset = PasswordResetService(
@@ -172,4 +189,5 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         elevation=elevation,
         totp=totp,
         totp_registration=totp_registration,
+        webauthn=webauthn,
     )

@@ -59,6 +59,9 @@ class Session:
     # A TOTP registration started and not yet confirmed (portal/totp_registration.py): the
     # secret sealed with storage.encryption_key and when it lapses; None when there is none.
     pending_totp: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # A WebAuthn challenge issued to this session (portal/webauthn.py: its purpose, SHA-256 and
+    # expiry), dropped when answered; None when there is none.
+    webauthn_challenge: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def elevated(self, ip: str, now: float) -> bool:
         """Tell whether the session is elevated for a request from ip at now."""
@@ -483,6 +486,9 @@ def _session(record: SessionRecord) -> Session:
         elevated_until=_number(data.get("elevated_until")),
         elevated_ip=str(data["elevated_ip"]) if data.get("elevated_ip") else None,
         pending_totp=data["pending_totp"] if isinstance(data.get("pending_totp"), dict) else None,
+        webauthn_challenge=(
+            data["webauthn_challenge"] if isinstance(data.get("webauthn_challenge"), dict) else None
+        ),
     )
 
 
