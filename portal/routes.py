@@ -141,6 +141,8 @@ def _routes(app: web.Application) -> None:
         add.add_get(webauthn.ADDED, webauthn.settings_added_get)
         add.add_get(webauthn.RENAMED, webauthn.settings_renamed_get)
         add.add_get(webauthn.REMOVED, webauthn.settings_removed_get)
+        add.add_get("/api/secondfactor/webauthn", second_factor.api_webauthn_get)
+        add.add_post("/api/secondfactor/webauthn", second_factor.api_webauthn_post)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

@@ -159,7 +159,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         renderer=renderer,
         clock=clock,
         limiter=limiter,
-        has_second_factor=totp.registered,
+        has_second_factor=lambda username: _any_second_factor(totp, webauthn, username),
         audit=deps.audit,
     )
     captcha = CaptchaGuard(
@@ -191,3 +191,8 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         totp_registration=totp_registration,
         webauthn=webauthn,
     )
+
+
+async def _any_second_factor(totp: TotpService, webauthn: WebAuthnService, username: str) -> bool:
+    """Tell whether the user has a second factor to use now: TOTP or a passkey."""
+    return await totp.registered(username) or await webauthn.registered(username)

@@ -164,3 +164,32 @@ async def test_unknown_credentials_are_404(elevated: Portal) -> None:
         assert response.status == 404, path
         renamed = await elevated.client.put(path, json={"description": "x"}, headers=HOME)
         assert renamed.status == 404, path
+
+
+SECOND_FACTOR = "/api/secondfactor/webauthn"
+
+
+async def test_the_second_factor_routes_refuse_without_a_session(start_portal: StartPortal) -> None:
+    client = (await start_portal()).client
+    assert (await client.get(SECOND_FACTOR, headers=HOME)).status == 401
+    posted = await client.post(SECOND_FACTOR, json={}, headers=HOME)
+    assert posted.status == 401
+
+
+async def test_a_second_factor_answer_without_its_challenge_is_refused(portal: Portal) -> None:
+    client = portal.client
+    options = await client.get(SECOND_FACTOR, headers=HOME)
+    assert options.status == 200
+    data = (await options.json())["data"]
+    assert data["rpId"] == portal.config.session.cookies[0].domain
+    assert data["allowCredentials"] == []  # john has no passkey
+    for body in ({}, {"rawId": "AAAA", "response": {"clientDataJSON": "e30"}}):
+        refused = await client.post(SECOND_FACTOR, json=body, headers=HOME)
+        assert refused.status == 401
+        assert await refused.json() == NOT_ACCEPTED
+    bad = await client.post(
+        SECOND_FACTOR, data="[]", headers={**HOME, "Content-Type": "application/json"}
+    )
+    assert bad.status == 400
+    state = await (await client.get("/api/state", headers=HOME)).json()
+    assert state["data"]["authentication_level"] == 1
