@@ -160,6 +160,9 @@ def _routes(app: web.Application) -> None:
     add.add_post("/api/reset-password/identity/finish", reset.api_finish_post)
     add.add_post("/api/reset-password", reset.api_reset_post)
     add.add_delete("/api/reset-password", reset.api_reset_delete)
+    if not app[CONFIG].webauthn.disable:
+        add.add_get("/api/reset-password/webauthn", reset.api_passkey_get)
+        add.add_get("/reset-password/step2/webauthn", reset.step2_passkey_get)
     if app[CONFIG].identity_validation.reset_password.security_questions.enabled:
         add.add_post("/reset-password/step1/answers", reset.step1_answers_post)
         add.add_post("/api/reset-password/identity/questions", reset.api_questions_post)

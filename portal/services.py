@@ -128,6 +128,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         limiter=limiter,
         regulator=regulator,
         second_factor=totp,
+        webauthn=webauthn,
         tokens=ResetTokens(
             config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
         ),

@@ -94,14 +94,28 @@ function showError(form, error) {
   box.focus?.();
 }
 
+// Reset step 2: with no code typed, the passkey answers; its answer rides in the form's
+// hidden `webauthn` field and the form is sent as usual.
+async function resetWithPasskey(form) {
+  const assertion = await authenticate(form.dataset.options, async (answer) => answer);
+  form.elements.webauthn.value = JSON.stringify(assertion);
+  form.submit();
+}
+
 for (const form of document.querySelectorAll("form[data-webauthn]")) {
   form.addEventListener("submit", async (event) => {
+    const code = form.elements.totp_code;
+    if (form.dataset.webauthn === "reset" && (form.elements.webauthn.value || (code && code.value))) {
+      return; // a code typed, or the passkey's answer already in: send the form as it is
+    }
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
       const kind = form.dataset.webauthn;
-      if (kind === "register") {
+      if (kind === "reset") {
+        await resetWithPasskey(form);
+      } else if (kind === "register") {
         await register(form.elements.description.value);
         window.location.assign("/settings/passkeys/added");
       } else {

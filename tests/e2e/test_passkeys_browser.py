@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     stop,
     wait_for_health,
     watched_page,
+    reset_link_from,
     write_portal_config,
 )
 from tests.e2e.test_elevation_browser import code_in
@@ -256,3 +257,43 @@ async def test_a_cloned_authenticator_is_refused(tab: Tab) -> None:
     assert (answer["status"], answer["body"]["status"]) == (401, "KO")
     assert await level(tab) == 1
     assert "counter" in tab.portal.log()
+
+
+NEW_PASSWORD = "a-much-longer-passphrase-7"
+
+
+async def test_a_reset_for_a_user_with_only_a_passkey_asks_for_it(tab: Tab) -> None:
+    page, portal = tab.page, tab.portal
+    await register_passkey(tab)
+    await sign_out(tab)
+    before = len(portal.mails())
+    await page.goto(f"{portal.url}/reset-password/step1")
+    await page.fill("#username", "john")
+    await page.click("#send-link")
+    mail = (await portal.wait_for_mails(before + 1))[-1]
+    await page.goto(reset_link_from(mail))
+    await expect(page.locator("#passkey-hint")).to_have_text(
+        "Sending the form asks for your passkey or security key."
+    )
+    await expect(page.locator("#totp_code")).to_have_count(0)
+    await tab.shot("reset-step2-passkey")
+    # Without the passkey's answer (as without JavaScript), the form is refused, the link kept.
+    await page.fill("#password", NEW_PASSWORD)
+    await page.fill("#password_confirm", NEW_PASSWORD)
+    async with page.expect_navigation():
+        await page.evaluate("document.querySelector('form').submit()")  # no script's help
+    await expect(page.locator("#step2-errors")).to_contain_text("Confirm with your passkey.")
+    problems = tab.watched.problems  # the refused form's 400 is expected here
+    problems[:] = [p for p in problems if "status of 400" not in p]
+    await tab.shot("reset-step2-passkey-refused")
+    # With it: the password is set.
+    await page.fill("#password", NEW_PASSWORD)
+    await page.fill("#password_confirm", NEW_PASSWORD)
+    async with page.expect_navigation(url=f"{portal.url}/reset-password/done"):
+        await page.click("#set-password")
+    await page.goto(f"{portal.url}/")
+    await page.fill("#username", "john")
+    await page.fill("#password", NEW_PASSWORD)
+    await page.click("#sign-in-button")
+    await page.wait_for_load_state()
+    assert await level(tab) == 1

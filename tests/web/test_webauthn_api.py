@@ -11,7 +11,18 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import Portal, StartPortal, audit_events, sign_in
+from portal.keys import STORAGE
+from portal.storage.base import WebAuthnCredential
+from tests.web.conftest import (
+    Portal,
+    StartPortal,
+    audit_events,
+    request_reset,
+    reset_link_from,
+    sign_in,
+    token_of,
+)
+from tests.web.test_reset_second_factor import NEW_PASSWORD, john_changed_password
 from tests.web.test_elevation import HOME
 from tests.web.test_totp_registration import elevate
 
@@ -193,3 +204,61 @@ async def test_a_second_factor_answer_without_its_challenge_is_refused(portal: P
     assert bad.status == 400
     state = await (await client.get("/api/state", headers=HOME)).json()
     assert state["data"]["authentication_level"] == 1
+
+
+async def test_the_reset_passkey_options_need_a_good_link(start_portal: StartPortal) -> None:
+    client = (await start_portal()).client
+    url = "/api/reset-password/webauthn"
+    missing = await client.get(url, json={}, headers=HOME)
+    assert missing.status == 400
+    bad = await client.get(url, json={"token": "a.b.c"}, headers=HOME)
+    assert bad.status == 400
+    assert (await bad.json())["message"] == "This link is invalid or has expired."
+    assert "portal_reset_webauthn" not in bad.cookies
+    page = await client.get("/reset-password/step2/webauthn", headers=HOME)
+    assert page.status == 400
+
+
+async def test_a_reset_for_a_user_with_a_passkey_needs_its_answer(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal()
+    app = portal.client.app
+    assert app is not None
+    await app[STORAGE].add_webauthn_credential(
+        WebAuthnCredential(
+            id=0,
+            username="john",
+            description="Laptop",
+            credential_id=b"cred",
+            public_key=b"\xa0",
+            sign_count=0,
+            aaguid="00000000-0000-0000-0000-000000000000",
+            transports=(),
+            backup_eligible=False,
+            backup_state=False,
+            created_at=portal.clock.now(),
+        )
+    )
+    await request_reset(portal.client, "john")
+    token = token_of(reset_link_from(await portal.next_mail()))
+    reset = {"token": token, "password": NEW_PASSWORD}
+    missing = await portal.client.post("/api/reset-password", json=reset, headers=HOME)
+    assert missing.status == 400
+    assert (await missing.json())["message"] == "Confirm with your passkey."
+    # Options for the link's user: his credential allowed, the challenge sealed in a cookie.
+    options = await portal.client.get("/api/reset-password/webauthn", json={"token": token})
+    assert options.status == 200, await options.text()
+    data = (await options.json())["data"]
+    assert [c["id"] for c in data["allowCredentials"]] == [b64url(b"cred")]
+    assert options.cookies["portal_reset_webauthn"]["httponly"]
+    # A junk answer for that challenge: refused, the link kept, the password unchanged.
+    junk = fake_response(data["challenge"])
+    refused = await portal.client.post(
+        "/api/reset-password", json={**reset, "webauthn": junk}, headers=HOME
+    )
+    assert refused.status == 400
+    assert (await refused.json())["message"] == "The passkey was not accepted."
+    assert not await john_changed_password(portal)
+    finish = await portal.client.post("/api/reset-password/identity/finish", json={"token": token})
+    assert finish.status == 200
