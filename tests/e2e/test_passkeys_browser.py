@@ -22,11 +22,11 @@ from playwright.async_api import Browser, CDPSession, Page, expect
 from tests.e2e.conftest import (
     RunningPortal,
     Watched,
+    reset_link_from,
     spawn_portal,
     stop,
     wait_for_health,
     watched_page,
-    reset_link_from,
     write_portal_config,
 )
 from tests.e2e.test_elevation_browser import code_in

@@ -22,8 +22,8 @@ from tests.web.conftest import (
     sign_in,
     token_of,
 )
-from tests.web.test_reset_second_factor import NEW_PASSWORD, john_changed_password
 from tests.web.test_elevation import HOME
+from tests.web.test_reset_second_factor import NEW_PASSWORD, john_changed_password
 from tests.web.test_totp_registration import elevate
 
 REGISTER = "/api/secondfactor/webauthn/credential/register"
