@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,6 @@ from portal.config import Config
 from portal.errors import (
     BadRequestError,
     CaptchaFailedError,
-    DecryptionError,
     InvalidTokenError,
     InvalidTokenReason,
     PasswordRejectedError,
@@ -52,7 +50,6 @@ from portal.storage.base import (
     IdentityVerificationStore,
     RateLimitStore,
 )
-from portal.storage.encryption import SecretBox
 from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
 from portal.webauthn import WebAuthnService
@@ -115,7 +112,6 @@ class PasswordResetService:
         """Take every collaborator ready-made (portal/services.py builds them once)."""
         self._second_factor = second_factor
         self._webauthn = webauthn
-        self._box = SecretBox(config.storage.encryption_key.get_secret_value())
         self._config = config
         self._users = users
         self._storage = storage
@@ -410,8 +406,8 @@ class PasswordResetService:
         if self._webauthn is None or not await self.has_passkey(user.username):
             raise WebAuthnCredentialNotFoundError()
         challenge = await self._webauthn.begin_authentication(user.username, "reset")
-        record = json.dumps(challenge.record).encode()
-        return challenge.options, self._box.seal(record, _passkey_aad(claims.jti))
+        bound_to = f"reset:{ResetTokens.jti_hash(claims.jti)}"
+        return challenge.options, self._webauthn.seal(challenge, bound_to)
 
     async def _check_passkey(
         self, user: User, passkey: dict[str, Any], sealed: str, ip: str, jti_hash: str
@@ -419,20 +415,8 @@ class PasswordResetService:
         """Accept the passkey's assertion for the challenge sealed for this link, once; else
         ResetCodeRejectedError (audit reset_rejected, reason second_factor)."""
         assert self._webauthn is not None  # noqa: S101 - has_passkey said so
-        record: dict[str, Any] | None = None
-        try:
-            opened = json.loads(self._box.open(sealed, _passkey_aad(jti_hash, hashed=True)))
-            record = opened if isinstance(opened, dict) else None
-        except (DecryptionError, ValueError):
-            record = None
-        if record is not None:
-            # SECURITY: single use across instances: the challenge's first use only.
-            uses = await self._storage.rate_limit_hit(
-                f"webauthn-challenge:{record.get('sha256')}",
-                at=self._clock.now(),
-                keep_for=self._config.webauthn.timeout.total_seconds(),
-            )
-            record = record if len(uses) == 1 else None
+        # SECURITY: the challenge sealed for this link, on its first use only.
+        record = await self._webauthn.unseal_once(sealed, f"reset:{jti_hash}")
         try:
             await self._webauthn.verify(user.username, record, "reset", passkey, ip)
             return
@@ -522,8 +506,3 @@ class PasswordResetService:
         now = self._clock.now()
         await self._storage.purge_identity_verifications(expired_before=now - RECORD_RETENTION)
         await self._storage.purge_rate_limits(before=now - RECORD_RETENTION)
-
-
-def _passkey_aad(jti: str, *, hashed: bool = False) -> str:
-    """Bind a sealed reset challenge to its link (the jti's hash, as the audit names it)."""
-    return f"webauthn_reset:{jti if hashed else ResetTokens.jti_hash(jti)}"

@@ -143,6 +143,9 @@ def _routes(app: web.Application) -> None:
         add.add_get(webauthn.REMOVED, webauthn.settings_removed_get)
         add.add_get("/api/secondfactor/webauthn", second_factor.api_webauthn_get)
         add.add_post("/api/secondfactor/webauthn", second_factor.api_webauthn_post)
+        if app[CONFIG].webauthn.enable_passkey_login:
+            add.add_get(signin.PASSKEY_LOGIN, signin.api_passkey_get)
+            add.add_post(signin.PASSKEY_LOGIN, signin.api_passkey_post)
 
     password_reset = app[CONFIG].authentication_backend.password_reset
     if password_reset.disable or password_reset.custom_url:

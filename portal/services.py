@@ -114,6 +114,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
             b"portal webauthn user handle\0"
             + config.storage.encryption_key.get_secret_value().encode()
         ).digest(),
+        encryption_key=config.storage.encryption_key.get_secret_value(),
         audit=deps.audit,
     )
     reset = PasswordResetService(

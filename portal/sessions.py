@@ -124,8 +124,17 @@ class SessionStore:
         # every request for it would otherwise queue its own read (a thundering herd).
         self._inflight: dict[str, asyncio.Future[SessionRecord | None]] = {}
 
-    async def create(self, user: User, cookie: SessionCookieConfig, *, remember_me: bool) -> str:
-        """Open a session for user under cookie's domain and return the new cookie value."""
+    async def create(
+        self,
+        user: User,
+        cookie: SessionCookieConfig,
+        *,
+        remember_me: bool,
+        method: str = "pwd",
+    ) -> str:
+        """Open a one-factor session for user under cookie's domain and return the new cookie
+        value; `method` is how the first factor was proven (RFC 8176 amr: "pwd", or "hwk" for
+        a passkey sign-in)."""
         # SECURITY: a disabled user never gets a session, whatever the caller forgot to check;
         # nor does one whose password must be changed first.
         if user.disabled or user.change_reason is not None:
@@ -156,7 +165,7 @@ class SessionStore:
                 "groups": list(user.groups),
                 "refreshed_at": now,
                 "level": ONE_FACTOR,
-                "amr": ["pwd"],
+                "amr": [method],
                 "auth_time": now,
             },
         )

@@ -29,7 +29,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 import webauthn
@@ -49,6 +49,7 @@ from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
 from portal.errors import (
+    DecryptionError,
     RateLimitedError,
     WebAuthnCredentialExistsError,
     WebAuthnCredentialNotFoundError,
@@ -59,7 +60,8 @@ from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.second_factor import ADDED_MAIL, REMOVED_MAIL
-from portal.storage.base import WebAuthnCredential, WebAuthnCredentialStore
+from portal.storage.base import RateLimitStore, WebAuthnCredential, WebAuthnCredentialStore
+from portal.storage.encryption import SecretBox
 
 Purpose = Literal["register", "second_factor", "reset", "passkey_login"]
 DESCRIPTION_MAX = 64
@@ -73,6 +75,11 @@ _MALFORMED = (
     AttributeError,
     binascii.Error,
 )
+
+
+class WebAuthnStorage(WebAuthnCredentialStore, RateLimitStore, Protocol):
+    """The storage roles the ceremonies use: the credentials, and rate-limit events (the
+    per-IP limit and the single use of challenges sealed in cookies)."""
 
 
 @dataclass(frozen=True)
@@ -143,15 +150,18 @@ class WebAuthnService:
         self,
         *,
         config: Config,
-        store: WebAuthnCredentialStore,
+        store: WebAuthnStorage,
         clock: Clock,
         regulator: Regulator,
         limiter: RateLimiter,
         outbox: OutboxWorker,
         user_handle_key: bytes,
+        encryption_key: str,
         audit: AuditSink = audit,
     ) -> None:
-        """Keep the parts; `user_handle_key` derives each user's opaque WebAuthn user.id."""
+        """Keep the parts; `user_handle_key` derives each user's opaque WebAuthn user.id,
+        `encryption_key` (storage.encryption_key) seals challenges kept in cookies."""
+        self._box = SecretBox(encryption_key)
         self._config = config
         self._webauthn = config.webauthn
         self._rp = relying_party(config)
@@ -407,6 +417,8 @@ class WebAuthnService:
         if credential is None or (username is not None and credential.username != username):
             await self._refuse(subject, ip, "unknown_credential")
         assert credential is not None and subject is not None  # noqa: S101 - refused above
+        if username is None and not self._handle_matches(response, credential.username):
+            await self._refuse(subject, ip, "user_handle")
         banned = await self._regulator.banned_until(subject, ip)
         reason: str | None = None
         try:
@@ -443,6 +455,38 @@ class WebAuthnService:
             await self._refuse(subject, ip, "counter")
         self._audit("second_factor_succeeded", username=subject, ip=ip, method="webauthn")
         return credential
+
+    def _handle_matches(self, response: dict[str, Any], username: str) -> bool:
+        # WebAuthn Level 3 section 7.2 step 6: a discoverable credential names its user; it
+        # must be the user the credential was registered to.
+        inner = response.get("response")
+        handle = inner.get("userHandle") if isinstance(inner, dict) else None
+        try:
+            given = _b64url_decode(str(handle)) if handle else b""
+        except (ValueError, binascii.Error):
+            return False
+        return hmac.compare_digest(given, self.user_handle(username))
+
+    def seal(self, challenge: Challenge, bound_to: str) -> str:
+        """Return the challenge's record sealed (AES-GCM with storage.encryption_key) and bound
+        to `bound_to`, for a caller with no session to keep it in (a cookie)."""
+        return self._box.seal(json.dumps(challenge.record).encode(), f"webauthn:{bound_to}")
+
+    async def unseal_once(self, sealed: str, bound_to: str) -> dict[str, Any] | None:
+        """Return the record `seal` sealed for `bound_to` on its first use only (the rate-limit
+        store counts uses across instances); None when it does not open or was used."""
+        try:
+            record = json.loads(self._box.open(sealed, f"webauthn:{bound_to}"))
+        except (DecryptionError, ValueError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        uses = await self._store.rate_limit_hit(
+            f"webauthn-challenge:{record.get('sha256')}",
+            at=self._clock.now(),
+            keep_for=self._webauthn.timeout.total_seconds(),
+        )
+        return record if len(uses) == 1 else None
 
     async def _refuse(self, username: str | None, ip: str, reason: str) -> NoReturn:
         if username is not None:

@@ -104,7 +104,7 @@ async def _page(
         form_action=redirecting_form_action(request),
         username=session.display_name or username,
         has_totp=await request.app[TOTP].registered(username),
-        has_passkey=await request.app[WEBAUTHN].registered(username),
+        has_passkey=await _passkey_usable(request, session),
         **context,
     )
 
@@ -118,7 +118,10 @@ async def totp_get(request: web.Request) -> web.Response:
     session = found[0]
     if session.level >= TWO_FACTORS:
         raise web.HTTPFound(landing(request, target))
-    if not await has_second_factor(request, session.username):
+    if not (
+        await request.app[TOTP].registered(session.username)
+        or await _passkey_usable(request, session)
+    ):
         return await _page(request, session, register_url=REGISTER_TOTP_PAGE)
     return await _page(request, session, rd=target or "", done=landing(request, target))
 
@@ -207,6 +210,12 @@ async def api_totp_post(request: web.Request) -> web.Response:
 # -- passkeys (WebAuthn) as the second factor ---------------------------------------------------
 
 
+async def _passkey_usable(request: web.Request, session: Session) -> bool:
+    """Tell whether a passkey may raise this session: the user has one, and the first factor
+    was not a passkey already (a passkey sign-in, amr "hwk": the same factor twice is one)."""
+    return "hwk" not in session.amr and await request.app[WEBAUTHN].registered(session.username)
+
+
 async def api_webauthn_get(request: web.Request) -> web.Response:
     """Answer the assertion options for the one-factor session's user (their credentials
     allowed); the challenge is kept in the session. 401 KO without a session."""
@@ -234,6 +243,8 @@ async def api_webauthn_post(request: web.Request) -> web.Response:
     record = session.webauthn_challenge
     if record is not None:
         await request.app[SESSIONS].update(session.id, {"webauthn_challenge": None})
+    if "hwk" in session.amr:  # signed in with a passkey: it cannot be the second factor too
+        record = None
     try:
         await request.app[WEBAUTHN].verify(
             session.username, record, "second_factor", body, request_ip(request)

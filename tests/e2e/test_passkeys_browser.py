@@ -297,3 +297,48 @@ async def test_a_reset_for_a_user_with_only_a_passkey_asks_for_it(tab: Tab) -> N
     await page.click("#sign-in-button")
     await page.wait_for_load_state()
     assert await level(tab) == 1
+
+
+@pytest.fixture
+def passkey_login_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
+    yield from portal_on_localhost(tmp_path, users_file, webauthn={"enable_passkey_login": True})
+
+
+async def test_john_signs_in_with_the_passkey_alone(
+    passkey_login_portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> None:
+    portal = passkey_login_portal
+    await wait_for_health(portal.url, portal.process, portal.log_file)
+    async with watched_page(browser) as watched:
+        cdp = await watched.page.context.new_cdp_session(watched.page)
+        await cdp.send("WebAuthn.enable")
+        added = await cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                    "automaticPresenceSimulation": True,
+                }
+            },
+        )
+        tab = Tab(watched, cdp, added["authenticatorId"], portal, tmp_path)
+        await register_passkey(tab)
+        await sign_out(tab)
+        page = tab.page
+        await page.goto(f"{portal.url}/")
+        await tab.shot("signin-with-passkey")
+        async with page.expect_navigation(url=f"{portal.url}/"):
+            await page.click("#passkey-login-button")
+        await page.wait_for_load_state()
+        assert await level(tab) == 1  # one factor, as Authelia counts a passkey sign-in
+        state = await (await page.request.get(f"{portal.url}/api/state")).json()
+        assert state["data"]["username"] == "john"
+        # The same passkey cannot be the second factor too.
+        answer = await try_passkey(tab)
+        assert answer["status"] == 401
+        assert await level(tab) == 1
+        assert watched.problems == []
