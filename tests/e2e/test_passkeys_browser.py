@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.e2e.conftest import (
     watched_page,
     write_portal_config,
 )
+from tests.e2e.test_accessibility import AXE, VARIANTS, WIDTHS, State, violations
 from tests.e2e.test_elevation_browser import code_in
 from tests.integration.process import free_port
 
@@ -76,12 +78,18 @@ class Tab:
     authenticator: str
     portal: RunningPortal
     shots: Path
+    device: str = "desktop"
+    # Every state shot; with `axe` set, axe-core checks them all at the end of the test.
+    states: list[State] = field(default_factory=list)
+    axe: bool = False
 
     @property
     def page(self) -> Page:
         return self.watched.page
 
     async def shot(self, name: str) -> None:
+        html = await self.page.content()
+        self.states.append(State(f"{name} ({self.device})", self.page.url, 200, html))
         for theme in ("light", "dark"):
             await self.page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
             await self.page.screenshot(path=self.shots / f"{name}--{theme}.png", full_page=True)
@@ -94,32 +102,49 @@ class Tab:
         return result
 
 
-@pytest.fixture(params=["desktop", "phone"])
-async def tab(
-    request: pytest.FixtureRequest, portal: RunningPortal, browser: Browser, tmp_path: Path
+VIRTUAL_AUTHENTICATOR = {
+    "protocol": "ctap2",
+    "transport": "internal",
+    "hasResidentKey": True,
+    "hasUserVerification": True,
+    "isUserVerified": True,
+    "automaticPresenceSimulation": True,
+}
+
+
+@asynccontextmanager
+async def open_tab(
+    browser: Browser, portal: RunningPortal, shots: Path, device: str
 ) -> AsyncIterator[Tab]:
+    """A fresh browser context whose tab has a virtual authenticator (a platform passkey with
+    user verification); no console error or CSP violation is allowed in it."""
     await wait_for_health(portal.url, portal.process, portal.log_file)
-    width, height = (1280, 900) if request.param == "desktop" else (390, 844)
-    shots = Path(os.environ.get("PORTAL_SCREENSHOTS") or tmp_path) / f"passkeys-{request.param}"
+    width, height = WIDTHS[device]
     shots.mkdir(parents=True, exist_ok=True)
     async with watched_page(browser, viewport={"width": width, "height": height}) as watched:
         cdp = await watched.page.context.new_cdp_session(watched.page)
         await cdp.send("WebAuthn.enable")
         added = await cdp.send(
-            "WebAuthn.addVirtualAuthenticator",
-            {
-                "options": {
-                    "protocol": "ctap2",
-                    "transport": "internal",
-                    "hasResidentKey": True,
-                    "hasUserVerification": True,
-                    "isUserVerified": True,
-                    "automaticPresenceSimulation": True,
-                }
-            },
+            "WebAuthn.addVirtualAuthenticator", {"options": VIRTUAL_AUTHENTICATOR}
         )
-        yield Tab(watched, cdp, added["authenticatorId"], portal, shots)
+        tab = Tab(watched, cdp, added["authenticatorId"], portal, shots, device)
+        yield tab
         assert watched.problems == []
+    if tab.axe:
+        assert AXE.is_file(), f"axe-core is missing at {AXE}: `make test` installs it with npm"
+        found: list[str] = []
+        for theme, scheme in VARIANTS:
+            found += await violations(browser, tab.states, theme, scheme, device)
+        assert found == []
+
+
+@pytest.fixture(params=["desktop", "phone"])
+async def tab(
+    request: pytest.FixtureRequest, portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> AsyncIterator[Tab]:
+    shots = Path(os.environ.get("PORTAL_SCREENSHOTS") or tmp_path) / f"passkeys-{request.param}"
+    async with open_tab(browser, portal, shots, request.param) as opened:
+        yield opened
 
 
 async def sign_in(tab: Tab, rd: str = "") -> None:
@@ -205,6 +230,7 @@ async def try_passkey(tab: Tab) -> dict[str, Any]:
 
 
 async def test_john_signs_in_with_password_and_passkey(tab: Tab) -> None:
+    tab.axe = True
     await register_passkey(tab)
     await sign_out(tab)
     await second_step_with_passkey(tab)
@@ -263,6 +289,7 @@ NEW_PASSWORD = "a-much-longer-passphrase-7"
 
 
 async def test_a_reset_for_a_user_with_only_a_passkey_asks_for_it(tab: Tab) -> None:
+    tab.axe = True
     page, portal = tab.page, tab.portal
     await register_passkey(tab)
     await sign_out(tab)
@@ -308,24 +335,7 @@ async def test_john_signs_in_with_the_passkey_alone(
     passkey_login_portal: RunningPortal, browser: Browser, tmp_path: Path
 ) -> None:
     portal = passkey_login_portal
-    await wait_for_health(portal.url, portal.process, portal.log_file)
-    async with watched_page(browser) as watched:
-        cdp = await watched.page.context.new_cdp_session(watched.page)
-        await cdp.send("WebAuthn.enable")
-        added = await cdp.send(
-            "WebAuthn.addVirtualAuthenticator",
-            {
-                "options": {
-                    "protocol": "ctap2",
-                    "transport": "internal",
-                    "hasResidentKey": True,
-                    "hasUserVerification": True,
-                    "isUserVerified": True,
-                    "automaticPresenceSimulation": True,
-                }
-            },
-        )
-        tab = Tab(watched, cdp, added["authenticatorId"], portal, tmp_path)
+    async with open_tab(browser, portal, tmp_path, "desktop") as tab:
         await register_passkey(tab)
         await sign_out(tab)
         page = tab.page
@@ -341,4 +351,34 @@ async def test_john_signs_in_with_the_passkey_alone(
         answer = await try_passkey(tab)
         assert answer["status"] == 401
         assert await level(tab) == 1
-        assert watched.problems == []
+
+
+@pytest.fixture
+def filtering_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
+    # Only some other authenticator model may register.
+    filtering = {"permitted_aaguids": ["08987058-cadc-4b81-b6e1-30de50dcbe96"]}
+    yield from portal_on_localhost(tmp_path, users_file, webauthn={"filtering": filtering})
+
+
+async def test_an_authenticator_not_permitted_is_refused_at_registration(
+    filtering_portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> None:
+    async with open_tab(browser, filtering_portal, tmp_path, "desktop") as tab:
+        page = tab.page
+        await sign_in(tab)
+        await page.goto(f"{filtering_portal.url}{SETTINGS}")
+        await page.click("#send-code")
+        mail = (await filtering_portal.wait_for_mails(1))[-1]
+        await page.fill("#otc", code_in(mail))
+        async with page.expect_navigation():
+            await page.click("#check-code")
+        await page.click("#add-passkey")
+        await expect(page.locator("#passkey-error")).to_have_text(
+            "This kind of passkey or security key is not allowed here."
+        )
+        await tab.shot("settings-refused")
+        problems = tab.watched.problems  # the refusal's 403 is expected here
+        problems[:] = [p for p in problems if "status of 403" not in p]
+        await page.reload()
+        await expect(page.locator("#passkeys-none")).to_be_visible()
+        assert "aaguid_not_permitted" in filtering_portal.log()
