@@ -479,7 +479,13 @@ class WebAuthnService:
             record = json.loads(self._box.open(sealed, f"webauthn:{bound_to}"))
         except (DecryptionError, ValueError):
             return None
-        if not isinstance(record, dict):
+        return await self.claim(record if isinstance(record, dict) else None)
+
+    async def claim(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Return `record` on its challenge's first claim only, else None: the rate-limit store
+        counts claims of its SHA-256 across instances, so two answers racing for one challenge
+        (two requests reading one session record) get it once."""
+        if record is None:
             return None
         uses = await self._store.rate_limit_hit(
             f"webauthn-challenge:{record.get('sha256')}",

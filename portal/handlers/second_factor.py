@@ -27,6 +27,7 @@ from portal.handlers.common import (
     request_ip,
     session_cookie,
 )
+from portal.handlers.webauthn import take_challenge
 from portal.keys import AUTHZ, CONFIG, SESSIONS, TOTP, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS, Session
@@ -240,9 +241,7 @@ async def api_webauthn_post(request: web.Request) -> web.Response:
     session = found[0]
     if session.level >= TWO_FACTORS:
         return _ok(target)
-    record = session.webauthn_challenge
-    if record is not None:
-        await request.app[SESSIONS].update(session.id, {"webauthn_challenge": None})
+    record = await take_challenge(request, session)
     if "hwk" in session.amr:  # signed in with a passkey: it cannot be the second factor too
         record = None
     try:

@@ -73,7 +73,7 @@ async def take_challenge(request: web.Request, session: Session) -> dict[str, An
     record = session.webauthn_challenge
     if record is not None:
         await request.app[SESSIONS].update(session.id, {"webauthn_challenge": None})
-    return record
+    return await request.app[WEBAUTHN].claim(record)
 
 
 def _credential_number(request: web.Request) -> int:

@@ -219,10 +219,9 @@ async def test_the_reset_passkey_options_need_a_good_link(start_portal: StartPor
     assert page.status == 400
 
 
-async def test_a_reset_for_a_user_with_a_passkey_needs_its_answer(
-    start_portal: StartPortal,
-) -> None:
-    portal = await start_portal()
+async def give_john_a_passkey(portal: Portal) -> None:
+    """Store a credential for john as a registration would (its key is junk: no assertion
+    for it ever verifies)."""
     app = portal.client.app
     assert app is not None
     await app[STORAGE].add_webauthn_credential(
@@ -240,6 +239,56 @@ async def test_a_reset_for_a_user_with_a_passkey_needs_its_answer(
             created_at=portal.clock.now(),
         )
     )
+
+
+def fake_assertion(challenge: str) -> dict[str, Any]:
+    """An AuthenticationResponseJSON for john's stored credential, signing `challenge`, whose
+    signature is junk."""
+    client_data = {
+        "type": "webauthn.get",
+        "challenge": challenge,
+        "origin": "https://auth.example.com",
+    }
+    return {
+        "id": b64url(b"cred"),
+        "rawId": b64url(b"cred"),
+        "type": "public-key",
+        "response": {
+            "clientDataJSON": b64url(json.dumps(client_data).encode()),
+            "authenticatorData": b64url(b"\x00" * 37),
+            "signature": b64url(b"junk"),
+        },
+        "clientExtensionResults": {},
+    }
+
+
+async def test_refused_passkeys_count_under_regulation_like_wrong_codes(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="portal.audit")
+    await give_john_a_passkey(portal)
+    retries = portal.config.regulation.max_retries
+    for _ in range(retries):
+        options = await portal.client.get(SECOND_FACTOR, headers=HOME)
+        challenge = (await options.json())["data"]["challenge"]
+        refused = await portal.client.post(
+            SECOND_FACTOR, json=fake_assertion(challenge), headers=HOME
+        )
+        assert await refused.json() == NOT_ACCEPTED
+    failed = audit_events(caplog, "second_factor_failed")
+    assert [e["method"] for e in failed] == ["webauthn"] * retries
+    assert all(e["reason"] == "assertion" for e in failed)
+    # John is banned now: his right password opens nothing, as after wrong codes.
+    await portal.client.get("/logout", headers=HOME)
+    again = await sign_in(portal.client)
+    assert again.status == 401
+
+
+async def test_a_reset_for_a_user_with_a_passkey_needs_its_answer(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal()
+    await give_john_a_passkey(portal)
     await request_reset(portal.client, "john")
     token = token_of(reset_link_from(await portal.next_mail()))
     reset = {"token": token, "password": NEW_PASSWORD}
