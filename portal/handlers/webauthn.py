@@ -17,9 +17,17 @@ from portal.bodies import read_form, read_json
 from portal.errors import (
     BadRequestError,
     PortalError,
+    SignInRequiredError,
     WebAuthnCredentialNotFoundError,
 )
-from portal.handlers.common import parse_json, render_page, request_ip, require_session, see_other
+from portal.handlers.common import (
+    current_session,
+    parse_json,
+    render_page,
+    request_ip,
+    require_session,
+    see_other,
+)
 from portal.handlers.elevation import require_elevation
 from portal.keys import SESSIONS, WEBAUTHN
 from portal.mail import when
@@ -112,8 +120,11 @@ async def api_register_post(request: web.Request) -> web.Response:
 
 
 async def api_credentials_get(request: web.Request) -> web.Response:
-    """List the signed-in user's credentials (no elevation: nothing secret is shown)."""
-    session = await require_session(request, WEBAUTHN_SETTINGS)
+    """List the signed-in user's credentials (no elevation: nothing secret is shown); 401 KO
+    without a session."""
+    session = await current_session(request)
+    if session is None:
+        raise SignInRequiredError()
     credentials = await request.app[WEBAUTHN].credentials(session.username)
     return web.json_response({"status": "OK", "data": [credential_json(c) for c in credentials]})
 

@@ -245,6 +245,12 @@ async def test_a_removed_passkey_is_refused(tab: Tab) -> None:
     page = tab.page
     await register_passkey(tab)
     await page.goto(f"{tab.portal.url}{SETTINGS}")
+    # Renaming and removing are plain forms (no script involved).
+    await page.locator("form.rename-form input[name=description]").fill("Old laptop")
+    async with page.expect_navigation(url=f"{tab.portal.url}{SETTINGS}/renamed"):
+        await page.locator("form.rename-form button").click()
+    await expect(page.locator("#passkeys .passkey-name")).to_have_text(["Old laptop"])
+    await page.goto(f"{tab.portal.url}{SETTINGS}")
     remove = page.locator("form.remove-form button")
     async with page.expect_navigation(url=f"{tab.portal.url}{SETTINGS}/removed"):
         await remove.click()

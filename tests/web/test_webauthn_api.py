@@ -70,6 +70,8 @@ def fake_response(challenge: str) -> dict[str, Any]:
 
 async def test_without_a_session_every_route_answers_401(start_portal: StartPortal) -> None:
     client = (await start_portal()).client
+    listed = await client.get(CREDENTIALS, headers=HOME, allow_redirects=False)
+    assert listed.status == 401
     for method, path in [
         ("PUT", REGISTER),
         ("POST", REGISTER),
