@@ -251,6 +251,7 @@ async def test_a_removed_passkey_is_refused(tab: Tab) -> None:
         await page.locator("form.rename-form button").click()
     await expect(page.locator("#passkeys .passkey-name")).to_have_text(["Old laptop"])
     await page.goto(f"{tab.portal.url}{SETTINGS}")
+    await tab.shot("settings-with-a-passkey")
     remove = page.locator("form.remove-form button")
     async with page.expect_navigation(url=f"{tab.portal.url}{SETTINGS}/removed"):
         await remove.click()
