@@ -1,4 +1,5 @@
 """What the administrator's commands do outside the server: `portal users second-factor delete`
+(TOTP and passkeys)
 and `portal storage encryption change-key` (Authelia's command names).
 
 Each opens the configured storage (and user backend) with the same start-up checks `portal
@@ -16,15 +17,17 @@ from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import RateLimiter
 from portal.regulation import Regulator
 from portal.second_factor import TotpService
+from portal.webauthn import WebAuthnService
 
 
-async def delete_second_factor(config: Config, identifier: str) -> tuple[str | None, bool]:
-    """Remove the TOTP device of the user `identifier` names, as an administrator.
+async def delete_second_factor(config: Config, identifier: str) -> tuple[str | None, bool, int]:
+    """Remove the TOTP device and every passkey of the user `identifier` names, as an
+    administrator (a user who lost them cannot sign in or reset otherwise).
 
-    Returns (canonical username, removed): (None, False) when no such user exists; removed is
-    False when the user had no device. Audit `totp_removed` with actor "admin"; the user is
-    mailed (queued). Raises StartupCheckError when the storage or the user backend fails its
-    start-up check.
+    Returns (canonical username, TOTP removed, passkeys removed): (None, False, 0) when no such
+    user exists. Audit `totp_removed` / `webauthn_removed` with actor "admin"; the user is
+    mailed (queued) for each. Raises StartupCheckError when the storage or the user backend
+    fails its start-up check.
     """
     storage = storage_from_config(config)
     users = users_from_config(config)
@@ -33,7 +36,7 @@ async def delete_second_factor(config: Config, identifier: str) -> tuple[str | N
         await users.startup_check()
         user = await users.get_user(identifier)
         if user is None:
-            return None, False
+            return None, False, 0
         clock = SystemClock()
         outbox = OutboxWorker(
             storage,
@@ -52,7 +55,21 @@ async def delete_second_factor(config: Config, identifier: str) -> tuple[str | N
             notifier=notifier_from_config(config),
             renderer=MailRenderer(template_dirs(config.notifier.template_path)),
         )
-        return user.username, await service.delete(user.username, actor="admin")
+        totp_removed = await service.delete(user.username, actor="admin")
+        passkeys = WebAuthnService(
+            config=config,
+            store=storage,
+            clock=clock,
+            regulator=Regulator(storage, clock, config.regulation),
+            limiter=RateLimiter(storage, clock),
+            outbox=outbox,
+            user_handle_key=b"",  # no ceremony runs here
+            encryption_key=config.storage.encryption_key.get_secret_value(),
+        )
+        credentials = await passkeys.credentials(user.username)
+        for credential in credentials:
+            await passkeys.remove(user.username, credential.id, actor="admin")
+        return user.username, totp_removed, len(credentials)
     finally:
         await users.close()
         await storage.close()

@@ -37,6 +37,7 @@ from portal.keys import (
     TOTP,
     TOTP_REGISTRATION,
     USERS,
+    WEBAUTHN,
 )
 from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
 from portal.routes import setup_routes
@@ -148,6 +149,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[ELEVATION] = services.elevation
     app[TOTP] = services.totp
     app[TOTP_REGISTRATION] = services.totp_registration
+    app[WEBAUTHN] = services.webauthn
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.

@@ -213,12 +213,16 @@ def _encryption_change_key(args: argparse.Namespace) -> int:
 def _second_factor_delete(args: argparse.Namespace) -> int:
     config, _ = _load(args.config)
     configure_logging(config.log)  # the audit event goes where the portal's log goes
-    username, removed = asyncio.run(delete_second_factor(config, args.username))
+    username, totp, passkeys = asyncio.run(delete_second_factor(config, args.username))
     if username is None:
         raise CliError(f"no user '{args.username}'")
-    if not removed:
+    if not totp and not passkeys:
         raise CliError(f"user '{username}' has no second factor registered")
-    print(f"Deleted the TOTP second factor of user '{username}'; they were mailed about it.")
+    what = [
+        *(["the TOTP second factor"] if totp else []),
+        *([f"{passkeys} passkey{'s' if passkeys > 1 else ''}"] if passkeys else []),
+    ]
+    print(f"Deleted {' and '.join(what)} of user '{username}'; they were mailed about it.")
     return 0
 
 
@@ -285,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="second_factor", required=True, metavar="COMMAND"
     )
     delete = second_factor.add_parser(
-        "delete", help="remove a user's TOTP device (audited; the user is mailed)"
+        "delete", help="remove a user's TOTP device and passkeys (audited; the user is mailed)"
     )
     with_config(delete)
     delete.add_argument("username", metavar="USER")

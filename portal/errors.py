@@ -34,6 +34,10 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- TotpAlreadyRegisteredError   409  a TOTP device is registered: remove it first
     +-- TotpNotRegisteredError       404  no TOTP device to remove
     +-- SessionNotFoundError         404  not one of the user's own live sessions
+    +-- WebAuthnCredentialExistsError  409  that passkey, or one of that name, is registered
+    +-- WebAuthnCredentialNotFoundError  404  the user has no passkey with that id
+    +-- WebAuthnFailedError          401  a passkey ceremony refused (one answer for all) [page]
+    +-- WebAuthnNotAllowedError      403  the authenticator is refused by webauthn.filtering
     +-- PasswordRejectedError        400  the new password breaks the policy: `reasons` [page]
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     |       +-- ResetCodeRejectedError  400  its second factor was missing or refused [page]
@@ -249,6 +253,36 @@ class SessionNotFoundError(PortalError):
 
     status = 404
     public_message = "You have no active session with that id."
+
+
+class WebAuthnCredentialExistsError(PortalError):
+    """The credential is registered already, or the user has one with that description."""
+
+    status = 409
+    public_message = "This passkey, or one with this name, is registered already."
+
+
+class WebAuthnCredentialNotFoundError(PortalError):
+    """A rename or removal named a passkey the user does not have."""
+
+    status = 404
+    public_message = "You have no such passkey."
+
+
+class WebAuthnFailedError(PortalError):
+    """A WebAuthn ceremony was refused: bad or stale challenge, wrong origin or signature,
+    unknown or removed credential, a counter that did not increase (a cloned authenticator),
+    a ban. One answer for all; the reason goes to the audit only."""
+
+    status = 401
+    public_message = "The passkey was not accepted."
+
+
+class WebAuthnNotAllowedError(PortalError):
+    """The authenticator is refused by webauthn.filtering (AAGUID lists, backup eligibility)."""
+
+    status = 403
+    public_message = "This kind of passkey or security key is not allowed here."
 
 
 class PasswordChangeRequiredError(PortalError):

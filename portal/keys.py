@@ -20,6 +20,7 @@ from portal.signin import SignInService
 from portal.storage.base import SessionProvider, Storage
 from portal.totp_registration import TotpRegistration
 from portal.users.base import UserBackend
+from portal.webauthn import WebAuthnService
 
 CONFIG = web.AppKey("config", Config)
 USERS = web.AppKey("users", UserBackend)
@@ -39,3 +40,4 @@ CAPTCHA = web.AppKey("captcha", CaptchaGuard)
 ELEVATION = web.AppKey("elevation", ElevationService)
 TOTP = web.AppKey("totp", TotpService)
 TOTP_REGISTRATION = web.AppKey("totp_registration", TotpRegistration)
+WEBAUTHN = web.AppKey("webauthn", WebAuthnService)

@@ -18,7 +18,7 @@ import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
@@ -35,6 +35,8 @@ from portal.errors import (
     ResetFormRejectedError,
     SecondFactorFailedError,
     StorageError,
+    WebAuthnCredentialNotFoundError,
+    WebAuthnFailedError,
 )
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
@@ -50,9 +52,11 @@ from portal.storage.base import (
 )
 from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import AccountState, User, UserBackend
+from portal.webauthn import WebAuthnService
 
 MAX_IDENTIFIER = 256
 CODE_MISSING = "Enter the code from your authenticator app."
+PASSKEY_MISSING = "Confirm with your passkey."
 # Consumed and revoked records stay a day after they expire, for the audit trail.
 RECORD_RETENTION = 86400.0
 
@@ -102,10 +106,12 @@ class PasswordResetService:
         regulator: Regulator,
         second_factor: TotpService,
         tokens: ResetTokens,
+        webauthn: WebAuthnService | None = None,
         audit: AuditSink = audit,
     ) -> None:
         """Take every collaborator ready-made (portal/services.py builds them once)."""
         self._second_factor = second_factor
+        self._webauthn = webauthn
         self._config = config
         self._users = users
         self._storage = storage
@@ -299,6 +305,8 @@ class PasswordResetService:
         ip: str,
         *,
         totp_code: str = "",
+        passkey: dict[str, Any] | None = None,
+        passkey_challenge: str = "",
         captcha: Callable[[], Awaitable[None]] | None = None,
     ) -> User:
         """Set the new password if the link, the password and the code are good; consume the link.
@@ -312,7 +320,10 @@ class PasswordResetService:
         ResetFormRejectedError when the CAPTCHA or the password is not good (it carries what
         the form page shows again), RateLimitedError (429: reset_password_finish or
         second_factor_totp), and what the user backend raises when the write fails otherwise.
-        Nobody is signed in and no second factor is removed.
+        Nobody is signed in and no second factor is removed. A user with a passkey may answer
+        with it instead (`passkey`, an AuthenticationResponseJSON, and `passkey_challenge`, the
+        sealed challenge `passkey_options` gave): then it is checked by WebAuthnService.verify,
+        and a user with a passkey and no TOTP must use it.
         """
         if captcha is not None:
             try:
@@ -333,8 +344,20 @@ class PasswordResetService:
         # SECURITY (ASVS 5.0 6.4.3): the mailbox alone does not replace the second factor. The
         # code is checked before the link is consumed, so a wrong one leaves the link usable
         # until its normal limits, while regulation counts it like a wrong password.
-        if await self.code_digits(user.username) is not None:
+        has_passkey = await self.has_passkey(user.username)
+        if has_passkey and passkey is not None:
+            await self._check_passkey(user, passkey, passkey_challenge, ip, jti_hash)
+        elif await self.code_digits(user.username) is not None:
             await self._check_code(user, totp_code, ip, jti_hash)
+        elif has_passkey:
+            self._audit(
+                "reset_rejected",
+                reason="second_factor",
+                username=user.username,
+                ip=ip,
+                jti_hash=jti_hash,
+            )
+            raise ResetCodeRejectedError(user.username, PASSKEY_MISSING)
         now = self._clock.now()
         # SECURITY: consume before writing, atomically: of two concurrent requests one writes.
         if not await self._storage.consume_identity_verification(claims.jti, at=now, ip=ip):
@@ -366,6 +389,47 @@ class PasswordResetService:
             return None
         registration = await self._second_factor.configuration(username)
         return None if registration is None else registration.digits
+
+    async def has_passkey(self, username: str) -> bool:
+        """Tell whether step 2 may (and, without TOTP, must) ask for the user's passkey. Only
+        for a user whose link was checked."""
+        return self._webauthn is not None and await self._webauthn.registered(username)
+
+    async def passkey_options(self, token: str, ip: str) -> tuple[dict[str, Any], str]:
+        """Return assertion options for the link's user and the challenge sealed for the caller
+        to keep (a cookie), bound to this link: (options, sealed).
+
+        Raises what open_link raises for a bad link, and WebAuthnCredentialNotFoundError when
+        the user has no passkey.
+        """
+        claims, user = await self.open_link(token, ip)
+        if self._webauthn is None or not await self.has_passkey(user.username):
+            raise WebAuthnCredentialNotFoundError()
+        challenge = await self._webauthn.begin_authentication(user.username, "reset")
+        bound_to = f"reset:{ResetTokens.jti_hash(claims.jti)}"
+        return challenge.options, self._webauthn.seal(challenge, bound_to)
+
+    async def _check_passkey(
+        self, user: User, passkey: dict[str, Any], sealed: str, ip: str, jti_hash: str
+    ) -> None:
+        """Accept the passkey's assertion for the challenge sealed for this link, once; else
+        ResetCodeRejectedError (audit reset_rejected, reason second_factor)."""
+        assert self._webauthn is not None  # noqa: S101 - has_passkey said so
+        # SECURITY: the challenge sealed for this link, on its first use only.
+        record = await self._webauthn.unseal_once(sealed, f"reset:{jti_hash}")
+        try:
+            await self._webauthn.verify(user.username, record, "reset", passkey, ip)
+            return
+        except WebAuthnFailedError as exc:
+            message = exc.public_message
+        self._audit(
+            "reset_rejected",
+            reason="second_factor",
+            username=user.username,
+            ip=ip,
+            jti_hash=jti_hash,
+        )
+        raise ResetCodeRejectedError(user.username, message)
 
     async def _check_code(self, user: User, code: str, ip: str, jti_hash: str) -> None:
         """Accept the user's current code or raise ResetCodeRejectedError (audit

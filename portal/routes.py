@@ -22,6 +22,7 @@ from portal.handlers import (
     signin,
     totp,
     user,
+    webauthn,
 )
 from portal.keys import CAPTCHA, CONFIG
 from portal.middlewares import MAX_BODY, NO_SUCH_ROUTE
@@ -134,6 +135,25 @@ def _routes(app: web.Application) -> None:
         add.add_post(totp.TOTP_SETTINGS, totp.settings_post)
         add.add_get(totp.REGISTERED, totp.settings_registered_get)
         add.add_get(totp.REMOVED, totp.settings_removed_get)
+    if not app[CONFIG].webauthn.disable:
+        # Passkeys (issue 16, Authelia's routes); with webauthn.disable they do not exist.
+        register = "/api/secondfactor/webauthn/credential/register"
+        add.add_put(register, webauthn.api_register_put)
+        add.add_post(register, webauthn.api_register_post)
+        add.add_get("/api/secondfactor/webauthn/credentials", webauthn.api_credentials_get)
+        credential = "/api/secondfactor/webauthn/credential/{credential_id}"
+        add.add_put(credential, webauthn.api_credential_put)
+        add.add_delete(credential, webauthn.api_credential_delete)
+        add.add_get(webauthn.WEBAUTHN_SETTINGS, webauthn.settings_get, name="webauthn_settings")
+        add.add_post(webauthn.WEBAUTHN_SETTINGS, webauthn.settings_post)
+        add.add_get(webauthn.ADDED, webauthn.settings_added_get)
+        add.add_get(webauthn.RENAMED, webauthn.settings_renamed_get)
+        add.add_get(webauthn.REMOVED, webauthn.settings_removed_get)
+        add.add_get("/api/secondfactor/webauthn", second_factor.api_webauthn_get)
+        add.add_post("/api/secondfactor/webauthn", second_factor.api_webauthn_post)
+        if app[CONFIG].webauthn.enable_passkey_login:
+            add.add_get(signin.PASSKEY_LOGIN, signin.api_passkey_get)
+            add.add_post(signin.PASSKEY_LOGIN, signin.api_passkey_post)
 
     if not app[CONFIG].authentication_backend.password_change.disable:
         # The signed-in password change (Authelia's route); with disable they do not exist.
@@ -158,6 +178,9 @@ def _routes(app: web.Application) -> None:
     add.add_post("/api/reset-password/identity/finish", reset.api_finish_post)
     add.add_post("/api/reset-password", reset.api_reset_post)
     add.add_delete("/api/reset-password", reset.api_reset_delete)
+    if not app[CONFIG].webauthn.disable:
+        add.add_get("/api/reset-password/webauthn", reset.api_passkey_get)
+        add.add_get("/reset-password/step2/webauthn", reset.step2_passkey_get)
     if app[CONFIG].identity_validation.reset_password.security_questions.enabled:
         add.add_post("/reset-password/step1/answers", reset.step1_answers_post)
         add.add_post("/api/reset-password/identity/questions", reset.api_questions_post)

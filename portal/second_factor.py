@@ -33,7 +33,10 @@ from portal.users.base import UserBackend
 
 ADDED_MAIL = "second_factor_added"
 REMOVED_MAIL = "second_factor_removed"
-METHOD_NAMES = {"totp": "a one-time password app (TOTP)"}
+METHOD_NAMES = {
+    "totp": "a one-time password app (TOTP)",
+    "webauthn": "a passkey or security key",
+}
 
 
 @dataclass(frozen=True)

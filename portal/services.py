@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from portal.access_control import AccessControl
@@ -24,6 +25,7 @@ from portal.sessions import SessionStore
 from portal.signin import CookieDomains, SignInService
 from portal.tokens import ResetTokens
 from portal.totp_registration import TotpRegistration
+from portal.webauthn import WebAuthnService
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Services:
     elevation: ElevationService
     totp: TotpService
     totp_registration: TotpRegistration
+    webauthn: WebAuthnService
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -113,6 +116,21 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         renderer=renderer,
         audit=deps.audit,
     )
+    webauthn = WebAuthnService(
+        config=config,
+        store=storage,
+        clock=clock,
+        regulator=regulator,
+        limiter=limiter,
+        outbox=outbox,
+        # The users' opaque WebAuthn handles, derived from a key only this portal knows.
+        user_handle_key=hashlib.sha256(
+            b"portal webauthn user handle\0"
+            + config.storage.encryption_key.get_secret_value().encode()
+        ).digest(),
+        encryption_key=config.storage.encryption_key.get_secret_value(),
+        audit=deps.audit,
+    )
     reset = PasswordResetService(
         config=config,
         users=users,
@@ -125,6 +143,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         limiter=limiter,
         regulator=regulator,
         second_factor=totp,
+        webauthn=webauthn,
         tokens=ResetTokens(
             config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
         ),
@@ -156,7 +175,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         renderer=renderer,
         clock=clock,
         limiter=limiter,
-        has_second_factor=totp.registered,
+        has_second_factor=lambda username: _any_second_factor(totp, webauthn, username),
         audit=deps.audit,
     )
     captcha = CaptchaGuard(
@@ -187,4 +206,10 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         elevation=elevation,
         totp=totp,
         totp_registration=totp_registration,
+        webauthn=webauthn,
     )
+
+
+async def _any_second_factor(totp: TotpService, webauthn: WebAuthnService, username: str) -> bool:
+    """Tell whether the user has a second factor to use now: TOTP or a passkey."""
+    return await totp.registered(username) or await webauthn.registered(username)

@@ -66,6 +66,9 @@ class Session:
     # A TOTP registration started and not yet confirmed (portal/totp_registration.py): the
     # secret sealed with storage.encryption_key and when it lapses; None when there is none.
     pending_totp: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # A WebAuthn challenge issued to this session (portal/webauthn.py: its purpose, SHA-256 and
+    # expiry), dropped when answered; None when there is none.
+    webauthn_challenge: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def elevated(self, ip: str, now: float) -> bool:
         """Tell whether the session is elevated for a request from ip at now."""
@@ -221,8 +224,11 @@ class SessionStore:
         remember_me: bool,
         ip: str = "",
         user_agent: str = "",
+        method: str = "pwd",
     ) -> str:
-        """Open a session for user under cookie's domain and return the new cookie value.
+        """Open a one-factor session for user under cookie's domain and return the new cookie
+        value; `method` is how the first factor was proven (RFC 8176 amr: "pwd", or "hwk" for
+        a passkey sign-in).
 
         ip and user_agent (the client's address and User-Agent header at sign-in) are kept in
         the session's data, as text (bytes that were not UTF-8: U+FFFD) cut to MAX_IP and
@@ -259,7 +265,7 @@ class SessionStore:
                 "groups": list(user.groups),
                 "refreshed_at": now,
                 "level": ONE_FACTOR,
-                "amr": ["pwd"],
+                "amr": [method],
                 "auth_time": now,
                 "ip": _text(ip)[:MAX_IP],
                 "user_agent": _text(user_agent)[:MAX_USER_AGENT],
@@ -594,6 +600,9 @@ def _session(record: SessionRecord) -> Session:
         elevated_until=_number(data.get("elevated_until")),
         elevated_ip=str(data["elevated_ip"]) if data.get("elevated_ip") else None,
         pending_totp=data["pending_totp"] if isinstance(data.get("pending_totp"), dict) else None,
+        webauthn_challenge=(
+            data["webauthn_challenge"] if isinstance(data.get("webauthn_challenge"), dict) else None
+        ),
     )
 
 

@@ -181,3 +181,31 @@ class SignInService:
         )
         self._audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)
         return user, value, cookie
+
+    async def sign_in_with_passkey(
+        self, username: str, ip: str, *, remember_me: bool, host: str, user_agent: str = ""
+    ) -> tuple[User, str, SessionCookieConfig]:
+        """Open a session for the user whose passkey was just verified (webauthn's
+        enable_passkey_login): one factor, amr "hwk", as Authelia 4.39 counts a passkey sign-in.
+
+        SignInFailedError when the user is gone or disabled; PasswordChangeRequiredError when
+        the password must be changed first (no session either way).
+        """
+        cookie = cookie_for_host(self._config, host) or self._config.session.cookies[0]
+        user = await self._users.get_user(username)
+        if user is None or user.disabled or user.username != username:
+            self._audit("signin_failed", username=username, ip=ip, method="passkey")
+            raise SignInFailedError()
+        if user.change_reason is not None:
+            raise PasswordChangeRequiredError(user.change_reason)
+        value = await self._sessions.create(
+            user, cookie, remember_me=remember_me, method="hwk", ip=ip, user_agent=user_agent
+        )
+        self._audit(
+            "signin_succeeded",
+            username=user.username,
+            ip=ip,
+            remember_me=remember_me,
+            method="passkey",
+        )
+        return user, value, cookie

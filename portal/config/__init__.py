@@ -100,6 +100,7 @@ from portal.config.types import (
     parse_duration,
     public_suffixes,
 )
+from portal.config.webauthn import WebAuthnConfig, WebAuthnFiltering, WebAuthnSelectionCriteria
 
 __all__ = [
     "AccessControlConfig",
@@ -180,6 +181,9 @@ __all__ = [
     "TlsConfig",
     "TlsVersion",
     "TotpConfig",
+    "WebAuthnConfig",
+    "WebAuthnFiltering",
+    "WebAuthnSelectionCriteria",
     "UNSUPPORTED_KEYS",
     "ZxcvbnPolicyConfig",
 ]

@@ -40,7 +40,9 @@ UNSUPPORTED_KEYS = (
     "default_2fa_method",
     "default_redirection_url",
     "jwt_secret",
-    "webauthn",
+    "webauthn.metadata",
+    "webauthn.experimental_enable_passkey_uv_two_factors",
+    "webauthn.experimental_enable_passkey_upgrade",
     "duo_api",
     "identity_providers",
     "ntp",
@@ -402,10 +404,10 @@ def _second_factor_warnings(config: Config) -> list[str]:
     uses = access.default_policy == "two_factor" or any(
         rule.policy == "two_factor" for rule in access.rules
     )
-    if uses and config.totp.disable:
+    if uses and config.totp.disable and config.webauthn.disable:
         return [
             "access_control asks for two_factor but every second-factor method is disabled "
-            "(totp.disable): nobody can reach those resources"
+            "(totp.disable, webauthn.disable): nobody can reach those resources"
         ]
     return []
 

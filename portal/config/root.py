@@ -26,6 +26,7 @@ from portal.config.session import SessionConfig
 from portal.config.storage import StorageConfig
 from portal.config.totp import TotpConfig
 from portal.config.types import Model
+from portal.config.webauthn import WebAuthnConfig
 from portal.tls import certificates_directory_problems
 
 
@@ -50,6 +51,7 @@ class Config(Model):
     captcha: CaptchaConfig = CaptchaConfig()
     access_control: AccessControlConfig = AccessControlConfig()
     totp: TotpConfig = TotpConfig()
+    webauthn: WebAuthnConfig = WebAuthnConfig()
 
     @field_validator("certificates_directory")
     @classmethod
@@ -93,3 +95,9 @@ class Config(Model):
         else "Portal" (Authelia's default is "Authelia", its own name).
         """
         return self.totp.issuer or self.organization_name or "Portal"
+
+    @property
+    def webauthn_display_name(self) -> str:
+        """Return the relying party's name authenticators show (webauthn.display_name, else the
+        portal's name as its pages say it: organization_name, else "Portal")."""
+        return self.webauthn.display_name or self.organization_name or "Portal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import partial
 from typing import Any, NoReturn
@@ -40,6 +41,8 @@ DONE = "/reset-password/done"
 CANCELLED = "/reset-password/cancelled"
 # What a JWT in compact form is made of; anything else is never put in a cookie.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# The reset's passkey challenge, sealed and bound to its link (PasswordResetService).
+PASSKEY_COOKIE = "portal_reset_webauthn"
 _CAPTCHA_ON: dict[str, CaptchaEndpoint] = {
     "reset_step1.html": "reset_password_start",
     "reset_step2.html": "reset_password_finish",
@@ -199,6 +202,7 @@ async def _password_form(
         hints=describe(policy),
         error=error,
         code_digits=await request.app[RESET].code_digits(username),
+        has_passkey=await request.app[RESET].has_passkey(username),
         code_error=code_error,
     )
 
@@ -217,6 +221,8 @@ async def step2_post(request: web.Request) -> web.Response:
             form.get("password_confirm", ""),
             request_ip(request),
             totp_code=form.get("totp_code", ""),
+            passkey=_passkey_answer(form.get("webauthn", "")),
+            passkey_challenge=request.cookies.get(PASSKEY_COOKIE, ""),
             captcha=captcha,
         )
     except InvalidTokenError:
@@ -228,7 +234,55 @@ async def step2_post(request: web.Request) -> web.Response:
         return await _password_form(request, exc.username, exc.reasons, error=error)
     response = see_other(DONE)
     response.del_cookie(TOKEN_COOKIE, path=STEP2)
+    response.del_cookie(PASSKEY_COOKIE, path="/")
     raise response
+
+
+def _passkey_answer(text: str) -> dict[str, Any] | None:
+    """Return the form's `webauthn` field (an AuthenticationResponseJSON) as an object, or None
+    when empty; an answer that is not a JSON object counts as a wrong one (an empty object)."""
+    if not text:
+        return None
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+async def _passkey_options(request: web.Request, token: str) -> web.Response:
+    """Answer the assertion options for the link's user, the challenge sealed in a cookie
+    (HttpOnly, SameSite=Strict, lapsing with webauthn.timeout) that POSTs send back."""
+    options, sealed = await request.app[RESET].passkey_options(token, request_ip(request))
+    response = web.json_response({"status": "OK", "data": options})
+    config = request.app[CONFIG]
+    response.set_cookie(
+        PASSKEY_COOKIE,
+        sealed,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        max_age=int(config.webauthn.timeout.total_seconds()),
+        secure=config.portal_is_https,
+    )
+    return response
+
+
+async def step2_passkey_get(request: web.Request) -> web.Response:
+    """GET /reset-password/step2/webauthn: the options for the step-2 page's script (the
+    link's token comes from the step-2 cookie, scoped to this path)."""
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        raise InvalidTokenError("malformed")
+    return await _passkey_options(request, token)
+
+
+async def api_passkey_get(request: web.Request) -> web.Response:
+    """GET /api/reset-password/webauthn with {"token"} (or the step-2 cookie): the options."""
+    token = request.cookies.get(TOKEN_COOKIE)
+    if request.can_read_body or not token:
+        token = (await parse_json(request, TokenBody)).token
+    return await _passkey_options(request, token)
 
 
 async def done_get(request: web.Request) -> web.Response:
@@ -301,6 +355,8 @@ class ResetBody(TokenBody):
 
     password: str
     totp: str = ""
+    # An AuthenticationResponseJSON instead of `totp`, when the user has a passkey.
+    webauthn: dict[str, Any] | None = None
     captcha: str | None = None
 
 
@@ -341,7 +397,13 @@ async def api_reset_post(request: web.Request) -> web.Response:
     await require_captcha(request, "reset_password_finish", body.captcha)
     try:
         await request.app[RESET].complete(
-            body.token, body.password, body.password, request_ip(request), totp_code=body.totp
+            body.token,
+            body.password,
+            body.password,
+            request_ip(request),
+            totp_code=body.totp,
+            passkey=body.webauthn,
+            passkey_challenge=request.cookies.get(PASSKEY_COOKIE, ""),
         )
     except ResetFormRejectedError as exc:
         return web.json_response(

@@ -15,9 +15,9 @@ from urllib.parse import quote
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from portal.bodies import read_form
+from portal.bodies import read_form, read_json
 from portal.config import SessionCookieConfig
-from portal.errors import SecondFactorFailedError
+from portal.errors import SecondFactorFailedError, WebAuthnFailedError
 from portal.handlers.common import (
     cookie_values,
     landing,
@@ -27,7 +27,8 @@ from portal.handlers.common import (
     request_ip,
     session_cookie,
 )
-from portal.keys import AUTHZ, CONFIG, SESSIONS, TOTP
+from portal.handlers.webauthn import take_challenge
+from portal.keys import AUTHZ, CONFIG, SESSIONS, TOTP, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS, Session
 from portal.signin import safe_redirect
@@ -70,7 +71,14 @@ async def second_step_first(request: web.Request, user: User, target: str | None
         return needs_two_factors(request, user, target)
     if not request.app[AUTHZ].second_factor_enabled:
         return False
-    return await request.app[TOTP].registered(user.username)
+    return await has_second_factor(request, user.username)
+
+
+async def has_second_factor(request: web.Request, username: str) -> bool:
+    """Tell whether the user has a second factor to use now (TOTP or a passkey)."""
+    return await request.app[TOTP].registered(username) or await request.app[WEBAUTHN].registered(
+        username
+    )
 
 
 async def _signed_in(request: web.Request) -> tuple[Session, str, SessionCookieConfig] | None:
@@ -84,15 +92,20 @@ async def _signed_in(request: web.Request) -> tuple[Session, str, SessionCookieC
     return None
 
 
-def _page(
+async def _page(
     request: web.Request, session: Session, status: int = 200, **context: object
 ) -> web.Response:
+    """The second step: the TOTP field when the user has TOTP, the passkey button when they
+    have a passkey (both when both)."""
+    username = session.username
     return render_page(
         request,
         "second_factor_totp.html",
         status,
         form_action=redirecting_form_action(request),
-        username=session.display_name or session.username,
+        username=session.display_name or username,
+        has_totp=await request.app[TOTP].registered(username),
+        has_passkey=await _passkey_usable(request, session),
         **context,
     )
 
@@ -106,19 +119,23 @@ async def totp_get(request: web.Request) -> web.Response:
     session = found[0]
     if session.level >= TWO_FACTORS:
         raise web.HTTPFound(landing(request, target))
-    if not await request.app[TOTP].registered(session.username):
-        return _page(request, session, register_url=REGISTER_TOTP_PAGE)
-    return _page(request, session, rd=target or "")
+    if not (
+        await request.app[TOTP].registered(session.username)
+        or await _passkey_usable(request, session)
+    ):
+        return await _page(request, session, register_url=REGISTER_TOTP_PAGE)
+    return await _page(request, session, rd=target or "", done=landing(request, target))
 
 
 async def _raise_level(
     request: web.Request,
     response: web.StreamResponse,
     found: tuple[Session, str, SessionCookieConfig],
+    method: str = "otp",
 ) -> None:
     session, value, cookie = found
     try:
-        new = await request.app[SESSIONS].raise_level(value, cookie, method="otp")
+        new = await request.app[SESSIONS].raise_level(value, cookie, method=method)
     except LookupError:
         # Ended between the code and now (a sign-out elsewhere, a reset): sign in again.
         raise SecondFactorFailedError() from None
@@ -146,7 +163,14 @@ async def totp_post(request: web.Request) -> web.Response:
         await _raise_level(request, response, found)
     except SecondFactorFailedError as exc:
         # The field is drawn empty again, with the focus on it (the page's autofocus).
-        return _page(request, session, exc.status, error=exc.public_message, rd=target or "")
+        return await _page(
+            request,
+            session,
+            exc.status,
+            error=exc.public_message,
+            rd=target or "",
+            done=landing(request, target),
+        )
     raise response
 
 
@@ -180,5 +204,52 @@ async def api_totp_post(request: web.Request) -> web.Response:
         response = _ok(target)
         await _raise_level(request, response, found)
     except SecondFactorFailedError as exc:
+        return web.json_response({"status": "KO", "message": exc.public_message}, status=exc.status)
+    return response
+
+
+# -- passkeys (WebAuthn) as the second factor ---------------------------------------------------
+
+
+async def _passkey_usable(request: web.Request, session: Session) -> bool:
+    """Tell whether a passkey may raise this session: the user has one, and the first factor
+    was not a passkey already (a passkey sign-in, amr "hwk": the same factor twice is one)."""
+    return "hwk" not in session.amr and await request.app[WEBAUTHN].registered(session.username)
+
+
+async def api_webauthn_get(request: web.Request) -> web.Response:
+    """Answer the assertion options for the one-factor session's user (their credentials
+    allowed); the challenge is kept in the session. 401 KO without a session."""
+    found = await _signed_in(request)
+    if found is None:
+        return web.json_response({"status": "KO", "message": NOT_SIGNED_IN}, status=401)
+    session = found[0]
+    challenge = await request.app[WEBAUTHN].begin_authentication(session.username, "second_factor")
+    await request.app[SESSIONS].update(session.id, {"webauthn_challenge": challenge.record})
+    return web.json_response({"status": "OK", "data": challenge.options})
+
+
+async def api_webauthn_post(request: web.Request) -> web.Response:
+    """Raise the session to two factors with an AuthenticationResponseJSON (and `targetURL`):
+    {"status":"OK","data":{"redirect"}} as for TOTP; 401 KO for every refusal (one message)."""
+    body = await read_json(request)
+    raw_target = body.get("targetURL")
+    target = safe_redirect(request.app[CONFIG], raw_target if isinstance(raw_target, str) else None)
+    found = await _signed_in(request)
+    if found is None:
+        return web.json_response({"status": "KO", "message": NOT_SIGNED_IN}, status=401)
+    session = found[0]
+    if session.level >= TWO_FACTORS:
+        return _ok(target)
+    record = await take_challenge(request, session)
+    if "hwk" in session.amr:  # signed in with a passkey: it cannot be the second factor too
+        record = None
+    try:
+        await request.app[WEBAUTHN].verify(
+            session.username, record, "second_factor", body, request_ip(request)
+        )
+        response = _ok(target)
+        await _raise_level(request, response, found, method="hwk")
+    except (WebAuthnFailedError, SecondFactorFailedError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=exc.status)
     return response

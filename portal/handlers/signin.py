@@ -7,9 +7,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from portal.bodies import read_form, request_host
+from portal.bodies import read_form, read_json, request_host
 from portal.config import SessionCookieConfig
-from portal.errors import CaptchaFailedError, PasswordChangeRequiredError, SignInFailedError
+from portal.errors import (
+    CaptchaFailedError,
+    PasswordChangeRequiredError,
+    SignInFailedError,
+    WebAuthnFailedError,
+)
 from portal.handlers.common import (
     captcha_widget_if_needed,
     cookie_values,
@@ -29,7 +34,7 @@ from portal.handlers.second_factor import (
     user_of,
 )
 from portal.handlers.start import forgot_password_url
-from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN
+from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS
 from portal.signin import safe_redirect
@@ -69,11 +74,17 @@ async def signin_get(request: web.Request) -> web.Response:
         return _page(
             request, signed_in=session.display_name or session.username, questions_url=settings
         )
+    target = safe_redirect(request.app[CONFIG], rd)
+    webauthn = request.app[CONFIG].webauthn
     return _page(
         request,
         rd=rd or "",
         captcha=await captcha_widget_if_needed(request, "login"),
         signed_out=SIGNED_OUT in request.query,
+        passkey_login=webauthn.enable_passkey_login and not webauthn.disable,
+        # After a passkey sign-in the page goes to the second step, which sends the browser
+        # on to the target (or asks for a second factor when the target needs one).
+        passkey_done=totp_page_url(target) if target else "/",
     )
 
 
@@ -201,4 +212,61 @@ async def api_logout_post(request: web.Request) -> web.Response:
     """End the session."""
     response = web.json_response({"status": "OK"})
     await _sign_out(request, response)
+    return response
+
+
+# -- passkey sign-in (webauthn.enable_passkey_login) ---------------------------------------------
+
+PASSKEY_LOGIN = "/api/firstfactor/passkey"
+# The sign-in's passkey challenge, sealed (WebAuthnService.seal), for this route only.
+PASSKEY_LOGIN_COOKIE = "portal_passkey_login"
+
+
+async def api_passkey_get(request: web.Request) -> web.Response:
+    """Answer assertion options for a discoverable credential with user verification; the
+    challenge goes to a sealed cookie (HttpOnly, SameSite=Strict, this path, webauthn.timeout)."""
+    service = request.app[WEBAUTHN]
+    challenge = await service.begin_authentication(None, "passkey_login")
+    response = web.json_response({"status": "OK", "data": challenge.options})
+    config = request.app[CONFIG]
+    response.set_cookie(
+        PASSKEY_LOGIN_COOKIE,
+        service.seal(challenge, "passkey_login"),
+        path=PASSKEY_LOGIN,
+        httponly=True,
+        samesite="Strict",
+        max_age=int(config.webauthn.timeout.total_seconds()),
+        secure=config.portal_is_https,
+    )
+    return response
+
+
+async def api_passkey_post(request: web.Request) -> web.Response:
+    """Sign in with an AuthenticationResponseJSON (with `targetURL`, `keepMeLoggedIn`): one
+    factor, as POST /api/firstfactor answers; 401 KO for every refusal (one message)."""
+    body = await read_json(request)
+    raw_target = body.get("targetURL")
+    target = safe_redirect(request.app[CONFIG], raw_target if isinstance(raw_target, str) else None)
+    remember = body.get("keepMeLoggedIn") is True
+    service, ip = request.app[WEBAUTHN], request_ip(request)
+    record = await service.unseal_once(
+        request.cookies.get(PASSKEY_LOGIN_COOKIE, ""), "passkey_login"
+    )
+    try:
+        credential = await service.verify(None, record, "passkey_login", body, ip)
+        user, value, cookie = await request.app[SIGNIN].sign_in_with_passkey(
+            credential.username,
+            ip,
+            remember_me=remember,
+            host=request_host(request),
+            user_agent=request.headers.get("User-Agent", ""),
+        )
+    except (WebAuthnFailedError, SignInFailedError, PasswordChangeRequiredError) as exc:
+        return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
+    # As Handle1FAResponse: a target needing two factors is not named; the page goes on to
+    # the second step.
+    data = {"redirect": target} if target and not needs_two_factors(request, user, target) else {}
+    response = web.json_response({"status": "OK", "data": data} if data else {"status": "OK"})
+    response.del_cookie(PASSKEY_LOGIN_COOKIE, path=PASSKEY_LOGIN)
+    await _rotate(request, response, value, cookie, remember)
     return response

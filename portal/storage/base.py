@@ -11,6 +11,7 @@ The roles, named as Authelia's storage names them where it has the concept:
     SecurityAnswerStore         security questions and their answer hashes
     OneTimeCodeStore            mailed one-time codes elevating a session (Authelia: one_time_code)
     TotpStore                   TOTP registrations (secrets encrypted) and used time steps
+    WebAuthnCredentialStore     passkeys and security keys (Authelia: webauthn_credentials)
     EncryptionKeyStore          re-encrypting every secret under a new storage.encryption_key
     Storage                     all of the above plus schema_version: one migrated database
 
@@ -141,6 +142,31 @@ class TotpConfiguration:
     # SECURITY: the shared secret in clear, only in memory; the stores keep it encrypted
     # with storage.encryption_key (portal/storage/encryption.py). Never logged.
     secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WebAuthnCredential:
+    """Hold one passkey or security key of a user (Authelia: webauthn_credentials).
+
+    `id` is the store's number for the row (0 before it is added); `credential_id` is the
+    authenticator's id of the credential (WebAuthn Level 3 section 4, "Credential ID"),
+    `public_key` its COSE_Key (section 6.5.1.1), `aaguid` the authenticator model's UUID as text
+    (all zeros when not told), `transports` the hints the browser gave ("usb", "internal", ...).
+    `backup_eligible`/`backup_state` are the BE/BS flags (section 6.1). Times are Unix seconds.
+    """
+
+    id: int
+    username: str
+    description: str
+    credential_id: bytes
+    public_key: bytes
+    sign_count: int
+    aaguid: str
+    transports: tuple[str, ...]
+    backup_eligible: bool
+    backup_state: bool
+    created_at: float
+    last_used_at: float | None = None
 
 
 class StoreLifecycle(Protocol):
@@ -433,6 +459,49 @@ class TotpStore(Protocol):
         ...
 
 
+class WebAuthnCredentialStore(Protocol):
+    """Keep users' WebAuthn credentials, several per user.
+
+    Contract, across every instance sharing the store:
+    - `add_webauthn_credential` returns the new row's id (> 0); it raises
+      WebAuthnCredentialExistsError when the credential_id is known already (to any user) or
+      the user has a credential with that description (both are unique).
+    - `webauthn_credential_use` is atomic: it sets sign_count, backup_state and last_used_at
+      only if the stored sign_count is still `previous` (a compare-and-set), so of two
+      simultaneous uses of one counter value only one succeeds; True when it did.
+    - rename/delete touch only the given user's row: another user's id is "not found" (False).
+    """
+
+    async def add_webauthn_credential(self, credential: WebAuthnCredential) -> int:
+        """Insert the credential (its `id` is ignored) and return its new id."""
+        ...
+
+    async def list_webauthn_credentials(self, username: str) -> list[WebAuthnCredential]:
+        """Return the user's credentials, oldest first."""
+        ...
+
+    async def get_webauthn_credential(self, credential_id: bytes) -> WebAuthnCredential | None:
+        """Return the credential with this authenticator credential id, or None."""
+        ...
+
+    async def webauthn_credential_use(
+        self, id: int, *, previous: int, sign_count: int, backup_state: bool, at: float
+    ) -> bool:
+        """Record a use: sign_count from `previous` to `sign_count` (compare-and-set)."""
+        ...
+
+    async def rename_webauthn_credential(self, username: str, id: int, description: str) -> bool:
+        """Set the description; False when the user has no such credential.
+
+        WebAuthnCredentialExistsError when another of the user's credentials has it already.
+        """
+        ...
+
+    async def delete_webauthn_credential(self, username: str, id: int) -> bool:
+        """Delete the user's credential; False when the user has no such credential."""
+        ...
+
+
 class EncryptionKeyStore(Protocol):
     """Re-encrypt what the store keeps encrypted under a new storage.encryption_key.
 
@@ -455,6 +524,7 @@ class Storage(
     SecurityAnswerStore,
     OneTimeCodeStore,
     TotpStore,
+    WebAuthnCredentialStore,
     EncryptionKeyStore,
     Protocol,
 ):

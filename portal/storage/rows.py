@@ -20,6 +20,7 @@ from portal.storage.base import (
     SecurityAnswer,
     SessionRecord,
     TotpConfiguration,
+    WebAuthnCredential,
 )
 from portal.storage.encryption import SecretBox, totp_aad
 
@@ -205,4 +206,53 @@ def totp_from_row(row: Row, box: SecretBox) -> TotpConfiguration:
         digits=int(row["digits"]),
         period=int(row["period"]),
         secret=box.decrypt(bytes(row["secret"]), totp_aad(username)),
+    )
+
+
+SELECT_WEBAUTHN = (
+    "SELECT id, username, description, credential_id, public_key, sign_count, aaguid,"
+    " transports, backup_eligible, backup_state, created_at, last_used_at"
+    " FROM webauthn_credentials"
+)
+INSERT_WEBAUTHN = (
+    "INSERT INTO webauthn_credentials (username, description, credential_id, public_key,"
+    " sign_count, aaguid, transports, backup_eligible, backup_state, created_at, last_used_at)"
+)
+
+
+def webauthn_params(credential: WebAuthnCredential) -> tuple[Any, ...]:
+    """Return INSERT_WEBAUTHN's values for the credential (transports comma-joined)."""
+    c = credential
+    return (
+        c.username,
+        c.description,
+        c.credential_id,
+        c.public_key,
+        c.sign_count,
+        c.aaguid,
+        ",".join(c.transports),
+        c.backup_eligible,
+        c.backup_state,
+        c.created_at,
+        c.last_used_at,
+    )
+
+
+def webauthn_from_row(row: Row) -> WebAuthnCredential:
+    """Build the credential from a row of SELECT_WEBAUTHN."""
+    last_used = row["last_used_at"]
+    transports = str(row["transports"])
+    return WebAuthnCredential(
+        id=int(row["id"]),
+        username=str(row["username"]),
+        description=str(row["description"]),
+        credential_id=bytes(row["credential_id"]),
+        public_key=bytes(row["public_key"]),
+        sign_count=int(row["sign_count"]),
+        aaguid=str(row["aaguid"]),
+        transports=tuple(transports.split(",")) if transports else (),
+        backup_eligible=bool(row["backup_eligible"]),
+        backup_state=bool(row["backup_state"]),
+        created_at=float(row["created_at"]),
+        last_used_at=None if last_used is None else float(last_used),
     )

@@ -38,6 +38,7 @@ ROLES = frozenset(
         "security_answers",
         "one_time_codes",
         "totp",
+        "webauthn",
     }
 )
 

@@ -122,6 +122,7 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
             "login_after_failures": 2,
             "altcha": {"cost": 1, "max_number": 10},
         }
+        config["webauthn"] = {"enable_passkey_login": True}
     return config
 
 

@@ -57,6 +57,8 @@ SETTINGS_FORM = (
     "question_2",
     "answer_2",
 )
+# An AuthenticationResponseJSON's or RegistrationResponseJSON's fields, and the portal's own.
+WEBAUTHN_JSON = ("id", "rawId", "type", "response", "description", "targetURL", "keepMeLoggedIn")
 FIRSTFACTOR_JSON = ("username", "password", "keepMeLoggedIn", "targetURL", "captcha")
 
 # The whole URL surface (portal/routes.py) with the security questions and the self-hosted
@@ -113,6 +115,23 @@ ROUTES: tuple[Route, ...] = (
         ("current_password", "password", "password_confirm"),
     ),
     Route("/settings/password/changed", ("GET",), "none"),
+    # Passkeys (issue 16); the passkey sign-in with webauthn.enable_passkey_login.
+    Route("/api/secondfactor/webauthn/credential/register", ("PUT", "POST"), "json", WEBAUTHN_JSON),
+    Route("/api/secondfactor/webauthn/credentials", ("GET",), "none"),
+    Route(
+        "/api/secondfactor/webauthn/credential/{credential_id}",
+        ("PUT", "DELETE"),
+        "json",
+        ("description",),
+    ),
+    Route("/api/secondfactor/webauthn", ("GET", "POST"), "json", WEBAUTHN_JSON),
+    Route("/api/firstfactor/passkey", ("GET", "POST"), "json", WEBAUTHN_JSON),
+    Route("/api/reset-password/webauthn", ("GET",), "json", ("token",)),
+    Route("/reset-password/step2/webauthn", ("GET",), "none"),
+    Route("/settings/passkeys", ("GET", "POST"), "form", ("action", "id", "description")),
+    Route("/settings/passkeys/added", ("GET",), "none"),
+    Route("/settings/passkeys/renamed", ("GET",), "none"),
+    Route("/settings/passkeys/removed", ("GET",), "none"),
 )
 OTHER_PATHS = (
     "/nowhere",

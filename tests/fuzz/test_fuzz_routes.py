@@ -224,6 +224,7 @@ def test_every_route_is_fuzzed(make_config: ConfigFactory) -> None:
     config = make_config(
         identity_validation={"reset_password": {"security_questions": {"enabled": True}}},
         captcha={"enabled_on": ["login"]},
+        webauthn={"enable_passkey_login": True},
     )
     app = create_app(config)
     known = {(method, route.path) for route in ROUTES for method in route.methods}

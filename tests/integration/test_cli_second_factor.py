@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from portal.storage.base import TotpConfiguration
+from portal.storage.base import TotpConfiguration, WebAuthnCredential
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import ENCRYPTION_KEY
 from tests.integration.postgres import PostgresServer
@@ -61,6 +61,39 @@ def test_an_admin_deletes_a_users_second_factor_and_the_user_is_mailed(
     assert kinds == ["second_factor_removed"]
     # The audit event, on the log (stderr by default), names the admin as the actor.
     assert 'totp_removed event="totp_removed" username="john" actor="admin"' in result.stderr
+
+
+def test_an_admin_deletes_a_users_passkeys_too(tmp_path: Path, users_file: Path) -> None:
+    config = str(config_file(tmp_path, users_file))
+
+    async def add_passkeys() -> None:
+        storage = SqliteStorage(tmp_path / "db", encryption_key=ENCRYPTION_KEY)
+        await storage.startup_check()
+        for number in (1, 2):
+            await storage.add_webauthn_credential(
+                WebAuthnCredential(
+                    0, "john", f"Key {number}", f"cred-{number}".encode(), b"\xa0", 0,
+                    "00000000-0000-0000-0000-000000000000", (), False, False, 1.0,
+                )
+            )  # fmt: skip
+        await storage.close()
+
+    asyncio.run(add_passkeys())
+
+    result = portal("users", "second-factor", "delete", "john", "-c", config)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Deleted 2 passkeys of user 'john'; they were mailed about it."
+    ]
+    with sqlite3.connect(tmp_path / "db") as conn:
+        left = conn.execute("SELECT count(*) FROM webauthn_credentials").fetchone()[0]
+        kinds = [row[0] for row in conn.execute("SELECT kind FROM outbox")]
+    assert left == 0
+    assert kinds == ["second_factor_removed"] * 2
+    assert 'webauthn_removed event="webauthn_removed" username="john" actor="admin"' in (
+        result.stderr
+    )
 
 
 def test_deleting_for_an_unknown_user_or_a_user_without_a_device_is_one_clear_line(

@@ -260,8 +260,11 @@ def test_an_authelia_configuration_loads_and_warns_once_per_unsupported_key() ->
     assert config.password_policy.standard.require_special is True
     start = config.server.endpoints.rate_limits.reset_password_start.buckets
     assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
-    for key in ("webauthn", "ntp", "telemetry", "server.tls"):
+    for key in ("ntp", "telemetry", "server.tls"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
+    # Issue 16: `webauthn` is read now, not warned about.
+    assert not any(w.startswith("webauthn") for w in warnings)
+    assert config.webauthn_display_name == "Example"
     # Issue 15: `totp` is read now, not warned about.
     assert not any(w.startswith("totp") for w in warnings)
     assert config.totp.issuer == "example.com"
@@ -285,7 +288,8 @@ def test_an_authelia_ldap_configuration_loads_with_its_ldap_block() -> None:
     assert ldap.attributes.username == "uid"
     assert ldap.users_filter is not None and "{mail_attribute}={input}" in ldap.users_filter
     assert config.session.cookies[0].default_redirection_url == "https://home.example.com:8080/"
-    assert warnings == ["webauthn: not supported by the portal; ignored"]
+    assert warnings == []  # webauthn is read since issue 16
+    assert config.webauthn.display_name == "Example"
     assert config.totp.issuer == "example.com"
 
 
@@ -355,12 +359,16 @@ def test_authelia_access_control_rules_load_and_two_factor_no_longer_warns() -> 
 
 def test_two_factor_with_every_second_factor_disabled_is_warned_of(tmp_path: Path) -> None:
     rules = [{"domain": "secure.example.com", "policy": "two_factor"}]
-    path = with_changes(tmp_path, access_control={"rules": rules}, totp={"disable": True})
+    off = {"disable": True}
+    path = with_changes(tmp_path, access_control={"rules": rules}, totp=off, webauthn=off)
     _, warnings = read_config([path], {})
     assert warnings == [
         "access_control asks for two_factor but every second-factor method is disabled "
-        "(totp.disable): nobody can reach those resources"
+        "(totp.disable, webauthn.disable): nobody can reach those resources"
     ]
+    # Passkeys alone are a second factor.
+    path = with_changes(tmp_path, access_control={"rules": rules}, totp=off)
+    assert read_config([path], {})[1] == []
     _, enabled = read_config([with_changes(tmp_path, access_control={"rules": rules})], {})
     assert enabled == []
 
@@ -987,11 +995,15 @@ def test_environment_values_are_validated_like_file_values(config_file: Path) ->
     ]
 
 
-def test_load_config_logs_each_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_load_config_logs_each_warning(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     environ = {"PORTAL_IDENTITY_VALIDATION_RESET_PASSWORD_JWT_SECRET": JWT_SECRET}
     config = load_config([LDAP_CONFIG], environ)
     assert config.authentication_backend.ldap is not None
-    assert "configuration: webauthn: not supported by the portal; ignored" in caplog.text
+    assert "configuration: " not in caplog.text  # webauthn is read since issue 16
+    caplog.clear()
+    path = with_changes(tmp_path, webauthn={"metadata": {"enabled": True}})
+    load_config([path], {})
+    assert "configuration: webauthn.metadata: not supported by the portal; ignored" in caplog.text
 
 
 # --- security questions -------------------------------------------------------------------------
@@ -1263,3 +1275,88 @@ def test_authelias_password_change_switch_is_read_not_warned_about(
     config, warnings = read_config([changed], {})
     assert config.authentication_backend.password_change.disable is True
     assert not any("password_change" in w for w in warnings)
+
+
+# --- webauthn (issue 16) ----------------------------------------------------------------------
+
+
+def test_webauthn_gets_authelias_defaults(config_file: Path) -> None:
+    config, _ = read_config([config_file], {})
+    webauthn = config.webauthn
+    assert not webauthn.disable and not webauthn.enable_passkey_login
+    assert webauthn.attestation_conveyance_preference == "indirect"
+    assert webauthn.timeout == timedelta(seconds=60)
+    criteria = webauthn.selection_criteria
+    assert (criteria.attachment, criteria.discoverability, criteria.user_verification) == (
+        "",
+        "preferred",
+        "preferred",
+    )
+    assert webauthn.filtering.permitted_aaguids == webauthn.filtering.prohibited_aaguids == ()
+    assert not webauthn.filtering.prohibit_backup_eligibility
+    assert config.webauthn_display_name == "Portal"
+
+
+def test_webauthn_keys_are_read(tmp_path: Path) -> None:
+    aaguid = "08987058-cadc-4b81-b6e1-30de50dcbe96"
+    path = with_changes(
+        tmp_path,
+        webauthn={
+            "display_name": "ACME",
+            "timeout": "2m",
+            "attestation_conveyance_preference": "none",
+            "enable_passkey_login": True,
+            "selection_criteria": {"attachment": "platform", "user_verification": "required"},
+            "filtering": {"permitted_aaguids": [aaguid], "prohibit_backup_eligibility": True},
+        },
+    )
+    config, warnings = read_config([path], {})
+    assert warnings == []
+    assert config.webauthn_display_name == "ACME"
+    assert config.webauthn.timeout == timedelta(minutes=2)
+    assert config.webauthn.selection_criteria.attachment == "platform"
+    assert [str(a) for a in config.webauthn.filtering.permitted_aaguids] == [aaguid]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"timeout": "1s"},
+            "webauthn.timeout: must be between 10 seconds and 10 minutes",
+        ),
+        (
+            {"attestation_conveyance_preference": "enterprise"},
+            "webauthn.attestation_conveyance_preference",
+        ),
+        (
+            {"selection_criteria": {"discoverability": "maybe"}},
+            "webauthn.selection_criteria.discoverability",
+        ),
+        (
+            {"filtering": {"permitted_aaguids": ["not-a-uuid"]}},
+            "webauthn.filtering.permitted_aaguids",
+        ),
+        (
+            {
+                "filtering": {
+                    "permitted_aaguids": ["08987058-cadc-4b81-b6e1-30de50dcbe96"],
+                    "prohibited_aaguids": ["08987058-cadc-4b81-b6e1-30de50dcbe97"],
+                }
+            },
+            "set permitted_aaguids or prohibited_aaguids, not both",
+        ),
+    ],
+)
+def test_bad_webauthn_keys_are_refused(
+    tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    problems = problems_of([with_changes(tmp_path, webauthn=change)], {})
+    assert any(expected in p for p in problems), problems
+
+
+def test_webauthn_metadata_is_warned_of_and_ignored(tmp_path: Path) -> None:
+    path = with_changes(tmp_path, webauthn={"metadata": {"enabled": True}, "display_name": "X"})
+    config, warnings = read_config([path], {})
+    assert warnings == ["webauthn.metadata: not supported by the portal; ignored"]
+    assert config.webauthn_display_name == "X"

@@ -16,6 +16,7 @@ migrations run at start-up under an advisory lock. The driver is asyncpg, with i
     security_answers.py         SecurityAnswerStore
     one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
     totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
+    webauthn.py                 WebAuthnCredentialStore (passkeys, sign counters)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from portal.storage.postgres.schema import packaged_migrations
 from portal.storage.postgres.security_answers import PostgresSecurityAnswers
 from portal.storage.postgres.sessions import PostgresSessionRecords
 from portal.storage.postgres.totp import PostgresTotp
+from portal.storage.postgres.webauthn import PostgresWebAuthn
 
 __all__ = ["PostgresStorage", "packaged_migrations"]
 
@@ -41,6 +43,7 @@ class PostgresStorage(
     PostgresSecurityAnswers,
     PostgresOneTimeCodes,
     PostgresTotp,
+    PostgresWebAuthn,
     PostgresCore,
 ):
     """Keep the portal's durable state in one PostgreSQL database: every role of Storage at once.

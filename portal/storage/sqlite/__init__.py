@@ -20,6 +20,7 @@ The package splits along the roles of portal.storage.base:
     security_answers.py         SecurityAnswerStore
     one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
     totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
+    webauthn.py                 WebAuthnCredentialStore (passkeys, sign counters)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -35,6 +36,7 @@ from portal.storage.sqlite.schema import check_database_file, packaged_migration
 from portal.storage.sqlite.security_answers import SqliteSecurityAnswers
 from portal.storage.sqlite.sessions import SqliteSessionRecords
 from portal.storage.sqlite.totp import SqliteTotp
+from portal.storage.sqlite.webauthn import SqliteWebAuthn
 
 __all__ = ["SqliteStorage", "check_database_file", "packaged_migrations"]
 
@@ -47,6 +49,7 @@ class SqliteStorage(
     SqliteSecurityAnswers,
     SqliteOneTimeCodes,
     SqliteTotp,
+    SqliteWebAuthn,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.
