@@ -235,8 +235,15 @@ async def test_the_page_shows_the_second_factor_and_questions_state(portal: Port
 
     assert 'id="totp-state">Not set up.' in html
     assert 'href="/settings/one-time-password"' in html
-    assert 'id="passkeys-settings"' not in html  # no webauthn_settings route yet
+    assert 'id="passkeys-settings"' in html and 'href="/settings/passkeys"' in html
     assert 'id="no-other-sessions"' in html
+
+
+async def test_without_passkeys_the_page_has_no_passkeys_entry(start_portal: StartPortal) -> None:
+    portal = await start_portal(webauthn={"disable": True})
+    await sign_in_as(portal.client, "john", FIREFOX, "198.51.100.10")
+    html = await (await portal.client.get("/settings")).text()
+    assert 'id="passkeys-settings"' not in html and 'id="totp-state"' in html
 
 
 async def test_a_session_id_that_is_not_ascii_is_not_found(start_portal: StartPortal) -> None:
