@@ -18,7 +18,7 @@ import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
@@ -422,14 +422,7 @@ class PasswordResetService:
             return
         except WebAuthnFailedError as exc:
             message = exc.public_message
-        self._audit(
-            "reset_rejected",
-            reason="second_factor",
-            username=user.username,
-            ip=ip,
-            jti_hash=jti_hash,
-        )
-        raise ResetCodeRejectedError(user.username, message)
+        self._refuse_second_factor(user, ip, jti_hash, message)
 
     async def _check_code(self, user: User, code: str, ip: str, jti_hash: str) -> None:
         """Accept the user's current code or raise ResetCodeRejectedError (audit
@@ -442,6 +435,11 @@ class PasswordResetService:
                 return
             except SecondFactorFailedError as exc:
                 message = exc.public_message
+        self._refuse_second_factor(user, ip, jti_hash, message)
+
+    def _refuse_second_factor(self, user: User, ip: str, jti_hash: str, message: str) -> NoReturn:
+        """Audit reset_rejected (reason second_factor, never the code or assertion) and raise
+        ResetCodeRejectedError with message; the link stays usable."""
         self._audit(
             "reset_rejected",
             reason="second_factor",
