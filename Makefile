@@ -18,6 +18,11 @@ SYSTEM_BINARIES += /usr/bin/redis-server /usr/bin/redis-sentinel
 # npm under the venv, never served and never committed.
 AXE_VERSION := 4.11.0
 AXE := $(VENV)/axe/.installed-$(AXE_VERSION)
+# jose and jsonwebtoken for the JWT interop tests (tests/integration/node.py): node checks the
+# portal's tokens, and makes a partner's, with the libraries apps really use; test-only, pinned.
+JOSE_VERSION := 6.2.18
+JSONWEBTOKEN_VERSION := 9.0.3
+NODE_JWT := $(VENV)/node-jwt/.installed-$(JOSE_VERSION)-$(JSONWEBTOKEN_VERSION)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Authelia's files for `make compat` (a directory, relative to this one or absolute).
 AUTHELIA_CORPUS ?= ../shared/compat/authelia
@@ -94,7 +99,12 @@ $(AXE): | system-deps
 		axe-core@$(AXE_VERSION)
 	touch $@
 
-test: $(VENV)/.installed-test system-deps lint $(AXE)
+$(NODE_JWT): | $(AXE)
+	npm install --prefix $(VENV)/node-jwt --no-audit --no-fund --no-save --loglevel=error \
+		jose@$(JOSE_VERSION) jsonwebtoken@$(JSONWEBTOKEN_VERSION)
+	touch $@
+
+test: $(VENV)/.installed-test system-deps lint $(AXE) $(NODE_JWT)
 	$(BIN)/pytest
 
 # 100,000 generated requests against the portal on 127.0.0.1 (bench/fuzz.py prints the figures;
