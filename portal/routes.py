@@ -154,6 +154,14 @@ def _routes(app: web.Application) -> None:
         if app[CONFIG].webauthn.enable_passkey_login:
             add.add_get(signin.PASSKEY_LOGIN, signin.api_passkey_get)
             add.add_post(signin.PASSKEY_LOGIN, signin.api_passkey_post)
+            # A passkey sign-in is one factor; the password is its second (Authelia 4.39).
+            add.add_get(
+                second_factor.PASSWORD_PAGE,
+                second_factor.password_get,
+                name="second_factor_password",
+            )
+            add.add_post(second_factor.PASSWORD_PAGE, second_factor.password_post)
+            add.add_post(second_factor.REAUTHENTICATE, second_factor.api_reauthenticate_post)
 
     if not app[CONFIG].authentication_backend.password_change.disable:
         # The signed-in password change (Authelia's route); with disable they do not exist.

@@ -127,24 +127,10 @@ class SignInService:
         await self._regulator.record_failure(None, ip)
         self._audit("signin_captcha_failed", ip=ip)
 
-    async def sign_in(
-        self,
-        username: str,
-        password: str,
-        ip: str,
-        *,
-        remember_me: bool,
-        host: str,
-        user_agent: str = "",
-    ) -> tuple[User, str, SessionCookieConfig]:
-        """Open a session for good credentials; raise SignInFailedError for anything else.
-
-        ip and user_agent are kept with the session for the user's list of sessions.
-
-        Raise PasswordChangeRequiredError instead when the password is right but must be changed
-        first (a directory's forced change or expiry): no session, and only its owner is told.
-        """
-        cookie = cookie_for_host(self._config, host) or self._config.session.cookies[0]
+    async def _check(self, username: str, password: str, ip: str) -> User:
+        """Return the user whose password this is, under regulation; SignInFailedError for
+        anything else (unknown, disabled, banned, wrong), PasswordChangeRequiredError when the
+        password is right but must be changed first."""
         username = username.strip()
         if not username or not password or len(username) > 256 or len(password) > 1024:
             raise SignInFailedError()
@@ -176,6 +162,27 @@ class SignInService:
                 "signin_password_change_required", username=user.username, ip=ip, reason=change
             )
             raise PasswordChangeRequiredError(change)
+        return user
+
+    async def sign_in(
+        self,
+        username: str,
+        password: str,
+        ip: str,
+        *,
+        remember_me: bool,
+        host: str,
+        user_agent: str = "",
+    ) -> tuple[User, str, SessionCookieConfig]:
+        """Open a session for good credentials; raise SignInFailedError for anything else.
+
+        ip and user_agent are kept with the session for the user's list of sessions.
+
+        Raise PasswordChangeRequiredError instead when the password is right but must be changed
+        first (a directory's forced change or expiry): no session, and only its owner is told.
+        """
+        cookie = cookie_for_host(self._config, host) or self._config.session.cookies[0]
+        user = await self._check(username, password, ip)
         value = await self._sessions.create(
             user, cookie, remember_me=remember_me, ip=ip, user_agent=user_agent
         )
@@ -209,3 +216,15 @@ class SignInService:
             method="passkey",
         )
         return user, value, cookie
+
+    async def reauthenticate(self, username: str, password: str, ip: str) -> None:
+        """Check the password of a signed-in user (POST /api/firstfactor/reauthenticate,
+        Authelia's FirstFactorReauthenticatePOST): the same checks, regulation and audit as a
+        sign-in, and no session; the caller decides what the proven password adds to the session.
+
+        Raises SignInFailedError (wrong, banned, gone, disabled) or PasswordChangeRequiredError.
+        """
+        user = await self._check(username, password, ip)
+        if user.username != username:  # the name of another account's email: not this user
+            raise SignInFailedError()
+        self._audit("reauthenticated", username=user.username, ip=ip)

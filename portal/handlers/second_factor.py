@@ -1,6 +1,7 @@
 """The sign-in's second step: the one-time password page, its JSON twin, and where a browser
 goes after the password (Authelia: handler_sign_totp.go, response.go Handle1FAResponse and
-Handle2FAResponse).
+Handle2FAResponse); after a passkey sign-in, the password as the second step (Authelia 4.39:
+/2fa/password, handler_firstfactor_password.go FirstFactorReauthenticatePOST).
 
 A session opened by the password is at one factor; a good code raises it to two
 (SessionStore.raise_level, which rotates the session id) and the browser goes on to its target.
@@ -17,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portal.bodies import read_form, read_json
 from portal.config import SessionCookieConfig
-from portal.errors import SecondFactorFailedError, WebAuthnFailedError
+from portal.errors import (
+    PasswordChangeRequiredError,
+    SecondFactorFailedError,
+    SignInFailedError,
+    WebAuthnFailedError,
+)
 from portal.handlers.common import (
     cookie_values,
     landing,
@@ -27,14 +33,21 @@ from portal.handlers.common import (
     request_ip,
     session_cookie,
 )
+from portal.handlers.start import forgot_password_url
 from portal.handlers.webauthn import take_challenge
-from portal.keys import AUTHZ, CONFIG, SESSIONS, TOTP, WEBAUTHN
+from portal.keys import AUTHZ, CONFIG, SESSIONS, SIGNIN, TOTP, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS, Session
 from portal.signin import safe_redirect
 from portal.users.base import User
 
 TOTP_PAGE = "/2fa/one-time-password"
+# The second step after a passkey sign-in (webauthn.enable_passkey_login): the password.
+PASSWORD_PAGE = "/2fa/password"  # noqa: S105 - a path, not a secret
+REAUTHENTICATE = "/api/firstfactor/reauthenticate"
+INCORRECT_PASSWORD = "Incorrect password."  # noqa: S105 - a message, not a secret
+# A passkey and a code are both something the user has (RFC 8176 hwk, otp): one factor.
+CODE_AFTER_A_PASSKEY = "You signed in with a passkey: confirm with your password instead."
 # Where a user registers a one-time password app (its page comes with the settings).
 REGISTER_TOTP_PAGE = "/settings/one-time-password"
 NOT_SIGNED_IN = "Please sign in first."
@@ -43,6 +56,18 @@ NOT_SIGNED_IN = "Please sign in first."
 def totp_page_url(target: str | None) -> str:
     """Return the second step's address, carrying the target (a safe rd) on to after it."""
     return f"{TOTP_PAGE}?rd={quote(target, safe='')}" if target else TOTP_PAGE
+
+
+def password_page_url(target: str | None) -> str:
+    """Return the password step's address, carrying the target (a safe rd) on to after it."""
+    return f"{PASSWORD_PAGE}?rd={quote(target, safe='')}" if target else PASSWORD_PAGE
+
+
+def passkey_first(session: Session) -> bool:
+    """Tell whether the session was opened by a passkey alone (amr "hwk", no "pwd"): its
+    second factor is the password (something known), never a code or another passkey
+    (something had, like the passkey). Authelia 4.39 counts factors by kind the same way."""
+    return "hwk" in session.amr and "pwd" not in session.amr
 
 
 def user_of(session: Session) -> User:
@@ -119,6 +144,8 @@ async def totp_get(request: web.Request) -> web.Response:
     session = found[0]
     if session.level >= TWO_FACTORS:
         raise web.HTTPFound(landing(request, target))
+    if passkey_first(session):
+        raise web.HTTPFound(password_page_url(target))
     if not (
         await request.app[TOTP].registered(session.username)
         or await _passkey_usable(request, session)
@@ -155,6 +182,8 @@ async def totp_post(request: web.Request) -> web.Response:
     session = found[0]
     if session.level >= TWO_FACTORS:
         raise web.HTTPFound(landing(request, target))
+    if passkey_first(session):
+        raise web.HTTPSeeOther(password_page_url(target))
     try:
         await request.app[TOTP].verify(
             session.username, fields.get("token", ""), request_ip(request)
@@ -199,6 +228,8 @@ async def api_totp_post(request: web.Request) -> web.Response:
         return web.json_response({"status": "KO", "message": NOT_SIGNED_IN}, status=401)
     if found[0].level >= TWO_FACTORS:
         return _ok(target)
+    if passkey_first(found[0]):
+        return web.json_response({"status": "KO", "message": CODE_AFTER_A_PASSKEY}, status=401)
     try:
         await request.app[TOTP].verify(found[0].username, body.token, request_ip(request))
         response = _ok(target)
@@ -253,3 +284,107 @@ async def api_webauthn_post(request: web.Request) -> web.Response:
     except (WebAuthnFailedError, SecondFactorFailedError) as exc:
         return web.json_response({"status": "KO", "message": exc.public_message}, status=exc.status)
     return response
+
+
+# -- the password as the second step, after a passkey sign-in -----------------------------------
+
+
+async def _password_page(
+    request: web.Request, session: Session, target: str | None, status: int = 200, **context: object
+) -> web.Response:
+    return render_page(
+        request,
+        "second_factor_password.html",
+        status,
+        form_action=redirecting_form_action(request),
+        username=session.username,
+        display_name=session.display_name or session.username,
+        rd=target or "",
+        forgot_url=forgot_password_url(request),
+        **context,
+    )
+
+
+async def _password_step_session(
+    request: web.Request, target: str | None
+) -> tuple[Session, str, SessionCookieConfig]:
+    """Return the passkey session this request carries, or redirect where the browser belongs:
+    the sign-in without a session, the target at two factors, the code page otherwise."""
+    found = await _signed_in(request)
+    if found is None:
+        raise web.HTTPSeeOther(f"/?rd={quote(target, safe='')}" if target else "/")
+    if found[0].level >= TWO_FACTORS:
+        raise web.HTTPSeeOther(landing(request, target))
+    if not passkey_first(found[0]):
+        raise web.HTTPFound(totp_page_url(target))
+    return found
+
+
+async def password_get(request: web.Request) -> web.Response:
+    """Ask a passkey session for the password, the second factor a two_factor site needs."""
+    target = safe_redirect(request.app[CONFIG], request.query.get("rd"))
+    found = await _password_step_session(request, target)
+    return await _password_page(request, found[0], target)
+
+
+async def password_post(request: web.Request) -> web.Response:
+    """Check the password under regulation; on success raise the session to two factors
+    (amr hwk and pwd, a new session id) and go on to the target."""
+    fields = await read_form(request)
+    target = safe_redirect(request.app[CONFIG], fields.get("rd", ""))
+    found = await _password_step_session(request, target)
+    session = found[0]
+    try:
+        await request.app[SIGNIN].reauthenticate(
+            session.username, fields.get("password", ""), request_ip(request)
+        )
+    except SignInFailedError as exc:
+        return await _password_page(request, session, target, exc.status, error=INCORRECT_PASSWORD)
+    except PasswordChangeRequiredError as exc:
+        return await _password_page(
+            request, session, target, exc.status, error=exc.public_message, must_change=True
+        )
+    response = web.HTTPFound(landing(request, target))
+    await _raise_level(request, response, found, method="pwd")
+    raise response
+
+
+class ReauthenticateBody(BaseModel):
+    """POST /api/firstfactor/reauthenticate (Authelia's names)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=4096, populate_by_name=True)
+
+    password: str
+    target_url: str | None = Field(None, alias="targetURL")
+
+
+async def api_reauthenticate_post(request: web.Request) -> web.Response:
+    """Check the signed-in user's password: a passkey session rises to two factors (answered
+    as Handle2FAResponse); any other session stays as it is (the password twice is one factor)
+    and a target is named only if its level already opens it. 401 KO without a session, for a
+    wrong password or a ban (one message), and when the password must be changed first."""
+    body = await parse_json(request, ReauthenticateBody)
+    target = safe_redirect(request.app[CONFIG], body.target_url)
+    found = await _signed_in(request)
+    if found is None:
+        return web.json_response({"status": "KO", "message": NOT_SIGNED_IN}, status=401)
+    session = found[0]
+    try:
+        await request.app[SIGNIN].reauthenticate(
+            session.username, body.password, request_ip(request)
+        )
+    except SignInFailedError:
+        return web.json_response({"status": "KO", "message": INCORRECT_PASSWORD}, status=401)
+    except PasswordChangeRequiredError as exc:
+        return web.json_response({"status": "KO", "message": exc.public_message}, status=401)
+    if session.level < TWO_FACTORS and passkey_first(session):
+        response = _ok(target)
+        try:
+            await _raise_level(request, response, found, method="pwd")
+        except SecondFactorFailedError as exc:
+            return web.json_response(
+                {"status": "KO", "message": exc.public_message}, status=exc.status
+            )
+        return response
+    opens = session.level >= TWO_FACTORS or not needs_two_factors(request, user_of(session), target)
+    return _ok(target if opens else None)

@@ -126,6 +126,8 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("/api/secondfactor/webauthn", ("GET", "POST"), "json", WEBAUTHN_JSON),
     Route("/api/firstfactor/passkey", ("GET", "POST"), "json", WEBAUTHN_JSON),
+    Route("/2fa/password", ("GET", "POST"), "form", ("password", "rd"), ("rd",)),
+    Route("/api/firstfactor/reauthenticate", ("POST",), "json", ("password", "targetURL")),
     Route("/api/reset-password/webauthn", ("GET",), "json", ("token",)),
     Route("/reset-password/step2/webauthn", ("GET",), "none"),
     Route("/settings/passkeys", ("GET", "POST"), "form", ("action", "id", "description")),
