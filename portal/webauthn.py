@@ -484,7 +484,9 @@ class WebAuthnService:
     async def claim(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
         """Return `record` on its challenge's first claim only, else None: the rate-limit store
         counts claims of its SHA-256 across instances, so two answers racing for one challenge
-        (two requests reading one session record) get it once."""
+        (two requests reading one session record) get it once. rate_limit_hit records and reads
+        in one step on both engines (PostgreSQL: under a transaction-scoped advisory lock on the
+        key), which tests/contract/test_rate_limits.py checks with two instances racing."""
         if record is None:
             return None
         uses = await self._store.rate_limit_hit(
