@@ -24,7 +24,7 @@ from portal.handlers.common import (
     session_cookie,
 )
 from portal.handlers.signin import SIGNED_OUT
-from portal.keys import CONFIG, QUESTIONS, SESSIONS, TOTP
+from portal.keys import CONFIG, QUESTIONS, SESSIONS, TOTP, WEBAUTHN
 from portal.mail import when
 from portal.session_cookies import cookie_attributes
 from portal.sessions import ListedSession, Session
@@ -114,6 +114,15 @@ async def _page(
         }
         for s in sessions
     ]
+    passkeys_url = _route(request, "webauthn_settings")
+    passkeys = [
+        {
+            "description": c.description,
+            "added": when(c.created_at),
+            "last_used": when(c.last_used_at) if c.last_used_at else None,
+        }
+        for c in (await request.app[WEBAUTHN].credentials(session.username) if passkeys_url else [])
+    ]
     context.update(
         username=session.username,
         display_name=session.display_name or session.username,
@@ -122,7 +131,8 @@ async def _page(
         totp_url=_route(request, "totp_settings"),
         totp_added_at=when(totp.created_at) if totp else None,
         totp_last_used_at=when(totp.last_used_at) if totp and totp.last_used_at else None,
-        passkeys_url=_route(request, "webauthn_settings"),
+        passkeys_url=passkeys_url,
+        passkeys=passkeys,
         questions_url=questions_url,
         questions_set_at=when(questions_set_at) if questions_set_at else None,
         sessions=rows,

@@ -2,7 +2,8 @@
 /2fa/password), in headless Chromium with the DevTools virtual authenticator: John signs in with
 his passkey alone, is asked for his password (not for a code, not for the passkey again), a wrong
 one is refused on the page, the right one takes him to the site at two factors. axe-core checks
-the pages on the way; no console error or CSP violation is allowed.
+the pages on the way, the security settings list the passkey; no console error or CSP violation
+is allowed.
 """
 
 from __future__ import annotations
@@ -100,3 +101,8 @@ async def test_after_a_passkey_sign_in_the_password_opens_a_two_factor_site(
         await page.click("#verify-password-button")
     await expect(page.locator("body")).to_have_text("the protected app")
     assert await level(tab) == 2
+    # The security settings list the passkey, with when it was added and last used.
+    await page.goto(f"{url}/settings")
+    await expect(page.locator("#passkeys .passkey-name")).to_have_text(["My laptop"])
+    await expect(page.locator("#passkeys li")).to_contain_text("Last used on")
+    await tab.shot("settings-hub-with-a-passkey")

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from portal.keys import SESSIONS
+from portal.storage.base import WebAuthnCredential
 from tests.web.conftest import (
     DEMO_PASSWORD,
     Client,
@@ -237,6 +238,47 @@ async def test_the_page_shows_the_second_factor_and_questions_state(portal: Port
     assert 'href="/settings/one-time-password"' in html
     assert 'id="passkeys-settings"' in html and 'href="/settings/passkeys"' in html
     assert 'id="no-other-sessions"' in html
+
+
+async def test_the_page_lists_each_passkey_with_when_it_was_added_and_last_used(
+    portal: Portal,
+) -> None:
+    added = portal.clock.now()
+    for number, name in enumerate(("My laptop", "Blue key <b>")):
+        await portal.storage.add_webauthn_credential(
+            WebAuthnCredential(
+                id=0,
+                username="john",
+                description=name,
+                credential_id=bytes([number + 1]) * 16,
+                public_key=b"cose",
+                sign_count=0,
+                aaguid="00000000-0000-0000-0000-000000000000",
+                transports=("internal",),
+                backup_eligible=False,
+                backup_state=False,
+                created_at=added,
+            )
+        )
+    laptop = await portal.storage.get_webauthn_credential(b"\x01" * 16)
+    assert laptop is not None
+    assert await portal.storage.webauthn_credential_use(
+        laptop.id, previous=0, sign_count=1, backup_state=False, at=added + 86400
+    )
+    await sign_in_as(portal.client, "john", FIREFOX, "198.51.100.10")
+
+    html = await (await portal.client.get("/settings")).text()
+
+    names = re.findall(r'class="passkey-name">([^<]*)<', html)
+    assert names == ["My laptop", "Blue key &lt;b&gt;"]
+    assert "Never used." in html and "Last used on" in html
+    assert 'id="passkeys-state"' not in html
+
+
+async def test_with_no_passkey_the_page_says_so(portal: Portal) -> None:
+    await sign_in_as(portal.client, "john", FIREFOX, "198.51.100.10")
+    html = await (await portal.client.get("/settings")).text()
+    assert 'id="passkeys-state">None registered.' in html
 
 
 async def test_without_passkeys_the_page_has_no_passkeys_entry(start_portal: StartPortal) -> None:
