@@ -1,8 +1,9 @@
 """The second factor, TOTP first: registration, the code check under regulation, removal.
 
 TotpService decides; handlers (another module) translate. A code is accepted when it matches the
-user's registration within ±totp.skew time steps (portal/totp.py), its step was not used before
-(unless totp.disable_reuse_security_policy) and neither the user nor the address is banned.
+user's registration within ±totp.skew time steps (portal/totp.py), neither its step nor a later
+one was used before (RFC 6238 section 5.2; unless totp.disable_reuse_security_policy) and
+neither the user nor the address is banned.
 Every refusal is the same SecondFactorFailedError ("Incorrect code."): wrong, replayed, expired,
 no device, banned. Wrong and replayed codes count under `regulation` exactly as wrong passwords
 do (the same Regulator, modes user and ip), so guessing codes ends in the same ban. Adding or
@@ -207,8 +208,8 @@ class TotpService:
         Order: the per-IP rate limit (`limit`: RateLimitedError, 429); the regulation ban is
         read; the code is checked whatever the ban (so the time taken does not tell a ban); a
         banned subject is refused without counting; a wrong code, no registration or TOTP
-        disabled counts a failure; a matching code whose step was already used (a replay,
-        unless totp.disable_reuse_security_policy) counts a failure too. On success
+        disabled counts a failure; a matching code whose step, or a later one, was already used
+        (a replay, unless totp.disable_reuse_security_policy) counts a failure too. On success
         last_used_at is set. Audit second_factor_succeeded/_failed, never the code. Raises
         StorageError/DecryptionError when the storage fails.
         """

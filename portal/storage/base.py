@@ -434,7 +434,9 @@ class TotpStore(Protocol):
     - `delete_totp_configuration` deletes the registration and the user's used steps at once.
     - `totp_step_use` is atomic: of any number of simultaneous calls for one user and step,
       exactly one returns True (the code's first use), and a later call returns False while
-      the step is kept; each call first purges the user's steps used before at-keep_for.
+      the step is kept, as does a call for an older step than one kept (a code from before the
+      last one used: RFC 6238 section 5.2); each call first purges the user's steps used before
+      at-keep_for.
     - `touch_totp` sets last_used_at and ignores unknown users.
     """
 
@@ -451,7 +453,8 @@ class TotpStore(Protocol):
         ...
 
     async def totp_step_use(self, username: str, step: int, *, at: float, keep_for: float) -> bool:
-        """Record the use of a time step; True only for its first use (replay prevention)."""
+        """Record the use of a time step; True only for its first use, and when no later step
+        of the user was used (replay prevention, RFC 6238 section 5.2)."""
         ...
 
     async def touch_totp(self, username: str, at: float) -> None:

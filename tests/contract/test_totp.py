@@ -114,6 +114,16 @@ async def test_a_step_is_used_once_per_user(storage: TotpStore) -> None:
     assert await storage.totp_step_use("harry", 100, at=NOW + 1, keep_for=300) is True
 
 
+async def test_a_step_older_than_one_used_is_refused(storage: TotpStore) -> None:
+    # A code seen earlier (over a shoulder, in a phishing page) but not used, offered after a
+    # later one was: refused while the later one is kept.
+    assert await storage.totp_step_use("john", 101, at=NOW, keep_for=300) is True
+    assert await storage.totp_step_use("john", 100, at=NOW + 1, keep_for=300) is False
+    assert await storage.totp_step_use("john", 99, at=NOW + 1, keep_for=300) is False
+    assert await storage.totp_step_use("harry", 100, at=NOW + 1, keep_for=300) is True
+    assert await storage.totp_step_use("john", 102, at=NOW + 30, keep_for=300) is True
+
+
 async def test_steps_older_than_keep_for_are_purged(storage: TotpStore) -> None:
     assert await storage.totp_step_use("john", 100, at=NOW, keep_for=300)
     assert not await storage.totp_step_use("john", 100, at=NOW + 300, keep_for=300)

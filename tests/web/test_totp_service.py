@@ -116,6 +116,21 @@ async def test_a_current_code_is_accepted_once_then_refused_as_a_replay(
     assert saved is not None and saved.last_used_at == portal.clock.now()
 
 
+async def test_a_code_older_than_the_last_one_used_is_refused(
+    start_portal: StartPortal, caplog: pytest.LogCaptureFixture
+) -> None:
+    portal = await start_portal(totp={"skew": 1})
+    pending = await registered(portal)
+    portal.clock.advance(60)
+    earlier = current_code(portal, pending, -1)  # still within the skew, but never used
+    await service(portal).verify("john", current_code(portal, pending), IP)
+    assert await refused(portal, earlier) == "Incorrect code."
+    assert [e["reason"] for e in audit_events(caplog, "second_factor_failed")] == ["replayed"]
+    # The next period's code is accepted as usual.
+    portal.clock.advance(30)
+    await service(portal).verify("john", current_code(portal, pending), IP)
+
+
 async def test_the_registration_code_cannot_be_replayed_to_sign_in(portal: Portal) -> None:
     pending = await registered(portal)
     assert await refused(portal, current_code(portal, pending)) == "Incorrect code."

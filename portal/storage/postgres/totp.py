@@ -52,7 +52,8 @@ class PostgresTotp(PostgresCore):
         return await self._run("delete_totp_configuration", delete)
 
     async def totp_step_use(self, username: str, step: int, *, at: float, keep_for: float) -> bool:
-        """Record the use of a time step; True only for its first use (replay prevention)."""
+        """Record the use of a time step; True only for its first use, and when no later step
+        of the user was used (replay prevention, RFC 6238 section 5.2)."""
 
         async def use(conn: Any) -> bool:
             await conn.execute(
@@ -60,8 +61,11 @@ class PostgresTotp(PostgresCore):
                 username,
                 at - keep_for,
             )
+            # The primary key (username, step) makes the first insert the only one; a step
+            # older than one used already is refused too (RFC 6238 section 5.2).
             status: str = await conn.execute(
-                "INSERT INTO totp_history (username, step, created_at) VALUES ($1, $2, $3)"
+                "INSERT INTO totp_history (username, step, created_at) SELECT $1, $2, $3"
+                " WHERE NOT EXISTS (SELECT 1 FROM totp_history WHERE username = $1 AND step > $2)"
                 " ON CONFLICT (username, step) DO NOTHING",
                 username,
                 step,

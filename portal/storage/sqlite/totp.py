@@ -55,18 +55,21 @@ class SqliteTotp(SqliteCore):
         return await self._write("delete_totp_configuration", delete)
 
     async def totp_step_use(self, username: str, step: int, *, at: float, keep_for: float) -> bool:
-        """Record the use of a time step; True only for its first use (replay prevention)."""
+        """Record the use of a time step; True only for its first use, and when no later step
+        of the user was used (replay prevention, RFC 6238 section 5.2)."""
 
         def use(conn: sqlite3.Connection) -> bool:
             conn.execute(
                 "DELETE FROM totp_history WHERE username = ? AND created_at < ?",
                 (username, at - keep_for),
             )
-            # The primary key (username, step) makes the first insert the only one.
+            # The primary key (username, step) makes the first insert the only one; a step
+            # older than one used already is refused too (RFC 6238 section 5.2).
             cursor = conn.execute(
-                "INSERT INTO totp_history (username, step, created_at) VALUES (?, ?, ?)"
+                "INSERT INTO totp_history (username, step, created_at) SELECT ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM totp_history WHERE username = ? AND step > ?)"
                 " ON CONFLICT (username, step) DO NOTHING",
-                (username, step, at),
+                (username, step, at, username, step),
             )
             return cursor.rowcount == 1
 
