@@ -42,8 +42,10 @@ async def portal(start_portal: StartPortal) -> Portal:
 async def passkey_session(portal: Portal) -> str:
     """Open the session a passkey sign-in opens for john, in the test client's cookie jar."""
     cookie = portal.config.session.cookies[0]
-    sessions = portal.client.server.app[SESSIONS]
-    value = await sessions.create(JOHN, cookie, remember_me=False, method="hwk")
+    assert portal.client.app is not None
+    value: str = await portal.client.app[SESSIONS].create(
+        JOHN, cookie, remember_me=False, method="hwk"
+    )
     jar = portal.client.session.cookie_jar
     jar.update_cookies({cookie.name or "": value}, URL(str(portal.client.make_url("/"))))
     return value
@@ -98,8 +100,8 @@ async def test_the_right_password_raises_the_session_and_rotates_its_id(
     assert (await ask(portal.client, SECURE)).status == 200
     assert (await state(portal.client))["data"]["authentication_level"] == 2
     # SECURITY: the value the session had at one factor opens nothing now.
-    sessions = portal.client.server.app[SESSIONS]
-    assert await sessions.get(old, portal.config.session.cookies[0]) is None
+    assert portal.client.app is not None
+    assert await portal.client.app[SESSIONS].get(old, portal.config.session.cookies[0]) is None
     assert audit_events(caplog, "reauthenticated")[-1]["username"] == "john"
 
 
