@@ -57,12 +57,11 @@ async def test_a_key_moved_to_another_key_id_does_not_open(storage: Any) -> None
     await storage.add_identity_token_key(signing_key(1))
     await storage.add_identity_token_key(signing_key(2))
     (first, _) = await raw_private_keys(storage)
-    placeholder = "?" if not hasattr(storage, "_pool") else "$1"
-    sql = f"UPDATE identity_token_keys SET private_key = {placeholder} WHERE generation = 2"
+    sql = "UPDATE identity_token_keys SET private_key = {} WHERE generation = 2"
     if hasattr(storage, "_pool"):
-        await storage._execute_count("test", sql, first)
+        await storage._execute_count("test", sql.format("$1"), first)
     else:
-        await storage._write_count("test", sql, (first,))
+        await storage._write_count("test", sql.format("?"), (first,))
     with pytest.raises(DecryptionError):
         await storage.identity_token_keys()
 

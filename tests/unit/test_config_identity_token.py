@@ -122,7 +122,7 @@ def test_a_key_of_the_wrong_type_for_the_algorithm_is_refused(tmp_path: Path) ->
 
 
 def test_a_short_rsa_key_and_a_key_id_used_twice_are_refused(tmp_path: Path) -> None:
-    short = pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    short = pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 - refused
     found = problems(
         tmp_path,
         algorithm="RS256",
