@@ -5,10 +5,13 @@ checked by two independent implementations fetching the portal's real /.well-kno
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 from aiohttp import ClientResponse
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -309,3 +312,32 @@ async def test_no_token_or_private_key_reaches_the_logs(
         text = record.getMessage() + repr(record.__dict__)
         assert token not in text and token.split(".")[2] not in text
         assert body not in text
+
+
+def example_app() -> Any:
+    """Import deploy/examples/identity_token_app.py, the example the README points to."""
+    path = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "identity_token_app.py"
+    spec = importlib.util.spec_from_file_location("identity_token_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_shipped_example_app_accepts_the_token_and_refuses_another_sites(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal(**SETTINGS)
+    cookie = await session_cookie(portal)
+    token = await token_for(portal, APP + "/", cookie)
+    other = await token_for(portal, "https://other.example.com/", cookie)
+    jwks_url = str(portal.client.make_url("/.well-known/jwks.json"))
+    checker = example_app().IdentityChecker(ISSUER, APP, jwks_url)
+
+    # In a thread: PyJWKClient fetches the key set with blocking urllib from this portal.
+    claims = await asyncio.to_thread(checker.claims, token)
+    assert (claims["sub"], claims["name"], claims["aud"]) == ("john", "John Doe", APP)
+    with pytest.raises(pyjwt.InvalidAudienceError):
+        await asyncio.to_thread(checker.claims, other)
+    with pytest.raises(pyjwt.PyJWTError):
+        await asyncio.to_thread(checker.claims, token[:-4] + "AAAA")
