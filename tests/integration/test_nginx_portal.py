@@ -747,3 +747,16 @@ async def test_with_identity_token_the_app_gets_the_portals_token_and_never_the_
     # A bypass page names nobody, signed in or not: no token, and never the visitor's.
     assert public.status == anonymous_public.status == 200
     assert public.remote == anonymous_public.remote == {}
+
+
+async def test_without_identity_token_a_visitors_remote_jwt_never_reaches_the_app(
+    site: Site, visitor: Visitor
+) -> None:
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+
+    reply = await visitor.request(
+        "GET", site.app_url("/private"), headers={"Remote-JWT": "forged.visitor.token"}
+    )
+
+    assert reply.status == 200
+    assert reply.remote == JOHN  # the portal sent no token, so the app gets none at all
