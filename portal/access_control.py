@@ -395,3 +395,20 @@ class AccessControl:
                 continue
             return rule.signed_in
         return self._default
+
+
+class DomainMatcher:
+    """Match a host against `domain` patterns read exactly as access_control's `domain`.
+
+    DomainMatcher(domains): exact names, `*.example.com` (any subdomain, not the apex),
+    `{user}.example.com` and `{group}.example.com`; `matches(host, user)` compares as a rule's
+    domain criterion does (the same compiled code, _Rule.matches_domain).
+    """
+
+    def __init__(self, domains: tuple[str, ...]) -> None:
+        """Compile the patterns (already lower-cased by the configuration)."""
+        self._rule = _Rule.compile(0, AccessControlRule(domain=domains, policy="bypass"))
+
+    def matches(self, host: str, user: User) -> bool:
+        """Tell whether host (lower-case, as Target.host) is one of the domains for user."""
+        return self._rule.matches_domain(host, go_text(host), _Identity.of(user))

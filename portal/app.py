@@ -25,6 +25,7 @@ from portal.keys import (
     CAPTCHA,
     CONFIG,
     ELEVATION,
+    IDENTITY_TOKENS,
     NOTIFIER,
     OUTBOX,
     PASSWORD_SELF_CHANGE,
@@ -67,6 +68,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         if records is not None:
             await records.close()
         await storage.close()
+
+
+async def _identity_tokens(app: web.Application) -> AsyncIterator[None]:
+    """Load (or make) the identity token's signing key before the port opens."""
+    await app[IDENTITY_TOKENS].start()
+    yield
 
 
 async def _session_invalidations(app: web.Application) -> AsyncIterator[None]:
@@ -150,6 +157,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[TOTP] = services.totp
     app[TOTP_REGISTRATION] = services.totp_registration
     app[WEBAUTHN] = services.webauthn
+    app[IDENTITY_TOKENS] = services.identity_tokens
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
     # What every page shows of the configuration: its theme and whose pages they are.
@@ -167,6 +175,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     )
     app.on_response_prepare.append(security_headers(config))
     app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(_identity_tokens)
     app.cleanup_ctx.append(_session_invalidations)
     app.cleanup_ctx.append(_captcha)
     app.cleanup_ctx.append(_background)

@@ -2,8 +2,9 @@
 
 Authorizer.verdict reads the cookie of the domain covering the URL's host, the session and its
 user, asks portal.access_control for the level the URL needs, and answers ALLOW (with Remote-*
-headers), SIGN_IN (with the sign-in URL), FORBIDDEN or MALFORMED; handlers/authz.py maps that to
-nginx's response (Authelia: internal/handlers/handler_authz*.go).
+headers, and the signed identity token when identity_token is enabled: portal.identity_token),
+SIGN_IN (with the sign-in URL), FORBIDDEN or MALFORMED; handlers/authz.py maps that to nginx's
+response (Authelia: internal/handlers/handler_authz*.go).
 
 A `two_factor` URL is let through only for a session at two factors (Session.level, read with the
 session: no storage call of its own); a one-factor session is sent to the portal like an anonymous
@@ -20,6 +21,7 @@ from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import quote
 
 from portal.access_control import AccessControl, Level
+from portal.identity_token import IdentityTokens
 from portal.sessions import TWO_FACTORS, SessionStore
 from portal.signin import CookieDomains
 from portal.users.base import User
@@ -52,13 +54,20 @@ class Authorizer:
     """Decide every auth_request: may this visitor reach this URL, and as whom."""
 
     def __init__(
-        self, access: AccessControl, cookies: CookieDomains, sessions: SessionStore, portal_url: str
+        self,
+        access: AccessControl,
+        cookies: CookieDomains,
+        sessions: SessionStore,
+        portal_url: str,
+        identity: IdentityTokens | None = None,
     ) -> None:
-        """Take the compiled rules, the cookie domains, the sessions and the default portal URL."""
+        """Take the compiled rules, the cookie domains, the sessions, the default portal URL
+        and, when identity_token is enabled, what signs the identity token."""
         self._access = access
         self._cookies = cookies
         self._sessions = sessions
         self._portal_url = portal_url
+        self._identity = identity if identity is not None and identity.enabled else None
 
     async def verdict(
         self,
@@ -95,15 +104,17 @@ class Authorizer:
         if session is None or (required == "two_factor" and session.level < TWO_FACTORS):
             portal = cookie.authelia_url if cookie is not None else self._portal_url
             return Verdict(Outcome.SIGN_IN, location=f"{portal}/?rd={quote(url, safe='')}")
-        return Verdict(
-            Outcome.ALLOW,
-            headers={
-                "Remote-User": session.username,
-                "Remote-Groups": ",".join(session.groups),
-                "Remote-Name": session.display_name,
-                "Remote-Email": session.emails[0] if session.emails else "",
-            },
-        )
+        headers = {
+            "Remote-User": session.username,
+            "Remote-Groups": ",".join(session.groups),
+            "Remote-Name": session.display_name,
+            "Remote-Email": session.emails[0] if session.emails else "",
+        }
+        if self._identity is not None and cookie is not None:
+            # The issuer is the portal the visitor signed in to: this cookie domain's.
+            token = await self._identity.token(session, target, cookie.authelia_url)
+            headers[self._identity.header] = token
+        return Verdict(Outcome.ALLOW, headers=headers)
 
     @property
     def second_factor_enabled(self) -> bool:

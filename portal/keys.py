@@ -9,6 +9,7 @@ from portal.captcha import CaptchaGuard
 from portal.config import Config
 from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
+from portal.identity_token import IdentityTokens
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.password_self_change import PasswordSelfChange
@@ -41,3 +42,4 @@ ELEVATION = web.AppKey("elevation", ElevationService)
 TOTP = web.AppKey("totp", TotpService)
 TOTP_REGISTRATION = web.AppKey("totp_registration", TotpRegistration)
 WEBAUTHN = web.AppKey("webauthn", WebAuthnService)
+IDENTITY_TOKENS = web.AppKey("identity_tokens", IdentityTokens)

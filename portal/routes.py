@@ -94,6 +94,8 @@ def _routes(app: web.Application) -> None:
     add.add_post("/api/logout", signin.api_logout_post)
     add.add_get("/api/authz/auth-request", authz.auth_request_get, name="auth_request")
     add.add_get("/api/verify", authz.auth_request_get, name="verify")
+    if app[CONFIG].identity_token.enabled:
+        add.add_get("/.well-known/jwks.json", authz.jwks_get, name="jwks")
     add.add_get("/api/health", health.health_get, name="health")
     add.add_get("/api/state", user.state_get, name="state")
     add.add_get("/api/user/info", user.user_info_get, name="user_info")

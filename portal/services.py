@@ -12,6 +12,7 @@ from portal.config import Config
 from portal.deps import Dependencies
 from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
+from portal.identity_token import IdentityTokens
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
 from portal.password_change import PasswordChanger
@@ -46,6 +47,7 @@ class Services:
     totp: TotpService
     totp_registration: TotpRegistration
     webauthn: WebAuthnService
+    identity_tokens: IdentityTokens
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -80,8 +82,13 @@ def build_services(config: Config, deps: Dependencies) -> Services:
     )
     limiter = RateLimiter(storage, clock)
     regulator = Regulator(storage, clock, config.regulation)
+    identity_tokens = IdentityTokens(config.identity_token, storage, clock)
     authz = Authorizer(
-        AccessControl(config.access_control), CookieDomains(config), sessions, config.portal_url
+        AccessControl(config.access_control),
+        CookieDomains(config),
+        sessions,
+        config.portal_url,
+        identity_tokens,
     )
     addresses = ClientAddresses(config.server.trusted_proxies)
     renderer = MailRenderer(template_dirs(config.notifier.template_path))
@@ -207,6 +214,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         totp=totp,
         totp_registration=totp_registration,
         webauthn=webauthn,
+        identity_tokens=identity_tokens,
     )
 
 

@@ -3,9 +3,10 @@
 One module per section, as Authelia's internal/configuration/schema/: `types` (durations,
 addresses, networks, URLs, the base models), `server`, `log`, `identity_validation`,
 `authentication_backend` (with its `file`, `ldap` and `hashing`), `password_policy`, `notifier`,
-`session`, `storage`, `regulation`, `access_control`, `captcha`, `tls` (client TLS, shared), `root`
-(`Config`, every section together) and `loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and
-`*_FILE` environment overrides, Authelia keys the portal ignores, error messages).
+`session`, `storage`, `regulation`, `access_control`, `captcha`, `totp`, `webauthn`,
+`identity_token`, `tls` (client TLS, shared), `root` (`Config`, every section together) and
+`loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and `*_FILE` environment overrides, Authelia
+keys the portal ignores, error messages).
 
 Import from here (`from portal.config import Config, load_config`): every name below is the
 package's public surface; which module holds it may change.
@@ -37,6 +38,11 @@ from portal.config.captcha import (
     CaptchaConfig,
     CaptchaEndpoint,
     CaptchaProvider,
+)
+from portal.config.identity_token import (
+    IdentityTokenApplication,
+    IdentityTokenConfig,
+    IdentityTokenKey,
 )
 from portal.config.identity_validation import (
     DEFAULT_QUESTIONS,
@@ -129,6 +135,9 @@ __all__ = [
     "GoRegex",
     "host_in_domain",
     "ElevatedSessionConfig",
+    "IdentityTokenApplication",
+    "IdentityTokenConfig",
+    "IdentityTokenKey",
     "IdentityValidationConfig",
     "is_loopback_host",
     "LdapAddress",

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from portal.config.access_control import AccessControlConfig
 from portal.config.authentication_backend import AuthenticationBackendConfig
 from portal.config.captcha import CaptchaConfig
+from portal.config.identity_token import IdentityTokenConfig
 from portal.config.identity_validation import IdentityValidationConfig
 from portal.config.log import LogConfig
 from portal.config.notifier import NotifierConfig
@@ -52,6 +53,7 @@ class Config(Model):
     access_control: AccessControlConfig = AccessControlConfig()
     totp: TotpConfig = TotpConfig()
     webauthn: WebAuthnConfig = WebAuthnConfig()
+    identity_token: IdentityTokenConfig = IdentityTokenConfig()
 
     @field_validator("certificates_directory")
     @classmethod

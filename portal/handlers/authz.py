@@ -1,4 +1,5 @@
-"""The endpoint nginx asks on every request to a protected site: may this visitor pass?"""
+"""The endpoint nginx asks on every request to a protected site: may this visitor pass? And the
+public keys its identity tokens are signed with (/.well-known/jwks.json)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from aiohttp import web
 
 from portal.authz import Outcome
 from portal.handlers.common import cookie_values
-from portal.keys import ADDRESSES, AUTHZ
+from portal.keys import ADDRESSES, AUTHZ, IDENTITY_TOKENS
+
+# Seconds apps may cache the key set; a verifier meeting an unknown kid fetches the set again
+# (jose's createRemoteJWKSet and PyJWT's PyJWKClient do), so a new key is found at once.
+JWKS_MAX_AGE = 300
 
 
 async def auth_request_get(request: web.Request) -> web.Response:
@@ -28,3 +33,16 @@ async def auth_request_get(request: web.Request) -> web.Response:
             status=401, headers={"Location": verdict.location}, text="401 Unauthorized"
         )
     return web.Response(status=401, text="401 Unauthorized: missing or malformed request")
+
+
+async def jwks_get(request: web.Request) -> web.Response:
+    """Answer the identity token's public keys as a JWK Set (RFC 7517 section 5), cacheable.
+
+    Registered only while identity_token.enabled: otherwise the path is a 404.
+    """
+    keys = await request.app[IDENTITY_TOKENS].jwks()
+    return web.json_response(
+        keys,
+        content_type="application/jwk-set+json",
+        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"},
+    )

@@ -12,6 +12,7 @@ The roles, named as Authelia's storage names them where it has the concept:
     OneTimeCodeStore            mailed one-time codes elevating a session (Authelia: one_time_code)
     TotpStore                   TOTP registrations (secrets encrypted) and used time steps
     WebAuthnCredentialStore     passkeys and security keys (Authelia: webauthn_credentials)
+    IdentityTokenKeyStore       the identity token's generated signing keys (encrypted)
     EncryptionKeyStore          re-encrypting every secret under a new storage.encryption_key
     Storage                     all of the above plus schema_version: one migrated database
 
@@ -167,6 +168,24 @@ class WebAuthnCredential:
     backup_state: bool
     created_at: float
     last_used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class IdentityTokenSigningKey:
+    """Hold one signing key the portal generated for identity tokens, private key decrypted.
+
+    `generation` numbers keys in creation order (1, 2, ...): the highest signs, the one before
+    stays published for a while (portal/identity_token.py). `private_key` is PKCS#8 DER;
+    `algorithm` is "ES256", "RS256" or "EdDSA"; `created_at` in Unix seconds.
+    """
+
+    generation: int
+    key_id: str
+    algorithm: str
+    # SECURITY: the private key in clear, only in memory; stores keep it encrypted with
+    # storage.encryption_key. Never logged.
+    private_key: bytes = field(repr=False)
+    created_at: float = 0.0
 
 
 class StoreLifecycle(Protocol):
@@ -505,6 +524,30 @@ class WebAuthnCredentialStore(Protocol):
         ...
 
 
+class IdentityTokenKeyStore(Protocol):
+    """Keep the identity token's generated signing keys.
+
+    Contract, across every instance sharing the store:
+    - Private keys are encrypted with storage.encryption_key on write, bound to their key_id,
+      and decrypted on read; the stored column never holds a key in clear.
+    - `add_identity_token_key` is atomic on `generation` (and key_id): of any number of
+      simultaneous calls for one generation exactly one returns True; the others return False
+      and change nothing, so replicas starting at once end up with one key per generation.
+    """
+
+    async def identity_token_keys(self) -> list[IdentityTokenSigningKey]:
+        """Return every generated key, decrypted, oldest generation first."""
+        ...
+
+    async def add_identity_token_key(self, key: IdentityTokenSigningKey) -> bool:
+        """Insert the key; False (nothing written) when its generation or key_id exists."""
+        ...
+
+    async def purge_identity_token_keys(self, *, before_generation: int) -> int:
+        """Delete the keys of generations below `before_generation`; return how many."""
+        ...
+
+
 class EncryptionKeyStore(Protocol):
     """Re-encrypt what the store keeps encrypted under a new storage.encryption_key.
 
@@ -528,6 +571,7 @@ class Storage(
     OneTimeCodeStore,
     TotpStore,
     WebAuthnCredentialStore,
+    IdentityTokenKeyStore,
     EncryptionKeyStore,
     Protocol,
 ):

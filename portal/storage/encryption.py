@@ -40,6 +40,11 @@ def totp_aad(username: str) -> bytes:
     return b"totp_configurations:" + username.encode("utf-8")
 
 
+def identity_token_key_aad(key_id: str) -> bytes:
+    """Return the associated data binding a generated signing key to its row (table, key id)."""
+    return b"identity_token_keys:" + key_id.encode("utf-8")
+
+
 class SecretBox:
     """Encrypt and decrypt values with a key derived from storage.encryption_key.
 

@@ -14,6 +14,7 @@ from dataclasses import astuple, fields
 from typing import Any, Protocol
 
 from portal.storage.base import (
+    IdentityTokenSigningKey,
     IdentityVerification,
     OneTimeCode,
     OutboxMessage,
@@ -22,7 +23,7 @@ from portal.storage.base import (
     TotpConfiguration,
     WebAuthnCredential,
 )
-from portal.storage.encryption import SecretBox, totp_aad
+from portal.storage.encryption import SecretBox, identity_token_key_aad, totp_aad
 
 SELECT_IDENTITY_VERIFICATIONS = (
     "SELECT jti, username, action, issued_at, issued_ip, expires_at,"
@@ -255,4 +256,31 @@ def webauthn_from_row(row: Row) -> WebAuthnCredential:
         backup_state=bool(row["backup_state"]),
         created_at=float(row["created_at"]),
         last_used_at=None if last_used is None else float(last_used),
+    )
+
+
+SELECT_SIGNING_KEYS = (
+    "SELECT generation, key_id, algorithm, private_key, created_at FROM identity_token_keys"
+    " ORDER BY generation"
+)
+INSERT_SIGNING_KEY = (
+    "INSERT INTO identity_token_keys (generation, key_id, algorithm, private_key, created_at)"
+)
+
+
+def identity_token_key_params(key: IdentityTokenSigningKey, box: SecretBox) -> tuple[Any, ...]:
+    """Return INSERT_SIGNING_KEY's values, the private key encrypted for its row."""
+    sealed = box.encrypt(key.private_key, identity_token_key_aad(key.key_id))
+    return (key.generation, key.key_id, key.algorithm, sealed, key.created_at)
+
+
+def identity_token_key_from_row(row: Row, box: SecretBox) -> IdentityTokenSigningKey:
+    """Return the key a SELECT_SIGNING_KEYS row holds, decrypted (DecryptionError)."""
+    key_id = str(row["key_id"])
+    return IdentityTokenSigningKey(
+        generation=int(row["generation"]),
+        key_id=key_id,
+        algorithm=str(row["algorithm"]),
+        private_key=box.decrypt(bytes(row["private_key"]), identity_token_key_aad(key_id)),
+        created_at=float(row["created_at"]),
     )

@@ -39,6 +39,7 @@ ROLES = frozenset(
         "one_time_codes",
         "totp",
         "webauthn",
+        "identity_token_keys",
     }
 )
 

@@ -123,6 +123,7 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
             "altcha": {"cost": 1, "max_number": 10},
         }
         config["webauthn"] = {"enable_passkey_login": True}
+        config["identity_token"] = {"enabled": True}
     return config
 
 

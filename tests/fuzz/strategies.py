@@ -61,8 +61,9 @@ SETTINGS_FORM = (
 WEBAUTHN_JSON = ("id", "rawId", "type", "response", "description", "targetURL", "keepMeLoggedIn")
 FIRSTFACTOR_JSON = ("username", "password", "keepMeLoggedIn", "targetURL", "captcha")
 
-# The whole URL surface (portal/routes.py) with the security questions and the self-hosted
-# CAPTCHA switched on; test_fuzz_routes checks that nothing the app registers is missing.
+# The whole URL surface (portal/routes.py) with the security questions, the self-hosted CAPTCHA
+# and the identity token switched on; test_fuzz_routes checks that nothing the app registers is
+# missing.
 ROUTES: tuple[Route, ...] = (
     Route("/", ("GET", "POST"), "form", SIGNIN_FORM, ("rd",)),
     Route("/api/firstfactor", ("POST",), "json", FIRSTFACTOR_JSON),
@@ -70,6 +71,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/logout", ("POST",), "json"),
     Route("/api/authz/auth-request", ("GET",), "authz"),
     Route("/api/verify", ("GET",), "authz"),
+    # With identity_token.enabled (issue 17).
+    Route("/.well-known/jwks.json", ("GET",), "none"),
     Route("/api/health", ("GET",), "none"),
     Route("/api/captcha/challenge", ("GET",), "none"),
     Route("/static/portal.css", ("GET",), "none"),

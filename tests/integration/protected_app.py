@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 HOST = "127.0.0.1"
-REMOTE_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Name", "Remote-Email")
+REMOTE_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Name", "Remote-Email", "Remote-JWT")
 FORWARDED_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Original-URL")
 
 

@@ -16,8 +16,9 @@ from tests.integration.process import free_port
 from tests.integration.test_cli import portal
 
 TABLES = (
-    "encryption, identity_verifications, one_time_codes, outbox, rate_limit_events,"
-    " security_answers, sessions, totp_configurations, totp_history, webauthn_credentials"
+    "encryption, identity_token_keys, identity_verifications, one_time_codes, outbox,"
+    " rate_limit_events, security_answers, sessions, totp_configurations, totp_history,"
+    " webauthn_credentials"
 )
 
 
@@ -97,8 +98,8 @@ def test_postgres_schema_info_then_migrate_up_with_the_password_from_a_file(
     assert after.stdout.splitlines() == [
         f"Schema Version: {latest}",
         "Schema Upgrade Available: no",
-        "Schema Tables: encryption, identity_verifications, one_time_codes, outbox,"
-        " portal_schema_migrations, rate_limit_events, security_answers, sessions,"
+        "Schema Tables: encryption, identity_token_keys, identity_verifications, one_time_codes,"
+        " outbox, portal_schema_migrations, rate_limit_events, security_answers, sessions,"
         " totp_configurations, totp_history, webauthn_credentials",
     ]
 

@@ -42,6 +42,8 @@ JOHN = {
     "Remote-Groups": "admins,dev",
     "Remote-Name": "John Doe",
     "Remote-Email": "john.doe@authelia.com",
+    # What identity_token adds: the stand-in's token is opaque; the wiring passes it on.
+    "Remote-JWT": "stand-in.signed.token",
 }
 BURST = 10  # portal.conf: limit_req zone=portal_reset burst=10 nodelay
 
@@ -309,6 +311,7 @@ async def test_visitor_cannot_put_words_in_the_portals_mouth(
         "Remote-Groups": "admins",
         "Remote-Name": "Admin",
         "Remote-Email": "admin@example.com",
+        "Remote-JWT": "forged.visitor.token",
         "X-Forwarded-For": "203.0.113.9",
     }
 
@@ -327,7 +330,13 @@ async def test_forged_remote_header_spelled_differently_does_not_reach_the_app(
     reply = await visit(
         http,
         nginx.url(APP_HOST, "/public/page"),
-        headers={"REMOTE-USER": "admin", "Remote_User": "admin", "remote-groups": "admins"},
+        headers={
+            "REMOTE-USER": "admin",
+            "Remote_User": "admin",
+            "remote-groups": "admins",
+            "remote-jwt": "forged.visitor.token",
+            "Remote_JWT": "forged.visitor.token",
+        },
     )
 
     assert reply.status == 200

@@ -34,6 +34,8 @@ import pyotp
 import pytest
 import trustme
 from aiohttp import web
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -714,3 +716,47 @@ async def test_with_redis_down_nginx_serves_no_protected_page_and_all_works_once
     assert (await visitor.visit("/private")).status == 302  # the session is gone: sign in again
     assert (await visitor.sign_in("john", rd=site.app_url("/private"))).status == 302
     assert (await visitor.visit("/private")).remote["Remote-User"] == ["john"]
+
+
+# --- the signed identity token ------------------------------------------------------------------
+
+
+async def test_with_identity_token_the_app_gets_the_portals_token_and_never_the_visitors(
+    start_site: StartSite, open_visitor_on: Callable[[Site], Awaitable[Visitor]]
+) -> None:
+    site = await start_site(identity_token={"enabled": True})
+    visitor = await open_visitor_on(site)
+    forged = {"Remote-JWT": "forged.visitor.token"}
+    anonymous_public = await visitor.request("GET", site.app_url("/public/x"), headers=forged)
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+
+    reply = await visitor.request("GET", site.app_url("/private"), headers=forged)
+    public = await visitor.request("GET", site.app_url("/public/x"), headers=forged)
+
+    assert reply.status == 200
+    (token,) = reply.remote["Remote-JWT"]  # one value: the portal's, not the visitor's too
+    assert {k: v for k, v in reply.remote.items() if k != "Remote-JWT"} == JOHN
+    # The app checks it with the key set the portal publishes, fetched through nginx.
+    jwks = (await visitor.get(site.portal_url("/.well-known/jwks.json"))).json()
+    decoded = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": site.portal_url("/").rstrip("/")},
+        aud={"essential": True, "value": site.app_url("/").rstrip("/")},
+        sub={"essential": True, "value": "john"},
+    ).validate(decoded.claims)
+    # A bypass page names nobody, signed in or not: no token, and never the visitor's.
+    assert public.status == anonymous_public.status == 200
+    assert public.remote == anonymous_public.remote == {}
+
+
+async def test_without_identity_token_a_visitors_remote_jwt_never_reaches_the_app(
+    site: Site, visitor: Visitor
+) -> None:
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+
+    reply = await visitor.request(
+        "GET", site.app_url("/private"), headers={"Remote-JWT": "forged.visitor.token"}
+    )
+
+    assert reply.status == 200
+    assert reply.remote == JOHN  # the portal sent no token, so the app gets none at all

@@ -17,11 +17,13 @@ migrations run at start-up under an advisory lock. The driver is asyncpg, with i
     one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
     totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
     webauthn.py                 WebAuthnCredentialStore (passkeys, sign counters)
+    identity_token_keys.py      IdentityTokenKeyStore (generated signing keys, encrypted)
 """
 
 from __future__ import annotations
 
 from portal.storage.postgres.core import PostgresCore
+from portal.storage.postgres.identity_token_keys import PostgresIdentityTokenKeys
 from portal.storage.postgres.identity_verifications import PostgresIdentityVerifications
 from portal.storage.postgres.one_time_codes import PostgresOneTimeCodes
 from portal.storage.postgres.outbox import PostgresOutbox
@@ -44,6 +46,7 @@ class PostgresStorage(
     PostgresOneTimeCodes,
     PostgresTotp,
     PostgresWebAuthn,
+    PostgresIdentityTokenKeys,
     PostgresCore,
 ):
     """Keep the portal's durable state in one PostgreSQL database: every role of Storage at once.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from portal.storage.base import TotpConfiguration
-from portal.storage.encryption import CHECK_NAME, SecretBox, totp_aad
+from portal.storage.encryption import CHECK_NAME, SecretBox, identity_token_key_aad, totp_aad
 from portal.storage.postgres.core import PostgresCore
 from portal.storage.rows import (
     INSERT_TOTP,
@@ -97,13 +97,23 @@ class PostgresTotp(PostgresCore):
                     new.encrypt(old.decrypt(bytes(row["secret"]), aad), aad),
                     row["username"],
                 )
+            keys = await conn.fetch(
+                "SELECT key_id, private_key FROM identity_token_keys FOR UPDATE"
+            )
+            for key in keys:
+                aad = identity_token_key_aad(key["key_id"])
+                await conn.execute(
+                    "UPDATE identity_token_keys SET private_key = $1 WHERE key_id = $2",
+                    new.encrypt(old.decrypt(bytes(key["private_key"]), aad), aad),
+                    key["key_id"],
+                )
             await conn.execute(
                 "INSERT INTO encryption (name, value) VALUES ($1, $2)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 CHECK_NAME,
                 new.new_check_value(),
             )
-            return len(rows)
+            return len(rows) + len(keys)
 
         count: int = await self._run("change_encryption_key", change)
         self._box = new

@@ -21,6 +21,7 @@ The package splits along the roles of portal.storage.base:
     one_time_codes.py           OneTimeCodeStore (mailed one-time codes)
     totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
     webauthn.py                 WebAuthnCredentialStore (passkeys, sign counters)
+    identity_token_keys.py      IdentityTokenKeyStore (generated signing keys, encrypted)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -28,6 +29,7 @@ Each role class subclasses SqliteCore; SqliteStorage is all of them on one conne
 from __future__ import annotations
 
 from portal.storage.sqlite.core import SqliteCore
+from portal.storage.sqlite.identity_token_keys import SqliteIdentityTokenKeys
 from portal.storage.sqlite.identity_verifications import SqliteIdentityVerifications
 from portal.storage.sqlite.one_time_codes import SqliteOneTimeCodes
 from portal.storage.sqlite.outbox import SqliteOutbox
@@ -50,6 +52,7 @@ class SqliteStorage(
     SqliteOneTimeCodes,
     SqliteTotp,
     SqliteWebAuthn,
+    SqliteIdentityTokenKeys,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.

@@ -1,4 +1,5 @@
-"""TOTP registrations and used time steps in SQLite: the TotpStore and EncryptionKeyStore roles.
+"""TOTP registrations and used time steps in SQLite: the TotpStore and EncryptionKeyStore roles
+(which re-encrypts the identity token's generated keys too).
 
 Secrets are encrypted and decrypted on the worker thread (portal/storage/encryption.py), so the
 event loop never does the work and the clear secret never reaches SQLite.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from portal.storage.base import TotpConfiguration
-from portal.storage.encryption import CHECK_NAME, SecretBox, totp_aad
+from portal.storage.encryption import CHECK_NAME, SecretBox, identity_token_key_aad, totp_aad
 from portal.storage.rows import (
     INSERT_TOTP,
     ON_CONFLICT_REPLACE_TOTP,
@@ -95,12 +96,19 @@ class SqliteTotp(SqliteCore):
                     "UPDATE totp_configurations SET secret = ? WHERE username = ?",
                     (new.encrypt(old.decrypt(bytes(secret), aad), aad), username),
                 )
+            keys = conn.execute("SELECT key_id, private_key FROM identity_token_keys").fetchall()
+            for key_id, private_key in keys:
+                aad = identity_token_key_aad(key_id)
+                conn.execute(
+                    "UPDATE identity_token_keys SET private_key = ? WHERE key_id = ?",
+                    (new.encrypt(old.decrypt(bytes(private_key), aad), aad), key_id),
+                )
             conn.execute(
                 "INSERT INTO encryption (name, value) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (CHECK_NAME, new.new_check_value()),
             )
-            return len(rows)
+            return len(rows) + len(keys)
 
         count = await self._write("change_encryption_key", change)
         self._box = new
