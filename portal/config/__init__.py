@@ -3,7 +3,8 @@
 One module per section, as Authelia's internal/configuration/schema/: `types` (durations,
 addresses, networks, URLs, the base models), `server`, `log`, `identity_validation`,
 `authentication_backend` (with its `file`, `ldap` and `hashing`), `password_policy`, `notifier`,
-`session`, `storage`, `regulation`, `access_control`, `captcha`, `tls` (client TLS, shared), `root`
+`session`, `storage`, `regulation`, `access_control`, `captcha`, `totp`, `webauthn`,
+`trusted_issuers`, `tls` (client TLS, shared), `root`
 (`Config`, every section together) and `loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and
 `*_FILE` environment overrides, Authelia keys the portal ignores, error messages).
 
@@ -84,6 +85,7 @@ from portal.config.session import (
 from portal.config.storage import LocalStorageConfig, PostgresStorageConfig, StorageConfig
 from portal.config.tls import TlsConfig, TlsVersion
 from portal.config.totp import TotpConfig
+from portal.config.trusted_issuers import TrustedIssuerConfig
 from portal.config.types import (
     Address,
     Duration,
@@ -181,6 +183,7 @@ __all__ = [
     "TlsConfig",
     "TlsVersion",
     "TotpConfig",
+    "TrustedIssuerConfig",
     "WebAuthnConfig",
     "WebAuthnFiltering",
     "WebAuthnSelectionCriteria",
