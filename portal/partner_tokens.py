@@ -48,7 +48,7 @@ JWKS_TIMEOUT: Final = 5.0
 JWKS_MAX_BYTES: Final = 64 * 1024
 # SECURITY: headers that would let the token choose its own key or rules (RFC 8725 section 3.10).
 FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
-_TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Fetch a JWKS document: (url) -> its parsed JSON; raises on any failure.
 JwksFetcher = Callable[[str], Awaitable[Any]]
