@@ -123,6 +123,14 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
             "altcha": {"cost": 1, "max_number": 10},
         }
         config["webauthn"] = {"enable_passkey_login": True}
+        config["trusted_issuers"] = [
+            {
+                "name": "Shop",
+                "issuer": "https://shop.example.com",
+                "algorithms": ["HS256"],
+                "secret": "fuzz-partner-secret-" + "s" * 20,
+            }
+        ]
     return config
 
 

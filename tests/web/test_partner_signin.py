@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestServer
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import ECKey, KeySet
+from joserfc.errors import SecurityWarning
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from tests.conftest import START
 from tests.integration.node import run_node
@@ -39,6 +41,7 @@ from tests.web.conftest import (
     signed_in,
 )
 from tests.web.test_reset_postgres import on_postgres
+from tests.web.test_second_factor_signin import code_now, register_totp
 
 SECRET = "partner-shared-secret-" + "s" * 42  # 64 bytes: HS256 to HS512 would all accept it
 HS_ISSUER = "https://shop.example.net"
@@ -264,6 +267,35 @@ async def test_an_ec_token_from_joserfc_signs_in_through_the_api(
     assert state["data"]["authentication_level"] == 1
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "key"),
+    [("RS256", RSAKey.generate_key(2048)), ("EdDSA", OKPKey.generate_key("Ed25519"))],
+)
+async def test_rsa_and_eddsa_partners_sign_in_and_a_kid_is_the_keys_thumbprint(
+    start_portal: StartPortal, algorithm: str, key: Any
+) -> None:
+    partner = {
+        "name": "ERP",
+        "issuer": "https://erp.example.com",
+        "algorithms": [algorithm],
+        "public_keys": [key.as_pem(private=False).decode()],
+    }
+    portal = await start_portal(access_control=RULES, trusted_issuers=[partner])
+
+    def token(jti: str, kid: str | None) -> str:
+        header = {"alg": algorithm, **({"kid": kid} if kid else {})}
+        erp = claims("https://erp.example.com", jti=jti)
+        # joserfc asks for EdDSA by name and warns: RFC 9864 deprecates it for "Ed25519", which
+        # PyJWT does not know yet; "EdDSA" is what partners' libraries (jose, PyJWT) still send.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)
+            return jose_jwt.encode(header, erp, key, algorithms=[algorithm])
+
+    assert (await api_sign_in(portal.client, token("1", None))).status == 200
+    assert (await api_sign_in(portal.client, token("2", key.thumbprint()))).status == 200
+    assert (await api_sign_in(portal.client, token("3", "erp-1"))).status == 401
+
+
 async def test_a_key_from_the_partners_jwks_url_is_fetched_once_and_cached(
     portal: Portal, jwks_server: JwksServer
 ) -> None:
@@ -333,6 +365,40 @@ async def test_a_two_factor_target_asks_for_the_second_factor_first(portal: Port
     assert await api.json() == {"status": "OK"}, "as Handle1FAResponse: not named yet"
 
 
+async def test_a_partner_session_is_raised_to_two_factors_by_the_users_own_totp(
+    portal: Portal,
+) -> None:
+    await register_totp(portal)
+    assert (await api_sign_in(portal.client, ec_token(), target=SECURE)).status == 200
+    state = await (await portal.client.get("/api/state")).json()
+    assert state["data"] == {
+        "username": "john",
+        "authentication_level": 1,
+        "factor_knowledge": False,
+    }, "no password was proven"
+
+    second = await portal.client.post(
+        "/api/secondfactor/totp", json={"token": code_now(portal), "targetURL": SECURE}
+    )
+
+    assert await second.json() == {"status": "OK", "data": {"redirect": SECURE}}
+    state = await (await portal.client.get("/api/state")).json()
+    assert state["data"]["authentication_level"] == 2
+
+
+async def test_a_jwks_document_over_64_kib_is_not_read(
+    start_portal: StartPortal, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    jwks_server.document = {**jwks_server.document, "padding": "x" * 70_000}
+    portal = await start_portal(access_control=RULES, trusted_issuers=partners(jwks_server.url))
+
+    response = await api_sign_in(portal.client, jwks_token())
+
+    assert (response.status, await response.json()) == (401, REFUSED)
+    assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["keys_unavailable"]
+
+
 # --- refused --------------------------------------------------------------------------------
 
 MINUTE_AGO, NOW = int(START) - 60, int(START)
@@ -389,6 +455,17 @@ async def test_each_bad_token_gets_the_one_refusal_and_no_session(
     assert page.status == 401
     assert "This sign-in link is invalid or has expired." in await page.text()
     assert not has_session(page)
+
+
+async def test_the_confirmation_page_without_a_token_is_the_refusal(portal: Portal) -> None:
+    page = await portal.client.get("/sso/jwt", allow_redirects=False)
+    signin_page = await portal.client.get("/")
+    csrf = csrf_of(await signin_page.text())
+    posted = await portal.client.post("/sso/jwt", data={"csrf_token": csrf})
+
+    assert page.status == 401 and posted.status == 401
+    assert "This sign-in link is invalid or has expired." in await posted.text()
+    assert not has_session(posted)
 
 
 async def test_a_disabled_user_and_one_outside_allowed_groups_are_refused(
