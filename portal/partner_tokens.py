@@ -17,6 +17,7 @@ first claim, on any replica, sees exactly one event; no table of its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -47,7 +48,8 @@ JWKS_RETRY: Final = 60.0
 JWKS_TIMEOUT: Final = 5.0
 JWKS_MAX_BYTES: Final = 64 * 1024
 # SECURITY: headers that would let the token choose its own key or rules (RFC 8725 section 3.10).
-FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+# b64 (RFC 7797) changes what the signature covers.
+FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
 _TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Fetch a JWKS document: (url) -> its parsed JSON; raises on any failure.
@@ -84,14 +86,20 @@ async def fetch_jwks(url: str) -> Any:
         session.get(
             url,
             allow_redirects=False,
-            headers={"Accept": "application/jwk-set+json, application/json"},
+            # SECURITY: no compression, so the size cap is the size received (no zip bomb).
+            headers={
+                "Accept": "application/jwk-set+json, application/json",
+                "Accept-Encoding": "identity",
+            },
         ) as response,
     ):
         if response.status != 200:
             raise ValueError(f"answered HTTP {response.status}")
-        body = await response.content.read(JWKS_MAX_BYTES + 1)
-        if len(body) > JWKS_MAX_BYTES:
-            raise ValueError(f"the document is over {JWKS_MAX_BYTES} bytes")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(16384):
+            body += chunk
+            if len(body) > JWKS_MAX_BYTES:
+                raise ValueError(f"the document is over {JWKS_MAX_BYTES} bytes")
         return json.loads(body)
 
 
@@ -185,6 +193,19 @@ def _to_jwk(key: Any) -> str:
     raise ValueError("unsupported public key type")
 
 
+def _raw_header(token: str) -> dict[str, Any]:
+    """Return the token's JOSE header as sent (RFC 7515 section 4); refuse "malformed" when it
+    is not base64url JSON object text."""
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, TypeError):
+        _refuse("malformed")
+    if not isinstance(header, dict):
+        _refuse("malformed")
+    return header
+
+
 class PartnerTokens:
     """Verify partner tokens against trusted_issuers and record each jti's one use."""
 
@@ -227,16 +248,17 @@ class PartnerTokens:
             _refuse("too_long")
         if not _TOKEN_SHAPE.fullmatch(token):
             _refuse("malformed")
+        header = _raw_header(token)
+        # SECURITY: looked at before PyJWT reads the token, which acts on some (crit, b64).
+        if FORBIDDEN_HEADERS & header.keys():
+            _refuse("header")
+        algorithm = header.get("alg")
         try:
-            header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except (jwt.exceptions.PyJWTError, ValueError, TypeError):
             _refuse("malformed")
-        algorithm = header.get("alg")
         if not isinstance(unverified, dict) or not isinstance(algorithm, str):
             _refuse("malformed")
-        if FORBIDDEN_HEADERS & header.keys():
-            _refuse("header")
         if algorithm.lower() == "none":
             _refuse("alg_none")
         issuer = unverified.get("iss")

@@ -3,7 +3,7 @@ the JSON twin. The service (SignInService, portal/partner_tokens.py) decides eve
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,7 +86,8 @@ async def sso_jwt_get(request: web.Request) -> web.Response:
         partner=verified.partner.name,
         display_name=user.display_name or user.username,
         username=user.username,
-        target=landing(request, rd),
+        # Where Continue leads: the safe rd, else the default, else the portal itself.
+        target=urljoin(request.app[CONFIG].portal_url, landing(request, rd)),
         rd=rd,
     )
 

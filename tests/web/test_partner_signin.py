@@ -178,6 +178,14 @@ def unsigned_token() -> str:
     return f"{header}.{_b64(json.dumps(claims()).encode())}."
 
 
+def signed_by_hand(header: dict[str, Any], key: bytes = SECRET.encode()) -> str:
+    """An HS256-signed shop token with exactly this header (PyJWT rewrites some fields)."""
+    head = _b64(json.dumps(header).encode())
+    body = _b64(json.dumps(claims()).encode())
+    mac = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(mac)}"
+
+
 def confused_token() -> str:
     """An HS256 token whose HMAC key is the CRM's public key in PEM (algorithm confusion)."""
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
@@ -307,6 +315,7 @@ async def test_a_key_from_the_partners_jwks_url_is_fetched_once_and_cached(
     assert request["method"] == "GET"
     assert request["path"] == "/.well-known/jwks.json"
     assert request["headers"]["Accept"] == "application/jwk-set+json, application/json"
+    assert request["headers"]["Accept-Encoding"] == "identity", "the size cap is on what is sent"
     assert "Cookie" not in request["headers"] and "Authorization" not in request["headers"]
 
 
@@ -411,6 +420,8 @@ REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
     "x5u header": ("header", lambda: hs_token({"x5u": "https://evil.example/cert"})),
     "jwk header": ("header", lambda: hs_token({"jwk": {"kty": "oct", "k": "AAAA"}})),
     "x5c header": ("header", lambda: hs_token({"x5c": ["MIIB"]})),
+    "crit header": ("header", lambda: hs_token({"crit": ["exp"]})),
+    "b64 header": ("header", lambda: signed_by_hand({"alg": "HS256", "b64": True})),
     "kid not in the key set": (
         "kid",
         lambda: jose_jwt.encode({"alg": "ES256", "kid": "elsewhere"}, claims(EC_ISSUER), EC_KEY),
