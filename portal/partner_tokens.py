@@ -45,6 +45,8 @@ MAX_NUMERIC_DATE: Final = 253_402_300_799  # 9999-12-31T23:59:59Z (RFC 7519 Nume
 MAX_CLAIM_LENGTH: Final = 256  # jti and the username claim
 JWKS_TTL: Final = 600.0
 JWKS_RETRY: Final = 60.0
+# While the jwks_url fails, keys fetched before stay in use this long, then tokens are refused.
+JWKS_MAX_STALE: Final = 86400.0
 JWKS_TIMEOUT: Final = 5.0
 JWKS_MAX_BYTES: Final = 64 * 1024
 # SECURITY: headers that would let the token choose its own key or rules (RFC 8725 section 3.10).
@@ -138,7 +140,8 @@ class JwksKeys:
     async def keys(self, kid: str | None) -> list[jwt.PyJWK]:
         """Return the cached keys (those with `kid` when given), fetching first when they are
         older than JWKS_TTL or `kid` is unknown, at most once per JWKS_RETRY. Refuses with
-        "keys_unavailable" when no keys were ever fetched, "kid" when none has that kid."""
+        "keys_unavailable" when no fetch succeeded in JWKS_MAX_STALE, "kid" when no key has
+        that kid."""
         now = self._clock.now()
         stale = self._keys is None or now - self._fetched_at >= JWKS_TTL
         unknown = kid is not None and not self._with_kid(kid)
@@ -146,7 +149,7 @@ class JwksKeys:
             async with self._lock:
                 if self._may_try(self._clock.now()):
                     await self._refresh()
-        if self._keys is None:
+        if self._keys is None or self._clock.now() - self._fetched_at > JWKS_MAX_STALE:
             _refuse("keys_unavailable")
         if kid is None:
             return self._keys

@@ -56,6 +56,7 @@ RULES: dict[str, Any] = {
         {"domain": "127.0.0.1", "policy": "one_factor"},
     ],
 }
+MINUTE_AGO, NOW = int(START) - 60, int(START)
 REFUSED = {"status": "KO", "message": "This sign-in link is invalid or has expired."}
 EC_KEY = ECKey.generate_key("P-256")
 JWKS_KEY = ECKey.generate_key("P-256", parameters={"kid": "hr-2026"})
@@ -395,6 +396,26 @@ async def test_a_partner_session_is_raised_to_two_factors_by_the_users_own_totp(
     assert state["data"]["authentication_level"] == 2
 
 
+async def test_while_the_jwks_url_fails_its_last_keys_serve_for_a_day(
+    portal: Portal, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def at(offset: int, jti: str) -> str:
+        return jwks_token(jti=jti, iat=NOW + offset, exp=NOW + offset + 60)
+
+    assert (await api_sign_in(portal.client, at(0, "a"))).status == 200
+    jwks_server.status = 503
+    portal.clock.advance(3600)
+    assert (await api_sign_in(portal.client, at(3600, "b"))).status == 200
+    assert len(jwks_server.requests) == 2, "stale after 10 minutes: fetched again, and failed"
+    portal.clock.advance(86400)
+    late = await api_sign_in(portal.client, at(3600 + 86400, "c"))
+
+    assert (late.status, await late.json()) == (401, REFUSED)
+    assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["keys_unavailable"]
+
+
 async def test_a_jwks_document_over_64_kib_is_not_read(
     start_portal: StartPortal, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -409,8 +430,6 @@ async def test_a_jwks_document_over_64_kib_is_not_read(
 
 
 # --- refused --------------------------------------------------------------------------------
-
-MINUTE_AGO, NOW = int(START) - 60, int(START)
 
 REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
     "alg none": ("alg_none", unsigned_token),
