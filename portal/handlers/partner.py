@@ -21,6 +21,7 @@ from portal.handlers.common import (
 from portal.handlers.second_factor import needs_two_factors, second_step_first, totp_page_url
 from portal.handlers.signin import rotate_session_cookie
 from portal.keys import CONFIG, SESSIONS, SIGNIN
+from portal.middlewares import MAX_BODY
 from portal.partner_tokens import LEEWAY, MAX_TOKEN_LENGTH
 from portal.signin import safe_redirect
 
@@ -124,7 +125,8 @@ async def sso_jwt_post(request: web.Request) -> web.Response:
 class SsoJwtBody(BaseModel):
     """POST /api/sso/jwt: the partner's token and where to go after."""
 
-    model_config = ConfigDict(extra="ignore", str_max_length=2 * MAX_TOKEN_LENGTH)
+    # The body's own cap bounds the token: one over 8 KiB gets the one refusal, not a 400.
+    model_config = ConfigDict(extra="ignore", str_max_length=MAX_BODY)
 
     token: str
     target_url: str | None = Field(None, alias="targetURL")

@@ -458,6 +458,7 @@ REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
     "unknown user": ("user", lambda: hs_token(sub="nobody")),
     "a username in other case": ("user", lambda: hs_token(sub="John")),
     "over 8 KiB": ("too_long", lambda: hs_token(padding="x" * 9000)),
+    "over 16 KiB": ("too_long", lambda: hs_token(padding="x" * 20000)),
     "not a JWT": ("malformed", lambda: "not-a-token"),
 }
 
