@@ -8,6 +8,7 @@ hand. Every refusal gets the same status and body; the audit says why.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -559,6 +560,21 @@ async def test_a_token_used_on_one_replica_is_refused_on_the_other(
     replay = await api_sign_in(second.client, token)
 
     assert (replay.status, await replay.json()) == (401, REFUSED)
+
+
+async def test_one_token_raced_on_two_replicas_opens_one_session(
+    start_portal: StartPortal,
+) -> None:
+    settings = {"access_control": RULES, "trusted_issuers": partners()}
+    first, second = await start_portal(**settings), await start_portal(**settings)
+    token = hs_token(jti="raced")
+
+    answers = await asyncio.gather(
+        *(api_sign_in(portal.client, token) for portal in (first, second) * 3)
+    )
+
+    assert sorted(a.status for a in answers) == [200, 401, 401, 401, 401, 401]
+    assert sum(has_session(a) for a in answers) == 1
 
 
 async def test_a_token_used_on_one_postgres_replica_is_refused_on_the_other(
