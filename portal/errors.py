@@ -42,6 +42,8 @@ marked [page] and answer with a page of their own (the form again with the messa
     |   +-- ResetFormRejectedError   400  reset step 2 refused its form, the link still good [page]
     |       +-- ResetCodeRejectedError  400  its second factor was missing or refused [page]
     +-- InvalidTokenError            400  "This link is invalid or has expired." [page]
+    +-- PartnerTokenRejectedError    401  a partner's sign-in token refused, one answer for
+    |                                     every reason (trusted_issuers) [page]
     +-- BadRequestError              400  the client sent something unusable (message given)
         +-- PayloadTooLargeError     413
         +-- UnsupportedMediaTypeError   415  a body in a content coding the portal does not take
@@ -83,6 +85,30 @@ InvalidTokenReason = Literal[
     "user",
     "disabled",
     "password_changed",
+]
+
+# Why a partner's sign-in token was refused (portal/partner_tokens.py, portal/signin.py); logged
+# and audited, never shown to the client.
+PartnerTokenReason = Literal[
+    "too_long",
+    "malformed",
+    "header",  # jku, x5u, jwk, x5c or crit: the token would steer its own verification
+    "alg_none",
+    "unknown_issuer",
+    "algorithm",  # an algorithm not pinned for that issuer
+    "kid",  # a key id not in the issuer's key set
+    "keys_unavailable",  # the issuer's jwks_url could not be fetched or read
+    "signature",
+    "audience",
+    "claims",  # a required claim missing or of the wrong type
+    "expired",
+    "not_yet_valid",
+    "lifespan",  # exp - iat over max_lifespan
+    "used",  # its jti was used already
+    "user",  # the claim names no user of the backend
+    "disabled",
+    "password_change",  # the user must change the password before any session
+    "group",  # the user is in none of allowed_groups
 ]
 
 
@@ -333,6 +359,19 @@ class InvalidTokenError(PortalError):
         # SECURITY: the message names the reason only, never the token (it is a credential).
         super().__init__(f"invalid reset token: {reason}")
         self.reason: InvalidTokenReason = reason
+
+
+class PartnerTokenRejectedError(PortalError):
+    """Refuse a partner's sign-in token; `reason` is for the log and the audit, the client sees
+    one message and one status whatever it is (trusted_issuers)."""
+
+    status = 401
+    public_message = "This sign-in link is invalid or has expired."
+
+    def __init__(self, reason: PartnerTokenReason) -> None:
+        # SECURITY: the message names the reason only, never the token (it is a credential).
+        super().__init__(f"partner token refused: {reason}")
+        self.reason: PartnerTokenReason = reason
 
 
 class ResetFormRejectedError(PasswordRejectedError):

@@ -51,3 +51,22 @@ class RateLimiter:
         if wait <= 0:
             return None
         return max(1, math.ceil(wait))
+
+    async def full(self, key: str, buckets: Sequence[Bucket]) -> float | None:
+        """Without recording, return None if one more event for key fits every bucket, else
+        seconds until it would (for limits that count failures only: check, then `hit` on one).
+        """
+        if not buckets:
+            return None
+        now = self._clock.now()
+        events = await self._storage.rate_limit_events(
+            key, since=now - max(b.period for b in buckets)
+        )
+        wait = 0.0
+        for bucket in buckets:
+            recent = [at for at in events if at > now - bucket.period]
+            if len(recent) >= bucket.requests:
+                wait = max(wait, recent[len(recent) - bucket.requests] + bucket.period - now)
+        if wait <= 0:
+            return None
+        return max(1, math.ceil(wait))

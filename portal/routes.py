@@ -14,6 +14,7 @@ from portal.handlers import (
     captcha,
     elevation,
     health,
+    partner,
     password,
     reset,
     second_factor,
@@ -164,6 +165,12 @@ def _routes(app: web.Application) -> None:
             )
             add.add_post(second_factor.PASSWORD_PAGE, second_factor.password_post)
             add.add_post(second_factor.REAUTHENTICATE, second_factor.api_reauthenticate_post)
+
+    if app[CONFIG].trusted_issuers:
+        # Sign-in with a partner's signed token (issue 17); without partners they do not exist.
+        add.add_get(partner.SSO_JWT, partner.sso_jwt_get, name="sso_jwt")
+        add.add_post(partner.SSO_JWT, partner.sso_jwt_post)
+        add.add_post("/api/sso/jwt", partner.api_sso_jwt_post)
 
     if not app[CONFIG].authentication_backend.password_change.disable:
         # The signed-in password change (Authelia's route); with disable they do not exist.

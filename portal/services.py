@@ -15,6 +15,7 @@ from portal.forwarded import ClientAddresses
 from portal.identity_token import IdentityTokens
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
+from portal.partner_tokens import PartnerTokens
 from portal.password_change import PasswordChanger
 from portal.password_self_change import PasswordSelfChange
 from portal.ratelimit import RateLimiter, buckets_from_config
@@ -109,7 +110,14 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         audit=deps.audit,
     )
     signin = SignInService(
-        config=config, users=users, sessions=sessions, regulator=regulator, audit=deps.audit
+        config=config,
+        users=users,
+        sessions=sessions,
+        regulator=regulator,
+        limiter=limiter,
+        partner_tokens=PartnerTokens(config, clock=clock, store=storage),
+        partner_buckets=buckets_from_config(config.server.endpoints.rate_limits.sso_jwt),
+        audit=deps.audit,
     )
     totp = TotpService(
         config=config,

@@ -8,7 +8,16 @@ import ada_url
 
 from portal.audit import AuditSink, audit
 from portal.config import Config, SessionCookieConfig, is_loopback_host
-from portal.errors import ChangeReason, PasswordChangeRequiredError, SignInFailedError
+from portal.errors import (
+    ChangeReason,
+    PartnerTokenReason,
+    PartnerTokenRejectedError,
+    PasswordChangeRequiredError,
+    RateLimitedError,
+    SignInFailedError,
+)
+from portal.partner_tokens import PartnerToken, PartnerTokens
+from portal.ratelimit import Bucket, RateLimiter
 from portal.regulation import Regulator
 from portal.sessions import SessionStore
 from portal.users.base import User, UserBackend
@@ -101,12 +110,19 @@ class SignInService:
         users: UserBackend,
         sessions: SessionStore,
         regulator: Regulator,
+        limiter: RateLimiter,
+        partner_tokens: PartnerTokens,
+        partner_buckets: tuple[Bucket, ...] = (),
         audit: AuditSink = audit,
     ) -> None:
         self._config = config
         self._users = users
         self._sessions = sessions
         self._regulator = regulator
+        self._limiter = limiter
+        self._partner_tokens = partner_tokens
+        # server.endpoints.rate_limits.sso_jwt: refused partner tokens per client address.
+        self._partner_buckets = partner_buckets
         self._audit = audit
 
     async def _subject(self, identifier: str) -> tuple[User | None, str]:
@@ -228,3 +244,94 @@ class SignInService:
         if user.username != username:  # the name of another account's email: not this user
             raise SignInFailedError()
         self._audit("reauthenticated", username=user.username, ip=ip)
+
+    # -- sign-in with a partner's signed token (trusted_issuers) -----------------------------------
+
+    async def check_partner_token(self, token: str, ip: str) -> tuple[PartnerToken, User]:
+        """Return the verified token and its user without using the token up (the confirmation
+        page shows whom it signs in). Raises PartnerTokenRejectedError for every refusal (a
+        token used already included) and RateLimitedError when `ip` is over sso_jwt."""
+        return await self._partner_token_user(token, ip, use=False)
+
+    async def sign_in_with_partner_token(
+        self, token: str, ip: str, *, host: str, user_agent: str = ""
+    ) -> tuple[User, str, SessionCookieConfig]:
+        """Use a partner's token up (its jti, once across replicas) and open a one-factor
+        session for its user: amr "fed" (RFC 8176 has no value for a federated sign-in), so a
+        two_factor rule still asks for the user's own TOTP or passkey. Audit sso_jwt_accepted
+        and signin_succeeded (method "partner", the partner's name), or sso_jwt_rejected with
+        the reason. Raises PartnerTokenRejectedError or RateLimitedError; opens nothing then.
+        """
+        verified, user = await self._partner_token_user(token, ip, use=True)
+        cookie = cookie_for_host(self._config, host) or self._config.session.cookies[0]
+        value = await self._sessions.create(
+            user, cookie, remember_me=False, method="fed", ip=ip, user_agent=user_agent
+        )
+        partner = verified.partner.name
+        self._audit("sso_jwt_accepted", username=user.username, ip=ip, partner=partner)
+        self._audit(
+            "signin_succeeded",
+            username=user.username,
+            ip=ip,
+            remember_me=False,
+            method="partner",
+            partner=partner,
+        )
+        return user, value, cookie
+
+    async def _partner_token_user(
+        self, token: str, ip: str, *, use: bool
+    ) -> tuple[PartnerToken, User]:
+        key = f"ip:sso-jwt:{ip}"
+        wait = await self._limiter.full(key, self._partner_buckets)
+        if wait is not None:
+            self._audit("sso_jwt_throttled", ip=ip)
+            raise RateLimitedError(int(wait))
+        verified: PartnerToken | None = None
+        try:
+            verified = await self._partner_tokens.verify(token)
+            user = await self._partner_user(verified)
+            if use:
+                await self._partner_tokens.claim(verified)
+            elif await self._partner_tokens.used(verified):
+                raise PartnerTokenRejectedError("used")
+        except PartnerTokenRejectedError as exc:
+            # SECURITY: every refusal counts against the address; the token is never logged.
+            await self._limiter.hit(key, self._partner_buckets)
+            partner = verified.partner if verified else self._partner_tokens.partner_of(token)
+            self._audit(
+                "sso_jwt_rejected",
+                reason=exc.reason,
+                partner=partner.name if partner else None,
+                # Only a claim whose signature was verified: anyone can write an unsigned one.
+                username=verified.subject if verified else None,
+                ip=ip,
+            )
+            raise
+        return verified, user
+
+    async def _partner_user(self, token: PartnerToken) -> User:
+        """Return the user the token names, or refuse: unknown (the username claim must be the
+        exact username, or one of the user's addresses for `email`), disabled, a password to
+        change first, or in none of the partner's allowed_groups."""
+        user = await self._users.get_user(token.subject)
+        reason: PartnerTokenReason | None = None
+        if user is None:
+            reason = "user"
+        elif token.partner.username_claim == "sub" and user.username != token.subject:
+            reason = "user"
+        elif token.partner.username_claim == "email" and token.subject.casefold() not in {
+            e.casefold() for e in user.emails
+        }:
+            reason = "user"
+        elif user.disabled:
+            reason = "disabled"
+        elif user.change_reason is not None:
+            reason = "password_change"
+        elif token.partner.allowed_groups and not set(token.partner.allowed_groups) & set(
+            user.groups
+        ):
+            reason = "group"
+        if reason is not None or user is None:
+            raise PartnerTokenRejectedError(reason or "user")
+        return user

@@ -4,9 +4,9 @@ One module per section, as Authelia's internal/configuration/schema/: `types` (d
 addresses, networks, URLs, the base models), `server`, `log`, `identity_validation`,
 `authentication_backend` (with its `file`, `ldap` and `hashing`), `password_policy`, `notifier`,
 `session`, `storage`, `regulation`, `access_control`, `captcha`, `totp`, `webauthn`,
-`identity_token`, `tls` (client TLS, shared), `root` (`Config`, every section together) and
-`loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and `*_FILE` environment overrides, Authelia
-keys the portal ignores, error messages).
+`identity_token`, `trusted_issuers`, `tls` (client TLS, shared), `root` (`Config`, every section
+together) and `loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and `*_FILE` environment
+overrides, Authelia keys the portal ignores, error messages).
 
 Import from here (`from portal.config import Config, load_config`): every name below is the
 package's public surface; which module holds it may change.
@@ -90,6 +90,7 @@ from portal.config.session import (
 from portal.config.storage import LocalStorageConfig, PostgresStorageConfig, StorageConfig
 from portal.config.tls import TlsConfig, TlsVersion
 from portal.config.totp import TotpConfig
+from portal.config.trusted_issuers import TrustedIssuerConfig
 from portal.config.types import (
     Address,
     Duration,
@@ -190,6 +191,7 @@ __all__ = [
     "TlsConfig",
     "TlsVersion",
     "TotpConfig",
+    "TrustedIssuerConfig",
     "WebAuthnConfig",
     "WebAuthnFiltering",
     "WebAuthnSelectionCriteria",

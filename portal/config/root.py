@@ -26,6 +26,7 @@ from portal.config.server import (
 from portal.config.session import SessionConfig
 from portal.config.storage import StorageConfig
 from portal.config.totp import TotpConfig
+from portal.config.trusted_issuers import TrustedIssuerConfig, check_trusted_issuers
 from portal.config.types import Model
 from portal.config.webauthn import WebAuthnConfig
 from portal.tls import certificates_directory_problems
@@ -54,6 +55,8 @@ class Config(Model):
     totp: TotpConfig = TotpConfig()
     webauthn: WebAuthnConfig = WebAuthnConfig()
     identity_token: IdentityTokenConfig = IdentityTokenConfig()
+    # A portal key: partners whose signed tokens sign their users in (/sso/jwt).
+    trusted_issuers: tuple[TrustedIssuerConfig, ...] = ()
 
     @field_validator("certificates_directory")
     @classmethod
@@ -62,6 +65,17 @@ class Config(Model):
         if problems:
             raise ValueError("; ".join(problems))
         return value
+
+    @field_validator("trusted_issuers")
+    @classmethod
+    def _trusted_issuers(
+        cls, value: tuple[TrustedIssuerConfig, ...]
+    ) -> tuple[TrustedIssuerConfig, ...]:
+        return check_trusted_issuers(value)
+
+    def partner_audience(self, partner: TrustedIssuerConfig) -> str:
+        """Return the `aud` a partner's tokens must name: its audience, else authelia_url."""
+        return partner.audience or self.portal_url
 
     @property
     def portal_url(self) -> str:

@@ -64,6 +64,9 @@ class RateLimits(Model):
     # everyone together; the excess is dropped silently.
     reset_password_identifier: RateLimit = _buckets((900, 3))
     reset_password_global: RateLimit = _buckets((3600, 1000))
+    # Not in Authelia: refused partner tokens (/sso/jwt, /api/sso/jwt) per client IP; over a
+    # bucket, every partner token from that address is answered 429 until it empties.
+    sso_jwt: RateLimit = _buckets((60, 10), (600, 30))
     # Not in Authelia: fresh ALTCHA challenges per client IP.
     captcha_challenge: RateLimit = _buckets((60, 20), (600, 60))
     # Authelia's: per client IP on POST (mail a code) and PUT (check it) of

@@ -137,17 +137,18 @@ async def signin_post(request: web.Request) -> web.Response:
         await request.app[SESSIONS].destroy(value)
         raise
     response = web.HTTPFound(going_to)
-    await _rotate(request, response, value, cookie, remember)
+    await rotate_session_cookie(request, response, value, cookie, remember)
     raise response
 
 
-async def _rotate(
+async def rotate_session_cookie(
     request: web.Request,
     response: web.StreamResponse,
     value: str,
     cookie: SessionCookieConfig,
     remember: bool,
 ) -> None:
+    """Set the new session's cookie on response, ending every session the browser carried."""
     # SECURITY: a new session id at sign-in; whatever sessions the browser carried are ended.
     for old in cookie_values(request, cookie.name or ""):
         await request.app[SESSIONS].destroy(old)
@@ -188,7 +189,7 @@ async def api_firstfactor_post(request: web.Request) -> web.Response:
     if target and not needs_two_factors(request, user, target):
         data["redirect"] = target
     response = web.json_response({"status": "OK", "data": data} if data else {"status": "OK"})
-    await _rotate(request, response, value, cookie, body.keep_me_logged_in)
+    await rotate_session_cookie(request, response, value, cookie, body.keep_me_logged_in)
     return response
 
 
@@ -268,5 +269,5 @@ async def api_passkey_post(request: web.Request) -> web.Response:
     data = {"redirect": target} if target and not needs_two_factors(request, user, target) else {}
     response = web.json_response({"status": "OK", "data": data} if data else {"status": "OK"})
     response.del_cookie(PASSKEY_LOGIN_COOKIE, path=PASSKEY_LOGIN)
-    await _rotate(request, response, value, cookie, remember)
+    await rotate_session_cookie(request, response, value, cookie, remember)
     return response

@@ -124,6 +124,14 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
         }
         config["webauthn"] = {"enable_passkey_login": True}
         config["identity_token"] = {"enabled": True}
+        config["trusted_issuers"] = [
+            {
+                "name": "Shop",
+                "issuer": "https://shop.example.com",
+                "algorithms": ["HS256"],
+                "secret": "fuzz-partner-secret-" + "s" * 20,
+            }
+        ]
     return config
 
 

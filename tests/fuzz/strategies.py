@@ -137,6 +137,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/settings/passkeys/added", ("GET",), "none"),
     Route("/settings/passkeys/renamed", ("GET",), "none"),
     Route("/settings/passkeys/removed", ("GET",), "none"),
+    # Sign-in with a partner's signed token (issue 17), with trusted_issuers.
+    Route("/sso/jwt", ("GET", "POST"), "form", ("rd",), ("token", "rd")),
+    Route("/api/sso/jwt", ("POST",), "json", ("token", "targetURL")),
 )
 OTHER_PATHS = (
     "/nowhere",

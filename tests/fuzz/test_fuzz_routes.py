@@ -226,6 +226,9 @@ def test_every_route_is_fuzzed(make_config: ConfigFactory) -> None:
         captcha={"enabled_on": ["login"]},
         webauthn={"enable_passkey_login": True},
         identity_token={"enabled": True},
+        trusted_issuers=[
+            {"name": "Shop", "issuer": "shop", "algorithms": ["HS256"], "secret": "s" * 32}
+        ],
     )
     app = create_app(config)
     known = {(method, route.path) for route in ROUTES for method in route.methods}

@@ -22,11 +22,12 @@ SECRET = "s" * 32
 
 def pem(key: Any) -> str:
     """Return a private key as unencrypted PKCS#8 PEM text."""
-    return key.private_bytes(
+    text: bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
-    ).decode("ascii")
+    )
+    return text.decode("ascii")
 
 
 EC_PEM = pem(ec.generate_private_key(ec.SECP256R1()))

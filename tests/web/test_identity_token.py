@@ -250,9 +250,11 @@ async def test_the_jwks_is_cacheable_public_and_absent_when_disabled(
 async def test_configured_rs256_and_eddsa_keys_sign_and_every_key_is_published(
     start_portal: StartPortal, clock: FakeClock, algorithm: str, key: Any
 ) -> None:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    if algorithm == "EdDSA":
-        other = ed25519.Ed25519PrivateKey.generate()
+    other: Any = (
+        ed25519.Ed25519PrivateKey.generate()
+        if algorithm == "EdDSA"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     keys = [{"key_id": "current", "key": pem(key)}, {"key_id": "next", "key": pem(other)}]
     section = {"enabled": True, "algorithm": algorithm, "keys": keys}
     settings = {**SETTINGS, "identity_token": section}
