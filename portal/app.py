@@ -41,6 +41,7 @@ from portal.keys import (
     WEBAUTHN,
 )
 from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
+from portal.request_id import request_id_header, request_id_middleware
 from portal.routes import setup_routes
 from portal.services import build_services
 
@@ -131,7 +132,12 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     """
     deps = deps or build_dependencies(config)
     app = web.Application(
-        middlewares=[errors_middleware, body_size_middleware, csrf_middleware],
+        middlewares=[
+            request_id_middleware,
+            errors_middleware,
+            body_size_middleware,
+            csrf_middleware,
+        ],
         client_max_size=MAX_BODY,
         # SECURITY: request bodies are never decompressed: browsers do not compress them, and a
         # body that does not match its Content-Encoding failed inside aiohttp's parser (a logged
@@ -174,6 +180,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         ),
     )
     app.on_response_prepare.append(security_headers(config))
+    app.on_response_prepare.append(request_id_header)
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_identity_tokens)
     app.cleanup_ctx.append(_session_invalidations)

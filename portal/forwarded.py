@@ -122,6 +122,14 @@ class ClientAddresses:
         self._size = size
         self._memo: dict[tuple[str | None, tuple[str, ...]], IPAddress | None] = {}
 
+    def from_proxy(self, request: web.Request) -> bool:
+        """Tell whether the request's peer is a trusted proxy (server.trusted_proxies), or a
+        unix socket (whose file permissions decide who may connect)."""
+        peer = _peer(request)
+        return (peer is None and not request.remote) or (
+            peer is not None and _trusted(peer, self._trusted)
+        )
+
     def parsed(self, request: web.Request) -> IPAddress | None:
         """Return the client's address, or None when it cannot be known (a malformed request)."""
         forwarded = tuple(request.headers.getall("X-Forwarded-For", ()))

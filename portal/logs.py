@@ -1,7 +1,15 @@
-"""Logging set-up: text or JSON lines, to stderr or a file."""
+"""Logging set-up: text or JSON lines, to stderr or a file, in one schema for every record.
+
+Every line has the time, the level, the logger and the event (an audit event's name, "request"
+for the access log, else the message), then the record's structured fields (username or
+identifier hash, ip, ...), then the id of the request being handled (portal/request_id.py).
+`log.format: json` writes them as one JSON object per line (Authelia's log.format); `text` as
+`TIME LEVEL LOGGER: EVENT key=value ...`.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -12,7 +20,7 @@ from datetime import UTC, datetime
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 from portal.config import LogConfig
 
@@ -26,10 +34,38 @@ _LEVELS = {
 }
 
 
+# Set on each request by portal.request_id's middleware: its id, and the client's address as
+# server.trusted_proxies let it be read (absent when it cannot be).
+REQUEST_ID = RequestKey("request_id", str)
+CLIENT_IP = RequestKey("client_ip", str)
+# The id of the request being handled in this task (set by portal.request_id's middleware).
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Put the id of the request being handled (if any) on each record, as `request_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add record.request_id when the record has none; always keep the record."""
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id.get()
+        return True
+
+
 # What a log line may quote of what a client sent: a bounded prefix, with every control, non-ASCII
 # or backslash character escaped, so a request can neither flood the log nor forge a line.
 QUOTE_LIMIT = 128
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]|\\")
+
+
+def cut(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """Return client-sent text cut to at most `limit` characters, marked when cut, for a
+    structured field (both formatters escape field values as JSON strings)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters in all)"
 
 
 def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
@@ -101,34 +137,43 @@ class ClientFaultFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """Format each record as one JSON object per line, with its structured fields."""
+    """Format each record as one JSON object per line: time, level, logger, event, the record's
+    structured fields, request_id, and error (a traceback) when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Return the record as a JSON line."""
+        fields = getattr(record, "fields", None)
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "event": record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
-    """Format a record as one text line, with its structured fields as key=value pairs."""
+    """Format a record as one text line, with its structured fields (and the request's id) as
+    key=value pairs after the message."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Return the record as a text line."""
         line = super().format(record)
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
-            line = f"{line} {pairs}"
+        pairs = dict(fields) if isinstance(fields, dict) else {}
+        pairs.pop("event", None)  # the message already says it
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            pairs["request_id"] = request_id
+        if pairs:
+            line += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in pairs.items())
         return line
 
 
@@ -143,6 +188,7 @@ def configure_logging(config: LogConfig) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -164,14 +210,19 @@ class SafeAccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        """Write one access line: client, method, path (no query), status, duration."""
+        """Write one access line: event "request" with the client's address (as the rest of the
+        portal reads it), method, path (no query), status, duration in ms and the request id."""
         # SECURITY: request.path has no query string; path_qs or the raw line would leak tokens.
-        # What the client chose (method, path) is quoted: bounded, escaped, no forged lines.
-        self.logger.info(
-            "%s %s %s %d %.1fms",
-            request.remote,
-            quoted(request.method, 16),
-            quoted(request.path),
-            response.status,
-            time * 1000,
-        )
+        # What the client chose (method, path) is bounded here and escaped by the formatters
+        # (field values are JSON strings): no flood, no forged lines.
+        fields = {
+            "event": "request",
+            # The client as server.trusted_proxies let it be read (portal/request_id.py), else
+            # the peer (a request refused before the portal's handlers saw it).
+            "ip": request.get(CLIENT_IP) or request.remote,
+            "method": cut(request.method, 16),
+            "path": cut(request.path),
+            "status": response.status,
+            "duration_ms": round(time * 1000, 1),
+        }
+        self.logger.info("request", extra={"fields": fields, "request_id": request.get(REQUEST_ID)})

@@ -266,10 +266,13 @@ async def test_nginx_asks_the_portal_about_the_original_request_and_sends_no_bod
             "X-Original-URL": "https://public.example.com/",
             "X-Original-Method": "GET",
             "X-Forwarded-For": "203.0.113.9",
+            "X-Request-Id": "made-up-by-the-visitor",
         },
     )
 
     [call] = stand_in_portal.authz_calls
+    # nginx's own id for the request, which the portal logs under: never the visitor's.
+    assert re.fullmatch(r"[0-9a-f]{32}", call.headers.get("X-Request-Id", ""))
     assert call.path_qs == AUTHZ_PATH
     assert call.headers.getall("X-Original-URL") == [wanted]
     assert call.headers.getall("X-Original-Method") == ["POST"]

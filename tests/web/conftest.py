@@ -26,7 +26,7 @@ from portal.deps import (
     storage_from_config,
     users_from_config,
 )
-from portal.logs import SafeAccessLogger
+from portal.logs import JsonFormatter, SafeAccessLogger, TextFormatter
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import Storage
 from tests.conftest import SESSION_SECRET, ConfigFactory, FakeClock, deep_merge
@@ -216,6 +216,13 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     """
     fields: dict[str, Any] = record.__dict__["fields"]
     return fields
+
+
+def as_logged(records: list[logging.LogRecord]) -> str:
+    """Return the records as the portal's log would hold them, in both `log.format`s (text and
+    JSON lines, portal/logs.py), for tests that look for what must never be logged."""
+    formatters = (TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"), JsonFormatter())
+    return "\n".join(f.format(r) for r in records for f in formatters)
 
 
 def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:

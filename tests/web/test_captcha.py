@@ -18,6 +18,7 @@ from tests.integration.smtp_server import closed_port
 from tests.web.conftest import (
     Client,
     StartPortal,
+    as_logged,
     choose_password,
     csrf_of,
     no_mail_sent,
@@ -453,7 +454,7 @@ async def test_a_vendor_is_asked_exactly_as_it_documents(
     assert refused.status == 400
     assert FAILED in await refused.text()
     assert len(portal.smtp.deliveries) == 1
-    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    logged = as_logged(caplog.records)
     assert f"captcha refused by {provider}: ['invalid-input-response']" in logged
     assert "secret-key-1" not in logged and "bad-token" not in logged
 
@@ -518,5 +519,5 @@ async def test_an_unusable_vendor_refuses_the_form_with_a_clear_message(
     # One warning per check (step 1, the sign-in form, the JSON sign-in), each naming the reason.
     warned = [r.getMessage() for r in caplog.records if r.name == "portal.captcha"]
     assert warned == [f"captcha vendor hcaptcha {reason}"] * 3
-    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    logged = as_logged(caplog.records)
     assert "secret-key-1" not in logged and "good-token" not in logged

@@ -19,6 +19,7 @@ from tests.integration.smtp_server import closed_port, running_smtp_server
 from tests.web.conftest import (
     Portal,
     StartPortal,
+    as_logged,
     choose_password,
     csrf_of,
     fields_of,
@@ -436,7 +437,7 @@ async def test_logs_tell_each_step_and_never_a_token_link_or_password(
     # Everything the portal's process logs (the test SMTP server's own debug log aside).
     ours = [r for r in caplog.records if not r.name.startswith("mail.log")]
     assert any(r.name == "aiohttp.access" for r in ours)
-    text = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in ours)
+    text = as_logged(ours)
     for secret in (token, token.split(".")[2], NEW_PASSWORD, link):
         assert secret not in text
     events = [r.getMessage() for r in caplog.records if r.name == "portal.audit"]

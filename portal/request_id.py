@@ -1,0 +1,63 @@
+"""Request ids: one per request, in every log line written while it is handled, and sent back.
+
+Each request gets an id: the `X-Request-Id` a trusted proxy sent (nginx's `$request_id`, so its
+log and the portal's name the same request) when it looks like one, else 32 random hex digits.
+The id is kept on the request (`request[REQUEST_ID]`) and in a context variable for the log
+lines and audit events written while the request is handled (portal.logs.RequestIdFilter puts
+it on each record), and every answer carries it back in `X-Request-Id`. It identifies a request
+in the logs; it is not a secret and grants nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from portal.keys import ADDRESSES
+from portal.logs import CLIENT_IP, REQUEST_ID, current_request_id
+
+HEADER = "X-Request-Id"
+# What an id from a proxy may look like (nginx's $request_id is 32 hex digits; other proxies use
+# UUIDs): short, and nothing that could forge a log line.
+_VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_request_id() -> str:
+    """Return a fresh id: 32 hex digits (128 random bits)."""
+    return secrets.token_hex(16)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request its id (a trusted proxy's, when well formed, else a new one) for the
+    logs of its handling, and note the client's address (request[CLIENT_IP], unless it cannot
+    be read) for the access log; the answer carries the id (request_id_header)."""
+    addresses = request.app[ADDRESSES]
+    client = addresses.parsed(request)
+    # For the access log: the client's address as the rest of the portal reads it.
+    if client is not None:
+        request[CLIENT_IP] = str(client)
+    sent = request.headers.get(HEADER)
+    if sent is not None and _VALID.fullmatch(sent) and addresses.from_proxy(request):
+        request_id = sent
+    else:
+        # SECURITY: a visitor's own id is not believed: it could pose as another request's.
+        request_id = new_request_id()
+    request[REQUEST_ID] = request_id
+    token = current_request_id.set(request_id)
+    try:
+        return await handler(request)
+    finally:
+        current_request_id.reset(token)
+
+
+async def request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """The on_response_prepare hook: send the request's id back in X-Request-Id."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[HEADER] = request_id
