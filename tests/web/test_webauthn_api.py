@@ -17,6 +17,7 @@ from tests.web.conftest import (
     Portal,
     StartPortal,
     audit_events,
+    csrf_of,
     request_reset,
     reset_link_from,
     sign_in,
@@ -177,6 +178,33 @@ async def test_unknown_credentials_are_404(elevated: Portal) -> None:
         assert response.status == 404, path
         renamed = await elevated.client.put(path, json={"description": "x"}, headers=HOME)
         assert renamed.status == 404, path
+
+
+# Past SQLite's and PostgreSQL's 64-bit INTEGER: the storage cannot even be asked (a 500 before).
+HUGE_IDS = (str(2**63), "1" + "0" * 40)
+
+
+async def test_credential_numbers_too_big_for_the_storage_are_404_not_500(
+    elevated: Portal,
+) -> None:
+    await give_john_a_passkey(elevated)
+    client = elevated.client
+    for number in HUGE_IDS:
+        path = CREDENTIAL.format(number)
+        removed = await client.delete(path, headers=HOME)
+        assert removed.status == 404, (path, await removed.text())
+        renamed = await client.put(path, json={"description": "x"}, headers=HOME)
+        assert renamed.status == 404, (path, await renamed.text())
+    page = await client.get("/settings/passkeys", headers=HOME)
+    token = csrf_of(await page.text())
+    for number in HUGE_IDS:
+        for action in ("remove", "rename"):
+            form = {"csrf_token": token, "action": action, "id": number, "description": "x"}
+            answer = await client.post("/settings/passkeys", data=form, headers=HOME)
+            assert answer.status == 404, (action, number)
+            assert "You have no such passkey." in await answer.text()
+    listed = await (await client.get(CREDENTIALS, headers=HOME)).json()
+    assert [c["description"] for c in listed["data"]] == ["Laptop"]
 
 
 SECOND_FACTOR = "/api/secondfactor/webauthn"
