@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
@@ -135,11 +136,15 @@ def _credential_id(response: dict[str, Any]) -> bytes:
 
 
 def clean_description(text: str) -> str:
-    """Return a credential's name stripped; BadRequestError-free: ValueError when empty or longer
-    than DESCRIPTION_MAX characters (Authelia's limit is 64 too)."""
+    """Return a credential's name with its runs of white space made one space; ValueError when
+    empty, longer than DESCRIPTION_MAX characters (Authelia's limit is 64 too), or holding a
+    control character (Unicode category Cc: NUL, which PostgreSQL's text cannot store, escape
+    sequences, C1 controls)."""
     text = " ".join(text.split())
     if not text or len(text) > DESCRIPTION_MAX:
         raise ValueError(f"a passkey's name has 1 to {DESCRIPTION_MAX} characters")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("a passkey's name cannot hold control characters")
     return text
 
 

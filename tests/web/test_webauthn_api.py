@@ -207,6 +207,23 @@ async def test_credential_numbers_too_big_for_the_storage_are_404_not_500(
     assert [c["description"] for c in listed["data"]] == ["Laptop"]
 
 
+@pytest.mark.parametrize("name", ["Lap\x00top", "Lap\x1b[31mtop", "Lap\x7ftop", "Lap\x9btop"])
+async def test_a_passkey_name_with_control_characters_is_refused(
+    elevated: Portal, name: str
+) -> None:
+    # PostgreSQL's text cannot hold NUL (a 500 there); the others would reach the pages and the
+    # list as they are.
+    await give_john_a_passkey(elevated)
+    client = elevated.client
+    started = await client.put(REGISTER, json={"description": name}, headers=HOME)
+    assert started.status == 400, await started.text()
+    assert "name is not valid" in (await started.json())["message"]
+    renamed = await client.put(CREDENTIAL.format(1), json={"description": name}, headers=HOME)
+    assert renamed.status == 400, await renamed.text()
+    listed = await (await client.get(CREDENTIALS, headers=HOME)).json()
+    assert [c["description"] for c in listed["data"]] == ["Laptop"]
+
+
 SECOND_FACTOR = "/api/secondfactor/webauthn"
 
 
