@@ -18,6 +18,7 @@ from tests.web.conftest import (
     StartPortal,
     audit_events,
     csrf_of,
+    open_link,
     request_reset,
     reset_link_from,
     sign_in,
@@ -357,4 +358,31 @@ async def test_a_reset_for_a_user_with_a_passkey_needs_its_answer(
     assert (await refused.json())["message"] == "The passkey was not accepted."
     assert not await john_changed_password(portal)
     finish = await portal.client.post("/api/reset-password/identity/finish", json={"token": token})
+    assert finish.status == 200
+
+
+async def test_a_deeply_nested_passkey_answer_in_the_reset_form_is_a_wrong_answer_not_500(
+    start_portal: StartPortal,
+) -> None:
+    # The form's hidden `webauthn` field is parsed as JSON: nesting past the parser's recursion
+    # limit raised RecursionError (a 500 for anyone holding any value in the reset cookie).
+    portal = await start_portal()
+    await give_john_a_passkey(portal)
+    await request_reset(portal.client, "john")
+    link = reset_link_from(await portal.next_mail())
+    page = await open_link(portal.client, link)
+    assert page.status == 200
+    form = {
+        "csrf_token": csrf_of(await page.text()),
+        "password": NEW_PASSWORD,
+        "password_confirm": NEW_PASSWORD,
+        "webauthn": "[" * 20000,
+    }
+    refused = await portal.client.post("/reset-password/step2", data=form, headers=HOME)
+    assert refused.status == 400
+    assert "The passkey was not accepted." in await refused.text()
+    assert not await john_changed_password(portal)
+    finish = await portal.client.post(
+        "/api/reset-password/identity/finish", json={"token": token_of(link)}
+    )
     assert finish.status == 200
