@@ -67,7 +67,8 @@ from portal.storage.encryption import SecretBox
 Purpose = Literal["register", "second_factor", "reset", "passkey_login"]
 DESCRIPTION_MAX = 64
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
-# What py_webauthn raises for a response it refuses, and what a malformed one makes it raise.
+# What py_webauthn raises for a response it refuses, and what a malformed one makes it raise
+# (RecursionError: JSON nested past the parser's limit, as bodies.read_json says).
 _MALFORMED = (
     webauthn_errors.WebAuthnException,
     KeyError,
@@ -75,6 +76,7 @@ _MALFORMED = (
     ValueError,
     AttributeError,
     binascii.Error,
+    RecursionError,
 )
 
 
@@ -124,7 +126,8 @@ def response_challenge(response: dict[str, Any]) -> bytes:
     try:
         client_data = json.loads(_b64url_decode(str(response["response"]["clientDataJSON"])))
         return _b64url_decode(str(client_data["challenge"]))
-    except (KeyError, TypeError, ValueError, binascii.Error):
+    # RecursionError: a clientDataJSON nested past the parser's limit (a 500 before).
+    except (KeyError, TypeError, ValueError, binascii.Error, RecursionError):
         raise WebAuthnFailedError() from None
 
 

@@ -386,3 +386,42 @@ async def test_a_deeply_nested_passkey_answer_in_the_reset_form_is_a_wrong_answe
         "/api/reset-password/identity/finish", json={"token": token_of(link)}
     )
     assert finish.status == 200
+
+
+# A clientDataJSON nesting past the JSON parser's recursion limit (it fits the 64 KiB body).
+DEEP_CLIENT_DATA = {"rawId": b64url(b"cred"), "response": {"clientDataJSON": b64url(b"[" * 30000)}}
+
+
+async def test_a_client_data_nested_too_deep_is_refused_not_500_on_every_ceremony(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal(webauthn={"enable_passkey_login": True})
+    await give_john_a_passkey(portal)
+    client = portal.client
+    # Before any sign-in: the passkey sign-in is open to anyone.
+    await client.get("/api/firstfactor/passkey", headers=HOME)
+    login = await client.post("/api/firstfactor/passkey", json=DEEP_CLIENT_DATA, headers=HOME)
+    assert login.status == 401, await login.text()
+    assert await login.json() == NOT_ACCEPTED
+    # The reset's passkey answer.
+    await request_reset(client, "john")
+    token = token_of(reset_link_from(await portal.next_mail()))
+    await client.get("/api/reset-password/webauthn", json={"token": token})
+    reset = await client.post(
+        "/api/reset-password",
+        json={"token": token, "password": NEW_PASSWORD, "webauthn": DEEP_CLIENT_DATA},
+        headers=HOME,
+    )
+    assert reset.status == 400, await reset.text()
+    assert (await reset.json())["message"] == "The passkey was not accepted."
+    # The second factor, then a registration.
+    assert (await sign_in(client)).status == 302
+    await client.get(SECOND_FACTOR, headers=HOME)
+    second = await client.post(SECOND_FACTOR, json=DEEP_CLIENT_DATA, headers=HOME)
+    assert second.status == 401, await second.text()
+    assert await second.json() == NOT_ACCEPTED
+    await elevate(portal)
+    await client.put(REGISTER, json={"description": "Phone"}, headers=HOME)
+    registered = await client.post(REGISTER, json=DEEP_CLIENT_DATA, headers=HOME)
+    assert registered.status == 401, await registered.text()
+    assert await registered.json() == NOT_ACCEPTED
