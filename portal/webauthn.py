@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
@@ -66,7 +67,8 @@ from portal.storage.encryption import SecretBox
 Purpose = Literal["register", "second_factor", "reset", "passkey_login"]
 DESCRIPTION_MAX = 64
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
-# What py_webauthn raises for a response it refuses, and what a malformed one makes it raise.
+# What py_webauthn raises for a response it refuses, and what a malformed one makes it raise
+# (RecursionError: JSON nested past the parser's limit, as bodies.read_json says).
 _MALFORMED = (
     webauthn_errors.WebAuthnException,
     KeyError,
@@ -74,6 +76,7 @@ _MALFORMED = (
     ValueError,
     AttributeError,
     binascii.Error,
+    RecursionError,
 )
 
 
@@ -123,7 +126,8 @@ def response_challenge(response: dict[str, Any]) -> bytes:
     try:
         client_data = json.loads(_b64url_decode(str(response["response"]["clientDataJSON"])))
         return _b64url_decode(str(client_data["challenge"]))
-    except (KeyError, TypeError, ValueError, binascii.Error):
+    # RecursionError: a clientDataJSON nested past the parser's limit (a 500 before).
+    except (KeyError, TypeError, ValueError, binascii.Error, RecursionError):
         raise WebAuthnFailedError() from None
 
 
@@ -135,11 +139,15 @@ def _credential_id(response: dict[str, Any]) -> bytes:
 
 
 def clean_description(text: str) -> str:
-    """Return a credential's name stripped; BadRequestError-free: ValueError when empty or longer
-    than DESCRIPTION_MAX characters (Authelia's limit is 64 too)."""
+    """Return a credential's name with its runs of white space made one space; ValueError when
+    empty, longer than DESCRIPTION_MAX characters (Authelia's limit is 64 too), or holding a
+    control character (Unicode category Cc: NUL, which PostgreSQL's text cannot store, escape
+    sequences, C1 controls)."""
     text = " ".join(text.split())
     if not text or len(text) > DESCRIPTION_MAX:
         raise ValueError(f"a passkey's name has 1 to {DESCRIPTION_MAX} characters")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("a passkey's name cannot hold control characters")
     return text
 
 

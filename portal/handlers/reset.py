@@ -245,7 +245,9 @@ def _passkey_answer(text: str) -> dict[str, Any] | None:
         return None
     try:
         answer = json.loads(text)
-    except ValueError:
+    # Deep nesting ends in RecursionError (bounded work: the body is at most 64 KiB), as in
+    # bodies.read_json; a 500 before.
+    except (ValueError, RecursionError):
         return {}
     return answer if isinstance(answer, dict) else {}
 

@@ -8,6 +8,7 @@ dropped before its answer is checked, so each is answered at most once.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -84,14 +85,17 @@ async def take_challenge(request: web.Request, session: Session) -> dict[str, An
     return await request.app[WEBAUTHN].claim(record)
 
 
-def _credential_number(request: web.Request) -> int:
-    try:
-        number = int(request.match_info["credential_id"])
-    except ValueError:
-        raise WebAuthnCredentialNotFoundError() from None
-    if number < 1:
+# A credential's number as the storage keeps it: ASCII digits that fit a 64-bit INTEGER
+# (SQLite's and PostgreSQL's bigint); a longer one cannot even be looked up (a 500 before).
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def credential_number(text: str) -> int:
+    """Return the credential number a path or form names (1 or more, at most 18 digits), or
+    raise WebAuthnCredentialNotFoundError (404): no credential has another."""
+    if not _NUMBER.fullmatch(text) or int(text) < 1:
         raise WebAuthnCredentialNotFoundError()
-    return number
+    return int(text)
 
 
 # -- JSON API ---------------------------------------------------------------------------------
@@ -134,7 +138,9 @@ async def api_credential_put(request: web.Request) -> web.Response:
     session = await require_elevation(request)
     body = await parse_json(request, DescriptionBody)
     await request.app[WEBAUTHN].rename(
-        session.username, _credential_number(request), described(body.description)
+        session.username,
+        credential_number(request.match_info["credential_id"]),
+        described(body.description),
     )
     return web.json_response({"status": "OK"})
 
@@ -143,7 +149,10 @@ async def api_credential_delete(request: web.Request) -> web.Response:
     """Remove a credential: {"status":"OK"}; 404 KO when the user has no such credential."""
     session = await require_elevation(request)
     await request.app[WEBAUTHN].remove(
-        session.username, _credential_number(request), actor="user", ip=request_ip(request)
+        session.username,
+        credential_number(request.match_info["credential_id"]),
+        actor="user",
+        ip=request_ip(request),
     )
     return web.json_response({"status": "OK"})
 
@@ -192,11 +201,9 @@ async def settings_post(request: web.Request) -> web.Response:
     session = await require_elevation(request, WEBAUTHN_SETTINGS)
     fields = await read_form(request)
     service = request.app[WEBAUTHN]
+    number = 0
     try:
-        number = int(fields.get("id", ""))
-    except ValueError:
-        number = 0
-    try:
+        number = credential_number(fields.get("id", ""))
         if fields.get("action") == "remove":
             await service.remove(session.username, number, actor="user", ip=request_ip(request))
             raise see_other(REMOVED)

@@ -17,6 +17,8 @@ from tests.web.conftest import (
     Portal,
     StartPortal,
     audit_events,
+    csrf_of,
+    open_link,
     request_reset,
     reset_link_from,
     sign_in,
@@ -179,6 +181,50 @@ async def test_unknown_credentials_are_404(elevated: Portal) -> None:
         assert renamed.status == 404, path
 
 
+# Past SQLite's and PostgreSQL's 64-bit INTEGER: the storage cannot even be asked (a 500 before).
+HUGE_IDS = (str(2**63), "1" + "0" * 40)
+
+
+async def test_credential_numbers_too_big_for_the_storage_are_404_not_500(
+    elevated: Portal,
+) -> None:
+    await give_john_a_passkey(elevated)
+    client = elevated.client
+    for number in HUGE_IDS:
+        path = CREDENTIAL.format(number)
+        removed = await client.delete(path, headers=HOME)
+        assert removed.status == 404, (path, await removed.text())
+        renamed = await client.put(path, json={"description": "x"}, headers=HOME)
+        assert renamed.status == 404, (path, await renamed.text())
+    page = await client.get("/settings/passkeys", headers=HOME)
+    token = csrf_of(await page.text())
+    for number in HUGE_IDS:
+        for action in ("remove", "rename"):
+            form = {"csrf_token": token, "action": action, "id": number, "description": "x"}
+            answer = await client.post("/settings/passkeys", data=form, headers=HOME)
+            assert answer.status == 404, (action, number)
+            assert "You have no such passkey." in await answer.text()
+    listed = await (await client.get(CREDENTIALS, headers=HOME)).json()
+    assert [c["description"] for c in listed["data"]] == ["Laptop"]
+
+
+@pytest.mark.parametrize("name", ["Lap\x00top", "Lap\x1b[31mtop", "Lap\x7ftop", "Lap\x9btop"])
+async def test_a_passkey_name_with_control_characters_is_refused(
+    elevated: Portal, name: str
+) -> None:
+    # PostgreSQL's text cannot hold NUL (a 500 there); the others would reach the pages and the
+    # list as they are.
+    await give_john_a_passkey(elevated)
+    client = elevated.client
+    started = await client.put(REGISTER, json={"description": name}, headers=HOME)
+    assert started.status == 400, await started.text()
+    assert "name is not valid" in (await started.json())["message"]
+    renamed = await client.put(CREDENTIAL.format(1), json={"description": name}, headers=HOME)
+    assert renamed.status == 400, await renamed.text()
+    listed = await (await client.get(CREDENTIALS, headers=HOME)).json()
+    assert [c["description"] for c in listed["data"]] == ["Laptop"]
+
+
 SECOND_FACTOR = "/api/secondfactor/webauthn"
 
 
@@ -313,3 +359,69 @@ async def test_a_reset_for_a_user_with_a_passkey_needs_its_answer(
     assert not await john_changed_password(portal)
     finish = await portal.client.post("/api/reset-password/identity/finish", json={"token": token})
     assert finish.status == 200
+
+
+async def test_a_deeply_nested_passkey_answer_in_the_reset_form_is_a_wrong_answer_not_500(
+    start_portal: StartPortal,
+) -> None:
+    # The form's hidden `webauthn` field is parsed as JSON: nesting past the parser's recursion
+    # limit raised RecursionError (a 500 for anyone holding any value in the reset cookie).
+    portal = await start_portal()
+    await give_john_a_passkey(portal)
+    await request_reset(portal.client, "john")
+    link = reset_link_from(await portal.next_mail())
+    page = await open_link(portal.client, link)
+    assert page.status == 200
+    form = {
+        "csrf_token": csrf_of(await page.text()),
+        "password": NEW_PASSWORD,
+        "password_confirm": NEW_PASSWORD,
+        "webauthn": "[" * 20000,
+    }
+    refused = await portal.client.post("/reset-password/step2", data=form, headers=HOME)
+    assert refused.status == 400
+    assert "The passkey was not accepted." in await refused.text()
+    assert not await john_changed_password(portal)
+    finish = await portal.client.post(
+        "/api/reset-password/identity/finish", json={"token": token_of(link)}
+    )
+    assert finish.status == 200
+
+
+# A clientDataJSON nesting past the JSON parser's recursion limit (it fits the 64 KiB body).
+DEEP_CLIENT_DATA = {"rawId": b64url(b"cred"), "response": {"clientDataJSON": b64url(b"[" * 30000)}}
+
+
+async def test_a_client_data_nested_too_deep_is_refused_not_500_on_every_ceremony(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal(webauthn={"enable_passkey_login": True})
+    await give_john_a_passkey(portal)
+    client = portal.client
+    # Before any sign-in: the passkey sign-in is open to anyone.
+    await client.get("/api/firstfactor/passkey", headers=HOME)
+    login = await client.post("/api/firstfactor/passkey", json=DEEP_CLIENT_DATA, headers=HOME)
+    assert login.status == 401, await login.text()
+    assert await login.json() == NOT_ACCEPTED
+    # The reset's passkey answer.
+    await request_reset(client, "john")
+    token = token_of(reset_link_from(await portal.next_mail()))
+    await client.get("/api/reset-password/webauthn", json={"token": token})
+    reset = await client.post(
+        "/api/reset-password",
+        json={"token": token, "password": NEW_PASSWORD, "webauthn": DEEP_CLIENT_DATA},
+        headers=HOME,
+    )
+    assert reset.status == 400, await reset.text()
+    assert (await reset.json())["message"] == "The passkey was not accepted."
+    # The second factor, then a registration.
+    assert (await sign_in(client)).status == 302
+    await client.get(SECOND_FACTOR, headers=HOME)
+    second = await client.post(SECOND_FACTOR, json=DEEP_CLIENT_DATA, headers=HOME)
+    assert second.status == 401, await second.text()
+    assert await second.json() == NOT_ACCEPTED
+    await elevate(portal)
+    await client.put(REGISTER, json={"description": "Phone"}, headers=HOME)
+    registered = await client.post(REGISTER, json=DEEP_CLIENT_DATA, headers=HOME)
+    assert registered.status == 401, await registered.text()
+    assert await registered.json() == NOT_ACCEPTED
