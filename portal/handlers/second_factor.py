@@ -345,7 +345,11 @@ async def password_post(request: web.Request) -> web.Response:
             request, session, target, exc.status, error=exc.public_message, must_change=True
         )
     response = web.HTTPFound(landing(request, target))
-    await _raise_level(request, response, found, method="pwd")
+    try:
+        await _raise_level(request, response, found, method="pwd")
+    except SecondFactorFailedError:
+        # The session ended meanwhile (a sign-out elsewhere, a reset): sign in again.
+        raise web.HTTPSeeOther(f"/?rd={quote(target, safe='')}" if target else "/") from None
     raise response
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from portal.handlers.common import current_session, session_cookie
 from portal.handlers.second_factor import NOT_SIGNED_IN
-from portal.keys import TOTP
+from portal.keys import TOTP, WEBAUTHN
 
 ANONYMOUS = 0  # Authelia's authentication.NotAuthenticated; 1 and 2 are Session.level
 
@@ -34,17 +34,20 @@ async def state_get(request: web.Request) -> web.Response:
 
 async def user_info_get(request: web.Request) -> web.Response:
     """Answer the signed-in user's `{"status":"OK","data":{"display_name","emails","groups",
-    "has_totp","method"}}` (Authelia's UserInfoGET; method: the second factor offered, "totp"),
-    or 403 `{"status":"KO"}` with no session (Authelia's Require1FA)."""
+    "has_totp","has_webauthn","method"}}` (Authelia's UserInfoGET; method: the second factor
+    offered first, "totp" unless the user has only a passkey: "webauthn"), or 403
+    `{"status":"KO"}` with no session (Authelia's Require1FA)."""
     session = await current_session(request)
     if session is None:
         return web.json_response({"status": "KO", "message": NOT_SIGNED_IN}, status=403)
     has_totp = await request.app[TOTP].configuration(session.username) is not None
+    has_webauthn = await request.app[WEBAUTHN].registered(session.username)
     data = {
         "display_name": session.display_name,
         "emails": list(session.emails),
         "groups": list(session.groups),
         "has_totp": has_totp,
-        "method": "totp",
+        "has_webauthn": has_webauthn,
+        "method": "webauthn" if has_webauthn and not has_totp else "totp",
     }
     return web.json_response({"status": "OK", "data": data})

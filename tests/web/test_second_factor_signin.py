@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientResponse
 from yarl import URL
 
-from portal.storage.base import TotpConfiguration
+from portal.storage.base import TotpConfiguration, WebAuthnCredential
 from tests.web.conftest import Client, Portal, StartPortal, sign_in, submit
 
 SECURE = "http://127.0.0.1/secure/board?x=1"
@@ -323,10 +323,35 @@ async def test_user_info_says_whether_a_device_is_registered(portal: Portal) -> 
             "emails": ["john.doe@authelia.com"],
             "groups": ["admins", "dev"],
             "has_totp": False,
+            "has_webauthn": False,
             "method": "totp",
         },
     }
     assert with_device["data"]["has_totp"] is True
+    assert with_device["data"]["method"] == "totp"
+
+
+async def test_user_info_names_the_passkey_when_it_is_the_only_second_factor(
+    portal: Portal,
+) -> None:
+    await sign_in(portal.client, "john", rd=PRIVATE)
+    await portal.storage.add_webauthn_credential(
+        WebAuthnCredential(
+            id=0,
+            username="john",
+            description="Laptop",
+            credential_id=b"\x07" * 16,
+            public_key=b"cose",
+            sign_count=0,
+            aaguid="00000000-0000-0000-0000-000000000000",
+            transports=("internal",),
+            backup_eligible=False,
+            backup_state=False,
+            created_at=portal.clock.now(),
+        )
+    )
+    info = (await (await portal.client.get("/api/user/info")).json())["data"]
+    assert (info["has_totp"], info["has_webauthn"], info["method"]) == (False, True, "webauthn")
 
 
 @pytest.mark.usefixtures("john_has_totp")
