@@ -344,3 +344,46 @@ async def test_an_authenticator_not_permitted_is_refused_at_registration(
         await expect(page.locator("#passkeys-none")).to_be_visible()
         assert "aaguid_not_permitted" in filtering_portal.log()
 
+
+@pytest.fixture
+def no_backup_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
+    # webauthn.filtering.prohibit_backup_eligibility: only keys bound to one device may register.
+    filtering = {"prohibit_backup_eligibility": True}
+    yield from portal_on_localhost(tmp_path, users_file, webauthn={"filtering": filtering})
+
+
+async def test_a_backup_eligible_passkey_is_refused_and_a_device_bound_one_is_not(
+    no_backup_portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> None:
+    portal = no_backup_portal
+    # A synced passkey (the BE flag set, WebAuthn Level 3 section 6.1): refused, nothing stored.
+    async with open_tab(
+        browser, portal, tmp_path / "synced", "desktop", defaultBackupEligibility=True
+    ) as tab:
+        tab.axe = True
+        page = tab.page
+        await sign_in(page, portal)
+        await page.goto(f"{portal.url}{SETTINGS}")
+        await elevate(page, portal)
+        await page.click("#add-passkey")
+        await expect(page.locator("#passkey-error")).to_have_text(
+            "This kind of passkey or security key is not allowed here."
+        )
+        await expect(page.locator("#passkey-error")).to_be_visible()
+        await tab.shot("settings-backup-eligible-refused")
+        problems = tab.watched.problems  # the refusal's 403 is expected here
+        problems[:] = [p for p in problems if "status of 403" not in p]
+        await page.reload()
+        await expect(page.locator("#passkeys-none")).to_be_visible()
+        listed = await page.request.get(f"{portal.url}/api/secondfactor/webauthn/credentials")
+        assert (await listed.json())["data"] == []
+        assert 'reason="backup_eligible"' in portal.log()
+
+    # A key bound to its device (no BE flag): registered as usual.
+    async with open_tab(browser, portal, tmp_path / "bound", "desktop") as tab:
+        await register_passkey(tab, "My security key")
+        assert len(await tab.credentials()) == 1
+        listed = await tab.page.request.get(f"{portal.url}/api/secondfactor/webauthn/credentials")
+        [credential] = (await listed.json())["data"]
+        assert credential["description"] == "My security key"
+        assert credential["backup_eligible"] is False
