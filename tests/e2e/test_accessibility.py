@@ -71,6 +71,8 @@ ANSWERS = ("Mister Fluffy", "The Beatles", "Pancakes")
 SOLUTION = re.compile(r"^[A-Za-z0-9+/=]{100,}$")
 # For a person reviewing the pages: a folder to keep a screenshot of every state checked.
 SCREENSHOTS = os.environ.get("PORTAL_SCREENSHOTS")
+# What marks an elevation mail.
+CODE = 'id="one-time-code"'
 # John's password after the walk's signed-in password change.
 CHANGED_PASSWORD = "Another-Long-Passphrase-77"  # noqa: S105 - a test user's password
 # Authelia's JSON API: every GET under it answers JSON (portal/headers.py is_api), never a page.
@@ -220,8 +222,9 @@ async def walk_every_state(page: Page, portal: RunningPortal) -> list[State]:
     for i in range(await labels.count()):
         question = (await labels.nth(i).inner_text()).strip()
         await page.get_by_label(question).fill(ANSWERS[DEFAULT_QUESTIONS.index(question)])
+    before = len(portal.mails())
     await walk.click("step 1: sent", "#send-answers")
-    mail = await reset_mail(portal)
+    mail = await new_mail(portal, before, 'id="reset-link"', 'id="revoke-link"')
     revoke = re.search(r'id="revoke-link" href="([^"]+)"', _html_of(mail))
     assert revoke is not None
     await walk.goto("revoke: confirm", revoke.group(1).replace("&amp;", "&"))
@@ -289,15 +292,17 @@ async def second_factor_states(walk: Walk) -> None:
     assert 'id="second-factor-missing"' in walk.states[-1].html
     elevate_path = "/settings/elevate?next=/settings/one-time-password"
     await walk.goto("elevate", elevate_path)
+    before = len(portal.mails())
     await walk.click("elevate: code sent", "#send-code")
     # The mail's revoke page cancels this first code; a second one is sent.
-    [first] = await portal.wait_for_mails(1)
+    first = await new_mail(portal, before, CODE)
     await walk.goto("revoke code: confirm", revoke_path(first))
     await walk.click("revoke code: done", "#revoke")
     await page.goto(portal.url + elevate_path)
+    before = len(portal.mails())
     async with page.expect_navigation():
         await page.click("#send-code")
-    mail = (await portal.wait_for_mails(2))[-1]
+    mail = await new_mail(portal, before, CODE)
     await page.fill("#otc", "WRONG234")
     await walk.click("elevate: code refused", "#check-code")
     await page.fill("#otc", code_in(mail))
@@ -389,11 +394,17 @@ async def password_change_states(walk: Walk) -> None:
     assert 'id="password-changed"' in walk.states[-1].html
 
 
-async def reset_mail(portal: RunningPortal, timeout: float = 10.0) -> EmailMessage:
-    """Wait for the mail with a reset link (the walk's other mails come before it)."""
+async def new_mail(
+    portal: RunningPortal, before: int, *marks: str, timeout: float = 10.0
+) -> EmailMessage:
+    """Wait for a mail, after the first `before`, whose HTML holds every mark (the outbox
+    delivers in the background, and the second-factor mails link to the reset too); return
+    the last such mail."""
     deadline = time.monotonic() + timeout
-    while not (found := [m for m in portal.mails() if 'id="reset-link"' in _html_of(m)]):
-        assert time.monotonic() < deadline, "no reset mail came"
+    while not (
+        found := [m for m in portal.mails()[before:] if all(k in _html_of(m) for k in marks)]
+    ):
+        assert time.monotonic() < deadline, f"no mail with {marks} came"
         await asyncio.sleep(0.05)
     return found[-1]
 
