@@ -2,15 +2,15 @@
 widths (issues 12 and 16).
 
 The states are reached once in headless Chromium against the portal process on localhost (so
-passkeys work), with the CAPTCHA (ALTCHA), the security questions, passkey sign-in, a
-password policy and the organisation's logo and name on, and a DevTools virtual authenticator
-in the tab: signed out, signed in with one factor and with two, elevated, with a reset link's
-cookie, forms with their errors shown, the settings with a TOTP app and a passkey, the error
-pages. Each page as served is kept, then replayed at its own address (so its stylesheet,
-scripts and widget load from the portal as they did) in one reused tab under each theme (the
-`data-theme` the portal writes for it; `auto` in a light and in a dark browser, set with
-emulate_media) and width, and axe-core (installed by `make test` with npm, never fetched here)
-checks it.
+passkeys work), with the CAPTCHA (ALTCHA), the security questions, passkey sign-in, a partner
+(trusted_issuers), a password policy and the organisation's logo and name on, and a DevTools
+virtual authenticator in the tab: signed out, signed in with one factor and with two,
+elevated, with a reset link's cookie, forms with their errors shown, the settings with a TOTP
+app and a passkey, a partner's sign-in link, the error pages. Each page as served is kept,
+then replayed at its own address (so its stylesheet, scripts and widget load from the portal
+as they did) in one reused tab under each theme (the `data-theme` the portal writes for it;
+`auto` in a light and in a dark browser, set with emulate_media) and width, and axe-core
+(installed by `make test` with npm, never fetched here) checks it.
 
 The walk must be complete: every GET route the app's router registers for this configuration
 is a page the walk met, or is named in NOT_PAGES (with why) and shown not to answer HTML. A
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import jwt as pyjwt
 import pyotp
 import pytest
 from playwright.async_api import Browser, Page, Response, Route, expect
@@ -71,6 +72,8 @@ ANSWERS = ("Mister Fluffy", "The Beatles", "Pancakes")
 SOLUTION = re.compile(r"^[A-Za-z0-9+/=]{100,}$")
 # For a person reviewing the pages: a folder to keep a screenshot of every state checked.
 SCREENSHOTS = os.environ.get("PORTAL_SCREENSHOTS")
+PARTNER = "https://shop.example.net"
+PARTNER_SECRET = "partner-shared-secret-" + "s" * 42  # noqa: S105 - a test partner's HS256 key
 # What marks an elevation mail.
 CODE = 'id="one-time-code"'
 # John's password after the walk's signed-in password change.
@@ -84,6 +87,7 @@ NOT_PAGES: dict[str, tuple[str, str]] = {
     "/static": ("/static/portal.css", "the stylesheet, scripts and vendored files"),
     "/static/media/logo.png": ("/static/media/logo.png", "the logo from server.asset_path"),
     "/favicon.ico": ("/favicon.ico", "the icon from server.asset_path"),
+    "/.well-known/jwks.json": ("/.well-known/jwks.json", "JSON: identity_token's public keys"),
     "/reset-password/step2/webauthn": (
         "/reset-password/step2/webauthn",
         "JSON: the passkey options for step 2's script (outside /api/: its cookie's path)",
@@ -130,8 +134,9 @@ async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPorta
         },
         "identity_validation": {"reset_password": {"security_questions": {"enabled": True}}},
         "password_policy": {"standard": {"enabled": True, "min_length": 12}},
-        # The walk fails three times on purpose before it saves the questions.
-        "regulation": {"max_retries": 6},
+        # The walk fails on purpose (sign-in, questions, codes, password change, second steps)
+        # and must not be banned for it.
+        "regulation": {"max_retries": 12},
         "server": {
             "asset_path": str(assets),
             "endpoints": {
@@ -141,6 +146,10 @@ async def portal(tmp_path: Path, users_file: Path) -> AsyncIterator[RunningPorta
             },
         },
         "webauthn": {"enable_passkey_login": True},
+        # A partner whose signed links sign in (issue 17): the /sso/jwt pages exist.
+        "trusted_issuers": [
+            {"name": "Shop", "issuer": PARTNER, "algorithms": ["HS256"], "secret": PARTNER_SECRET}
+        ],
     }
     with run_portal(tmp_path, users_file, extra, host="localhost") as running:
         await wait_for_health(running.url, running.process, running.log_file)
@@ -209,6 +218,7 @@ async def walk_every_state(page: Page, portal: RunningPortal) -> list[State]:
     await question_states(walk)
     await second_factor_states(walk)
     await walk.goto("signed out", "/logout")
+    await partner_states(walk)
     await walk.goto("404", "/nowhere")
     await walk.fetch("405 (the generic error page)", "PUT", "/settings")
     assert walk.states[-1].status == 405
@@ -256,6 +266,18 @@ async def walk_every_state(page: Page, portal: RunningPortal) -> list[State]:
     return walk.states
 
 
+async def partner_states(walk: Walk) -> None:
+    """Issue 17's sign-in link from a partner: the confirmation page for a good token (moved
+    from the address into a cookie), and the refusal for a forged one."""
+    now = int(time.time())
+    claims = {"iss": PARTNER, "aud": walk.portal.url, "sub": "john", "jti": "order-1"}
+    token = pyjwt.encode({**claims, "iat": now, "exp": now + 60}, PARTNER_SECRET, "HS256")
+    await walk.goto("partner link: confirm", f"/sso/jwt?token={token}")
+    assert walk.states[-1].status == 200, walk.states[-1].html
+    await walk.goto("partner link: refused", f"/sso/jwt?token={token[:-4]}AAAA")
+    assert walk.states[-1].status == 401
+
+
 async def question_states(walk: Walk) -> None:
     """The security questions' settings: refused, saved, removed, and saved again (the reset
     walk answers them)."""
@@ -283,10 +305,10 @@ async def question_states(walk: Walk) -> None:
 
 async def second_factor_states(walk: Walk) -> None:
     """Issues 15 and 16: the second step with no device, with a TOTP app and a passkey, with
-    the passkey alone; the elevation by mailed code and its revoke pages; the TOTP and passkey
-    settings and the settings hub with both; the password change. Both second factors are
-    removed from their pages again, so the reset walk after this one meets the form without a
-    code field."""
+    the passkey alone, and the password after a passkey sign-in; the elevation by mailed code
+    and its revoke pages; the TOTP and passkey settings and the settings hub with both; the
+    password change. Both second factors are removed from their pages again, so the reset walk
+    after this one meets the form without a code field."""
     page, portal = walk.page, walk.portal
     await walk.goto("second factor needed", "/2fa/one-time-password")
     assert 'id="second-factor-missing"' in walk.states[-1].html
@@ -320,6 +342,7 @@ async def second_factor_states(walk: Walk) -> None:
     await passkey_states(walk)
     await walk.goto("security settings: a TOTP app and a passkey", "/settings")
     assert '<p id="totp-state">Set up on' in walk.states[-1].html
+    assert "My laptop" in walk.states[-1].html
 
     await walk.goto("second step: code or passkey", "/2fa/one-time-password")
     assert 'id="passkey-button"' in walk.states[-1].html
@@ -335,6 +358,20 @@ async def second_factor_states(walk: Walk) -> None:
     async with page.expect_navigation(url=f"{portal.url}/") as navigation:
         await page.click("#passkey-button")
     await walk.keep("signed in: two factors", await navigation.value)
+    # Signed in with the passkey alone, the password is the second factor (/2fa/password).
+    await page.goto(f"{portal.url}/logout")
+    async with page.expect_navigation():
+        await page.click("#passkey-login-button")
+    await walk.goto("second step: password", "/2fa/password")
+    assert urlsplit(walk.states[-1].url).path == "/2fa/password"
+    await page.fill("#password", "wrong")
+    await walk.click("second step: wrong password", "#verify-password-button")
+    assert walk.states[-1].status == 401
+    await page.fill("#password", CHANGED_PASSWORD)
+    async with page.expect_navigation() as verified:
+        await page.click("#verify-password-button")
+    answer = await verified.value
+    assert answer is not None and urlsplit(answer.url).path == "/", await page.content()
     await walk.elevated("passkeys: before removal", "/settings/passkeys")
     walk.states.pop()
     await walk.click("passkeys: removed", "form.remove-form button")
@@ -477,7 +514,9 @@ async def violations(
 
 def page_routes(directory: Path) -> set[str]:
     """Return the path of every GET route the app registers with the walked portal's
-    configuration (the same file and environment the process runs with)."""
+    configuration (the same file and environment the process runs with). A page behind a
+    feature this configuration leaves off is not registered: the portal fixture turns on
+    every feature that adds a page."""
     config = load_config([directory / "configuration.yml"], portal_environment(directory))
     app = create_app(config)
     paths = set()
