@@ -8,10 +8,15 @@ from aiohttp import web
 
 from portal.config import Config
 
+# JSON routes outside /api/: reset step 2's passkey options, under the path of the step-2 cookie
+# its script relies on (portal/handlers/reset.py step2_passkey_get).
+_JSON_PATHS = frozenset({"/reset-password/step2/webauthn"})
+
 
 def is_api(request: web.Request) -> bool:
-    """Tell whether the request is for the JSON API."""
-    return request.path.startswith("/api/")
+    """Tell whether the request is for the JSON API (under /api/, or a JSON route a page's
+    script calls): its errors answer `{"status":"KO","message":...}`, never an HTML page."""
+    return request.path.startswith("/api/") or request.path in _JSON_PATHS
 
 
 def content_security_policy(form_action: str = "'self'", origins: Sequence[str] = ()) -> str:

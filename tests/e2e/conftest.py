@@ -20,7 +20,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    CDPSession,
+    ConsoleMessage,
+    Page,
+    Response,
+    async_playwright,
+    expect,
+)
 from ruamel.yaml import YAML
 
 from portal.notify.filesystem import split_messages
@@ -76,17 +84,20 @@ class RunningPortal:
 
 
 def write_portal_config(
-    directory: Path, port: int, users_file: Path, extra: dict[str, Any] | None = None
+    directory: Path,
+    port: int,
+    users_file: Path,
+    extra: dict[str, Any] | None = None,
+    host: str = "127.0.0.1",
 ) -> Path:
     """Write the configuration file an admin would (extra merged in), secrets left to the
-    environment."""
+    environment; the session cookie's domain and authelia_url name `host` (the portal listens
+    on 127.0.0.1 either way)."""
     raw: dict[str, Any] = {
         "server": {"address": f"tcp://127.0.0.1:{port}"},
         "authentication_backend": {"file": {"path": str(users_file)}},
         "notifier": {"filesystem": {"filename": str(directory / "mail" / "notification.txt")}},
-        "session": {
-            "cookies": [{"domain": "127.0.0.1", "authelia_url": f"http://127.0.0.1:{port}"}]
-        },
+        "session": {"cookies": [{"domain": host, "authelia_url": f"http://{host}:{port}"}]},
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
     }
     raw = deep_merge(raw, extra or {})
@@ -150,17 +161,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def run_portal(
-    directory: Path, users_file: Path, extra: dict[str, Any] | None = None
+    directory: Path, users_file: Path, extra: dict[str, Any] | None = None, host: str = "127.0.0.1"
 ) -> Iterator[RunningPortal]:
     """Run `python -m portal serve` on a free loopback port (configuration plus extra sections)
-    while the block runs."""
+    while the block runs, reached as http://{host}:{port} (host "localhost" for passkeys: a
+    relying-party id must be a domain, never an IP address, WebAuthn Level 3 section 5.1.3)."""
     port = free_port()
-    config = write_portal_config(directory, port, users_file, extra)
+    config = write_portal_config(directory, port, users_file, extra, host)
     log_file = directory / "portal.log"
     process = spawn_portal(directory, config, log_file)
     try:
         yield RunningPortal(
-            url=f"http://127.0.0.1:{port}",
+            url=f"http://{host}:{port}",
             process=process,
             users_file=users_file,
             mail_file=directory / "mail" / "notification.txt",
@@ -291,3 +303,72 @@ def reset_link_from(mail: email.message.EmailMessage) -> str:
     match = _LINK.search(str(html.get_content()))
     assert match, "no reset link in the HTML part"
     return match.group(1).replace("&amp;", "&")
+
+
+def code_in(mail: email.message.EmailMessage) -> str:
+    """Return the one-time code of an elevation mail (its element with id="one-time-code")."""
+    html = mail.get_body(preferencelist=("html",))
+    assert html is not None
+    match = re.search(r'id="one-time-code"[^>]*>([^<]+)<', str(html.get_content()))
+    assert match, "no one-time code in the mail"
+    return match.group(1).strip()
+
+
+def _has_code(mail: email.message.EmailMessage) -> bool:
+    html = mail.get_body(preferencelist=("html",))
+    return html is not None and 'id="one-time-code"' in str(html.get_content())
+
+
+async def sign_in(
+    page: Page,
+    portal: RunningPortal,
+    password: str = "password",  # noqa: S107 - tests/fixtures/users.yml's password
+    rd: str = "",
+) -> None:
+    """Sign john in with the sign-in page's form (rd: the target site, if any); return once
+    the form's answer has loaded."""
+    await page.goto(f"{portal.url}/" + (f"?rd={rd}" if rd else ""))
+    await page.fill("#username", "john")
+    await page.fill("#password", password)
+    async with page.expect_navigation():
+        await page.click("#sign-in-button")
+
+
+async def elevate(page: Page, portal: RunningPortal) -> Response | None:
+    """On the "Confirm your identity" page: have the code mailed, type it from the newest mail;
+    return the answer of the page it leads back to, once loaded."""
+    await expect(page.locator("h1")).to_have_text("Confirm your identity")
+    before = len(portal.mails())
+    await page.click("#send-code")
+    deadline = time.monotonic() + 10
+    # Other mails (a second factor added or removed) may be delivered meanwhile.
+    while not (codes := [m for m in portal.mails()[before:] if _has_code(m)]):
+        assert time.monotonic() < deadline, f"no code was mailed\n{portal.log()}"
+        await asyncio.sleep(0.05)
+    await page.get_by_label("One-time code").fill(code_in(codes[-1]))
+    async with page.expect_navigation() as back:
+        await page.click("#check-code")
+    return await back.value
+
+
+# A platform passkey with user verification (Chrome DevTools Protocol, WebAuthn domain's
+# VirtualAuthenticatorOptions).
+VIRTUAL_AUTHENTICATOR: dict[str, Any] = {
+    "protocol": "ctap2",
+    "transport": "internal",
+    "hasResidentKey": True,
+    "hasUserVerification": True,
+    "isUserVerified": True,
+    "automaticPresenceSimulation": True,
+}
+
+
+async def add_virtual_authenticator(page: Page, **options: Any) -> tuple[CDPSession, str]:
+    """Attach a DevTools virtual authenticator (VIRTUAL_AUTHENTICATOR with options over it) to
+    the page's tab; return the CDP session and the authenticator's id."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("WebAuthn.enable")
+    added = await cdp.send(
+        "WebAuthn.addVirtualAuthenticator", {"options": {**VIRTUAL_AUTHENTICATOR, **options}}
+    )
+    return cdp, str(added["authenticatorId"])

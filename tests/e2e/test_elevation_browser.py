@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health, watched_page
+from tests.e2e.conftest import (
+    RunningPortal,
+    Watched,
+    code_in,
+    run_portal,
+    sign_in,
+    wait_for_health,
+    watched_page,
+)
 
 # The widths of a desktop window and of a phone (iPhone SE's CSS pixels).
 SIZES = {"desktop": (1280, 800), "phone": (375, 667)}
@@ -23,14 +31,6 @@ def auto_theme_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPorta
     """Run the portal process with theme auto: the browser's colour scheme picks the theme."""
     with run_portal(tmp_path, users_file, {"theme": "auto"}) as running:
         yield running
-
-
-def code_in(mail: email.message.EmailMessage) -> str:
-    html = mail.get_body(preferencelist=("html",))
-    assert html is not None
-    match = re.search(r'id="one-time-code"[^>]*>([^<]+)<', str(html.get_content()))
-    assert match, "no one-time code in the mail"
-    return match.group(1).strip()
 
 
 def revoke_path_in(mail: email.message.EmailMessage) -> str:
@@ -60,11 +60,7 @@ async def test_john_elevates_his_session_with_the_mailed_code(
 async def _story(portal: RunningPortal, watched: Watched, shots: Path, width: int) -> None:
     page = watched.page
     shots.mkdir(parents=True, exist_ok=True)
-    await page.goto(f"{portal.url}/")
-    await page.fill("#username", "john")
-    await page.fill("#password", "password")
-    await page.click("#sign-in-button")
-    await page.goto(f"{portal.url}/")
+    await sign_in(page, portal)
 
     await page.goto(f"{portal.url}/settings/elevate?next=/%3Fback%3D1")
     await expect(page.locator("h1")).to_have_text("Confirm your identity")

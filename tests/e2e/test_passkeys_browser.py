@@ -23,45 +23,30 @@ from playwright.async_api import Browser, CDPSession, Page, expect
 from tests.e2e.conftest import (
     RunningPortal,
     Watched,
+    add_virtual_authenticator,
+    elevate,
     reset_link_from,
-    spawn_portal,
-    stop,
+    run_portal,
+    sign_in,
     wait_for_health,
     watched_page,
-    write_portal_config,
 )
 from tests.e2e.test_accessibility import AXE, VARIANTS, WIDTHS, State, violations
-from tests.e2e.test_elevation_browser import code_in
-from tests.integration.process import free_port
 
 SETTINGS = "/settings/passkeys"
 PROTECTED = "https://secure.localhost/"
 
 
 def portal_on_localhost(directory: Path, users_file: Path, **extra: Any) -> Iterator[RunningPortal]:
-    port = free_port()
-    url = f"http://localhost:{port}"
     sections = {
-        "session": {"cookies": [{"domain": "localhost", "authelia_url": url}]},
         "access_control": {
             "default_policy": "one_factor",
             "rules": [{"domain": "secure.localhost", "policy": "two_factor"}],
         },
         **extra,
     }
-    config = write_portal_config(directory, port, users_file, sections)
-    log_file = directory / "portal.log"
-    process = spawn_portal(directory, config, log_file)
-    try:
-        yield RunningPortal(
-            url=url,
-            process=process,
-            users_file=users_file,
-            mail_file=directory / "mail" / "notification.txt",
-            log_file=log_file,
-        )
-    finally:
-        stop(process)
+    with run_portal(directory, users_file, sections, host="localhost") as running:
+        yield running
 
 
 @pytest.fixture
@@ -102,32 +87,19 @@ class Tab:
         return result
 
 
-VIRTUAL_AUTHENTICATOR = {
-    "protocol": "ctap2",
-    "transport": "internal",
-    "hasResidentKey": True,
-    "hasUserVerification": True,
-    "isUserVerified": True,
-    "automaticPresenceSimulation": True,
-}
-
-
 @asynccontextmanager
 async def open_tab(
-    browser: Browser, portal: RunningPortal, shots: Path, device: str
+    browser: Browser, portal: RunningPortal, shots: Path, device: str, **authenticator: Any
 ) -> AsyncIterator[Tab]:
     """A fresh browser context whose tab has a virtual authenticator (a platform passkey with
-    user verification); no console error or CSP violation is allowed in it."""
+    user verification, `authenticator` options over it); no console error or CSP violation is
+    allowed in it."""
     await wait_for_health(portal.url, portal.process, portal.log_file)
     width, height = WIDTHS[device]
     shots.mkdir(parents=True, exist_ok=True)
     async with watched_page(browser, viewport={"width": width, "height": height}) as watched:
-        cdp = await watched.page.context.new_cdp_session(watched.page)
-        await cdp.send("WebAuthn.enable")
-        added = await cdp.send(
-            "WebAuthn.addVirtualAuthenticator", {"options": VIRTUAL_AUTHENTICATOR}
-        )
-        tab = Tab(watched, cdp, added["authenticatorId"], portal, shots, device)
+        cdp, authenticator_id = await add_virtual_authenticator(watched.page, **authenticator)
+        tab = Tab(watched, cdp, authenticator_id, portal, shots, device)
         yield tab
         assert watched.problems == []
     if tab.axe:
@@ -147,25 +119,11 @@ async def tab(
         yield opened
 
 
-async def sign_in(tab: Tab, rd: str = "") -> None:
-    page = tab.page
-    await page.goto(f"{tab.portal.url}/" + (f"?rd={rd}" if rd else ""))
-    await page.fill("#username", "john")
-    await page.fill("#password", "password")
-    await page.click("#sign-in-button")
-
-
 async def register_passkey(tab: Tab, name: str = "My laptop") -> None:
     page, portal = tab.page, tab.portal
-    await sign_in(tab)
+    await sign_in(page, portal)
     await page.goto(f"{portal.url}{SETTINGS}")
-    await expect(page.locator("h1")).to_have_text("Confirm your identity")
-    before = len(portal.mails())
-    await page.click("#send-code")
-    mail = (await portal.wait_for_mails(before + 1))[-1]
-    await page.fill("#otc", code_in(mail))
-    async with page.expect_navigation():
-        await page.click("#check-code")
+    await elevate(page, portal)
     assert page.url == f"{portal.url}{SETTINGS}"
     await expect(page.locator("#passkeys-none")).to_be_visible()
     await tab.shot("settings-empty")
@@ -202,7 +160,7 @@ async def second_step_with_passkey(tab: Tab) -> None:
     await page.route(
         f"{PROTECTED}**", lambda route: route.fulfill(status=200, body="the protected app")
     )
-    await sign_in(tab, rd=PROTECTED)
+    await sign_in(page, tab.portal, rd=PROTECTED)
     await page.wait_for_url(f"{tab.portal.url}/2fa/one-time-password?**")
     await expect(page.locator("h1")).to_have_text("Passkey")
     await expect(page.locator("#token")).to_have_count(0)  # no TOTP: no code field
@@ -257,7 +215,7 @@ async def test_a_removed_passkey_is_refused(tab: Tab) -> None:
         await remove.click()
     await expect(page.locator("#passkeys-none")).to_be_visible()
     await sign_out(tab)
-    await sign_in(tab)
+    await sign_in(tab.page, tab.portal)
     assert await level(tab) == 1
     # The authenticator still holds the (discoverable) credential and answers with it.
     assert len(await tab.credentials()) == 1
@@ -285,7 +243,7 @@ async def test_a_cloned_authenticator_is_refused(tab: Tab) -> None:
         {"authenticatorId": tab.authenticator, "credential": {**registered, "signCount": 0}},
     )
     await sign_out(tab)
-    await sign_in(tab)
+    await sign_in(tab.page, tab.portal)
     answer = await try_passkey(tab)
     assert (answer["status"], answer["body"]["status"]) == (401, "KO")
     assert await level(tab) == 1
@@ -372,13 +330,9 @@ async def test_an_authenticator_not_permitted_is_refused_at_registration(
 ) -> None:
     async with open_tab(browser, filtering_portal, tmp_path, "desktop") as tab:
         page = tab.page
-        await sign_in(tab)
+        await sign_in(page, filtering_portal)
         await page.goto(f"{filtering_portal.url}{SETTINGS}")
-        await page.click("#send-code")
-        mail = (await filtering_portal.wait_for_mails(1))[-1]
-        await page.fill("#otc", code_in(mail))
-        async with page.expect_navigation():
-            await page.click("#check-code")
+        await elevate(page, filtering_portal)
         await page.click("#add-passkey")
         await expect(page.locator("#passkey-error")).to_have_text(
             "This kind of passkey or security key is not allowed here."
@@ -389,3 +343,47 @@ async def test_an_authenticator_not_permitted_is_refused_at_registration(
         await page.reload()
         await expect(page.locator("#passkeys-none")).to_be_visible()
         assert "aaguid_not_permitted" in filtering_portal.log()
+
+
+@pytest.fixture
+def no_backup_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]:
+    # webauthn.filtering.prohibit_backup_eligibility: only keys bound to one device may register.
+    filtering = {"prohibit_backup_eligibility": True}
+    yield from portal_on_localhost(tmp_path, users_file, webauthn={"filtering": filtering})
+
+
+async def test_a_backup_eligible_passkey_is_refused_and_a_device_bound_one_is_not(
+    no_backup_portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> None:
+    portal = no_backup_portal
+    # A synced passkey (the BE flag set, WebAuthn Level 3 section 6.1): refused, nothing stored.
+    async with open_tab(
+        browser, portal, tmp_path / "synced", "desktop", defaultBackupEligibility=True
+    ) as tab:
+        tab.axe = True
+        page = tab.page
+        await sign_in(page, portal)
+        await page.goto(f"{portal.url}{SETTINGS}")
+        await elevate(page, portal)
+        await page.click("#add-passkey")
+        await expect(page.locator("#passkey-error")).to_have_text(
+            "This kind of passkey or security key is not allowed here."
+        )
+        await expect(page.locator("#passkey-error")).to_be_visible()
+        await tab.shot("settings-backup-eligible-refused")
+        problems = tab.watched.problems  # the refusal's 403 is expected here
+        problems[:] = [p for p in problems if "status of 403" not in p]
+        await page.reload()
+        await expect(page.locator("#passkeys-none")).to_be_visible()
+        listed = await page.request.get(f"{portal.url}/api/secondfactor/webauthn/credentials")
+        assert (await listed.json())["data"] == []
+        assert 'reason="backup_eligible"' in portal.log()
+
+    # A key bound to its device (no BE flag): registered as usual.
+    async with open_tab(browser, portal, tmp_path / "bound", "desktop") as tab:
+        await register_passkey(tab, "My security key")
+        assert len(await tab.credentials()) == 1
+        listed = await tab.page.request.get(f"{portal.url}/api/secondfactor/webauthn/credentials")
+        [credential] = (await listed.json())["data"]
+        assert credential["description"] == "My security key"
+        assert credential["backup_eligible"] is False

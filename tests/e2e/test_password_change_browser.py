@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.e2e.conftest import RunningPortal, Watched, wait_for_health, watched_page
+from tests.e2e.conftest import (
+    RunningPortal,
+    Watched,
+    elevate,
+    sign_in,
+    wait_for_health,
+    watched_page,
+)
 from tests.e2e.test_accessibility import AXE
-from tests.e2e.test_elevation_browser import SIZES, auto_theme_portal, code_in  # noqa: F401
+from tests.e2e.test_elevation_browser import SIZES, auto_theme_portal  # noqa: F401
 
 NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
 
@@ -54,19 +61,12 @@ async def test_john_changes_his_password_on_the_settings_page(
 async def _story(portal: RunningPortal, watched: Watched, shots: Path, width: int) -> None:
     page = watched.page
     shots.mkdir(parents=True, exist_ok=True)
-    await page.goto(f"{portal.url}/")
-    await page.fill("#username", "john")
-    await page.fill("#password", "password")
-    await page.click("#sign-in-button")
+    await sign_in(page, portal)
     await page.goto(f"{portal.url}/")
     await page.click("#change-own-password")
 
     # Not elevated yet: the code first, then back to the form.
-    await expect(page.locator("h1")).to_have_text("Confirm your identity")
-    await page.click("#send-code")
-    mail = (await portal.wait_for_mails(1))[-1]
-    await page.get_by_label("One-time code").fill(code_in(mail))
-    await page.click("#check-code")
+    await elevate(page, portal)
     await expect(page).to_have_url(f"{portal.url}/settings/password")
     await expect(page.locator("h1")).to_have_text("Change your password")
     card = await page.locator("main").bounding_box()

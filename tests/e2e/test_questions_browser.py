@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import expect
 
 from portal.config import DEFAULT_QUESTIONS
-from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health
+from tests.e2e.conftest import RunningPortal, Watched, run_portal, sign_in, wait_for_health
 
 ANSWERS = ["Mister Fluffy", "The Beatles", "Pancakes with syrup"]
 
@@ -31,10 +31,7 @@ async def test_john_sets_up_his_questions_then_answers_them_to_get_a_link(
     await wait_for_health(portal.url, portal.process, portal.log_file)
 
     # Signed in, he finds the questions from the signed-in page.
-    await page.goto(f"{portal.url}/")
-    await page.fill("#username", "john")
-    await page.fill("#password", "password")
-    await page.click("#sign-in-button")
+    await sign_in(page, portal)
     await page.goto(f"{portal.url}/")
     await page.click("#security-questions")
     await expect(page.locator("#questions-status")).to_contain_text("not set up")
@@ -82,10 +79,7 @@ async def test_every_question_on_the_settings_form_is_shown_in_full(
     await wait_for_health(portal.url, portal.process, portal.log_file)
     width, height = WIDTHS[device]
     await page.set_viewport_size({"width": width, "height": height})
-    await page.goto(f"{portal.url}/")
-    await page.fill("#username", "john")
-    await page.fill("#password", "password")
-    await page.click("#sign-in-button")
+    await sign_in(page, portal)
     await page.goto(f"{portal.url}/settings/security-questions")
     card = await page.locator("main").bounding_box()
     assert card is not None and card["x"] >= 0 and card["x"] + card["width"] <= width

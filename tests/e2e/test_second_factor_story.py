@@ -17,9 +17,8 @@ import pyotp
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import launched_chromium, watched_page
+from tests.e2e.conftest import code_in, launched_chromium, watched_page
 from tests.e2e.test_accessibility import WIDTHS
-from tests.e2e.test_elevation_browser import code_in
 from tests.integration.nginx import APP_HOST, PORTAL_HOST
 from tests.integration.test_nginx_portal import (
     JOHN,

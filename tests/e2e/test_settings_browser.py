@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from tests.e2e.conftest import RunningPortal, Watched, run_portal, wait_for_health, watched_page
+from tests.e2e.conftest import (
+    RunningPortal,
+    Watched,
+    run_portal,
+    sign_in,
+    wait_for_health,
+    watched_page,
+)
 from tests.e2e.test_accessibility import AXE, WIDTHS, replay
 
 PHONE_UA = (
@@ -30,14 +37,6 @@ def settings_portal(tmp_path: Path, users_file: Path) -> Iterator[RunningPortal]
     extra = {"identity_validation": {"reset_password": {"security_questions": {"enabled": True}}}}
     with run_portal(tmp_path, users_file, extra) as running:
         yield running
-
-
-async def sign_in(page: Page, portal: RunningPortal) -> None:
-    await page.goto(f"{portal.url}/")
-    await page.fill("#username", "john")
-    await page.fill("#password", "password")
-    async with page.expect_navigation():
-        await page.click("#sign-in-button")
 
 
 async def axe_and_shots(browser: Browser, url: str, html: str, shots: Path) -> list[str]:

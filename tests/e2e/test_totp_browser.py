@@ -15,9 +15,15 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, Page, Response, expect
 
-from tests.e2e.conftest import RunningPortal, run_portal, wait_for_health, watched_page
+from tests.e2e.conftest import (
+    RunningPortal,
+    elevate,
+    run_portal,
+    sign_in,
+    wait_for_health,
+    watched_page,
+)
 from tests.e2e.test_accessibility import AXE, VARIANTS, WIDTHS, State, violations
-from tests.e2e.test_elevation_browser import code_in
 
 PAGE = "/settings/one-time-password"
 THEMES = ("light", "dark", "grey")
@@ -62,20 +68,11 @@ async def test_john_registers_and_removes_a_one_time_password_app(
     async with watched_page(browser, viewport={"width": width, "height": height}) as watched:
         page = watched.page
         story = Story(page, shots)
-        await page.goto(f"{portal.url}/")
-        await page.fill("#username", "john")
-        await page.fill("#password", "password")
-        await page.click("#sign-in-button")
+        await sign_in(page, portal)
         await page.goto(f"{portal.url}/")
         async with page.expect_navigation():
             await page.click("#one-time-password")  # the signed-in page links to the settings
-        await expect(page.locator("h1")).to_have_text("Confirm your identity")
-        await page.click("#send-code")
-        mail = (await portal.wait_for_mails(1))[-1]
-        await page.fill("#otc", code_in(mail))
-        async with page.expect_navigation() as back:
-            await page.click("#check-code")
-        await story.keep("totp: not set up", await back.value)
+        await story.keep("totp: not set up", await elevate(page, portal))
         assert page.url == f"{portal.url}{PAGE}"
 
         await story.click("totp: set up", "#start-totp")

@@ -265,6 +265,8 @@ async def test_the_reset_passkey_options_need_a_good_link(start_portal: StartPor
     assert "portal_reset_webauthn" not in bad.cookies
     page = await client.get("/reset-password/step2/webauthn", headers=HOME)
     assert page.status == 400
+    # The step-2 script reads the refusal: JSON, like the API's, not an error page.
+    assert await page.json() == {"status": "KO", "message": "This link is invalid or has expired."}
 
 
 async def give_john_a_passkey(portal: Portal) -> None:
