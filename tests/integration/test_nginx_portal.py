@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pyotp
@@ -35,7 +35,7 @@ import pytest
 import trustme
 from aiohttp import web
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, OctKey
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -52,7 +52,7 @@ from portal.deps import (
 from portal.logs import SafeAccessLogger
 from portal.storage.base import Storage, TotpConfiguration
 from tests.conftest import ConfigFactory, deep_merge
-from tests.integration.nginx import APP_HOST, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.nginx import ACCESS_LOG, APP_HOST, PORTAL_HOST, Nginx, running_nginx
 from tests.integration.process import HOST
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 from tests.integration.redis_server import RedisServer
@@ -760,3 +760,32 @@ async def test_without_identity_token_a_visitors_remote_jwt_never_reaches_the_ap
 
     assert reply.status == 200
     assert reply.remote == JOHN  # the portal sent no token, so the app gets none at all
+
+
+# --- tokens in links and nginx's own log --------------------------------------------------------
+
+PARTNER_SECRET = "shop-shared-secret-" + "s" * 45
+
+
+async def test_nginx_logs_a_partner_link_and_a_reset_link_without_their_tokens(
+    start_site: StartSite, open_visitor_on: Callable[[Site], Awaitable[Visitor]]
+) -> None:
+    shop = {"name": "Shop", "issuer": "https://shop.example.net", "algorithms": ["HS256"]}
+    site = await start_site(trusted_issuers=[{**shop, "secret": PARTNER_SECRET}])
+    visitor = await open_visitor_on(site)
+    now = int(time.time())
+    claims = {"iss": shop["issuer"], "aud": site.portal_url("/").rstrip("/"), "sub": "john"}
+    claims.update(iat=now, exp=now + 60, jti="order-1")
+    token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(PARTNER_SECRET))
+    query = urlencode({"token": token, "rd": site.app_url("/private")})
+
+    link = await visitor.get(site.portal_url(f"/sso/jwt?{query}"))
+    page = await visitor.get(site.portal_url(link.location))
+    reset = await visitor.get(site.portal_url("/reset-password/step2?token=reset.link.token"))
+
+    assert link.status == 303 and page.status == 200 and "Continue" in page.text
+    assert reset.status == 303
+    logged = (site.nginx.workdir / ACCESS_LOG).read_text()
+    assert "GET /sso/jwt " in logged and "GET /reset-password/step2 " in logged
+    # SECURITY: whoever reads the log could use the token before its owner presses Continue.
+    assert token not in logged and "reset.link.token" not in logged
