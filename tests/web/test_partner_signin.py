@@ -558,6 +558,28 @@ async def test_the_email_claim_finds_the_user_by_address(start_portal: StartPort
     assert (by_name.status, await by_name.json()) == (401, REFUSED)
 
 
+async def test_the_email_claim_matches_an_address_in_ascii_case_only(
+    start_portal: StartPortal, users_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    text = users_file.read_text("utf-8")
+    # Bob's mailbox has an eszett; "strasse" is another mailbox, which Unicode case folding
+    # (ß -> ss) would take for his; so would it James's for "jameſ" (a long s, -> s).
+    users_file.write_text(text.replace("bob.dylan@", "bob.straße@", 1), "utf-8")
+    portal = await start_portal(
+        access_control=RULES, trusted_issuers=partners(username_claim="email")
+    )
+
+    folded = await api_sign_in(portal.client, hs_token(email="bob.strasse@authelia.com"))
+    long_s = await api_sign_in(portal.client, hs_token(email="jame\u017f.dean@authelia.com", jti="s"))
+    upper = await api_sign_in(portal.client, hs_token(email="BOB.STRAßE@AUTHELIA.COM", jti="u"))
+
+    assert (folded.status, await folded.json()) == (401, REFUSED)
+    assert (long_s.status, await long_s.json()) == (401, REFUSED)
+    assert upper.status == 200, "ASCII letters in another case are the same address"
+    assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["user", "user"]
+
+
 async def test_a_token_works_once_then_is_refused(
     portal: Portal, caplog: pytest.LogCaptureFixture
 ) -> None:
