@@ -160,3 +160,15 @@ def test_unknown_algorithms_and_bad_values_are_named(tmp_path: Path) -> None:
         "identity_token.lifespan: must be between 30 seconds and 1 hour",
         "identity_token.applications[0].algorithm: must be 'HS256', 'HS384' or 'HS512'",
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["Content-Length", "transfer-encoding", "Connection", "Location", "Set-Cookie", "Host"]
+)
+def test_a_header_that_frames_or_routes_the_answer_is_refused(tmp_path: Path, name: str) -> None:
+    # As the header, the token would break every auth_request answer (Content-Length: eyJ...)
+    # or be taken by nginx or the app for something else (the 401's Location, a cookie).
+    assert problems(tmp_path, header=name) == [
+        f"identity_token.header: {name} frames or routes HTTP messages; choose another name "
+        "such as Remote-JWT"
+    ]
