@@ -762,6 +762,31 @@ async def test_without_identity_token_a_visitors_remote_jwt_never_reaches_the_ap
     assert reply.remote == JOHN  # the portal sent no token, so the app gets none at all
 
 
+async def test_a_user_in_many_groups_reaches_the_app_with_identity_token_on(
+    start_site: StartSite,
+    open_visitor_on: Callable[[Site], Awaitable[Visitor]],
+    users_file: Path,
+) -> None:
+    # A directory user in 60 groups with names as AD has them: the token repeats the groups,
+    # so the auth_request answer's headers grow past nginx's default 4 KiB header buffer.
+    groups = [f"GRP-Finance-Reports-Region-{n:02}-ReadOnly" for n in range(60)]
+    listed = "".join(f"      - {group}\n" for group in groups)
+    text = users_file.read_text("utf-8")
+    users_file.write_text(text.replace("      - admins\n      - dev\n", listed, 1), "utf-8")
+    site = await start_site(identity_token={"enabled": True})
+    visitor = await open_visitor_on(site)
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+
+    reply = await visitor.visit("/private")
+
+    assert reply.status == 200, site.nginx.error_log.read_text()[-300:]
+    (token,) = reply.remote["Remote-JWT"]
+    jwks = (await visitor.get(site.portal_url("/.well-known/jwks.json"))).json()
+    decoded = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    assert decoded.claims["groups"] == groups
+    assert reply.remote["Remote-Groups"] == [",".join(groups)]
+
+
 # --- tokens in links and nginx's own log --------------------------------------------------------
 
 PARTNER_SECRET = "shop-shared-secret-" + "s" * 45
