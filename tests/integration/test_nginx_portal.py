@@ -799,8 +799,8 @@ async def test_nginx_logs_a_partner_link_and_a_reset_link_without_their_tokens(
     site = await start_site(trusted_issuers=[{**shop, "secret": PARTNER_SECRET}])
     visitor = await open_visitor_on(site)
     now = int(time.time())
-    claims = {"iss": shop["issuer"], "aud": site.portal_url("/").rstrip("/"), "sub": "john"}
-    claims.update(iat=now, exp=now + 60, jti="order-1")
+    claims: dict[str, Any] = {"iss": shop["issuer"], "aud": site.portal_url("/").rstrip("/")}
+    claims.update(sub="john", iat=now, exp=now + 60, jti="order-1")
     token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(PARTNER_SECRET))
     query = urlencode({"token": token, "rd": site.app_url("/private")})
 

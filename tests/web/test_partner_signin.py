@@ -87,7 +87,9 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
             {"method": request.method, "path": request.path_qs, "headers": dict(request.headers)}
         )
         if state.raw is not None:
-            return web.Response(body=state.raw, status=state.status, content_type="application/json")
+            return web.Response(
+                body=state.raw, status=state.status, content_type="application/json"
+            )
         return web.json_response(state.document, status=state.status)
 
     app = web.Application()
@@ -571,7 +573,9 @@ async def test_the_email_claim_matches_an_address_in_ascii_case_only(
     )
 
     folded = await api_sign_in(portal.client, hs_token(email="bob.strasse@authelia.com"))
-    long_s = await api_sign_in(portal.client, hs_token(email="jame\u017f.dean@authelia.com", jti="s"))
+    long_s = await api_sign_in(
+        portal.client, hs_token(email="jame\u017f.dean@authelia.com", jti="s")
+    )
     upper = await api_sign_in(portal.client, hs_token(email="BOB.STRAßE@AUTHELIA.COM", jti="u"))
 
     assert (folded.status, await folded.json()) == (401, REFUSED)
