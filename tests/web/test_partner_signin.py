@@ -441,6 +441,18 @@ async def test_a_jwks_document_over_64_kib_is_not_read(
     assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["keys_unavailable"]
 
 
+async def test_a_jwks_entry_with_alg_none_is_skipped_and_the_others_serve(
+    portal: Portal, jwks_server: JwksServer
+) -> None:
+    # PyJWT has no "none" key type; the entry must not stop the partner's real key from serving.
+    odd = {"kty": "RSA", "alg": "none", "n": "AQAB", "e": "AQAB", "kid": "odd"}
+    jwks_server.document = {"keys": [odd, *jwks_server.document["keys"]]}
+
+    response = await api_sign_in(portal.client, jwks_token())
+
+    assert response.status == 200
+
+
 async def test_a_jwks_document_nested_thousands_deep_refuses_like_a_failed_fetch(
     start_portal: StartPortal, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
 ) -> None:
