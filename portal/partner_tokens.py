@@ -120,7 +120,8 @@ def _jwk_keys(document: Any) -> list[jwt.PyJWK]:
             continue
         try:
             keys.append(jwt.PyJWK.from_dict(entry))
-        except (jwt.exceptions.PyJWTError, ValueError, TypeError, KeyError):
+        # NotImplementedError: PyJWT's answer to `"alg": "none"` in a key.
+        except (jwt.exceptions.PyJWTError, ValueError, TypeError, KeyError, NotImplementedError):
             continue  # a key of a type the portal does not verify with: skipped, as RFC 7517 5
     if not keys:
         raise ValueError("the JWK Set holds no usable signing key")
