@@ -762,6 +762,29 @@ async def test_without_identity_token_a_visitors_remote_jwt_never_reaches_the_ap
     assert reply.remote == JOHN  # the portal sent no token, so the app gets none at all
 
 
+async def test_a_visitors_remote_jwt_in_another_case_or_with_underscores_never_reaches_the_app(
+    start_site: StartSite, open_visitor_on: Callable[[Site], Awaitable[Visitor]]
+) -> None:
+    site = await start_site(identity_token={"enabled": True})
+    visitor = await open_visitor_on(site)
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+    forged = [
+        {"remote-jwt": "forged.visitor.token"},
+        {"REMOTE-JWT": "forged.visitor.token"},
+        {"Remote_JWT": "forged.visitor.token"},
+        {"Remote_User": "bob"},
+    ]
+
+    url = site.app_url("/private")
+    replies = [await visitor.request("GET", url, headers=h) for h in forged]
+
+    for reply in replies:
+        assert reply.status == 200
+        (token,) = reply.remote["Remote-JWT"]  # the portal's only
+        assert token != "forged.visitor.token" and reply.remote["Remote-User"] == ["john"]
+        assert reply.json()["smuggled"] == [], "nginx drops names with '_' (its default)"
+
+
 async def test_a_user_in_many_groups_reaches_the_app_with_identity_token_on(
     start_site: StartSite,
     open_visitor_on: Callable[[Site], Awaitable[Visitor]],
