@@ -81,7 +81,8 @@ class PartnerToken:
 
 async def fetch_jwks(url: str) -> Any:
     """GET a JWKS (RFC 7517 section 5) and return its JSON: no redirects, JWKS_TIMEOUT seconds,
-    at most JWKS_MAX_BYTES. Raises ValueError, aiohttp.ClientError or TimeoutError."""
+    at most JWKS_MAX_BYTES. Raises ValueError (also for JSON nested too deep to parse),
+    aiohttp.ClientError or TimeoutError."""
     timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
@@ -102,7 +103,11 @@ async def fetch_jwks(url: str) -> Any:
             body += chunk
             if len(body) > JWKS_MAX_BYTES:
                 raise ValueError(f"the document is over {JWKS_MAX_BYTES} bytes")
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except RecursionError:
+            # Arrays nested thousands deep fit under the cap; Python's parser gives up on them.
+            raise ValueError("the document is nested too deeply") from None
 
 
 def _jwk_keys(document: Any) -> list[jwt.PyJWK]:
@@ -115,7 +120,8 @@ def _jwk_keys(document: Any) -> list[jwt.PyJWK]:
             continue
         try:
             keys.append(jwt.PyJWK.from_dict(entry))
-        except (jwt.exceptions.PyJWTError, ValueError, TypeError, KeyError):
+        # NotImplementedError: PyJWT's answer to `"alg": "none"` in a key.
+        except (jwt.exceptions.PyJWTError, ValueError, TypeError, KeyError, NotImplementedError):
             continue  # a key of a type the portal does not verify with: skipped, as RFC 7517 5
     if not keys:
         raise ValueError("the JWK Set holds no usable signing key")
@@ -198,11 +204,11 @@ def _to_jwk(key: Any) -> str:
 
 def _raw_header(token: str) -> dict[str, Any]:
     """Return the token's JOSE header as sent (RFC 7515 section 4); refuse "malformed" when it
-    is not base64url JSON object text."""
+    is not base64url JSON object text (nesting too deep for the parser included)."""
     segment = token.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         _refuse("malformed")
     if not isinstance(header, dict):
         _refuse("malformed")

@@ -100,6 +100,21 @@ def safe_redirect(config: Config, target: str | None) -> str | None:
     return None
 
 
+# A..Z to a..z and nothing else: str.lower and str.casefold map other letters too (ß -> ss).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(address: str) -> str:
+    """Return an email address with its ASCII letters in lower case, every other one as is.
+
+    A partner's `email` claim names a mailbox: addresses are compared case-insensitively in
+    ASCII only (as RFC 5321 section 2.4 domains, and mailboxes in practice). Unicode case
+    folding would take another mailbox for the user's: `bob.strasse@` for `bob.straße@`, `ſ`
+    (long s) for `s` (Unicode Technical Report 36, Unicode Security Considerations).
+    """
+    return address.translate(_ASCII_LOWER)
+
+
 class SignInService:
     """Check credentials under regulation and open sessions."""
 
@@ -312,16 +327,17 @@ class SignInService:
 
     async def _partner_user(self, token: PartnerToken) -> User:
         """Return the user the token names, or refuse: unknown (the username claim must be the
-        exact username, or one of the user's addresses for `email`), disabled, a password to
-        change first, or in none of the partner's allowed_groups."""
+        exact username, or one of the user's addresses for `email`, equal but for the case of
+        ASCII letters), disabled, a password to change first, or in none of the partner's
+        allowed_groups."""
         user = await self._users.get_user(token.subject)
         reason: PartnerTokenReason | None = None
         if user is None:
             reason = "user"
         elif token.partner.username_claim == "sub" and user.username != token.subject:
             reason = "user"
-        elif token.partner.username_claim == "email" and token.subject.casefold() not in {
-            e.casefold() for e in user.emails
+        elif token.partner.username_claim == "email" and _ascii_lower(token.subject) not in {
+            _ascii_lower(e) for e in user.emails
         }:
             reason = "user"
         elif user.disabled:

@@ -27,6 +27,27 @@ HMAC_SECRET_MINIMUM = {"HS256": 32, "HS384": 48, "HS512": 64}
 RSA_BITS_MINIMUM = 2048  # RFC 7518 section 3.3
 _HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _KEY_ID = re.compile(r"[A-Za-z0-9._~-]{1,100}")
+# Headers that frame or route a message, which the token may not replace: hop-by-hop ones
+# (RFC 9110 section 7.6.1), the body's framing (8.6, RFC 9112 section 6.1), Host, the 401's
+# Location nginx follows (portal-authrequest.conf), and cookies.
+_RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "host",
+        "location",
+        "cookie",
+        "set-cookie",
+    }
+)
 
 
 def key_problem(pem: str, algorithm: str) -> str | None:
@@ -124,6 +145,10 @@ class IdentityTokenConfig(Model):
             raise ValueError("must be an HTTP header name (letters, digits and '-')")
         if value.lower() in ("remote-user", "remote-groups", "remote-name", "remote-email"):
             raise ValueError(f"{value} is already one of the Remote-* headers")
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"{value} frames or routes HTTP messages; choose another name such as Remote-JWT"
+            )
         return value
 
     @field_validator("lifespan")

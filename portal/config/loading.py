@@ -392,6 +392,7 @@ def read_sections(paths: Sequence[Path], environ: Mapping[str, str]) -> Reading:
         return Reading(None, sections, problems, warnings)
     sections = {name: getattr(config, name) for name in Config.model_fields if name not in unread}
     problems.extend(_section_problems(sections))
+    problems.extend(config.shared_secret_problems())
     if problems:
         return Reading(None, sections, problems, warnings)
     warnings.extend(_second_factor_warnings(config))

@@ -73,6 +73,41 @@ class Config(Model):
     ) -> tuple[TrustedIssuerConfig, ...]:
         return check_trusted_issuers(value)
 
+    def shared_secret_problems(self) -> list[str]:
+        """Name each HMAC secret that repeats an earlier one, quoting none (one line each).
+
+        Reset links (identity_validation.reset_password.jwt_secret), each app's identity
+        tokens (identity_token.applications[i].secret) and each partner's sign-in tokens
+        (trusted_issuers[i].secret) must each have a secret of their own: whoever holds one
+        could otherwise sign what the other's verifier accepts (issue 17: "each app's secret is
+        its own"; RFC 8725 section 3.12, one kind of JWT must not pass for another).
+        """
+        named = [
+            (
+                "identity_validation.reset_password.jwt_secret",
+                self.identity_validation.reset_password.jwt_secret,
+            )
+        ]
+        named += [
+            (f"identity_token.applications[{index}].secret", app.secret)
+            for index, app in enumerate(self.identity_token.applications)
+        ]
+        named += [
+            (f"trusted_issuers[{index}].secret", partner.secret)
+            for index, partner in enumerate(self.trusted_issuers)
+            if partner.secret is not None
+        ]
+        first: dict[str, str] = {}
+        problems = []
+        for name, secret in named:
+            holder = first.setdefault(secret.get_secret_value(), name)
+            if holder != name:
+                problems.append(
+                    f"{name}: is the same secret as {holder}; give each its own (whoever holds "
+                    "one could sign the other's tokens)"
+                )
+        return problems
+
     def partner_audience(self, partner: TrustedIssuerConfig) -> str:
         """Return the `aud` a partner's tokens must name: its audience, else authelia_url."""
         return partner.audience or self.portal_url

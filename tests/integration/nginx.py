@@ -1,10 +1,11 @@
 """A real nginx (Debian's /usr/sbin/nginx) configured with the files admins copy from deploy/nginx/,
 read as shipped.
 
-Only addresses, the listening port and the certificate paths change, each by replacing a value the
-shipped files hold on purpose (SUBSTITUTED below); a placeholder that no file holds any more is an
-error, so the files and this fixture cannot drift apart. Server names stay portal.example.com and
-app.example.com: clients resolve them to 127.0.0.1 themselves (`Nginx.client`).
+Only addresses, the listening port, the certificate paths and the access log's path change, each
+by replacing a value the shipped files hold on purpose (SUBSTITUTED below); a placeholder that no
+file holds any more is an error, so the files and this fixture cannot drift apart. Server names
+stay portal.example.com and app.example.com: clients resolve them to 127.0.0.1 themselves
+(`Nginx.client`).
 
 The work directory mirrors Debian's /etc/nginx, so the shipped relative includes
 (`include snippets/proxy.conf;`) resolve as they do there:
@@ -72,12 +73,14 @@ SHIPPED_PORTAL_ADDRESS = "server 127.0.0.1:9091;"
 SHIPPED_APP_ADDRESS = "proxy_pass http://127.0.0.1:8080;"
 SHIPPED_CERTIFICATE = "/etc/ssl/example.com/fullchain.pem"
 SHIPPED_CERTIFICATE_KEY = "/etc/ssl/example.com/privkey.pem"
+SHIPPED_ACCESS_LOG = "access_log /var/log/nginx/access.log "
 SUBSTITUTED = (
     SHIPPED_LISTEN,
     SHIPPED_PORTAL_ADDRESS,
     SHIPPED_APP_ADDRESS,
     SHIPPED_CERTIFICATE,
     SHIPPED_CERTIFICATE_KEY,
+    SHIPPED_ACCESS_LOG,
 )
 
 CONF_FILE = "nginx.conf"
@@ -102,6 +105,8 @@ def substitutions(https_port: int, portal: str, app: str, tls_dir: Path) -> dict
         SHIPPED_APP_ADDRESS: f"proxy_pass http://{app};",
         SHIPPED_CERTIFICATE: str(tls_dir / "cert.pem"),
         SHIPPED_CERTIFICATE_KEY: str(tls_dir / "key.pem"),
+        # The work directory's one access log (main_conf's), which the tests read.
+        SHIPPED_ACCESS_LOG: f"access_log {tls_dir.parent / ACCESS_LOG} ",
     }
 
 

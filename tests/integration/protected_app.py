@@ -12,6 +12,7 @@ from aiohttp import web
 
 HOST = "127.0.0.1"
 REMOTE_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Name", "Remote-Email", "Remote-JWT")
+_REMOTE_NAMES = frozenset(name.lower() for name in REMOTE_HEADERS)
 FORWARDED_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Original-URL")
 
 
@@ -39,6 +40,13 @@ def echo(request: web.Request) -> dict[str, Any]:
         "remote": {
             name: request.headers.getall(name) for name in REMOTE_HEADERS if name in request.headers
         },
+        # A Remote-* name spelled with '_' (Remote_JWT): frameworks that map headers to
+        # HTTP_REMOTE_JWT (WSGI, CGI, PHP) would take it for the real one.
+        "smuggled": sorted(
+            name
+            for name in request.headers
+            if "_" in name and name.lower().replace("_", "-") in _REMOTE_NAMES
+        ),
         "forwarded": {
             name: request.headers.getall(name)
             for name in FORWARDED_HEADERS

@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pyotp
@@ -35,7 +35,7 @@ import pytest
 import trustme
 from aiohttp import web
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, OctKey
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -52,7 +52,7 @@ from portal.deps import (
 from portal.logs import SafeAccessLogger
 from portal.storage.base import Storage, TotpConfiguration
 from tests.conftest import ConfigFactory, deep_merge
-from tests.integration.nginx import APP_HOST, PORTAL_HOST, Nginx, running_nginx
+from tests.integration.nginx import ACCESS_LOG, APP_HOST, PORTAL_HOST, Nginx, running_nginx
 from tests.integration.process import HOST
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 from tests.integration.redis_server import RedisServer
@@ -760,3 +760,80 @@ async def test_without_identity_token_a_visitors_remote_jwt_never_reaches_the_ap
 
     assert reply.status == 200
     assert reply.remote == JOHN  # the portal sent no token, so the app gets none at all
+
+
+async def test_a_visitors_remote_jwt_in_another_case_or_with_underscores_never_reaches_the_app(
+    start_site: StartSite, open_visitor_on: Callable[[Site], Awaitable[Visitor]]
+) -> None:
+    site = await start_site(identity_token={"enabled": True})
+    visitor = await open_visitor_on(site)
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+    forged = [
+        {"remote-jwt": "forged.visitor.token"},
+        {"REMOTE-JWT": "forged.visitor.token"},
+        {"Remote_JWT": "forged.visitor.token"},
+        {"Remote_User": "bob"},
+    ]
+
+    url = site.app_url("/private")
+    replies = [await visitor.request("GET", url, headers=h) for h in forged]
+
+    for reply in replies:
+        assert reply.status == 200
+        (token,) = reply.remote["Remote-JWT"]  # the portal's only
+        assert token != "forged.visitor.token" and reply.remote["Remote-User"] == ["john"]
+        assert reply.json()["smuggled"] == [], "nginx drops names with '_' (its default)"
+
+
+async def test_a_user_in_many_groups_reaches_the_app_with_identity_token_on(
+    start_site: StartSite,
+    open_visitor_on: Callable[[Site], Awaitable[Visitor]],
+    users_file: Path,
+) -> None:
+    # A directory user in 60 groups with names as AD has them: the token repeats the groups,
+    # so the auth_request answer's headers grow past nginx's default 4 KiB header buffer.
+    groups = [f"GRP-Finance-Reports-Region-{n:02}-ReadOnly" for n in range(60)]
+    listed = "".join(f"      - {group}\n" for group in groups)
+    text = users_file.read_text("utf-8")
+    users_file.write_text(text.replace("      - admins\n      - dev\n", listed, 1), "utf-8")
+    site = await start_site(identity_token={"enabled": True})
+    visitor = await open_visitor_on(site)
+    await visitor.sign_in("john", rd=site.app_url("/private"))
+
+    reply = await visitor.visit("/private")
+
+    assert reply.status == 200, site.nginx.error_log.read_text()[-300:]
+    (token,) = reply.remote["Remote-JWT"]
+    jwks = (await visitor.get(site.portal_url("/.well-known/jwks.json"))).json()
+    decoded = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    assert decoded.claims["groups"] == groups
+    assert reply.remote["Remote-Groups"] == [",".join(groups)]
+
+
+# --- tokens in links and nginx's own log --------------------------------------------------------
+
+PARTNER_SECRET = "shop-shared-secret-" + "s" * 45
+
+
+async def test_nginx_logs_a_partner_link_and_a_reset_link_without_their_tokens(
+    start_site: StartSite, open_visitor_on: Callable[[Site], Awaitable[Visitor]]
+) -> None:
+    shop = {"name": "Shop", "issuer": "https://shop.example.net", "algorithms": ["HS256"]}
+    site = await start_site(trusted_issuers=[{**shop, "secret": PARTNER_SECRET}])
+    visitor = await open_visitor_on(site)
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": shop["issuer"], "aud": site.portal_url("/").rstrip("/")}
+    claims.update(sub="john", iat=now, exp=now + 60, jti="order-1")
+    token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(PARTNER_SECRET))
+    query = urlencode({"token": token, "rd": site.app_url("/private")})
+
+    link = await visitor.get(site.portal_url(f"/sso/jwt?{query}"))
+    page = await visitor.get(site.portal_url(link.location))
+    reset = await visitor.get(site.portal_url("/reset-password/step2?token=reset.link.token"))
+
+    assert link.status == 303 and page.status == 200 and "Continue" in page.text
+    assert reset.status == 303
+    logged = (site.nginx.workdir / ACCESS_LOG).read_text()
+    assert "GET /sso/jwt " in logged and "GET /reset-password/step2 " in logged
+    # SECURITY: whoever reads the log could use the token before its owner presses Continue.
+    assert token not in logged and "reset.link.token" not in logged

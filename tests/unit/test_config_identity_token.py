@@ -160,3 +160,55 @@ def test_unknown_algorithms_and_bad_values_are_named(tmp_path: Path) -> None:
         "identity_token.lifespan: must be between 30 seconds and 1 hour",
         "identity_token.applications[0].algorithm: must be 'HS256', 'HS384' or 'HS512'",
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["Content-Length", "transfer-encoding", "Connection", "Location", "Set-Cookie", "Host"]
+)
+def test_a_header_that_frames_or_routes_the_answer_is_refused(tmp_path: Path, name: str) -> None:
+    # As the header, the token would break every auth_request answer (Content-Length: eyJ...)
+    # or be taken by nginx or the app for something else (the 401's Location, a cookie).
+    assert problems(tmp_path, header=name) == [
+        f"identity_token.header: {name} frames or routes HTTP messages; choose another name "
+        "such as Remote-JWT"
+    ]
+
+
+def test_a_secret_shared_between_token_kinds_is_refused_without_quoting_it(
+    tmp_path: Path,
+) -> None:
+    # Whoever holds one of them could sign what the other's verifier accepts: an app its
+    # neighbour's identity tokens, a partner's sign-in tokens, or the portal's reset links.
+    shared = "shared-secret-" + "x" * 50
+    raw = deep_merge(
+        minimal_raw(tmp_path),
+        {
+            "identity_validation": {"reset_password": {"jwt_secret": shared}},
+            "identity_token": {
+                "applications": [
+                    {"domain": "wiki.example.com", "secret": shared},
+                    {"domain": "crm.example.com", "secret": shared},
+                    {"domain": "own.example.com", "secret": "own-secret-" + "o" * 30},
+                ]
+            },
+            "trusted_issuers": [
+                {"name": "Shop", "issuer": "https://shop.example", "algorithms": ["HS256"]}
+                | {"secret": shared}
+            ],
+        },
+    )
+    path = write_yaml(tmp_path / "configuration.yml", raw)
+
+    with pytest.raises(ConfigError) as caught:
+        read_config([path], {})
+
+    assert caught.value.problems == [
+        f"{name}: is the same secret as identity_validation.reset_password.jwt_secret; give "
+        "each its own (whoever holds one could sign the other's tokens)"
+        for name in (
+            "identity_token.applications[0].secret",
+            "identity_token.applications[1].secret",
+            "trusted_issuers[0].secret",
+        )
+    ]
+    assert shared not in " ".join(caught.value.problems)

@@ -74,6 +74,7 @@ class JwksServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     document: dict[str, Any] = field(default_factory=dict)
     status: int = 200
+    raw: bytes | None = None  # sent as is instead of the document, when set
 
 
 @pytest.fixture
@@ -85,6 +86,10 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
         state.requests.append(
             {"method": request.method, "path": request.path_qs, "headers": dict(request.headers)}
         )
+        if state.raw is not None:
+            return web.Response(
+                body=state.raw, status=state.status, content_type="application/json"
+            )
         return web.json_response(state.document, status=state.status)
 
     app = web.Application()
@@ -186,6 +191,12 @@ def signed_by_hand(header: dict[str, Any], key: bytes = SECRET.encode()) -> str:
     body = _b64(json.dumps(claims()).encode())
     mac = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{_b64(mac)}"
+
+
+def nested_header(depth: int = 2000) -> str:
+    """A shop token whose header is JSON nested deeper than Python's parser recurses."""
+    head = _b64(b'{"alg":"HS256","x":' + b"[" * depth + b"]" * depth + b"}")
+    return f"{head}.{_b64(json.dumps(claims()).encode())}.AAAA"
 
 
 def confused_token() -> str:
@@ -430,6 +441,32 @@ async def test_a_jwks_document_over_64_kib_is_not_read(
     assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["keys_unavailable"]
 
 
+async def test_a_jwks_entry_with_alg_none_is_skipped_and_the_others_serve(
+    portal: Portal, jwks_server: JwksServer
+) -> None:
+    # PyJWT has no "none" key type; the entry must not stop the partner's real key from serving.
+    odd = {"kty": "RSA", "alg": "none", "n": "AQAB", "e": "AQAB", "kid": "odd"}
+    jwks_server.document = {"keys": [odd, *jwks_server.document["keys"]]}
+
+    response = await api_sign_in(portal.client, jwks_token())
+
+    assert response.status == 200
+
+
+async def test_a_jwks_document_nested_thousands_deep_refuses_like_a_failed_fetch(
+    start_portal: StartPortal, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    jwks_server.raw = b'{"keys":' + b"[" * 20_000 + b"]" * 20_000 + b"}"  # 40 KB, under the cap
+    portal = await start_portal(access_control=RULES, trusted_issuers=partners(jwks_server.url))
+
+    response = await api_sign_in(portal.client, jwks_token())
+
+    assert (response.status, await response.json()) == (401, REFUSED)
+    assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["keys_unavailable"]
+    assert any("cannot fetch jwks_url" in r.getMessage() for r in caplog.records)
+
+
 # --- refused --------------------------------------------------------------------------------
 
 REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
@@ -461,6 +498,7 @@ REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
     "over 8 KiB": ("too_long", lambda: hs_token(padding="x" * 9000)),
     "over 16 KiB": ("too_long", lambda: hs_token(padding="x" * 20000)),
     "not a JWT": ("malformed", lambda: "not-a-token"),
+    "a header nested thousands deep": ("malformed", nested_header),
 }
 
 
@@ -532,6 +570,30 @@ async def test_the_email_claim_finds_the_user_by_address(start_portal: StartPort
 
     assert by_mail.status == 200
     assert (by_name.status, await by_name.json()) == (401, REFUSED)
+
+
+async def test_the_email_claim_matches_an_address_in_ascii_case_only(
+    start_portal: StartPortal, users_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    text = users_file.read_text("utf-8")
+    # Bob's mailbox has an eszett; "strasse" is another mailbox, which Unicode case folding
+    # (ß -> ss) would take for his; so would it James's for "jameſ" (a long s, -> s).
+    users_file.write_text(text.replace("bob.dylan@", "bob.straße@", 1), "utf-8")
+    portal = await start_portal(
+        access_control=RULES, trusted_issuers=partners(username_claim="email")
+    )
+
+    folded = await api_sign_in(portal.client, hs_token(email="bob.strasse@authelia.com"))
+    long_s = await api_sign_in(
+        portal.client, hs_token(email="jame\u017f.dean@authelia.com", jti="s")
+    )
+    upper = await api_sign_in(portal.client, hs_token(email="BOB.STRAßE@AUTHELIA.COM", jti="u"))
+
+    assert (folded.status, await folded.json()) == (401, REFUSED)
+    assert (long_s.status, await long_s.json()) == (401, REFUSED)
+    assert upper.status == 200, "ASCII letters in another case are the same address"
+    assert [e["reason"] for e in audit_events(caplog, "sso_jwt_rejected")] == ["user", "user"]
 
 
 async def test_a_token_works_once_then_is_refused(
