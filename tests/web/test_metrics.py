@@ -39,6 +39,7 @@ from tests.web.conftest import (
     sign_in,
     signed_in,
 )
+from tests.web.test_second_factor_signin import code_now, register_totp
 
 NEW_PASSWORD = "Correct-Horse-Battery-Staple-42"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -79,6 +80,10 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+TWO_FACTOR = {
+    "default_policy": "deny",
+    "rules": [{"domain": "127.0.0.1", "policy": "two_factor"}],
+}
 ONE_FACTOR = {
     "default_policy": "deny",
     "rules": [{"domain": "127.0.0.1", "policy": "one_factor"}],
@@ -152,6 +157,24 @@ async def test_a_method_nobody_uses_is_one_bounded_label(metered: tuple[Portal, 
 
     assert value(text, "authelia_request", code="405", method="other") == 4
     assert "PROPFIND" not in text and "PURGE" not in text
+
+
+async def test_second_factor_codes_are_counted_by_result_and_type(
+    start_portal: StartPortal,
+) -> None:
+    port = free_port()
+    portal = await start_portal(**metrics_settings(port), access_control=TWO_FACTOR)
+    await register_totp(portal)
+    await sign_in(portal.client, "john", DEMO_PASSWORD)
+    wrong = await portal.client.post("/api/secondfactor/totp", json={"token": "000000"})
+    right = await portal.client.post("/api/secondfactor/totp", json={"token": code_now(portal)})
+
+    text = await scrape(port)
+
+    assert (wrong.status, right.status) == (401, 200)
+    second = "authelia_authn_second_factor"
+    assert value(text, second, success="false", banned="false", type="totp") == 1
+    assert value(text, second, success="true", banned="false", type="totp") == 1
 
 
 # --- resets, mail, backend ----------------------------------------------------------------------
