@@ -264,8 +264,13 @@ class Metrics(Collector):
             # The password was right but opens no session: counted as Authelia counts a refusal.
             self.authn.inc("false", "false")
         elif event in ("second_factor_succeeded", "second_factor_failed"):
-            kind = _bounded(method, SECOND_FACTORS)
             success = event == "second_factor_succeeded"
+            if fields.get("purpose") == "passkey_login":
+                # A passkey login's assertion: its success is the signin_succeeded that follows.
+                if not success:
+                    self.authn_passkey.inc("false")
+                return
+            kind = _bounded(method, SECOND_FACTORS)
             banned = fields.get("reason") == "banned"
             self.authn_second_factor.inc(_flag(success), _flag(banned), kind)
         elif event in ("reset_requested", "reset_decoy_requested"):

@@ -60,14 +60,18 @@ def test_a_label_value_outside_its_set_is_other(metrics: Metrics) -> None:
 
 
 def test_a_passkey_sign_in_counts_as_authelia_counts_passkeys(metrics: Metrics) -> None:
+    # As WebAuthnService.verify and SignInService.sign_in_with_passkey audit them.
+    login = {"method": "webauthn", "purpose": "passkey_login"}
+    metrics.record_event("second_factor_succeeded", login)
     metrics.record_event("signin_succeeded", {"method": "passkey"})
-    metrics.record_event("signin_failed", {"method": "passkey"})
+    metrics.record_event("second_factor_failed", {**login, "reason": "assertion"})
 
     text = metrics.exposition().decode()
 
     assert 'authelia_authn_passkey{success="true"} 1.0' in text
     assert 'authelia_authn_passkey{success="false"} 1.0' in text
     assert "authelia_authn{" not in text
+    assert "authelia_authn_second_factor{" not in text
 
 
 def test_an_unknown_identifier_and_a_known_one_are_one_series(metrics: Metrics) -> None:
