@@ -26,7 +26,7 @@ import email.message
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, get_args
 
 from aiohttp import web
@@ -248,7 +248,7 @@ class Metrics(Collector):
 
         return sink
 
-    def record_event(self, event: str, fields: dict[str, object]) -> None:
+    def record_event(self, event: str, fields: Mapping[str, object]) -> None:
         """Move the counters one audit event moves (see the README's Metrics section)."""
         method = fields.get("method")
         duration = fields.get("duration")
