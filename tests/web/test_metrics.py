@@ -266,6 +266,21 @@ async def test_the_path_comes_from_the_address(start_portal: StartPortal) -> Non
             assert answer.status == 404
 
 
+async def test_a_unix_socket_serves_the_metrics_at_slash_metrics(
+    start_portal: StartPortal, tmp_path: Path
+) -> None:
+    socket_path = tmp_path / "metrics.sock"
+    await start_portal(telemetry={"metrics": {"enabled": True, "address": f"unix://{socket_path}"}})
+
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get("http://portal/metrics") as answer:
+            text = await answer.text()
+
+    assert answer.status == 200
+    assert "# TYPE authelia_request counter" in text
+
+
 async def test_metrics_off_by_default_open_no_listener(start_portal: StartPortal) -> None:
     port = free_port()
     settings = metrics_settings(port)

@@ -1,4 +1,4 @@
-"""Prometheus metrics: Authelia's, the portal's own, and the listener that serves them.
+"""The metrics themselves: Authelia's, the portal's own, what moves them, and their text.
 
 One `Metrics` per application, with its own CollectorRegistry (never prometheus_client's global
 one, so two apps in one process count apart). What moves the counters:
@@ -22,14 +22,11 @@ every label value comes from a fixed set (`_bounded`).
 from __future__ import annotations
 
 import asyncio
-import email.message
 import logging
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, get_args
 
-from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -44,11 +41,8 @@ from prometheus_client.registry import Collector
 
 from portal.audit import AuditSink
 from portal.clock import Clock
-from portal.config import MetricsConfig
-from portal.errors import InvalidTokenReason, StartupCheckError
-from portal.notify.base import Notifier
+from portal.errors import InvalidTokenReason
 from portal.storage.base import OutboxStore
-from portal.users.base import User, UserBackend
 
 log = logging.getLogger("portal.metrics")
 
@@ -342,159 +336,3 @@ class Metrics(Collector):
         names = "|".join(counter.name for counter in self._authelia)
         text = re.sub(rf"^# (HELP|TYPE) ({names})_total ", r"# \1 \2 ", text, flags=re.MULTILINE)
         return text.encode()
-
-
-# -- the seams it watches ----------------------------------------------------------------------
-
-
-class MeteredUsers:
-    """Play UserBackend over another one, counting calls and errors by operation."""
-
-    def __init__(self, inner: UserBackend, metrics: Metrics) -> None:
-        self.inner, self._metrics = inner, metrics
-        self._calls = {op: metrics.user_calls.labels(op) for op in USER_OPERATIONS}
-        self._errors = {op: metrics.user_errors.labels(op) for op in USER_OPERATIONS}
-        metrics.watch_pool(getattr(inner, "pool", None))
-
-    async def _call(self, operation: str, *args: Any) -> Any:
-        self._calls[operation].inc()
-        try:
-            return await getattr(self.inner, operation)(*args)
-        except Exception:
-            self._errors[operation].inc()
-            raise
-
-    async def startup_check(self) -> None:
-        """Run the inner backend's start-up check."""
-        await self.inner.startup_check()
-
-    async def close(self) -> None:
-        """Close the inner backend."""
-        await self.inner.close()
-
-    async def get_user(self, identifier: str) -> User | None:
-        """Look a user up (counted)."""
-        user: User | None = await self._call("get_user", identifier)
-        return user
-
-    async def check_password(self, username: str, password: str) -> bool:
-        """Check a password (counted; PasswordChangeRequiredError counts as an error too)."""
-        ok: bool = await self._call("check_password", username, password)
-        return ok
-
-    async def set_password(self, username: str, password: str) -> None:
-        """Write a password (counted)."""
-        await self._call("set_password", username, password)
-
-    async def healthy(self) -> bool:
-        """Tell whether the backend answers (counted)."""
-        ok: bool = await self._call("healthy")
-        return ok
-
-    async def password_state(self, username: str) -> str | None:
-        """Return the account's password state (counted)."""
-        state: str | None = await self._call("password_state", username)
-        return state
-
-    async def clear_lockout(self, username: str) -> bool:
-        """Clear a directory lockout (counted)."""
-        cleared: bool = await self._call("clear_lockout", username)
-        return cleared
-
-
-def request_middleware(metrics: Metrics) -> Any:
-    """Return the outermost middleware: time each request and count its final status."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 0  # stays 0 when the client went away (CancelledError): answered to no one
-        try:
-            response: web.StreamResponse = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:  # redirects are raised; errors_middleware maps the rest
-            status = exc.status
-            raise
-        except Exception:  # pragma: no cover - errors_middleware answers every other error
-            status = 500
-            raise
-        finally:
-            if status:
-                metrics.record_request(
-                    status,
-                    request.method,
-                    time.perf_counter() - started,
-                    authz=request.match_info.route.name in AUTHZ_ROUTES,
-                )
-
-    return middleware
-
-
-class MeteredNotifier:
-    """Play Notifier over another one, counting deliveries by result (rehearsals are not)."""
-
-    def __init__(self, inner: Notifier, metrics: Metrics) -> None:
-        self.inner = inner
-        self._sent, self._failed = metrics.mail.labels("sent"), metrics.mail.labels("failed")
-
-    async def startup_check(self) -> None:
-        """Run the inner notifier's start-up check."""
-        await self.inner.startup_check()
-
-    async def send(self, message: email.message.EmailMessage) -> None:
-        """Deliver one message, counted as sent or failed; DeliveryError as the inner raises."""
-        try:
-            await self.inner.send(message)
-        except Exception:
-            self._failed.inc()
-            raise
-        self._sent.inc()
-
-    async def rehearse(self, message: email.message.EmailMessage) -> None:
-        """Rehearse as the inner notifier does (not counted: nothing is delivered)."""
-        await self.inner.rehearse(message)
-
-    async def close(self) -> None:
-        """Close the inner notifier."""
-        await self.inner.close()
-
-
-# -- the listener ------------------------------------------------------------------------------
-
-
-async def start_listener(metrics: Metrics, config: MetricsConfig) -> web.AppRunner:
-    """Serve the metrics at telemetry.metrics.address, beside the portal's own listener.
-
-    GET (and HEAD) on the address's path answer the text format; anything else 404/405. Raises
-    StartupCheckError naming telemetry.metrics.address when it cannot listen there.
-    """
-
-    async def scrape(request: web.Request) -> web.Response:
-        await metrics.refresh()
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-    app = web.Application()
-    app.router.add_get(config.address.path, scrape, name="metrics")
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=config.timeouts.idle.total_seconds(),
-    )
-    await runner.setup()
-    address = config.address
-    site: web.BaseSite
-    if address.scheme == "unix":
-        site = web.UnixSite(runner, address.socket)
-    else:
-        site = web.TCPSite(runner, address.host or None, address.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise StartupCheckError(
-            f"telemetry.metrics.address: cannot listen on {address}: {exc.strerror or exc}"
-        ) from None
-    log.info("metrics served on %s", address)
-    return runner
