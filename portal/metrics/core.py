@@ -3,11 +3,11 @@
 One `Metrics` per application, with its own CollectorRegistry (never prometheus_client's global
 one, so two apps in one process count apart). What moves the counters:
 
-- every request, through `request_middleware` (outermost): `authelia_request` (code, method),
+- every request, through `seams.request_middleware` (outermost): `authelia_request` (code, method),
   `authelia_request_duration` (code), and `authelia_authz` (code) on the auth_request routes;
 - every audit event, through the one sink `Metrics.audit_sink` wraps around deps.audit: the
-  sign-in, second-factor and reset counters (the table `_EVENTS` maps event to counter);
-- the user backend and the notifier, through `MeteredUsers` and `MeteredNotifier`: calls and
+  sign-in, second-factor and reset counters (`Metrics.record_event` maps event to counter);
+- the user backend and the notifier, through `seams.MeteredUsers` and `MeteredNotifier`: calls and
   errors by operation, mail deliveries by result;
 - at scrape time: the outbox's pending messages and its oldest one's age (read from storage
   asynchronously before the text is written), the LDAP pool's waits.
