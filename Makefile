@@ -14,6 +14,10 @@ SYSTEM_BINARIES += /usr/lib/postgresql/*/bin/initdb
 # session.redis: the Redis fixtures (tests/integration/redis_server.py); Sentinel is its own package.
 APT_PACKAGES += redis-server redis-sentinel
 SYSTEM_BINARIES += /usr/bin/redis-server /usr/bin/redis-sentinel
+# telemetry.metrics: promtool checks the scraped text, a real Prometheus scrapes the portal
+# (tests/integration/prometheus.py); the package's service is not started.
+APT_PACKAGES += prometheus
+SYSTEM_BINARIES += /usr/bin/prometheus /usr/bin/promtool
 # axe-core for the accessibility check (tests/e2e/test_accessibility.py): a test-only copy from
 # npm under the venv, never served and never committed.
 AXE_VERSION := 4.11.0

@@ -5,7 +5,7 @@ many requests per second as a bare aiohttp handler run the same way in the same 
 p99 latency stays under 10 ms.
 
     python bench/auth_request.py [--duration 10] [--connections 64] [--threads 2]
-                                 [--log-level warn] [--identity-token]
+                                 [--log-level warn] [--identity-token] [--metrics]
 
 The portal runs as an admin runs it (`python -m portal serve`: file backend, sqlite, filesystem
 notifier) with `log.level: warn` unless told otherwise: at `info` every request writes an access
@@ -19,6 +19,10 @@ With --identity-token the portal is loaded twice, with identity_token off and on
 generates; every 200 then carries a signed Remote-JWT, reused per session and site until a fifth
 of its lifespan is left), and the ratio on/off is printed too; the other goals are judged on
 the run with the token.
+
+With --metrics the portal is loaded once more with telemetry.metrics on (its listener on another
+free port, never scraped during the run): every request then goes through the metrics middleware
+(a counter, a histogram, and the authz counter), and the ratio on/off is printed.
 
 Needs wrk (Debian: `apt-get install wrk`); without it, says so and exits 2. Prints figures and
 PASS/FAIL lines; exits 0 whatever the verdicts, 1 if a server failed to start or wrk failed.
@@ -114,7 +118,13 @@ def write_users(path: Path) -> None:
     write_yaml(path, {"users": users})
 
 
-def write_config(directory: Path, port: int, log_level: str, identity_token: bool = False) -> Path:
+def write_config(
+    directory: Path,
+    port: int,
+    log_level: str,
+    identity_token: bool = False,
+    metrics_port: int | None = None,
+) -> Path:
     """Write the portal's configuration; the secrets come from the environment."""
     raw: dict[str, Any] = {
         "server": {"address": f"tcp://{HOST}:{port}", "trusted_proxies": [f"{HOST}/32"]},
@@ -132,6 +142,10 @@ def write_config(directory: Path, port: int, log_level: str, identity_token: boo
     if identity_token:
         raw["identity_token"] = {"enabled": True}
         name = "configuration-identity-token.yml"
+    if metrics_port is not None:
+        address = f"tcp://{HOST}:{metrics_port}/metrics"
+        raw["telemetry"] = {"metrics": {"enabled": True, "address": address}}
+        name = "configuration-metrics.yml"
     return write_yaml(directory / name, raw)
 
 
@@ -299,6 +313,8 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     portal_port, baseline_port, token_port = free_port(), free_port(), free_port()
     config = write_config(directory, portal_port, args.log_level)
     token_config = write_config(directory, token_port, args.log_level, identity_token=True)
+    metered_port = free_port()
+    metered_config = write_config(directory, metered_port, args.log_level, metrics_port=free_port())
     env = portal_environment()
 
     async def portal_headers(url: str) -> dict[str, str]:
@@ -341,6 +357,19 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             )
             if with_token is None:
                 return 1
+        with_metrics = None
+        if args.metrics:
+            with_metrics = await serve_and_load(
+                "portal+met",
+                portal_command(metered_config),
+                f"http://{HOST}:{metered_port}",
+                directory,
+                env,
+                args,
+                portal_headers,
+            )
+            if with_metrics is None:
+                return 1
         baseline = await serve_and_load(
             "baseline",
             [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(baseline_port)],
@@ -363,9 +392,18 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     print(row(portal))
     if with_token is not None:
         print(row(with_token))
+    if with_metrics is not None:
+        print(row(with_metrics))
     print(row(baseline))
     ratio = portal.requests_per_second / baseline.requests_per_second
     print(f"\n  ratio portal/baseline (requests/s): {ratio:.2f}")
+    if with_metrics is not None:
+        on_off = with_metrics.requests_per_second / portal.requests_per_second
+        print(f"  ratio portal+met/portal, metrics on/off (requests/s): {on_off:.2f}")
+        print(
+            f"  p99 metrics on/off: {with_metrics.percentiles_ms.get(99, float('nan')):.2f} / "
+            f"{portal.percentiles_ms.get(99, float('nan')):.2f} ms"
+        )
     if with_token is not None:
         on_off = with_token.requests_per_second / portal.requests_per_second
         print(f"  ratio portal+jwt/portal, identity token on/off (requests/s): {on_off:.2f}")
@@ -407,6 +445,11 @@ def main() -> int:
         "--identity-token",
         action="store_true",
         help="load the portal with identity_token off and on, and print the ratio",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="load the portal with telemetry.metrics off and on, and print the ratio",
     )
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from portal.keys import (
     CONFIG,
     ELEVATION,
     IDENTITY_TOKENS,
+    METRICS,
     NOTIFIER,
     OUTBOX,
     PASSWORD_SELF_CHANGE,
@@ -39,6 +41,13 @@ from portal.keys import (
     TOTP_REGISTRATION,
     USERS,
     WEBAUTHN,
+)
+from portal.metrics import (
+    MeteredNotifier,
+    MeteredUsers,
+    Metrics,
+    request_middleware,
+    start_listener,
 )
 from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
 from portal.request_id import request_id_header, request_id_middleware
@@ -103,6 +112,19 @@ async def _captcha(app: web.Application) -> AsyncIterator[None]:
         await captcha.close()
 
 
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """Open the metrics listener (telemetry.metrics) with the app, and close it with it."""
+    metrics = app[METRICS]
+    if metrics is None:
+        yield
+        return
+    runner = await start_listener(metrics, app[CONFIG].telemetry.metrics)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def _purge_forever(app: web.Application) -> None:
     while True:
         try:
@@ -131,13 +153,20 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     Every service comes from build_services (portal/services.py); this wires them to the app.
     """
     deps = deps or build_dependencies(config)
+    metrics: Metrics | None = None
+    middlewares = [request_id_middleware, errors_middleware, body_size_middleware, csrf_middleware]
+    if config.telemetry.metrics.enabled:
+        # One registry per app; every audit event, backend call and mail is counted on its way.
+        metrics = Metrics(outbox=deps.storage, clock=deps.clock)
+        deps = dataclasses.replace(
+            deps,
+            audit=metrics.audit_sink(deps.audit),
+            users=MeteredUsers(deps.users, metrics),
+            notifier=MeteredNotifier(deps.notifier, metrics),
+        )
+        middlewares.insert(0, request_middleware(metrics))
     app = web.Application(
-        middlewares=[
-            request_id_middleware,
-            errors_middleware,
-            body_size_middleware,
-            csrf_middleware,
-        ],
+        middlewares=middlewares,
         client_max_size=MAX_BODY,
         # SECURITY: request bodies are never decompressed: browsers do not compress them, and a
         # body that does not match its Content-Encoding failed inside aiohttp's parser (a logged
@@ -146,6 +175,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     )
     services = build_services(config, deps)
     app[CONFIG] = config
+    app[METRICS] = metrics
     app[USERS] = deps.users
     app[STORAGE] = deps.storage
     app[NOTIFIER] = deps.notifier
@@ -186,5 +216,6 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app.cleanup_ctx.append(_session_invalidations)
     app.cleanup_ctx.append(_captcha)
     app.cleanup_ctx.append(_background)
+    app.cleanup_ctx.append(_metrics_listener)
     setup_routes(app)
     return app

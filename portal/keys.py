@@ -10,6 +10,7 @@ from portal.config import Config
 from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
 from portal.identity_token import IdentityTokens
+from portal.metrics import Metrics
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.password_self_change import PasswordSelfChange
@@ -43,3 +44,5 @@ TOTP = web.AppKey("totp", TotpService)
 TOTP_REGISTRATION = web.AppKey("totp_registration", TotpRegistration)
 WEBAUTHN = web.AppKey("webauthn", WebAuthnService)
 IDENTITY_TOKENS = web.AppKey("identity_tokens", IdentityTokens)
+# The application's metrics (telemetry.metrics), or None when they are off.
+METRICS: web.AppKey[Metrics | None] = web.AppKey("metrics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import ada_url
 
@@ -158,10 +159,11 @@ class SignInService:
         await self._regulator.record_failure(None, ip)
         self._audit("signin_captcha_failed", ip=ip)
 
-    async def _check(self, username: str, password: str, ip: str) -> User:
+    async def _check(self, username: str, password: str, ip: str, started: float) -> User:
         """Return the user whose password this is, under regulation; SignInFailedError for
         anything else (unknown, disabled, banned, wrong), PasswordChangeRequiredError when the
-        password is right but must be changed first."""
+        password is right but must be changed first. `started` (time.perf_counter()) times the
+        attempt: the audit events carry its `duration` in seconds (authelia_authn_duration)."""
         username = username.strip()
         if not username or not password or len(username) > 256 or len(password) > 1024:
             raise SignInFailedError()
@@ -179,11 +181,17 @@ class SignInService:
         except PasswordChangeRequiredError as exc:
             ok, change = True, exc.reason
         if banned is not None:
-            self._audit("signin_banned", username=username, ip=ip, until=int(banned))
+            self._audit(
+                "signin_banned",
+                username=username,
+                ip=ip,
+                until=int(banned),
+                duration=_since(started),
+            )
             raise SignInFailedError()
         if user is None or not ok:
             await self._regulator.record_failure(subject, ip)
-            self._audit("signin_failed", username=username, ip=ip)
+            self._audit("signin_failed", username=username, ip=ip, duration=_since(started))
             raise SignInFailedError()
         # SECURITY: a forced change or an expired password opens no session; only now, with the
         # password proven, may the answer differ from a wrong password's.
@@ -213,11 +221,18 @@ class SignInService:
         first (a directory's forced change or expiry): no session, and only its owner is told.
         """
         cookie = cookie_for_host(self._config, host) or self._config.session.cookies[0]
-        user = await self._check(username, password, ip)
+        started = time.perf_counter()
+        user = await self._check(username, password, ip, started)
         value = await self._sessions.create(
             user, cookie, remember_me=remember_me, ip=ip, user_agent=user_agent
         )
-        self._audit("signin_succeeded", username=user.username, ip=ip, remember_me=remember_me)
+        self._audit(
+            "signin_succeeded",
+            username=user.username,
+            ip=ip,
+            remember_me=remember_me,
+            duration=_since(started),
+        )
         return user, value, cookie
 
     async def sign_in_with_passkey(
@@ -255,10 +270,11 @@ class SignInService:
 
         Raises SignInFailedError (wrong, banned, gone, disabled) or PasswordChangeRequiredError.
         """
-        user = await self._check(username, password, ip)
+        started = time.perf_counter()
+        user = await self._check(username, password, ip, started)
         if user.username != username:  # the name of another account's email: not this user
             raise SignInFailedError()
-        self._audit("reauthenticated", username=user.username, ip=ip)
+        self._audit("reauthenticated", username=user.username, ip=ip, duration=_since(started))
 
     # -- sign-in with a partner's signed token (trusted_issuers) -----------------------------------
 
@@ -351,3 +367,8 @@ class SignInService:
         if reason is not None or user is None:
             raise PartnerTokenRejectedError(reason or "user")
         return user
+
+
+def _since(started: float) -> float:
+    """Return the seconds since `started` (time.perf_counter()), to the tenth of a millisecond."""
+    return round(time.perf_counter() - started, 4)

@@ -421,12 +421,12 @@ class WebAuthnService:
         try:
             challenge = self.check_challenge(record, purpose, response)
         except WebAuthnFailedError:
-            await self._refuse(subject, ip, "challenge")
+            await self._refuse(subject, ip, "challenge", purpose)
         if credential is None or (username is not None and credential.username != username):
-            await self._refuse(subject, ip, "unknown_credential")
+            await self._refuse(subject, ip, "unknown_credential", purpose)
         assert credential is not None and subject is not None  # noqa: S101 - refused above
         if username is None and not self._handle_matches(response, credential.username):
-            await self._refuse(subject, ip, "user_handle")
+            await self._refuse(subject, ip, "user_handle", purpose)
         banned = await self._regulator.banned_until(subject, ip)
         reason: str | None = None
         try:
@@ -445,14 +445,14 @@ class WebAuthnService:
         except _MALFORMED as exc:
             reason = "counter" if "sign count" in str(exc) else "assertion"
         if banned is not None:
-            self._failed(subject, ip, "banned")
+            self._failed(subject, ip, "banned", purpose)
         if reason is not None:
-            await self._refuse(subject, ip, reason)
+            await self._refuse(subject, ip, reason, purpose)
         eligible = verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE
         if eligible != credential.backup_eligible or (
             eligible and self._webauthn.filtering.prohibit_backup_eligibility
         ):
-            await self._refuse(subject, ip, "backup_eligibility")
+            await self._refuse(subject, ip, "backup_eligibility", purpose)
         if not await self._store.webauthn_credential_use(
             credential.id,
             previous=credential.sign_count,
@@ -460,8 +460,14 @@ class WebAuthnService:
             backup_state=verified.credential_backed_up,
             at=self._clock.now(),
         ):
-            await self._refuse(subject, ip, "counter")
-        self._audit("second_factor_succeeded", username=subject, ip=ip, method="webauthn")
+            await self._refuse(subject, ip, "counter", purpose)
+        self._audit(
+            "second_factor_succeeded",
+            username=subject,
+            ip=ip,
+            method="webauthn",
+            purpose=purpose,
+        )
         return credential
 
     def _handle_matches(self, response: dict[str, Any], username: str) -> bool:
@@ -504,14 +510,22 @@ class WebAuthnService:
         )
         return record if len(uses) == 1 else None
 
-    async def _refuse(self, username: str | None, ip: str, reason: str) -> NoReturn:
+    async def _refuse(
+        self, username: str | None, ip: str, reason: str, purpose: Purpose
+    ) -> NoReturn:
         if username is not None:
             await self._regulator.record_failure(username, ip)
-        self._failed(username, ip, reason)
+        self._failed(username, ip, reason, purpose)
 
-    def _failed(self, username: str | None, ip: str, reason: str) -> NoReturn:
+    def _failed(self, username: str | None, ip: str, reason: str, purpose: Purpose) -> NoReturn:
+        # `purpose` tells a passkey login (authelia_authn_passkey) from a second factor.
         self._audit(
-            "second_factor_failed", username=username, ip=ip, method="webauthn", reason=reason
+            "second_factor_failed",
+            username=username,
+            ip=ip,
+            method="webauthn",
+            reason=reason,
+            purpose=purpose,
         )
         raise WebAuthnFailedError()
 

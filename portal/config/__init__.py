@@ -4,9 +4,9 @@ One module per section, as Authelia's internal/configuration/schema/: `types` (d
 addresses, networks, URLs, the base models), `server`, `log`, `identity_validation`,
 `authentication_backend` (with its `file`, `ldap` and `hashing`), `password_policy`, `notifier`,
 `session`, `storage`, `regulation`, `access_control`, `captcha`, `totp`, `webauthn`,
-`identity_token`, `trusted_issuers`, `tls` (client TLS, shared), `root` (`Config`, every section
-together) and `loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and `*_FILE` environment
-overrides, Authelia keys the portal ignores, error messages).
+`identity_token`, `trusted_issuers`, `telemetry`, `tls` (client TLS, shared), `root` (`Config`,
+every section together) and `loading` (YAML files, `PORTAL_*` / `AUTHELIA_*` and `*_FILE`
+environment overrides, Authelia keys the portal ignores, error messages).
 
 Import from here (`from portal.config import Config, load_config`): every name below is the
 package's public surface; which module holds it may change.
@@ -88,6 +88,7 @@ from portal.config.session import (
     SessionCookieConfig,
 )
 from portal.config.storage import LocalStorageConfig, PostgresStorageConfig, StorageConfig
+from portal.config.telemetry import MetricsAddress, MetricsConfig, TelemetryConfig
 from portal.config.tls import TlsConfig, TlsVersion
 from portal.config.totp import TotpConfig
 from portal.config.trusted_issuers import TrustedIssuerConfig
@@ -149,6 +150,8 @@ __all__ = [
     "LocalStorageConfig",
     "LogConfig",
     "MailAddress",
+    "MetricsAddress",
+    "MetricsConfig",
     "Model",
     "network",
     "NotifierConfig",
@@ -190,6 +193,7 @@ __all__ = [
     "StorageConfig",
     "TlsConfig",
     "TlsVersion",
+    "TelemetryConfig",
     "TotpConfig",
     "TrustedIssuerConfig",
     "WebAuthnConfig",

@@ -46,7 +46,6 @@ UNSUPPORTED_KEYS = (
     "duo_api",
     "identity_providers",
     "ntp",
-    "telemetry",
     "definitions",
     "privacy_policy",
     "server.disable_healthcheck",

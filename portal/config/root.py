@@ -25,6 +25,7 @@ from portal.config.server import (
 )
 from portal.config.session import SessionConfig
 from portal.config.storage import StorageConfig
+from portal.config.telemetry import TelemetryConfig
 from portal.config.totp import TotpConfig
 from portal.config.trusted_issuers import TrustedIssuerConfig, check_trusted_issuers
 from portal.config.types import Model
@@ -57,6 +58,7 @@ class Config(Model):
     identity_token: IdentityTokenConfig = IdentityTokenConfig()
     # A portal key: partners whose signed tokens sign their users in (/sso/jwt).
     trusted_issuers: tuple[TrustedIssuerConfig, ...] = ()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     @field_validator("certificates_directory")
     @classmethod

@@ -287,7 +287,8 @@ class OutboxStore(Protocol):
       oldest first, counting the attempt and leasing it until at+lease; a message whose claimer
       died comes back when the lease runs out (sent at least once, never lost).
     - `outbox_retry` makes a message due again at `next_attempt_at` with its last error;
-      `outbox_done` removes it for good; `outbox_pending` counts leased and queued messages.
+      `outbox_done` removes it for good; `outbox_pending` counts leased and queued messages;
+      `outbox_oldest` gives the oldest one's created_at (None when the queue is empty).
     """
 
     async def outbox_enqueue(self, kind: str, payload: Mapping[str, Any], *, at: float) -> int:
@@ -310,6 +311,10 @@ class OutboxStore(Protocol):
 
     async def outbox_pending(self) -> int:
         """Return how many messages are queued, leased or not."""
+        ...
+
+    async def outbox_oldest(self) -> float | None:
+        """Return when the oldest queued message was queued (epoch seconds), None if none."""
         ...
 
 

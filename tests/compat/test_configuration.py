@@ -71,8 +71,11 @@ def test_authelias_standalone_suite_loads_and_warns_once_per_unsupported_key(
     assert config.password_policy.standard.require_special is True
     start = config.server.endpoints.rate_limits.reset_password_start.buckets
     assert [(b.period.total_seconds(), b.requests) for b in start] == [(120, 20)]
-    for key in ("ntp", "telemetry", "server.tls"):
+    for key in ("ntp", "server.tls"):
         assert sum(w.startswith(f"{key}:") for w in warnings) == 1, key
+    # Issue 18: `telemetry` is read now, not warned about.
+    assert not any(w.startswith("telemetry") for w in warnings)
+    assert config.telemetry.metrics.enabled is True
     # Issue 16: `webauthn` is read now; only its metadata service is warned about.
     assert not any(w.startswith("webauthn:") for w in warnings)
     # Issue 15: `totp` is read now, not warned about.

@@ -117,3 +117,18 @@ async def test_simultaneous_claims_from_two_instances_hand_each_message_to_one_c
     claimed = [message.id for batch in batches for message in batch]
     assert sorted(claimed) == queued  # every message claimed, none twice
     assert await other_instance.outbox_claim(at=NOW + 29, lease=30) == []
+
+
+async def test_the_oldest_message_is_the_first_queued_until_it_is_done(
+    storage: OutboxStore,
+) -> None:
+    assert await storage.outbox_oldest() is None
+    first = await storage.outbox_enqueue("reset_mail", {}, at=NOW)
+    await storage.outbox_enqueue("reset_mail", {}, at=NOW + 7)
+    # A claim or a retry leaves a message queued: it is still the oldest.
+    await storage.outbox_claim(at=NOW + 8, lease=30, limit=1)
+    assert await storage.outbox_oldest() == NOW
+
+    await storage.outbox_done(first)
+
+    assert await storage.outbox_oldest() == NOW + 7

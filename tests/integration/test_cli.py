@@ -396,6 +396,32 @@ def test_serve_with_a_broken_backend_exits_before_opening_the_port(tmp_path: Pat
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_serve_with_a_busy_metrics_address_says_so_in_one_line_and_opens_nothing(
+    tmp_path: Path, users_file: Path
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    raw = YAML(typ="safe", pure=True).load(config.read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        address = f"tcp://127.0.0.1:{busy}/metrics"
+        raw["telemetry"] = {"metrics": {"enabled": True, "address": address}}
+        with config.open("w") as handle:
+            YAML(typ="safe", pure=True).dump(raw, handle)
+        result = portal("serve", "--config", str(config), cwd=tmp_path)
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: telemetry.metrics.address: cannot listen on {address}: ")
+    assert "address already in use" in errors[0]
+    assert "Traceback" not in result.stderr
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def test_serve_with_a_bad_configuration_exits_with_the_problems(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("server:\n  address: 'ftp://x'\n")

@@ -136,6 +136,28 @@ async def test_a_call_waits_for_the_busy_connection_and_then_reuses_it(
     assert one is other and len(opener.opened) == 1
 
 
+async def test_a_call_that_waits_for_a_connection_is_counted_with_its_wait(
+    make_pool: PoolFactory, opener: Opener
+) -> None:
+    pool = make_pool(size=1, timeout=5.0)
+    release = threading.Event()
+    try:
+        first = asyncio.create_task(pool.run(blocked_until(release, opener)))
+        await asyncio.sleep(0.1)
+        assert pool.waits == 0  # a free connection is no wait
+        second = asyncio.create_task(pool.run(opener.who_am_i))
+        await asyncio.sleep(0.3)
+    finally:
+        release.set()
+    await first, await second
+
+    # What portal_ldap_pool_waits_total and ..._wait_seconds_total show.
+    assert pool.waits == 1
+    assert 0.25 < pool.wait_seconds < 5
+    await pool.run(opener.who_am_i)
+    assert pool.waits == 1
+
+
 async def test_a_call_that_gets_no_connection_within_the_timeout_is_refused(
     make_pool: PoolFactory, opener: Opener
 ) -> None:

@@ -70,3 +70,8 @@ class PostgresOutbox(PostgresCore):
         """Return how many messages are queued, leased or not."""
         rows = await self._fetch("outbox_pending", "SELECT count(*) AS n FROM outbox")
         return int(rows[0]["n"])
+
+    async def outbox_oldest(self) -> float | None:
+        """Return when the oldest queued message was queued (epoch seconds), None if none."""
+        rows = await self._fetch("outbox_oldest", "SELECT min(created_at) AS t FROM outbox")
+        return None if rows[0]["t"] is None else float(rows[0]["t"])

@@ -70,3 +70,8 @@ class SqliteOutbox(SqliteCore):
         """Return how many messages are queued, leased or not."""
         rows = await self._fetch("outbox_pending", "SELECT count(*) FROM outbox", ())
         return int(rows[0][0])
+
+    async def outbox_oldest(self) -> float | None:
+        """Return when the oldest queued message was queued (epoch seconds), None if none."""
+        rows = await self._fetch("outbox_oldest", "SELECT min(created_at) FROM outbox", ())
+        return None if rows[0][0] is None else float(rows[0][0])

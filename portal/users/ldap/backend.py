@@ -116,6 +116,11 @@ class LdapUserBackend:
         self._features: Features | None = None
         self._warned: set[str] = set()
 
+    @property
+    def pool(self) -> LdapPool:
+        """Return the connection pool (its `waits` and `wait_seconds` feed the metrics)."""
+        return self._pool
+
     # --- the UserBackend protocol -------------------------------------------------------------
 
     async def startup_check(self) -> None:

@@ -56,6 +56,9 @@ class LdapPool:
         # Two threads more than slots: user binds and unbinding do not wait for a slot.
         self._executor = ThreadPoolExecutor(size + 2, thread_name_prefix="portal-ldap")
         self._closed = False
+        # Read by the metrics (portal_ldap_pool_waits_total, ..._wait_seconds_total).
+        self.waits = 0
+        self.wait_seconds = 0.0
 
     @classmethod
     def from_config(
@@ -127,14 +130,19 @@ class LdapPool:
         """Run op once on a pooled (or new) connection; raise CannotConnect if none opens."""
         if self._closed:
             raise BackendUnavailableError(f"{WHERE}: the backend is closed")
+        busy = self._slots.locked()
+        started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(wait):
                 await self._slots.acquire()
         except TimeoutError:
+            self._count_wait(started)
             raise BackendUnavailableError(
                 f"{WHERE}: all {self._size} connections to {self._address} stayed busy for "
                 f"{self._timeout:g}s"
             ) from None
+        if busy:
+            self._count_wait(started)
         conn = self._idle.pop() if reuse and self._idle else None
         try:
             future = asyncio.get_running_loop().run_in_executor(self._executor, self._use, conn, op)
@@ -160,6 +168,10 @@ class LdapPool:
         except LDAPException as exc:
             raise UserBackendError(f"{WHERE}: {type(exc).__name__}: {exc}") from None
         return value
+
+    def _count_wait(self, started: float) -> None:
+        self.waits += 1
+        self.wait_seconds += asyncio.get_running_loop().time() - started
 
     def _hand_back(self, future: asyncio.Future[tuple[Any | None, Any]]) -> None:
         self._slots.release()
