@@ -119,7 +119,7 @@ async def admin_deletes_johns_device(portal: Portal) -> None:
         run_portal, "users", "second-factor", "delete", "john", "-c", str(config)
     )
     assert result.returncode == 0, result.stderr
-    assert 'totp_removed event="totp_removed" username="john" actor="admin"' in result.stderr
+    assert 'totp_removed username="john" actor="admin"' in result.stderr
     # The command queued its mail at the real time; the portal's clock catches up to send it.
     portal.clock.time = max(portal.clock.now(), time.time()) + 1
     mail = await portal.next_mail()
