@@ -84,13 +84,16 @@ class LdapUserBackend:
         *,
         certificates_directory: Path | None = None,
         logger: logging.Logger | None = None,
+        page_size: int = 500,
     ) -> None:
         """Check the configuration and prepare TLS; nothing connects until it is needed.
 
         certificates_directory: Authelia's top-level key, whose certificates join the system's
-        trust store for the directory's certificate. Raise StartupCheckError on what cannot work.
+        trust store for the directory's certificate. page_size: entries per page of list_users'
+        paged search. Raise StartupCheckError on what cannot work.
         """
         self._config = config
+        self._page_size = page_size
         # One logger for the whole package, named as before the split into modules.
         self._logger = logger or logging.getLogger("portal.users.ldap")
         self._settings = effective_settings(config)
@@ -170,7 +173,9 @@ class LdapUserBackend:
         search = fill_filter(s.users_filter, {}, datetime.now(UTC), {"input": "*"})
         attributes = self._user_attributes()
         answer = await self._pool.run(
-            lambda c: self._connector.paged_search(c, s.users_base, search, attributes)
+            lambda c: self._connector.paged_search(
+                c, s.users_base, search, attributes, self._page_size
+            )
         )
         if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
             raise self._search_failed("users", answer)
