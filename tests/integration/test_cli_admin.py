@@ -26,9 +26,11 @@ from portal.session_cookies import stored_id
 from portal.sessions import SessionStore
 from portal.users.base import User
 from tests.conftest import SESSION_SECRET, minimal_raw
+from tests.integration.postgres import PostgresServer
 from tests.integration.process import free_port
 from tests.integration.redis_server import RedisServer
 from tests.integration.test_cli import portal
+from tests.integration.test_cli_storage import postgres_storage
 
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins", "dev"))
 APP = "https://app.example.com/private"
@@ -218,6 +220,30 @@ def test_unknown_disabled_or_unnamed_users_get_one_line_and_exit_1(
         assert "Traceback" not in result.stderr
 
 
+def test_the_per_account_limit_holds_for_mailed_and_printed_links_alike(
+    tmp_path: Path, users_file: Path
+) -> None:
+    config = str(write_config(tmp_path))  # reset_password_identifier: 3 per 15 minutes
+
+    allowed = [
+        portal("users", "send-reset-link", "john", "-c", config),
+        portal("users", "send-reset-link", "john", "--print-link", "-c", config),
+        portal("users", "send-reset-link", "john", "-c", config),
+    ]
+    mailed = portal("users", "send-reset-link", "john", "-c", config)
+    printed = portal("users", "send-reset-link", "john", "--print-link", "-c", config)
+
+    assert [result.returncode for result in allowed] == [0, 0, 0]
+    refusal = "error: too many reset links for 'john' lately; try again later"
+    assert (mailed.returncode, mailed.stderr.splitlines()[-1:]) == (1, [refusal])
+    assert (printed.returncode, printed.stdout, printed.stderr.splitlines()[-1:]) == (
+        1,
+        "",
+        [refusal],
+    )
+    assert len(outbox(tmp_path / "db")) == 2
+
+
 # --- regulation ------------------------------------------------------------------------------
 
 
@@ -248,6 +274,30 @@ def test_regulation_list_shows_the_bans_and_unban_lifts_them(
     assert after_ip.stdout.splitlines() == ["Nobody is banned."]
     assert again.returncode == 1
     assert again.stderr.splitlines() == ["error: 'john' has no failed sign-ins on record"]
+
+
+def test_regulation_list_and_unban_on_postgres(
+    tmp_path: Path, users_file: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    storage = minimal_raw(tmp_path)["storage"]
+    storage = {
+        "encryption_key": storage["encryption_key"],
+        **postgres_storage(postgres_server, postgres_database, password=postgres_server.password),
+    }
+    path = write_config(tmp_path, storage=storage)
+    fail_sign_ins(path, "harry", "2001:db8::0:1")
+
+    listed = portal("regulation", "list", "-c", str(path))
+    lifted = portal("regulation", "unban", "2001:db8::1", "-c", str(path))
+    after = portal("regulation", "list", "-c", str(path))
+
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [
+        ["user", "harry"],
+        ["ip", "2001:db8::1"],
+    ]
+    assert lifted.returncode == 0, lifted.stderr
+    assert [line.split("\t")[:2] for line in after.stdout.splitlines()] == [["user", "harry"]]
 
 
 def test_an_unbanned_user_signs_in_on_a_running_portal_at_once(
