@@ -29,8 +29,10 @@ from tests.conftest import SESSION_SECRET, minimal_raw
 from tests.integration.postgres import PostgresServer
 from tests.integration.process import free_port
 from tests.integration.redis_server import RedisServer
+from tests.integration.slapd import Slapd
 from tests.integration.test_cli import portal
 from tests.integration.test_cli_storage import postgres_storage
+from tests.web.test_reset_ldap import authelia_ldap_block
 
 JOHN = User("john", "John Doe", ("john.doe@authelia.com",), ("admins", "dev"))
 APP = "https://app.example.com/private"
@@ -139,6 +141,19 @@ def test_users_list_shows_every_user_of_the_file_with_the_disabled_ones(
         "disabled": True,
     }
     assert "$6$" not in text.stdout + as_json.stdout  # no password hash, ever
+
+
+def test_users_list_searches_the_directory(tmp_path: Path, slapd: Slapd) -> None:
+    config = str(write_config(tmp_path, authentication_backend=authelia_ldap_block(slapd)))
+
+    result = portal("users", "list", "--json", "-c", config)
+
+    assert result.returncode == 0, result.stderr
+    users = {u["username"]: u for u in json.loads(result.stdout)}
+    assert sorted(users) == ["bob", "harry", "james", "john"]
+    assert users["john"]["display_name"] == "John Doe"
+    assert sorted(users["john"]["groups"]) == ["admins", "dev"]
+    assert users["john"]["emails"] == ["john.doe@authelia.com"]
 
 
 # --- users send-reset-link -------------------------------------------------------------------
