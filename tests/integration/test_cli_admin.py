@@ -5,6 +5,7 @@ SQLite file (Redis for sessions), next to a running `portal serve` where it matt
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import sqlite3
 import subprocess
@@ -211,6 +212,39 @@ def test_print_link_prints_a_working_link_with_a_warning_and_logs_no_token(
     assert token not in result.stderr  # SECURITY: the audit event and the log carry no token
     assert outbox(tmp_path / "db") == []  # nothing mailed
     assert links_recorded(tmp_path / "db", "harry") == 1  # the link is recorded: it works
+
+
+def test_a_printed_link_opens_on_a_running_portal(tmp_path: Path, users_file: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, server={"address": f"tcp://127.0.0.1:{port}"})
+    with serving(config, port):
+        result = portal("users", "send-reset-link", "john", "--print-link", "-c", str(config))
+        assert result.returncode == 0, result.stderr
+        path = result.stdout.strip().removeprefix("https://auth.example.com")
+        bogus = path[:-4] + ("AAAA" if not path.endswith("AAAA") else "BBBB")
+
+        opened = open_link(port, path)
+        refused = open_link(port, bogus)
+
+    assert 'name="password_confirm"' in opened  # step 2's form for john
+    assert 'name="password_confirm"' not in refused
+
+
+def open_link(port: int, path: str) -> str:
+    """Open a reset link as a browser does: the token moves into a cookie, then the page."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        moved = conn.getresponse()
+        moved.read()
+        assert moved.status == 303, moved.status
+        cookies = "; ".join(
+            value.split(";", 1)[0] for name, value in moved.getheaders() if name == "Set-Cookie"
+        )
+        conn.request("GET", moved.getheader("Location") or "", headers={"Cookie": cookies})
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 def test_unknown_disabled_or_unnamed_users_get_one_line_and_exit_1(
@@ -469,9 +503,8 @@ def _read(path: Path) -> str:
 def _status(
     port: int, path: str, headers: dict[str, str] | None = None, data: bytes | None = None
 ) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, headers=headers or {}
-    )
+    url = f"http://127.0.0.1:{port}{path}"
+    request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310 - loopback
             return int(reply.status)
