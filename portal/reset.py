@@ -229,7 +229,7 @@ class PasswordResetService:
         }
         await self._outbox.enqueue(RESET_MAIL, payload)
         event = "reset_requested" if mail else "reset_decoy_requested"
-        self._audit(event, identifier_hash=key, ip=ip, actor=actor)
+        self._audit(event, identifier_hash=key, ip=ip, **({"actor": actor} if actor else {}))
         return True
 
     async def print_link(self, user: User, *, actor: str) -> str:
