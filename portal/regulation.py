@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from portal.clock import Clock
 from portal.config import RegulationConfig
 from portal.storage.base import RateLimitStore
 from portal.users.base import fold
+
+_PREFIX = "regulation:"
+
+
+@dataclass(frozen=True)
+class Ban:
+    """One running ban: kind "user" or "ip", the subject as counted (folded username or
+    canonical address) and when it ends (Unix seconds)."""
+
+    kind: str
+    subject: str
+    until: float
 
 
 class Regulator:
@@ -68,15 +81,38 @@ class Regulator:
             return False
         return await self._storage.rate_limit_clear(self._keys(username, "")[0]) > 0
 
+    async def bans(self) -> list[Ban]:
+        """Return every running ban, users then addresses, each by subject (`portal regulation
+        list`): the folded username or the canonical address and when the ban ends."""
+        now = self._clock.now()
+        since = now - self._find_time - self._ban_time
+        found = []
+        for key, failures in (await self._storage.rate_limit_keys(_PREFIX, since=since)).items():
+            kind, _, subject = key.removeprefix(_PREFIX).partition(":")
+            end = self._ban_end(failures) if self._max_retries else None
+            if kind in ("user", "ip") and end is not None and end > now:
+                found.append(Ban(kind, subject, end))
+        return sorted(found, key=lambda ban: (ban.kind != "user", ban.subject))
+
+    async def unban(self, subject: str) -> int:
+        """Lift the ban on an address (when `subject` is one) or else a user and forget their
+        failures, whatever the modes; return how many failures were forgotten (0: none)."""
+        subject = subject.strip()
+        try:
+            key = f"{_PREFIX}ip:{ipaddress.ip_address(subject)}"
+        except ValueError:
+            key = f"{_PREFIX}user:{fold(subject)}"
+        return await self._storage.rate_limit_clear(key)
+
     def _keys(self, username: str | None, ip: str) -> list[str]:
         keys: list[str] = []
         if "user" in self._modes and username is not None:
             # SECURITY: folded (and stripped) the way the backends match names, so 'JOHN ' or a
             # full-width 'Ｊｏｈｎ' share one count with 'john' instead of each getting its own.
-            keys.append(f"regulation:user:{fold(username.strip())}")
+            keys.append(f"{_PREFIX}user:{fold(username.strip())}")
         # An unknown address ("") is not a subject: it would lump unrelated clients together.
         if "ip" in self._modes and ip:
-            keys.append(f"regulation:ip:{_canonical_ip(ip)}")
+            keys.append(f"{_PREFIX}ip:{_canonical_ip(ip)}")
         return keys
 
     def _ban_end(self, failures: Sequence[float]) -> float | None:

@@ -197,12 +197,16 @@ class PasswordResetService:
         await self.limit_start(ip)
         await self.queue_link(identifier, ip)
 
-    async def queue_link(self, identifier: str, ip: str, *, mail: bool = True) -> None:
-        """Queue the mail under the per-account and global limits (IP already counted).
+    async def queue_link(
+        self, identifier: str, ip: str, *, mail: bool = True, actor: str | None = None
+    ) -> bool:
+        """Queue the mail under the per-account and global limits (IP already counted); return
+        whether it was queued (False: over a limit, dropped silently for a requester).
 
         With mail=False (security questions not passed) the same work is queued as a decoy
         that sends nothing, counted under a per-identifier key of its own so that it never
-        uses up the identifier's mails.
+        uses up the identifier's mails. actor="admin": `portal users send-reset-link` asks
+        (ip ""); the mail says an administrator asked, and the audit event names the actor.
         """
         key = self.identifier_hash(identifier)
         scope = "reset-identifier" if mail else "reset-decoy-identifier"
@@ -210,18 +214,54 @@ class PasswordResetService:
         # dropped silently: the requester sees the same page either way.
         if await self._limiter.hit(f"{scope}:{key}", self._limits.account) is not None:
             self._audit("reset_throttled", scope="identifier", identifier_hash=key, ip=ip)
-            return
+            return False
         # SECURITY: a global cap, so many addresses together cannot turn the portal into a
         # mail cannon (or its worker into a furnace: decoys count too).
         if await self._limiter.hit("reset-global", self._limits.everyone) is not None:
             self._audit("reset_throttled", scope="global", identifier_hash=key, ip=ip)
-            return
-        await self._outbox.enqueue(
-            RESET_MAIL,
-            {"identifier": identifier, "ip": ip, "requested_at": self._clock.now(), "mail": mail},
-        )
+            return False
+        payload = {
+            "identifier": identifier,
+            "ip": ip,
+            "requested_at": self._clock.now(),
+            "mail": mail,
+            **({"actor": actor} if actor else {}),
+        }
+        await self._outbox.enqueue(RESET_MAIL, payload)
         event = "reset_requested" if mail else "reset_decoy_requested"
-        self._audit(event, identifier_hash=key, ip=ip)
+        self._audit(event, identifier_hash=key, ip=ip, **({"actor": actor} if actor else {}))
+        return True
+
+    async def print_link(self, user: User, *, actor: str) -> str:
+        """Record a reset link for user and return it, for delivery out of band (`portal users
+        send-reset-link --print-link`): the link the mail would carry, with its normal
+        lifespan, revoking the user's other links. Nothing is mailed.
+
+        Counted under the per-account limit (reset_password_identifier), as a mailed link is;
+        raises RateLimitedError when over it, BadRequestError for a disabled user or one the
+        backend no longer finds. Audits `reset_link_printed` (username, jti hash, actor;
+        never the token). The caller shows the link to the administrator only.
+        """
+        if user.disabled:
+            raise BadRequestError(f"user '{user.username}' is disabled")
+        key = self.identifier_hash(user.username)
+        retry_after = await self._limiter.hit(f"reset-identifier:{key}", self._limits.account)
+        if retry_after is not None:
+            self._audit("reset_throttled", scope="identifier", username=user.username, actor=actor)
+            raise RateLimitedError(int(retry_after))
+        state = await self._users.password_state(user.username)
+        if state is None:
+            raise BadRequestError(f"no user '{user.username}'")
+        link, _, claims = await self.deliver_reset_mail.record_link(
+            user.username, state, "", real=True
+        )
+        self._audit(
+            "reset_link_printed",
+            username=user.username,
+            jti_hash=ResetTokens.jti_hash(claims.jti),
+            actor=actor,
+        )
+        return link
 
     # -- using a link --------------------------------------------------------------------------
 

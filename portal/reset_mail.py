@@ -15,7 +15,7 @@ from portal.mail import MailRenderer, humanize_duration, when
 from portal.notify.base import Notifier
 from portal.ratelimit import Bucket, RateLimiter
 from portal.storage.base import IdentityVerification, IdentityVerificationStore, OutboxMessage
-from portal.tokens import ACTION, ResetTokens
+from portal.tokens import ACTION, ResetClaims, ResetTokens
 from portal.users.base import UserBackend
 
 RESET_MAIL = "reset_password"
@@ -102,32 +102,10 @@ class ResetMailJob:
         # SECURITY: a decoy's token and writes are for a name no account has (usernames are
         # never empty), so they can revoke nothing.
         subject = username if refusal is None else DECOY_USERNAME
-        token, claims = self._tokens.issue(subject, state or "")
-        now = self._clock.now()
-        if refusal is None:
-            await self._storage.save_identity_verification(
-                IdentityVerification(
-                    jti=claims.jti,
-                    username=username,
-                    action=ACTION,
-                    issued_at=claims.issued_at,
-                    issued_ip=ip,
-                    expires_at=claims.expires_at,
-                )
-            )
-        else:
-            # SECURITY: a write transaction like the save above that changes nothing: the
-            # decoy's jti is new and random, so no record has it. No link is ever recorded.
-            await self._storage.revoke_identity_verification(claims.jti, at=now, ip=ip)
-        # SECURITY: a new link revokes the user's other unused ones. Saved first, revoked after:
-        # two replicas mailing the same user at once can never leave two links that work (at
-        # worst both die and the user asks again); revoking first could leave both alive.
-        await self._storage.revoke_identity_verifications_for(
-            subject, ACTION, at=now, ip=ip, keep_jti=claims.jti
+        link, revoke_link, claims = await self.record_link(
+            subject, state or "", ip, real=refusal is None
         )
         base = self._config.portal_url
-        # SECURITY: the revoke link carries a token that can only revoke (its own audience).
-        revoke_token = self._tokens.revocation(claims)
         # A decoy's mail never holds what was typed: it is the same mail, to nobody.
         shown = (user.display_name or subject) if user is not None and refusal is None else subject
         mail = self._renderer.render(
@@ -138,10 +116,12 @@ class ResetMailJob:
             context={
                 "display_name": shown,
                 "username": subject,
-                "link": f"{base}/reset-password/step2?token={token}",
-                "revoke_link": f"{base}/revoke/reset-password?token={revoke_token}",
+                "link": link,
+                "revoke_link": revoke_link,
                 "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
                 "ip": ip,
+                # "admin": `portal users send-reset-link` asked, not someone at an address.
+                "actor": message.payload.get("actor"),
                 "requested_at": when(float(message.payload["requested_at"])),
                 "portal_url": base,
             },
@@ -164,3 +144,45 @@ class ResetMailJob:
             )
             raise
         self._audit("reset_mail_sent", username=username, ip=ip, jti_hash=jti_hash)
+
+    async def record_link(
+        self, subject: str, state: str, ip: str, *, real: bool
+    ) -> tuple[str, str, ResetClaims]:
+        """Issue a reset token for subject, record it (real) or make the same write for nothing
+        (a decoy), revoke subject's other unused links; return (link, revoke link, claims).
+
+        `state` is the user's password_state (the token's fingerprint); `ip` is recorded as
+        where the link was asked for ("" for an administrator). The links are absolute URLs
+        under the portal's address; each carries a token: never log them.
+        """
+        token, claims = self._tokens.issue(subject, state)
+        now = self._clock.now()
+        if real:
+            await self._storage.save_identity_verification(
+                IdentityVerification(
+                    jti=claims.jti,
+                    username=subject,
+                    action=ACTION,
+                    issued_at=claims.issued_at,
+                    issued_ip=ip,
+                    expires_at=claims.expires_at,
+                )
+            )
+        else:
+            # SECURITY: a write transaction like the save above that changes nothing: the
+            # decoy's jti is new and random, so no record has it. No link is ever recorded.
+            await self._storage.revoke_identity_verification(claims.jti, at=now, ip=ip)
+        # SECURITY: a new link revokes the user's other unused ones. Saved first, revoked after:
+        # two replicas mailing the same user at once can never leave two links that work (at
+        # worst both die and the user asks again); revoking first could leave both alive.
+        await self._storage.revoke_identity_verifications_for(
+            subject, ACTION, at=now, ip=ip, keep_jti=claims.jti
+        )
+        base = self._config.portal_url
+        # SECURITY: the revoke link carries a token that can only revoke (its own audience).
+        revoke_token = self._tokens.revocation(claims)
+        return (
+            f"{base}/reset-password/step2?token={token}",
+            f"{base}/revoke/reset-password?token={revoke_token}",
+            claims,
+        )

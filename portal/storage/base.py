@@ -272,6 +272,11 @@ class RateLimitStore(Protocol):
         """Delete every event of the key (a ban lifted); return how many."""
         ...
 
+    async def rate_limit_keys(self, prefix: str, *, since: float) -> dict[str, list[float]]:
+        """Return every key starting with `prefix` (compared as text, no wildcards) that has
+        events at or after `since`, with those events ascending (`portal regulation list`)."""
+        ...
+
     async def purge_rate_limits(self, *, before: float) -> int:
         """Delete every key's events older than `before`; return how many."""
         ...

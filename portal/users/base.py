@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import unicodedata
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from portal.errors import ChangeReason
 
@@ -66,6 +66,18 @@ class UserLookup(Protocol):
 
     async def get_user(self, identifier: str) -> User | None:
         """Find a user by username, or by email if the backend's search allows; None if unknown."""
+        ...
+
+
+@runtime_checkable
+class UserLister(Protocol):
+    """List every user: the role `portal users list` asks of a backend that can (file, LDAP)."""
+
+    async def list_users(self) -> list[User]:
+        """Return every user the backend knows, disabled ones included, sorted by username.
+
+        Raises UserBackendError (or BackendUnavailableError) when the backend cannot answer.
+        """
         ...
 
 

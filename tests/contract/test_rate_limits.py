@@ -57,6 +57,27 @@ async def test_clearing_a_key_deletes_its_events_and_no_others(storage: RateLimi
     assert await storage.rate_limit_events("user:mary", since=0) == [NOW]
 
 
+async def test_listing_keys_by_prefix_finds_recent_events_and_no_wildcards(
+    storage: RateLimitStore,
+) -> None:
+    await storage.rate_limit_hit("regulation:user:john", at=NOW, keep_for=600)
+    await storage.rate_limit_hit("regulation:user:john", at=NOW + 20, keep_for=600)
+    await storage.rate_limit_hit("regulation:ip:192.0.2.1", at=NOW + 5, keep_for=600)
+    await storage.rate_limit_hit("regulation:user:old", at=NOW - 100, keep_for=600)
+    await storage.rate_limit_hit("regulationXuser:mary", at=NOW, keep_for=600)
+    await storage.rate_limit_hit("ip:reset-start:192.0.2.1", at=NOW, keep_for=600)
+
+    found = await storage.rate_limit_keys("regulation:", since=NOW)
+
+    assert found == {
+        "regulation:ip:192.0.2.1": [NOW + 5],
+        "regulation:user:john": [NOW, NOW + 20],
+    }
+    # `_` and `%` are text: LIKE would have matched "regulationXuser:mary".
+    assert await storage.rate_limit_keys("regulation_", since=0) == {}
+    assert await storage.rate_limit_keys("%", since=0) == {}
+
+
 async def test_simultaneous_hits_from_two_instances_are_all_counted(
     storage: RateLimitStore, other_instance: RateLimitStore
 ) -> None:

@@ -102,6 +102,37 @@ def stored_password(slapd: Slapd, dn: str) -> str:
 # --- lookups -------------------------------------------------------------------------------------
 
 
+async def test_list_users_finds_every_user_the_filter_matches_page_by_page(
+    slapd: Slapd,
+) -> None:
+    paged = LdapUserBackend(
+        suite_config(slapd), certificates_directory=slapd.ca_directory, page_size=1
+    )
+    await paged.startup_check()
+    try:
+        users = await paged.list_users()
+    finally:
+        await paged.close()
+
+    assert [u.username for u in users] == ["bob", "harry", "james", "john"]  # one page each
+    john = users[-1]
+    assert (john.display_name, john.emails) == ("John Doe", ("john.doe@authelia.com",))
+    assert sorted(john.groups) == ["admins", "dev"]
+    assert users[0].groups == ("dev",)
+
+
+async def test_list_users_keeps_the_rest_of_users_filter(make_backend: BackendFactory) -> None:
+    narrowed = make_backend(
+        users_filter="(&(objectClass=inetOrgPerson)(!(uid=bob))"
+        "(|({username_attribute}={input})({mail_attribute}={input})))"
+    )
+    await narrowed.startup_check()
+
+    users = await narrowed.list_users()
+
+    assert [u.username for u in users] == ["harry", "james", "john"]
+
+
 async def test_john_is_found_by_username_and_by_mail(backend: LdapUserBackend) -> None:
     for identifier in ("john", "john.doe@authelia.com"):
         john = await backend.get_user(identifier)

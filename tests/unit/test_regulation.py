@@ -220,3 +220,33 @@ async def test_a_ban_is_shared_by_every_instance_on_the_same_storage(
         assert await regulator_for(other, clock).banned_until("john", "203.0.113.9") is not None
     finally:
         await other.close()
+
+
+async def test_bans_lists_running_bans_only_with_when_they_end(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    regulator = regulator_for(storage, clock)
+    await fail(regulator, clock, 2, username="mary", ip="")  # two: not banned
+    await fail(regulator, clock, 3, username="JOHN", ip="::0:1")
+    until = clock.now() + BAN_TIME
+
+    assert [(b.kind, b.subject, b.until) for b in await regulator.bans()] == [
+        ("user", "john", until),  # folded, as counted
+        ("ip", "::1", until),  # canonical
+    ]
+    clock.advance(BAN_TIME)
+    assert await regulator.bans() == []  # over
+
+
+async def test_unban_lifts_a_users_or_an_addresss_ban_at_once(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    regulator = regulator_for(storage, clock)
+    await fail(regulator, clock, 3, username="john", ip="192.0.2.1")
+
+    assert await regulator.unban(" John ") == 3
+    assert await regulator.banned_until("john", "198.51.100.1") is None
+    assert await regulator.banned_until("mary", "192.0.2.1") is not None
+    assert await regulator.unban("192.0.2.1") == 3
+    assert await regulator.banned_until("john", "192.0.2.1") is None
+    assert await regulator.unban("john") == 0

@@ -56,6 +56,22 @@ class PostgresRateLimits(PostgresCore):
             "rate_limit_clear", "DELETE FROM rate_limit_events WHERE key = $1", key
         )
 
+    async def rate_limit_keys(self, prefix: str, *, since: float) -> dict[str, list[float]]:
+        """Return every key starting with `prefix` that has events at or after `since`, with
+        those events ascending."""
+        rows = await self._fetch(
+            "rate_limit_keys",
+            # left(), not LIKE: a prefix's % or _ is text, not a wildcard.
+            "SELECT key, at FROM rate_limit_events WHERE left(key, length($1)) = $1"
+            " AND at >= $2 ORDER BY key, at",
+            prefix,
+            since,
+        )
+        found: dict[str, list[float]] = {}
+        for row in rows:
+            found.setdefault(str(row["key"]), []).append(float(row["at"]))
+        return found
+
     async def purge_rate_limits(self, *, before: float) -> int:
         """Delete every key's events older than `before`; return how many."""
         return await self._execute_count(

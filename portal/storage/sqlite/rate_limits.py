@@ -42,6 +42,21 @@ class SqliteRateLimits(SqliteCore):
             "rate_limit_clear", "DELETE FROM rate_limit_events WHERE key = ?", (key,)
         )
 
+    async def rate_limit_keys(self, prefix: str, *, since: float) -> dict[str, list[float]]:
+        """Return every key starting with `prefix` that has events at or after `since`, with
+        those events ascending."""
+        rows = await self._fetch(
+            "rate_limit_keys",
+            # substr, not LIKE: a prefix's % or _ is text, not a wildcard.
+            "SELECT key, at FROM rate_limit_events WHERE substr(key, 1, ?) = ? AND at >= ?"
+            " ORDER BY key, at",
+            (len(prefix), prefix, since),
+        )
+        found: dict[str, list[float]] = {}
+        for key, at in rows:
+            found.setdefault(str(key), []).append(float(at))
+        return found
+
     async def purge_rate_limits(self, *, before: float) -> int:
         """Delete every key's events older than `before`; return how many."""
         return await self._write_count(

@@ -88,6 +88,12 @@ class FileUserBackend:
             username = self._resolve_email(directory, identifier)
         return directory.accounts[username].user if username is not None else None
 
+    async def list_users(self) -> list[User]:
+        """Return every user of the file, disabled ones included, sorted by username (the
+        UserLister role; entries the file's checks ignore are left out, as lookups do)."""
+        directory = await self._current()
+        return [directory.accounts[name].user for name in sorted(directory.accounts)]
+
     async def check_password(self, username: str, password: str) -> bool:
         """Return whether the password is the user's; False if unknown, disabled or locked."""
         directory = await self._current()

@@ -84,13 +84,16 @@ class LdapUserBackend:
         *,
         certificates_directory: Path | None = None,
         logger: logging.Logger | None = None,
+        page_size: int = 500,
     ) -> None:
         """Check the configuration and prepare TLS; nothing connects until it is needed.
 
         certificates_directory: Authelia's top-level key, whose certificates join the system's
-        trust store for the directory's certificate. Raise StartupCheckError on what cannot work.
+        trust store for the directory's certificate. page_size: entries per page of list_users'
+        paged search. Raise StartupCheckError on what cannot work.
         """
         self._config = config
+        self._page_size = page_size
         # One logger for the whole package, named as before the split into modules.
         self._logger = logger or logging.getLogger("portal.users.ldap")
         self._settings = effective_settings(config)
@@ -157,13 +160,49 @@ class LdapUserBackend:
 
     async def get_user(self, identifier: str) -> User | None:
         """Find a user by whatever users_filter matches {input} against (username, mail)."""
+        entry = await self._find(identifier, self._user_attributes())
+        if entry is None:
+            return None
+        return await self._user_of(entry, identifier)
+
+    async def list_users(self) -> list[User]:
+        """Return every user users_filter matches whatever {input} is, sorted by username (the
+        UserLister role).
+
+        The filter is users_filter with {input} replaced by `*`: `(uid={input})` becomes the
+        presence filter `(uid=*)`, the rest of the filter (object class, AD's disabled-account
+        clauses) still applies, as Authelia documents users_filter. One paged search (RFC 2696),
+        then each user's groups search. Raises UserBackendError or BackendUnavailableError.
+        """
+        s = self._settings
+        search = fill_filter(s.users_filter, {}, datetime.now(UTC), {"input": "*"})
+        attributes = self._user_attributes()
+        answer = await self._pool.run(
+            lambda c: self._connector.paged_search(
+                c, s.users_base, search, attributes, self._page_size
+            )
+        )
+        if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+            raise self._search_failed("users", answer)
+        users = []
+        for entry in answer.entries:
+            names = entry.values(s.username)
+            user = await self._user_of(entry, names[0] if names else "")
+            if user is not None:
+                users.append(user)
+        return sorted(users, key=lambda u: u.username)
+
+    def _user_attributes(self) -> list[str]:
         s = self._settings
         attributes = [s.username, s.display_name, s.mail, *state_attributes(self._ad)]
         if s.group_search_mode == "memberof" and s.member_of:
             attributes.append(s.member_of)
-        entry = await self._find(identifier, attributes)
-        if entry is None:
-            return None
+        return attributes
+
+    async def _user_of(self, entry: Entry, identifier: str) -> User | None:
+        """Build the User an entry describes (its groups searched), or None if it has no
+        single username."""
+        s = self._settings
         names = entry.values(s.username)
         if not names:
             self._logger.warning("%s: %s has no %s; ignoring it", WHERE, entry.dn, s.username)

@@ -13,7 +13,8 @@ import math
 import re
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -44,6 +45,7 @@ T = TypeVar("T")
 
 # LDAP result codes the backend tells apart (RFC 4511 appendix A).
 SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT, INVALID_CREDENTIALS = 0, 4, 32, 49
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"  # RFC 2696 simple paged results
 INSUFFICIENT_ACCESS, BUSY, UNAVAILABLE = 50, 51, 52
 
 # Failures of the connection itself (as opposed to a request the server answered).
@@ -309,6 +311,33 @@ class Connector:
             )
         )
         return answer_of(conn, _entries(conn))
+
+    def paged_search(
+        self, conn: Any, base: str, search: str, attributes: list[str], page_size: int = 500
+    ) -> Answer:
+        """Search the subtree under base page by page (RFC 2696 simple paged results), so a
+        directory's size limit does not cut the answer short; raise Down. The Answer holds
+        every entry of every page and the last page's result code."""
+        entries: list[Entry] = []
+        cookie: bytes | None = None
+        while True:
+            page: Callable[[], Any] = partial(
+                conn.search,
+                base,
+                search,
+                search_scope=SUBTREE,
+                attributes=attributes or ["1.1"],
+                paged_size=page_size,
+                paged_cookie=cookie,
+                time_limit=self._receive_timeout or 0,
+            )
+            self.ldap(page)
+            answer = answer_of(conn, _entries(conn))
+            entries.extend(answer.entries)
+            control = ((conn.result or {}).get("controls") or {}).get(PAGED_RESULTS_OID) or {}
+            cookie = (control.get("value") or {}).get("cookie") or None
+            if answer.code != SUCCESS or not cookie:
+                return replace(answer, entries=tuple(entries))
 
     def read_rootdse(self, conn: Any) -> Answer:
         """Read the RootDSE's extensions, controls and vendor (RFC 4512 5.1); raise Down."""
