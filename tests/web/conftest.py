@@ -232,6 +232,12 @@ def audit_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str,
     ]
 
 
+def same_for_everyone(response: ClientResponse) -> dict[str, str]:
+    """Return the answer's headers but those that differ between any two answers (Date, and
+    X-Request-Id: each request's own random id), for answers that must not tell who asked."""
+    return {k: v for k, v in response.headers.items() if k.lower() not in ("date", "x-request-id")}
+
+
 def has_session(response: ClientResponse) -> bool:
     """Tell whether the answer set a session cookie."""
     return "portal_session" in response.cookies
