@@ -18,9 +18,9 @@ from portal.handlers.common import (
     request_ip,
     see_other,
 )
-from portal.handlers.second_factor import needs_two_factors, second_step_first, totp_page_url
-from portal.handlers.signin import rotate_session_cookie
-from portal.keys import CONFIG, SESSIONS, SIGNIN
+from portal.handlers.second_factor import needs_two_factors
+from portal.handlers.signin import after_first_factor, rotate_session_cookie
+from portal.keys import CONFIG, SIGNIN
 from portal.middlewares import MAX_BODY
 from portal.partner_tokens import LEEWAY, MAX_TOKEN_LENGTH
 from portal.signin import safe_redirect
@@ -109,13 +109,7 @@ async def sso_jwt_post(request: web.Request) -> web.Response:
         )
     except PartnerTokenRejectedError:
         return _refused(request)
-    try:
-        if await second_step_first(request, user, target):
-            going_to = totp_page_url(target)
-    except BaseException:
-        # SECURITY: a session whose cookie never reaches the browser is ended, not left open.
-        await request.app[SESSIONS].destroy(value)
-        raise
+    going_to = await after_first_factor(request, user, target, value, going_to)
     response = see_other(going_to)
     response.del_cookie(TOKEN_COOKIE, path=SSO_JWT)
     await rotate_session_cookie(request, response, value, cookie, False)

@@ -38,6 +38,7 @@ from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS
 from portal.signin import safe_redirect
+from portal.users.base import User
 
 
 def _page(request: web.Request, status: int = 200, **context: Any) -> web.Response:
@@ -129,16 +130,26 @@ async def signin_post(request: web.Request) -> web.Response:
         return _page(
             request, status=status, error=error, username=username[:256], rd=rd, captcha=captcha
         )
-    try:
-        if await second_step_first(request, user, target):
-            going_to = totp_page_url(target)
-    except BaseException:
-        # SECURITY: a session whose cookie never reaches the browser is ended, not left open.
-        await request.app[SESSIONS].destroy(value)
-        raise
+    going_to = await after_first_factor(request, user, target, value, going_to)
     response = web.HTTPFound(going_to)
     await rotate_session_cookie(request, response, value, cookie, remember)
     raise response
+
+
+async def after_first_factor(
+    request: web.Request, user: User, target: str | None, value: str, going_to: str
+) -> str:
+    """Return where a browser goes once its first factor opened the session `value`: the
+    second step when target (or, with no target, the portal's rules) asks for one, else
+    going_to. SECURITY: if deciding fails, the session is ended, not left open without its
+    cookie ever reaching the browser."""
+    try:
+        if await second_step_first(request, user, target):
+            return totp_page_url(target)
+    except BaseException:
+        await request.app[SESSIONS].destroy(value)
+        raise
+    return going_to
 
 
 async def rotate_session_cookie(
