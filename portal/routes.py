@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from portal import openapi
 from portal.handlers import (
     assets,
     authz,
@@ -81,6 +82,14 @@ class _Router:
 def setup_routes(app: web.Application) -> None:
     """Register every route under its name, then the fallback that answers 404 and 405."""
     _routes(app)
+    # Last but the fallback: the document names the routes registered before it.
+    document = openapi.dump(openapi.document_for(app, app[CONFIG]))
+    app.router.add_get(
+        openapi.OPENAPI_PATH,
+        openapi.handler(document),
+        name="openapi",
+        expect_handler=expect_continue,
+    )
     app.router.add_route(
         "*", "/{path:.*}", no_such_route, name=NO_SUCH_ROUTE, expect_handler=expect_continue
     )
