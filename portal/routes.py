@@ -153,7 +153,9 @@ def _routes(app: web.Application) -> None:
         add.add_put(register, webauthn.api_register_put)
         add.add_post(register, webauthn.api_register_post)
         add.add_get("/api/secondfactor/webauthn/credentials", webauthn.api_credentials_get)
-        credential = "/api/secondfactor/webauthn/credential/{credential_id}"
+        # A number (the credential's id), so .../credential/register is not read as one: a
+        # DELETE there is a 405 naming the register route's methods, not a 404 for "register".
+        credential = "/api/secondfactor/webauthn/credential/{credential_id:[0-9]+}"
         add.add_put(credential, webauthn.api_credential_put)
         add.add_delete(credential, webauthn.api_credential_delete)
         add.add_get(webauthn.WEBAUTHN_SETTINGS, webauthn.settings_get, name="webauthn_settings")

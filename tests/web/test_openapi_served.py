@@ -31,3 +31,17 @@ async def test_the_document_is_served_as_cacheable_yaml(portal: Portal) -> None:
     assert again.headers["ETag"] == etag
     other = await portal.client.get("/api/openapi.yml", headers={"If-None-Match": '"stale"'})
     assert other.status == 200
+
+
+async def test_the_register_address_is_not_read_as_a_credential_id(portal: Portal) -> None:
+    """DELETE .../credential/register is a 405 whose Allow lists the register route's methods,
+    as the document has them (schemathesis's Allow check found it routed as credential
+    "register": a 404, with DELETE in Allow); a numeric id still reaches the credential route."""
+    register = "/api/secondfactor/webauthn/credential/register"
+    response = await portal.client.delete(register)
+    assert response.status == 405
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"PUT", "POST"}
+    assert (await response.json())["status"] == "KO"
+    numbered = await portal.client.delete("/api/secondfactor/webauthn/credential/7")
+    assert numbered.status == 401  # the credential route: no session
+    assert await numbered.json() == {"status": "KO", "message": "You need to sign in first."}
