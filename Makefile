@@ -112,7 +112,8 @@ test: $(VENV)/.installed-test system-deps lint $(AXE) $(NODE_JWT)
 	$(BIN)/pytest
 
 # 100,000 generated requests against the portal on 127.0.0.1 (bench/fuzz.py prints the figures;
-# bounded by --requests and --max-seconds). `make test` runs a two-minute version of it.
+# bounded by --requests and --max-seconds), then schemathesis over GET /api/openapi.yml with
+# --openapi-examples cases per operation. `make test` runs a short version of both.
 FUZZ_ARGS ?= --requests 100000 --max-seconds 1800
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)

@@ -2,6 +2,7 @@
 
     python bench/fuzz.py [--requests 100000] [--max-seconds 1800] [--concurrency 8]
                          [--seed 11] [--recombine 9] [--hang-seconds 10] [--keep DIR]
+                         [--openapi-examples 200] [--openapi-max-seconds S] [--no-raw]
 
 Starts the portal (`python -m portal serve`, both profiles of tests/fuzz/server.py) on free
 127.0.0.1 ports in a scratch directory, and sends it requests drawn by the hypothesis strategies
@@ -10,8 +11,12 @@ in parts of recent ones (drawing is the slow part; recombining is cheap). Stops 
 `--requests` requests or `--max-seconds`, whichever comes first, then prints: requests by status
 class, the 5xx count, the 5xx and the tracebacks grouped by where the log says they were raised,
 hangs, log bytes per request and requests per second, and PASS/FAIL lines for the issue's goals.
-Exits 1 when a goal is missed, 2 when the portal does not start. Not a test: `make test` runs
-the short, shrinking version (tests/fuzz/test_fuzz_routes.py).
+Then schemathesis runs over each portal's GET /api/openapi.yml (tests/fuzz/openapi_fuzz.py:
+signed in with an elevated session, then anonymous; `--openapi-examples` cases per operation and
+phase, `--openapi-max-seconds` to keep fuzzing until that time is spent) and its figures are
+printed: operations, cases, failures. Exits 1 when a goal is missed, 2 when the portal does not
+start. Not a test: `make test` runs the short, shrinking versions (tests/fuzz/test_fuzz_routes.py,
+tests/fuzz/test_openapi_fuzz.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings  # noqa: E402
 
+from tests.fuzz.openapi_fuzz import FuzzFigures, run_schemathesis  # noqa: E402
 from tests.fuzz.server import (  # noqa: E402 - after the path is set
     PROFILES,
     FuzzPortal,
@@ -281,6 +287,43 @@ def report(
     return all(ok for _, ok in goals)
 
 
+def openapi_report(
+    portals: dict[str, FuzzPortal], directory: Path, args: argparse.Namespace
+) -> bool:
+    """Run schemathesis over each portal's document; print its figures; return whether clean."""
+    total = FuzzFigures()
+    logged = 0
+    for name, portal in portals.items():
+        start = portal.log_size()
+        figures = run_schemathesis(
+            portal,
+            directory / "schemathesis",
+            max_examples=args.openapi_examples,
+            seed=args.seed,
+            max_time=args.openapi_max_seconds,
+            workers=2,
+        )
+        print(f"{name}: {figures.summary()}")
+        if not figures.passed:
+            print("\n".join(figures.outputs)[-30000:])
+        total.operations += figures.operations
+        total.cases += figures.cases
+        total.failures += figures.failures
+        total.errors += figures.errors
+        total.seconds += figures.seconds
+        total.exit_codes += figures.exit_codes
+        with portal.log_file.open(encoding="utf-8", errors="replace") as log:
+            log.seek(start)
+            found = list(scan_log(log))
+        logged += len(found)
+        for count, first in _group(found):
+            print(f"  {count:6d}  traceback: {first.exception_type} at {first.place}")
+    print(total.summary())
+    print(f"{'PASS' if total.passed else 'FAIL'}: every answer matches GET /api/openapi.yml")
+    print(f"{'PASS' if not logged else 'FAIL'}: no traceback in the log under schemathesis")
+    return total.passed and not logged
+
+
 def main() -> int:
     """Run the fuzz campaign and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -293,9 +336,18 @@ def main() -> int:
     )
     parser.add_argument("--hang-seconds", type=float, default=10.0)
     parser.add_argument("--keep", type=Path, help="keep the portals' files (logs) here")
+    parser.add_argument(
+        "--openapi-examples", type=int, default=200, help="schemathesis cases per operation"
+    )
+    parser.add_argument(
+        "--openapi-max-seconds", type=float, help="schemathesis: fuzz until this time is spent"
+    )
+    parser.add_argument("--no-raw", action="store_true", help="only the schemathesis runs")
     args = parser.parse_args()
     if not 0 < args.requests <= 10_000_000 or not 0 < args.max_seconds <= 24 * 3600:
         parser.error("--requests and --max-seconds must be positive and bounded")
+    if not 0 < args.openapi_examples <= 100_000 or not 0 < (args.openapi_max_seconds or 1) <= 86400:
+        parser.error("--openapi-examples and --openapi-max-seconds must be positive and bounded")
     directory = Path(tempfile.mkdtemp(prefix="portal-fuzz-"))
     portals = {p: start_portal(directory / p, p) for p in PROFILES}
     try:
@@ -310,9 +362,12 @@ def main() -> int:
         except RuntimeError as exc:
             print(f"the portal did not start: {exc}", file=sys.stderr)
             return 2
-        log_start = {name: portal.log_size() for name, portal in portals.items()}
-        tally = asyncio.run(send_all(portals, args))
-        return 0 if report(portals, tally, log_start, args) else 1
+        ok = True
+        if not args.no_raw:
+            log_start = {name: portal.log_size() for name, portal in portals.items()}
+            tally = asyncio.run(send_all(portals, args))
+            ok = report(portals, tally, log_start, args)
+        return 0 if openapi_report(portals, directory, args) and ok else 1
     finally:
         for portal in portals.values():
             stop_portal(portal)

@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from portal import openapi
 from portal.handlers import (
     assets,
     authz,
@@ -81,6 +82,14 @@ class _Router:
 def setup_routes(app: web.Application) -> None:
     """Register every route under its name, then the fallback that answers 404 and 405."""
     _routes(app)
+    # Last but the fallback: the document names the routes registered before it.
+    document = openapi.dump(openapi.document_for(app, app[CONFIG]))
+    app.router.add_get(
+        openapi.OPENAPI_PATH,
+        openapi.handler(document),
+        name="openapi",
+        expect_handler=expect_continue,
+    )
     app.router.add_route(
         "*", "/{path:.*}", no_such_route, name=NO_SUCH_ROUTE, expect_handler=expect_continue
     )
@@ -144,7 +153,9 @@ def _routes(app: web.Application) -> None:
         add.add_put(register, webauthn.api_register_put)
         add.add_post(register, webauthn.api_register_post)
         add.add_get("/api/secondfactor/webauthn/credentials", webauthn.api_credentials_get)
-        credential = "/api/secondfactor/webauthn/credential/{credential_id}"
+        # A number (the credential's id), so .../credential/register is not read as one: a
+        # DELETE there is a 405 naming the register route's methods, not a 404 for "register".
+        credential = "/api/secondfactor/webauthn/credential/{credential_id:[0-9]+}"
         add.add_put(credential, webauthn.api_credential_put)
         add.add_delete(credential, webauthn.api_credential_delete)
         add.add_get(webauthn.WEBAUTHN_SETTINGS, webauthn.settings_get, name="webauthn_settings")

@@ -93,6 +93,8 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
             ]
         },
         "storage": {"local": {"path": str(directory / "db.sqlite3")}},
+        # Schemathesis works as an elevated user (tests/fuzz/openapi_fuzz.py) for a long run.
+        "identity_validation": {"elevated_session": {"elevation_lifespan": "1h"}},
         "access_control": {
             "default_policy": "deny",
             "rules": [
@@ -114,9 +116,7 @@ def portal_config(directory: Path, port: int, profile: str) -> dict[str, Any]:
         },
     }
     if profile == "guarded":
-        config["identity_validation"] = {
-            "reset_password": {"security_questions": {"enabled": True}}
-        }
+        config["identity_validation"]["reset_password"] = {"security_questions": {"enabled": True}}
         config["captcha"] = {
             "enabled_on": ["login"],
             "login_after_failures": 2,

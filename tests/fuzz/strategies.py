@@ -74,6 +74,7 @@ ROUTES: tuple[Route, ...] = (
     # With identity_token.enabled (issue 17).
     Route("/.well-known/jwks.json", ("GET",), "none"),
     Route("/api/health", ("GET",), "none"),
+    Route("/api/openapi.yml", ("GET",), "none"),
     Route("/api/captcha/challenge", ("GET",), "none"),
     Route("/static/portal.css", ("GET",), "none"),
     Route("/reset-password/step1", ("GET", "POST"), "form", STEP1_FORM),
