@@ -20,6 +20,8 @@ from portal.handlers import assets
 from portal.handlers.password import PASSWORD_SETTINGS
 from portal.handlers.totp import TOTP_SETTINGS
 from portal.headers import security_headers
+from portal.i18n import current_language, language_middleware
+from portal.i18n import install as install_gettext
 from portal.keys import (
     ADDRESSES,
     AUTHZ,
@@ -165,6 +167,12 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
             notifier=MeteredNotifier(deps.notifier, metrics),
         )
         middlewares.insert(0, request_middleware(metrics))
+    services = build_services(config, deps)
+    # Before the error pages (errors_middleware): they speak the request's language too.
+    middlewares.insert(
+        middlewares.index(errors_middleware),
+        language_middleware(services.catalogs, config.default_language),
+    )
     app = web.Application(
         middlewares=middlewares,
         client_max_size=MAX_BODY,
@@ -173,7 +181,6 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         # traceback per request). body_size_middleware refuses any coding but identity (415).
         handler_args={"auto_decompress": False},
     )
-    services = build_services(config, deps)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[USERS] = deps.users
@@ -196,12 +203,15 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[IDENTITY_TOKENS] = services.identity_tokens
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
+    install_gettext(env)
     # What every page shows of the configuration: its theme and whose pages they are.
     env.globals.update(
         theme=config.theme,
         organization=config.organization_name,
         logo=assets.asset(config, "logo.png") is not None,
         favicon=assets.asset(config, "favicon.ico") is not None,
+        # <html lang>: the language the page is rendered in.
+        current_language=current_language,
         # The signed-in page links to the TOTP settings while TOTP is on.
         totp_settings_url=None if config.totp.disable else TOTP_SETTINGS,
         # ... and to the password change unless authentication_backend.password_change.disable.

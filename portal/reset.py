@@ -38,6 +38,7 @@ from portal.errors import (
     WebAuthnCredentialNotFoundError,
     WebAuthnFailedError,
 )
+from portal.i18n import wanted_language
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -226,6 +227,9 @@ class PasswordResetService:
             "requested_at": self._clock.now(),
             "mail": mail,
             **({"actor": actor} if actor else {}),
+            # The language the requester's browser asked for (None for an administrator's
+            # command): the mail's, and then the user's recorded one (reset step 1 is a use).
+            "language": wanted_language(),
         }
         await self._outbox.enqueue(RESET_MAIL, payload)
         event = "reset_requested" if mail else "reset_decoy_requested"
