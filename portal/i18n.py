@@ -20,22 +20,27 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
-from portal.clock import Clock
-from portal.storage.base import UserLanguageStore
+if TYPE_CHECKING:  # portal.errors imports N_ from here: no import of the portal at run time
+    from portal.clock import Clock
+    from portal.storage.base import UserLanguageStore
 
 LANGUAGES: Final = ("en", "de", "fr", "es")
-# The languages pages are offered in. A language joins once every page and error page is
-# translated: a page is never shown half in one language and half in another.
-PAGE_LANGUAGES: Final = ("en",)
+# The languages pages are offered in (and the switch lists). A language joins once every page
+# and error page is translated: a page is never shown half in one language and half in another.
+PAGE_LANGUAGES: Final = LANGUAGES
+# Each language's name in itself, as the switch shows it.
+NAMES: Final = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español"}
 SOURCE_LANGUAGE: Final = "en"
 COOKIE: Final = "portal_language"
 LOCALE_DIR: Final = Path(__file__).resolve().parent / "locale"
@@ -151,12 +156,41 @@ def install(env: jinja2.Environment) -> None:
     env.install_gettext_callables(  # type: ignore[attr-defined]
         gettext=gettext, ngettext=ngettext, newstyle=True
     )
+    # `{{ error | translate }}`: a message from Python (marked with N_) in the language in use,
+    # as plain text (escaped like any value; `_()` would mark a translation as safe markup).
+    env.filters["translate"] = gettext
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The language the current request asked for among every language (pages may offer fewer):
 # what the user last used, recorded for their mails. None outside a request.
 _wanted: ContextVar[str | None] = ContextVar("portal_wanted_language", default=None)
+
+
+# Where the language switch leads back to: the current page (None outside a page request).
+_back: ContextVar[str | None] = ContextVar("portal_language_back", default=None)
+
+
+def language_links() -> list[dict[str, str | bool]]:
+    """Return the switch's links for the page being rendered: code, name (in its own
+    language), href (/language/CODE?back=THIS PAGE, quoted) and current (the page's language)."""
+    back = _back.get() or "/"
+    current = current_language()
+    return [
+        {
+            "code": code,
+            "name": NAMES[code],
+            "href": f"/language/{code}?back={quote(back, safe='/')}",
+            "current": code == current,
+        }
+        for code in PAGE_LANGUAGES
+    ]
+
+
+def _back_to(request: web.Request) -> str:
+    """Return this page's path and query, without a `token` (a secret never goes in a link)."""
+    query = [(k, v) for k, v in request.query.items() if k != "token"]
+    return request.path + (f"?{urlencode(query)}" if query else "")
 
 
 def wanted_language() -> str | None:
@@ -183,15 +217,16 @@ class LanguageRecorder:
             await self._store.set_user_language(username, language, at=self._clock.now())
 
 
-def language_middleware(
-    catalogs: Catalogs, default: str
-) -> Callable[..., Awaitable[web.StreamResponse]]:
+def language_middleware(catalogs: Catalogs, default: str) -> Middleware:
     """Build the middleware that picks each request's language (negotiate) and, for pages,
     speaks it while the handler runs; wanted_language() says it among every language in
     LANGUAGES (the one recorded for the user's mails).
 
-    /api/authz/* is left alone: nginx asks it on every request and it renders no text.
+    /api/authz/* is left alone: nginx asks it on every request and it renders no text. The
+    JSON API (portal.headers.is_api) speaks English: its messages are an interface.
     """
+
+    from portal.headers import is_api  # noqa: PLC0415 - portal.errors imports this module
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -200,10 +235,18 @@ def language_middleware(
         cookie = request.cookies.get(COOKIE)
         header = request.headers.get("Accept-Language")
         token = _wanted.set(negotiate(cookie, header, default, LANGUAGES))
+        back = _back.set(_back_to(request))
+        # The JSON API answers in English, as Authelia's: scripts match its messages.
+        page = (
+            SOURCE_LANGUAGE
+            if is_api(request)
+            else negotiate(cookie, header, default, PAGE_LANGUAGES)
+        )
         try:
-            with speaking(catalogs, negotiate(cookie, header, default, PAGE_LANGUAGES)):
+            with speaking(catalogs, page):
                 return await handler(request)
         finally:
+            _back.reset(back)
             _wanted.reset(token)
 
     return middleware

@@ -30,7 +30,7 @@ SOURCES = (
     (ROOT / "templates", [("**.html", "jinja2"), ("**.txt", "jinja2")]),
 )
 # The templates whose every visible text must go through gettext (relative to templates/).
-CHECKED_TEMPLATES = ("emails/",)
+CHECKED_TEMPLATES = ("emails/", "errors/", "pages/", "base.html", "_macros.html")
 # Attributes a user reads or hears.
 VISIBLE_ATTRIBUTES = frozenset({"alt", "title", "aria-label", "placeholder", "aria-description"})
 _PLACEHOLDER = "\x00"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,21 +21,27 @@ from babel.units import format_unit
 from portal import i18n
 from portal.storage.base import UserLanguageStore
 
+# CLDR's locale for each language's dates: English as written in most of the world (day first).
+_DATE_LOCALES = {"en": "en_GB"}
 
-def humanize_duration(seconds: float) -> str:
-    """Say a duration the way a person would: '5 minutes', '1 hour 30 minutes'."""
-    remaining = round(seconds)
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
-    return " ".join(parts[:2]) or "0 seconds"
+
+def say_when(timestamp: float, language: str, zone: tzinfo = UTC, zone_name: str = "UTC") -> str:
+    """Say a Unix time (seconds) in language and zone, as '30 November 2026 at 14:05 UTC' or
+    '30. November 2026 um 14:05 UTC' (CLDR's long date, a 24-hour time, the zone's name)."""
+    moment = datetime.fromtimestamp(timestamp, zone)
+    # The joining words come from the catalogs of the language in use (pages: the request's;
+    # mails: MailRenderer.when speaks the mail's).
+    return i18n.gettext("%(date)s at %(time)s %(zone)s") % {
+        "date": format_date(moment, "long", locale=_DATE_LOCALES.get(language, language)),
+        "time": format_time(moment, "HH:mm", tzinfo=zone, locale=language),
+        "zone": zone_name,
+    }
 
 
 def when(timestamp: float) -> str:
-    """Say a Unix time (seconds) as mails and pages show it: '30 November 2026 at 14:05 UTC'."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %B %Y at %H:%M UTC")
+    """Say a Unix time (seconds) as pages show it, in UTC and the page's language (the one in
+    use: portal.i18n.current_language)."""
+    return say_when(timestamp, i18n.current_language())
 
 
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
@@ -95,14 +101,9 @@ class MailRenderer:
 
     def when(self, timestamp: float, language: str) -> str:
         """Say a Unix time (seconds) in language and notifier.timezone, as '30. November 2026
-        um 15:05 Europe/Berlin' (CLDR's long date, a 24-hour time, the zone's IANA name)."""
-        moment = datetime.fromtimestamp(timestamp, self._zone)
+        um 15:05 Europe/Berlin' (say_when, with the zone's IANA name)."""
         with i18n.speaking(self._catalogs, language):
-            return i18n.gettext("%(date)s at %(time)s %(zone)s") % {
-                "date": format_date(moment, "long", locale=language),
-                "time": format_time(moment, "HH:mm", tzinfo=self._zone, locale=language),
-                "zone": self._zone_name,
-            }
+            return say_when(timestamp, language, self._zone, self._zone_name)
 
     def duration(self, seconds: float, language: str) -> str:
         """Say a duration in language with its two largest units: '1 Stunde 30 Minuten'."""

@@ -15,7 +15,7 @@ import logging
 
 from portal.config import Config
 from portal.errors import PasswordChangeRequiredError
-from portal.i18n import N_
+from portal.i18n import N_, gettext
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -73,7 +73,7 @@ class PasswordChanger:
             check_password, password, self._config.password_policy, user_inputs=words
         )
         if not reasons and await self._is_current(user.username, password):
-            reasons.append("Choose a password different from your current one.")
+            reasons.append(gettext("Choose a password different from your current one."))
         return reasons
 
     async def _is_current(self, username: str, password: str) -> bool:

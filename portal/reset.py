@@ -38,7 +38,7 @@ from portal.errors import (
     WebAuthnCredentialNotFoundError,
     WebAuthnFailedError,
 )
-from portal.i18n import wanted_language
+from portal.i18n import N_, wanted_language
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -172,9 +172,9 @@ class PasswordResetService:
         """Return the typed identifier stripped; raise BadRequestError if it cannot be one."""
         identifier = identifier.strip()
         if not identifier:
-            raise BadRequestError("Enter your username or email address.")
+            raise BadRequestError(N_("Enter your username or email address."))
         if len(identifier) > MAX_IDENTIFIER:
-            raise BadRequestError("That is too long to be a username or an email address.")
+            raise BadRequestError(N_("That is too long to be a username or an email address."))
         return identifier
 
     @property

@@ -100,7 +100,7 @@ def test_the_check_finds_text_outside_gettext_in_templates() -> None:
 def test_mail_dates_and_durations_speak_the_language_in_the_zone(tmp_path: Path) -> None:
     renderer = MailRenderer(template_dirs(None), timezone="America/New_York")
     at = 1_700_000_000.0  # 14 November 2023, 22:13:20 UTC; 17:13 in New York (EST)
-    assert renderer.when(at, "en") == "November 14, 2023 at 17:13 America/New_York"
+    assert renderer.when(at, "en") == "14 November 2023 at 17:13 America/New_York"
     assert renderer.when(at, "de") == "14. November 2023 um 17:13 America/New_York"
     assert renderer.when(at, "fr") == "14 novembre 2023 à 17:13 America/New_York"
     assert renderer.when(at, "es") == "14 de noviembre de 2023 a las 17:13 America/New_York"
