@@ -162,6 +162,8 @@ def install(env: jinja2.Environment) -> None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What nginx's auth_request asks on every request (Authelia's endpoints): no language work.
+NGINX_PATHS: Final = ("/api/authz/", "/api/verify")
 # The language the current request asked for among every language (pages may offer fewer):
 # what the user last used, recorded for their mails. None outside a request.
 _wanted: ContextVar[str | None] = ContextVar("portal_wanted_language", default=None)
@@ -222,15 +224,17 @@ def language_middleware(catalogs: Catalogs, default: str) -> Middleware:
     speaks it while the handler runs; wanted_language() says it among every language in
     LANGUAGES (the one recorded for the user's mails).
 
-    /api/authz/* is left alone: nginx asks it on every request and it renders no text. The
+    /api/authz/* and /api/verify are left alone: nginx asks them on every request and they
+    render no text. The
     JSON API (portal.headers.is_api) speaks English: its messages are an interface.
     """
 
-    from portal.headers import is_api  # noqa: PLC0415 - portal.errors imports this module
+    # Imported here: portal.errors imports this module, and portal.headers imports the config.
+    from portal.headers import is_api
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/authz/"):
+        if request.path.startswith(NGINX_PATHS):
             return await handler(request)
         cookie = request.cookies.get(COOKIE)
         header = request.headers.get("Accept-Language")

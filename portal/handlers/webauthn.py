@@ -30,7 +30,7 @@ from portal.handlers.common import (
     see_other,
 )
 from portal.handlers.elevation import require_elevation
-from portal.i18n import N_
+from portal.i18n import N_, gettext
 from portal.keys import SESSIONS, WEBAUTHN
 from portal.mail import when
 from portal.sessions import Session
@@ -62,7 +62,9 @@ def described(description: str) -> str:
     try:
         return clean_description(description)
     except ValueError as exc:
-        raise BadRequestError(f"The passkey's name is not valid: {exc}.") from None
+        raise BadRequestError(
+            gettext("The passkey's name is not valid: %(reason)s.") % {"reason": exc}
+        ) from None
 
 
 def credential_json(credential: WebAuthnCredential) -> dict[str, Any]:
