@@ -85,10 +85,13 @@ system-deps:
 
 # mypy reads what to check from pyproject.toml's [tool.mypy]: portal/, tests/ and bench/, strict.
 # `ruff format` is the layout: `make format` applies it, lint fails on anything it would change.
+# portal.i18n_check: every message extracted and translated in every catalog, no fuzzy entry, no
+# text outside gettext in a checked template (`python -m portal.i18n_check --update` merges).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m portal.i18n_check
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .

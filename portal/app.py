@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from portal.config import Config
 from portal.csrf import csrf_middleware
@@ -20,6 +21,8 @@ from portal.handlers import assets
 from portal.handlers.password import PASSWORD_SETTINGS
 from portal.handlers.totp import TOTP_SETTINGS
 from portal.headers import security_headers
+from portal.i18n import current_language, language_links, language_middleware
+from portal.i18n import install as install_gettext
 from portal.keys import (
     ADDRESSES,
     AUTHZ,
@@ -154,7 +157,12 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     """
     deps = deps or build_dependencies(config)
     metrics: Metrics | None = None
-    middlewares = [request_id_middleware, errors_middleware, body_size_middleware, csrf_middleware]
+    middlewares: list[Middleware] = [
+        request_id_middleware,
+        errors_middleware,
+        body_size_middleware,
+        csrf_middleware,
+    ]
     if config.telemetry.metrics.enabled:
         # One registry per app; every audit event, backend call and mail is counted on its way.
         metrics = Metrics(outbox=deps.storage, clock=deps.clock)
@@ -165,6 +173,12 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
             notifier=MeteredNotifier(deps.notifier, metrics),
         )
         middlewares.insert(0, request_middleware(metrics))
+    services = build_services(config, deps)
+    # Before the error pages (errors_middleware): they speak the request's language too.
+    middlewares.insert(
+        middlewares.index(errors_middleware),
+        language_middleware(services.catalogs, config.default_language),
+    )
     app = web.Application(
         middlewares=middlewares,
         client_max_size=MAX_BODY,
@@ -173,7 +187,6 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         # traceback per request). body_size_middleware refuses any coding but identity (415).
         handler_args={"auto_decompress": False},
     )
-    services = build_services(config, deps)
     app[CONFIG] = config
     app[METRICS] = metrics
     app[USERS] = deps.users
@@ -196,12 +209,17 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app[IDENTITY_TOKENS] = services.identity_tokens
     loader = jinja2.FileSystemLoader(TEMPLATES)
     env = aiohttp_jinja2.setup(app, loader=loader, autoescape=True)
+    install_gettext(env)
     # What every page shows of the configuration: its theme and whose pages they are.
     env.globals.update(
         theme=config.theme,
         organization=config.organization_name,
         logo=assets.asset(config, "logo.png") is not None,
         favicon=assets.asset(config, "favicon.ico") is not None,
+        # <html lang>: the language the page is rendered in.
+        current_language=current_language,
+        # The language switch on every page (base.html).
+        language_links=language_links,
         # The signed-in page links to the TOTP settings while TOTP is on.
         totp_settings_url=None if config.totp.disable else TOTP_SETTINGS,
         # ... and to the password change unless authentication_backend.password_change.disable.

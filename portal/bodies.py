@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from portal.errors import BadRequestError
+from portal.i18n import N_
 
 _FORM = web.RequestKey("portal_form", dict[str, str])
 UNREADABLE_FORM = "The form could not be read. Please reload the page and try again."
@@ -104,5 +105,5 @@ def request_host(request: web.Request) -> str:
         return ""
     match = _HOST.fullmatch(raw)
     if match is None or (match["port"] is not None and int(match["port"]) > 65535):
-        raise BadRequestError("The request's Host header could not be read.")
+        raise BadRequestError(N_("The request's Host header could not be read."))
     return match["host"].lower().rstrip(".")

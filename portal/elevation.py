@@ -26,7 +26,8 @@ from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
 from portal.errors import ElevationFailedError, ElevationRequiredError, RateLimitedError
-from portal.mail import MailRenderer, humanize_duration, when
+from portal.i18n import N_
+from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
@@ -267,18 +268,22 @@ class ElevationService:
             return
         code = self._mask(str(payload["masked"]), public_id, -1)
         base = self._config.portal_url
+        language = await self._renderer.language_of(user.username)
         mail = self._renderer.render(
             ELEVATION_MAIL,
             to=user.email,
-            title="Confirm your identity",
+            title=N_("Confirm your identity"),
+            language=language,
             context={
                 "display_name": user.display_name or user.username,
                 "username": user.username,
                 "code": code,
-                "lifespan": humanize_duration(self.settings.code_lifespan.total_seconds()),
+                "lifespan": self._renderer.duration(
+                    self.settings.code_lifespan.total_seconds(), language
+                ),
                 "revoke_link": f"{base}/revoke/one-time-code?id={public_id}",
                 "ip": str(payload["ip"]),
-                "requested_at": when(float(payload["requested_at"])),
+                "requested_at": self._renderer.when(float(payload["requested_at"]), language),
                 "portal_url": base,
             },
         )

@@ -61,6 +61,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from portal.i18n import N_
+
 # Why a right password opens nothing until it is changed (an administrator's demand, or age).
 ChangeReason = Literal["must_change", "expired"]
 
@@ -116,7 +118,7 @@ class PortalError(Exception):
     """Base of every error the portal raises on purpose."""
 
     status = 500
-    public_message = "Something went wrong on our side. Please try again later."
+    public_message = N_("Something went wrong on our side. Please try again later.")
 
     def response_headers(self) -> dict[str, str]:
         """Return headers the error response must carry (Retry-After, ...)."""
@@ -139,7 +141,9 @@ class BackendUnavailableError(PortalError):
     """A backend cannot be reached right now; the request may be retried."""
 
     status = 503
-    public_message = "This service is temporarily unavailable. Please try again in a few minutes."
+    public_message = N_(
+        "This service is temporarily unavailable. Please try again in a few minutes."
+    )
 
 
 class UserBackendError(PortalError):
@@ -199,7 +203,7 @@ class RateLimitedError(PortalError):
     """The client made too many requests; it may try again after `retry_after` seconds."""
 
     status = 429
-    public_message = "Too many attempts. Please wait a few minutes and try again."
+    public_message = N_("Too many attempts. Please wait a few minutes and try again.")
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"rate limited for {retry_after}s")
@@ -214,14 +218,14 @@ class SignInFailedError(PortalError):
     """Wrong credentials, unknown user, disabled user or a ban: one answer for all."""
 
     status = 401
-    public_message = "Incorrect username or password."
+    public_message = N_("Incorrect username or password.")
 
 
 class SignInRequiredError(PortalError):
     """An API call that needs a signed-in session came without one (pages redirect instead)."""
 
     status = 401
-    public_message = "You need to sign in first."
+    public_message = N_("You need to sign in first.")
 
 
 class ElevationFailedError(PortalError):
@@ -229,7 +233,7 @@ class ElevationFailedError(PortalError):
     user's; one answer for all (Authelia's elevation refuses them alike)."""
 
     status = 401
-    public_message = "The code is incorrect or has expired. Ask for a new one and try again."
+    public_message = N_("The code is incorrect or has expired. Ask for a new one and try again.")
 
 
 class ElevationRequiredError(PortalError):
@@ -239,13 +243,13 @@ class ElevationRequiredError(PortalError):
     """
 
     status = 403
-    public_message = "Confirm your identity with a one-time code first."
+    public_message = N_("Confirm your identity with a one-time code first.")
 
     def __init__(self, *, second_factor: bool = False) -> None:
         super().__init__("elevation required" + (" (second factor)" if second_factor else ""))
         self.second_factor = second_factor
         if second_factor:
-            self.public_message = "Sign in with your second factor first."
+            self.public_message = N_("Sign in with your second factor first.")
 
 
 class SecondFactorFailedError(PortalError):
@@ -255,7 +259,7 @@ class SecondFactorFailedError(PortalError):
     """
 
     status = 401
-    public_message = "Incorrect code."
+    public_message = N_("Incorrect code.")
 
 
 class TotpAlreadyRegisteredError(PortalError):
@@ -263,14 +267,14 @@ class TotpAlreadyRegisteredError(PortalError):
     (portal/totp_registration.py says why)."""
 
     status = 409
-    public_message = "You already have a one-time password app set up. Remove it first."
+    public_message = N_("You already have a one-time password app set up. Remove it first.")
 
 
 class TotpNotRegisteredError(PortalError):
     """A TOTP device removal was asked for by a user who has none."""
 
     status = 404
-    public_message = "You have no one-time password app set up."
+    public_message = N_("You have no one-time password app set up.")
 
 
 class SessionNotFoundError(PortalError):
@@ -278,21 +282,21 @@ class SessionNotFoundError(PortalError):
     user's id is not theirs: the same answer, so it tells nothing about other users)."""
 
     status = 404
-    public_message = "You have no active session with that id."
+    public_message = N_("You have no active session with that id.")
 
 
 class WebAuthnCredentialExistsError(PortalError):
     """The credential is registered already, or the user has one with that description."""
 
     status = 409
-    public_message = "This passkey, or one with this name, is registered already."
+    public_message = N_("This passkey, or one with this name, is registered already.")
 
 
 class WebAuthnCredentialNotFoundError(PortalError):
     """A rename or removal named a passkey the user does not have."""
 
     status = 404
-    public_message = "You have no such passkey."
+    public_message = N_("You have no such passkey.")
 
 
 class WebAuthnFailedError(PortalError):
@@ -301,14 +305,14 @@ class WebAuthnFailedError(PortalError):
     a ban. One answer for all; the reason goes to the audit only."""
 
     status = 401
-    public_message = "The passkey was not accepted."
+    public_message = N_("The passkey was not accepted.")
 
 
 class WebAuthnNotAllowedError(PortalError):
     """The authenticator is refused by webauthn.filtering (AAGUID lists, backup eligibility)."""
 
     status = 403
-    public_message = "This kind of passkey or security key is not allowed here."
+    public_message = N_("This kind of passkey or security key is not allowed here.")
 
 
 class PasswordChangeRequiredError(PortalError):
@@ -322,12 +326,14 @@ class PasswordChangeRequiredError(PortalError):
     def __init__(self, reason: ChangeReason) -> None:
         super().__init__(f"password change required ({reason})")
         self.reason: ChangeReason = reason
-        first = (
-            "Your password has expired."
+        self.public_message = (
+            N_("Your password has expired. Choose a new one before you sign in.")
             if reason == "expired"
-            else "Your administrator asks you to choose a new password."
+            else N_(
+                "Your administrator asks you to choose a new password. "
+                "Choose a new one before you sign in."
+            )
         )
-        self.public_message = f"{first} Choose a new one before you sign in."
 
 
 class CurrentPasswordRejectedError(PortalError):
@@ -335,7 +341,7 @@ class CurrentPasswordRejectedError(PortalError):
     ban: one answer for both, as a sign-in gives (portal/password_self_change.py)."""
 
     status = 401
-    public_message = "Your current password is not correct."
+    public_message = N_("Your current password is not correct.")
 
 
 class PasswordRejectedError(PortalError):
@@ -353,7 +359,7 @@ class InvalidTokenError(PortalError):
     """Refuse a reset token; `reason` is for the log, the client sees one generic message."""
 
     status = 400
-    public_message = "This link is invalid or has expired."
+    public_message = N_("This link is invalid or has expired.")
 
     def __init__(self, reason: InvalidTokenReason) -> None:
         # SECURITY: the message names the reason only, never the token (it is a credential).
@@ -366,7 +372,7 @@ class PartnerTokenRejectedError(PortalError):
     one message and one status whatever it is (trusted_issuers)."""
 
     status = 401
-    public_message = "This sign-in link is invalid or has expired."
+    public_message = N_("This sign-in link is invalid or has expired.")
 
     def __init__(self, reason: PartnerTokenReason) -> None:
         # SECURITY: the message names the reason only, never the token (it is a credential).
@@ -400,7 +406,7 @@ class BadRequestError(PortalError):
     """The client sent a request the portal cannot use."""
 
     status = 400
-    public_message = "The request could not be understood."
+    public_message = N_("The request could not be understood.")
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.public_message)
@@ -412,21 +418,21 @@ class PayloadTooLargeError(BadRequestError):
     """The request body is larger than the portal accepts."""
 
     status = 413
-    public_message = "The request is too large."
+    public_message = N_("The request is too large.")
 
 
 class UnsupportedMediaTypeError(BadRequestError):
     """The request body comes in a content coding (gzip, deflate, ...) the portal does not take."""
 
     status = 415
-    public_message = "The request body is in a form this page does not take."
+    public_message = N_("The request body is in a form this page does not take.")
 
 
 class CsrfError(BadRequestError):
     """The form's anti-forgery token is missing or wrong."""
 
     status = 403
-    public_message = "This form has expired. Please reload the page and try again."
+    public_message = N_("This form has expired. Please reload the page and try again.")
 
 
 class SecurityAnswersRejectedError(BadRequestError):
@@ -442,13 +448,13 @@ class SecurityAnswersRejectedError(BadRequestError):
 class CaptchaFailedError(BadRequestError):
     """The form's anti-robot check is missing, wrong, expired or used already."""
 
-    public_message = "The anti-robot check failed. Please complete it and try again."
+    public_message = N_("The anti-robot check failed. Please complete it and try again.")
 
 
 class CaptchaUnavailableError(CaptchaFailedError):
     """The CAPTCHA vendor could not be asked (down, slow or answering garbage): fail closed."""
 
     status = 503
-    public_message = (
+    public_message = N_(
         "The anti-robot check cannot be completed right now. Please try again in a few minutes."
     )

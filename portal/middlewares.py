@@ -20,6 +20,7 @@ from portal.errors import (
     UnsupportedMediaTypeError,
 )
 from portal.headers import is_api
+from portal.i18n import N_
 from portal.logs import quoted
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,16 +30,16 @@ NO_SUCH_ROUTE = "no_such_route"  # the fallback route's name: it answers 404/405
 log = logging.getLogger("portal.http")
 
 _REASONS = {
-    400: "The request could not be understood.",
-    401: "You need to sign in to see this page.",
-    403: "You are not allowed to see this page.",
-    404: "There is no page at this address.",
-    405: "This page cannot be used that way.",
-    413: "The request is too large.",
-    415: "The request body is in a form this page does not take.",
-    429: "Too many attempts. Please wait a moment and try again.",
-    500: "Something went wrong on our side. Please try again later.",
-    503: "This service is temporarily unavailable. Please try again in a few minutes.",
+    400: N_("The request could not be understood."),
+    401: N_("You need to sign in to see this page."),
+    403: N_("You are not allowed to see this page."),
+    404: N_("There is no page at this address."),
+    405: N_("This page cannot be used that way."),
+    413: N_("The request is too large."),
+    415: N_("The request body is in a form this page does not take."),
+    429: N_("Too many attempts. Please wait a moment and try again."),
+    500: N_("Something went wrong on our side. Please try again later."),
+    503: N_("This service is temporarily unavailable. Please try again in a few minutes."),
 }
 
 

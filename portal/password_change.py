@@ -15,7 +15,8 @@ import logging
 
 from portal.config import Config
 from portal.errors import PasswordChangeRequiredError
-from portal.mail import MailRenderer, when
+from portal.i18n import N_, gettext
+from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.password_policy import check_password
@@ -72,7 +73,7 @@ class PasswordChanger:
             check_password, password, self._config.password_policy, user_inputs=words
         )
         if not reasons and await self._is_current(user.username, password):
-            reasons.append("Choose a password different from your current one.")
+            reasons.append(gettext("Choose a password different from your current one."))
         return reasons
 
     async def _is_current(self, username: str, password: str) -> bool:
@@ -129,14 +130,16 @@ class PasswordChanger:
         if user is None or not user.email:
             return
         base = self._config.portal_url
+        language = await self._renderer.language_of(user.username)
         mail = self._renderer.render(
             CHANGED_MAIL,
             to=user.email,
-            title="Your password was changed",
+            title=N_("Your password was changed"),
+            language=language,
             context={
                 "display_name": user.display_name or user.username,
                 "username": user.username,
-                "changed_at": when(float(message.payload["changed_at"])),
+                "changed_at": self._renderer.when(float(message.payload["changed_at"]), language),
                 "ip": str(message.payload["ip"]),
                 "kept_session": bool(message.payload.get("kept_session")),
                 "reset_url": f"{base}/reset-password/step1",

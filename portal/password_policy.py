@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from zxcvbn import zxcvbn
 
 from portal.config import PasswordPolicyConfig
+from portal.i18n import N_, SOURCE_LANGUAGE, current_language, gettext
 from portal.users.passwords import normalize_password
 
 # SECURITY: the portal's own ceiling whatever the policy; a password hash over unbounded input
@@ -32,9 +33,9 @@ ZXCVBN_SCORED_LENGTH = 100
 # This lock guards that third-party global; it is not the portal's state.
 _ZXCVBN_LOCK = threading.Lock()
 
-_EMPTY = "Enter a new password."
-_TOO_EASY = "This password is too easy to guess."
-_DEFAULT_ADVICE = "Add another word or two; uncommon words are better."
+_EMPTY = N_("Enter a new password.")
+_TOO_EASY = N_("This password is too easy to guess.")
+_DEFAULT_ADVICE = N_("Add another word or two; uncommon words are better.")
 
 
 def check_password(
@@ -44,7 +45,7 @@ def check_password(
     candidate = normalize_password(password)
     # SECURITY: never accept an empty password, even with every rule off (Authelia does).
     if not candidate:
-        return [_EMPTY]
+        return [gettext(_EMPTY)]
     reasons: list[str] = []
     reasons.extend(_length_reasons(candidate, policy))
     if policy.standard.enabled:
@@ -59,19 +60,19 @@ def describe(policy: PasswordPolicyConfig) -> list[str]:
     hints: list[str] = []
     standard = policy.standard
     if standard.enabled:
-        hints.append(f"At least {standard.min_length} characters")
+        hints.append(gettext("At least %(count)s characters") % {"count": standard.min_length})
         if standard.max_length:
-            hints.append(f"At most {standard.max_length} characters")
+            hints.append(gettext("At most %(count)s characters") % {"count": standard.max_length})
         if standard.require_uppercase:
-            hints.append("An uppercase letter")
+            hints.append(gettext("An uppercase letter"))
         if standard.require_lowercase:
-            hints.append("A lowercase letter")
+            hints.append(gettext("A lowercase letter"))
         if standard.require_number:
-            hints.append("A number")
+            hints.append(gettext("A number"))
         if standard.require_special:
-            hints.append("A symbol or a space")
+            hints.append(gettext("A symbol or a space"))
     if policy.zxcvbn.enabled:
-        hints.append("Hard to guess: avoid common words, names, dates and sequences")
+        hints.append(gettext("Hard to guess: avoid common words, names, dates and sequences"))
     return hints
 
 
@@ -82,10 +83,10 @@ def _length_reasons(candidate: str, policy: PasswordPolicyConfig) -> list[str]:
     if standard.enabled and standard.max_length:
         longest = min(standard.max_length, MAX_LENGTH)
     if standard.enabled and len(candidate) < standard.min_length:
-        return [f"Use at least {standard.min_length} characters."]
+        return [gettext("Use at least %(count)s characters.") % {"count": standard.min_length}]
     # SECURITY: refuse rather than truncate; see MAX_LENGTH.
     if len(candidate) > longest:
-        return [f"Use at most {longest} characters."]
+        return [gettext("Use at most %(count)s characters.") % {"count": longest}]
     return []
 
 
@@ -95,13 +96,13 @@ def _character_reasons(candidate: str, policy: PasswordPolicyConfig) -> list[str
     reasons: list[str] = []
     # str.isupper / islower per character, so non-ASCII letters (É, Ж) count too.
     if standard.require_uppercase and not any(c.isupper() for c in candidate):
-        reasons.append("Add an uppercase letter.")
+        reasons.append(gettext("Add an uppercase letter."))
     if standard.require_lowercase and not any(c.islower() for c in candidate):
-        reasons.append("Add a lowercase letter.")
+        reasons.append(gettext("Add a lowercase letter."))
     if standard.require_number and not any(c.isdigit() for c in candidate):
-        reasons.append("Add a number.")
+        reasons.append(gettext("Add a number."))
     if standard.require_special and all(c.isalpha() or c.isdigit() for c in candidate):
-        reasons.append("Add a symbol or a space.")
+        reasons.append(gettext("Add a symbol or a space."))
     return reasons
 
 
@@ -119,10 +120,11 @@ def _strength_reasons(candidate: str, min_score: int, user_inputs: Sequence[str]
     advice = [str(feedback.get("warning") or "")]
     advice.extend(str(text) for text in feedback.get("suggestions") or ())
     advice = [_sentence(text) for text in advice if text.strip()]
-    if not advice:
-        advice = [_DEFAULT_ADVICE]
+    # zxcvbn's advice is in English only: other languages get the portal's own.
+    if not advice or current_language() != SOURCE_LANGUAGE:
+        advice = [gettext(_DEFAULT_ADVICE)]
     # SECURITY: the text comes from zxcvbn's fixed messages and ours; never the password itself.
-    return [" ".join([_TOO_EASY, *advice])]
+    return [" ".join([gettext(_TOO_EASY), *advice])]
 
 
 def _sentence(text: str) -> str:

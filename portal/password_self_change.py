@@ -16,6 +16,7 @@ from portal.errors import (
     PasswordChangeRequiredError,
     PasswordRejectedError,
 )
+from portal.i18n import LanguageRecorder
 from portal.password_change import PasswordChanger
 from portal.regulation import Regulator
 from portal.sessions import Session
@@ -38,8 +39,10 @@ class PasswordSelfChange:
         regulator: Regulator,
         verifications: IdentityVerificationStore,
         clock: Clock,
+        languages: LanguageRecorder,
         audit: AuditSink = audit,
     ) -> None:
+        self._languages = languages
         self._users = users
         self._passwords = passwords
         self._regulator = regulator
@@ -79,6 +82,8 @@ class PasswordSelfChange:
         await self._verifications.revoke_identity_verifications_for(
             user.username, ACTION, at=now, ip=ip
         )
+        # The mail queued next speaks the language this change was made in.
+        await self._languages.record(user.username)
         await self._passwords.written(user, ip, now, kept_session=True)
         self._audit("password_changed", username=user.username, ip=ip)
 

@@ -38,6 +38,7 @@ from portal.errors import (
     WebAuthnCredentialNotFoundError,
     WebAuthnFailedError,
 )
+from portal.i18n import N_, wanted_language
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -171,9 +172,9 @@ class PasswordResetService:
         """Return the typed identifier stripped; raise BadRequestError if it cannot be one."""
         identifier = identifier.strip()
         if not identifier:
-            raise BadRequestError("Enter your username or email address.")
+            raise BadRequestError(N_("Enter your username or email address."))
         if len(identifier) > MAX_IDENTIFIER:
-            raise BadRequestError("That is too long to be a username or an email address.")
+            raise BadRequestError(N_("That is too long to be a username or an email address."))
         return identifier
 
     @property
@@ -226,6 +227,9 @@ class PasswordResetService:
             "requested_at": self._clock.now(),
             "mail": mail,
             **({"actor": actor} if actor else {}),
+            # The language the requester's browser asked for (None for an administrator's
+            # command): the mail's, and then the user's recorded one (reset step 1 is a use).
+            "language": wanted_language(),
         }
         await self._outbox.enqueue(RESET_MAIL, payload)
         event = "reset_requested" if mail else "reset_decoy_requested"

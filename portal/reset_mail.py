@@ -11,7 +11,8 @@ from collections.abc import Callable
 from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
-from portal.mail import MailRenderer, humanize_duration, when
+from portal.i18n import N_
+from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.ratelimit import Bucket, RateLimiter
 from portal.storage.base import IdentityVerification, IdentityVerificationStore, OutboxMessage
@@ -105,6 +106,15 @@ class ResetMailJob:
         link, revoke_link, claims = await self.record_link(
             subject, state or "", ip, real=refusal is None
         )
+        # The requester's language (older messages have none): the mail's, and from now on the
+        # user's. SECURITY: recorded for the decoy's name too (no account has it), the same
+        # write either way.
+        # An administrator's command has none: the user's recorded one, nothing recorded.
+        language = message.payload.get("language")
+        if isinstance(language, str):
+            await self._renderer.record_language(subject, language, at=self._clock.now())
+        else:
+            language = await self._renderer.language_of(subject)
         base = self._config.portal_url
         # A decoy's mail never holds what was typed: it is the same mail, to nobody.
         shown = (user.display_name or subject) if user is not None and refusal is None else subject
@@ -112,17 +122,20 @@ class ResetMailJob:
             RESET_MAIL,
             # SECURITY: the stored address, never what was typed (Django CVE-2019-19844).
             to=address if refusal is None else DECOY_ADDRESS,
-            title="Reset your password",
+            title=N_("Reset your password"),
+            language=language,
             context={
                 "display_name": shown,
                 "username": subject,
                 "link": link,
                 "revoke_link": revoke_link,
-                "lifespan": humanize_duration(claims.expires_at - claims.issued_at),
+                "lifespan": self._renderer.duration(claims.expires_at - claims.issued_at, language),
                 "ip": ip,
                 # "admin": `portal users send-reset-link` asked, not someone at an address.
                 "actor": message.payload.get("actor"),
-                "requested_at": when(float(message.payload["requested_at"])),
+                "requested_at": self._renderer.when(
+                    float(message.payload["requested_at"]), language
+                ),
                 "portal_url": base,
             },
         )

@@ -15,6 +15,7 @@ from portal.handlers import (
     captcha,
     elevation,
     health,
+    language,
     partner,
     password,
     reset,
@@ -101,6 +102,7 @@ def _routes(app: web.Application) -> None:
     add.add_post("/", signin.signin_post)
     add.add_post("/api/firstfactor", signin.api_firstfactor_post)
     add.add_get("/logout", signin.logout_get, name="logout")
+    add.add_get("/language/{code}", language.language_get, name="language")
     add.add_post("/api/logout", signin.api_logout_post)
     add.add_get("/api/authz/auth-request", authz.auth_request_get, name="auth_request")
     add.add_get("/api/verify", authz.auth_request_get, name="verify")

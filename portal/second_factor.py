@@ -22,7 +22,8 @@ from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Config
 from portal.errors import RateLimitedError, SecondFactorFailedError
-from portal.mail import MailRenderer, when
+from portal.i18n import N_
+from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import RateLimiter, buckets_from_config
@@ -35,8 +36,8 @@ from portal.users.base import UserBackend
 ADDED_MAIL = "second_factor_added"
 REMOVED_MAIL = "second_factor_removed"
 METHOD_NAMES = {
-    "totp": "a one-time password app (TOTP)",
-    "webauthn": "a passkey or security key",
+    "totp": N_("a one-time password app (TOTP)"),
+    "webauthn": N_("a passkey or security key"),
 }
 
 
@@ -269,11 +270,11 @@ class TotpService:
 
     async def deliver_added_mail(self, message: OutboxMessage) -> None:
         """Tell the user a second factor was added, with time and address (outbox job)."""
-        await self._deliver(message, "second_factor_added", "A second factor was added")
+        await self._deliver(message, "second_factor_added", N_("A second factor was added"))
 
     async def deliver_removed_mail(self, message: OutboxMessage) -> None:
         """Tell the user a second factor was removed, with time and who (outbox job)."""
-        await self._deliver(message, "second_factor_removed", "A second factor was removed")
+        await self._deliver(message, "second_factor_removed", N_("A second factor was removed"))
 
     async def _deliver(self, message: OutboxMessage, template: str, title: str) -> None:
         payload = message.payload
@@ -281,17 +282,21 @@ class TotpService:
         if user is None or not user.emails:
             return
         base = self._config.portal_url
+        language = await self._renderer.language_of(user.username)
         mail = self._renderer.render(
             template,
             to=", ".join(user.emails),
             title=title,
+            language=language,
             context={
                 "display_name": user.display_name or user.username,
                 "username": user.username,
-                "at": when(float(payload["at"])),
+                "at": self._renderer.when(float(payload["at"]), language),
                 "ip": str(payload.get("ip") or ""),
                 "by_admin": payload.get("actor") == "admin",
-                "method": METHOD_NAMES.get(str(payload["method"]), str(payload["method"])),
+                "method": self._renderer.gettext(
+                    METHOD_NAMES.get(str(payload["method"]), str(payload["method"])), language
+                ),
                 "reset_url": f"{base}/reset-password/step1",
                 "portal_url": base,
             },

@@ -28,6 +28,7 @@ from portal.audit import AuditSink, audit
 from portal.clock import Clock
 from portal.config import Argon2Config, Config, PasswordConfig
 from portal.errors import BadRequestError, SecurityAnswersRejectedError, UnsupportedHashError
+from portal.i18n import gettext
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.storage.base import RateLimitStore, SecurityAnswer, SecurityAnswerStore
@@ -217,7 +218,7 @@ class SecurityQuestionsService:
         target = await self._target(identifier)
         if ticket is not None:
             if not self._ticket_ok(ticket, identifier, target.questions):
-                raise BadRequestError("These questions have expired. Please start again.")
+                raise BadRequestError(gettext("These questions have expired. Please start again."))
             # SECURITY: a questions page is answered once: the CAPTCHA solved to reach it does
             # not buy a quarter of an hour of answers (or of mails).
             used = await self._storage.rate_limit_hit(
@@ -226,7 +227,9 @@ class SecurityQuestionsService:
                 keep_for=TICKET_LIFETIME + 1,
             )
             if len(used) > 1:
-                raise BadRequestError("These questions were answered already. Please start again.")
+                raise BadRequestError(
+                    gettext("These questions were answered already. Please start again.")
+                )
         key = self._reset.identifier_hash(identifier)
         username = target.user.username if target.user else None
         # SECURITY: per account too, so typing the account another way gives no new tries. An
@@ -362,9 +365,11 @@ class SecurityQuestionsService:
         answers = [normalize_answer(a) for _, a in choices]
         reasons: list[str] = []
         if len(choices) != settings.setup or any(q not in settings.questions for q in questions):
-            reasons.append(f"Choose {settings.setup} questions from the list.")
+            reasons.append(
+                gettext("Choose %(count)s questions from the list.") % {"count": settings.setup}
+            )
         if len(set(questions)) != len(questions):
-            reasons.append("Choose a different question for each answer.")
+            reasons.append(gettext("Choose a different question for each answer."))
         sized = {
             i
             for i, a in enumerate(answers)
@@ -372,11 +377,12 @@ class SecurityQuestionsService:
         }
         if sized:
             reasons.append(
-                f"Each answer needs {settings.min_answer_length} to {MAX_ANSWER} characters."
+                gettext("Each answer needs %(least)s to %(most)s characters.")
+                % {"least": settings.min_answer_length, "most": MAX_ANSWER}
             )
         repeated = {i for i, a in enumerate(answers) if a and answers.count(a) > 1}
         if repeated:
-            reasons.append("Give a different answer to each question.")
+            reasons.append(gettext("Give a different answer to each question."))
         # SECURITY: an answer equal to the password or the username protects nothing.
         own = {
             i
@@ -384,5 +390,5 @@ class SecurityQuestionsService:
             if a in (normalize_answer(password), normalize_answer(username))
         }
         if own:
-            reasons.append("An answer may not be your password or your username.")
+            reasons.append(gettext("An answer may not be your password or your username."))
         return reasons, frozenset(sized | repeated | own)

@@ -12,6 +12,7 @@ from portal.config import Config
 from portal.deps import Dependencies
 from portal.elevation import ElevationService
 from portal.forwarded import ClientAddresses
+from portal.i18n import Catalogs, LanguageRecorder, load_catalogs
 from portal.identity_token import IdentityTokens
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
@@ -49,6 +50,8 @@ class Services:
     totp_registration: TotpRegistration
     webauthn: WebAuthnService
     identity_tokens: IdentityTokens
+    # Every language's compiled catalog (portal/locale), for pages and mails.
+    catalogs: Catalogs
 
 
 def build_services(config: Config, deps: Dependencies) -> Services:
@@ -92,7 +95,14 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         identity_tokens,
     )
     addresses = ClientAddresses(config.server.trusted_proxies)
-    renderer = MailRenderer(template_dirs(config.notifier.template_path))
+    catalogs = load_catalogs()
+    renderer = MailRenderer(
+        template_dirs(config.notifier.template_path),
+        catalogs=catalogs,
+        languages=storage,
+        default_language=config.default_language,
+        timezone=config.notifier.timezone,
+    )
     passwords = PasswordChanger(
         config=config,
         users=users,
@@ -101,12 +111,14 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         notifier=deps.notifier,
         renderer=renderer,
     )
+    languages = LanguageRecorder(storage, clock)
     password_self_change = PasswordSelfChange(
         users=users,
         passwords=passwords,
         regulator=regulator,
         verifications=storage,
         clock=clock,
+        languages=languages,
         audit=deps.audit,
     )
     signin = SignInService(
@@ -116,6 +128,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         regulator=regulator,
         limiter=limiter,
         partner_tokens=PartnerTokens(config, clock=clock, store=storage),
+        languages=languages,
         partner_buckets=buckets_from_config(config.server.endpoints.rate_limits.sso_jwt),
         audit=deps.audit,
     )
@@ -223,6 +236,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         totp_registration=totp_registration,
         webauthn=webauthn,
         identity_tokens=identity_tokens,
+        catalogs=catalogs,
     )
 
 

@@ -17,6 +17,7 @@ from portal.errors import (
     RateLimitedError,
     SignInFailedError,
 )
+from portal.i18n import LanguageRecorder
 from portal.partner_tokens import PartnerToken, PartnerTokens
 from portal.ratelimit import Bucket, RateLimiter
 from portal.regulation import Regulator
@@ -128,10 +129,12 @@ class SignInService:
         regulator: Regulator,
         limiter: RateLimiter,
         partner_tokens: PartnerTokens,
+        languages: LanguageRecorder,
         partner_buckets: tuple[Bucket, ...] = (),
         audit: AuditSink = audit,
     ) -> None:
         self._config = config
+        self._languages = languages
         self._users = users
         self._sessions = sessions
         self._regulator = regulator
@@ -233,6 +236,7 @@ class SignInService:
             remember_me=remember_me,
             duration=_since(started),
         )
+        await self._languages.record(user.username)
         return user, value, cookie
 
     async def sign_in_with_passkey(
@@ -261,6 +265,7 @@ class SignInService:
             remember_me=remember_me,
             method="passkey",
         )
+        await self._languages.record(user.username)
         return user, value, cookie
 
     async def reauthenticate(self, username: str, password: str, ip: str) -> None:
@@ -308,6 +313,7 @@ class SignInService:
             method="partner",
             partner=partner,
         )
+        await self._languages.record(user.username)
         return user, value, cookie
 
     async def _partner_token_user(

@@ -57,6 +57,7 @@ from portal.errors import (
     WebAuthnFailedError,
     WebAuthnNotAllowedError,
 )
+from portal.i18n import gettext
 from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
@@ -145,9 +146,11 @@ def clean_description(text: str) -> str:
     sequences, C1 controls)."""
     text = " ".join(text.split())
     if not text or len(text) > DESCRIPTION_MAX:
-        raise ValueError(f"a passkey's name has 1 to {DESCRIPTION_MAX} characters")
+        raise ValueError(
+            gettext("a passkey's name has 1 to %(most)s characters") % {"most": DESCRIPTION_MAX}
+        )
     if any(unicodedata.category(c) == "Cc" for c in text):
-        raise ValueError("a passkey's name cannot hold control characters")
+        raise ValueError(gettext("a passkey's name cannot hold control characters"))
     return text
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import email.errors
 import email.headerregistry
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, PlainValidator, SecretStr
+from pydantic import Field, PlainValidator, SecretStr, field_validator
 
 from portal.config.tls import TlsConfig
 from portal.config.types import Duration, ExactlyOneOf, Model, SmtpAddress
@@ -99,10 +100,24 @@ class OutboxConfig(Model):
 class NotifierConfig(ExactlyOneOf):
     """How mail reaches users: exactly one of smtp or filesystem."""
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone name such as 'UTC' or 'Europe/Berlin'"
+            ) from None
+        return value
+
     one_of = ("smtp", "filesystem")
 
     disable_startup_check: bool = False
     template_path: Path | None = None
+    # A portal key: the IANA time zone mails give dates and times in (the IANA database, via
+    # Python's zoneinfo; 'UTC' by default).
+    timezone: str = "UTC"
     outbox: OutboxConfig = OutboxConfig()
     smtp: SmtpConfig | None = None
     filesystem: FilesystemNotifierConfig | None = None

@@ -43,6 +43,9 @@ class Config(Model):
     theme: Literal["light", "dark", "grey", "auto"] = "light"
     # A portal key: the organisation the pages say they belong to (beside the logo, in titles).
     organization_name: str | None = Field(default=None, min_length=1, max_length=100)
+    # A portal key: the language of pages and mails when neither the language switch's cookie
+    # nor Accept-Language chooses one, and of mails to users who never used the portal.
+    default_language: Literal["en", "de", "fr", "es"] = "en"
     log: LogConfig = LogConfig()
     identity_validation: IdentityValidationConfig
     authentication_backend: AuthenticationBackendConfig

@@ -17,6 +17,7 @@ from portal.config import CaptchaEndpoint, SessionCookieConfig, is_loopback_host
 from portal.csrf import CSRF_FIELD, csrf_token
 from portal.errors import BadRequestError
 from portal.headers import content_security_policy
+from portal.i18n import N_
 from portal.keys import ADDRESSES, CAPTCHA, CONFIG, SESSIONS
 from portal.sessions import Session
 from portal.signin import cookie_for_host, safe_redirect
@@ -44,7 +45,7 @@ def request_ip(request: web.Request) -> str:
     if address is None:
         # SECURITY: never fall back to the proxy's address (its buckets, its network rules).
         raise BadRequestError(
-            "The request could not be understood: its client address is unreadable."
+            N_("The request could not be understood: its client address is unreadable.")
         )
     return str(address)
 

@@ -35,6 +35,7 @@ from portal.handlers.common import (
 )
 from portal.handlers.start import forgot_password_url
 from portal.handlers.webauthn import take_challenge
+from portal.i18n import N_
 from portal.keys import AUTHZ, CONFIG, SESSIONS, SIGNIN, TOTP, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS, Session
@@ -45,12 +46,12 @@ TOTP_PAGE = "/2fa/one-time-password"
 # The second step after a passkey sign-in (webauthn.enable_passkey_login): the password.
 PASSWORD_PAGE = "/2fa/password"  # noqa: S105 - a path, not a secret
 REAUTHENTICATE = "/api/firstfactor/reauthenticate"
-INCORRECT_PASSWORD = "Incorrect password."  # noqa: S105 - a message, not a secret
+INCORRECT_PASSWORD = N_("Incorrect password.")  # noqa: S105 - a message, not a secret
 # A passkey and a code are both something the user has (RFC 8176 hwk, otp): one factor.
-CODE_AFTER_A_PASSKEY = "You signed in with a passkey: confirm with your password instead."
+CODE_AFTER_A_PASSKEY = N_("You signed in with a passkey: confirm with your password instead.")
 # Where a user registers a one-time password app (its page comes with the settings).
 REGISTER_TOTP_PAGE = "/settings/one-time-password"
-NOT_SIGNED_IN = "Please sign in first."
+NOT_SIGNED_IN = N_("Please sign in first.")
 
 
 def totp_page_url(target: str | None) -> str:

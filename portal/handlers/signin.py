@@ -34,6 +34,7 @@ from portal.handlers.second_factor import (
     user_of,
 )
 from portal.handlers.start import forgot_password_url
+from portal.i18n import N_
 from portal.keys import CAPTCHA, CONFIG, SESSIONS, SIGNIN, WEBAUTHN
 from portal.session_cookies import cookie_attributes
 from portal.sessions import TWO_FACTORS
@@ -55,7 +56,7 @@ def _page(request: web.Request, status: int = 200, **context: Any) -> web.Respon
 # A form sent without a solution came from a page that showed no widget (the check is asked for
 # only after failures, and those may have been another address's) or left it untouched: it was
 # not failed, so the page asks for the check it now shows.
-COMPLETE_THE_CHECK = "Please complete the anti-robot check shown below, then sign in again."
+COMPLETE_THE_CHECK = N_("Please complete the anti-robot check shown below, then sign in again.")
 SIGNED_OUT = "signed_out"
 
 

@@ -30,6 +30,7 @@ from portal.handlers.common import (
     see_other,
 )
 from portal.handlers.elevation import require_elevation
+from portal.i18n import N_, gettext
 from portal.keys import SESSIONS, WEBAUTHN
 from portal.mail import when
 from portal.sessions import Session
@@ -61,7 +62,9 @@ def described(description: str) -> str:
     try:
         return clean_description(description)
     except ValueError as exc:
-        raise BadRequestError(f"The passkey's name is not valid: {exc}.") from None
+        raise BadRequestError(
+            gettext("The passkey's name is not valid: %(reason)s.") % {"reason": exc}
+        ) from None
 
 
 def credential_json(credential: WebAuthnCredential) -> dict[str, Any]:
@@ -169,7 +172,7 @@ async def _page(
             "id": c.id,
             "description": c.description,
             "added": when(c.created_at),
-            "last_used": when(c.last_used_at) if c.last_used_at else "never",
+            "last_used": when(c.last_used_at) if c.last_used_at else N_("never"),
         }
         for c in credentials
     ]
@@ -191,9 +194,9 @@ def _result(message: str) -> Any:
     return handler
 
 
-settings_added_get = _result("Your passkey is added.")
-settings_renamed_get = _result("Your passkey is renamed.")
-settings_removed_get = _result("Your passkey is removed.")
+settings_added_get = _result(N_("Your passkey is added."))
+settings_renamed_get = _result(N_("Your passkey is renamed."))
+settings_removed_get = _result(N_("Your passkey is removed."))
 
 
 async def settings_post(request: web.Request) -> web.Response:

@@ -558,6 +558,23 @@ class IdentityTokenKeyStore(Protocol):
         ...
 
 
+class UserLanguageStore(Protocol):
+    """Keep the language each user last used on the portal's pages, for their mails.
+
+    Contract: `set_user_language` replaces the user's one record (last writer wins across
+    instances); `user_language` returns it, or None when none was recorded. Usernames are
+    compared exactly, as the user backend returns them.
+    """
+
+    async def user_language(self, username: str) -> str | None:
+        """Return the language the user last used, None when none was recorded."""
+        ...
+
+    async def set_user_language(self, username: str, language: str, *, at: float) -> None:
+        """Record language as the user's last used one (at: Unix seconds), replacing any."""
+        ...
+
+
 class EncryptionKeyStore(Protocol):
     """Re-encrypt what the store keeps encrypted under a new storage.encryption_key.
 
@@ -582,6 +599,7 @@ class Storage(
     TotpStore,
     WebAuthnCredentialStore,
     IdentityTokenKeyStore,
+    UserLanguageStore,
     EncryptionKeyStore,
     Protocol,
 ):

@@ -40,6 +40,7 @@ ROLES = frozenset(
         "totp",
         "webauthn",
         "identity_token_keys",
+        "user_languages",
     }
 )
 

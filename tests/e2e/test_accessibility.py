@@ -84,6 +84,7 @@ API = "/api/"
 # fetches each and fails if it answers HTML.
 NOT_PAGES: dict[str, tuple[str, str]] = {
     "/logout": ("/logout", "ends the session and redirects to sign-in (walked: 'signed out')"),
+    "/language/{code}": ("/language/de?back=/", "sets the language cookie and redirects back"),
     "/static": ("/static/portal.css", "the stylesheet, scripts and vendored files"),
     "/static/media/logo.png": ("/static/media/logo.png", "the logo from server.asset_path"),
     "/favicon.ico": ("/favicon.ico", "the icon from server.asset_path"),

@@ -68,6 +68,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/", ("GET", "POST"), "form", SIGNIN_FORM, ("rd",)),
     Route("/api/firstfactor", ("POST",), "json", FIRSTFACTOR_JSON),
     Route("/logout", ("GET",), "none", (), ("rd",)),
+    Route("/language/{code}", ("GET",), "none", (), ("back",)),
     Route("/api/logout", ("POST",), "json"),
     Route("/api/authz/auth-request", ("GET",), "authz"),
     Route("/api/verify", ("GET",), "authz"),

@@ -18,7 +18,7 @@ from tests.integration.test_cli import portal
 TABLES = (
     "encryption, identity_token_keys, identity_verifications, one_time_codes, outbox,"
     " rate_limit_events, security_answers, sessions, totp_configurations, totp_history,"
-    " webauthn_credentials"
+    " user_languages, webauthn_credentials"
 )
 
 
@@ -100,7 +100,7 @@ def test_postgres_schema_info_then_migrate_up_with_the_password_from_a_file(
         "Schema Upgrade Available: no",
         "Schema Tables: encryption, identity_token_keys, identity_verifications, one_time_codes,"
         " outbox, portal_schema_migrations, rate_limit_events, security_answers, sessions,"
-        " totp_configurations, totp_history, webauthn_credentials",
+        " totp_configurations, totp_history, user_languages, webauthn_credentials",
     ]
 
 

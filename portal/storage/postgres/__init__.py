@@ -18,6 +18,7 @@ migrations run at start-up under an advisory lock. The driver is asyncpg, with i
     totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
     webauthn.py                 WebAuthnCredentialStore (passkeys, sign counters)
     identity_token_keys.py      IdentityTokenKeyStore (generated signing keys, encrypted)
+    user_languages.py           UserLanguageStore (the language each user last used)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from portal.storage.postgres.schema import packaged_migrations
 from portal.storage.postgres.security_answers import PostgresSecurityAnswers
 from portal.storage.postgres.sessions import PostgresSessionRecords
 from portal.storage.postgres.totp import PostgresTotp
+from portal.storage.postgres.user_languages import PostgresUserLanguages
 from portal.storage.postgres.webauthn import PostgresWebAuthn
 
 __all__ = ["PostgresStorage", "packaged_migrations"]
@@ -47,6 +49,7 @@ class PostgresStorage(
     PostgresTotp,
     PostgresWebAuthn,
     PostgresIdentityTokenKeys,
+    PostgresUserLanguages,
     PostgresCore,
 ):
     """Keep the portal's durable state in one PostgreSQL database: every role of Storage at once.

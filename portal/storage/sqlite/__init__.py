@@ -22,6 +22,7 @@ The package splits along the roles of portal.storage.base:
     totp.py                     TotpStore and EncryptionKeyStore (secrets encrypted)
     webauthn.py                 WebAuthnCredentialStore (passkeys, sign counters)
     identity_token_keys.py      IdentityTokenKeyStore (generated signing keys, encrypted)
+    user_languages.py           UserLanguageStore (the language each user last used)
 
 Each role class subclasses SqliteCore; SqliteStorage is all of them on one connection.
 """
@@ -38,6 +39,7 @@ from portal.storage.sqlite.schema import check_database_file, packaged_migration
 from portal.storage.sqlite.security_answers import SqliteSecurityAnswers
 from portal.storage.sqlite.sessions import SqliteSessionRecords
 from portal.storage.sqlite.totp import SqliteTotp
+from portal.storage.sqlite.user_languages import SqliteUserLanguages
 from portal.storage.sqlite.webauthn import SqliteWebAuthn
 
 __all__ = ["SqliteStorage", "check_database_file", "packaged_migrations"]
@@ -53,6 +55,7 @@ class SqliteStorage(
     SqliteTotp,
     SqliteWebAuthn,
     SqliteIdentityTokenKeys,
+    SqliteUserLanguages,
     SqliteCore,
 ):
     """Keep the portal's durable state in one SQLite file: every role of Storage at once.
