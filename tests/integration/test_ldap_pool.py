@@ -118,25 +118,7 @@ async def test_a_connection_the_server_dropped_is_replaced(
     assert await pool.run(opener.read_rootdse) == SUCCESS
 
 
-async def test_a_call_waits_for_the_busy_connection_and_then_reuses_it(
-    make_pool: PoolFactory, opener: Opener
-) -> None:
-    pool = make_pool(size=1, timeout=5.0)
-    release = threading.Event()
-    try:
-        first = asyncio.create_task(pool.run(blocked_until(release, opener)))
-        await asyncio.sleep(0.1)
-        second = asyncio.create_task(pool.run(opener.who_am_i))
-        await asyncio.sleep(0.3)
-        assert not first.done() and not second.done()
-    finally:
-        release.set()
-    (one, who_first), (other, who_second) = await first, await second
-    assert who_first == who_second == WHO_AM_I
-    assert one is other and len(opener.opened) == 1
-
-
-async def test_a_call_that_waits_for_a_connection_is_counted_with_its_wait(
+async def test_a_call_waits_for_the_busy_connection_then_reuses_it_and_is_counted(
     make_pool: PoolFactory, opener: Opener
 ) -> None:
     pool = make_pool(size=1, timeout=5.0)
@@ -147,10 +129,12 @@ async def test_a_call_that_waits_for_a_connection_is_counted_with_its_wait(
         assert pool.waits == 0  # a free connection is no wait
         second = asyncio.create_task(pool.run(opener.who_am_i))
         await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
     finally:
         release.set()
-    await first, await second
-
+    (one, who_first), (other, who_second) = await first, await second
+    assert who_first == who_second == WHO_AM_I
+    assert one is other and len(opener.opened) == 1
     # What portal_ldap_pool_waits_total and ..._wait_seconds_total show.
     assert pool.waits == 1
     assert 0.25 < pool.wait_seconds < 5
