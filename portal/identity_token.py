@@ -9,7 +9,8 @@ site's origin, scheme://host[:port], RFC 6454), `sub`, `name`, `email` (when the
 
 Keys: the configured `keys` (the first signs, all are published); else keys the portal generates
 and keeps encrypted in storage (IdentityTokenKeyStore), one generation after another: a new one
-every `rotation`, the previous one published until every token it signed has expired
+every `rotation`, stored and published PUBLISH_AHEAD seconds before it signs (its created_at is
+when it starts signing), the previous one published until every token it signed has expired
 (successor's created_at + lifespan + LEEWAY), then purged. Replicas agree on one key per
 generation through the store's atomic insert (the loser reads the winner's). A site listed in
 `applications` gets a token signed with its own shared secret (HS256/384/512) instead.
@@ -54,6 +55,13 @@ LEEWAY = 60.0
 JWKS_RELOAD = 60.0
 # After a failed rotation (storage unreachable), keep signing with the current key and retry.
 RETRY_AFTER = 30.0
+# Seconds apps may cache the key set (/.well-known/jwks.json's Cache-Control max-age); a
+# verifier meeting an unknown kid fetches the set again (jose's createRemoteJWKSet and PyJWT's
+# PyJWKClient do), but one that does not must already hold the next key when it starts signing.
+JWKS_MAX_AGE = 300
+# A generated key is stored and published this long before it signs: longer than an app's
+# cached copy of the set plus a replica's reload of it, twice over.
+PUBLISH_AHEAD = 2 * (JWKS_MAX_AGE + JWKS_RELOAD)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -262,7 +270,7 @@ class IdentityTokens:
             if app.matcher.matches(host, user):
                 # SECURITY: the app's own secret; no kid, so nothing points at another key.
                 return jwt.encode(claims, app.secret, algorithm=app.algorithm)
-        signer = self._keys[0] if self._config.keys else self._keys[-1]
+        signer = self._keys[0] if self._config.keys else self._signing_key()
         return jwt.encode(
             claims, signer.private, algorithm=signer.algorithm, headers={"kid": signer.key_id}
         )
@@ -283,13 +291,16 @@ class IdentityTokens:
                 stored = await self._store.identity_token_keys()
                 current = stored[-1] if stored else None
                 algorithm = self._config.algorithm
-                if (
-                    current is None
-                    or current.algorithm != algorithm
-                    or now >= current.created_at + self._rotation
-                ):
+                if current is None or current.algorithm != algorithm:
+                    starts = now  # nothing to publish ahead of: it signs at once
+                elif now >= current.created_at + self._rotation - PUBLISH_AHEAD:
+                    # SECURITY: published now, signing only once every app can hold it.
+                    starts = max(now, current.created_at + self._rotation)
+                else:
+                    starts = None
+                if starts is not None:
                     generation = current.generation + 1 if current is not None else 1
-                    new = await asyncio.to_thread(_new_signing_key, algorithm, generation, now)
+                    new = await asyncio.to_thread(_new_signing_key, algorithm, generation, starts)
                     # False: another replica made this generation first; read theirs.
                     if await self._store.add_identity_token_key(new):
                         log.info("identity_token: new signing key %s", new.key_id)
@@ -305,7 +316,16 @@ class IdentityTokens:
                 self._next_check = now + RETRY_AFTER
                 return
             self._loaded_at = now
-            self._next_check = stored[-1].created_at + self._rotation
+            self._next_check = stored[-1].created_at + self._rotation - PUBLISH_AHEAD
+
+    def _signing_key(self) -> _Key:
+        """Return the newest generated key whose time to sign has come (the next one is
+        published ahead of it)."""
+        now = self._clock.now()
+        for key in reversed(self._keys):
+            if key.created_at <= now:
+                return key
+        return self._keys[0]
 
     def _key_ids(self) -> set[str]:
         return {k.key_id for k in self._keys}

@@ -9,11 +9,8 @@ from aiohttp import web
 
 from portal.authz import Outcome
 from portal.handlers.common import cookie_values
+from portal.identity_token import JWKS_MAX_AGE
 from portal.keys import ADDRESSES, AUTHZ, IDENTITY_TOKENS
-
-# Seconds apps may cache the key set; a verifier meeting an unknown kid fetches the set again
-# (jose's createRemoteJWKSet and PyJWT's PyJWKClient do), so a new key is found at once.
-JWKS_MAX_AGE = 300
 
 
 async def auth_request_get(request: web.Request) -> web.Response:

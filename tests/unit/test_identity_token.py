@@ -15,7 +15,14 @@ from joserfc.jwk import KeySet, OctKey
 
 from portal.access_control import Target
 from portal.config import IdentityTokenConfig
-from portal.identity_token import LEEWAY, IdentityTokens, origin
+from portal.identity_token import (
+    JWKS_MAX_AGE,
+    JWKS_RELOAD,
+    LEEWAY,
+    PUBLISH_AHEAD,
+    IdentityTokens,
+    origin,
+)
 from portal.sessions import Session
 from portal.storage.sqlite import SqliteStorage
 from tests.conftest import ENCRYPTION_KEY, FakeClock
@@ -171,6 +178,28 @@ async def test_rotation_keeps_the_old_key_until_its_last_token_expired(
     with pytest.raises(InvalidKeyIdError):  # no key in the set for the old kid
         verify(before, await signer.jwks(), clock.now() - LEEWAY - LIFESPAN, origin(APP))
     assert [k.key_id for k in await storage.identity_token_keys()] == [new_kid]
+
+
+async def test_the_next_key_is_published_before_it_signs(
+    storage: SqliteStorage, clock: FakeClock
+) -> None:
+    """An app that fetched the key set shortly before a rotation (and caches it, as
+    /.well-known/jwks.json's max-age allows) already holds the key that signs after it."""
+    signer = tokens(storage, clock)
+    await signer.start()
+    (old_kid,) = kids(await signer.jwks())
+    clock.advance(ROTATION - PUBLISH_AHEAD + 1)
+    fetched_early = await signer.jwks()  # what an app caches now
+    (next_kid,) = [kid for kid in kids(fetched_early) if kid != old_kid]
+    # Published, but not signing yet: tokens made now still carry the old kid.
+    early = await signer.token(john(), APP, ISSUER)
+    assert jwt.decode(early, KeySet.import_key_set(fetched_early)).header["kid"] == old_kid  # type: ignore[arg-type]
+    clock.advance(PUBLISH_AHEAD)
+    late = await signer.token(john(id="stored-id-2"), APP, ISSUER)
+    # The app verifies the new key's token with the set it fetched before the switch.
+    assert jwt.decode(late, KeySet.import_key_set(fetched_early)).header["kid"] == next_kid  # type: ignore[arg-type]
+    assert verify(late, fetched_early, clock.now(), origin(APP))["sub"] == "john"
+    assert PUBLISH_AHEAD >= JWKS_MAX_AGE + JWKS_RELOAD
 
 
 async def test_a_restarted_portal_signs_with_the_stored_key(
