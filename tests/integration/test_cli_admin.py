@@ -280,6 +280,36 @@ def test_unknown_disabled_or_unnamed_users_get_one_line_and_exit_1(
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("password_reset", "key"),
+    [
+        ({"disable": True}, "authentication_backend.password_reset.disable"),
+        (
+            {"custom_url": "https://reset.example.com/"},
+            "authentication_backend.password_reset.custom_url",
+        ),
+    ],
+)
+def test_no_link_is_mailed_or_printed_when_the_portal_has_no_reset_page(
+    tmp_path: Path, users_file: Path, password_reset: dict[str, Any], key: str
+) -> None:
+    # The link would lead to /reset-password/step2, which such a portal does not serve (404).
+    backend = {"file": {"path": str(users_file)}, "password_reset": password_reset}
+    config = str(write_config(tmp_path, authentication_backend=backend))
+
+    mailed = portal("users", "send-reset-link", "john", "-c", config)
+    printed = portal("users", "send-reset-link", "john", "--print-link", "-c", config)
+
+    for result in (mailed, printed):
+        assert result.returncode == 1 and result.stdout == ""
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert key in line and "no reset page" in line
+        assert "Traceback" not in result.stderr
+        assert "reset_link_" not in result.stderr  # nothing audited as done
+    db = tmp_path / "db"  # refused before the storage is opened, or with nothing in it
+    assert not db.exists() or (outbox(db), links_recorded(db, "john")) == ([], 0)
+
+
 def test_the_per_account_limit_holds_for_mailed_and_printed_links_alike(
     tmp_path: Path, users_file: Path
 ) -> None:
