@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,24 @@ EVERY = i18n.LANGUAGES
 )
 def test_negotiation(cookie: str | None, header: str | None, default: str, chosen: str) -> None:
     assert i18n.negotiate(cookie, header, default, EVERY) == chosen
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "de" + " " * 8000 + "x",  # blanks after a tag, then junk: the worst case for the parser
+        "de;q=0.5" + " " * 8000 + "x",
+        ("de" + " " * 400 + "x,") * 20,
+    ],
+)
+def test_a_header_as_long_as_aiohttp_lets_through_is_read_at_once(header: str) -> None:
+    # Every page request reads Accept-Language (twice) on the event loop: a quadratic parse of
+    # 8 KB of blanks took most of a second per request, which a few clients could keep up.
+    started = time.process_time()
+    chosen = i18n.negotiate(None, header, "fr", i18n.PAGE_LANGUAGES)
+    spent = time.process_time() - started
+    assert chosen in ("de", "fr")
+    assert spent < 0.05, f"{spent:.3f}s of CPU for one Accept-Language header"
 
 
 def test_negotiation_offers_only_what_is_offered() -> None:
