@@ -83,9 +83,7 @@ def _first(msgid: object) -> object:
 
 
 # A printf-style conversion as Python's % operator reads it (named or not), or an escaped %%.
-_CONVERSION = re.compile(
-    r"%(?:\([^)]*\))?[#0 +-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]"
-)
+_CONVERSION = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]")
 
 
 def _placeholders_fit(msgid: object, msgstr: object) -> bool:
