@@ -59,7 +59,9 @@ def disable(users_file: Path, username: str) -> None:
     users_file.write_text(text.replace(marker, marker + "    disabled: true\n", 1))
 
 
-def open_session(path: Path, user: User = JOHN, ip: str = "192.0.2.7") -> str:
+def open_session(
+    path: Path, user: User = JOHN, ip: str = "192.0.2.7", user_agent: str = "Firefox/140.0"
+) -> str:
     """Sign user in as the portal does (a session in the configured store); return the cookie."""
 
     async def create() -> str:
@@ -72,7 +74,7 @@ def open_session(path: Path, user: User = JOHN, ip: str = "192.0.2.7") -> str:
             store = SessionStore(records, clock, public_id_secret=SESSION_SECRET)
             cookie = config.session.cookies[0]
             return await store.create(
-                user, cookie, remember_me=False, ip=ip, user_agent="Firefox/140.0"
+                user, cookie, remember_me=False, ip=ip, user_agent=user_agent
             )
         finally:
             await records.close()
@@ -435,6 +437,29 @@ def test_sessions_list_shows_public_ids_never_the_session_or_the_cookie(
     assert cookie not in mine.stdout and stored_id(cookie) not in mine.stdout
     assert everyone.stdout == mine.stdout
     assert harrys.stdout.splitlines() == ["No live sessions."]
+
+
+def test_what_users_typed_reaches_the_admins_terminal_escaped(
+    tmp_path: Path, users_file: Path
+) -> None:
+    # A User-Agent is the client's choice (HTTP lets a tab, C1 controls and bidirectional
+    # overrides through); a display name may be the user's own in a directory. Printed raw they
+    # would shift the columns or drive the admin's terminal (CSI, right-to-left override).
+    users_file.write_text(
+        users_file.read_text().replace('"John Doe"', '"John\\tDoe\\e]0;owned\\a"', 1)
+    )
+    path = write_config(tmp_path)
+    open_session(path, user_agent="Firefox\t\x9b31mred\u202eevil")
+
+    listed = portal("users", "list", "-c", str(path))
+    sessions = portal("sessions", "list", "john", "-c", str(path))
+
+    [john] = [line for line in listed.stdout.splitlines() if line.startswith("john\t")]
+    assert john.split("\t")[1] == "John\\tDoe\\x1b]0;owned\\x07"
+    [line] = sessions.stdout.splitlines()
+    assert line.split("\t")[-1] == "Firefox\\t\\x9b31mred\\u202eevil"
+    for output in (listed.stdout, sessions.stdout):
+        assert not any(c in output for c in "\x1b\x07\x9b\u202e")
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
