@@ -451,14 +451,19 @@ def test_what_users_typed_reaches_the_admins_terminal_escaped(
     path = write_config(tmp_path)
     open_session(path, user_agent="Firefox\t\x9b31mred\u202eevil")
 
+    # A sign-in form's username is anyone's to type, and a failed one is recorded as typed.
+    fail_sign_ins(path, "mallory\x1b[2J\u202e", "192.0.2.66")
+
     listed = portal("users", "list", "-c", str(path))
     sessions = portal("sessions", "list", "john", "-c", str(path))
+    bans = portal("regulation", "list", "-c", str(path))
 
     [john] = [line for line in listed.stdout.splitlines() if line.startswith("john\t")]
     assert john.split("\t")[1] == "John\\tDoe\\x1b]0;owned\\x07"
     [line] = sessions.stdout.splitlines()
     assert line.split("\t")[-1] == "Firefox\\t\\x9b31mred\\u202eevil"
-    for output in (listed.stdout, sessions.stdout):
+    assert "user\tmallory\\x1b[2J\\u202e\tuntil " in bans.stdout
+    for output in (listed.stdout, sessions.stdout, bans.stdout):
         assert not any(c in output for c in "\x1b\x07\x9b\u202e")
 
 
