@@ -73,9 +73,7 @@ def open_session(
         try:
             store = SessionStore(records, clock, public_id_secret=SESSION_SECRET)
             cookie = config.session.cookies[0]
-            return await store.create(
-                user, cookie, remember_me=False, ip=ip, user_agent=user_agent
-            )
+            return await store.create(user, cookie, remember_me=False, ip=ip, user_agent=user_agent)
         finally:
             await records.close()
 
@@ -462,7 +460,7 @@ def test_what_users_typed_reaches_the_admins_terminal_escaped(
     assert john.split("\t")[1] == "John\\tDoe\\x1b]0;owned\\x07"
     [line] = sessions.stdout.splitlines()
     assert line.split("\t")[-1] == "Firefox\\t\\x9b31mred\\u202eevil"
-    assert "user\tmallory\\x1b[2J\\u202e\tuntil " in bans.stdout
+    assert "user\tmallory\\x1b[2j\\u202e\tuntil " in bans.stdout  # case-folded
     for output in (listed.stdout, sessions.stdout, bans.stdout):
         assert not any(c in output for c in "\x1b\x07\x9b\u202e")
 
