@@ -27,6 +27,7 @@ from portal.deps import (
     storage_from_config,
     users_from_config,
 )
+from portal.errors import ConfigError
 from portal.mail import MailRenderer, template_dirs
 from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import RateLimiter
@@ -168,8 +169,22 @@ async def send_reset_link(
 
     The administrator never sees or chooses a password. A disabled user, or one without an
     address when mailing, gets nothing. Audits `reset_link_queued` or `reset_link_printed`
-    (actor "admin", never the token). Raises StartupCheckError and backend errors.
+    (actor "admin", never the token). Raises ConfigError when the portal serves no reset page
+    (authentication_backend.password_reset.disable or custom_url: the link would lead nowhere),
+    StartupCheckError and backend errors.
     """
+    password_reset = config.authentication_backend.password_reset
+    for key, value in (
+        ("disable", password_reset.disable),
+        ("custom_url", password_reset.custom_url),
+    ):
+        if value:
+            raise ConfigError(
+                [
+                    f"authentication_backend.password_reset.{key} is set: the portal has no "
+                    "reset page for the link to open"
+                ]
+            )
     async with opened(config) as (deps, services):
         user = await deps.users.get_user(identifier)
         if user is None:

@@ -241,6 +241,15 @@ def _admin_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _shown(text: str) -> str:
+    """Return text for one tab-separated cell on the admin's terminal: a backslash and every
+    character str.isprintable refuses (tab, ESC, C1 controls, bidirectional overrides) escaped
+    as Python writes them. SECURITY: a User-Agent, a username typed into the sign-in form or a
+    directory's display name is the user's to choose; raw, it could shift the columns or send
+    the terminal commands."""
+    return "".join(c if c.isprintable() and c != "\\" else ascii(c)[1:-1] for c in text)
+
+
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
@@ -264,10 +273,9 @@ def _users_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
     for u in users:
-        print(
-            f"{u.username}\t{u.display_name}\t{', '.join(u.emails) or '-'}\t"
-            f"{', '.join(u.groups) or '-'}\t{'disabled' if u.disabled else 'enabled'}"
-        )
+        cells = [u.username, u.display_name, ", ".join(u.emails), ", ".join(u.groups)]
+        shown = "\t".join(_shown(cell) or "-" for cell in cells)
+        print(f"{shown}\t{'disabled' if u.disabled else 'enabled'}")
     return 0
 
 
@@ -304,7 +312,7 @@ def _regulation_list(args: argparse.Namespace) -> int:
     if not bans:
         print("Nobody is banned.")
     for ban in bans:
-        print(f"{ban.kind}\t{ban.subject}\tuntil {_when(ban.until)}")
+        print(f"{ban.kind}\t{_shown(ban.subject)}\tuntil {_when(ban.until)}")
     return 0
 
 
@@ -330,9 +338,9 @@ def _sessions_list(args: argparse.Namespace) -> int:
         print("No live sessions.")
     for username, listed in sessions:
         print(
-            f"{username}\t{listed.id}\tcreated {_when(listed.created_at)}\t"
-            f"last seen {_when(listed.last_seen_at)}\t{listed.ip or '-'}\t"
-            f"{listed.user_agent or '-'}"
+            f"{_shown(username)}\t{listed.id}\tcreated {_when(listed.created_at)}\t"
+            f"last seen {_when(listed.last_seen_at)}\t{_shown(listed.ip) or '-'}\t"
+            f"{_shown(listed.user_agent) or '-'}"
         )
     return 0
 

@@ -81,10 +81,10 @@ def load_catalogs(directory: Path = LOCALE_DIR) -> dict[str, NullTranslations]:
     return catalogs
 
 
-# One Accept-Language entry: a language range and an optional weight (RFC 9110 12.4.2, 12.5.4).
-_RANGE = re.compile(
-    r"\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*"
-)
+# One Accept-Language entry, blanks around it stripped first: a language range and an optional
+# weight (RFC 9110 12.4.2, 12.5.4). SECURITY: no two blank runs meet without a literal between
+# them, so a long run of blanks is read once, not in every split (quadratic, on the event loop).
+_RANGE = re.compile(r"([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)(?:\s*;\s*q\s*=\s*([0-9.]{1,5}))?")
 
 
 def accepted_languages(header: str | None) -> list[str]:
@@ -95,7 +95,7 @@ def accepted_languages(header: str | None) -> list[str]:
     """
     weighted: list[tuple[float, int, str]] = []
     for index, entry in enumerate((header or "").split(",")[:20]):
-        match = _RANGE.fullmatch(entry)
+        match = _RANGE.fullmatch(entry.strip())
         if match is None or match.group(1) == "*":
             continue
         try:

@@ -66,6 +66,8 @@ def catalog_problems(template: Catalog, catalog: Catalog) -> list[str]:
             problems.append(f"{name}: fuzzy {message.id!r}")
         elif not all(isinstance(s, str) and s.strip() for s in _forms(entry.string)):
             problems.append(f"{name}: untranslated {message.id!r}")
+        elif not _placeholders_fit(entry.id, entry.string):
+            problems.append(f"{name}: placeholders differ in {_first(entry.id)!r}")
     for entry in catalog:
         if entry.id and template.get(entry.id, entry.context) is None:
             problems.append(f"{name}: not used any more {entry.id!r}")
@@ -74,6 +76,34 @@ def catalog_problems(template: Catalog, catalog: Catalog) -> list[str]:
 
 def _forms(string: object) -> Sequence[object]:
     return string if isinstance(string, tuple | list) else (string,)
+
+
+def _first(msgid: object) -> object:
+    return _forms(msgid)[0]
+
+
+# A printf-style conversion as Python's % operator reads it (named or not), or an escaped %%.
+_CONVERSION = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]")
+
+
+def _placeholders_fit(msgid: object, msgstr: object) -> bool:
+    """Tell whether a translation formats as its English does: templates format every `_()`
+    (newstyle), so a placeholder the English has not is a KeyError and a lone % a ValueError.
+
+    Every % of the translation must start a conversion (%% for a literal one), each conversion
+    must be one of the English's (any form, for plurals), and a translation of an English
+    without any % has none (Python code may show such a message without formatting it).
+    """
+    english = [text for text in _forms(msgid) if isinstance(text, str)]
+    allowed = {c for text in english for c in _CONVERSION.findall(text)}
+    for text in _forms(msgstr):
+        if not isinstance(text, str):
+            continue
+        if "%" in _CONVERSION.sub("", text):
+            return False
+        if not set(_CONVERSION.findall(text)) <= allowed:
+            return False
+    return True
 
 
 class _Text(HTMLParser):

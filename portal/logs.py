@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.handlers
 import re
 import sys
 import time
@@ -181,7 +182,9 @@ def configure_logging(config: LogConfig) -> None:
     """Send the portal's logs where the configuration says, in its format."""
     handler: logging.Handler
     if config.file_path is not None:
-        handler = logging.FileHandler(config.file_path, encoding="utf-8")
+        # Reopened when logrotate (or anyone) moves or removes the file: the next line starts
+        # a new file at file_path (Authelia reopens its file on SIGHUP for the same reason).
+        handler = logging.handlers.WatchedFileHandler(config.file_path, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
     if config.format == "json":

@@ -133,13 +133,16 @@ def dump(document: dict[str, Any]) -> bytes:
 
 def handler(document: bytes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Return the handler of GET /api/openapi.yml: the document as application/yaml,
-    cacheable with a strong ETag (304 for a matching If-None-Match, RFC 9110 section 13.1.2)."""
+    cacheable with a strong ETag (304 for a matching If-None-Match, compared weakly as RFC 9110
+    section 13.1.2 asks: W/"..." matches too, as nginx's gzip rewrites the tag)."""
     etag = '"' + hashlib.sha256(document).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={MAX_AGE}"}
 
     async def openapi_get(request: web.Request) -> web.StreamResponse:
         sent = request.headers.get("If-None-Match", "")
-        if etag in (tag.strip() for tag in sent.split(",")) or sent.strip() == "*":
+        if etag in (tag.strip().removeprefix("W/") for tag in sent.split(",")) or (
+            sent.strip() == "*"
+        ):
             return web.Response(status=304, headers=headers)
         return web.Response(
             body=document, content_type="application/yaml", charset="utf-8", headers=headers

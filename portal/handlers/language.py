@@ -12,6 +12,7 @@ import re
 from aiohttp import web
 
 from portal.i18n import COOKIE, LANGUAGES
+from portal.keys import CONFIG
 
 # A year: the choice is a preference, not a secret; the switch replaces it.
 COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -43,6 +44,8 @@ async def language_get(request: web.Request) -> web.Response:
         path="/",
         httponly=True,
         samesite="Lax",
-        secure=request.secure,
+        # SECURITY: the portal's public address says https, not the hop from nginx (plain
+        # HTTP when nginx ends TLS), as for every other cookie of the portal.
+        secure=request.app[CONFIG].portal_is_https,
     )
     raise response

@@ -7,6 +7,7 @@ No browser: a client speaks HTTP to the portal process, which writes its log as 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -101,3 +102,27 @@ async def test_one_schema_a_request_id_per_request_and_no_secret_in_either_forma
     assert isinstance(access[0]["duration_ms"], float | int)
     completed = [e for e in entries if e.get("event") == "reset_completed"]
     assert [e["request_id"] for e in completed] == [done_id]
+
+
+async def test_a_log_file_moved_away_by_logrotate_is_opened_again(
+    tmp_path: Path, users_file: Path
+) -> None:
+    # logrotate's default (`create`) renames the file and expects the next line in a new one at
+    # log.file_path; a handler that keeps its descriptor writes into the renamed file for ever.
+    path = tmp_path / "logs" / "portal.log"
+    path.parent.mkdir()
+    extra = {"log": {"file_path": str(path), "format": "json"}}
+    with run_portal(tmp_path, users_file, extra) as running:
+        await wait_for_health(running.url, running.process, running.log_file)
+        rotated = path.rename(path.with_name("portal.log.1"))
+        async with aiohttp.ClientSession() as client:
+            answer = await client.get(f"{running.url}/api/health")
+            request_id = answer.headers["X-Request-Id"]
+        deadline = asyncio.get_running_loop().time() + 5
+        while request_id not in (path.read_text() if path.exists() else ""):
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"no line at {path} after the rotation; the old file got: "
+                f"{request_id in rotated.read_text()}"
+            )
+            await asyncio.sleep(0.1)
+        assert request_id not in rotated.read_text()

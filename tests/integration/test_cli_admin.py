@@ -59,7 +59,9 @@ def disable(users_file: Path, username: str) -> None:
     users_file.write_text(text.replace(marker, marker + "    disabled: true\n", 1))
 
 
-def open_session(path: Path, user: User = JOHN, ip: str = "192.0.2.7") -> str:
+def open_session(
+    path: Path, user: User = JOHN, ip: str = "192.0.2.7", user_agent: str = "Firefox/140.0"
+) -> str:
     """Sign user in as the portal does (a session in the configured store); return the cookie."""
 
     async def create() -> str:
@@ -71,9 +73,7 @@ def open_session(path: Path, user: User = JOHN, ip: str = "192.0.2.7") -> str:
         try:
             store = SessionStore(records, clock, public_id_secret=SESSION_SECRET)
             cookie = config.session.cookies[0]
-            return await store.create(
-                user, cookie, remember_me=False, ip=ip, user_agent="Firefox/140.0"
-            )
+            return await store.create(user, cookie, remember_me=False, ip=ip, user_agent=user_agent)
         finally:
             await records.close()
 
@@ -280,6 +280,36 @@ def test_unknown_disabled_or_unnamed_users_get_one_line_and_exit_1(
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("password_reset", "key"),
+    [
+        ({"disable": True}, "authentication_backend.password_reset.disable"),
+        (
+            {"custom_url": "https://reset.example.com/"},
+            "authentication_backend.password_reset.custom_url",
+        ),
+    ],
+)
+def test_no_link_is_mailed_or_printed_when_the_portal_has_no_reset_page(
+    tmp_path: Path, users_file: Path, password_reset: dict[str, Any], key: str
+) -> None:
+    # The link would lead to /reset-password/step2, which such a portal does not serve (404).
+    backend = {"file": {"path": str(users_file)}, "password_reset": password_reset}
+    config = str(write_config(tmp_path, authentication_backend=backend))
+
+    mailed = portal("users", "send-reset-link", "john", "-c", config)
+    printed = portal("users", "send-reset-link", "john", "--print-link", "-c", config)
+
+    for result in (mailed, printed):
+        assert result.returncode == 1 and result.stdout == ""
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert key in line and "no reset page" in line
+        assert "Traceback" not in result.stderr
+        assert "reset_link_" not in result.stderr  # nothing audited as done
+    db = tmp_path / "db"  # refused before the storage is opened, or with nothing in it
+    assert not db.exists() or (outbox(db), links_recorded(db, "john")) == ([], 0)
+
+
 def test_the_per_account_limit_holds_for_mailed_and_printed_links_alike(
     tmp_path: Path, users_file: Path
 ) -> None:
@@ -405,6 +435,34 @@ def test_sessions_list_shows_public_ids_never_the_session_or_the_cookie(
     assert cookie not in mine.stdout and stored_id(cookie) not in mine.stdout
     assert everyone.stdout == mine.stdout
     assert harrys.stdout.splitlines() == ["No live sessions."]
+
+
+def test_what_users_typed_reaches_the_admins_terminal_escaped(
+    tmp_path: Path, users_file: Path
+) -> None:
+    # A User-Agent is the client's choice (HTTP lets a tab, C1 controls and bidirectional
+    # overrides through); a display name may be the user's own in a directory. Printed raw they
+    # would shift the columns or drive the admin's terminal (CSI, right-to-left override).
+    users_file.write_text(
+        users_file.read_text().replace('"John Doe"', '"John\\tDoe\\e]0;owned\\a"', 1)
+    )
+    path = write_config(tmp_path)
+    open_session(path, user_agent="Firefox\t\x9b31mred\u202eevil")
+
+    # A sign-in form's username is anyone's to type, and a failed one is recorded as typed.
+    fail_sign_ins(path, "mallory\x1b[2J\u202e", "192.0.2.66")
+
+    listed = portal("users", "list", "-c", str(path))
+    sessions = portal("sessions", "list", "john", "-c", str(path))
+    bans = portal("regulation", "list", "-c", str(path))
+
+    [john] = [line for line in listed.stdout.splitlines() if line.startswith("john\t")]
+    assert john.split("\t")[1] == "John\\tDoe\\x1b]0;owned\\x07"
+    [line] = sessions.stdout.splitlines()
+    assert line.split("\t")[-1] == "Firefox\\t\\x9b31mred\\u202eevil"
+    assert "user\tmallory\\x1b[2j\\u202e\tuntil " in bans.stdout  # case-folded
+    for output in (listed.stdout, sessions.stdout, bans.stdout):
+        assert not any(c in output for c in "\x1b\x07\x9b\u202e")
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])

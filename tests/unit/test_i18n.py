@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from babel.messages.catalog import Catalog
 from ruamel.yaml import YAML
@@ -34,6 +36,24 @@ EVERY = i18n.LANGUAGES
 )
 def test_negotiation(cookie: str | None, header: str | None, default: str, chosen: str) -> None:
     assert i18n.negotiate(cookie, header, default, EVERY) == chosen
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "de" + " " * 8000 + "x",  # blanks after a tag, then junk: the worst case for the parser
+        "de;q=0.5" + " " * 8000 + "x",
+        ("de" + " " * 400 + "x,") * 20,
+    ],
+)
+def test_a_header_as_long_as_aiohttp_lets_through_is_read_at_once(header: str) -> None:
+    # Every page request reads Accept-Language (twice) on the event loop: a quadratic parse of
+    # 8 KB of blanks took most of a second per request, which a few clients could keep up.
+    started = time.process_time()
+    chosen = i18n.negotiate(None, header, "fr", i18n.PAGE_LANGUAGES)
+    spent = time.process_time() - started
+    assert chosen in ("de", "fr")
+    assert spent < 0.05, f"{spent:.3f}s of CPU for one Accept-Language header"
 
 
 def test_negotiation_offers_only_what_is_offered() -> None:
@@ -80,6 +100,35 @@ def test_the_check_fails_on_a_missing_empty_fuzzy_or_unused_entry() -> None:
     assert catalog_problems(template, _catalog({"Hello": "Hallo"})) == [
         "de: missing 'Bye'",
         "de: missing 'Thanks'",
+    ]
+
+
+def test_the_check_fails_on_a_translation_whose_placeholders_would_break_the_page() -> None:
+    # Templates format every translation (`_()` is newstyle: `translation % values`), so an
+    # unknown placeholder is a KeyError and a lone "%" a ValueError: a 500 in that language only.
+    entries = {
+        "Hello %(name)s": "Hallo %(nme)s",  # misspelt
+        "Plain": "Schlicht %(name)s",  # one the English has not
+        "Done": "Fertig zu 100 %",  # a lone %
+        "%(count)s left": "noch %(count)s, 50 %",  # a lone % beside a good one
+        "Hi %(name)s, %(n)s": "Hallo %(name)s",  # fewer is fine: the values are still given
+        "100%% sure": "100%% sicher",  # an escaped % is a %
+    }
+    template = _catalog(dict.fromkeys(entries, ""))
+    environment = jinja2.Environment(autoescape=True, extensions=["jinja2.ext.i18n"])
+    environment.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda m: entries[m], ngettext=None, newstyle=True
+    )
+    with pytest.raises(KeyError):
+        environment.from_string('{{ _("Plain") }}').render()
+    with pytest.raises(ValueError):
+        environment.from_string('{{ _("Done") }}').render()
+
+    assert catalog_problems(template, _catalog(entries)) == [
+        "de: placeholders differ in 'Hello %(name)s'",
+        "de: placeholders differ in 'Plain'",
+        "de: placeholders differ in 'Done'",
+        "de: placeholders differ in '%(count)s left'",
     ]
 
 

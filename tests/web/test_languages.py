@@ -239,3 +239,17 @@ async def test_the_switch_links_lead_back_to_the_page_without_secrets(portal: Po
     assert re.search(r'<nav class="languages" aria-label="Language">', page)
     step2 = await (await portal.client.get("/reset-password/step2?token=secret-ish")).text()
     assert "secret-ish" not in step2.split('class="languages"')[-1]
+
+
+async def test_behind_a_tls_proxy_the_language_cookie_is_secure_as_every_other(
+    start_portal: StartPortal,
+) -> None:
+    # nginx ends TLS and speaks plain HTTP to the portal: the portal's public address says
+    # https, as it does for the session, CSRF and reset cookies.
+    portal = await start_portal(
+        session={"cookies": [{"domain": "example.com", "authelia_url": "https://auth.example.com"}]}
+    )
+    response = await portal.client.get("/language/fr?back=/", allow_redirects=False)
+    cookie = response.cookies["portal_language"]
+    assert cookie.value == "fr"
+    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"

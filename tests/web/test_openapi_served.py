@@ -45,3 +45,16 @@ async def test_the_register_address_is_not_read_as_a_credential_id(portal: Porta
     numbered = await portal.client.delete("/api/secondfactor/webauthn/credential/7")
     assert numbered.status == 401  # the credential route: no session
     assert await numbered.json() == {"status": "KO", "message": "You need to sign in first."}
+
+
+async def test_a_weak_copy_of_the_etag_revalidates_too(portal: Portal) -> None:
+    """If-None-Match compares weakly (RFC 9110 section 13.1.2): nginx's gzip turns the ETag
+    into W/"..." on the way out, and clients send that back."""
+    etag = (await portal.client.get("/api/openapi.yml")).headers["ETag"]
+
+    weak = await portal.client.get("/api/openapi.yml", headers={"If-None-Match": f"W/{etag}"})
+    listed = await portal.client.get(
+        "/api/openapi.yml", headers={"If-None-Match": f'"stale", W/{etag}'}
+    )
+
+    assert (weak.status, listed.status) == (304, 304)
