@@ -113,6 +113,8 @@ class Load:
     unexpected: int  # wrk's "Non-2xx or 3xx" count, when the case expects a 2xx or 3xx
     socket_errors: int
     upstream_opened: int | None  # None: not countable (unix socket)
+    portal_cpu_us: float = 0.0  # the portal's CPU time per request, microseconds
+    nginx_cpu_us: float = 0.0  # nginx's (all its processes), per request
 
 
 # --- the portal -------------------------------------------------------------------------------
@@ -149,12 +151,15 @@ def write_portal_files(directory: Path, address: str, log_level: str) -> Path:
 
 
 async def session_cookie(url: str) -> str:
-    """Sign in once through nginx-less /api/firstfactor; return the Cookie header to send."""
+    """Sign in once through /api/firstfactor, straight to the portal; return the Cookie header."""
     connector = aiohttp.UnixConnector(path=url[len("unix:") :]) if url.startswith("unix:") else None
     base = "http://localhost" if connector is not None else url
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.post(
-            base + "/api/firstfactor", json={"username": USERNAME, "password": PASSWORD}
+            base + "/api/firstfactor",
+            json={"username": USERNAME, "password": PASSWORD},
+            # as nginx says it: a unix-socket peer has no address of its own
+            headers={"X-Forwarded-For": HOST},
         ) as response:
             body = await response.text()
             if response.status != 200:
@@ -281,6 +286,21 @@ def time_wait(port: int) -> set[str]:
     return {" ".join(line.split()) for line in result.stdout.splitlines() if line.strip()}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the CPU time (user + system, seconds) the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14 and 15)
+    return total / ticks
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids of a process's children (nginx's workers), read from /proc."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def wrk(url: str, cookie: str | None, args: argparse.Namespace, seconds: int) -> str:
     """Run wrk with --latency against url and return what it printed."""
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
@@ -331,17 +351,33 @@ async def check_case(url: str, case: Case, cookie: str) -> None:
 
 
 async def load(
-    base: str, case: Case, cookie: str, portal_port: int | None, args: argparse.Namespace
+    base: str,
+    case: Case,
+    cookie: str,
+    portal_port: int | None,
+    processes: tuple[list[int], list[int]],
+    args: argparse.Namespace,
 ) -> Load:
     """Warm up, then measure one case; count the upstream connections closed meanwhile."""
     url = base + case.path
     await check_case(url, case, cookie)
     sent = cookie if case.cookie else None
     await asyncio.to_thread(wrk, url, sent, args, WARMUP_SECONDS)
-    before = time_wait(portal_port) if portal_port is not None else set()
-    output = await asyncio.to_thread(wrk, url, sent, args, args.duration)
-    opened = len(time_wait(portal_port) - before) if portal_port is not None else None
-    return parse(case, output, opened)
+    cpu_before = [cpu_seconds(pids) for pids in processes]
+    running = asyncio.ensure_future(asyncio.to_thread(wrk, url, sent, args, args.duration))
+    opened = None
+    if portal_port is not None:
+        # Counted from 0.5 s in to 0.5 s before the end: when wrk stops, nginx drops the
+        # connections of the questions still in flight, whatever the configuration.
+        await asyncio.sleep(0.5)
+        before = time_wait(portal_port)
+        await asyncio.sleep(args.duration - 1.0)
+        opened = len(time_wait(portal_port) - before)
+    output = await running
+    cpu = [cpu_seconds(pids) - was for pids, was in zip(processes, cpu_before, strict=True)]
+    result = parse(case, output, opened)
+    result.portal_cpu_us, result.nginx_cpu_us = (1e6 * c / max(result.requests, 1) for c in cpu)
+    return result
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -360,7 +396,7 @@ def row(result: Load) -> str:
         f"  {result.case.name:<10} {result.requests_per_second:>9,.0f} {result.requests:>9,} "
         f"{p.get(50, float('nan')):>7.2f} {p.get(90, float('nan')):>7.2f} "
         f"{p.get(99, float('nan')):>7.2f} {result.unexpected + result.socket_errors:>7} "
-        f"{opened:>9}"
+        f"{opened:>9} {result.portal_cpu_us:>7.0f} {result.nginx_cpu_us:>7.0f}"
     )
 
 
@@ -411,7 +447,8 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             return 1
         cookie = await session_cookie(portal_url)
         base = f"http://{HOST}:{nginx_port}"
-        results = [await load(base, case, cookie, portal_port, args) for case in CASES]
+        processes = ([portal.pid], [nginx.pid, *children(nginx.pid)])
+        results = [await load(base, case, cookie, portal_port, processes, args) for case in CASES]
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -446,12 +483,14 @@ def report(results: list[Load]) -> None:
     by_name = {result.case.name: result for result in results}
     print(
         f"\n  {'case':<10} {'req/s':>9} {'requests':>9} {'p50 ms':>7} {'p90 ms':>7} "
-        f"{'p99 ms':>7} {'wrong':>7} {'upstream'}"
+        f"{'p99 ms':>7} {'wrong':>7} {'upstream':>9} {'portal':>7} {'nginx':>7}"
     )
     for result in results:
         print(row(result))
     print("  (wrong: unexpected statuses and socket errors; upstream: connections nginx opened")
-    print("   to the portal during the run, from TIME-WAIT sockets)")
+    print("   to the portal during the run but its first and last 0.5 s, from TIME-WAIT sockets;")
+    print("   portal, nginx: their CPU time per request in microseconds, which depends less on")
+    print("   other load than req/s does)")
     opened, session, anonymous = by_name["open"], by_name["session"], by_name["anonymous"]
     protected_ratio = session.requests_per_second / opened.requests_per_second
     anonymous_ratio = anonymous.requests_per_second / session.requests_per_second
