@@ -17,10 +17,12 @@ wrk (-t2 -c64 by default, --latency, after a 2 s warm-up run) loads four cases o
   session    the page protected, with a valid session cookie (one sign-in through /api/firstfactor)
   anonymous  the page protected, no cookie: the portal's 401, nginx's 302 to the sign-in page
   denied     a protected page a rule denies, with the session cookie: the portal's 403
-and prints requests/s, p50/p90/p99, the ratios, and how many connections nginx opened to the
-portal during each case (TCP only: the sockets to the portal's port that entered TIME-WAIT
-during the case, read with `ss`; nginx closes an upstream connection when the answer carries a
-body it does not read, or when its idle `keepalive` pool is full).
+and prints requests/s, p50/p90/p99, the ratios, how many connections nginx opened to the
+portal during each case (TCP only: the sockets to the portal's port that entered TIME-WAIT,
+read with `ss`, from 0.5 s in to 0.5 s before the end, as wrk's stop drops the questions in
+flight; nginx closes an upstream connection when the answer carries a body it does not read, or
+when its idle `keepalive` pool is full), and the CPU time per request of the portal and of
+nginx (read from /proc: it depends less on other load than requests/s do).
 
 Goals (PASS/FAIL): session >= 0.25x open; anonymous p99 < 10 ms and anonymous >= 0.8x session.
 
@@ -243,7 +245,8 @@ def write_nginx(
     (workdir / "conf.d" / "app.conf").write_text(server_block(port, workdir / "www"))
     (workdir / "nginx.conf").write_text(main_conf(workdir, workers))
     start_upstream = http.index("upstream portal")
-    return http[start_upstream : http.index("}", start_upstream) + 1]
+    block = http[start_upstream : http.index("}", start_upstream) + 1].splitlines()
+    return "\n".join(line for line in block if line.strip() and not line.strip().startswith("#"))
 
 
 def start_nginx(workdir: Path) -> subprocess.Popen[bytes]:
