@@ -24,7 +24,8 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -102,6 +103,9 @@ class Site:
     app: ProtectedApp
     smtp: SmtpServer
     storage: Storage
+    # (client address and port) of the connection each authorization answer went out on, in
+    # order: the portal's view of how nginx reaches it.
+    authz_peers: list[tuple[str, int]] = field(default_factory=list)
 
     def app_url(self, path: str = "/") -> str:
         """Return https://app.example.com:<port><path>."""
@@ -153,6 +157,16 @@ def site_settings(https_port: int, smtp_port: int, users_file: Path) -> dict[str
     )
 
 
+async def record_authz_peer(
+    peers: list[tuple[str, int]], request: web.Request, response: web.StreamResponse
+) -> None:
+    """Note the connection an answer to nginx's auth_request goes out on (on_response_prepare)."""
+    if request.path.startswith(("/api/authz/", "/api/verify")):
+        assert request.transport is not None
+        host, port = request.transport.get_extra_info("peername")[:2]
+        peers.append((host, port))
+
+
 StartSite = Callable[..., Awaitable[Site]]
 
 
@@ -191,12 +205,15 @@ async def start_site(
                 captcha=captcha_from_config(config, storage, SystemClock()),
                 sessions=sessions_from_config(config, SystemClock()),
             )
+            site = Site(nginx, app, smtp, storage)
+            portal = create_app(config, deps)
+            portal.on_response_prepare.append(partial(record_authz_peer, site.authz_peers))
             # The access logger `portal serve` uses: the default one would log reset tokens.
-            runner = web.AppRunner(create_app(config, deps), access_log_class=SafeAccessLogger)
+            runner = web.AppRunner(portal, access_log_class=SafeAccessLogger)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.SockSite(runner, listener).start()
-            return Site(nginx, app, smtp, storage)
+            return site
 
         yield start
 
@@ -428,6 +445,27 @@ async def test_a_denied_page_is_403_even_for_john(site: Site, visitor: Visitor) 
 
     assert reply.status == 403
     assert site.app.seen == []
+
+
+async def test_nginx_asks_every_question_on_one_kept_alive_connection_whatever_the_answer(
+    site: Site, open_visitor: OpenVisitor
+) -> None:
+    # nginx closes its connection to the portal after an authorization answer with a body it
+    # does not read (auth_request reads headers only): every 401 and 403 would cost a new
+    # connection. Asked one after the other, every answer (200, 401, 403) comes back on one.
+    john, anonymous = await open_visitor(), await open_visitor()
+    await john.sign_in("john")
+    site.authz_peers.clear()
+
+    statuses = []
+    for _ in range(4):
+        statuses.append((await john.visit("/private")).status)
+        statuses.append((await anonymous.visit("/private")).status)
+        statuses.append((await john.visit("/deny/x")).status)
+
+    assert statuses == [200, 302, 403] * 4
+    assert len(site.authz_peers) == 12
+    assert len(set(site.authz_peers)) == 1, site.authz_peers
 
 
 async def test_an_exact_public_page_does_not_open_to_an_encoded_newline_after_it(

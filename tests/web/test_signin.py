@@ -106,6 +106,27 @@ async def test_missing_or_malformed_headers_get_401_not_500(
     assert response.status == 401
 
 
+@pytest.mark.parametrize("path", ["/api/authz/auth-request", "/api/verify"])
+async def test_every_authorization_answer_has_an_empty_body(portal: Portal, path: str) -> None:
+    # nginx's auth_request reads the headers only: an answer with a body makes nginx close its
+    # kept-alive connection to the portal, and open a new one for the next question.
+    async def answer(url: str | None) -> tuple[int, str | None, bytes]:
+        headers = {} if url is None else {"X-Original-URL": url, "X-Original-Method": "GET"}
+        response = await portal.client.get(path, headers=headers, allow_redirects=False)
+        return response.status, response.headers.get("Content-Length"), await response.read()
+
+    anonymous = await answer("http://127.0.0.1/private")
+    malformed = await answer(None)
+    assert (await sign_in(portal.client, "john", "password")).status == 302
+    allowed = await answer("http://127.0.0.1/private")
+    denied = await answer("http://127.0.0.1/deny")
+
+    assert anonymous == (401, "0", b"")
+    assert malformed == (401, "0", b"")
+    assert allowed == (200, "0", b"")
+    assert denied == (403, "0", b"")
+
+
 async def test_a_host_outside_every_cookie_domain_is_never_let_through(portal: Portal) -> None:
     assert (await sign_in(portal.client, "john", "password")).status == 302
     response = await ask(portal.client, "https://other.example.org/")

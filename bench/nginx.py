@@ -1,0 +1,546 @@
+"""Through nginx (issue 19, goal 2): a static page protected by the portal costs at most 4x the
+same page unprotected, and an anonymous visitor is as fast as a signed-in one.
+
+Run:  .venv/bin/python bench/nginx.py [--duration 8] [--keepalive N] [--unix] [--log-level warn]
+
+A real nginx (/usr/sbin/nginx, in the foreground, from a temporary directory laid out as Debian's
+/etc/nginx) serves one static page with the SHIPPED deploy/nginx/ files: conf.d/portal-http.conf
+(the "portal" upstream, its address and, with --keepalive, its `keepalive` size the only
+values changed) and the snippets proxy.conf, portal-location.conf and portal-authrequest.conf,
+included in a plain-http server block on loopback as the README tells admins to (see
+`server_block`). The portal runs as an admin runs it (`python -m portal serve`: file backend,
+sqlite, filesystem notifier, log.level `info` unless --log-level says otherwise), on a loopback
+port or, with --unix, on a unix socket (server.address unix://...).
+
+wrk (-t2 -c64 by default, --latency, after a 2 s warm-up run) loads four cases one after the other:
+  open       the page in a location without auth_request
+  session    the page protected, with a valid session cookie (one sign-in through /api/firstfactor)
+  anonymous  the page protected, no cookie: the portal's 401, nginx's 302 to the sign-in page
+  denied     a protected page a rule denies, with the session cookie: the portal's 403
+and prints requests/s, p50/p90/p99, the ratios, how many connections nginx opened to the
+portal during each case (TCP only: the sockets to the portal's port that entered TIME-WAIT,
+read with `ss`, from 0.5 s in to 0.5 s before the end, as wrk's stop drops the questions in
+flight; nginx closes an upstream connection when the answer carries a body it does not read, or
+when its idle `keepalive` pool is full), and the CPU time per request of the portal and of
+nginx (read from /proc: it depends less on other load than requests/s do).
+
+Goals (PASS/FAIL): session >= 0.25x open; anonymous p99 < 10 ms and anonymous >= 0.8x session.
+
+Needs wrk and ss (Debian: apt-get install wrk iproute2); without wrk, says so and exits 2.
+Exits 0 whatever the verdicts, 1 if a server failed to start or wrk failed. Not a test: timings
+depend on the machine, so pytest never runs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from _portal import (
+    REPO,
+    free_port,
+    portal_command,
+    portal_environment,
+    start,
+    stop,
+    wait_until_up,
+    write_yaml,
+)
+from argon2 import PasswordHasher
+
+NGINX = "/usr/sbin/nginx"
+DEPLOY = REPO / "deploy" / "nginx"
+HOST = "127.0.0.1"
+DOMAIN = "example.com"
+APP_HOST = f"app.{DOMAIN}"
+USERNAME = "john"
+PASSWORD = "bench-password"  # noqa: S105 - the benchmark user's throwaway password
+PAGE = "<!doctype html><title>Hello</title><p>" + "A static page behind the portal. " * 16
+WARMUP_SECONDS = 2
+GOAL_SESSION_RATIO = 0.25
+GOAL_ANONYMOUS_P99_MS = 10.0
+GOAL_ANONYMOUS_RATIO = 0.8
+
+# The shipped values the bench changes, and nothing else.
+SHIPPED_PORTAL_ADDRESS = "server 127.0.0.1:9091;"
+_KEEPALIVE = re.compile(r"^(\s*keepalive) \d+;", re.MULTILINE)
+SNIPPETS = ("proxy.conf", "portal-location.conf", "portal-authrequest.conf")
+
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_TOTAL = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
+_PERCENTILE = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One load: the path on app.example.com, whether the session cookie goes with it, and the
+    status every answer must have."""
+
+    name: str
+    path: str
+    cookie: bool
+    status: int
+
+
+CASES = (
+    Case("open", "/open/index.html", cookie=False, status=200),
+    Case("session", "/index.html", cookie=True, status=200),
+    Case("anonymous", "/index.html", cookie=False, status=302),
+    Case("denied", "/deny/index.html", cookie=True, status=403),
+)
+
+
+@dataclass
+class Load:
+    """What wrk measured for one case, and the upstream connections nginx opened meanwhile."""
+
+    case: Case
+    requests_per_second: float
+    requests: int
+    percentiles_ms: dict[int, float]
+    unexpected: int  # wrk's "Non-2xx or 3xx" count, when the case expects a 2xx or 3xx
+    socket_errors: int
+    upstream_opened: int | None  # None: not countable (unix socket)
+    portal_cpu_us: float = 0.0  # the portal's CPU time per request, microseconds
+    nginx_cpu_us: float = 0.0  # nginx's (all its processes), per request
+
+
+# --- the portal -------------------------------------------------------------------------------
+
+
+def write_portal_files(directory: Path, address: str, log_level: str) -> Path:
+    """Write john's users file and the portal's configuration; return the configuration's path."""
+    digest = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+    users = {
+        USERNAME: {
+            "displayname": "John Doe",
+            "password": digest,
+            "email": "john.doe@example.com",
+            "groups": ["admins", "dev"],
+        }
+    }
+    write_yaml(directory / "users.yml", {"users": users})
+    raw: dict[str, Any] = {
+        "server": {"address": address},
+        "log": {"level": log_level, "file_path": str(directory / "portal-log.txt")},
+        "authentication_backend": {"file": {"path": str(directory / "users.yml")}},
+        "notifier": {"filesystem": {"filename": str(directory / "notification.txt")}},
+        "session": {"cookies": [{"domain": DOMAIN, "authelia_url": f"https://portal.{DOMAIN}"}]},
+        "storage": {"local": {"path": str(directory / "db.sqlite3")}},
+        "access_control": {
+            "default_policy": "deny",
+            "rules": [
+                {"domain": APP_HOST, "resources": ["^/deny"], "policy": "deny"},
+                {"domain": APP_HOST, "policy": "one_factor"},
+            ],
+        },
+    }
+    return write_yaml(directory / "configuration.yml", raw)
+
+
+async def session_cookie(url: str) -> str:
+    """Sign in once through /api/firstfactor, straight to the portal; return the Cookie header."""
+    connector = aiohttp.UnixConnector(path=url[len("unix:") :]) if url.startswith("unix:") else None
+    base = "http://localhost" if connector is not None else url
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(
+            base + "/api/firstfactor",
+            json={"username": USERNAME, "password": PASSWORD},
+            # as nginx says it: a unix-socket peer has no address of its own
+            headers={"X-Forwarded-For": HOST},
+        ) as response:
+            body = await response.text()
+            if response.status != 200:
+                raise RuntimeError(f"sign-in answered {response.status}: {body}")
+            morsel = response.cookies.get("portal_session")
+            if morsel is None:
+                raise RuntimeError("sign-in set no portal_session cookie")
+            return f"portal_session={morsel.value}"
+
+
+# --- nginx ------------------------------------------------------------------------------------
+
+
+def server_block(port: int, root: Path) -> str:
+    """Return the protected site's server block: the snippets included as the README says (the
+    location snippet at server level; proxy.conf and the auth_request snippet in the protected
+    location), a static page instead of proxy_pass, and /open/ the same page without the portal."""
+    return f"""\
+server {{
+    listen {HOST}:{port};
+    server_name {APP_HOST};
+    root {root};
+
+    include snippets/portal-location.conf;
+
+    location / {{
+        include snippets/proxy.conf;
+        include snippets/portal-authrequest.conf;
+    }}
+
+    location /open/ {{
+    }}
+}}
+"""
+
+
+def main_conf(workdir: Path, workers: str) -> str:
+    """Return nginx.conf: Debian's http block (conf.d/*.conf), no access log, files in workdir."""
+    temp = workdir / "temp"
+    return f"""\
+user root;
+worker_processes {workers};
+error_log {workdir / "error.log"} warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {temp / "client_body"};
+    proxy_temp_path {temp / "proxy"};
+    fastcgi_temp_path {temp / "fastcgi"};
+    uwsgi_temp_path {temp / "uwsgi"};
+    scgi_temp_path {temp / "scgi"};
+
+    include conf.d/*.conf;
+}}
+"""
+
+
+def write_nginx(
+    workdir: Path, port: int, upstream: str, keepalive: int | None, workers: str
+) -> str:
+    """Lay out workdir as /etc/nginx with the shipped files; return the upstream block in use."""
+    for sub in ("conf.d", "snippets", "temp", "www/open", "www/deny"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    http = (DEPLOY / "portal-http.conf").read_text()
+    if SHIPPED_PORTAL_ADDRESS not in http:
+        raise RuntimeError(f"portal-http.conf no longer holds {SHIPPED_PORTAL_ADDRESS!r}")
+    http = http.replace(SHIPPED_PORTAL_ADDRESS, f"server {upstream};")
+    if keepalive is not None:
+        http, count = _KEEPALIVE.subn(rf"\1 {keepalive};", http)
+        if count != 1:
+            raise RuntimeError("portal-http.conf holds no single `keepalive N;` line")
+    (workdir / "conf.d" / "portal-http.conf").write_text(http)
+    for name in SNIPPETS:
+        shutil.copyfile(DEPLOY / name, workdir / "snippets" / name)
+    for page in ("www/index.html", "www/open/index.html", "www/deny/index.html"):
+        (workdir / page).write_text(PAGE)
+    (workdir / "conf.d" / "app.conf").write_text(server_block(port, workdir / "www"))
+    (workdir / "nginx.conf").write_text(main_conf(workdir, workers))
+    start_upstream = http.index("upstream portal")
+    block = http[start_upstream : http.index("}", start_upstream) + 1].splitlines()
+    return "\n".join(line for line in block if line.strip() and not line.strip().startswith("#"))
+
+
+def start_nginx(workdir: Path) -> subprocess.Popen[bytes]:
+    """Start nginx in the foreground, in its own process group."""
+    command = [NGINX, "-p", f"{workdir}/", "-c", str(workdir / "nginx.conf")]
+    command += ["-g", f"daemon off; pid {workdir / 'nginx.pid'};"]
+    with (workdir / "nginx.out").open("wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_nginx(process: subprocess.Popen[bytes]) -> None:
+    """Stop nginx's process group (master and workers)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+def time_wait(port: int) -> set[str]:
+    """Return the TCP connections to or from port now in TIME-WAIT (as ss prints them)."""
+    result = subprocess.run(
+        ["ss", "-tanH", "state", "time-wait", f"( dport = :{port} or sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {" ".join(line.split()) for line in result.stdout.splitlines() if line.strip()}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the CPU time (user + system, seconds) the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14 and 15)
+    return total / ticks
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids of a process's children (nginx's workers), read from /proc."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wrk(url: str, cookie: str | None, args: argparse.Namespace, seconds: int) -> str:
+    """Run wrk with --latency against url and return what it printed."""
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
+    command += ["-H", f"Host: {APP_HOST}"]
+    if cookie is not None:
+        command += ["-H", f"Cookie: {cookie}"]
+    result = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk exited with {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def parse(case: Case, output: str, opened: int | None) -> Load:
+    """Read requests/s, the latency percentiles and the errors from wrk's output."""
+    rps, total = _RPS.search(output), _TOTAL.search(output)
+    if rps is None or total is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{output}")
+    percentiles = {
+        int(p): float(value) * _UNIT_MS[unit] for p, value, unit in _PERCENTILE.findall(output)
+    }
+    non_2xx = _NON_2XX.search(output)
+    errors = _SOCKET_ERRORS.search(output)
+    return Load(
+        case=case,
+        requests_per_second=float(rps.group(1)),
+        requests=int(total.group(1)),
+        percentiles_ms=percentiles,
+        unexpected=int(non_2xx.group(1)) if non_2xx and case.status < 400 else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        upstream_opened=opened,
+    )
+
+
+async def check_case(url: str, case: Case, cookie: str) -> None:
+    """Ask once; raise RuntimeError unless the answer has the case's status (and, for the
+    anonymous visitor, nginx's redirect to the portal)."""
+    headers = {"Host": APP_HOST, **({"Cookie": cookie} if case.cookie else {})}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers=headers, allow_redirects=False) as response:
+            await response.read()
+            location = response.headers.get("Location", "")
+            if response.status != case.status or (
+                case.status == 302 and not location.startswith(f"https://portal.{DOMAIN}/?rd=")
+            ):
+                raise RuntimeError(f"{case.name}: {response.status} {location!r}")
+
+
+async def load(
+    base: str,
+    case: Case,
+    cookie: str,
+    portal_port: int | None,
+    processes: tuple[list[int], list[int]],
+    args: argparse.Namespace,
+) -> Load:
+    """Warm up, then measure one case; count the upstream connections closed meanwhile."""
+    url = base + case.path
+    await check_case(url, case, cookie)
+    sent = cookie if case.cookie else None
+    await asyncio.to_thread(wrk, url, sent, args, WARMUP_SECONDS)
+    cpu_before = [cpu_seconds(pids) for pids in processes]
+    running = asyncio.ensure_future(asyncio.to_thread(wrk, url, sent, args, args.duration))
+    opened = None
+    if portal_port is not None:
+        # Counted from 0.5 s in to 0.5 s before the end: when wrk stops, nginx drops the
+        # connections of the questions still in flight, whatever the configuration.
+        await asyncio.sleep(0.5)
+        before = time_wait(portal_port)
+        await asyncio.sleep(args.duration - 1.0)
+        opened = len(time_wait(portal_port) - before)
+    output = await running
+    cpu = [cpu_seconds(pids) - was for pids, was in zip(processes, cpu_before, strict=True)]
+    result = parse(case, output, opened)
+    result.portal_cpu_us, result.nginx_cpu_us = (1e6 * c / max(result.requests, 1) for c in cpu)
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def verdict(ok: bool, text: str) -> None:
+    """Print one PASS/FAIL line."""
+    print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+
+
+def row(result: Load) -> str:
+    """Format one case's figures."""
+    p = result.percentiles_ms
+    opened = "n/a" if result.upstream_opened is None else f"{result.upstream_opened:,}"
+    return (
+        f"  {result.case.name:<10} {result.requests_per_second:>9,.0f} {result.requests:>9,} "
+        f"{p.get(50, float('nan')):>7.2f} {p.get(90, float('nan')):>7.2f} "
+        f"{p.get(99, float('nan')):>7.2f} {result.unexpected + result.socket_errors:>7} "
+        f"{opened:>9} {result.portal_cpu_us:>7.0f} {result.nginx_cpu_us:>7.0f}"
+    )
+
+
+def wrk_version() -> str:
+    """Return wrk's version line."""
+    result = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return (result.stdout or result.stderr).split(" [")[0].strip()
+
+
+async def run(args: argparse.Namespace, directory: Path) -> int:
+    """Run the whole benchmark in directory; return the exit status."""
+    portal_port = None if args.unix else free_port()
+    if args.unix:
+        socket_path = directory / "portal.sock"
+        address, upstream = f"unix://{socket_path}", f"unix:{socket_path}"
+        portal_url = f"unix:{socket_path}"
+    else:
+        address, upstream = f"tcp://{HOST}:{portal_port}", f"{HOST}:{portal_port}"
+        portal_url = f"http://{HOST}:{portal_port}"
+    config = write_portal_files(directory, address, args.log_level)
+    nginx_port = free_port()
+    nginx_dir = directory / "nginx"
+    block = write_nginx(nginx_dir, nginx_port, upstream, args.keepalive, args.workers)
+
+    print(
+        f"A static page through nginx: wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration}s --latency after a {WARMUP_SECONDS} s warm-up; portal log.level "
+        f"{args.log_level!r}; nginx worker_processes {args.workers}; {os.cpu_count()} CPU(s), "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {wrk_version()}\n"
+        + "\n".join("  " + line for line in block.splitlines())
+    )
+    portal = start(
+        portal_command(config), directory, directory / "portal.out", portal_environment()
+    )
+    nginx = start_nginx(nginx_dir)
+    try:
+        if portal_url.startswith("unix:"):
+            up = await wait_for_socket(Path(portal_url[len("unix:") :]), portal)
+        else:
+            up = await wait_until_up(portal_url, portal)
+        if not up:
+            print("error: the portal did not start; its output:", file=sys.stderr)
+            print((directory / "portal.out").read_text(errors="replace")[-4000:], file=sys.stderr)
+            return 1
+        await asyncio.sleep(0.3)
+        if nginx.poll() is not None:
+            print((nginx_dir / "nginx.out").read_text(errors="replace"), file=sys.stderr)
+            return 1
+        cookie = await session_cookie(portal_url)
+        base = f"http://{HOST}:{nginx_port}"
+        processes = ([portal.pid], [nginx.pid, *children(nginx.pid)])
+        results = [await load(base, case, cookie, portal_port, processes, args) for case in CASES]
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_nginx(nginx)
+        stop(portal)
+
+    report(results)
+    return 0
+
+
+async def wait_for_socket(path: Path, process: subprocess.Popen[bytes]) -> bool:
+    """Wait up to 30 s for the portal's unix socket to answer /api/health."""
+    for _ in range(300):
+        if process.poll() is not None:
+            return False
+        if path.exists():
+            try:
+                connector = aiohttp.UnixConnector(path=str(path))
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    async with session.get("http://localhost/api/health") as response:
+                        if response.status == 200:
+                            return True
+            except aiohttp.ClientError:
+                pass
+        await asyncio.sleep(0.1)
+    return False
+
+
+def report(results: list[Load]) -> None:
+    """Print the table, the ratios and the verdicts."""
+    by_name = {result.case.name: result for result in results}
+    print(
+        f"\n  {'case':<10} {'req/s':>9} {'requests':>9} {'p50 ms':>7} {'p90 ms':>7} "
+        f"{'p99 ms':>7} {'wrong':>7} {'upstream':>9} {'portal':>7} {'nginx':>7}"
+    )
+    for result in results:
+        print(row(result))
+    print("  (wrong: unexpected statuses and socket errors; upstream: connections nginx opened")
+    print("   to the portal during the run but its first and last 0.5 s, from TIME-WAIT sockets;")
+    print("   portal, nginx: their CPU time per request in microseconds, which depends less on")
+    print("   other load than req/s does)")
+    opened, session, anonymous = by_name["open"], by_name["session"], by_name["anonymous"]
+    protected_ratio = session.requests_per_second / opened.requests_per_second
+    anonymous_ratio = anonymous.requests_per_second / session.requests_per_second
+    denied_ratio = by_name["denied"].requests_per_second / session.requests_per_second
+    anonymous_p99 = anonymous.percentiles_ms.get(99, float("inf"))
+    print(f"\n  ratio session/open (requests/s):      {protected_ratio:.2f}")
+    print(f"  ratio anonymous/session (requests/s): {anonymous_ratio:.2f}")
+    print(f"  ratio denied/session (requests/s):    {denied_ratio:.2f}")
+    print("\ngoals")
+    verdict(
+        protected_ratio >= GOAL_SESSION_RATIO,
+        f"protected with a session {protected_ratio:.2f}x the open page (>= {GOAL_SESSION_RATIO})",
+    )
+    verdict(
+        anonymous_p99 < GOAL_ANONYMOUS_P99_MS,
+        f"anonymous p99 {anonymous_p99:.2f} ms (< {GOAL_ANONYMOUS_P99_MS:g} ms)",
+    )
+    verdict(
+        anonymous_ratio >= GOAL_ANONYMOUS_RATIO,
+        f"anonymous {anonymous_ratio:.2f}x the signed-in rate (>= {GOAL_ANONYMOUS_RATIO})",
+    )
+    wrong = sum(result.unexpected + result.socket_errors for result in results)
+    verdict(wrong == 0, f"every answer as expected ({wrong} unexpected or socket errors)")
+
+
+def main() -> int:
+    """Parse the arguments and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds of load per case")
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument(
+        "--keepalive", type=int, help="the upstream's `keepalive` (default: as shipped)"
+    )
+    parser.add_argument("--unix", action="store_true", help="nginx reaches the portal by socket")
+    parser.add_argument("--workers", default="auto", help="nginx worker_processes (Debian: auto)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["info", "warn"], help="the portal's log.level"
+    )
+    args = parser.parse_args()
+    for tool in ("wrk", "ss"):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} is not installed; this benchmark needs it", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as directory:
+        return asyncio.run(run(args, Path(directory)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
