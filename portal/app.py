@@ -20,6 +20,7 @@ from portal.deps import Dependencies, build_dependencies
 from portal.handlers import assets
 from portal.handlers.password import PASSWORD_SETTINGS
 from portal.handlers.totp import TOTP_SETTINGS
+from portal.handlers.webauthn import script_messages
 from portal.headers import security_headers
 from portal.i18n import current_language, language_links, language_middleware
 from portal.i18n import install as install_gettext
@@ -220,6 +221,8 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
         current_language=current_language,
         # The language switch on every page (base.html).
         language_links=language_links,
+        # What the passkey script may say, in the page's language (_macros.html webauthn_script).
+        passkey_messages=script_messages,
         # The signed-in page links to the TOTP settings while TOTP is on.
         totp_settings_url=None if config.totp.disable else TOTP_SETTINGS,
         # ... and to the password change unless authentication_backend.password_change.disable.

@@ -52,7 +52,7 @@ marked [page] and answer with a page of their own (the form again with the messa
         +-- CaptchaFailedError       400  the anti-robot check is missing or wrong [page]
             +-- CaptchaUnavailableError  503  the CAPTCHA vendor cannot answer now (fail closed)
 
-Not in the tree: cli.py's CliError, a command-line mistake printed as one line on stderr; it
+Not in the tree: portal.cli's CliError, a command-line mistake printed as one line on stderr; it
 never becomes an HTTP answer, so it has no status to carry. The users-file package's parse
 errors (users/file/document.py) never leave that package.
 """

@@ -1,5 +1,6 @@
 """The catalogs' check, run by `make lint`: every message extracted, translated, none fuzzy; no
-user-visible text in a checked template outside gettext.
+user-visible text in a checked template outside gettext, nor in the portal's own scripts (they
+show what the page hands them from the catalogs, see templates/_macros.html).
 
     python -m portal.i18n_check            print each problem, exit 1 if any
     python -m portal.i18n_check --update   merge newly extracted messages into every catalog
@@ -33,6 +34,8 @@ SOURCES = (
 CHECKED_TEMPLATES = ("emails/", "errors/", "pages/", "base.html", "_macros.html")
 # Attributes a user reads or hears.
 VISIBLE_ATTRIBUTES = frozenset({"alt", "title", "aria-label", "placeholder", "aria-description"})
+# The portal's own browser scripts (static/vendor/ holds others' and is not checked).
+SCRIPTS = ROOT / "static"
 _PLACEHOLDER = "\x00"
 _WORD = re.compile(r"[^\W\d_]{2,}")
 
@@ -146,8 +149,26 @@ def template_text_problems(source: str, name: str) -> list[str]:
     return [f"{name}: text outside gettext: {' '.join(words[:8])}"] if words else []
 
 
-def problems(locale_dir: Path = LOCALE_DIR, templates: Path = ROOT / "templates") -> list[str]:
-    """Every problem of the catalogs under locale_dir and of the checked templates."""
+# A script's string literal ('...', "..." or `...`) and a comment to drop before looking.
+_JS_STRING = re.compile(r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|`(?:[^`\\]|\\.)*`""")
+_JS_COMMENT = re.compile(r"(?m)^\s*//.*$|\s//\s.*$|/\*[\s\S]*?\*/")
+# Words a user reads: two or more words of letters with a space between them.
+_SENTENCE = re.compile(r"[^\W\d_]{2,}[,.!?:;'’]*\s+[^\W\d_]{2,}")
+
+
+def script_text_problems(source: str, name: str) -> list[str]:
+    """Say which string literals of a browser script hold words a user reads (two words or
+    more): a script's messages come from the page (a JSON block rendered with gettext)."""
+    code = _JS_COMMENT.sub("", source)
+    found = [s for s in _JS_STRING.findall(code) if _SENTENCE.search(s)]
+    return [f"{name}: text outside gettext: {text}" for text in found]
+
+
+def problems(
+    locale_dir: Path = LOCALE_DIR, templates: Path = ROOT / "templates", scripts: Path = SCRIPTS
+) -> list[str]:
+    """Every problem of the catalogs under locale_dir, of the checked templates and of the
+    portal's own scripts."""
     template = extract()
     found = []
     for language in LANGUAGES:
@@ -160,6 +181,8 @@ def problems(locale_dir: Path = LOCALE_DIR, templates: Path = ROOT / "templates"
         name = path.relative_to(templates).as_posix()
         if path.is_file() and name.startswith(CHECKED_TEMPLATES):
             found += template_text_problems(path.read_text(encoding="utf-8"), name)
+    for path in sorted(scripts.glob("*.js")):
+        found += script_text_problems(path.read_text(encoding="utf-8"), f"static/{path.name}")
     return found
 
 

@@ -57,7 +57,7 @@ from portal.errors import (
     WebAuthnFailedError,
     WebAuthnNotAllowedError,
 )
-from portal.i18n import gettext
+from portal.i18n import N_, gettext
 from portal.notify.outbox import OutboxWorker
 from portal.ratelimit import RateLimiter, buckets_from_config
 from portal.regulation import Regulator
@@ -67,6 +67,10 @@ from portal.storage.encryption import SecretBox
 
 Purpose = Literal["register", "second_factor", "reset", "passkey_login"]
 DESCRIPTION_MAX = 64
+# Why clean_description refuses a name (formatted with `most`=DESCRIPTION_MAX): the passkey
+# script's messages (portal.handlers.webauthn.script_messages) translate each one too.
+NAME_LENGTH_REASON = N_("a passkey's name has 1 to %(most)s characters")
+NAME_CONTROL_REASON = N_("a passkey's name cannot hold control characters")
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
 # What py_webauthn raises for a response it refuses, and what a malformed one makes it raise
 # (RecursionError: JSON nested past the parser's limit, as bodies.read_json says).
@@ -146,11 +150,9 @@ def clean_description(text: str) -> str:
     sequences, C1 controls)."""
     text = " ".join(text.split())
     if not text or len(text) > DESCRIPTION_MAX:
-        raise ValueError(
-            gettext("a passkey's name has 1 to %(most)s characters") % {"most": DESCRIPTION_MAX}
-        )
+        raise ValueError(gettext(NAME_LENGTH_REASON) % {"most": DESCRIPTION_MAX})
     if any(unicodedata.category(c) == "Cc" for c in text):
-        raise ValueError(gettext("a passkey's name cannot hold control characters"))
+        raise ValueError(gettext(NAME_CONTROL_REASON))
     return text
 
 

@@ -14,3 +14,13 @@ for (const [algorithm, file] of Object.entries(WORKERS)) {
     () => new Worker(`/static/vendor/altcha/workers/${file}`),
   );
 }
+
+// The widget's texts in the page's language: the page's JSON block (templates/_macros.html),
+// over the widget's English for any key it leaves out; the widget's `language` attribute names
+// the page's language, so it picks these.
+const block = document.getElementById("altcha-strings");
+if (block) {
+  const language = document.documentElement.lang || "en";
+  const strings = { ...globalThis.$altcha.i18n.get("en"), ...JSON.parse(block.textContent) };
+  globalThis.$altcha.i18n.set(language, strings);
+}

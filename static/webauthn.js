@@ -15,7 +15,15 @@ const toText = (buffer) => {
   return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 };
 
+// What the script says, in the page's language: the page's JSON block (templates/_macros.html
+// webauthn_script). `answers` translates the JSON API's messages, which are in English.
+const block = document.getElementById("webauthn-messages");
+const messages = block ? JSON.parse(block.textContent) : { answers: {} };
+
 const descriptors = (list) => (list || []).map((d) => ({ ...d, id: toBytes(d.id) }));
+
+// The portal refused: the message is the portal's, translated.
+class PortalAnswer extends Error {}
 
 async function call(method, url, body) {
   const response = await fetch(url, {
@@ -26,7 +34,7 @@ async function call(method, url, body) {
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok || data.status !== "OK") {
-    throw new Error(data.message || "The passkey was not accepted.");
+    throw new PortalAnswer(messages.answers[data.message] || messages.refused);
   }
   return data;
 }
@@ -85,11 +93,14 @@ export async function authenticate(optionsUrl, answer) {
 
 function showError(form, error) {
   const box = form.querySelector(".error[role=alert]");
-  // A cancelled or timed-out browser prompt is a NotAllowedError: say it plainly.
+  // A cancelled or timed-out browser prompt is a NotAllowedError: say it plainly. Any other
+  // error the browser raises speaks the browser's language, not the page's: say ours.
   box.textContent =
     error.name === "NotAllowedError"
-      ? "The passkey prompt was cancelled or timed out. Try again."
-      : error.message;
+      ? messages.cancelled
+      : error instanceof PortalAnswer
+        ? error.message
+        : messages.refused;
   box.hidden = false;
   box.focus?.();
 }

@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict
 from portal.bodies import read_form, read_json
 from portal.errors import (
     BadRequestError,
+    ElevationRequiredError,
     PortalError,
     SignInRequiredError,
     WebAuthnCredentialNotFoundError,
+    WebAuthnFailedError,
 )
 from portal.handlers.common import (
     current_session,
@@ -35,7 +37,12 @@ from portal.keys import SESSIONS, WEBAUTHN
 from portal.mail import when
 from portal.sessions import Session
 from portal.storage.base import WebAuthnCredential
-from portal.webauthn import clean_description
+from portal.webauthn import (
+    DESCRIPTION_MAX,
+    NAME_CONTROL_REASON,
+    NAME_LENGTH_REASON,
+    clean_description,
+)
 
 WEBAUTHN_SETTINGS = "/settings/passkeys"
 ADDED = WEBAUTHN_SETTINGS + "/added"
@@ -57,14 +64,42 @@ async def response_body(request: web.Request) -> dict[str, Any]:
     return await read_json(request)
 
 
+NAME_INVALID = N_("The passkey's name is not valid: %(reason)s.")
+
+
 def described(description: str) -> str:
     """Return the cleaned name, or BadRequestError saying what a name may be."""
     try:
         return clean_description(description)
     except ValueError as exc:
-        raise BadRequestError(
-            gettext("The passkey's name is not valid: %(reason)s.") % {"reason": exc}
-        ) from None
+        raise BadRequestError(gettext(NAME_INVALID) % {"reason": exc}) from None
+
+
+def _error_classes(base: type[PortalError]) -> list[type[PortalError]]:
+    return [base, *(c for sub in base.__subclasses__() for c in _error_classes(sub))]
+
+
+def script_messages() -> dict[str, Any]:
+    """Return what static/webauthn.js may show, in the language in use, for a page to carry in
+    a JSON block (templates/_macros.html webauthn_script): `refused` (a ceremony failed with
+    nothing better to say), `cancelled` (the browser's prompt was cancelled or timed out: a
+    NotAllowedError, WebAuthn Level 3 section 5.1.3/5.1.4.1) and `answers`, {the JSON API's
+    English message: its translation} for every PortalError's public message and every reason a
+    passkey's name is refused. The JSON API speaks English (portal.i18n): the script shows its
+    message through `answers`, and `refused` for one it does not know.
+    """
+    answers = {m: gettext(m) for m in {c.public_message for c in _error_classes(PortalError)}}
+    second_factor_first = ElevationRequiredError(second_factor=True).public_message
+    answers[second_factor_first] = gettext(second_factor_first)
+    for reason in (NAME_LENGTH_REASON, NAME_CONTROL_REASON):
+        english = NAME_INVALID % {"reason": reason % {"most": DESCRIPTION_MAX}}
+        reason_here = gettext(reason) % {"most": DESCRIPTION_MAX}
+        answers[english] = gettext(NAME_INVALID) % {"reason": reason_here}
+    return {
+        "refused": gettext(WebAuthnFailedError.public_message),
+        "cancelled": gettext("The passkey prompt was cancelled or timed out. Try again."),
+        "answers": answers,
+    }
 
 
 def credential_json(credential: WebAuthnCredential) -> dict[str, Any]:

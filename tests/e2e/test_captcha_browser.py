@@ -80,3 +80,25 @@ async def test_john_signs_in_after_the_check(
     await expect(page.locator("#signed-in")).to_contain_text("john", ignore_case=True)
     await page.screenshot(path=tmp_path / "signed-in.png", full_page=True)
     assert watched.problems == []
+
+
+async def test_a_german_user_reads_the_widget_in_german(
+    portal: RunningPortal, watched: Watched, tmp_path: Path
+) -> None:
+    page = watched.page
+    await page.set_extra_http_headers({"Accept-Language": "de-DE,de;q=0.9"})
+
+    await page.goto(f"{portal.url}/reset-password/step1")
+    await expect(page.locator("html")).to_have_attribute("lang", "de")
+    widget = page.locator("altcha-widget")
+    await expect(widget.get_by_text("Ich bin kein Roboter")).to_be_visible()
+    assert await widget.get_by_text("I'm not a robot").count() == 0
+
+    # Solved, it says so in German too.
+    await widget.get_by_text("Ich bin kein Roboter").click()
+    await expect(page.locator("altcha-widget input[name=captcha]")).to_have_attribute(
+        "value", re.compile(r"^[A-Za-z0-9+/=]{100,}$"), timeout=30_000
+    )
+    await expect(widget.get_by_text("Geprüft")).to_be_visible()
+    await page.screenshot(path=tmp_path / "altcha-de.png", full_page=True)
+    assert watched.problems == []

@@ -387,3 +387,46 @@ async def test_a_backup_eligible_passkey_is_refused_and_a_device_bound_one_is_no
         [credential] = (await listed.json())["data"]
         assert credential["description"] == "My security key"
         assert credential["backup_eligible"] is False
+
+
+async def test_a_german_page_says_the_passkeys_refusal_in_german(
+    filtering_portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> None:
+    # The JSON API answers in English, as Authelia's; the page hands its script the translation.
+    portal = filtering_portal
+    async with open_tab(browser, portal, tmp_path, "desktop") as tab:
+        page = tab.page
+        await sign_in(page, portal)
+        await page.goto(f"{portal.url}{SETTINGS}")
+        await elevate(page, portal)
+        await page.context.add_cookies(
+            [{"name": "portal_language", "value": "de", "url": portal.url}]
+        )
+        await page.reload()
+        await expect(page.locator("html")).to_have_attribute("lang", "de")
+        await page.click("#add-passkey")
+        await expect(page.locator("#passkey-error")).to_have_text(
+            "Diese Art von Passkey oder Sicherheitsschlüssel ist hier nicht erlaubt."
+        )
+        await tab.shot("settings-refused-de")
+        problems = tab.watched.problems  # the refusal's 403 is expected here
+        problems[:] = [p for p in problems if "status of 403" not in p]
+
+
+async def test_a_passkey_prompt_that_fails_is_told_in_the_pages_language(
+    passkey_login_portal: RunningPortal, browser: Browser, tmp_path: Path
+) -> None:
+    # The authenticator holds no passkey for the portal: the browser's prompt ends in a
+    # NotAllowedError, which the French sign-in page says in French.
+    portal = passkey_login_portal
+    async with open_tab(browser, portal, tmp_path, "desktop") as tab:
+        page = tab.page
+        await page.context.add_cookies(
+            [{"name": "portal_language", "value": "fr", "url": portal.url}]
+        )
+        await page.goto(f"{portal.url}/")
+        await page.click("#passkey-login-button")
+        await expect(page.locator("#passkey-error")).to_have_text(
+            "La demande de clé d’accès a été annulée ou a expiré. Réessayez.", timeout=30_000
+        )
+        await expect(page.locator("#passkey-login-button")).to_be_enabled()

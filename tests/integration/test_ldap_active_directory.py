@@ -178,6 +178,45 @@ async def test_memberof_mode_finds_exactly_the_users_groups(
     assert found is not None and found.groups == ()
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the AD default: (&(member={dn})(|(sAMAccountType=268435456)(...)))
+        {
+            "group_search_mode": "memberof",
+            "groups_filter": "(&(|{memberof:dn})(objectClass=group))",
+        },
+        {
+            "group_search_mode": "memberof",
+            "groups_filter": "(|(sAMAccountType=268435456){memberof:rdn})",
+        },
+    ],
+    ids=["filter", "memberof-dn", "memberof-rdn"],
+)
+async def test_users_list_gives_each_user_the_groups_their_own_search_finds(
+    samba_dc: SambaDc, make_user: Callable[..., AdUser], overrides: dict[str, Any]
+) -> None:
+    # `portal users list` reads every user's groups with one search; get_user with the user's
+    # own. Pages of two entries, so both searches take several pages.
+    member, other, loner = make_user(), make_user(), make_user()
+    tag = secrets.token_hex(4)
+    samba_dc.create_group(f"g{tag}", member.name)
+    samba_dc.create_group(f"h{tag}", member.name)
+    samba_dc.create_group(f"o{tag}", other.name)
+    config = ad_config(samba_dc, **overrides)
+    paged = LdapUserBackend(config, certificates_directory=samba_dc.ca_directory, page_size=2)
+    await paged.startup_check()
+    try:
+        users = await paged.list_users()
+        assert users == [await paged.get_user(user.username) for user in users]
+    finally:
+        await paged.close()
+    by_name = {user.username: sorted(user.groups) for user in users}
+    assert by_name[member.name] == [f"g{tag}", f"h{tag}"]
+    assert by_name[other.name] == [f"o{tag}"]
+    assert by_name[loner.name] == []
+
+
 @pytest.mark.parametrize("how", ["disabled", "account-expired"])
 async def test_disabled_and_expired_accounts_are_found_disabled(
     backend: LdapUserBackend, samba_dc: SambaDc, user: AdUser, how: str

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import socket
 import subprocess
 import time
@@ -28,7 +29,7 @@ from portal.errors import (
     StartupCheckError,
     UserBackendError,
 )
-from portal.users.base import AccountState
+from portal.users.base import AccountState, User
 from portal.users.ldap import LdapUserBackend
 from tests.conftest import FIXTURES
 from tests.integration.slapd import (
@@ -257,6 +258,130 @@ async def test_a_memberof_group_name_with_filter_characters_matches_only_itself(
         )
         john = await backend.get_user("john")
         assert john is not None and sorted(john.groups) == ["a*b(c)", "staff"], placeholder
+
+
+# --- `portal users list`: every user's groups from one groups search -----------------------------
+
+
+OTHERS_GROUPS = ["others", "staff", "staff-elsewhere"]  # bob's in memberof_slapd
+
+
+async def one_by_one(backend: LdapUserBackend, users: list[User]) -> list[User | None]:
+    """Each listed user as get_user finds it: with their own groups search."""
+    return [await backend.get_user(user.username) for user in users]
+
+
+def enable_monitor(slapd: Slapd) -> None:
+    """Add slapd's monitor database (cn=Monitor), readable by anyone: it counts searches."""
+    slapd.modify_config(
+        "dn: olcDatabase=monitor,cn=config\nchangetype: add\nobjectClass: olcDatabaseConfig\n"
+        "olcDatabase: monitor\nolcAccess: to * by * read\n"
+    )
+
+
+def searches_done(slapd: Slapd) -> int:
+    """Return how many searches slapd has completed since it started (cn=Monitor)."""
+    found = slapd.search("cn=Search,cn=Operations,cn=Monitor", "(objectClass=*)", ["+"])
+    return int(re.search(r"monitorOpCompleted: (\d+)", found).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the suite's (&(member={dn})(objectClass=groupOfNames))
+        {"implementation": "rfc2307bis", "groups_filter": None},  # (|(member={dn})(uniqueMember=...
+        {"groups_filter": "(member={dn})"},
+        # Shapes sorted out one user at a time, as before: the same answer.
+        {"groups_filter": "(&(objectClass=groupOfNames)(|(member={dn})(cn={username})))"},
+        {"groups_filter": "(&(member:distinguishedNameMatch:={dn})(objectClass=groupOfNames))"},
+    ],
+    ids=["suite", "rfc2307bis", "bare-term", "username-in-or", "matching-rule"],
+)
+async def test_listed_users_have_the_groups_their_own_search_finds(
+    slapd: Slapd, memberof_slapd: Slapd, overrides: dict[str, Any]
+) -> None:
+    # One entry per page, so the users and the groups come in several pages each.
+    config = suite_config(slapd, **overrides)
+    paged = LdapUserBackend(config, certificates_directory=slapd.ca_directory, page_size=1)
+    await paged.startup_check()
+    try:
+        users = await paged.list_users()
+        assert users == await one_by_one(paged, users)
+    finally:
+        await paged.close()
+    john, bob = users[-1], users[0]
+    assert (john.username, sorted(john.groups)) == ("john", ["a*b(c)", "admins", "dev", "staff"])
+    assert (bob.username, sorted(bob.groups)) == (
+        "bob",
+        ["dev", "others", "staff", "staff-elsewhere"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("groups_filter", "distinguished_name"),
+    [
+        ("(&(objectClass=groupOfNames)(|{memberof:dn}))", "entryDN"),
+        ("(&(objectClass=groupOfNames)(|{memberof:rdn}))", ""),
+        ("(|(objectClass=groupOfNames){memberof:dn})", "entryDN"),
+        ("(|(objectClass=groupOfNames){memberof:rdn})", ""),
+    ],
+)
+async def test_listed_users_have_their_memberof_groups(
+    slapd: Slapd, memberof_slapd: Slapd, groups_filter: str, distinguished_name: str
+) -> None:
+    config = suite_config(
+        slapd,
+        group_search_mode="memberof",
+        groups_filter=groups_filter,
+        attributes={**MEMBEROF, "distinguished_name": distinguished_name},
+    )
+    paged = LdapUserBackend(config, certificates_directory=slapd.ca_directory, page_size=1)
+    await paged.startup_check()
+    try:
+        users = await paged.list_users()
+        assert users == await one_by_one(paged, users)
+    finally:
+        await paged.close()
+    by_name = {u.username: sorted(u.groups) for u in users}
+    assert by_name["john"] == ["a*b(c)", "staff"]
+    assert by_name["bob"] == ["others", "staff", "staff-elsewhere"]
+    assert by_name["harry"] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "searches"),
+    [
+        ({}, 2),  # the users, then every group
+        (
+            {
+                "group_search_mode": "memberof",
+                "groups_filter": "(&(objectClass=groupOfNames)(|{memberof:rdn}))",
+                "attributes": MEMBEROF,
+            },
+            2,
+        ),
+        # A shape the portal cannot sort out itself: one groups search per user (4 users).
+        ({"groups_filter": "(&(objectClass=groupOfNames)(|(member={dn})(cn={username})))"}, 5),
+    ],
+    ids=["filter", "memberof", "per-user"],
+)
+async def test_users_list_reads_the_groups_with_one_search(
+    slapd: Slapd, memberof_slapd: Slapd, overrides: dict[str, Any], searches: int
+) -> None:
+    enable_monitor(slapd)
+    backend = LdapUserBackend(
+        suite_config(slapd, **overrides), certificates_directory=slapd.ca_directory
+    )
+    await backend.startup_check()
+    try:
+        before = searches_done(slapd)
+        users = await backend.list_users()
+        after = searches_done(slapd)
+    finally:
+        await backend.close()
+    assert len(users) == 4
+    # The monitor's own read of the counter is a search too.
+    assert after - before - 1 == searches
 
 
 # --- account states (the password-policy overlay) ------------------------------------------------

@@ -14,7 +14,12 @@ from ruamel.yaml import YAML
 from portal import i18n
 from portal.config import read_config
 from portal.errors import ConfigError
-from portal.i18n_check import catalog_problems, problems, template_text_problems
+from portal.i18n_check import (
+    catalog_problems,
+    problems,
+    script_text_problems,
+    template_text_problems,
+)
 from portal.mail import MailRenderer, template_dirs
 from tests.conftest import deep_merge, minimal_raw
 
@@ -144,6 +149,27 @@ def test_the_check_finds_text_outside_gettext_in_templates() -> None:
     assert template_text_problems("Hello {{ name }},\n", "c.txt") != []
     # Markup, styles and scripts are not text a user reads.
     assert template_text_problems("<style>p { color: red; }</style><br>", "d.html") == []
+
+
+def test_the_check_finds_a_message_written_into_a_script() -> None:
+    # The portal's scripts show what the page hands them; names, paths and comments are fine.
+    fine = """// Show the error plainly, as the page says it.
+const block = document.getElementById("webauthn-messages"); /* one JSON block */
+fetch(`/static/vendor/altcha/workers/${file}`, { headers: { Accept: "application/json" } });
+box.textContent = messages.cancelled; // the page's words
+"""
+    assert script_text_problems(fine, "ok.js") == []
+    assert script_text_problems('box.textContent = "The passkey was refused.";', "a.js") == [
+        'a.js: text outside gettext: "The passkey was refused."'
+    ]
+    assert script_text_problems("alert('Try again');", "b.js") != []
+    assert script_text_problems("label = `Welcome back, ${name}`;", "c.js") != []
+
+
+def test_the_committed_scripts_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "extra.js").write_text('throw new Error("Something went wrong.");\n')
+    found = problems(scripts=tmp_path)
+    assert found == ['static/extra.js: text outside gettext: "Something went wrong."']
 
 
 def test_mail_dates_and_durations_speak_the_language_in_the_zone(tmp_path: Path) -> None:

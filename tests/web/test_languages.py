@@ -14,6 +14,7 @@ from portal.i18n import LOCALE_DIR
 from tests.web.conftest import (
     Portal,
     StartPortal,
+    choose_password,
     open_link,
     request_reset,
     reset_link_from,
@@ -253,3 +254,51 @@ async def test_behind_a_tls_proxy_the_language_cookie_is_secure_as_every_other(
     cookie = response.cookies["portal_language"]
     assert cookie.value == "fr"
     assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"
+
+
+# zxcvbn (4.5) has its advice in English only (no catalogs): other languages get the portal's.
+ZXCVBN_ENGLISH = ("This is a top-10 common password.", "Uncommon words are better.")
+
+
+@pytest.mark.parametrize(
+    ("language", "refusal"),
+    [
+        (
+            "de",
+            "Dieses Passwort ist zu leicht zu erraten. Fügen Sie ein oder zwei Wörter hinzu; "
+            "ungewöhnliche Wörter sind besser.",
+        ),
+        (
+            "fr",
+            "Ce mot de passe est trop facile à deviner. Ajoutez un ou deux mots ; les mots peu "
+            "courants sont préférables.",
+        ),
+        (
+            "es",
+            "Esta contraseña es demasiado fácil de adivinar. Añada una o dos palabras más; las "
+            "palabras poco comunes son mejores.",
+        ),
+    ],
+)
+async def test_a_weak_password_is_refused_with_the_portals_advice_in_the_pages_language(
+    start_portal: StartPortal, language: str, refusal: str
+) -> None:
+    portal = await start_portal(password_policy={"zxcvbn": {"enabled": True, "min_score": 3}})
+    client = portal.client
+    client.session.cookie_jar.update_cookies({"portal_language": language})
+    await request_reset(client, "john")
+    assert (await open_link(client, reset_link_from(await portal.next_mail()))).status == 200
+    weak = await choose_password(client, "password")
+    assert weak.status == 400
+    text = visible_text(await weak.text())
+    assert refusal in text
+    assert not [advice for advice in ZXCVBN_ENGLISH if advice in text]
+
+
+async def test_an_english_page_keeps_zxcvbns_own_advice(start_portal: StartPortal) -> None:
+    portal = await start_portal(password_policy={"zxcvbn": {"enabled": True, "min_score": 3}})
+    await request_reset(portal.client, "john")
+    await open_link(portal.client, reset_link_from(await portal.next_mail()))
+    weak = await choose_password(portal.client, "password")
+    text = visible_text(await weak.text())
+    assert "This password is too easy to guess. This is a top-10 common password." in text

@@ -44,6 +44,7 @@ from portal.users.ldap.connection import (
     answer_of,
     describe,
 )
+from portal.users.ldap.groups import groups_of_all
 from portal.users.ldap.ldap3_names import MODIFY_REPLACE
 from portal.users.ldap.passwords import (
     AD_POLICY_HINTS_OID,
@@ -172,7 +173,8 @@ class LdapUserBackend:
         The filter is users_filter with {input} replaced by `*`: `(uid={input})` becomes the
         presence filter `(uid=*)`, the rest of the filter (object class, AD's disabled-account
         clauses) still applies, as Authelia documents users_filter. One paged search (RFC 2696),
-        then each user's groups search. Raises UserBackendError or BackendUnavailableError.
+        then one paged groups search for every user where groups_filter allows it (groups.py),
+        else each user's groups search. Raises UserBackendError or BackendUnavailableError.
         """
         s = self._settings
         search = fill_filter(s.users_filter, {}, datetime.now(UTC), {"input": "*"})
@@ -184,10 +186,12 @@ class LdapUserBackend:
         )
         if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
             raise self._search_failed("users", answer)
+        groups = await groups_of_all(s, answer.entries, self._all_groups)
         users = []
         for entry in answer.entries:
             names = entry.values(s.username)
-            user = await self._user_of(entry, names[0] if names else "")
+            known = None if groups is None else groups[entry.dn]
+            user = await self._user_of(entry, names[0] if names else "", known)
             if user is not None:
                 users.append(user)
         return sorted(users, key=lambda u: u.username)
@@ -199,9 +203,11 @@ class LdapUserBackend:
             attributes.append(s.member_of)
         return attributes
 
-    async def _user_of(self, entry: Entry, identifier: str) -> User | None:
-        """Build the User an entry describes (its groups searched), or None if it has no
-        single username."""
+    async def _user_of(
+        self, entry: Entry, identifier: str, groups: tuple[str, ...] | None = None
+    ) -> User | None:
+        """Build the User an entry describes (its groups given, or searched), or None if it has
+        no single username."""
         s = self._settings
         names = entry.values(s.username)
         if not names:
@@ -229,7 +235,7 @@ class LdapUserBackend:
             username=username,
             display_name=display[0] if display else username,
             emails=tuple(entry.values(s.mail)),
-            groups=await self._groups(entry, identifier, username),
+            groups=await self._groups(entry, identifier, username) if groups is None else groups,
             disabled=disabled,
             state=state,
         )
@@ -437,6 +443,18 @@ class LdapUserBackend:
             groups = tuple(group for group in groups if same_dn_key(group.dn) in mine)
         names = [n for group in groups for n in group.values(s.group_name)]
         return tuple(dict.fromkeys(names))
+
+    async def _all_groups(self, search: str, attributes: list[str]) -> list[Entry]:
+        """Run one paged groups search under groups_base; its entries in the server's order."""
+        s = self._settings
+        answer = await self._pool.run(
+            lambda c: self._connector.paged_search(
+                c, s.groups_base, search, attributes, self._page_size
+            )
+        )
+        if answer.code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+            raise self._search_failed("groups", answer)
+        return list(answer.entries)
 
     def _search_failed(self, what: str, answer: Answer) -> Exception:
         if answer.code in (BUSY, UNAVAILABLE):

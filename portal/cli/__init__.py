@@ -1,34 +1,32 @@
-"""The `portal` command: serve, validate-config, storage, users, crypto."""
+"""The `portal` command: serve, validate-config, storage, crypto, and the administrator's
+users, regulation and sessions commands (portal.cli.admin)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
-import json
 import logging
-import os
 import secrets
 import signal
 import string
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
-from portal import admin
-from portal.admin import change_encryption_key, delete_second_factor
+from portal.admin import change_encryption_key
 from portal.app import create_app
-from portal.checks import check_config, replica_warnings
+from portal.checks import replica_warnings
+from portal.cli.admin import add_admin_commands
+from portal.cli.common import CliError, load, with_config
 from portal.config import Config, PasswordConfig
 from portal.config.storage import ENCRYPTION_KEY_MINIMUM
 from portal.deps import storage_from_config
 from portal.errors import (
     ConfigError,
     PortalError,
-    RateLimitedError,
     StartupCheckError,
     UnsupportedHashError,
 )
@@ -38,32 +36,13 @@ from portal.storage.info import migrate_up, schema_info
 from portal.users.hashing import hash_password, verify_password
 from portal.users.passwords import normalize_password, password_candidates
 
-DEFAULT_CONFIG = Path("config/configuration.yml")
 ALGORITHMS = ("argon2", "sha2crypt", "pbkdf2", "bcrypt", "scrypt")
 ALPHANUMERIC = string.ascii_letters + string.digits
 log = logging.getLogger("portal")
 
 
-class CliError(Exception):
-    """A problem reported to the user as one line on stderr."""
-
-
-def _config_paths(given: list[Path] | None) -> list[Path]:
-    if given:
-        return given
-    from_env = os.environ.get("PORTAL_CONFIG") or os.environ.get("AUTHELIA_CONFIG")
-    if from_env:
-        return [Path(p) for p in from_env.split(",") if p]
-    return [DEFAULT_CONFIG]
-
-
-def _load(given: list[Path] | None) -> tuple[Config, list[str]]:
-    # validate-config and serve check the same things: everything but the servers themselves.
-    return check_config(_config_paths(given), os.environ)
-
-
 def _validate_config(args: argparse.Namespace) -> int:
-    config, warnings = _load(args.config)
+    config, warnings = load(args.config)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print("Configuration is valid.")
@@ -99,7 +78,7 @@ async def _serve(config: Config) -> None:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    config, warnings = _load(args.config)
+    config, warnings = load(args.config)
     configure_logging(config.log)
     for warning in [*warnings, *replica_warnings(config)]:
         log.warning("configuration: %s", warning)
@@ -151,14 +130,14 @@ def _hash_validate(args: argparse.Namespace) -> int:
 
 
 def _schema_info(args: argparse.Namespace) -> int:
-    config, _ = _load(args.config)
+    config, _ = load(args.config)
     for line in asyncio.run(schema_info(config)).lines():
         print(line)
     return 0
 
 
 def _migrate_up(args: argparse.Namespace) -> int:
-    config, _ = _load(args.config)
+    config, _ = load(args.config)
     before, after = asyncio.run(migrate_up(config))
     if before == after:
         print(f"Storage schema is already up to date (version {after})")
@@ -168,7 +147,7 @@ def _migrate_up(args: argparse.Namespace) -> int:
 
 
 def _encryption_check(args: argparse.Namespace) -> int:
-    config, _ = _load(args.config)
+    config, _ = load(args.config)
     store = storage_from_config(config)
 
     async def check() -> bool:
@@ -207,7 +186,7 @@ def _new_encryption_key(args: argparse.Namespace) -> str:
 
 
 def _encryption_change_key(args: argparse.Namespace) -> int:
-    config, _ = _load(args.config)
+    config, _ = load(args.config)
     new_key = _new_encryption_key(args)
     if new_key == config.storage.encryption_key.get_secret_value():
         raise CliError("the new encryption key must be different from the current one")
@@ -216,142 +195,6 @@ def _encryption_change_key(args: argparse.Namespace) -> int:
         f"Storage encryption key changed: {count} secret(s) re-encrypted. Set "
         "storage.encryption_key to the new key before starting the portal again."
     )
-    return 0
-
-
-def _second_factor_delete(args: argparse.Namespace) -> int:
-    config, _ = _load(args.config)
-    configure_logging(config.log)  # the audit event goes where the portal's log goes
-    username, totp, passkeys = asyncio.run(delete_second_factor(config, args.username))
-    if username is None:
-        raise CliError(f"no user '{args.username}'")
-    if not totp and not passkeys:
-        raise CliError(f"user '{username}' has no second factor registered")
-    what = [
-        *(["the TOTP second factor"] if totp else []),
-        *([f"{passkeys} passkey{'s' if passkeys > 1 else ''}"] if passkeys else []),
-    ]
-    print(f"Deleted {' and '.join(what)} of user '{username}'; they were mailed about it.")
-    return 0
-
-
-def _admin_config(args: argparse.Namespace) -> Config:
-    config, _ = _load(args.config)
-    configure_logging(config.log)  # audit events go where the portal's log goes
-    return config
-
-
-def _shown(text: str) -> str:
-    """Return text for one tab-separated cell on the admin's terminal: a backslash and every
-    character str.isprintable refuses (tab, ESC, C1 controls, bidirectional overrides) escaped
-    as Python writes them. SECURITY: a User-Agent, a username typed into the sign-in form or a
-    directory's display name is the user's to choose; raw, it could shift the columns or send
-    the terminal commands."""
-    return "".join(c if c.isprintable() and c != "\\" else ascii(c)[1:-1] for c in text)
-
-
-def _when(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
-
-
-def _users_list(args: argparse.Namespace) -> int:
-    config = _admin_config(args)
-    users = asyncio.run(admin.list_users(config))
-    if users is None:
-        raise CliError("the configured user backend cannot list its users")
-    if args.json:
-        rows = [
-            {
-                "username": u.username,
-                "display_name": u.display_name,
-                "emails": list(u.emails),
-                "groups": list(u.groups),
-                "disabled": u.disabled,
-            }
-            for u in users
-        ]
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return 0
-    for u in users:
-        cells = [u.username, u.display_name, ", ".join(u.emails), ", ".join(u.groups)]
-        shown = "\t".join(_shown(cell) or "-" for cell in cells)
-        print(f"{shown}\t{'disabled' if u.disabled else 'enabled'}")
-    return 0
-
-
-def _send_reset_link(args: argparse.Namespace) -> int:
-    config = _admin_config(args)
-    try:
-        outcome = asyncio.run(
-            admin.send_reset_link(config, args.username, print_link=args.print_link)
-        )
-    except RateLimitedError:
-        raise CliError(
-            f"too many reset links for '{args.username}' lately; try again later"
-        ) from None
-    if outcome.user is None:
-        raise CliError(f"no user '{args.username}'")
-    if not outcome.queued:
-        raise CliError(outcome.refusal)
-    username = outcome.user.username
-    if args.print_link:
-        print(
-            f"warning: this link sets the password of '{username}'; give it to them alone, "
-            "over a channel you trust (it was not mailed and is not logged)",
-            file=sys.stderr,
-        )
-        print(outcome.link)
-        return 0
-    print(f"Queued the reset mail for user '{username}' to their stored address.")
-    return 0
-
-
-def _regulation_list(args: argparse.Namespace) -> int:
-    config = _admin_config(args)
-    bans = asyncio.run(admin.list_bans(config))
-    if not bans:
-        print("Nobody is banned.")
-    for ban in bans:
-        print(f"{ban.kind}\t{_shown(ban.subject)}\tuntil {_when(ban.until)}")
-    return 0
-
-
-def _regulation_unban(args: argparse.Namespace) -> int:
-    subject = args.subject.strip()
-    if not subject:
-        raise CliError("name a user or an address to unban")
-    config = _admin_config(args)
-    if not asyncio.run(admin.unban(config, subject)):
-        raise CliError(f"'{subject}' has no failed sign-ins on record")
-    print(f"Lifted the ban on '{subject}' and forgot its failed sign-ins.")
-    return 0
-
-
-def _sessions_list(args: argparse.Namespace) -> int:
-    config = _admin_config(args)
-    sessions = asyncio.run(admin.list_sessions(config, args.username))
-    if sessions is None:
-        if args.username is None:
-            raise CliError("the configured user backend cannot list its users; name one")
-        raise CliError(f"no user '{args.username}'")
-    if not sessions:
-        print("No live sessions.")
-    for username, listed in sessions:
-        print(
-            f"{_shown(username)}\t{listed.id}\tcreated {_when(listed.created_at)}\t"
-            f"last seen {_when(listed.last_seen_at)}\t{_shown(listed.ip) or '-'}\t"
-            f"{_shown(listed.user_agent) or '-'}"
-        )
-    return 0
-
-
-def _sessions_revoke(args: argparse.Namespace) -> int:
-    config = _admin_config(args)
-    revoked = asyncio.run(admin.revoke_sessions(config, args.username))
-    if revoked is None:
-        raise CliError(f"no user '{args.username}'")
-    username, count = revoked
-    print(f"Ended {count} session{'' if count == 1 else 's'} of user '{username}'.")
     return 0
 
 
@@ -365,16 +208,6 @@ def _rand(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portal", description="Self-service password portal.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def with_config(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--config",
-            "-c",
-            type=Path,
-            action="append",
-            help="configuration file (repeat to merge several; default config/configuration.yml "
-            "or $PORTAL_CONFIG)",
-        )
 
     serve = commands.add_parser("serve", help="serve the portal")
     with_config(serve)
@@ -411,56 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     new_key.add_argument("--new-encryption-key-file", metavar="PATH", type=Path)
     change.set_defaults(run=_encryption_change_key)
 
-    users = commands.add_parser("users", help="administer users").add_subparsers(
-        dest="users", required=True, metavar="COMMAND"
-    )
-    listing = users.add_parser("list", help="list the user backend's users")
-    with_config(listing)
-    listing.add_argument("--json", action="store_true", help="print a JSON array")
-    listing.set_defaults(run=_users_list)
-    reset_link = users.add_parser(
-        "send-reset-link", help="mail a user the normal password-reset link (audited)"
-    )
-    with_config(reset_link)
-    reset_link.add_argument("username", metavar="USER")
-    reset_link.add_argument(
-        "--print-link",
-        action="store_true",
-        help="print the link instead of mailing it, for delivery out of band (audited)",
-    )
-    reset_link.set_defaults(run=_send_reset_link)
-    second_factor = users.add_parser("second-factor", help="users' second factors").add_subparsers(
-        dest="second_factor", required=True, metavar="COMMAND"
-    )
-    delete = second_factor.add_parser(
-        "delete", help="remove a user's TOTP device and passkeys (audited; the user is mailed)"
-    )
-    with_config(delete)
-    delete.add_argument("username", metavar="USER")
-    delete.set_defaults(run=_second_factor_delete)
-
-    regulation = commands.add_parser(
-        "regulation", help="bans after failed sign-ins"
-    ).add_subparsers(dest="regulation", required=True, metavar="COMMAND")
-    bans = regulation.add_parser("list", help="list the banned users and addresses")
-    with_config(bans)
-    bans.set_defaults(run=_regulation_list)
-    lift = regulation.add_parser("unban", help="lift a user's or an address's ban (audited)")
-    with_config(lift)
-    lift.add_argument("subject", metavar="USER|ADDRESS")
-    lift.set_defaults(run=_regulation_unban)
-
-    sessions = commands.add_parser("sessions", help="signed-in sessions").add_subparsers(
-        dest="sessions", required=True, metavar="COMMAND"
-    )
-    live = sessions.add_parser("list", help="list the live sessions of a user, or of everyone")
-    with_config(live)
-    live.add_argument("username", metavar="USER", nargs="?")
-    live.set_defaults(run=_sessions_list)
-    revoke = sessions.add_parser("revoke", help="end every session of a user (audited)")
-    with_config(revoke)
-    revoke.add_argument("username", metavar="USER")
-    revoke.set_defaults(run=_sessions_revoke)
+    add_admin_commands(commands)
 
     crypto = commands.add_parser("crypto", help="hashes and random values").add_subparsers(
         dest="crypto", required=True, metavar="COMMAND"
