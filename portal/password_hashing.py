@@ -10,19 +10,18 @@ alike, so the wait tells nobody which names exist. A caller that goes away (its 
 cancelled) leaves the queue without its hash being computed.
 
 `password_hashing.concurrency` (a portal key, portal/config/password_hashing.py) sets the bound;
-unset, default_concurrency sizes it to the machine. On Linux the queue's threads run at a lower
-scheduling priority (nice +LOW_PRIORITY_NICE, inherited by argon2's lane threads), so the event
-loop's short bursts of work get a core first while hashes still use every idle cycle.
+unset, default_concurrency sizes it to the machine. The threads keep the process's scheduling
+priority: a lower one (nice +10 per hashing thread, which argon2's lane threads inherit) was
+measured (bench/hashing.py, issue 19) to cut /api/health's p99 by about a quarter, but made the
+sign-ins 1.5 times slower whenever other programs kept the cores busy, so it is not used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -32,7 +31,6 @@ _T = TypeVar("_T")
 
 DEFAULT_MAX = 4  # at most 4 x 64 MiB of argon2 memory by default; an admin may allow more
 MAX_CONCURRENCY = 64  # the configuration's ceiling
-LOW_PRIORITY_NICE = 10  # added to the hashing threads' nice value on Linux (0 leaves it alone)
 
 
 def available_cpus() -> int:
@@ -52,24 +50,14 @@ def default_concurrency(cpus: int | None = None) -> int:
     return max(1, min(DEFAULT_MAX, (cpus if cpus is not None else available_cpus()) // 2))
 
 
-def _lower_priority(nice: int) -> None:
-    """Raise this thread's nice value by `nice` (Linux: per thread, inherited by the threads it
-    starts); a system that refuses or lacks it leaves the priority as it is."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
-
-
 class HashingQueue:
     """Run hashing functions in at most `concurrency` dedicated threads, first come first served.
 
-    `concurrency` None means default_concurrency(); values below 1 raise ValueError. `nice` is
-    added to the threads' nice value on Linux (0: unchanged). Threads start on first use.
+    `concurrency` None means default_concurrency(); values below 1 raise ValueError. Threads
+    start on first use and are named portal-hashing_N.
     """
 
-    def __init__(self, concurrency: int | None = None, *, nice: int = LOW_PRIORITY_NICE) -> None:
+    def __init__(self, concurrency: int | None = None) -> None:
         """Create the executor; no thread starts before the first run()."""
         self.concurrency = default_concurrency() if concurrency is None else concurrency
         if self.concurrency < 1:
@@ -77,8 +65,6 @@ class HashingQueue:
         self._executor = ThreadPoolExecutor(
             max_workers=self.concurrency,
             thread_name_prefix="portal-hashing",
-            initializer=_lower_priority,
-            initargs=(nice,),
         )
 
     async def run(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:

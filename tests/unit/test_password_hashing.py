@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,17 +103,6 @@ async def test_an_error_in_a_hash_reaches_its_caller_and_the_queue_goes_on() -> 
     with pytest.raises(ValueError, match="could not hash"):
         await queue.run(broken)
     assert await queue.run(lambda: 42) == 42
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-async def test_hashes_run_at_a_lower_scheduling_priority_than_the_event_loop() -> None:
-    def nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    loop_nice = nice()
-    assert await HashingQueue(1).run(nice) == min(19, loop_nice + 10)
-    assert await HashingQueue(1, nice=0).run(nice) == loop_nice
-    assert nice() == loop_nice  # the event loop's thread keeps its own
 
 
 @pytest.mark.parametrize(
