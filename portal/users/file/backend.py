@@ -57,6 +57,7 @@ class FileUserBackend:
         self._bad_stamp: Stamp | None = None
         self._missing_reported = False
         self._dummy: str | None = None
+        self._decoys: tuple[Directory | None, tuple[str, ...]] = (None, ())  # see _decoy_digest
         self._dummy_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # serializes writes and reloads in this process
         self._watcher: asyncio.Task[None] | None = None
@@ -238,8 +239,13 @@ class FileUserBackend:
         parameters the file's hashes have (they may predate the configured `password` settings);
         picked at random, an unknown name costs what a random known one does. The answer is
         thrown away. A file without a usable hash falls back to one made with the configuration.
+        The list is gathered once per loaded version of the file, not per sign-in: an unknown
+        name costs the event loop what a known one does, however many users the file has.
         """
-        digests = [a.digest for a in directory.accounts.values() if a.usable and a.digest]
+        if self._decoys[0] is not directory:
+            usable = (a.digest for a in directory.accounts.values() if a.usable and a.digest)
+            self._decoys = (directory, tuple(usable))
+        digests = self._decoys[1]
         return secrets.choice(digests) if digests else await self._dummy_digest()
 
     async def _dummy_digest(self) -> str:
