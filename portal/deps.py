@@ -12,6 +12,7 @@ from portal.config import Config
 from portal.notify.base import Notifier, portal_sender
 from portal.notify.filesystem import FilesystemNotifier
 from portal.notify.smtp import SmtpNotifier
+from portal.password_hashing import HashingQueue, shared_queue
 from portal.security_questions import AnswerHasher, Argon2AnswerHasher
 from portal.storage.base import SessionProvider, Storage
 from portal.storage.postgres import PostgresStorage
@@ -29,7 +30,9 @@ class Dependencies:
     `captcha` is the vendor check, built with captcha_from_config (None only when no form asks
     for one: build_services refuses None while captcha.enabled_on names a form). `sessions` is
     session.redis's store (sessions_from_config); None keeps the session records in `storage`.
-    `audit` takes every audit event (default: the `portal.audit` logger).
+    `audit` takes every audit event (default: the `portal.audit` logger). `hashing` is the queue
+    every password and answer hash waits in (portal/password_hashing.py; default: the process's
+    shared queue sized to the machine).
     """
 
     users: UserBackend
@@ -37,6 +40,7 @@ class Dependencies:
     notifier: Notifier
     clock: Clock = field(default_factory=SystemClock)
     answer_hasher: AnswerHasher = field(default_factory=Argon2AnswerHasher)
+    hashing: HashingQueue = field(default_factory=shared_queue)
     captcha: Captcha | None = None
     audit: AuditSink = audit
     # session.redis: session records live there instead of in `storage` (None: in storage).
@@ -44,11 +48,13 @@ class Dependencies:
 
 
 def users_from_config(config: Config) -> UserBackend:
-    """Build the configured user backend."""
+    """Build the configured user backend (the file backend hashes in the queue
+    password_hashing.concurrency bounds)."""
     backend = config.authentication_backend
     logger = logging.getLogger("portal.users")
     if backend.file is not None:
-        return FileUserBackend(backend.file, logger=logger)
+        hashing = shared_queue(config.password_hashing.concurrency)
+        return FileUserBackend(backend.file, logger=logger, hashing=hashing)
     assert backend.ldap is not None  # noqa: S101 - the model guarantees one of both
     return LdapUserBackend(
         backend.ldap, certificates_directory=config.certificates_directory, logger=logger
@@ -128,4 +134,5 @@ def build_dependencies(config: Config) -> Dependencies:
         clock=clock,
         captcha=captcha_from_config(config, storage, clock),
         sessions=sessions_from_config(config, clock),
+        hashing=shared_queue(config.password_hashing.concurrency),
     )

@@ -29,6 +29,7 @@ from portal.clock import Clock
 from portal.config import Argon2Config, Config, PasswordConfig
 from portal.errors import BadRequestError, SecurityAnswersRejectedError, UnsupportedHashError
 from portal.i18n import gettext
+from portal.password_hashing import HashingQueue, shared_queue
 from portal.regulation import Regulator
 from portal.reset import PasswordResetService
 from portal.storage.base import RateLimitStore, SecurityAnswer, SecurityAnswerStore
@@ -51,7 +52,7 @@ class QuestionStorage(SecurityAnswerStore, RateLimitStore, Protocol):
 
 
 class AnswerHasher(Protocol):
-    """Hash and verify normalized answers (synchronous CPU work: callers use a thread)."""
+    """Hash and verify normalized answers (synchronous CPU work: callers use the hashing queue)."""
 
     def hash(self, answer: str) -> str: ...
 
@@ -107,7 +108,10 @@ class SecurityQuestionsService:
         hasher: AnswerHasher,
         clock: Clock,
         audit: AuditSink = audit,
+        hashing: HashingQueue | None = None,
     ) -> None:
+        """Wire the service; answers are hashed and verified in `hashing` (default: the process's
+        shared queue, portal/password_hashing.py), the queue sign-ins wait in."""
         self.settings = config.identity_validation.reset_password.security_questions
         self._audit = audit
         self._users = users
@@ -115,6 +119,7 @@ class SecurityQuestionsService:
         self._reset = reset
         self._regulator = regulator
         self._hasher = hasher
+        self._hashing = hashing or shared_queue()
         self._clock = clock
         secret = config.identity_validation.reset_password.jwt_secret.get_secret_value()
         # SECURITY: a key derived for this purpose only, never the raw secret.
@@ -240,7 +245,7 @@ class SecurityQuestionsService:
         # SECURITY: `asked` verifications whoever it is and whatever the outcome (dummy hashes
         # for decoys), so the time tells nothing about the account or the answers.
         digests = target.hashes or (await self._dummy_digest(),) * len(target.questions)
-        right = await asyncio.to_thread(self._verify_all, answers, digests)
+        right = await self._hashing.run(self._verify_all, answers, digests)
         reason = None
         if throttled:
             event, mail = "reset_questions_throttled", False
@@ -298,7 +303,7 @@ class SecurityQuestionsService:
             async with self._dummy_lock:
                 if self._dummy is None:
                     decoy = secrets.token_urlsafe(16)
-                    self._dummy = await asyncio.to_thread(self._hasher.hash, decoy)
+                    self._dummy = await self._hashing.run(self._hasher.hash, decoy)
         return self._dummy
 
     # -- in the settings -----------------------------------------------------------------------
@@ -324,7 +329,7 @@ class SecurityQuestionsService:
             self._audit("security_questions_rejected", username=username, ip=ip, reason="answers")
             raise SecurityAnswersRejectedError(reasons, faulty)
         normalized = [normalize_answer(answer) for _, answer in choices]
-        hashes = await asyncio.to_thread(lambda: [self._hasher.hash(a) for a in normalized])
+        hashes = await self._hashing.run(lambda: [self._hasher.hash(a) for a in normalized])
         now = self._clock.now()
         rows = [
             SecurityAnswer(i, question, digest, now)

@@ -184,6 +184,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         reset=reset,
         regulator=regulator,
         hasher=deps.answer_hasher,
+        hashing=deps.hashing,
         clock=clock,
         audit=deps.audit,
     )

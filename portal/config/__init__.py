@@ -71,6 +71,7 @@ from portal.config.notifier import (
     SmtpConfig,
     parse_mail_address,
 )
+from portal.config.password_hashing import PasswordHashingConfig
 from portal.config.password_policy import (
     PasswordPolicyConfig,
     StandardPolicyConfig,
@@ -176,6 +177,7 @@ __all__ = [
     "RedisConfig",
     "RedisHighAvailabilityConfig",
     "RedisNodeConfig",
+    "PasswordHashingConfig",
     "RegulationConfig",
     "REMOTE_CAPTCHAS",
     "ResetPasswordConfig",

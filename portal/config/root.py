@@ -14,6 +14,7 @@ from portal.config.identity_token import IdentityTokenConfig
 from portal.config.identity_validation import IdentityValidationConfig
 from portal.config.log import LogConfig
 from portal.config.notifier import NotifierConfig
+from portal.config.password_hashing import PasswordHashingConfig
 from portal.config.password_policy import PasswordPolicyConfig
 from portal.config.regulation import RegulationConfig
 from portal.config.server import (
@@ -50,6 +51,8 @@ class Config(Model):
     identity_validation: IdentityValidationConfig
     authentication_backend: AuthenticationBackendConfig
     password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
+    # A portal key: how many password and answer hashes run at once (unset: sized to the CPUs).
+    password_hashing: PasswordHashingConfig = PasswordHashingConfig()
     notifier: NotifierConfig
     session: SessionConfig
     storage: StorageConfig

@@ -764,6 +764,29 @@ async def test_an_unknown_or_disabled_user_costs_a_verification_of_a_stored_hash
     await backend.close()
 
 
+async def test_an_unknown_user_costs_a_hash_of_the_current_file_after_a_password_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.yml"
+    path.write_text(f'users:\n  john:\n    password: "{cheap_hash("old")}"\n', encoding="utf-8")
+    verified: list[str] = []
+
+    def verify(password: str, digest: str) -> bool:
+        verified.append(digest)
+        return verify_password(password, digest)
+
+    backend = FileUserBackend(config(path), verify=verify)
+    await backend.startup_check()
+    assert await backend.check_password("nobody", "x") is False
+    old = await backend.password_state("john")
+    assert verified == [old]
+    await backend.set_password("john", "a new password")
+    verified.clear()
+    assert await backend.check_password("nobody", "x") is False
+    assert verified == [await backend.password_state("john")] != [old]
+    await backend.close()
+
+
 async def test_a_caller_cancelled_mid_write_leaves_memory_and_file_in_agreement(
     tmp_path: Path, old_hash: str
 ) -> None:

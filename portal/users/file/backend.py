@@ -21,6 +21,7 @@ from portal.errors import (
     UnsupportedHashError,
     UserBackendError,
 )
+from portal.password_hashing import HashingQueue, shared_queue
 from portal.users.base import User, fold
 from portal.users.file.document import WHERE, Directory, LoadError, Stamp, read_directory, stamp_of
 from portal.users.file.writing import write_password
@@ -38,10 +39,16 @@ class FileUserBackend:
         logger: logging.Logger | None = None,
         watch_interval: float = 1.0,
         verify: Callable[[str, str], bool] = verify_password,
+        hashing: HashingQueue | None = None,
     ) -> None:
-        """Remember the configuration; nothing is read until startup_check or the first lookup."""
+        """Remember the configuration; nothing is read until startup_check or the first lookup.
+
+        Every hash and verification waits its turn in `hashing` (default: the process's shared
+        queue, portal/password_hashing.py), never in the default thread pool.
+        """
         self._config = config
         self._verify = verify  # one password against one hash (tests count the calls)
+        self._hashing = hashing or shared_queue()
         self._path = str(config.path)
         self._logger = logger or logging.getLogger("portal.users.file")
         self._watch_interval = watch_interval
@@ -50,6 +57,7 @@ class FileUserBackend:
         self._bad_stamp: Stamp | None = None
         self._missing_reported = False
         self._dummy: str | None = None
+        self._decoys: tuple[Directory | None, tuple[str, ...]] = (None, ())  # see _decoy_digest
         self._dummy_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # serializes writes and reloads in this process
         self._watcher: asyncio.Task[None] | None = None
@@ -100,10 +108,11 @@ class FileUserBackend:
         name = self._resolve(directory, username)
         account = directory.accounts.get(name) if name is not None else None
         if account is None or account.user.disabled or not account.usable or not account.digest:
-            # SECURITY: do the same work as for a real user, so timing does not tell who exists.
-            await asyncio.to_thread(self._matches, password, await self._decoy_digest(directory))
+            # SECURITY: do the same work as for a real user, in the same queue, so timing does
+            # not tell who exists.
+            await self._hashing.run(self._matches, password, await self._decoy_digest(directory))
             return False
-        return await asyncio.to_thread(self._matches, password, account.digest)
+        return await self._hashing.run(self._matches, password, account.digest)
 
     async def set_password(self, username: str, password: str) -> None:
         """Hash the password and write it into the file; raise PasswordWriteError on failure."""
@@ -111,7 +120,7 @@ class FileUserBackend:
         if name is None:
             raise PasswordWriteError(f"users file {self._path}: no user {username!r}")
         try:
-            digest = await asyncio.to_thread(
+            digest = await self._hashing.run(
                 lambda: hash_password(normalize_password(password), self._config.password)
             )
         except UnicodeError:
@@ -230,8 +239,13 @@ class FileUserBackend:
         parameters the file's hashes have (they may predate the configured `password` settings);
         picked at random, an unknown name costs what a random known one does. The answer is
         thrown away. A file without a usable hash falls back to one made with the configuration.
+        The list is gathered once per loaded version of the file, not per sign-in: an unknown
+        name costs the event loop what a known one does, however many users the file has.
         """
-        digests = [a.digest for a in directory.accounts.values() if a.usable and a.digest]
+        if self._decoys[0] is not directory:
+            usable = (a.digest for a in directory.accounts.values() if a.usable and a.digest)
+            self._decoys = (directory, tuple(usable))
+        digests = self._decoys[1]
         return secrets.choice(digests) if digests else await self._dummy_digest()
 
     async def _dummy_digest(self) -> str:
@@ -240,7 +254,7 @@ class FileUserBackend:
                 if self._dummy is None:
                     password = secrets.token_urlsafe(16)
                     config = self._config.password
-                    self._dummy = await asyncio.to_thread(hash_password, password, config)
+                    self._dummy = await self._hashing.run(hash_password, password, config)
         return self._dummy
 
     async def _watch(self) -> None:
