@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Final
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
@@ -201,17 +202,31 @@ def configure_logging(config: LogConfig) -> None:
     server.addFilter(ClientFaultFilter())
 
 
+# What nginx's auth_request asks before every request to every protected site (Authelia's authz
+# endpoints): their access lines are debug lines, as Authelia logs its authz requests.
+NGINX_PATHS: Final = ("/api/authz/", "/api/verify")
+
+
 class SafeAccessLogger(AbstractAccessLogger):
-    """Log each request without its query string, which may hold a reset token."""
+    """Log each request without its query string, which may hold a reset token; nginx's
+    auth_request endpoints (NGINX_PATHS) at debug, every other route at info."""
 
     @property
     def enabled(self) -> bool:
-        """Tell aiohttp not to call log() at all when INFO is off (the hot path)."""
+        """Tell aiohttp not to call log() at all when INFO is off (the hot path).
+
+        aiohttp asks once per connection, so the authz endpoints are judged in log()."""
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         """Write one access line: event "request" with the client's address (as the rest of the
-        portal reads it), method, path (no query), status, duration in ms and the request id."""
+        portal reads it), method, path (no query), status, duration in ms and the request id.
+
+        For NGINX_PATHS the line is at debug, and below debug nothing is built (no record, no
+        fields): the check costs one prefix test and the logger's cached level."""
+        level = logging.DEBUG if request.path.startswith(NGINX_PATHS) else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
         # SECURITY: request.path has no query string; path_qs or the raw line would leak tokens.
         # What the client chose (method, path) is bounded here and escaped by the formatters
         # (field values are JSON strings): no flood, no forged lines.
@@ -225,4 +240,5 @@ class SafeAccessLogger(AbstractAccessLogger):
             "status": response.status,
             "duration_ms": round(time * 1000, 1),
         }
-        self.logger.info("request", extra={"fields": fields, "request_id": request.get(REQUEST_ID)})
+        extra = {"fields": fields, "request_id": request.get(REQUEST_ID)}
+        self.logger.log(level, "request", extra=extra)
