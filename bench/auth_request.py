@@ -206,6 +206,7 @@ class Load:
     non_2xx: int
     socket_errors: int
     output: str
+    cpu_us: float = float("nan")  # the server's CPU time (user + system) per request, in µs
 
 
 def wrk(url: str, headers: dict[str, str], *, threads: int, connections: int, seconds: int) -> str:
@@ -248,17 +249,31 @@ def parse(name: str, output: str) -> Load:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) process pid has used so far, in seconds (Linux's
+    /proc; nan elsewhere): per request, a figure that other load on the machine barely moves."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(
     name: str,
     url: str,
     headers: dict[str, str],
     args: argparse.Namespace,
+    pid: int,
 ) -> Load:
     """Warm the server up with a short run, then measure it (wrk runs in a worker thread)."""
     options = {"threads": args.threads, "connections": args.connections}
     await asyncio.to_thread(wrk, url, headers, seconds=WARMUP_SECONDS, **options)
+    before = cpu_seconds(pid)
     output = await asyncio.to_thread(wrk, url, headers, seconds=args.duration, **options)
-    return parse(name, output)
+    result = parse(name, output)
+    result.cpu_us = (cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
+    return result
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -275,7 +290,8 @@ def row(result: Load) -> str:
     return (
         f"  {result.name:<10} {result.requests_per_second:>10,.0f} {result.requests:>9,} "
         f"{p.get(50, float('nan')):>8.2f} {p.get(90, float('nan')):>8.2f} "
-        f"{p.get(99, float('nan')):>8.2f} {result.non_2xx:>8} {result.socket_errors:>7}"
+        f"{p.get(99, float('nan')):>8.2f} {result.non_2xx:>8} {result.socket_errors:>7} "
+        f"{result.cpu_us:>7.1f}"
     )
 
 
@@ -302,7 +318,7 @@ async def serve_and_load(
         if problem is not None:
             print(f"error: the {name} does not answer john's 200: {problem}", file=sys.stderr)
             return None
-        return await load(name, url, headers, args)
+        return await load(name, url, headers, args, process.pid)
     finally:
         stop(process)
 
@@ -387,7 +403,7 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
 
     print(
         f"\n  {'server':<10} {'req/s':>10} {'requests':>9} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'non-2xx':>8} {'errors':>7}"
+        f"{'p99 ms':>8} {'non-2xx':>8} {'errors':>7} {'CPU µs':>7}"
     )
     print(row(portal))
     if with_token is not None:
@@ -397,6 +413,10 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     print(row(baseline))
     ratio = portal.requests_per_second / baseline.requests_per_second
     print(f"\n  ratio portal/baseline (requests/s): {ratio:.2f}")
+    print(
+        f"  ratio baseline/portal CPU µs per request: {baseline.cpu_us / portal.cpu_us:.2f} "
+        "(the same ratio by CPU time, which other load on the machine barely moves)"
+    )
     if with_metrics is not None:
         on_off = with_metrics.requests_per_second / portal.requests_per_second
         print(f"  ratio portal+met/portal, metrics on/off (requests/s): {on_off:.2f}")
