@@ -45,6 +45,7 @@ from portal.keys import (
     USERS,
     WEBAUTHN,
 )
+from portal.logs import NGINX_PATHS
 from portal.metrics import (
     MeteredNotifier,
     MeteredUsers,
@@ -52,7 +53,6 @@ from portal.metrics import (
     request_middleware,
     start_listener,
 )
-from portal.logs import NGINX_PATHS
 from portal.middlewares import MAX_BODY, Handler, body_size_middleware, errors_middleware
 from portal.request_id import request_id_header, request_id_middleware
 from portal.routes import setup_routes

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from portal.access_control import AccessControl, Level
 from portal.identity_token import IdentityTokens
-from portal.sessions import TWO_FACTORS, SessionStore
+from portal.sessions import TWO_FACTORS, Miss, SessionStore
 from portal.signin import CookieDomains
 from portal.users.base import User
 
@@ -91,10 +91,14 @@ class Authorizer:
         cookie = self._cookies.for_host(target.host)
         session = None
         if cookie is not None:
-            session = await self._sessions.first_live(cookie_values(cookie.name or ""), cookie)
-        user = None
-        if session is not None:
-            user = User(session.username, session.display_name, session.emails, session.groups)
+            values = cookie_values(cookie.name or "")
+            # From memory when it can (no coroutine): a cached session nothing changed.
+            found = self._sessions.first_live_cached(values, cookie)
+            if isinstance(found, Miss):
+                session = await self._sessions.first_live(values, cookie)
+            else:
+                session = found
+        user = session.user if session is not None else None
         required = self._access.decide(target, user).required
         if required == "bypass":
             return _PASS
