@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from types import MappingProxyType
+from typing import NamedTuple
 from urllib.parse import quote
 
 from portal.access_control import AccessControl, Level
@@ -36,12 +37,13 @@ class Outcome(enum.Enum):
     MALFORMED = 400  # answered 401: a request that cannot be read is never let through
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The auth_request decision: its outcome, Remote-* headers (ALLOW), sign-in URL (SIGN_IN)."""
+class Verdict(NamedTuple):
+    """The auth_request decision: its outcome, Remote-* headers (ALLOW), sign-in URL (SIGN_IN).
+
+    A named tuple: immutable, and cheaper to make than a frozen dataclass (one per request)."""
 
     outcome: Outcome
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     location: str = ""
 
 

@@ -408,7 +408,7 @@ class SessionStore:
         return (
             user is not None
             and not user.disabled
-            and user.change_reason is None
+            and (not user.state or user.change_reason is None)
             and user.username == session.username
             and user.display_name == session.display_name
             and user.emails == session.emails
