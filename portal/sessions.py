@@ -612,6 +612,16 @@ class SessionStore:
 
     def _remember(self, session_id: str, record: SessionRecord, now: float) -> None:
         self._cache.pop(session_id, None)
+        # Entries sit in the order they were read: the oldest lapse first. Dropping the lapsed
+        # ones at the front on every insert keeps the cache near what cache_ttl holds (not
+        # cache_size of dead rows) at O(1) amortized cost.
+        cache, ttl = self._cache, self._cache_ttl
+        while cache:
+            oldest = next(iter(cache))
+            entry = cache[oldest]
+            if entry.fetched_at <= now < entry.fetched_at + ttl:
+                break
+            del cache[oldest]
         if len(self._cache) >= self._cache_size:
             self._drop_stale(now)
         while len(self._cache) >= self._cache_size:

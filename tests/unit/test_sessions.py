@@ -966,3 +966,17 @@ async def test_the_fast_path_answers_as_the_slow_one_when_time_passes(
     other = await sessions.create(JOHN, other_domain, remember_me=False)
     assert await sessions.first_live([other], cookie) is None
     assert await sessions.first_live(["x"], cookie) is None
+
+
+async def test_the_cache_drops_expired_entries_as_it_goes_not_only_when_full(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    sessions = SessionStore(storage, clock, cache_ttl=CACHE_TTL, cache_size=10_000)
+    values = [await sessions.create(JOHN, cookie, remember_me=True) for _ in range(50)]
+    for value in values:
+        assert await sessions.first_live([value], cookie) is not None
+        clock.advance(CACHE_TTL / 10)
+    # Only the entries read within the last cache_ttl are still held, far below cache_size.
+    assert len(sessions._cache) <= 11
+    for value in values:  # and every session still opens: dropped entries are read again
+        assert await sessions.first_live([value], cookie) is not None
