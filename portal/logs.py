@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from aiohttp.abc import AbstractAccessLogger
@@ -38,7 +39,7 @@ _LEVELS = {
 # Set on each request by portal.request_id's middleware: its id, and the client's address as
 # server.trusted_proxies let it be read (absent when it cannot be).
 REQUEST_ID = RequestKey("request_id", str)
-CLIENT_IP = RequestKey("client_ip", str)
+CLIENT_IP = RequestKey[IPv4Address | IPv6Address]("client_ip")  # made text only when logged
 # The id of the request being handled in this task (set by portal.request_id's middleware).
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -234,7 +235,7 @@ class SafeAccessLogger(AbstractAccessLogger):
             "event": "request",
             # The client as server.trusted_proxies let it be read (portal/request_id.py), else
             # the peer (a request refused before the portal's handlers saw it).
-            "ip": request.get(CLIENT_IP) or request.remote,
+            "ip": str(client) if (client := request.get(CLIENT_IP)) is not None else request.remote,
             "method": cut(request.method, 16),
             "path": cut(request.path),
             "status": response.status,
