@@ -21,7 +21,7 @@ from portal.handlers import assets
 from portal.handlers.password import PASSWORD_SETTINGS
 from portal.handlers.totp import TOTP_SETTINGS
 from portal.handlers.webauthn import script_messages
-from portal.headers import security_headers
+from portal.headers import FOR_NGINX, security_headers
 from portal.i18n import current_language, language_links, language_middleware
 from portal.i18n import install as install_gettext
 from portal.keys import (
@@ -46,6 +46,7 @@ from portal.keys import (
     USERS,
     WEBAUTHN,
 )
+from portal.logs import NGINX_PATHS
 from portal.metrics import (
     MeteredNotifier,
     MeteredUsers,
@@ -53,7 +54,7 @@ from portal.metrics import (
     request_middleware,
     start_listener,
 )
-from portal.middlewares import MAX_BODY, body_size_middleware, errors_middleware
+from portal.middlewares import MAX_BODY, Handler, body_size_middleware, errors_middleware
 from portal.request_id import request_id_header, request_id_middleware
 from portal.routes import setup_routes
 from portal.services import build_services
@@ -62,6 +63,23 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PURGE_INTERVAL = 600.0
 
 log = logging.getLogger("portal")
+
+
+@web.middleware
+async def nginx_shortcut(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer nginx's auth_request endpoints (NGINX_PATHS, their own routes, no body) with their
+    handler and errors_middleware only: nginx asks them before every request to every protected
+    site, and the page machinery (language, body size and coding, CSRF, security headers: see
+    FOR_NGINX) does nothing for them. Anything else (another method, an unknown path under
+    them, a request with a body) goes the usual way."""
+    if (
+        request.path.startswith(NGINX_PATHS)
+        and request.match_info.http_exception is None
+        and not request.body_exists
+    ):
+        request[FOR_NGINX] = True
+        return await errors_middleware(request, request.match_info.handler)
+    return await handler(request)
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
@@ -160,6 +178,7 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     metrics: Metrics | None = None
     middlewares: list[Middleware] = [
         request_id_middleware,
+        nginx_shortcut,
         errors_middleware,
         body_size_middleware,
         csrf_middleware,

@@ -8,6 +8,11 @@ from aiohttp import web
 
 from portal.config import Config
 
+# Set on a request answered for nginx's auth_request only (portal.app's nginx_shortcut): nginx
+# keeps none of a page's headers from it (deploy/nginx/portal-authrequest.conf reads Remote-* and
+# Location), so none are set.
+FOR_NGINX = web.RequestKey("for_nginx", bool)
+
 # JSON routes outside /api/: reset step 2's passkey options, under the path of the step-2 cookie
 # its script relies on (portal/handlers/reset.py step2_passkey_get).
 _JSON_PATHS = frozenset({"/reset-password/step2/webauthn"})
@@ -39,7 +44,8 @@ ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
 
 def security_headers(config: Config) -> ResponseHook:
-    """Return the on_response_prepare hook that sets the security headers on every response."""
+    """Return the on_response_prepare hook that sets the security headers on every response
+    (but an answer for nginx's auth_request: FOR_NGINX)."""
     fixed = [
         ("Content-Security-Policy", content_security_policy()),
         ("X-Content-Type-Options", "nosniff"),
@@ -53,6 +59,8 @@ def security_headers(config: Config) -> ResponseHook:
 
     # Built once: nginx's auth_request makes this run for every request to a protected site.
     async def set_headers(request: web.Request, response: web.StreamResponse) -> None:
+        if FOR_NGINX in request:
+            return
         headers = response.headers
         for name, value in fixed:
             if name not in headers:  # a handler may have set its own (a page's CSP)

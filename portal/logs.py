@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
@@ -38,7 +40,7 @@ _LEVELS = {
 # Set on each request by portal.request_id's middleware: its id, and the client's address as
 # server.trusted_proxies let it be read (absent when it cannot be).
 REQUEST_ID = RequestKey("request_id", str)
-CLIENT_IP = RequestKey("client_ip", str)
+CLIENT_IP = RequestKey[IPv4Address | IPv6Address]("client_ip")  # made text only when logged
 # The id of the request being handled in this task (set by portal.request_id's middleware).
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -204,17 +206,31 @@ def configure_logging(config: LogConfig) -> None:
     server.addFilter(ClientFaultFilter())
 
 
+# What nginx's auth_request asks before every request to every protected site (Authelia's authz
+# endpoints): their access lines are debug lines, as Authelia logs its authz requests.
+NGINX_PATHS: Final = ("/api/authz/", "/api/verify")
+
+
 class SafeAccessLogger(AbstractAccessLogger):
-    """Log each request without its query string, which may hold a reset token."""
+    """Log each request without its query string, which may hold a reset token; nginx's
+    auth_request endpoints (NGINX_PATHS) at debug, every other route at info."""
 
     @property
     def enabled(self) -> bool:
-        """Tell aiohttp not to call log() at all when INFO is off (the hot path)."""
+        """Tell aiohttp not to call log() at all when INFO is off (the hot path).
+
+        aiohttp asks once per connection, so the authz endpoints are judged in log()."""
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         """Write one access line: event "request" with the client's address (as the rest of the
-        portal reads it), method, path (no query), status, duration in ms and the request id."""
+        portal reads it), method, path (no query), status, duration in ms and the request id.
+
+        For NGINX_PATHS the line is at debug, and below debug nothing is built (no record, no
+        fields): the check costs one prefix test and the logger's cached level."""
+        level = logging.DEBUG if request.path.startswith(NGINX_PATHS) else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
         # SECURITY: request.path has no query string; path_qs or the raw line would leak tokens.
         # What the client chose (method, path) is bounded here and escaped by the formatters
         # (field values are JSON strings): no flood, no forged lines.
@@ -222,10 +238,11 @@ class SafeAccessLogger(AbstractAccessLogger):
             "event": "request",
             # The client as server.trusted_proxies let it be read (portal/request_id.py), else
             # the peer (a request refused before the portal's handlers saw it).
-            "ip": request.get(CLIENT_IP) or request.remote,
+            "ip": str(client) if (client := request.get(CLIENT_IP)) is not None else request.remote,
             "method": cut(request.method, 16),
             "path": cut(request.path),
             "status": response.status,
             "duration_ms": round(time * 1000, 1),
         }
-        self.logger.info("request", extra={"fields": fields, "request_id": request.get(REQUEST_ID)})
+        extra = {"fields": fields, "request_id": request.get(REQUEST_ID)}
+        self.logger.log(level, "request", extra=extra)

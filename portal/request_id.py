@@ -41,7 +41,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     client = addresses.parsed(request)
     # For the access log: the client's address as the rest of the portal reads it.
     if client is not None:
-        request[CLIENT_IP] = str(client)
+        request[CLIENT_IP] = client
     sent = request.headers.get(HEADER)
     if sent is not None and _VALID.fullmatch(sent) and addresses.from_proxy(request):
         request_id = sent

@@ -904,3 +904,79 @@ async def test_public_ids_depend_on_the_secret_and_only_the_owner_ends_a_session
     assert await same.end_user_session("john", public) == session.id
     clock.advance(1.0)  # the other instance trusts its cached copy for cache_ttl at most
     assert await one.get(value, cookie) is None
+
+
+# -- the synchronous fast path (auth_request: a cached session, an in-memory user backend) --------
+
+
+class LoadedDirectory(Directory):
+    """A Directory whose users are in memory, as the users file's are (FileUserBackend)."""
+
+    def __init__(self, *users: User) -> None:
+        super().__init__(*users)
+        self.loaded = True
+
+    def loaded_user(self, username: str) -> User | None:
+        if not self.loaded:
+            raise LookupError("not loaded")
+        return self.users.get(username)
+
+
+async def test_with_refresh_always_a_cached_session_needs_no_backend_call_and_sees_changes_at_once(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = LoadedDirectory(JOHN)
+    sessions = SessionStore(storage, clock, users=directory, refresh_interval=0.0, cache_ttl=HOUR)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    first = await sessions.first_live([value], cookie)
+    assert first is not None and first.groups == ("admins", "dev")
+    lookups = directory.lookups
+    for _ in range(50):
+        assert await sessions.first_live(["not-a-value", value], cookie) == first
+    assert directory.lookups == lookups  # answered from memory: no round trip per request
+
+    # Every change is seen on the very next request, as with Authelia's `always`.
+    directory.users["john"] = replace(JOHN, groups=("dev",))
+    changed = await sessions.first_live([value], cookie)
+    assert changed is not None and changed.groups == ("dev",)
+    directory.users["john"] = replace(JOHN, groups=("dev",), disabled=True)
+    assert await sessions.first_live([value], cookie) is None
+    assert await sessions.get(value, cookie) is None  # ended, not just refused
+
+
+async def test_the_fast_path_answers_as_the_slow_one_when_time_passes(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    directory = LoadedDirectory(JOHN)
+    sessions = SessionStore(
+        storage, clock, users=directory, refresh_interval=0.0, cache_ttl=CACHE_TTL
+    )
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    directory.loaded = False  # nothing in memory yet: the backend is asked
+    assert await sessions.first_live([value], cookie) is not None
+    directory.loaded = True
+    # Activity is still written every touch_interval, and inactivity still ends the session.
+    clock.advance(TOUCH)
+    touched = await sessions.first_live([value], cookie)
+    assert touched is not None and touched.last_active_at == clock.now()
+    clock.advance(6 * MINUTE)
+    assert await sessions.first_live([value], cookie) is None
+    # Another domain's cookie opens nothing, and a value of another shape is skipped.
+    other_domain = cookie_for(domain="example.org", authelia_url="https://auth.example.org")
+    other = await sessions.create(JOHN, other_domain, remember_me=False)
+    assert await sessions.first_live([other], cookie) is None
+    assert await sessions.first_live(["x"], cookie) is None
+
+
+async def test_the_cache_drops_expired_entries_as_it_goes_not_only_when_full(
+    storage: SqliteStorage, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    sessions = SessionStore(storage, clock, cache_ttl=CACHE_TTL, cache_size=10_000)
+    values = [await sessions.create(JOHN, cookie, remember_me=True) for _ in range(50)]
+    for value in values:
+        assert await sessions.first_live([value], cookie) is not None
+        clock.advance(CACHE_TTL / 10)
+    # Only the entries read within the last cache_ttl are still held, far below cache_size.
+    assert len(sessions._cache) <= 11
+    for value in values:  # and every session still opens: dropped entries are read again
+        assert await sessions.first_live([value], cookie) is not None
