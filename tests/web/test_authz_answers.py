@@ -79,3 +79,26 @@ async def test_a_failing_verdict_is_a_plain_500_logged_once(
     assert "Traceback" not in body and "the verdict broke" not in body
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/api/authz/nothing-here", 404),
+        ("GET", "/api/authz/auth-request/", 404),
+        ("GET", "/api/verify/", 404),
+        ("GET", "/api/verifyx", 404),
+        ("POST", "/api/verify", 405),
+        ("DELETE", "/api/authz/auth-request", 405),
+        ("OPTIONS", "/api/verify", 405),
+    ],
+)
+async def test_requests_outside_the_authz_routes_keep_every_page_header(
+    portal: Portal, method: str, path: str, status: int
+) -> None:
+    # Without a body: the fallback route (404/405) is a route too, and it is no auth_request.
+    answer = await portal.client.request(method, path)
+    assert answer.status == status
+    missing = [name for name in PAGE_HEADERS if name not in answer.headers]
+    assert not missing, (method, path, answer.headers)
+    assert answer.headers["Cache-Control"] == "no-store"
