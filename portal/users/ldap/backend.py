@@ -313,8 +313,8 @@ class LdapUserBackend:
                 )
             else:
                 # SECURITY: only ever a hash; a clear-text userPassword is readable by many.
-                changes = {"userPassword": [(MODIFY_REPLACE, ["{CRYPT}" + digest])]}
-                self._connector.ldap(lambda: conn.modify(entry.dn, changes, controls=controls))
+                crypt = {"userPassword": [(MODIFY_REPLACE, ["{CRYPT}" + digest])]}
+                self._connector.ldap(lambda: conn.modify(entry.dn, crypt, controls=controls))
             return answer_of(conn)
 
         # Not on a reused connection: a write sent on a dead one must not be retried blindly.
