@@ -54,6 +54,7 @@ from portal.metrics import (
     request_middleware,
     start_listener,
 )
+from portal.metrics.core import AUTHZ_ROUTES
 from portal.middlewares import MAX_BODY, Handler, body_size_middleware, errors_middleware
 from portal.request_id import request_id_header, request_id_middleware
 from portal.routes import setup_routes
@@ -71,10 +72,14 @@ async def nginx_shortcut(request: web.Request, handler: Handler) -> web.StreamRe
     handler and errors_middleware only: nginx asks them before every request to every protected
     site, and the page machinery (language, body size and coding, CSRF, security headers: see
     FOR_NGINX) does nothing for them. Anything else (another method, an unknown path under
-    them, a request with a body) goes the usual way."""
+    them, a request with a body) goes the usual way.
+
+    SECURITY: judged by the matched route's name (AUTHZ_ROUTES), not the path: every path
+    matches a route here (portal/routes.py's fallback answers 404 and 405), so a path prefix
+    would let a browser-rendered 404/405 go without its security headers."""
     if (
         request.path.startswith(NGINX_PATHS)
-        and request.match_info.http_exception is None
+        and request.match_info.route.name in AUTHZ_ROUTES
         and not request.body_exists
     ):
         request[FOR_NGINX] = True

@@ -48,8 +48,8 @@ class Dependencies:
 
 
 def users_from_config(config: Config) -> UserBackend:
-    """Build the configured user backend (the file backend hashes in the queue
-    password_hashing.concurrency bounds)."""
+    """Build the configured user backend (both hash in the queue password_hashing.concurrency
+    bounds: the file's passwords, LDAP's {CRYPT} fallback)."""
     backend = config.authentication_backend
     logger = logging.getLogger("portal.users")
     if backend.file is not None:
@@ -57,7 +57,10 @@ def users_from_config(config: Config) -> UserBackend:
         return FileUserBackend(backend.file, logger=logger, hashing=hashing)
     assert backend.ldap is not None  # noqa: S101 - the model guarantees one of both
     return LdapUserBackend(
-        backend.ldap, certificates_directory=config.certificates_directory, logger=logger
+        backend.ldap,
+        certificates_directory=config.certificates_directory,
+        logger=logger,
+        hashing=shared_queue(config.password_hashing.concurrency),
     )
 
 

@@ -26,6 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 from portal.config import LogConfig
+from portal.headers import FOR_NGINX
 
 _LEVELS = {
     "trace": logging.DEBUG,
@@ -212,8 +213,9 @@ NGINX_PATHS: Final = ("/api/authz/", "/api/verify")
 
 
 class SafeAccessLogger(AbstractAccessLogger):
-    """Log each request without its query string, which may hold a reset token; nginx's
-    auth_request endpoints (NGINX_PATHS) at debug, every other route at info."""
+    """Log each request without its query string, which may hold a reset token; what was
+    answered for nginx's auth_request (FOR_NGINX: the authz routes) at debug, the rest at info
+    (another path under NGINX_PATHS, another method or a body: a probe an admin should see)."""
 
     @property
     def enabled(self) -> bool:
@@ -226,9 +228,10 @@ class SafeAccessLogger(AbstractAccessLogger):
         """Write one access line: event "request" with the client's address (as the rest of the
         portal reads it), method, path (no query), status, duration in ms and the request id.
 
-        For NGINX_PATHS the line is at debug, and below debug nothing is built (no record, no
-        fields): the check costs one prefix test and the logger's cached level."""
-        level = logging.DEBUG if request.path.startswith(NGINX_PATHS) else logging.INFO
+        For an auth_request answer (FOR_NGINX, set by portal.app's nginx_shortcut) the line is
+        at debug, and below debug nothing is built (no record, no fields): the check costs one
+        key lookup and the logger's cached level."""
+        level = logging.DEBUG if FOR_NGINX in request else logging.INFO
         if not self.logger.isEnabledFor(level):
             return
         # SECURITY: request.path has no query string; path_qs or the raw line would leak tokens.

@@ -22,6 +22,9 @@ async def auth_request_get(request: web.Request) -> web.Response:
     The visitor never sees these bodies: nginx answers them with its own redirect or 403 page.
     (Authelia's authz handlers write a short body here; nginx would drop those connections too.)
     """
+    # SECURITY: no cache on the way may keep an answer (the security-headers hook, which set
+    # no-store, is skipped for these: FOR_NGINX): a 200's Remote-* headers belong to one
+    # visitor, at a URL that is the same for every visitor.
     verdict = await request.app[AUTHZ].verdict(
         request.headers.get("X-Original-URL", ""),
         request.headers.get("X-Original-Method", "GET"),
@@ -29,12 +32,15 @@ async def auth_request_get(request: web.Request) -> web.Response:
         partial(cookie_values, request),
     )
     if verdict.outcome is Outcome.ALLOW:
-        return web.Response(status=200, headers=verdict.headers)
-    if verdict.outcome is Outcome.FORBIDDEN:
-        return web.Response(status=403)
-    if verdict.outcome is Outcome.SIGN_IN:
-        return web.Response(status=401, headers={"Location": verdict.location})
-    return web.Response(status=401)  # a request the portal cannot read: missing or malformed
+        response = web.Response(status=200, headers=verdict.headers)
+    elif verdict.outcome is Outcome.FORBIDDEN:
+        response = web.Response(status=403)
+    elif verdict.outcome is Outcome.SIGN_IN:
+        response = web.Response(status=401, headers={"Location": verdict.location})
+    else:
+        response = web.Response(status=401)  # a request the portal cannot read
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def jwks_get(request: web.Request) -> web.Response:

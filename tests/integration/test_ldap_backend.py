@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import subprocess
+import threading
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from portal.errors import (
     StartupCheckError,
     UserBackendError,
 )
+from portal.password_hashing import HashingQueue
 from portal.users.base import AccountState, User
 from portal.users.ldap import LdapUserBackend
 from tests.conftest import FIXTURES
@@ -649,6 +651,33 @@ async def test_without_password_modify_a_crypt_hash_is_written(
     assert slapd.whoami(USER_DNS["bob"], "another fallback password") is True
     warnings = [r for r in caplog.records if "{CRYPT}" in r.getMessage()]
     assert len(warnings) == 1  # once, not per write
+
+
+async def test_the_crypt_hash_waits_its_turn_in_the_hashing_queue(slapd: Slapd) -> None:
+    # Every password hash the portal makes runs in the one bounded queue (issue 19): a flood of
+    # resets must not run SHA-512 crypt's 50,000 rounds beside the sign-ins' hashes.
+    hide_rootdse(slapd)
+    queue = HashingQueue(1)
+    release = threading.Event()
+    busy = asyncio.ensure_future(queue.run(release.wait, 30))
+    backend = LdapUserBackend(
+        suite_config(slapd, permit_feature_detection_failure=True),
+        certificates_directory=slapd.ca_directory,
+        hashing=queue,
+    )
+    try:
+        await backend.startup_check()
+        write = asyncio.ensure_future(backend.set_password("john", "a queued password"))
+        await asyncio.sleep(1.5)
+        assert not write.done()  # the only hashing thread is taken
+        release.set()
+        await busy
+        await asyncio.wait_for(write, 30)
+    finally:
+        release.set()
+        await backend.close()
+    assert stored_password(slapd, JOHN).startswith("{CRYPT}$6$")
+    assert slapd.whoami(JOHN, "a queued password") is True
 
 
 # --- TLS -----------------------------------------------------------------------------------------

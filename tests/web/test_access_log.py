@@ -71,3 +71,23 @@ async def test_at_debug_authz_requests_write_a_debug_access_line(
     assert lines[0][1]["method"] == "GET"
     ids = [r.request_id for r in caplog.records if r.name == ACCESS]  # type: ignore[attr-defined]
     assert ids == [answer.headers["X-Request-Id"], verify.headers["X-Request-Id"]]
+
+
+async def test_requests_outside_the_authz_routes_keep_their_line_at_info(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A probe of other paths under them, or another method, is no auth_request: an admin at
+    # the default level sees it like any other request.
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    probes = [
+        ("GET", "/api/authz/nothing-here", 404),
+        ("GET", "/api/verifyx", 404),
+        ("POST", "/api/verify", 405),
+        ("POST", "/api/authz/auth-request", 405),
+    ]
+    for method, path, status in probes:
+        assert (await portal.client.request(method, path, data=b"x")).status == status
+    lines = access_lines(caplog)
+    assert [(level, f["method"], f["path"], f["status"]) for level, f in lines] == [
+        (logging.INFO, method, path, status) for method, path, status in probes
+    ]

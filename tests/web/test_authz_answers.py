@@ -79,3 +79,46 @@ async def test_a_failing_verdict_is_a_plain_500_logged_once(
     assert "Traceback" not in body and "the verdict broke" not in body
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/api/authz/nothing-here", 404),
+        ("GET", "/api/authz/auth-request/", 404),
+        ("GET", "/api/verify/", 404),
+        ("GET", "/api/verifyx", 404),
+        ("POST", "/api/verify", 405),
+        ("DELETE", "/api/authz/auth-request", 405),
+        ("OPTIONS", "/api/verify", 405),
+    ],
+)
+async def test_requests_outside_the_authz_routes_keep_every_page_header(
+    portal: Portal, method: str, path: str, status: int
+) -> None:
+    # Without a body: the fallback route (404/405) is a route too, and it is no auth_request.
+    answer = await portal.client.request(method, path)
+    assert answer.status == status
+    missing = [name for name in PAGE_HEADERS if name not in answer.headers]
+    assert not missing, (method, path, answer.headers)
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
+async def test_no_authz_answer_may_be_stored_by_a_cache(portal: Portal) -> None:
+    # The Remote-* headers of one user's 200 sit at the same URL for everyone: a cache on the
+    # way (an inherited nginx proxy_cache with proxy_cache_valid) must never keep them.
+    anonymous = await ask(portal.client, "http://127.0.0.1/private")
+    denied = await ask(portal.client, "http://127.0.0.1/deny")
+    public = await ask(portal.client, "http://127.0.0.1/public")
+    assert (await sign_in(portal.client, "john", "password")).status == 302
+    allowed = await ask(portal.client, "http://127.0.0.1/private")
+    legacy = await portal.client.get(
+        "/api/verify", headers={"X-Original-URL": "http://127.0.0.1/private"}
+    )
+    head = await portal.client.head(
+        "/api/verify", headers={"X-Original-URL": "http://127.0.0.1/private"}
+    )
+    answers = [anonymous, denied, public, allowed, legacy, head]
+    assert [a.status for a in answers] == [401, 403, 200, 200, 200, 200]
+    assert allowed.headers["Remote-User"] == head.headers["Remote-User"] == "john"
+    assert [a.headers.get("Cache-Control") for a in answers] == ["no-store"] * len(answers)

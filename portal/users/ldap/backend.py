@@ -28,6 +28,7 @@ from portal.errors import (
     StartupCheckError,
     UserBackendError,
 )
+from portal.password_hashing import HashingQueue, shared_queue
 from portal.users.base import User
 from portal.users.ldap.connection import (
     BUSY,
@@ -86,14 +87,18 @@ class LdapUserBackend:
         certificates_directory: Path | None = None,
         logger: logging.Logger | None = None,
         page_size: int = 500,
+        hashing: HashingQueue | None = None,
     ) -> None:
         """Check the configuration and prepare TLS; nothing connects until it is needed.
 
         certificates_directory: Authelia's top-level key, whose certificates join the system's
         trust store for the directory's certificate. page_size: entries per page of list_users'
-        paged search. Raise StartupCheckError on what cannot work.
+        paged search. hashing: the queue the {CRYPT} fallback's hash waits in (default: the
+        process's shared queue, portal/password_hashing.py). Raise StartupCheckError on what
+        cannot work.
         """
         self._config = config
+        self._hashing = hashing or shared_queue()
         self._page_size = page_size
         # One logger for the whole package, named as before the split into modules.
         self._logger = logger or logging.getLogger("portal.users.ldap")
@@ -285,6 +290,12 @@ class LdapUserBackend:
                 WHERE,
                 self._address,
             )
+        digest = ""
+        if method == "userPassword":
+            # In the one bounded queue every password hash waits in, not the LDAP pool's thread.
+            digest = await self._hashing.run(
+                sha512_crypt.using(rounds=SHA512_CRYPT_ROUNDS).hash, prepared
+            )
         controls: list[tuple[str, bool, bytes | None]] = [(PPOLICY_OID, False, None)]
         if method == "unicodePwd" and AD_POLICY_HINTS_OID in features.controls:
             controls.append((AD_POLICY_HINTS_OID, False, AD_POLICY_HINTS_VALUE))
@@ -301,10 +312,9 @@ class LdapUserBackend:
                     )
                 )
             else:
-                digest = sha512_crypt.using(rounds=SHA512_CRYPT_ROUNDS).hash(prepared)
                 # SECURITY: only ever a hash; a clear-text userPassword is readable by many.
-                changes = {"userPassword": [(MODIFY_REPLACE, ["{CRYPT}" + digest])]}
-                self._connector.ldap(lambda: conn.modify(entry.dn, changes, controls=controls))
+                crypt = {"userPassword": [(MODIFY_REPLACE, ["{CRYPT}" + digest])]}
+                self._connector.ldap(lambda: conn.modify(entry.dn, crypt, controls=controls))
             return answer_of(conn)
 
         # Not on a reused connection: a write sent on a dead one must not be retried blindly.
