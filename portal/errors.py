@@ -10,6 +10,7 @@ marked [page] and answer with a page of their own (the form again with the messa
     +-- ConfigError                  start-up: every configuration problem, one per line
     +-- StartupCheckError            start-up: a backend failed its check before the port opens
     +-- BackendUnavailableError      503  a backend cannot be reached now; retry later
+    |   +-- HashingBusyError         503  too many password hashes waiting (+ Retry-After)
     +-- UserBackendError             500  the user backend failed
     |   +-- UnsupportedHashError     500  a stored hash the portal cannot read
     |   +-- PasswordWriteError       500  a new password was not written (the old one holds)
@@ -144,6 +145,20 @@ class BackendUnavailableError(PortalError):
     public_message = N_(
         "This service is temporarily unavailable. Please try again in a few minutes."
     )
+
+
+class HashingBusyError(BackendUnavailableError):
+    """Too many password hashes are already waiting their turn (portal.password_hashing): the
+    same 503 for everyone, known user or not, with when to come back (load shedding, OWASP
+    ASVS 4.0 V11.1.4 "anti-automation")."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"password hashing queue full; retry after {retry_after}s")
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        """Tell the client when to come back."""
+        return {"Retry-After": str(self.retry_after)}
 
 
 class UserBackendError(PortalError):

@@ -7,7 +7,11 @@ starved the event loop (health checks waited up to 175 ms) and the process peake
 Here at most `concurrency` hashes run at once, in dedicated threads; the others wait their turn
 in arrival order (concurrent.futures.ThreadPoolExecutor's queue is FIFO), known and unknown users
 alike, so the wait tells nobody which names exist. A caller that goes away (its request is
-cancelled) leaves the queue without its hash being computed.
+cancelled) leaves the queue without its hash being computed. The line is bounded: past
+`waiting` calls in line (WAITING_PER_THREAD per thread by default, a few seconds of hashing)
+the next is refused at once with HashingBusyError (503 + Retry-After, the same for everyone), so
+a flood of sign-ins (any names, banned or not: a ban still costs a hash, for equal timing) cannot
+make every sign-in wait without end.
 
 `password_hashing.concurrency` (a portal key, portal/config/password_hashing.py) sets the bound;
 unset, default_concurrency sizes it to the machine. The threads keep the process's scheduling
@@ -26,11 +30,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from portal.errors import HashingBusyError
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 DEFAULT_MAX = 4  # at most 4 x 64 MiB of argon2 memory by default; an admin may allow more
 MAX_CONCURRENCY = 64  # the configuration's ceiling
+# Calls that may wait per hashing thread before the next is refused (503): about 32 hashes of
+# ~0.15 s each, some five seconds of waiting at Authelia's argon2 defaults.
+WAITING_PER_THREAD = 32
+RETRY_AFTER = 5  # seconds a refused caller is told to wait
 
 
 def available_cpus() -> int:
@@ -53,15 +63,20 @@ def default_concurrency(cpus: int | None = None) -> int:
 class HashingQueue:
     """Run hashing functions in at most `concurrency` dedicated threads, first come first served.
 
-    `concurrency` None means default_concurrency(); values below 1 raise ValueError. Threads
-    start on first use and are named portal-hashing_N.
+    `concurrency` None means default_concurrency(); `waiting` (None: concurrency x
+    WAITING_PER_THREAD) bounds the calls in line behind the running ones; values below 1 raise
+    ValueError. Threads start on first use and are named portal-hashing_N.
     """
 
-    def __init__(self, concurrency: int | None = None) -> None:
+    def __init__(self, concurrency: int | None = None, *, waiting: int | None = None) -> None:
         """Create the executor; no thread starts before the first run()."""
         self.concurrency = default_concurrency() if concurrency is None else concurrency
         if self.concurrency < 1:
             raise ValueError("password hashing needs a concurrency of at least 1")
+        self.waiting = self.concurrency * WAITING_PER_THREAD if waiting is None else waiting
+        if self.waiting < 1:
+            raise ValueError("password hashing needs a waiting line of at least 1")
+        self._pending = 0  # calls running or in line, on the event loop's thread only
         self._executor = ThreadPoolExecutor(
             max_workers=self.concurrency,
             thread_name_prefix="portal-hashing",
@@ -70,9 +85,16 @@ class HashingQueue:
     async def run(self, func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Queue func(*args, **kwargs) behind the hashes already waiting and return its result
         (or raise its exception). The call sees the caller's context variables, as with
-        asyncio.to_thread. Cancelling the caller drops a call that has not started yet."""
+        asyncio.to_thread. Cancelling the caller drops a call that has not started yet.
+        Raises HashingBusyError at once when `waiting` calls are already in line."""
+        if self._pending >= self.concurrency + self.waiting:
+            raise HashingBusyError(RETRY_AFTER)
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        finally:
+            self._pending -= 1
 
 
 @functools.cache

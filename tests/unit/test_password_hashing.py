@@ -24,9 +24,9 @@ from portal.deps import (
     storage_from_config,
     users_from_config,
 )
-from portal.errors import ConfigError
+from portal.errors import BackendUnavailableError, ConfigError, HashingBusyError
 from portal.keys import QUESTIONS, STORAGE, USERS
-from portal.password_hashing import HashingQueue, default_concurrency
+from portal.password_hashing import WAITING_PER_THREAD, HashingQueue, default_concurrency
 from portal.security_questions import Argon2AnswerHasher
 from portal.users.file import FileUserBackend
 from portal.users.hashing import verify_password
@@ -45,6 +45,43 @@ async def blocked(queue: HashingQueue) -> tuple[threading.Event, asyncio.Task[bo
 
 
 # --- the queue on its own ----------------------------------------------------------------------
+
+
+async def test_past_its_waiting_line_the_queue_answers_busy_at_once_and_recovers() -> None:
+    """A flood of sign-ins (any names, banned or not) cannot make everyone wait without end:
+    past `waiting` calls in line the next is refused at once with a 503 and Retry-After, the
+    same for everyone, and the queue takes calls again as soon as the line shortens."""
+    queue = HashingQueue(1, waiting=3)
+    gate, first = await blocked(queue)
+    waiting = [asyncio.create_task(queue.run(lambda: True)) for _ in range(3)]
+    await asyncio.sleep(SETTLE)
+    with pytest.raises(HashingBusyError) as refused:
+        await queue.run(lambda: True)
+    assert isinstance(refused.value, BackendUnavailableError)
+    assert refused.value.status == 503
+    assert int(refused.value.response_headers()["Retry-After"]) >= 1
+    gate.set()
+    assert await first and all(await asyncio.gather(*waiting))
+    assert await queue.run(lambda: True)  # the line is empty again: accepted
+
+
+async def test_a_cancelled_caller_leaves_the_waiting_line() -> None:
+    queue = HashingQueue(1, waiting=1)
+    gate, first = await blocked(queue)
+    gone = asyncio.create_task(queue.run(lambda: True))
+    await asyncio.sleep(SETTLE)
+    gone.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gone
+    third = asyncio.create_task(queue.run(lambda: True))  # takes the place the cancelled left
+    gate.set()
+    assert await first and await third
+
+
+def test_the_default_waiting_line_is_sized_per_thread() -> None:
+    assert HashingQueue(2).waiting == 2 * WAITING_PER_THREAD
+    with pytest.raises(ValueError, match="waiting"):
+        HashingQueue(1, waiting=0)
 
 
 async def test_with_concurrency_one_a_second_hash_waits_for_the_first() -> None:
