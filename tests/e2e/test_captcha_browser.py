@@ -93,6 +93,8 @@ async def test_a_german_user_reads_the_widget_in_german(
     widget = page.locator("altcha-widget")
     await expect(widget.get_by_text("Ich bin kein Roboter")).to_be_visible()
     assert await widget.get_by_text("I'm not a robot").count() == 0
+    # No English left in it: its vendor footer ("Protected by ALTCHA") is hidden.
+    assert await widget.get_by_text("Protected by").count() == 0
 
     # Solved, it says so in German too.
     await widget.get_by_text("Ich bin kein Roboter").click()
