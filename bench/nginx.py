@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import auth_request as authz
 from _portal import (
     REPO,
     free_port,
@@ -76,13 +77,6 @@ GOAL_ANONYMOUS_RATIO = 0.8
 SHIPPED_PORTAL_ADDRESS = "server 127.0.0.1:9091;"
 _KEEPALIVE = re.compile(r"^(\s*keepalive) \d+;", re.MULTILINE)
 SNIPPETS = ("proxy.conf", "portal-location.conf", "portal-authrequest.conf")
-
-_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
-_TOTAL = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
-_PERCENTILE = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
-_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -319,22 +313,16 @@ def wrk(url: str, cookie: str | None, args: argparse.Namespace, seconds: int) ->
 
 
 def parse(case: Case, output: str, opened: int | None) -> Load:
-    """Read requests/s, the latency percentiles and the errors from wrk's output."""
-    rps, total = _RPS.search(output), _TOTAL.search(output)
-    if rps is None or total is None:
-        raise RuntimeError(f"cannot read wrk's output:\n{output}")
-    percentiles = {
-        int(p): float(value) * _UNIT_MS[unit] for p, value, unit in _PERCENTILE.findall(output)
-    }
-    non_2xx = _NON_2XX.search(output)
-    errors = _SOCKET_ERRORS.search(output)
+    """Read requests/s, the latency percentiles and the errors from wrk's output (wrk's own
+    reading is bench/auth_request.py's parse)."""
+    load = authz.parse(case.name, output)
     return Load(
         case=case,
-        requests_per_second=float(rps.group(1)),
-        requests=int(total.group(1)),
-        percentiles_ms=percentiles,
-        unexpected=int(non_2xx.group(1)) if non_2xx and case.status < 400 else 0,
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        requests_per_second=load.requests_per_second,
+        requests=load.requests,
+        percentiles_ms=load.percentiles_ms,
+        unexpected=load.non_2xx if case.status < 400 else 0,
+        socket_errors=load.socket_errors,
         upstream_opened=opened,
     )
 
@@ -403,12 +391,6 @@ def row(result: Load) -> str:
     )
 
 
-def wrk_version() -> str:
-    """Return wrk's version line."""
-    result = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    return (result.stdout or result.stderr).split(" [")[0].strip()
-
-
 async def run(args: argparse.Namespace, directory: Path) -> int:
     """Run the whole benchmark in directory; return the exit status."""
     portal_port = None if args.unix else free_port()
@@ -428,7 +410,7 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         f"A static page through nginx: wrk -t{args.threads} -c{args.connections} "
         f"-d{args.duration}s --latency after a {WARMUP_SECONDS} s warm-up; portal log.level "
         f"{args.log_level!r}; nginx worker_processes {args.workers}; {os.cpu_count()} CPU(s), "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {wrk_version()}\n"
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {authz.wrk_version()}\n"
         + "\n".join("  " + line for line in block.splitlines())
     )
     portal = start(

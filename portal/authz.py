@@ -97,7 +97,7 @@ class Authorizer:
             # From memory when it can (no coroutine): a cached session nothing changed.
             found = self._sessions.first_live_cached(values, cookie)
             if isinstance(found, Miss):
-                session = await self._sessions.first_live(values, cookie)
+                session = await self._sessions.first_live_read(values, cookie)
             else:
                 session = found
         user = session.user if session is not None else None

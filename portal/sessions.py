@@ -353,10 +353,18 @@ class SessionStore:
     async def first_live(
         self, values: Sequence[str], cookie: SessionCookieConfig
     ) -> Session | None:
-        """Return the first live session among cookie values (a browser may send several)."""
+        """Return the first live session among cookie values (a browser may send several):
+        from memory when first_live_cached can tell, else through first_live_read."""
         found = self.first_live_cached(values, cookie)
         if not isinstance(found, Miss):
             return found
+        return await self.first_live_read(values, cookie)
+
+    async def first_live_read(
+        self, values: Sequence[str], cookie: SessionCookieConfig
+    ) -> Session | None:
+        """Answer first_live the way that reads, writes and ends as needed (get per value): for
+        a caller that already had first_live_cached's MISS, so memory is not checked twice."""
         for value in values:
             session = await self.get(value, cookie)
             if session is not None:
@@ -367,7 +375,7 @@ class SessionStore:
         self, values: Sequence[str], cookie: SessionCookieConfig
     ) -> Session | None | Miss:
         """Answer first_live from memory alone when nothing is to be read, written or ended;
-        MISS when it cannot (then await first_live, which answers the same as before).
+        MISS when it cannot (then await first_live_read, which answers the same as before).
 
         It answers only when every value up to the answer is either no cookie value of ours,
         another domain's session, or a cached row still within cache_ttl that is live, needs no
