@@ -90,11 +90,7 @@ class FileUserBackend:
 
     async def get_user(self, identifier: str) -> User | None:
         """Find a user by username, or by email address when search.email is on."""
-        directory = await self._current()
-        username = self._resolve(directory, identifier)
-        if username is None and self._config.search.email:
-            username = self._resolve_email(directory, identifier)
-        return directory.accounts[username].user if username is not None else None
+        return self._user_in(await self._current(), identifier)
 
     def loaded_user(self, identifier: str) -> User | None:
         """Answer get_user from the file already loaded, without waiting (the sessions' fast
@@ -103,6 +99,9 @@ class FileUserBackend:
         directory = self._directory
         if directory is None:
             raise LookupError(f"users file {self._path} is not loaded yet")
+        return self._user_in(directory, identifier)
+
+    def _user_in(self, directory: Directory, identifier: str) -> User | None:
         username = self._resolve(directory, identifier)
         if username is None and self._config.search.email:
             username = self._resolve_email(directory, identifier)
