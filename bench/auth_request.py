@@ -18,12 +18,15 @@ answering 200 with the same Remote-* headers, loaded the same way right after. T
 run at the same time. Both run on uvloop when it is installed (`pip install portal[speed]`:
 `portal serve` then picks it), else on asyncio's loop; the first line says which.
 
-Variants (each a portal of its own, loaded the same way): `portal` (the defaults), `portal+jwt`
-(identity_token on: an ES256 key it generates; every 200 then carries a signed Remote-JWT,
-reused per session and site until a fifth of its lifespan is left), `refresh-off`
+Variants (each a portal of its own, loaded the same way): `authz-port` (the defaults, with
+server.authz_address set and wrk asking there: the authz listener, aiohttp's low-level server,
+portal/authz_listener.py; the first line of the goals), `main-port` (the defaults, asked on the
+portal's own listener, where Authelia's nginx snippets ask), and on the authz listener:
+`portal+jwt` (identity_token on: an ES256 key it generates; every 200 then carries a signed
+Remote-JWT, reused per session and site until a fifth of its lifespan is left), `refresh-off`
 (authentication_backend.refresh_interval `disable`), and with --metrics `portal+met`
 (telemetry.metrics on, its listener on another free port, never scraped during the run).
---only-default loads the defaults only. Each server's CPU time per request (user + system, from
+--only-default loads `authz-port` only. Each server's CPU time per request (user + system, from
 /proc) is printed too: a figure other load on the machine moves less than requests/s.
 
 Needs wrk (Debian: `apt-get install wrk`); without it, says so and exits 2. Prints figures and
@@ -130,6 +133,7 @@ def write_config(
     identity_token: bool = False,
     metrics_port: int | None = None,
     refresh_interval: str | None = None,
+    authz_port: int | None = None,
 ) -> Path:
     """Write the portal's configuration; the secrets come from the environment."""
     raw: dict[str, Any] = {
@@ -151,6 +155,9 @@ def write_config(
     if refresh_interval is not None:
         raw["authentication_backend"]["refresh_interval"] = refresh_interval
         name = f"configuration-refresh-{refresh_interval}.yml"
+    if authz_port is not None:
+        raw["server"]["authz_address"] = f"tcp://{HOST}:{authz_port}"
+        name = name.replace(".yml", "-authz-port.yml")
     if metrics_port is not None:
         address = f"tcp://{HOST}:{metrics_port}/metrics"
         raw["telemetry"] = {"metrics": {"enabled": True, "address": address}}
@@ -175,7 +182,8 @@ async def session_cookie(url: str) -> str:
 
 
 def nginx_headers(cookie: str) -> dict[str, str]:
-    """Return the headers nginx's auth_request subrequest carries (snippets/portal-location)."""
+    """Return the headers nginx's auth_request subrequest carries (snippets/portal-location),
+    X-Request-Id included (nginx's $request_id: 32 hex digits; one for the whole run here)."""
     return {
         "Cookie": cookie,
         "X-Original-URL": PROTECTED,
@@ -184,6 +192,8 @@ def nginx_headers(cookie: str) -> dict[str, str]:
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": f"app.{DOMAIN}",
         "X-Forwarded-URI": "/hello",
+        "X-Real-IP": HOST,
+        "X-Request-Id": "0123456789abcdef" * 2,
     }
 
 
@@ -313,8 +323,10 @@ async def serve_and_load(
     args: argparse.Namespace,
     headers_for: Callable[[str], Awaitable[dict[str, str]]],
     token: bool = False,
+    ask_url: str | None = None,
 ) -> Load | None:
-    """Start one server, load it, stop it; None (after saying why) if it did not come up."""
+    """Start one server, load it (at ask_url, default url: the authz listener's when it has
+    one), stop it; None (after saying why) if it did not come up."""
     log = directory / f"{name}.out"
     process = start(command, directory, log, env)
     try:
@@ -323,11 +335,11 @@ async def serve_and_load(
             print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
             return None
         headers = await headers_for(url)
-        problem = await check_answer(url, headers, token)
+        problem = await check_answer(ask_url or url, headers, token)
         if problem is not None:
             print(f"error: the {name} does not answer john's 200: {problem}", file=sys.stderr)
             return None
-        return await load(name, url, headers, args, process.pid)
+        return await load(name, ask_url or url, headers, args, process.pid)
     finally:
         stop(process)
 
@@ -337,21 +349,28 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     write_users(directory / "users.yml")
     env = portal_environment()
     level = args.log_level
-    # name -> (configuration, port, whether its 200s carry a Remote-JWT)
-    variants: dict[str, tuple[Path, int, bool]] = {}
-    port = free_port()
-    variants["portal"] = (write_config(directory, port, level), port, False)
+    # name -> (configuration, port, whether its 200s carry a Remote-JWT, port asked)
+    variants: dict[str, tuple[Path, int, bool, int]] = {}
+    port, authz = free_port(), free_port()
+    variants["authz-port"] = (
+        write_config(directory, port, level, authz_port=authz),
+        port,
+        False,
+        authz,
+    )
     if not args.only_default:
         port = free_port()
-        signing = write_config(directory, port, level, identity_token=True)
-        variants["portal+jwt"] = (signing, port, True)
-        port = free_port()
-        refresh = write_config(directory, port, level, refresh_interval="disable")
-        variants["refresh-off"] = (refresh, port, False)
+        variants["main-port"] = (write_config(directory, port, level), port, False, port)
+        port, authz = free_port(), free_port()
+        signing = write_config(directory, port, level, identity_token=True, authz_port=authz)
+        variants["portal+jwt"] = (signing, port, True, authz)
+        port, authz = free_port(), free_port()
+        refresh = write_config(directory, port, level, refresh_interval="disable", authz_port=authz)
+        variants["refresh-off"] = (refresh, port, False, authz)
     if args.metrics:
-        port = free_port()
-        metered = write_config(directory, port, level, metrics_port=free_port())
-        variants["portal+met"] = (metered, port, False)
+        port, authz = free_port(), free_port()
+        metered = write_config(directory, port, level, metrics_port=free_port(), authz_port=authz)
+        variants["portal+met"] = (metered, port, False, authz)
 
     async def portal_headers(url: str) -> dict[str, str]:
         return nginx_headers(await session_cookie(url))
@@ -368,10 +387,18 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     )
     results: list[Load] = []
     try:
-        for name, (config, port, token) in variants.items():
+        for name, (config, port, token, asked) in variants.items():
             url = f"http://{HOST}:{port}"
             result = await serve_and_load(
-                name, portal_command(config), url, directory, env, args, portal_headers, token
+                name,
+                portal_command(config),
+                url,
+                directory,
+                env,
+                args,
+                portal_headers,
+                token,
+                f"http://{HOST}:{asked}",
             )
             if result is None:
                 return 1

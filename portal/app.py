@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from portal.authz_listener import start_authz_listener
 from portal.config import Config
 from portal.csrf import csrf_middleware
 from portal.deps import Dependencies, build_dependencies
@@ -152,6 +153,19 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
+async def _authz_listener(app: web.Application) -> AsyncIterator[None]:
+    """Open the authz listener (server.authz_address) with the app, and close it with it."""
+    address = app[CONFIG].server.authz_address
+    if address is None:
+        yield
+        return
+    runner = await start_authz_listener(app, address)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def _purge_forever(app: web.Application) -> None:
     while True:
         try:
@@ -262,5 +276,6 @@ def create_app(config: Config, deps: Dependencies | None = None) -> web.Applicat
     app.cleanup_ctx.append(_captcha)
     app.cleanup_ctx.append(_background)
     app.cleanup_ctx.append(_metrics_listener)
+    app.cleanup_ctx.append(_authz_listener)
     setup_routes(app)
     return app

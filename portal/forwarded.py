@@ -62,7 +62,7 @@ def read_hop(hop: str) -> IPAddress | None:
     return _unmapped(address)
 
 
-def _peer(request: web.Request) -> IPAddress | None:
+def _peer(request: web.BaseRequest) -> IPAddress | None:
     """Return the TCP peer's address, or None for a peer without one (a unix socket)."""
     try:
         return _unmapped(ipaddress.ip_address(request.remote or ""))
@@ -74,7 +74,9 @@ def _trusted(address: IPAddress, trusted_proxies: Sequence[Network]) -> bool:
     return any(address in net for net in trusted_proxies)
 
 
-def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> IPAddress | None:
+def client_address(
+    request: web.BaseRequest, trusted_proxies: Sequence[Network]
+) -> IPAddress | None:
     """Return the client's address; None when it cannot be known.
 
     X-Forwarded-For (every header of that name, in order, comma-separated hops) is believed only
@@ -122,7 +124,7 @@ class ClientAddresses:
         self._size = size
         self._memo: dict[tuple[str | None, tuple[str, ...]], IPAddress | None] = {}
 
-    def from_proxy(self, request: web.Request) -> bool:
+    def from_proxy(self, request: web.BaseRequest) -> bool:
         """Tell whether the request's peer is a trusted proxy (server.trusted_proxies), or a
         unix socket (whose file permissions decide who may connect)."""
         peer = _peer(request)
@@ -130,7 +132,7 @@ class ClientAddresses:
             peer is not None and _trusted(peer, self._trusted)
         )
 
-    def parsed(self, request: web.Request) -> IPAddress | None:
+    def parsed(self, request: web.BaseRequest) -> IPAddress | None:
         """Return the client's address, or None when it cannot be known (a malformed request)."""
         forwarded = tuple(request.headers.getall("X-Forwarded-For", ()))
         key = (request.remote, forwarded)

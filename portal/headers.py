@@ -18,7 +18,7 @@ FOR_NGINX = web.RequestKey("for_nginx", bool)
 _JSON_PATHS = frozenset({"/reset-password/step2/webauthn"})
 
 
-def is_api(request: web.Request) -> bool:
+def is_api(request: web.BaseRequest) -> bool:
     """Tell whether the request is for the JSON API (under /api/, or a JSON route a page's
     script calls): its errors answer `{"status":"KO","message":...}`, never an HTML page."""
     return request.path.startswith("/api/") or request.path in _JSON_PATHS
@@ -40,7 +40,7 @@ def content_security_policy(form_action: str = "'self'", origins: Sequence[str] 
     return policy
 
 
-ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+ResponseHook = Callable[[web.BaseRequest, web.StreamResponse], Awaitable[None]]
 
 
 def security_headers(config: Config) -> ResponseHook:
@@ -58,7 +58,7 @@ def security_headers(config: Config) -> ResponseHook:
         fixed.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
 
     # Built once: nginx's auth_request makes this run for every request to a protected site.
-    async def set_headers(request: web.Request, response: web.StreamResponse) -> None:
+    async def set_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
         if FOR_NGINX in request:
             return
         headers = response.headers

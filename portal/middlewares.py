@@ -29,7 +29,7 @@ MAX_BODY = 64 * 1024
 NO_SUCH_ROUTE = "no_such_route"  # the fallback route's name: it answers 404/405, reads nothing
 log = logging.getLogger("portal.http")
 
-_REASONS = {
+REASONS = {
     400: N_("The request could not be understood."),
     401: N_("You need to sign in to see this page."),
     403: N_("You are not allowed to see this page."),
@@ -50,25 +50,31 @@ def _minutes(retry_after: str | None) -> int | None:
     return max(1, -(-int(retry_after) // 60))
 
 
+def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Return the JSON API's error answer: `{"status": "KO", "message": message}` and headers."""
+    response = web.json_response({"status": "KO", "message": message}, status=status)
+    response.headers.update(headers or {})
+    return response
+
+
 def error_response(
     request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     """Render an error as JSON for the API, or as errors/{status}.html or errors/error.html."""
     if is_api(request):
-        response = web.json_response({"status": "KO", "message": message}, status=status)
-    else:
-        context: dict[str, Any] = {
-            "status": status,
-            "message": message,
-            "retry_minutes": _minutes((headers or {}).get("Retry-After")),
-        }
-        try:
-            env = aiohttp_jinja2.get_env(request.app)
-            name = env.select_template([f"errors/{status}.html", "errors/error.html"]).name
-            response = aiohttp_jinja2.render_template(name or "", request, context, status=status)
-        except jinja2.TemplateError:
-            log.exception("error template failed")
-            response = web.Response(text=message, status=status)
+        return api_error(status, message, headers)
+    context: dict[str, Any] = {
+        "status": status,
+        "message": message,
+        "retry_minutes": _minutes((headers or {}).get("Retry-After")),
+    }
+    try:
+        env = aiohttp_jinja2.get_env(request.app)
+        name = env.select_template([f"errors/{status}.html", "errors/error.html"]).name
+        response = aiohttp_jinja2.render_template(name or "", request, context, status=status)
+    except jinja2.TemplateError:
+        log.exception("error template failed")
+        response = web.Response(text=message, status=status)
     response.headers.update(headers or {})
     return response
 
@@ -82,7 +88,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         # aiohttp's own 404, 405 and 413 keep their status; the words are ours.
-        message = _REASONS.get(exc.status, exc.reason)
+        message = REASONS.get(exc.status, exc.reason)
         keep = {k: v for k, v in exc.headers.items() if k in ("Retry-After", "Allow", "Location")}
         return error_response(request, exc.status, message, keep)
     except PortalError as exc:
@@ -92,7 +98,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         # SECURITY: the traceback goes to the log only; the client sees a generic page.
         log.exception("unhandled error: %s %s", quoted(request.method, 16), quoted(request.path))
-        return error_response(request, 500, _REASONS[500])
+        return error_response(request, 500, REASONS[500])
 
 
 @web.middleware

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from portal.forwarded import ClientAddresses
 from portal.keys import ADDRESSES
 from portal.logs import CLIENT_IP, REQUEST_ID, current_request_id
 
@@ -32,12 +33,10 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id (a trusted proxy's, when well formed, else a new one) for the
-    logs of its handling, and note the client's address (request[CLIENT_IP], unless it cannot
-    be read) for the access log; the answer carries the id (request_id_header)."""
-    addresses = request.app[ADDRESSES]
+def assign_request_id(request: web.BaseRequest, addresses: ClientAddresses) -> str:
+    """Give the request its id (a trusted proxy's, when well formed, else a new one) and note
+    the client's address (request[CLIENT_IP], unless it cannot be read) for the access log;
+    return the id, also kept as request[REQUEST_ID]."""
     client = addresses.parsed(request)
     # For the access log: the client's address as the rest of the portal reads it.
     if client is not None:
@@ -49,7 +48,14 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         # SECURITY: a visitor's own id is not believed: it could pose as another request's.
         request_id = new_request_id()
     request[REQUEST_ID] = request_id
-    token = current_request_id.set(request_id)
+    return request_id
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request its id (assign_request_id) for the logs of its handling; the answer
+    carries the id (request_id_header)."""
+    token = current_request_id.set(assign_request_id(request, request.app[ADDRESSES]))
     try:
         return await handler(request)
     finally:

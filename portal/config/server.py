@@ -9,7 +9,7 @@ import ipaddress
 from datetime import timedelta
 from typing import Any
 
-from pydantic import DirectoryPath, Field, field_validator
+from pydantic import DirectoryPath, Field, field_validator, model_validator
 
 from portal.config.types import Address, Duration, Model, ServerAddress, network
 
@@ -86,6 +86,9 @@ class ServerConfig(Model):
     """Where the portal listens and whom it trusts."""
 
     address: ServerAddress = Address("tcp", "", 9091)
+    # Not in Authelia: a second listener serving only nginx's auth_request endpoints, from
+    # aiohttp's low-level server (portal/authz_listener.py); unset, the portal's listener alone.
+    authz_address: ServerAddress | None = None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.IPv4Network("127.0.0.0/8"),
         ipaddress.IPv6Network("::1/128"),
@@ -94,6 +97,12 @@ class ServerConfig(Model):
     # Authelia's: a directory whose logo.png and favicon.ico the pages show instead of the
     # portal's own (only those two files are served from it).
     asset_path: DirectoryPath | None = None
+
+    @model_validator(mode="after")
+    def _two_listeners(self) -> ServerConfig:
+        if self.authz_address is not None and self.authz_address == self.address:
+            raise ValueError("authz_address must differ from address (a listener of its own)")
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -7,7 +7,8 @@ from functools import partial
 
 from aiohttp import web
 
-from portal.authz import Outcome
+from portal.authz import Authorizer, Outcome
+from portal.forwarded import ClientAddresses
 from portal.handlers.common import cookie_values
 from portal.identity_token import JWKS_MAX_AGE
 from portal.keys import ADDRESSES, AUTHZ, IDENTITY_TOKENS
@@ -22,13 +23,20 @@ async def auth_request_get(request: web.Request) -> web.Response:
     The visitor never sees these bodies: nginx answers them with its own redirect or 403 page.
     (Authelia's authz handlers write a short body here; nginx would drop those connections too.)
     """
-    # SECURITY: no cache on the way may keep an answer (the security-headers hook, which set
-    # no-store, is skipped for these: FOR_NGINX): a 200's Remote-* headers belong to one
-    # visitor, at a URL that is the same for every visitor.
-    verdict = await request.app[AUTHZ].verdict(
+    return await decide(request.app[AUTHZ], request.app[ADDRESSES], request)
+
+
+async def decide(
+    authz: Authorizer, addresses: ClientAddresses, request: web.BaseRequest
+) -> web.Response:
+    """Ask `authz` about the request nginx describes (X-Original-URL, X-Original-Method, the
+    client's address as `addresses` reads it, its cookies) and map the verdict to the answer
+    auth_request_get documents; raises what Authorizer.verdict raises (a backend that is down).
+    Shared by the portal's listener and the authz listener (portal/authz_listener.py)."""
+    verdict = await authz.verdict(
         request.headers.get("X-Original-URL", ""),
         request.headers.get("X-Original-Method", "GET"),
-        request.app[ADDRESSES].parsed(request),
+        addresses.parsed(request),
         partial(cookie_values, request),
     )
     if verdict.outcome is Outcome.ALLOW:
@@ -39,6 +47,9 @@ async def auth_request_get(request: web.Request) -> web.Response:
         response = web.Response(status=401, headers={"Location": verdict.location})
     else:
         response = web.Response(status=401)  # a request the portal cannot read
+    # SECURITY: no cache on the way may keep an answer (the security-headers hook, which set
+    # no-store, is skipped for these: FOR_NGINX): a 200's Remote-* headers belong to one
+    # visitor, at a URL that is the same for every visitor.
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -55,7 +55,7 @@ def request_ip(request: web.Request) -> str:
 MAX_COOKIE_VALUES = 4
 
 
-def cookie_values(request: web.Request, name: str) -> list[str]:
+def cookie_values(request: web.BaseRequest, name: str) -> list[str]:
     """Return every non-empty value sent under the cookie name, in order, at most four.
 
     Reads only that name: aiohttp's request.cookies parses every cookie into Morsels (a

@@ -74,6 +74,12 @@ SHIPPED_APP_ADDRESS = "proxy_pass http://127.0.0.1:8080;"
 SHIPPED_CERTIFICATE = "/etc/ssl/example.com/fullchain.pem"
 SHIPPED_CERTIFICATE_KEY = "/etc/ssl/example.com/privkey.pem"
 SHIPPED_ACCESS_LOG = "access_log /var/log/nginx/access.log "
+# The authz listener's upstream and question, shipped commented out (portal-http.conf,
+# portal-location.conf); uncommented for an nginx in front of server.authz_address.
+SHIPPED_AUTHZ_UPSTREAM = (
+    "#upstream portal_authz {\n#    server 127.0.0.1:9092;\n#    keepalive 64;\n#}\n"
+)
+SHIPPED_AUTHZ_PASS = "    proxy_pass http://portal/api/authz/auth-request;"
 SUBSTITUTED = (
     SHIPPED_LISTEN,
     SHIPPED_PORTAL_ADDRESS,
@@ -94,12 +100,16 @@ class NginxError(RuntimeError):
     """nginx refused its configuration, did not start, or stopped unexpectedly."""
 
 
-def substitutions(https_port: int, portal: str, app: str, tls_dir: Path) -> dict[str, str]:
+def substitutions(
+    https_port: int, portal: str, app: str, tls_dir: Path, authz: str | None = None
+) -> dict[str, str]:
     """Map each shipped value to its test value.
 
-    portal and app are nginx upstream addresses: "127.0.0.1:8123" or "unix:/path/portal.sock".
+    portal, app and authz are nginx upstream addresses: "127.0.0.1:8123" or
+    "unix:/path/portal.sock"; with authz, nginx asks its auth_request questions there (the
+    portal's authz listener, server.authz_address), through the shipped commented-out lines.
     """
-    return {
+    values = {
         SHIPPED_LISTEN: f"listen {HOST}:{https_port} ",
         SHIPPED_PORTAL_ADDRESS: f"server {portal};",
         SHIPPED_APP_ADDRESS: f"proxy_pass http://{app};",
@@ -108,6 +118,12 @@ def substitutions(https_port: int, portal: str, app: str, tls_dir: Path) -> dict
         # The work directory's one access log (main_conf's), which the tests read.
         SHIPPED_ACCESS_LOG: f"access_log {tls_dir.parent / ACCESS_LOG} ",
     }
+    if authz is not None:
+        values[SHIPPED_AUTHZ_UPSTREAM] = (
+            f"upstream portal_authz {{\n    server {authz};\n    keepalive 64;\n}}\n"
+        )
+        values[SHIPPED_AUTHZ_PASS] = "    proxy_pass http://portal_authz/api/authz/auth-request;"
+    return values
 
 
 def render(shipped: dict[str, str], values: dict[str, str]) -> dict[str, str]:
@@ -185,6 +201,7 @@ class Nginx:
     ca: trustme.CA
     portal: str
     app: str
+    authz: str | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _output: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -239,7 +256,7 @@ class Nginx:
         (tls / "cert.pem").write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
 
         shipped = {target: (DEPLOY / source).read_text() for target, source in LAYOUT.items()}
-        values = substitutions(self.https_port, self.portal, self.app, tls)
+        values = substitutions(self.https_port, self.portal, self.app, tls, self.authz)
         for target, text in render(shipped, values).items():
             path = self.workdir / target
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,21 +370,25 @@ class Nginx:
         return tail(self.output(), "nginx", lines)
 
 
-def configure_nginx(workdir: Path, ca: trustme.CA, *, portal: str, app: str) -> Nginx:
+def configure_nginx(
+    workdir: Path, ca: trustme.CA, *, portal: str, app: str, authz: str | None = None
+) -> Nginx:
     """Write a configuration in workdir for a fresh port without starting nginx."""
-    nginx = Nginx(workdir, free_port(), ca, portal, app)
+    nginx = Nginx(workdir, free_port(), ca, portal, app, authz)
     nginx.write_config()
     return nginx
 
 
-def start_nginx(workdir: Path, ca: trustme.CA, *, portal: str, app: str) -> Nginx:
+def start_nginx(
+    workdir: Path, ca: trustme.CA, *, portal: str, app: str, authz: str | None = None
+) -> Nginx:
     """Configure and start nginx in front of portal and app ("127.0.0.1:port" or "unix:/path").
 
     Neither needs to be listening yet: nginx connects to them per request. If the port got
     taken meanwhile, try another one.
     """
     for _attempt in range(3):
-        nginx = configure_nginx(workdir, ca, portal=portal, app=app)
+        nginx = configure_nginx(workdir, ca, portal=portal, app=app, authz=authz)
         try:
             nginx.start()
         except NginxError:
@@ -379,9 +400,11 @@ def start_nginx(workdir: Path, ca: trustme.CA, *, portal: str, app: str) -> Ngin
 
 
 @contextmanager
-def running_nginx(workdir: Path, ca: trustme.CA, *, portal: str, app: str) -> Iterator[Nginx]:
+def running_nginx(
+    workdir: Path, ca: trustme.CA, *, portal: str, app: str, authz: str | None = None
+) -> Iterator[Nginx]:
     """Run nginx for the duration of the block; it is stopped whatever happens."""
-    nginx = start_nginx(workdir, ca, portal=portal, app=app)
+    nginx = start_nginx(workdir, ca, portal=portal, app=app, authz=authz)
     try:
         yield nginx
     finally:

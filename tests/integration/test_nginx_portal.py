@@ -54,7 +54,7 @@ from portal.logs import SafeAccessLogger
 from portal.storage.base import Storage, TotpConfiguration
 from tests.conftest import ConfigFactory, deep_merge
 from tests.integration.nginx import ACCESS_LOG, APP_HOST, PORTAL_HOST, Nginx, running_nginx
-from tests.integration.process import HOST
+from tests.integration.process import HOST, free_port
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 from tests.integration.redis_server import RedisServer
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
@@ -183,19 +183,28 @@ async def start_site(
     """Start nginx, then the portal and the protected app behind it; all stop afterwards."""
     async with AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Site:
+        async def start(*, authz_listener: bool = False, **overrides: Any) -> Site:
+            """authz_listener: the portal answers auth_request on server.authz_address, and
+            nginx asks there (the shipped commented-out upstream, uncommented)."""
             smtp = await stack.enter_async_context(running_smtp_server())
             app = await stack.enter_async_context(run_protected_app())
             # The portal's socket is bound before nginx picks its port, so neither can take
             # the other's; nginx connects to it only when a request comes.
             listener = stack.enter_context(socket.create_server((HOST, 0)))
             portal_port = listener.getsockname()[1]
+            authz = f"{HOST}:{free_port()}" if authz_listener else None
             nginx = stack.enter_context(
                 running_nginx(
-                    tmp_path / "nginx", nginx_ca, portal=f"{HOST}:{portal_port}", app=app.address
+                    tmp_path / "nginx",
+                    nginx_ca,
+                    portal=f"{HOST}:{portal_port}",
+                    app=app.address,
+                    authz=authz,
                 )
             )
             settings = site_settings(nginx.https_port, smtp.port, users_file)
+            if authz is not None:
+                settings["server"]["authz_address"] = f"tcp://{authz}"
             config = make_config(**deep_merge(settings, overrides))
             storage = storage_from_config(config)
             deps = Dependencies(
@@ -466,6 +475,26 @@ async def test_nginx_asks_every_question_on_one_kept_alive_connection_whatever_t
     assert statuses == [200, 302, 403] * 4
     assert len(site.authz_peers) == 12
     assert len(set(site.authz_peers)) == 1, site.authz_peers
+
+
+async def test_with_the_authz_listener_nginx_asks_it_and_every_answer_is_the_same(
+    start_site: StartSite, open_visitor_on: Callable[[Site], Awaitable[Visitor]]
+) -> None:
+    site = await start_site(authz_listener=True)
+    john, anonymous = await open_visitor_on(site), await open_visitor_on(site)
+    await john.sign_in("john")
+    site.authz_peers.clear()
+
+    to_sign_in = await anonymous.visit("/private")
+    allowed = await john.visit("/private")
+    denied = await john.visit("/deny/x")
+
+    assert to_sign_in.status == 302
+    assert to_sign_in.location == site.sign_in_url(site.app_url("/private"))
+    assert allowed.status == 200 and allowed.remote["Remote-User"] == ["john"]
+    assert denied.status == 403
+    # None of these questions reached the portal's own listener.
+    assert site.authz_peers == []
 
 
 async def test_an_exact_public_page_does_not_open_to_an_encoded_newline_after_it(

@@ -1,0 +1,115 @@
+"""The authz listener (`server.authz_address`): nginx's auth_request endpoints on a port of its own.
+
+nginx asks /api/authz/auth-request before every request to every protected site. On the portal's
+own listener each of those asks goes through the aiohttp application's machinery (router,
+middleware chain, response signals), which costs more CPU than the verdict itself. Here the same
+two endpoints are served by aiohttp's low-level server (aiohttp.web.Server: a handler, no
+application), and answer exactly what they answer on the portal's listener (handlers/authz.py
+`decide`): the verdict, the Remote-* headers, where to sign in, `Cache-Control: no-store`, an
+empty body, the request id (a trusted proxy's X-Request-Id, else a new one) in X-Request-Id and
+in the log lines, the client's address read through server.trusted_proxies, the access line at
+debug, the metrics' request counts. A backend that is down is the same 503 for everyone.
+
+Only GET and HEAD on /api/authz/auth-request and /api/verify are served: another method is a 405,
+another path a 404, each with the JSON body and the page headers the portal's listener gives
+them. The portal's listener keeps serving both endpoints too, so the nginx snippets may point at
+either (deploy/nginx/portal-authrequest.conf). Not in Authelia, which has one listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from portal.config.types import Address
+from portal.errors import PortalError, StartupCheckError
+from portal.handlers.authz import decide
+from portal.headers import FOR_NGINX, security_headers
+from portal.keys import ADDRESSES, AUTHZ, CONFIG, METRICS
+from portal.logs import SafeAccessLogger, current_request_id, quoted
+from portal.middlewares import REASONS, api_error
+from portal.request_id import HEADER, assign_request_id
+
+AUTHZ_PATHS = frozenset({"/api/authz/auth-request", "/api/verify"})
+METHODS = frozenset({"GET", "HEAD"})
+
+log = logging.getLogger("portal.http")
+
+LowLevelHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def authz_handler(app: web.Application) -> LowLevelHandler:
+    """Return the low-level handler answering auth_request for `app` (its Authorizer, client
+    addresses, metrics and configuration), as described in the module's docstring."""
+    authz, addresses, metrics = app[AUTHZ], app[ADDRESSES], app[METRICS]
+    page_headers = security_headers(app[CONFIG])
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path not in AUTHZ_PATHS:
+            response = api_error(404, REASONS[404])
+        elif request.method not in METHODS:
+            response = api_error(405, REASONS[405], {"Allow": "GET, HEAD"})
+        else:
+            request[FOR_NGINX] = True
+            try:
+                return await decide(authz, addresses, request)
+            except PortalError as exc:
+                if exc.status >= 500:
+                    log.error(
+                        "request failed: %s %s: %s", request.method, quoted(request.path), exc
+                    )
+                response = api_error(exc.status, exc.public_message, exc.response_headers())
+            except Exception:
+                # SECURITY: the traceback goes to the log only; nginx gets a bare 500.
+                log.exception(
+                    "unhandled error: %s %s", quoted(request.method, 16), quoted(request.path)
+                )
+                response = api_error(500, REASONS[500])
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        await page_headers(request, response)
+        return response
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = assign_request_id(request, addresses)
+        token = current_request_id.set(request_id)
+        try:
+            response = await answer(request)
+        finally:
+            current_request_id.reset(token)
+        response.headers[HEADER] = request_id
+        if metrics is not None:
+            elapsed = time.perf_counter() - started
+            metrics.record_request(
+                response.status, request.method, elapsed, authz=FOR_NGINX in request
+            )
+        return response
+
+    return handle
+
+
+async def start_authz_listener(app: web.Application, address: Address) -> web.ServerRunner:
+    """Listen on `address` (server.authz_address: tcp://host:port or unix:///path) with
+    authz_handler(app); return the runner, to be cleaned up with the app. Raises
+    StartupCheckError naming server.authz_address when it cannot listen there."""
+    server = web.Server(authz_handler(app), access_log_class=SafeAccessLogger)
+    runner = web.ServerRunner(server, handle_signals=False)
+    await runner.setup()
+    site: web.BaseSite
+    if address.scheme == "unix":
+        site = web.UnixSite(runner, address.path)
+    else:
+        site = web.TCPSite(runner, address.host or None, address.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupCheckError(
+            f"server.authz_address: cannot listen on {address}: {exc.strerror or exc}"
+        ) from None
+    log.info("nginx's auth_request endpoints also served on %s (server.authz_address)", address)
+    return runner

@@ -1,0 +1,273 @@
+"""The authz listener (server.authz_address): nginx's auth_request endpoints on a port of their own,
+answering exactly what the portal's listener answers (verdict, Remote-* headers, where to sign in,
+no-store, empty body, the request id, the client's address through trusted_proxies, the access
+line, the metrics), and nothing else (404/405 with the page headers)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+from portal.app import create_app
+from portal.authz import Authorizer
+from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
+from portal.errors import BackendUnavailableError, ConfigError, StartupCheckError
+from tests.conftest import ConfigFactory, deep_merge
+from tests.integration.process import HOST, free_port
+from tests.integration.smtp_server import SmtpServer
+from tests.web.conftest import DEMO_PASSWORD, Portal, StartPortal, portal_settings, sign_in
+from tests.web.test_authz_answers import HEX32, PAGE_HEADERS
+from tests.web.test_metrics import metrics_settings, scrape, value
+from tests.web.test_signin import RULES
+
+AUTHZ = "/api/authz/auth-request"
+# What nginx's snippet sends (deploy/nginx/portal-location.conf), but the cookie.
+NGINX = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": "127.0.0.1", "X-Real-IP": "127.0.0.1"}
+
+Answer = tuple[int, CIMultiDict[str], bytes]
+
+
+class TwoListeners:
+    """A portal with server.authz_address, asked on both of its listeners the same way."""
+
+    def __init__(self, portal: Portal, port: int, session: aiohttp.ClientSession) -> None:
+        self.portal, self.port, self.session = portal, port, session
+
+    def cookie(self) -> str:
+        """The session cookie the portal's test client holds ('' before a sign-in)."""
+        jar = self.portal.client.session.cookie_jar
+        return "; ".join(f"{c.key}={c.value}" for c in jar)
+
+    async def on_main(self, method: str, path: str, **headers: str) -> Answer:
+        """Ask the portal's own listener."""
+        response = await self.portal.client.request(
+            method, path, headers=headers, allow_redirects=False
+        )
+        return response.status, CIMultiDict(response.headers), await response.read()
+
+    async def on_authz(self, method: str, path: str, **headers: str) -> Answer:
+        """Ask the authz listener, with the cookie the portal's client holds."""
+        if cookie := self.cookie():
+            headers = {"Cookie": cookie, **headers}
+        url = f"http://{HOST}:{self.port}{path}"
+        async with self.session.request(
+            method, url, headers=headers, allow_redirects=False
+        ) as response:
+            return response.status, CIMultiDict(response.headers), await response.read()
+
+    async def both(self, url: str, method: str = "GET", path: str = AUTHZ, **extra: str) -> Any:
+        """Ask both listeners what nginx asks about `url`; return (main, authz) answers."""
+        headers = {"X-Original-URL": url, "X-Original-Method": method, **NGINX, **extra}
+        return await self.on_main("GET", path, **headers), await self.on_authz(
+            "GET", path, **headers
+        )
+
+
+@pytest.fixture
+async def listeners(start_portal: StartPortal) -> AsyncIterator[TwoListeners]:
+    port = free_port()
+    portal = await start_portal(
+        access_control=RULES, server={"authz_address": f"tcp://{HOST}:{port}"}
+    )
+    async with aiohttp.ClientSession() as session:
+        yield TwoListeners(portal, port, session)
+
+
+def same_parts(answer: Answer) -> tuple[int, dict[str, str], bytes]:
+    """An answer without what differs per request or per server (id, date, server name)."""
+    status, headers, body = answer
+    kept = {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() not in ("x-request-id", "date", "server")
+    }
+    return status, kept, body
+
+
+async def test_every_verdict_is_the_same_on_both_listeners(listeners: TwoListeners) -> None:
+    urls = ["http://127.0.0.1/private?x=1", "http://127.0.0.1/deny", "http://127.0.0.1/public"]
+    before = [await listeners.both(url) for url in urls]
+    assert (await sign_in(listeners.portal.client, "john", DEMO_PASSWORD)).status == 302
+    after = [await listeners.both(url) for url in [*urls, "http://127.0.0.1/admin"]]
+    legacy = await listeners.both("http://127.0.0.1/private", path="/api/verify")
+    unreadable = await listeners.both("not a url")
+
+    pairs = [*before, *after, legacy, unreadable]
+    assert [main[0] for main, _ in pairs] == [401, 403, 200, 200, 403, 200, 200, 200, 401]
+    for main, authz in pairs:
+        assert same_parts(authz) == same_parts(main)
+        assert authz[2] == b"" and authz[1]["Cache-Control"] == "no-store"
+        assert not [name for name in PAGE_HEADERS if name in authz[1]]
+    allowed = after[0][1][1]
+    assert (allowed["Remote-User"], allowed["Remote-Groups"]) == ("john", "admins,dev")
+    assert before[0][1][1]["Location"].startswith("http://127.0.0.1/?rd=")
+
+
+async def test_head_is_answered_and_a_sign_out_is_seen_at_once(listeners: TwoListeners) -> None:
+    await sign_in(listeners.portal.client, "john", DEMO_PASSWORD)
+    headers = {"X-Original-URL": "http://127.0.0.1/private", **NGINX}
+    status, head, body = await listeners.on_authz("HEAD", AUTHZ, **headers)
+    assert (status, head["Remote-User"], body) == (200, "john", b"")
+    cookie = listeners.cookie()
+    await listeners.portal.client.post("/api/logout", json={})
+    status, _, _ = await listeners.on_authz("GET", AUTHZ, Cookie=cookie, **headers)
+    assert status == 401
+
+
+async def test_the_request_id_of_a_trusted_proxy_is_kept_and_logged(
+    listeners: TwoListeners, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    headers = {"X-Original-URL": "http://127.0.0.1/private", **NGINX}
+    _, sent, _ = await listeners.on_authz("GET", AUTHZ, **headers, **{"X-Request-Id": "ab" * 16})
+    _, fresh, _ = await listeners.on_authz("GET", AUTHZ, **headers, **{"X-Request-Id": "bad id!"})
+    _, other, _ = await listeners.on_authz("GET", AUTHZ, **headers)
+    assert sent["X-Request-Id"] == "ab" * 16
+    assert HEX32.fullmatch(fresh["X-Request-Id"]) and fresh["X-Request-Id"] != "bad id!"
+    assert HEX32.fullmatch(other["X-Request-Id"]) and other["X-Request-Id"] != fresh["X-Request-Id"]
+    lines = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "request"]
+    ours = [r for r in lines if getattr(r, "request_id", None) == "ab" * 16]
+    assert len(ours) == 1 and ours[0].levelno == logging.DEBUG
+    assert ours[0].fields["path"] == AUTHZ and ours[0].fields["status"] == 401  # type: ignore[attr-defined]
+
+
+async def test_the_client_address_is_read_through_the_trusted_proxies(
+    start_portal: StartPortal,
+) -> None:
+    # Only 10.1.0.0/16 may pass; the portal's peer (127.0.0.1, a trusted proxy) forwards for the
+    # visitor, so his X-Forwarded-For decides; a bad hop makes the address unknown: refused.
+    port = free_port()
+    rules = {
+        "default_policy": "deny",
+        "rules": [{"domain": "127.0.0.1", "networks": ["10.1.0.0/16"], "policy": "bypass"}],
+    }
+    portal = await start_portal(
+        access_control=rules, server={"authz_address": f"tcp://{HOST}:{port}"}
+    )
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for forwarded in ("10.1.2.3", "10.2.0.1", "10.1.2.3, not-an-ip"):
+            headers = {"X-Original-URL": "http://127.0.0.1/x", "X-Forwarded-For": forwarded}
+            async with session.get(f"http://{HOST}:{port}{AUTHZ}", headers=headers) as answer:
+                statuses.append(answer.status)
+            main = await portal.client.get(AUTHZ, headers=headers, allow_redirects=False)
+            assert main.status == statuses[-1]
+    assert statuses[0] == 200 and statuses[1] != 200 and statuses[2] != 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 404),
+        ("GET", "/api/health", 404),
+        ("GET", "/api/authz/auth-request/", 404),
+        ("POST", "/api/firstfactor", 404),
+        ("POST", AUTHZ, 405),
+        ("DELETE", "/api/verify", 405),
+    ],
+)
+async def test_the_authz_listener_serves_nothing_else(
+    listeners: TwoListeners, method: str, path: str, status: int
+) -> None:
+    got, headers, body = await listeners.on_authz(method, path)
+    assert got == status
+    assert headers["Content-Type"].startswith("application/json")  # as the API's errors
+    assert b'"status": "KO"' in body
+    assert not [name for name in PAGE_HEADERS if name not in headers]
+    assert headers["Cache-Control"] == "no-store"
+    if status == 405:
+        assert headers["Allow"] == "GET, HEAD"
+
+
+async def test_a_backend_that_is_down_is_the_same_503_for_everyone(
+    listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def down(*args: object, **kwargs: object) -> None:
+        raise BackendUnavailableError("the session store is down")
+
+    monkeypatch.setattr(Authorizer, "verdict", down)
+    main, authz = await listeners.both("http://127.0.0.1/private")
+    assert authz[0] == main[0] == 503
+    assert authz[2] == main[2] and b"session store" not in authz[2]
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the verdict broke")
+
+    monkeypatch.setattr(Authorizer, "verdict", broken)
+    caplog.clear()
+    _, authz = await listeners.both("http://127.0.0.1/private")
+    assert authz[0] == 500 and b"verdict broke" not in authz[2] and b"Traceback" not in authz[2]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all(r.exc_info is not None for r in errors)  # one per listener
+
+
+async def test_verdicts_on_the_authz_listener_are_counted(start_portal: StartPortal) -> None:
+    metrics_port, port = free_port(), free_port()
+    await start_portal(
+        access_control=RULES,
+        server={"authz_address": f"tcp://{HOST}:{port}"},
+        **metrics_settings(metrics_port),
+    )
+    async with aiohttp.ClientSession() as session:
+        headers = {"X-Original-URL": "http://127.0.0.1/private"}
+        for path in (AUTHZ, AUTHZ, "/nothing"):
+            async with session.get(f"http://{HOST}:{port}{path}", headers=headers) as answer:
+                await answer.read()
+    text = await scrape(metrics_port)
+    assert value(text, "authelia_authz", code="401") == 2
+    assert value(text, "authelia_request", code="404", method="GET") == 1
+
+
+async def test_a_unix_socket_serves_the_authz_endpoint(
+    start_portal: StartPortal, tmp_path: Path
+) -> None:
+    path = tmp_path / "authz.sock"
+    await start_portal(access_control=RULES, server={"authz_address": f"unix://{path}"})
+    connector = aiohttp.UnixConnector(path=str(path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # nginx names the visitor (X-Forwarded-For); over a unix socket there is no peer address.
+        headers = {"X-Original-URL": "http://127.0.0.1/public", "X-Forwarded-For": "192.0.2.1"}
+        async with session.get(f"http://portal{AUTHZ}", headers=headers) as answer:
+            assert answer.status == 200
+
+
+async def test_a_busy_address_is_a_clear_start_up_error(
+    make_config: ConfigFactory, users_file: Path, smtp: SmtpServer
+) -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = portal_settings(smtp.port, users_file)
+        config = make_config(
+            **deep_merge(settings, {"server": {"authz_address": f"{HOST}:{port}"}})
+        )
+        deps = Dependencies(
+            users=users_from_config(config),
+            storage=storage_from_config(config),
+            notifier=notifier_from_config(config),
+        )
+        server = TestServer(create_app(config, deps))
+        with pytest.raises(StartupCheckError) as raised:
+            await server.start_server()
+        await server.close()
+    assert str(raised.value).startswith(
+        f"server.authz_address: cannot listen on tcp://{HOST}:{port}"
+    )
+
+
+def test_the_authz_address_must_be_a_listener_of_its_own(make_config: ConfigFactory) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_config(server={"address": "tcp://127.0.0.1:9091", "authz_address": "127.0.0.1:9091"})
+    assert "authz_address must differ from address" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        make_config(server={"authz_address": "http://127.0.0.1:9092"})
+    assert "server.authz_address" in str(raised.value)
