@@ -123,14 +123,24 @@ class ClientAddresses:
         self._trusted = tuple(trusted_proxies)
         self._size = size
         self._memo: dict[tuple[str | None, tuple[str, ...]], IPAddress | None] = {}
+        self._peers: dict[str | None, bool] = {}
 
     def from_proxy(self, request: web.BaseRequest) -> bool:
         """Tell whether the request's peer is a trusted proxy (server.trusted_proxies), or a
-        unix socket (whose file permissions decide who may connect)."""
+        unix socket (whose file permissions decide who may connect). Remembered per peer."""
+        remote = request.remote
+        try:
+            return self._peers[remote]
+        except KeyError:
+            pass
         peer = _peer(request)
-        return (peer is None and not request.remote) or (
+        trusted = (peer is None and not remote) or (
             peer is not None and _trusted(peer, self._trusted)
         )
+        if len(self._peers) >= self._size:
+            self._peers.clear()
+        self._peers[remote] = trusted
+        return trusted
 
     def parsed(self, request: web.BaseRequest) -> IPAddress | None:
         """Return the client's address, or None when it cannot be known (a malformed request)."""

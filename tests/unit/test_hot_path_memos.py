@@ -81,6 +81,25 @@ def test_client_addresses_stay_bounded() -> None:
     assert len(addresses._memo) <= 8
 
 
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("198.51.100.9", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", True),
+        ("not-an-address", False),
+    ],
+)
+def test_from_proxy_answers_the_same_every_time_and_stays_bounded(peer: str, trusted: bool) -> None:
+    addresses = ClientAddresses(TRUSTED, size=4)
+    for n in range(10):
+        addresses.from_proxy(request(f"10.0.0.{n}"))  # fill the memo past its size
+        assert addresses.from_proxy(request(peer)) is trusted
+    assert len(addresses._peers) <= 4  # private, as above: no answer shows the size
+
+
 HOSTS = [
     "app.example.com",
     "example.com",
