@@ -79,7 +79,7 @@ SHIPPED_ACCESS_LOG = "access_log /var/log/nginx/access.log "
 SHIPPED_AUTHZ_UPSTREAM = (
     "#upstream portal_authz {\n#    server 127.0.0.1:9092;\n#    keepalive 64;\n#}\n"
 )
-SHIPPED_AUTHZ_PASS = "    proxy_pass http://portal/api/authz/auth-request;"
+SHIPPED_AUTHZ_QUESTION = "    proxy_pass http://portal/api/authz/auth-request;"
 SUBSTITUTED = (
     SHIPPED_LISTEN,
     SHIPPED_PORTAL_ADDRESS,
@@ -122,7 +122,9 @@ def substitutions(
         values[SHIPPED_AUTHZ_UPSTREAM] = (
             f"upstream portal_authz {{\n    server {authz};\n    keepalive 64;\n}}\n"
         )
-        values[SHIPPED_AUTHZ_PASS] = "    proxy_pass http://portal_authz/api/authz/auth-request;"
+        values[SHIPPED_AUTHZ_QUESTION] = (
+            "    proxy_pass http://portal_authz/api/authz/auth-request;"
+        )
     return values
 
 
