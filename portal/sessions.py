@@ -177,6 +177,8 @@ class SessionStore:
         # One storage read per session id at a time: when a cached entry expires under load,
         # every request for it would otherwise queue its own read (a thundering herd).
         self._inflight: dict[str, asyncio.Future[SessionRecord | None]] = {}
+        # Reads started ahead by first_live_cached (held so they are not collected mid-way).
+        self._ahead: set[asyncio.Task[None]] = set()
         # SECURITY: public ids are a keyed hash of the stored id, so neither the cookie's hash
         # nor anything that opens a session is shown; without a secret, one for this process.
         raw = public_id_secret.encode() if public_id_secret else secrets.token_bytes(32)
@@ -401,8 +403,26 @@ class SessionStore:
             session = entry.session
             if self._refresh_due(record, now) and not self._unchanged(session):
                 return MISS
+            if now - entry.fetched_at >= self._cache_ttl / 2 and session_id not in self._inflight:
+                self._read_ahead(session_id, now)
             return session
         return None
+
+    def _read_ahead(self, session_id: str, now: float) -> None:
+        """Read the row again in the background while its cached entry still answers: past half
+        of cache_ttl, so a busy session's entry is renewed before it lapses and nginx's
+        questions never all wait on one read (the stall that set auth_request's p99). Nothing
+        is served older than cache_ttl: the new entry counts from `now`, before the read."""
+        task = asyncio.get_running_loop().create_task(self._load_ahead(session_id, now))
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
+
+    async def _load_ahead(self, session_id: str, now: float) -> None:
+        try:
+            await self._load_once(session_id, now)
+        except PortalError as exc:
+            # The next request past cache_ttl reads the usual way and answers the error.
+            log.debug("reading a session ahead failed: %s", exc)
 
     def _unchanged(self, session: Session) -> bool:
         """Tell whether a refresh due now would leave session as it is without any write:

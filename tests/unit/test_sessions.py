@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -17,7 +18,7 @@ import pytest
 from portal.config import FileBackendConfig, SessionConfig, SessionCookieConfig
 from portal.errors import BackendUnavailableError, ConfigError
 from portal.session_cookies import cookie_attributes
-from portal.sessions import SessionStore
+from portal.sessions import MISS, Session, SessionStore
 from portal.storage.base import SessionRecord
 from portal.storage.sqlite import SqliteStorage
 from portal.users.base import AccountState, User
@@ -980,3 +981,76 @@ async def test_the_cache_drops_expired_entries_as_it_goes_not_only_when_full(
     assert len(sessions._cache) <= 11
     for value in values:  # and every session still opens: dropped entries are read again
         assert await sessions.first_live([value], cookie) is not None
+
+
+# -- reading ahead on nginx's path (first_live_cached) ------------------------------------------
+
+
+async def settle() -> None:
+    """Let tasks the store started in the background run to their end."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+
+
+async def test_a_busy_session_is_read_again_before_its_cache_ttl_lapses(
+    db: Path, clock: FakeClock, cookie: SessionCookieConfig
+) -> None:
+    # Without it, every cache_ttl all of nginx's questions about a busy session stall together
+    # on one storage read (the p99 of auth_request): past half of cache_ttl, the cached answer
+    # is given and the row read again meanwhile, so the next period starts from memory.
+    storage = CountingStorage(db)
+    await storage.startup_check()
+    try:
+        sessions = SessionStore(storage, clock, cache_ttl=CACHE_TTL, touch_interval=TOUCH)
+        value = await sessions.create(JOHN, cookie, remember_me=False)
+        assert await sessions.first_live_read([value], cookie) is not None
+        reads = storage.reads
+        clock.advance(CACHE_TTL * 0.25)
+        assert isinstance(sessions.first_live_cached([value], cookie), Session)
+        await settle()
+        assert storage.reads == reads  # young entry: nothing read
+        clock.advance(CACHE_TTL * 0.35)  # 0.6 of cache_ttl
+        answers = [sessions.first_live_cached([value], cookie) for _ in range(5)]
+        assert all(isinstance(a, Session) for a in answers)
+        await settle()
+        assert storage.reads == reads + 1  # one read for the five
+        clock.advance(CACHE_TTL * 0.6)  # 1.2 of cache_ttl after the first read
+        assert isinstance(sessions.first_live_cached([value], cookie), Session)
+    finally:
+        await storage.close()
+
+
+async def test_reading_ahead_never_serves_past_cache_ttl_what_another_instance_ended(
+    storage: SqliteStorage,
+    other_instance_storage: SqliteStorage,
+    clock: FakeClock,
+    cookie: SessionCookieConfig,
+) -> None:
+    here = SessionStore(storage, clock, cache_ttl=CACHE_TTL, touch_interval=TOUCH)
+    there = SessionStore(other_instance_storage, clock, cache_ttl=CACHE_TTL)
+    value = await here.create(JOHN, cookie, remember_me=False)
+    assert await here.first_live_read([value], cookie) is not None
+    await there.destroy(value)
+    clock.advance(CACHE_TTL * 0.6)
+    assert isinstance(here.first_live_cached([value], cookie), Session)  # within cache_ttl
+    await settle()  # the read ahead finds no row
+    assert here.first_live_cached([value], cookie) is MISS
+    assert await here.first_live_read([value], cookie) is None
+
+
+async def test_a_read_ahead_that_fails_changes_nothing_and_raises_nowhere(
+    db: Path, clock: FakeClock, cookie: SessionCookieConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = SqliteStorage(db)
+    await storage.startup_check()
+    sessions = SessionStore(storage, clock, cache_ttl=CACHE_TTL, touch_interval=TOUCH)
+    value = await sessions.create(JOHN, cookie, remember_me=False)
+    assert await sessions.first_live_read([value], cookie) is not None
+    await storage.close()  # the database is gone: every read fails
+    clock.advance(CACHE_TTL * 0.6)
+    assert isinstance(sessions.first_live_cached([value], cookie), Session)
+    await settle()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    clock.advance(CACHE_TTL * 0.5)  # past cache_ttl: the usual way, which says the store is down
+    assert sessions.first_live_cached([value], cookie) is MISS
