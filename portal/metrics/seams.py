@@ -38,6 +38,16 @@ class MeteredUsers:
         """Close the inner backend."""
         await self.inner.close()
 
+    def loaded_user(self, identifier: str) -> User | None:
+        """Answer from the inner backend's users in memory (portal.sessions.LoadedUserLookup:
+        the users file), not counted: no backend call. LookupError when the inner backend holds
+        none (LDAP) or has not loaded them yet; the sessions then ask get_user."""
+        lookup = getattr(self.inner, "loaded_user", None)
+        if lookup is None:
+            raise LookupError("the user backend holds no users in memory")
+        user: User | None = lookup(identifier)
+        return user
+
     async def get_user(self, identifier: str) -> User | None:
         """Look a user up (counted)."""
         user: User | None = await self._call("get_user", identifier)

@@ -147,6 +147,22 @@ async def test_authz_verdicts_are_counted_by_code(metered: tuple[Portal, int]) -
     assert value(text, "authelia_request_duration_bucket", code="401", le="60.0") == 1
 
 
+async def test_with_metrics_on_nginx_questions_still_read_the_loaded_users_file(
+    metered: tuple[Portal, int],
+) -> None:
+    # refresh_interval `always` (the users file's default): a cached session is checked against
+    # the file already in memory, not through a backend call per question, metrics or not.
+    portal, port = metered
+    await sign_in(portal.client, "john", DEMO_PASSWORD)
+    assert await signed_in(portal.client) == 200
+    before = value(await scrape(port), "portal_user_backend_calls_total", operation="get_user")
+    for _ in range(10):
+        assert await signed_in(portal.client) == 200
+    after = value(await scrape(port), "portal_user_backend_calls_total", operation="get_user")
+    assert before is not None and after is not None
+    assert after - before <= 1
+
+
 async def test_a_method_nobody_uses_is_one_bounded_label(metered: tuple[Portal, int]) -> None:
     portal, port = metered
     # Methods the HTTP parser takes but the portal does not: a client chooses them freely.
