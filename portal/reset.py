@@ -38,7 +38,7 @@ from portal.errors import (
     WebAuthnCredentialNotFoundError,
     WebAuthnFailedError,
 )
-from portal.i18n import N_, wanted_language
+from portal.i18n import N_, LanguageRecorder, wanted_language
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
@@ -108,9 +108,11 @@ class PasswordResetService:
         second_factor: TotpService,
         tokens: ResetTokens,
         webauthn: WebAuthnService | None = None,
+        languages: LanguageRecorder | None = None,
         audit: AuditSink = audit,
     ) -> None:
         """Take every collaborator ready-made (portal/services.py builds them once)."""
+        self._languages = languages
         self._second_factor = second_factor
         self._webauthn = webauthn
         self._config = config
@@ -414,6 +416,9 @@ class PasswordResetService:
                 raise ResetFormRejectedError(user.username, exc.reasons) from exc
             raise
         await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
+        if self._languages is not None:
+            # The mailbox's owner completed it: their language, for this and later mails.
+            await self._languages.record(user.username)
         await self._passwords.written(user, ip, now)
         unlocked = await self._unlock(user, ip)
         self._audit(

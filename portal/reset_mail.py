@@ -106,14 +106,12 @@ class ResetMailJob:
         link, revoke_link, claims = await self.record_link(
             subject, state or "", ip, real=refusal is None
         )
-        # The requester's language (older messages have none): the mail's, and from now on the
-        # user's. SECURITY: recorded for the decoy's name too (no account has it), the same
-        # write either way.
-        # An administrator's command has none: the user's recorded one, nothing recorded.
+        # The requester's language (older messages and an administrator's command have none:
+        # then the user's recorded one) is this mail's only. SECURITY: never recorded as the
+        # user's: anyone may ask step 1 for any name, and would choose the language of that
+        # user's later mails. Completing the reset (the mailbox's owner) records it.
         language = message.payload.get("language")
-        if isinstance(language, str):
-            await self._renderer.record_language(subject, language, at=self._clock.now())
-        else:
+        if not isinstance(language, str):
             language = await self._renderer.language_of(subject)
         base = self._config.portal_url
         # A decoy's mail never holds what was typed: it is the same mail, to nobody.

@@ -172,6 +172,7 @@ def build_services(config: Config, deps: Dependencies) -> Services:
         regulator=regulator,
         second_factor=totp,
         webauthn=webauthn,
+        languages=languages,
         tokens=ResetTokens(
             config.identity_validation.reset_password, issuer=config.portal_url, clock=clock
         ),

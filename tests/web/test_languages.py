@@ -22,6 +22,7 @@ from tests.web.conftest import (
     text_of,
 )
 from tests.web.test_elevation import HOME
+from tests.web.test_metrics import NEW_PASSWORD
 
 BERLIN = {"notifier": {"timezone": "Europe/Berlin"}}
 # tests/conftest.py START: 14 November 2023, 22:13:20 UTC; 23:13 in Berlin (CET).
@@ -46,8 +47,30 @@ async def test_a_reset_mail_speaks_the_browsers_language_with_its_dates_and_zone
     assert '<html lang="de">' in body and "Neues Passwort wählen" in body
     for english in ("Hello", "Someone asked", "expires in", "This mail was sent", " at 23:13"):
         assert english not in text and english not in body
-    # Reset step 1 is a use of the portal: john's next mails speak German too.
-    assert await portal.storage.user_language("john") == "de"
+    # SECURITY: step 1 proves nothing (anyone may ask for john): nothing is recorded for him.
+    assert await portal.storage.user_language("john") is None
+
+
+async def test_asking_a_reset_for_someone_does_not_choose_the_language_of_their_mails(
+    start_portal: StartPortal,
+) -> None:
+    portal = await start_portal(**BERLIN)
+    portal.client.session.headers["Accept-Language"] = "fr"
+    assert (await sign_in(portal.client)).status == 302  # john, in French
+    await portal.client.get("/logout", allow_redirects=False)
+    portal.client.session.cookie_jar.clear()
+    portal.client.session.headers["Accept-Language"] = "de"  # someone else asks for john
+    await request_reset(portal.client, "john")
+    assert "Passwort" in (await portal.next_mail())["Subject"]  # that mail: the asker's
+    assert await portal.storage.user_language("john") == "fr"
+    # Whoever opens the link has the mailbox: completing the reset records their language.
+    portal.client.session.headers["Accept-Language"] = "es"
+    await request_reset(portal.client, "john")
+    await open_link(portal.client, reset_link_from(await portal.next_mail()))
+    assert (await choose_password(portal.client, NEW_PASSWORD)).status == 200
+    assert await portal.storage.user_language("john") == "es"
+    changed = await portal.next_mail()
+    assert "Hola" in text_of(changed)
 
 
 async def test_the_language_recorded_at_sign_in_is_the_one_later_mails_speak(
@@ -87,7 +110,7 @@ async def test_without_any_choice_mails_speak_default_language(
     text = text_of(await portal.next_mail())
     assert text.startswith(greeting)
     assert date in text
-    assert await portal.storage.user_language("john") == default
+    assert await portal.storage.user_language("john") is None  # step 1 records nothing
 
 
 # --- pages ----------------------------------------------------------------------------------------
