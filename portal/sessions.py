@@ -177,8 +177,9 @@ class SessionStore:
         # One storage read per session id at a time: when a cached entry expires under load,
         # every request for it would otherwise queue its own read (a thundering herd).
         self._inflight: dict[str, asyncio.Future[SessionRecord | None]] = {}
-        # Reads started ahead by first_live_cached (held so they are not collected mid-way).
-        self._ahead: set[asyncio.Task[None]] = set()
+        # Reads started ahead by first_live_cached, by session id: one at a time per session
+        # (several questions may come in before the task first runs), held until done.
+        self._ahead: dict[str, asyncio.Task[None]] = {}
         # SECURITY: public ids are a keyed hash of the stored id, so neither the cookie's hash
         # nor anything that opens a session is shown; without a secret, one for this process.
         raw = public_id_secret.encode() if public_id_secret else secrets.token_bytes(32)
@@ -403,7 +404,7 @@ class SessionStore:
             session = entry.session
             if self._refresh_due(record, now) and not self._unchanged(session):
                 return MISS
-            if now - entry.fetched_at >= self._cache_ttl / 2 and session_id not in self._inflight:
+            if now - entry.fetched_at >= self._cache_ttl / 2 and session_id not in self._ahead:
                 self._read_ahead(session_id, now)
             return session
         return None
@@ -414,8 +415,8 @@ class SessionStore:
         questions never all wait on one read (the stall that set auth_request's p99). Nothing
         is served older than cache_ttl: the new entry counts from `now`, before the read."""
         task = asyncio.get_running_loop().create_task(self._load_ahead(session_id, now))
-        self._ahead.add(task)
-        task.add_done_callback(self._ahead.discard)
+        self._ahead[session_id] = task
+        task.add_done_callback(lambda _: self._ahead.pop(session_id, None))
 
     async def _load_ahead(self, session_id: str, now: float) -> None:
         try:

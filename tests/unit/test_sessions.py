@@ -1013,6 +1013,7 @@ async def test_a_busy_session_is_read_again_before_its_cache_ttl_lapses(
         clock.advance(CACHE_TTL * 0.35)  # 0.6 of cache_ttl
         answers = [sessions.first_live_cached([value], cookie) for _ in range(5)]
         assert all(isinstance(a, Session) for a in answers)
+        assert len(asyncio.all_tasks()) == 2  # this test's and one read ahead for the five
         await settle()
         assert storage.reads == reads + 1  # one read for the five
         clock.advance(CACHE_TTL * 0.6)  # 1.2 of cache_ttl after the first read
