@@ -113,7 +113,7 @@ def _argon2_tag(
     cores to the event loop. Raises ValueError with argon2's own message when it refuses the
     parameters or cannot allocate the memory. Through argon2-cffi's documented low-level
     binding `argon2.low_level.core`, whose context struct may change between releases of
-    argon2-cffi-bindings: the known-answer tests in tests/unit/test_hashing.py catch that.
+    argon2-cffi-bindings: the known-answer tests in tests/unit/test_argon2.py catch that.
     """
     memory, iterations, lanes = costs
     # cffi buffers: the context holds only their addresses, so they stay referenced until

@@ -155,6 +155,15 @@ def test_new_hash_has_argon2_cffi_format_at_authelia_defaults() -> None:
     assert argon2.PasswordHasher().verify(digest, PASSWORD)
 
 
+def test_an_empty_password_hashes_and_verifies_both_ways() -> None:
+    """The empty secret is a zero-length cffi buffer: argon2 takes it as argon2-cffi does."""
+    theirs = argon2.PasswordHasher(memory_cost=1024, time_cost=1).hash("")
+    assert verify_password("", theirs) is True
+    assert verify_password(" ", theirs) is False
+    ours = hash_password("", config())
+    assert argon2.PasswordHasher().verify(ours, "")
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
