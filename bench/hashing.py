@@ -13,9 +13,14 @@ notifier, the default log level). The users file holds real argon2id hashes made
 default parameters. Each round first probes /api/health for a second with nothing else going on
 (the machine's own noise), then sends the sign-ins through /api/firstfactor all at once, half for
 known users with their right password and half for usernames nobody has (the portal verifies a
-stored hash for those too), while a probe thread polls /api/health over one kept-alive connection
-every `--interval` seconds until the last sign-in has its answer. The probe is a plain blocking
-socket in a thread of its own, so the figures are the portal's lag, not this script's.
+stored hash for those too), in an order shuffled anew for each round by a seeded random.Random
+(the same orders on every run) and drawn so that both kinds sit at the same places on average:
+the hashing queue is first come first served, so a fixed order (known, unknown, known, ...) made
+each unknown name wait one hash more than the known one before it (its median 170-290 ms
+higher), and a plain shuffle of 3 bursts can be as lopsided. Meanwhile a probe thread polls
+/api/health over one kept-alive connection every `--interval` seconds until the last sign-in has
+its answer. The probe is a plain blocking socket in a thread of its own, so the figures are the
+portal's lag, not this script's.
 
 Prints, per round and over all rounds: the health probe's max, p99, p90 and median latency during
 the sign-ins (and when idle), the sign-ins' own latencies, the portal's peak resident memory
@@ -34,6 +39,7 @@ import argparse
 import asyncio
 import http.client
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -60,6 +66,8 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 PASSWORD = "bench-password"  # noqa: S105 - the benchmark users' throwaway password
 MAX_MS, P99_MS, RSS_MB = 20.0, 10.0, 250.0
+SEED = 19  # the shuffles of the bursts' order: the same on every run, for every setting
+SHUFFLES = 200  # shuffles drawn per burst, the most even kept
 
 
 def write_users(path: Path, count: int) -> list[str]:
@@ -173,20 +181,46 @@ async def sign_in(url: str, username: str) -> tuple[float, int]:
             return (time.perf_counter() - began) * 1000, response.status
 
 
+def shuffled(who: list[tuple[str, bool]], order: random.Random) -> list[tuple[str, bool]]:
+    """Return the (name, is known) sign-ins in a shuffled order where known and unknown names sit
+    at the same places on average (as near as their counts allow): the most even of SHUFFLES
+    shuffles drawn from `order`, the first one found if several are as even."""
+
+    def unevenness(candidate: list[tuple[str, bool]]) -> float:
+        places = {
+            kind: [i for i, (_, known) in enumerate(candidate) if known is kind]
+            for kind in (True, False)
+        }
+        if not places[True] or not places[False]:
+            return 0.0
+        return abs(statistics.fmean(places[True]) - statistics.fmean(places[False]))
+
+    return min((order.sample(who, len(who)) for _ in range(SHUFFLES)), key=unevenness)
+
+
 async def one_round(
-    url: str, port: int, names: list[str], serial: int, signins: int, interval: float
+    url: str,
+    port: int,
+    names: list[str],
+    serial: int,
+    signins: int,
+    interval: float,
+    order: random.Random,
 ) -> Figures:
-    """Probe idle for a second, then during a burst of sign-ins; return the round's figures."""
+    """Probe idle for a second, then during a burst of sign-ins sent in an order drawn from
+    `order`; return the round's figures."""
     figures = Figures()
     probe = HealthProbe(port, interval)
     probe.start()
     await asyncio.sleep(1.0)
     figures.idle = probe.finish()
-    # Known and unknown alternate, so neither kind waits at the back of the queue.
-    who = [
-        (names[i % len(names)], True) if i % 2 == 0 else (f"nobody{serial:02d}x{i:02d}", False)
-        for i in range(signins)
-    ]
+    who = shuffled(
+        [
+            (names[i % len(names)], True) if i % 2 == 0 else (f"nobody{serial:02d}x{i:02d}", False)
+            for i in range(signins)
+        ],
+        order,
+    )
     probe = HealthProbe(port, interval)
     probe.start()
     await asyncio.sleep(0.05)  # a few quiet samples first
@@ -228,9 +262,10 @@ async def run(directory: Path, args: argparse.Namespace, concurrency: int | None
         await sign_in(url, names[0])  # warm up: the first sign-in's imports and caches
         started_rss = peak_rss_mb(process.pid)
         total = Figures()
+        order = random.Random(SEED)
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for serial in range(args.rounds):
-            figures = await one_round(url, port, names, serial, args.signins, args.interval)
+            figures = await one_round(url, port, names, serial, args.signins, args.interval, order)
             print(f"round {serial + 1}: health during {describe(figures.busy)}")
             print(f"         health idle   {describe(figures.idle)}")
             print(

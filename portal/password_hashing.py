@@ -1,7 +1,9 @@
 """One bounded, first-come-first-served queue for every password and answer hash the portal makes.
 
 A hash is slow on purpose: argon2id at Authelia's defaults (the portal's too) takes 64 MiB and
-4 lanes, each lane a thread of its own, for about a tenth of a second of two cores. Run in the
+4 lanes, for about a fifth of a second of one core. Each hash runs on one thread: all its lanes
+are computed in the thread that asked (portal.users.hashing; argon2-cffi's own functions start a
+thread per lane, which kept both cores of a 2-core machine busy with one hash). Run in the
 default thread pool, eight sign-ins at once ran about six hashes at once: 24 threads on 2 cores
 starved the event loop (health checks waited up to 175 ms) and the process peaked near 500 MB.
 Here at most `concurrency` hashes run at once, in dedicated threads; the others wait their turn
@@ -15,9 +17,9 @@ make every sign-in wait without end.
 
 `password_hashing.concurrency` (a portal key, portal/config/password_hashing.py) sets the bound;
 unset, default_concurrency sizes it to the machine. The threads keep the process's scheduling
-priority: a lower one (nice +10 per hashing thread, which argon2's lane threads inherit) was
-measured (bench/hashing.py, issue 19) to cut /api/health's p99 by about a quarter, but made the
-sign-ins 1.5 times slower whenever other programs kept the cores busy, so it is not used.
+priority: a lower one (nice +10 per hashing thread) was measured (bench/hashing.py, issue 19,
+when argon2 still ran a thread per lane) to cut /api/health's p99 by about a quarter, but made
+the sign-ins 1.5 times slower whenever other programs kept the cores busy, so it is not used.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ _T = TypeVar("_T")
 DEFAULT_MAX = 4  # at most 4 x 64 MiB of argon2 memory by default; an admin may allow more
 MAX_CONCURRENCY = 64  # the configuration's ceiling
 # Calls that may wait per hashing thread before the next is refused (503): about 32 hashes of
-# ~0.15 s each, some five seconds of waiting at Authelia's argon2 defaults.
+# ~0.2 s each (one thread per hash), some seven seconds of waiting at Authelia's argon2 defaults.
 WAITING_PER_THREAD = 32
 RETRY_AFTER = 5  # seconds a refused caller is told to wait
 
@@ -54,8 +56,10 @@ def default_concurrency(cpus: int | None = None) -> int:
     """Return how many hashes run at once when the configuration does not say: half the CPUs
     (`cpus`, default available_cpus()), at least 1 and at most DEFAULT_MAX.
 
-    Half, because one argon2 hash at Authelia's defaults already runs 4 lane threads: more hashes
-    at once than cores / 2 finish no sooner in total, cost 64 MiB each and crowd the event loop.
+    Half, so that the hashes (one thread each: portal.users.hashing computes every argon2 lane in
+    the calling thread) leave at least half the cores to the event loop and the requests that need
+    no hash; more at once finish no sooner in total while the cores are busy, and cost 64 MiB each
+    at Authelia's argon2 defaults.
     """
     return max(1, min(DEFAULT_MAX, (cpus if cpus is not None else available_cpus()) // 2))
 

@@ -2,7 +2,7 @@
 
 Formats (an optional `{CRYPT}` prefix, any case, is ignored):
 
-    $argon2id$ / $argon2i$ / $argon2d$          PHC string (argon2-cffi)
+    $argon2id$ / $argon2i$ / $argon2d$          PHC string (argon2-cffi's core, one thread)
     $6$ / $5$  [rounds=N$]                      SHA-crypt (libpass)
     $2b$ / $2a$ / $2y$                          bcrypt (the bcrypt package)
     $bcrypt-sha256$v=2,t=2b,r=N$salt$hash       Authelia's and passlib's bcrypt over HMAC-SHA256
@@ -24,15 +24,19 @@ import hmac
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
-import argon2
 import bcrypt
-from argon2.exceptions import HashingError, VerificationError, VerifyMismatchError
-from argon2.low_level import Type, verify_secret
+from argon2 import low_level
+from argon2.low_level import ARGON2_VERSION, Type, core, error_to_str, ffi
 from passlib.hash import sha256_crypt, sha512_crypt
 
 from portal.config import PasswordConfig
 from portal.errors import UnsupportedHashError
+
+# argon2-cffi's API documentation names low_level.lib (its constants) for use with core(); it
+# is not in low_level.__all__, hence the ignore.
+_LIB: Any = low_level.lib  # type: ignore[attr-defined]
 
 BCRYPT_MAX_PASSWORD_BYTES = 72
 _INT_MAX = 2**31 - 1  # hashlib.scrypt's ceiling for maxmem
@@ -40,10 +44,13 @@ _INT_MAX = 2**31 - 1  # hashlib.scrypt's ceiling for maxmem
 _Verifier = Callable[[bytes], bool]
 
 _ARGON2 = re.compile(
-    r"\$(argon2id|argon2i|argon2d)\$(?:v=(\d+)\$)?m=(\d+),t=(\d+),p=(\d+)"
+    r"\$(argon2id|argon2i|argon2d)\$(?:v=([0-9]+)\$)?m=([0-9]+),t=([0-9]+),p=([0-9]+)"
     r"\$([A-Za-z0-9+/]+={0,2})\$([A-Za-z0-9+/]+={0,2})"
 )
 _ARGON2_TYPES = {"argon2id": Type.ID, "argon2i": Type.I, "argon2d": Type.D}
+# A PHC string without v= is version 1.0 (0x10), as the reference decoder reads it.
+_ARGON2_VERSIONS = {None: 0x10, "16": 0x10, "19": 0x13}
+_UINT32_MAX = 2**32 - 1
 _SHA_CRYPT = re.compile(r"\$([56])\$(?:rounds=(\d+)\$)?([./0-9A-Za-z]{0,16})\$([./0-9A-Za-z]+)")
 _SHA_CRYPT_CHECKSUM = {"5": 43, "6": 86}
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
@@ -90,25 +97,106 @@ def _parameters(text: str) -> dict[str, str]:
     return result
 
 
-def _argon2(match: re.Match[str], digest: str) -> _Verifier:
-    version, memory, time_cost, parallelism = match.group(2, 3, 4, 5)
-    if version not in (None, "16", "19") or min(int(memory), int(time_cost), int(parallelism)) < 1:
+def _argon2_tag(
+    secret: bytes,
+    salt: bytes,
+    kind: Type,
+    version: int,
+    costs: tuple[int, int, int],
+    length: int,
+) -> bytes:
+    """Return argon2's tag of `length` bytes, all its lanes computed in the calling thread.
+
+    costs = (memory in KiB, iterations, lanes): the hash's m, t and p. argon2-cffi's own
+    functions run one thread per lane; the tag depends on the lanes, not on the threads that
+    compute them (RFC 9106 section 3.1), so one thread gives the same bytes and leaves the other
+    cores to the event loop. Raises ValueError with argon2's own message when it refuses the
+    parameters or cannot allocate the memory. Through argon2-cffi's documented low-level
+    binding `argon2.low_level.core`, whose context struct may change between releases of
+    argon2-cffi-bindings: the known-answer tests in tests/unit/test_argon2.py catch that.
+    """
+    memory, iterations, lanes = costs
+    # cffi buffers: the context holds only their addresses, so they stay referenced until
+    # after the call. secret/ad NULL and no memory callbacks, as argon2_hash() sets them.
+    out = ffi.new("uint8_t[]", length)
+    pwd = ffi.new("uint8_t[]", secret)
+    salt_buffer = ffi.new("uint8_t[]", salt)
+    context = ffi.new(
+        "argon2_context *",
+        {
+            "out": out,
+            "outlen": length,
+            "pwd": pwd,
+            "pwdlen": len(secret),
+            "salt": salt_buffer,
+            "saltlen": len(salt),
+            "secret": ffi.NULL,
+            "secretlen": 0,
+            "ad": ffi.NULL,
+            "adlen": 0,
+            "t_cost": iterations,
+            "m_cost": memory,
+            "lanes": lanes,
+            "threads": 1,
+            "version": version,
+            "allocate_cbk": ffi.NULL,
+            "free_cbk": ffi.NULL,
+            "flags": _LIB.ARGON2_DEFAULT_FLAGS,
+        },
+    )
+    code = core(context, kind.value)
+    if code != _LIB.ARGON2_OK:
+        raise ValueError(error_to_str(code))
+    return bytes(ffi.buffer(out, length))
+
+
+def _phc_b64decode(text: str) -> bytes:
+    """Decode PHC base64 as argon2's reference decoder does: standard alphabet, no padding,
+    unused bits zero (so one string per value); raise ValueError otherwise."""
+    if "=" in text or len(text) % 4 == 1:
+        raise ValueError("not PHC base64")
+    data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    if _b64encode(data) != text:
+        raise ValueError("not canonical base64")
+    return data
+
+
+def _argon2_number(text: str) -> int:
+    """Read a PHC decimal as argon2's decoder does: no leading zero, at most 2**32 - 1."""
+    if len(text) > 10 or (len(text) > 1 and text[0] == "0") or int(text) > _UINT32_MAX:
+        raise ValueError("not an argon2 number")
+    return int(text)
+
+
+def _argon2(match: re.Match[str], _digest: str) -> _Verifier:
+    version_text, memory_text, time_text, lanes_text = match.group(2, 3, 4, 5)
+    # The checks argon2's reference decoder makes before computing anything (decode_string
+    # and validate_inputs): what argon2-cffi's verify refused, this refuses too.
+    try:
+        memory, time_cost, lanes = (_argon2_number(t) for t in (memory_text, time_text, lanes_text))
+    except ValueError:
+        raise _unsupported("argon2 parameters") from None
+    if (
+        version_text not in _ARGON2_VERSIONS
+        or min(memory, time_cost, lanes) < 1
+        or lanes > _LIB.ARGON2_MAX_LANES
+        or not 8 * lanes <= memory <= _LIB.ARGON2_MAX_MEMORY
+    ):
         raise _unsupported("argon2 parameters")
     try:
-        _b64decode(match.group(6))
-        _b64decode(match.group(7))
+        salt, stored = _phc_b64decode(match.group(6)), _phc_b64decode(match.group(7))
     except (ValueError, binascii.Error):
         raise _unsupported("argon2 encoding") from None
-    kind = _ARGON2_TYPES[match.group(1)]
-    encoded = digest.encode("ascii")
+    if len(salt) < _LIB.ARGON2_MIN_SALT_LENGTH or len(stored) < _LIB.ARGON2_MIN_OUTLEN:
+        raise _unsupported("argon2 salt or hash length")
+    kind, version = _ARGON2_TYPES[match.group(1)], _ARGON2_VERSIONS[version_text]
 
     def verify(secret: bytes) -> bool:
         try:
-            return verify_secret(encoded, secret, kind)
-        except VerifyMismatchError:
-            return False
-        except VerificationError:
-            raise _unsupported("argon2 hash could not be decoded") from None
+            tag = _argon2_tag(secret, salt, kind, version, (memory, time_cost, lanes), len(stored))
+        except ValueError:
+            raise _unsupported("argon2 hash could not be computed") from None
+        return hmac.compare_digest(tag, stored)
 
     return verify
 
@@ -270,7 +358,7 @@ def hash_password(password: str, config: PasswordConfig) -> str:
     """Hash a new password with the configured algorithm; raise ValueError if it cannot be."""
     secret = password.encode("utf-8")
     if config.algorithm == "argon2":
-        return _hash_argon2(password, config)
+        return _hash_argon2(secret, config)
     if config.algorithm == "sha2crypt":
         sha2 = config.sha2crypt
         handler = sha512_crypt if sha2.variant == "sha512" else sha256_crypt
@@ -282,22 +370,23 @@ def hash_password(password: str, config: PasswordConfig) -> str:
     return _hash_scrypt(secret, config)
 
 
-def _hash_argon2(password: str, config: PasswordConfig) -> str:
+def _hash_argon2(secret: bytes, config: PasswordConfig) -> str:
     a2 = config.argon2
     if a2.memory < 8 * a2.parallelism:
         raise ValueError("argon2 memory must be at least 8 KiB per lane (8 x parallelism)")
-    hasher = argon2.PasswordHasher(
-        time_cost=a2.iterations,
-        memory_cost=a2.memory,
-        parallelism=a2.parallelism,
-        hash_len=a2.key_length,
-        salt_len=a2.salt_length,
-        type=_ARGON2_TYPES[a2.variant],
-    )
+    if max(a2.memory, a2.iterations) > _UINT32_MAX:
+        raise ValueError("argon2 memory and iterations must be below 2**32")
+    salt = os.urandom(a2.salt_length)
+    costs = (a2.memory, a2.iterations, a2.parallelism)
     try:
-        return hasher.hash(password)
-    except HashingError as exc:
+        tag = _argon2_tag(
+            secret, salt, _ARGON2_TYPES[a2.variant], ARGON2_VERSION, costs, a2.key_length
+        )
+    except ValueError as exc:
         raise ValueError(f"argon2 could not hash with these parameters: {exc}") from None
+    # The PHC string exactly as argon2's encoder (and so argon2-cffi) writes it.
+    settings = f"v={ARGON2_VERSION}$m={a2.memory},t={a2.iterations},p={a2.parallelism}"
+    return f"${a2.variant}${settings}${_b64encode(salt)}${_b64encode(tag)}"
 
 
 def _hash_pbkdf2(secret: bytes, config: PasswordConfig) -> str:
