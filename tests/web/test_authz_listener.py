@@ -271,3 +271,15 @@ def test_the_authz_address_must_be_a_listener_of_its_own(make_config: ConfigFact
     with pytest.raises(ConfigError) as raised:
         make_config(server={"authz_address": "http://127.0.0.1:9092"})
     assert "server.authz_address" in str(raised.value)
+
+
+async def test_a_backend_that_is_down_gives_the_same_headers_on_both_listeners(
+    listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(*args: object, **kwargs: object) -> None:
+        raise BackendUnavailableError("the session store is down")
+
+    monkeypatch.setattr(Authorizer, "verdict", down)
+    main, authz = await listeners.both("http://127.0.0.1/private")
+    assert main[0] == 503
+    assert same_parts(authz) == same_parts(main)
