@@ -30,7 +30,7 @@ from portal.handlers.authz import decide
 from portal.headers import FOR_NGINX, security_headers
 from portal.keys import ADDRESSES, AUTHZ, CONFIG, METRICS
 from portal.logs import SafeAccessLogger, current_request_id, quoted
-from portal.middlewares import REASONS, api_error
+from portal.middlewares import REASONS, api_error, check_body
 from portal.request_id import HEADER, assign_request_id
 
 AUTHZ_PATHS = frozenset({"/api/authz/auth-request", "/api/verify"})
@@ -47,46 +47,57 @@ def authz_handler(app: web.Application) -> LowLevelHandler:
     authz, addresses, metrics = app[AUTHZ], app[ADDRESSES], app[METRICS]
     page_headers = security_headers(app[CONFIG])
 
-    async def answer(request: web.BaseRequest) -> web.StreamResponse:
-        if request.path not in AUTHZ_PATHS:
-            response = api_error(404, REASONS[404])
-        elif request.method not in METHODS:
-            response = api_error(405, REASONS[405], {"Allow": "GET, HEAD"})
+    async def answer(request: web.BaseRequest) -> tuple[web.StreamResponse, bool]:
+        """Return the answer and whether it is a verdict (for the metrics)."""
+        # As the portal's listener: a request with a body (nginx's auth_request sends none)
+        # goes the usual way there (portal.app's nginx_shortcut): its body is checked first
+        # (413, 415), its answer has the page headers and its access line is at info.
+        nginx = not request.body_exists
+        # path_safe keeps %2F encoded, as the portal's router matches: /api%2Fverify is no path
+        # of ours there either.
+        known = request.rel_url.path_safe in AUTHZ_PATHS
+        verdict = known and request.method in METHODS
+        try:
+            if not nginx:
+                check_body(request)
+            if not known:
+                response = api_error(404, REASONS[404])
+            elif not verdict:
+                response = api_error(405, REASONS[405], {"Allow": "GET, HEAD"})
+            elif nginx:
+                request[FOR_NGINX] = True
+                return await decide(authz, addresses, request), True
+            else:
+                response = await decide(authz, addresses, request)
+        except PortalError as exc:
+            if exc.status >= 500:
+                log.error("request failed: %s %s: %s", request.method, quoted(request.path), exc)
+            response = api_error(exc.status, exc.public_message, exc.response_headers())
+        except Exception:
+            # SECURITY: the traceback goes to the log only; nginx gets a bare 500.
+            log.exception(
+                "unhandled error: %s %s", quoted(request.method, 16), quoted(request.path)
+            )
+            response = api_error(500, REASONS[500])
+        if FOR_NGINX in request:
+            # SECURITY: as every answer to nginx (handlers/authz.py decide): never cached.
+            response.headers.setdefault("Cache-Control", "no-store")
         else:
-            request[FOR_NGINX] = True
-            try:
-                return await decide(authz, addresses, request)
-            except PortalError as exc:
-                if exc.status >= 500:
-                    log.error(
-                        "request failed: %s %s: %s", request.method, quoted(request.path), exc
-                    )
-                response = api_error(exc.status, exc.public_message, exc.response_headers())
-            except Exception:
-                # SECURITY: the traceback goes to the log only; nginx gets a bare 500.
-                log.exception(
-                    "unhandled error: %s %s", quoted(request.method, 16), quoted(request.path)
-                )
-                response = api_error(500, REASONS[500])
-            response.headers["Cache-Control"] = "no-store"
-            return response
-        await page_headers(request, response)
-        return response
+            await page_headers(request, response)
+        return response, verdict
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = assign_request_id(request, addresses)
         token = current_request_id.set(request_id)
         try:
-            response = await answer(request)
+            response, verdict = await answer(request)
         finally:
             current_request_id.reset(token)
         response.headers[HEADER] = request_id
         if metrics is not None:
             elapsed = time.perf_counter() - started
-            metrics.record_request(
-                response.status, request.method, elapsed, authz=FOR_NGINX in request
-            )
+            metrics.record_request(response.status, request.method, elapsed, authz=verdict)
         return response
 
     return handle
