@@ -11,9 +11,12 @@ in the log lines, the client's address read through server.trusted_proxies, the 
 debug, the metrics' request counts. A backend that is down is the same 503 for everyone.
 
 Only GET and HEAD on /api/authz/auth-request and /api/verify are served: another method is a 405,
-another path a 404, each with the JSON body and the page headers the portal's listener gives
-them. The portal's listener keeps serving both endpoints too, so the nginx snippets may point at
-either (deploy/nginx/portal-authrequest.conf). Not in Authelia, which has one listener.
+another path a 404 (an encoded slash is no slash, as in the portal's router), each with the
+JSON body and the page headers the portal's listener gives them. A request with a body (nginx's
+auth_request sends none) is answered as the portal's listener answers it: 413 over 64 KiB, 415
+in a content coding, else the verdict with the page headers, logged at info. The portal's
+listener keeps serving both endpoints too, so the nginx snippets may point at either
+(deploy/nginx/portal-authrequest.conf). Not in Authelia, which has one listener.
 """
 
 from __future__ import annotations
