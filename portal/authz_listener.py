@@ -110,7 +110,11 @@ async def start_authz_listener(app: web.Application, address: Address) -> web.Se
     """Listen on `address` (server.authz_address: tcp://host:port or unix:///path) with
     authz_handler(app); return the runner, to be cleaned up with the app. Raises
     StartupCheckError naming server.authz_address when it cannot listen there."""
-    server = web.Server(authz_handler(app), access_log_class=SafeAccessLogger)
+    # SECURITY: bodies are never decompressed, as on the portal's listener (portal.app): one
+    # that does not match its Content-Encoding failed inside aiohttp's parser, a traceback each.
+    server = web.Server(
+        authz_handler(app), access_log_class=SafeAccessLogger, auto_decompress=False
+    )
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
     site: web.BaseSite

@@ -333,3 +333,19 @@ async def test_a_backend_that_is_down_gives_the_same_headers_on_both_listeners(
     main, authz = await listeners.both("http://127.0.0.1/private")
     assert main[0] == 503
     assert same_parts(authz) == same_parts(main)
+
+
+async def test_a_body_in_a_content_coding_it_does_not_match_logs_no_error(
+    listeners: TwoListeners, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The portal's listener never decompresses a body (portal.app: auto_decompress off): one
+    # that is not what its Content-Encoding says failed inside aiohttp's parser, a traceback each.
+    request = (
+        f"GET {AUTHZ} HTTP/1.1\r\nHost: portal\r\nX-Original-URL: http://127.0.0.1/public\r\n"
+        "Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"
+    ).encode()
+    for _ in range(2):
+        status, _, _ = await raw_answer(listeners.port, request)
+        assert status == 415
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
