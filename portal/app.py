@@ -84,7 +84,11 @@ async def nginx_shortcut(request: web.Request, handler: Handler) -> web.StreamRe
         and not request.body_exists
     ):
         request[FOR_NGINX] = True
-        return await errors_middleware(request, request.match_info.handler)
+        response = await errors_middleware(request, request.match_info.handler)
+        # SECURITY: an error answered here (a backend that is down) is never cached either, as
+        # the skipped security-headers hook would have said; the verdicts set it themselves.
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
     return await handler(request)
 
 

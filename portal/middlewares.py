@@ -101,13 +101,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(request, 500, REASONS[500])
 
 
-@web.middleware
-async def body_size_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse request bodies over 64 KiB, or in a content coding, before anything reads them."""
+def check_body(request: web.BaseRequest) -> None:
+    """Refuse a request body over MAX_BODY bytes (PayloadTooLargeError, 413) or in a content
+    coding (UnsupportedMediaTypeError, 415) before anything reads it."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise PayloadTooLargeError()
     coding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if coding not in ("identity", "") and request.body_exists:
         # RFC 9110 section 15.5.16: 415 for a content coding the server does not accept.
         raise UnsupportedMediaTypeError("Send the request body without a Content-Encoding.")
+
+
+@web.middleware
+async def body_size_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse request bodies over 64 KiB, or in a content coding, before anything reads them
+    (check_body)."""
+    check_body(request)
     return await handler(request)

@@ -5,6 +5,7 @@ line, the metrics), and nothing else (404/405 with the page headers)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -271,3 +272,80 @@ def test_the_authz_address_must_be_a_listener_of_its_own(make_config: ConfigFact
     with pytest.raises(ConfigError) as raised:
         make_config(server={"authz_address": "http://127.0.0.1:9092"})
     assert "server.authz_address" in str(raised.value)
+
+
+async def raw_answer(port: int, request: bytes) -> Answer:
+    """Send `request` as it is (no client re-encodes its path) and read one answer."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in head[1:]:
+            if line:
+                name, _, text = line.partition(":")
+                headers.add(name, text.strip())
+        body = await reader.readexactly(int(headers.get("Content-Length", "0")))
+        return int(head[0].split()[1]), headers, body
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        # An encoded slash is no slash to the portal's router: no such page there.
+        ("/api%2Fverify", ""),
+        ("/api%2Fauthz%2Fauth-request", ""),
+        # A body nginx's auth_request never sends: the portal's listener checks it first.
+        (AUTHZ, "Content-Length: 70000\r\n\r\n" + "a" * 70000),
+        (AUTHZ, "Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"),
+        # ... and answers one it takes the usual way, with the page headers.
+        (AUTHZ, "Content-Length: 5\r\n\r\nhello"),
+        ("/api/nothing", "Content-Length: 70000\r\n\r\n" + "a" * 70000),
+    ],
+)
+async def test_odd_requests_are_answered_as_on_the_portals_listener(
+    listeners: TwoListeners, path: str, extra: str
+) -> None:
+    await sign_in(listeners.portal.client, "john", DEMO_PASSWORD)
+    headers = "".join(
+        f"{k}: {v}\r\n" for k, v in {"X-Original-URL": "http://127.0.0.1/private", **NGINX}.items()
+    )
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: portal\r\nCookie: {listeners.cookie()}\r\n{headers}"
+        + (extra or "\r\n")
+    ).encode()
+    assert listeners.portal.client.port is not None
+    main = await raw_answer(listeners.portal.client.port, request)
+    authz = await raw_answer(listeners.port, request)
+    assert main[0] != 200 or extra  # the cases above are refusals, or a body
+    assert same_parts(authz) == same_parts(main)
+
+
+async def test_a_backend_that_is_down_gives_the_same_headers_on_both_listeners(
+    listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(*args: object, **kwargs: object) -> None:
+        raise BackendUnavailableError("the session store is down")
+
+    monkeypatch.setattr(Authorizer, "verdict", down)
+    main, authz = await listeners.both("http://127.0.0.1/private")
+    assert main[0] == 503
+    assert same_parts(authz) == same_parts(main)
+
+
+async def test_a_body_in_a_content_coding_it_does_not_match_logs_no_error(
+    listeners: TwoListeners, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The portal's listener never decompresses a body (portal.app: auto_decompress off): one
+    # that is not what its Content-Encoding says failed inside aiohttp's parser, a traceback each.
+    request = (
+        f"GET {AUTHZ} HTTP/1.1\r\nHost: portal\r\nX-Original-URL: http://127.0.0.1/public\r\n"
+        "Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"
+    ).encode()
+    for _ in range(2):
+        status, _, _ = await raw_answer(listeners.port, request)
+        assert status == 415
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
