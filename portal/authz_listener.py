@@ -28,10 +28,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from portal.config.types import Address
-from portal.errors import PortalError, StartupCheckError
+from portal.errors import PortalError
 from portal.handlers.authz import decide
 from portal.headers import FOR_NGINX, security_headers
 from portal.keys import ADDRESSES, AUTHZ, CONFIG, METRICS
+from portal.listen import listen
 from portal.logs import SafeAccessLogger, current_request_id, quoted
 from portal.middlewares import REASONS, api_error, check_body
 from portal.request_id import HEADER, assign_request_id
@@ -117,17 +118,9 @@ async def start_authz_listener(app: web.Application, address: Address) -> web.Se
     )
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
-    site: web.BaseSite
-    if address.scheme == "unix":
-        site = web.UnixSite(runner, address.path)
-    else:
-        site = web.TCPSite(runner, address.host or None, address.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise StartupCheckError(
-            f"server.authz_address: cannot listen on {address}: {exc.strerror or exc}"
-        ) from None
+    unix = address.path if address.scheme == "unix" else None
+    await listen(
+        runner, "server.authz_address", address, unix=unix, host=address.host, port=address.port
+    )
     log.info("nginx's auth_request endpoints also served on %s (server.authz_address)", address)
     return runner

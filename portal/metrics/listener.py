@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from portal.config import MetricsConfig
-from portal.errors import StartupCheckError
+from portal.listen import listen
 from portal.metrics.core import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("portal.metrics")
@@ -34,17 +34,14 @@ async def start_listener(metrics: Metrics, config: MetricsConfig) -> web.AppRunn
     )
     await runner.setup()
     address = config.address
-    site: web.BaseSite
-    if address.scheme == "unix":
-        site = web.UnixSite(runner, address.socket)
-    else:
-        site = web.TCPSite(runner, address.host or None, address.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise StartupCheckError(
-            f"telemetry.metrics.address: cannot listen on {address}: {exc.strerror or exc}"
-        ) from None
+    unix = address.socket if address.scheme == "unix" else None
+    await listen(
+        runner,
+        "telemetry.metrics.address",
+        address,
+        unix=unix,
+        host=address.host,
+        port=address.port,
+    )
     log.info("metrics served on %s", address)
     return runner
