@@ -82,6 +82,20 @@ class Endpoints(Model):
     rate_limits: RateLimits = RateLimits()
 
 
+_EVERY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, never bound here
+
+
+def _same_listener(a: Address, b: Address) -> bool:
+    """Tell whether two listening addresses would take the same socket: one unix path, or one
+    TCP port on the same host or on every address."""
+    if (a.scheme == "unix") != (b.scheme == "unix"):
+        return False
+    if a.scheme == "unix":
+        return a.path == b.path
+    hosts = {a.host, b.host}
+    return a.port == b.port and (len(hosts) == 1 or bool(hosts & _EVERY_ADDRESS))
+
+
 class ServerConfig(Model):
     """Where the portal listens and whom it trusts."""
 
@@ -100,7 +114,7 @@ class ServerConfig(Model):
 
     @model_validator(mode="after")
     def _two_listeners(self) -> ServerConfig:
-        if self.authz_address is not None and self.authz_address == self.address:
+        if self.authz_address is not None and _same_listener(self.authz_address, self.address):
             raise ValueError("authz_address must differ from address (a listener of its own)")
         return self
 

@@ -266,9 +266,22 @@ async def test_a_busy_address_is_a_clear_start_up_error(
 
 
 def test_the_authz_address_must_be_a_listener_of_its_own(make_config: ConfigFactory) -> None:
-    with pytest.raises(ConfigError) as raised:
-        make_config(server={"address": "tcp://127.0.0.1:9091", "authz_address": "127.0.0.1:9091"})
-    assert "authz_address must differ from address" in str(raised.value)
+    for address, authz in [
+        ("tcp://127.0.0.1:9091", "127.0.0.1:9091"),
+        ("tcp://:9091", "tcp://0.0.0.0:9091"),
+        ("tcp://127.0.0.1:9091", "tcp://:9091"),
+        ("unix:///run/portal.sock", "unix:///run/portal.sock"),
+    ]:
+        with pytest.raises(ConfigError) as raised:
+            make_config(server={"address": address, "authz_address": authz})
+        assert "authz_address must differ from address" in str(raised.value)
+    for address, authz in [
+        ("tcp://127.0.0.1:9091", "tcp://127.0.0.1:9092"),
+        ("tcp://127.0.0.1:9091", "tcp://127.0.0.2:9091"),
+        ("tcp://127.0.0.1:9091", "unix:///run/authz.sock"),
+    ]:
+        config = make_config(server={"address": address, "authz_address": authz})
+        assert config.server.authz_address is not None
     with pytest.raises(ConfigError) as raised:
         make_config(server={"authz_address": "http://127.0.0.1:9092"})
     assert "server.authz_address" in str(raised.value)
