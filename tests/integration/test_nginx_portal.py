@@ -54,7 +54,7 @@ from portal.logs import SafeAccessLogger
 from portal.storage.base import Storage, TotpConfiguration
 from tests.conftest import ConfigFactory, deep_merge
 from tests.integration.nginx import ACCESS_LOG, APP_HOST, PORTAL_HOST, Nginx, running_nginx
-from tests.integration.process import HOST, free_port
+from tests.integration.process import HOST
 from tests.integration.protected_app import ProtectedApp, run_protected_app
 from tests.integration.redis_server import RedisServer
 from tests.integration.smtp_server import SmtpServer, running_smtp_server
@@ -192,7 +192,9 @@ async def start_site(
             # the other's; nginx connects to it only when a request comes.
             listener = stack.enter_context(socket.create_server((HOST, 0)))
             portal_port = listener.getsockname()[1]
-            authz = f"{HOST}:{free_port()}" if authz_listener else None
+            # A unix socket: no port that another server could take before the portal binds it.
+            authz_socket = tmp_path / "authz.sock"
+            authz = f"unix:{authz_socket}" if authz_listener else None
             nginx = stack.enter_context(
                 running_nginx(
                     tmp_path / "nginx",
@@ -204,7 +206,7 @@ async def start_site(
             )
             settings = site_settings(nginx.https_port, smtp.port, users_file)
             if authz is not None:
-                settings["server"]["authz_address"] = f"tcp://{authz}"
+                settings["server"]["authz_address"] = f"unix://{authz_socket}"
             config = make_config(**deep_merge(settings, overrides))
             storage = storage_from_config(config)
             deps = Dependencies(
