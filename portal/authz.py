@@ -110,16 +110,11 @@ class Authorizer:
         if session is None or (required == "two_factor" and session.level < TWO_FACTORS):
             portal = cookie.authelia_url if cookie is not None else self._portal_url
             return Verdict(Outcome.SIGN_IN, location=f"{portal}/?rd={quote(url, safe='')}")
-        headers = {
-            "Remote-User": session.username,
-            "Remote-Groups": ",".join(session.groups),
-            "Remote-Name": session.display_name,
-            "Remote-Email": session.emails[0] if session.emails else "",
-        }
+        headers = session.remote_headers
         if self._identity is not None and cookie is not None:
             # The issuer is the portal the visitor signed in to: this cookie domain's.
             token = await self._identity.token(session, target, cookie.authelia_url)
-            headers[self._identity.header] = token
+            headers = {**headers, self._identity.header: token}
         return Verdict(Outcome.ALLOW, headers=headers)
 
     @property

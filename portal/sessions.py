@@ -15,9 +15,10 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 from cryptography.hazmat.primitives import hashes
@@ -76,6 +77,20 @@ class Session:
         """Return the session's user as access_control sees it (built once per session read:
         auth_request asks for it on every request)."""
         return User(self.username, self.display_name, self.emails, self.groups)
+
+    @cached_property
+    def remote_headers(self) -> Mapping[str, str]:
+        """Return the headers nginx passes on to a protected site for this session (Authelia's
+        Remote-User, Remote-Groups comma-separated, Remote-Name, Remote-Email: the first
+        address); read-only, built once per session read: auth_request answers with it."""
+        return MappingProxyType(
+            {
+                "Remote-User": self.username,
+                "Remote-Groups": ",".join(self.groups),
+                "Remote-Name": self.display_name,
+                "Remote-Email": self.emails[0] if self.emails else "",
+            }
+        )
 
     def elevated(self, ip: str, now: float) -> bool:
         """Tell whether the session is elevated for a request from ip at now."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -94,6 +93,12 @@ def test_from_url_refuses_a_bad_client_address(ip: str) -> None:
 def test_from_url_refuses_a_method_that_is_not_a_token(method: str) -> None:
     with pytest.raises(ValueError):
         Target.from_url("https://example.com/", method, "192.0.2.1")
+
+
+@pytest.mark.parametrize("method", ["MKCOL", "M-SEARCH", "purge", "get"])
+def test_from_url_reads_any_method_of_letters_and_dashes_as_authelia(method: str) -> None:
+    # The usual methods skip the regex; the others are still read by Authelia's rule.
+    assert Target.from_url("https://example.com/", method, "192.0.2.1").method == method.upper()
 
 
 def test_from_url_resolves_dot_segments_after_decoding_as_authelia() -> None:
@@ -513,7 +518,7 @@ def test_a_newline_at_the_end_of_the_query_never_satisfies_a_dollar() -> None:
     api = target("https://pub.example.com/api?x=1")
 
     assert acl.decide(api, ANONYMOUS) == Decision("bypass", 0)
-    assert acl.decide(replace(api, query="x=1\n"), ANONYMOUS) == Decision("deny", None)
+    assert acl.decide(api._replace(query="x=1\n"), ANONYMOUS) == Decision("deny", None)
     assert required(acl, "https://pub.example.com/api?x=1%0A", ANONYMOUS) == "deny"
     with pytest.raises(ValueError):
         target("https://pub.example.com/api?x=1\n")
@@ -525,7 +530,7 @@ def test_a_newline_at_the_end_of_the_host_never_satisfies_a_dollar_in_domain_reg
     pub = target("https://pub.example.com/")
 
     assert acl.decide(pub, ANONYMOUS) == Decision("bypass", 0)
-    assert acl.decide(replace(pub, host="pub.example.com\n"), ANONYMOUS) == Decision("deny", None)
+    assert acl.decide(pub._replace(host="pub.example.com\n"), ANONYMOUS) == Decision("deny", None)
     assert required(acl, "https://pub.example.com%0A/", ANONYMOUS) == "deny"
     with pytest.raises(ValueError):
         target("https://pub.example.com\n/")

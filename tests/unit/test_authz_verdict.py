@@ -61,6 +61,9 @@ async def test_a_signed_in_user_passes_with_their_remote_headers(
         "Remote-Name": "John Doe",
         "Remote-Email": "john.doe@authelia.com",
     }
+    # Built once per session read and shared by every answer for it: nobody may change it.
+    with pytest.raises(TypeError):
+        verdict.headers["Remote-User"] = "mallory"  # type: ignore[index]
 
 
 async def test_an_anonymous_visitor_is_sent_to_the_cookie_domains_portal_and_back(

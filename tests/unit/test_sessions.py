@@ -940,6 +940,9 @@ async def test_with_refresh_always_a_cached_session_needs_no_backend_call_and_se
     directory.users["john"] = replace(JOHN, groups=("dev",))
     changed = await sessions.first_live([value], cookie)
     assert changed is not None and changed.groups == ("dev",)
+    # The Remote-* headers nginx passes on follow (each session read builds its own).
+    assert first.remote_headers["Remote-Groups"] == "admins,dev"
+    assert changed.remote_headers["Remote-Groups"] == "dev"
     directory.users["john"] = replace(JOHN, groups=("dev",), disabled=True)
     assert await sessions.first_live([value], cookie) is None
     assert await sessions.get(value, cookie) is None  # ended, not just refused
