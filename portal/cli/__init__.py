@@ -30,6 +30,7 @@ from portal.errors import (
     StartupCheckError,
     UnsupportedHashError,
 )
+from portal.listen import listen
 from portal.logs import SafeAccessLogger, configure_logging
 from portal.storage.encryption import WRONG_KEY
 from portal.storage.info import migrate_up, schema_info
@@ -52,15 +53,15 @@ def _validate_config(args: argparse.Namespace) -> int:
 async def _serve(config: Config) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, access_log_class=SafeAccessLogger, handle_signals=False)
-    await runner.setup()  # runs every backend's start-up check before the port opens
     try:
+        # Runs every backend's start-up check (and opens the metrics' and authz listeners)
+        # before the port opens; what it opened before a failure is closed in `finally`.
+        await runner.setup()
         address = config.server.address
-        site: web.BaseSite
-        if address.scheme == "unix":
-            site = web.UnixSite(runner, address.path)
-        else:
-            site = web.TCPSite(runner, address.host or None, address.port)
-        await site.start()
+        unix = address.path if address.scheme == "unix" else None
+        await listen(
+            runner, "server.address", address, unix=unix, host=address.host, port=address.port
+        )
         log.info(
             "portal listening on %s; links in mails use %s (session.cookies[0].authelia_url; "
             "changing the listening address does not change it)",
@@ -94,11 +95,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         log.warning("configuration: %s", warning)
     factory, loop_name = event_loop_factory()
     log.info("event loop: %s", loop_name)
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(_serve(config))
-    except OSError as exc:
-        raise CliError(f"cannot listen on {config.server.address}: {exc.strerror}") from None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(config))
     return 0
 
 

@@ -396,6 +396,25 @@ def test_serve_with_a_broken_backend_exits_before_opening_the_port(tmp_path: Pat
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_serve_with_a_busy_address_names_the_key_in_one_line(
+    tmp_path: Path, users_file: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        config = write_config(tmp_path, busy)
+        result = portal("serve", "--config", str(config), cwd=tmp_path)
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    # As for the metrics' and the authz listener's addresses: the key, the address, the reason.
+    assert errors[0].startswith(f"error: server.address: cannot listen on tcp://127.0.0.1:{busy}: ")
+    assert "address already in use" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_with_a_busy_metrics_address_says_so_in_one_line_and_opens_nothing(
     tmp_path: Path, users_file: Path
 ) -> None:
