@@ -16,8 +16,11 @@ portal also listens on server.authz_address (a loopback port) and nginx asks its
 questions there: the shipped portal_authz upstream in portal-http.conf, uncommented, and
 portal-location.conf's proxy_pass pointed at it, as the README tells admins to.
 
-wrk (-t2 -c64 by default, --latency, after a 2 s warm-up run) loads four cases one after the other:
+wrk (-t2 -c64 by default, --latency, after a 2 s warm-up run) loads six cases one after the other:
   open       the page in a location without auth_request
+  ceiling    the page behind the same auth_request subrequest, answered 200 by nginx itself
+  bare       the same, answered by a bare aiohttp handler (bench/auth_request.py's baseline, 200
+             with john's Remote-* headers) on the portal's kind of event loop, keep-alive 64
   session    the page protected, with a valid session cookie (one sign-in through /api/firstfactor)
   anonymous  the page protected, no cookie: the portal's 401, nginx's 302 to the sign-in page
   denied     a protected page a rule denies, with the session cookie: the portal's 403
@@ -104,6 +107,10 @@ CASES = (
     # The ceiling: the same auth_request subrequest, with the shipped snippets' headers and
     # keep-alive, answered 200 by an nginx server of its own at no cost: what nginx alone allows.
     Case("ceiling", "/ceiling/index.html", cookie=True, status=200),
+    # The same subrequest answered by a bare aiohttp handler (bench/auth_request.py's baseline:
+    # 200 with john's Remote-* headers, nothing else) on the portal's event loop: what any
+    # authorizer written with aiohttp allows, before it does any work.
+    Case("bare", "/bare/index.html", cookie=True, status=200),
     Case("session", "/index.html", cookie=True, status=200),
     Case("anonymous", "/index.html", cookie=False, status=302),
     Case("denied", "/deny/index.html", cookie=True, status=403),
@@ -186,12 +193,13 @@ async def session_cookie(url: str) -> str:
 # --- nginx ------------------------------------------------------------------------------------
 
 
-def server_block(port: int, root: Path, ceiling_port: int) -> str:
+def server_block(port: int, root: Path, ceiling_port: int, bare: str) -> str:
     """Return the protected site's server block: the snippets included as the README says (the
     location snippet at server level; proxy.conf and the auth_request snippet in the protected
     location), a static page instead of proxy_pass, /open/ the same page without the portal, and
     /ceiling/ the same page behind copies of the snippets asking an nginx server that answers
-    200 at once (ceiling_port) instead of the portal."""
+    200 at once (ceiling_port) instead of the portal, and /bare/ the same asking the bare
+    aiohttp handler at `bare` (host:port)."""
     return f"""\
 server {{
     listen {HOST}:{port};
@@ -214,6 +222,18 @@ server {{
         include snippets/proxy.conf;
         include snippets/ceiling-authrequest.conf;
     }}
+
+    include snippets/bare-location.conf;
+
+    location /bare/ {{
+        include snippets/proxy.conf;
+        include snippets/bare-authrequest.conf;
+    }}
+}}
+
+upstream bare {{
+    server {bare};
+    keepalive 64;
 }}
 
 upstream ceiling {{
@@ -261,6 +281,7 @@ def write_nginx(
     upstream: str,
     keepalive: int | None,
     workers: str,
+    bare: str,
     authz_upstream: str | None = None,
 ) -> str:
     """Lay out workdir as /etc/nginx with the shipped files; return the upstream block in use
@@ -294,15 +315,17 @@ def write_nginx(
         (workdir / "snippets" / snippet).write_text(text)
     for page in ("www/index.html", "www/open/index.html", "www/deny/index.html"):
         (workdir / page).write_text(PAGE)
-    for snippet in ("portal-location.conf", "portal-authrequest.conf"):
-        text = (workdir / "snippets" / snippet).read_text()
-        text = text.replace("/internal/portal/authz", "/internal/ceiling/authz")
-        text = re.sub(r"proxy_pass http://portal(_authz)?/", "proxy_pass http://ceiling/", text)
-        (workdir / "snippets" / snippet.replace("portal", "ceiling")).write_text(text)
-    for page in ("www/ceiling/index.html",):
-        (workdir / page).parent.mkdir(exist_ok=True)
-        (workdir / page).write_text(PAGE)
-    app_conf = server_block(port, workdir / "www", free_port())
+    for other in ("ceiling", "bare"):
+        for snippet in ("portal-location.conf", "portal-authrequest.conf"):
+            text = (workdir / "snippets" / snippet).read_text()
+            text = text.replace("/internal/portal/authz", f"/internal/{other}/authz")
+            text = re.sub(
+                r"proxy_pass http://portal(_authz)?/", f"proxy_pass http://{other}/", text
+            )
+            (workdir / "snippets" / snippet.replace("portal", other)).write_text(text)
+        (workdir / "www" / other).mkdir(exist_ok=True)
+        (workdir / "www" / other / "index.html").write_text(PAGE)
+    app_conf = server_block(port, workdir / "www", free_port(), bare)
     (workdir / "conf.d" / "app.conf").write_text(app_conf)
     (workdir / "nginx.conf").write_text(main_conf(workdir, workers))
     start_upstream = http.index(name)
@@ -474,8 +497,15 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     nginx_port = free_port()
     nginx_dir = directory / "nginx"
     authz_upstream = None if authz_port is None else f"{HOST}:{authz_port}"
+    bare_port = free_port()
     block = write_nginx(
-        nginx_dir, nginx_port, upstream, args.keepalive, args.workers, authz_upstream
+        nginx_dir,
+        nginx_port,
+        upstream,
+        args.keepalive,
+        args.workers,
+        f"{HOST}:{bare_port}",
+        authz_upstream,
     )
 
     print(
@@ -488,14 +518,20 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     portal = start(
         portal_command(config), directory, directory / "portal.out", portal_environment()
     )
+    bare = start(
+        [sys.executable, str(Path(authz.__file__).resolve()), "--serve-baseline", str(bare_port)],
+        directory,
+        directory / "bare.out",
+        portal_environment(),
+    )
     nginx = start_nginx(nginx_dir)
     try:
         if portal_url.startswith("unix:"):
             up = await wait_for_socket(Path(portal_url[len("unix:") :]), portal)
         else:
             up = await wait_until_up(portal_url, portal)
-        if not up:
-            print("error: the portal did not start; its output:", file=sys.stderr)
+        if not up or not await wait_until_up(f"http://{HOST}:{bare_port}", bare):
+            print("error: the portal or the bare handler did not start:", file=sys.stderr)
             print((directory / "portal.out").read_text(errors="replace")[-4000:], file=sys.stderr)
             return 1
         await asyncio.sleep(0.3)
@@ -504,15 +540,20 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             return 1
         cookie = await session_cookie(portal_url)
         base = f"http://{HOST}:{nginx_port}"
-        processes = ([portal.pid], [nginx.pid, *children(nginx.pid)])
+        workers = [nginx.pid, *children(nginx.pid)]
         asked = authz_port or portal_port  # where nginx's questions go: count its connections there
-        results = [await load(base, case, cookie, asked, processes, args) for case in CASES]
+        results = []
+        for case in CASES:
+            # The "portal" column of the bare case is the bare handler's CPU time.
+            processes = ([bare.pid if case.name == "bare" else portal.pid], workers)
+            results.append(await load(base, case, cookie, asked, processes, args))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         stop_nginx(nginx)
         stop(portal)
+        stop(bare)
 
     report(results)
     return 0
@@ -548,7 +589,7 @@ def report(results: list[Load]) -> None:
     print("  (wrong: unexpected statuses and socket errors; upstream: connections nginx opened")
     print("   to the portal during the run but its first and last 0.5 s, from TIME-WAIT sockets;")
     print("   portal, nginx: their CPU time per request in microseconds, which depends less on")
-    print("   other load than req/s does)")
+    print("   other load than req/s does; for `bare`, the bare handler's in the portal column)")
     opened, session, anonymous = by_name["open"], by_name["session"], by_name["anonymous"]
     protected_ratio = session.requests_per_second / opened.requests_per_second
     anonymous_ratio = anonymous.requests_per_second / session.requests_per_second
@@ -561,6 +602,12 @@ def report(results: list[Load]) -> None:
         "same subrequest answered 200 at no cost)"
     )
     print(f"  ratio session/ceiling (requests/s):   {protected_ratio / ceiling_ratio:.2f}")
+    bare_ratio = by_name["bare"].requests_per_second / opened.requests_per_second
+    print(
+        f"  ratio bare/open (requests/s):         {bare_ratio:.2f}   (nginx asking a bare aiohttp "
+        "handler: 200 and john's Remote-* headers)"
+    )
+    print(f"  ratio session/bare (requests/s):      {protected_ratio / bare_ratio:.2f}")
     print(f"  ratio anonymous/session (requests/s): {anonymous_ratio:.2f}")
     print(f"  ratio denied/session (requests/s):    {denied_ratio:.2f}")
     print("\ngoals")
@@ -580,6 +627,11 @@ def report(results: list[Load]) -> None:
         print(
             f"  note  nginx alone reaches {ceiling_ratio:.2f}x with an authorizer that costs "
             f"nothing: {GOAL_SESSION_RATIO}x is out of reach here whatever the portal does"
+        )
+    elif bare_ratio < GOAL_SESSION_RATIO:
+        print(
+            f"  note  nginx asking a bare aiohttp handler reaches {bare_ratio:.2f}x: "
+            f"{GOAL_SESSION_RATIO}x is out of reach here for any authorizer served by aiohttp"
         )
     wrong = sum(result.unexpected + result.socket_errors for result in results)
     verdict(wrong == 0, f"every answer as expected ({wrong} unexpected or socket errors)")
