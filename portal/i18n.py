@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -162,6 +163,8 @@ def install(env: jinja2.Environment) -> None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("portal.i18n")
+
 # What nginx's auth_request asks on every request (Authelia's endpoints): no language work.
 NGINX_PATHS: Final = ("/api/authz/", "/api/verify")
 # The language the current request asked for among every language (pages may offer fewer):
@@ -212,11 +215,21 @@ class LanguageRecorder:
         self._clock = clock
 
     async def record(self, username: str) -> None:
-        """Keep wanted_language() for username; nothing outside a request (raises what the
-        store raises: StorageError)."""
+        """Keep wanted_language() for username; nothing outside a request.
+
+        Never raises StorageError: a store that cannot keep it loses a preference, logged as
+        a warning, and what called this goes on (a reset's password is already written then,
+        and its "changed" mail must still be queued, in this request's language)."""
+        # Imported here: portal.errors imports this module.
+        from portal.errors import StorageError  # noqa: PLC0415
+
         language = wanted_language()
-        if language is not None:
+        if language is None:
+            return
+        try:
             await self._store.set_user_language(username, language, at=self._clock.now())
+        except StorageError as exc:
+            log.warning("could not record the language of %s for their mails: %s", username, exc)
 
 
 def language_middleware(catalogs: Catalogs, default: str) -> Middleware:

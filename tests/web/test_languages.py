@@ -4,8 +4,11 @@ language and notifier.timezone."""
 
 from __future__ import annotations
 
+import contextlib
 import html
+import logging
 import re
+import sqlite3
 
 import pytest
 from babel.messages.pofile import read_po
@@ -71,6 +74,39 @@ async def test_asking_a_reset_for_someone_does_not_choose_the_language_of_their_
     assert await portal.storage.user_language("john") == "es"
     changed = await portal.next_mail()
     assert "Hola" in text_of(changed)
+
+
+async def test_a_language_that_cannot_be_recorded_loses_no_reset_and_no_mail(
+    start_portal: StartPortal, caplog: pytest.LogCaptureFixture
+) -> None:
+    portal = await start_portal()
+    await request_reset(portal.client, "john")
+    link = reset_link_from(await portal.next_mail())
+    # The storage refuses to keep a language, and nothing else (a real SQLite error; reads of
+    # the table still work, as the mail's language is read when it is sent).
+    path = portal.config.storage.local.path  # type: ignore[union-attr]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER no_{event.lower()} BEFORE {event} ON user_languages"
+                " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        db.commit()
+    portal.client.session.headers["Accept-Language"] = "es"
+    await open_link(portal.client, link)
+    caplog.set_level(logging.WARNING, logger="portal")
+
+    # The password is written: the user is told so, and mailed (in the default language, as
+    # nothing could be recorded), never a 500 that hides a changed password.
+    assert (await choose_password(portal.client, NEW_PASSWORD)).status == 200
+    changed = await portal.next_mail()
+    assert changed["Subject"] == "[Portal] Your password was changed"
+    # A preference lost, said in the log (without the user's words or any token).
+    [warning] = [r for r in caplog.records if "language" in r.getMessage()]
+    assert warning.levelno == logging.WARNING and "john" in warning.getMessage()
+    # Signing in still works (it records the language too).
+    assert (await sign_in(portal.client, password=NEW_PASSWORD)).status == 302
+    assert await portal.storage.user_language("john") is None
 
 
 async def test_the_language_recorded_at_sign_in_is_the_one_later_mails_speak(
