@@ -96,6 +96,7 @@ PartnerTokenReason = Literal[
     "too_long",
     "malformed",
     "header",  # jku, x5u, jwk, x5c or crit: the token would steer its own verification
+    "type",  # a typ header naming another kind of token (at+jwt, logout+jwt, ...)
     "alg_none",
     "unknown_issuer",
     "algorithm",  # an algorithm not pinned for that issuer

@@ -3,7 +3,8 @@
 The token's unverified `iss` only picks the partner, whose pinned algorithms and keys then
 verify it (RFC 8725 sections 2.1 and 3.1): `alg: none`, an algorithm not pinned for that partner,
 headers that would steer verification (`jku`, `x5u`, `jwk`, `x5c`, `crit`; RFC 8725 section
-3.10) and a `kid` outside the partner's key set are refused before any key is used. Claims:
+3.10), a `typ` naming another kind of token than a plain JWT (RFC 8725 section 3.11) and a `kid`
+outside the partner's key set are refused before any key is used. Claims:
 `iss`, `aud`, `iat`, `exp`, `jti` and the partner's username claim are required; time is checked
 against the injected clock with LEEWAY seconds, and `exp - iat` may not exceed max_lifespan.
 Every refusal is one PartnerTokenRejectedError whose reason only the log and the audit see.
@@ -261,6 +262,14 @@ class PartnerTokens:
         # SECURITY: looked at before PyJWT reads the token, which acts on some (crit, b64).
         if FORBIDDEN_HEADERS & header.keys():
             _refuse("header")
+        # SECURITY (RFC 8725 section 3.11): a token typed as another kind (an OAuth access
+        # token, RFC 9068's at+jwt; a logout token) is not a sign-in token, whoever signed it.
+        # Types compare without case and with "application/" optional (RFC 7515 4.1.9).
+        typ = header.get("typ")
+        if typ is not None and (
+            not isinstance(typ, str) or typ.lower().removeprefix("application/") != "jwt"
+        ):
+            _refuse("type")
         algorithm = header.get("alg")
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})

@@ -479,6 +479,10 @@ REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
     "x5c header": ("header", lambda: hs_token({"x5c": ["MIIB"]})),
     "crit header": ("header", lambda: hs_token({"crit": ["exp"]})),
     "b64 header": ("header", lambda: signed_by_hand({"alg": "HS256", "b64": True})),
+    # RFC 8725 section 3.11: a token explicitly typed as another kind is not a sign-in token.
+    "an OAuth access token (RFC 9068)": ("type", lambda: hs_token({"typ": "at+jwt"})),
+    "a logout token": ("type", lambda: hs_token({"typ": "logout+jwt"})),
+    "a typ that is no string": ("type", lambda: hs_token({"typ": ["JWT"]})),
     "kid not in the key set": (
         "kid",
         lambda: jose_jwt.encode({"alg": "ES256", "kid": "elsewhere"}, claims(EC_ISSUER), EC_KEY),
@@ -525,6 +529,16 @@ async def test_each_bad_token_gets_the_one_refusal_and_no_session(
     assert page.status == 401
     assert "This sign-in link is invalid or has expired." in await page.text()
     assert not has_session(page)
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "application/jwt"])
+async def test_a_token_typed_jwt_or_not_at_all_signs_in(portal: Portal, typ: str | None) -> None:
+    token = hs_token({"typ": typ})
+    assert ("typ" in pyjwt.get_unverified_header(token)) == (typ is not None)
+
+    response = await api_sign_in(portal.client, token)
+
+    assert response.status == 200 and has_session(response)
 
 
 async def test_the_confirmation_page_without_a_token_is_the_refusal(portal: Portal) -> None:
