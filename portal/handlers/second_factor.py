@@ -64,6 +64,21 @@ def password_page_url(target: str | None) -> str:
     return f"{PASSWORD_PAGE}?rd={quote(target, safe='')}" if target else PASSWORD_PAGE
 
 
+async def password_step(
+    request: web.Request, found: tuple[Session, str, SessionCookieConfig], target: str | None
+) -> str:
+    """Return where a passkey-first session (passkey_first) goes for its second factor: the
+    password step, carrying target on. With webauthn.enable_passkey_login turned off since the
+    session was opened (or webauthn.disable), that step does not exist: the session is ended
+    and the sign-in page takes the visitor back to target (a password, then their second
+    factor), instead of a 404 until the session lapses."""
+    webauthn = request.app[CONFIG].webauthn
+    if webauthn.enable_passkey_login and not webauthn.disable:
+        return password_page_url(target)
+    await request.app[SESSIONS].destroy(found[1])
+    return f"/?rd={quote(target, safe='')}" if target else "/"
+
+
 def passkey_first(session: Session) -> bool:
     """Tell whether the session was opened by a passkey alone (amr "hwk", no "pwd"): its
     second factor is the password (something known), never a code or another passkey
@@ -146,7 +161,7 @@ async def totp_get(request: web.Request) -> web.Response:
     if session.level >= TWO_FACTORS:
         raise web.HTTPFound(landing(request, target))
     if passkey_first(session):
-        raise web.HTTPFound(password_page_url(target))
+        raise web.HTTPFound(await password_step(request, found, target))
     if not (
         await request.app[TOTP].registered(session.username)
         or await _passkey_usable(request, session)
@@ -184,7 +199,7 @@ async def totp_post(request: web.Request) -> web.Response:
     if session.level >= TWO_FACTORS:
         raise web.HTTPFound(landing(request, target))
     if passkey_first(session):
-        raise web.HTTPSeeOther(password_page_url(target))
+        raise web.HTTPSeeOther(await password_step(request, found, target))
     try:
         await request.app[TOTP].verify(
             session.username, fields.get("token", ""), request_ip(request)

@@ -205,3 +205,29 @@ async def test_without_passkey_sign_in_the_password_step_does_not_exist(
     portal = await start_portal(access_control=RULES)
     assert (await portal.client.get(PASSWORD_PAGE)).status == 404
     assert (await portal.client.post(REAUTHENTICATE, json={"password": "x"})).status in (404, 405)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_passkey_session_left_from_before_passkey_sign_in_was_turned_off_signs_in_again(
+    start_portal: StartPortal, method: str
+) -> None:
+    # A session a passkey opened while webauthn.enable_passkey_login was on; the admin has
+    # turned it off since, so the password step it needs no longer exists.
+    portal = await start_portal(access_control=RULES)
+    await passkey_session(portal)
+    second = f"/2fa/one-time-password?rd={quote(SECURE, safe='')}"
+    if method == "GET":
+        sent = await portal.client.get(second, allow_redirects=False)
+    else:
+        page = await portal.client.get("/reset-password/step1")  # any page with a form
+        fields = {"csrf_token": csrf_of(await page.text()), "rd": SECURE, "token": "123456"}
+        sent = await portal.client.post(second, data=fields, allow_redirects=False)
+
+    # Not a 404 at /2fa/password: the session ends and the sign-in page takes the visitor back.
+    assert sent.status in (302, 303)
+    back = urlsplit(sent.headers["Location"])
+    assert (back.path, parse_qs(back.query)) == ("/", {"rd": [SECURE]})
+    assert (await state(portal.client))["data"]["authentication_level"] == 0
+    signin = await portal.client.get(sent.headers["Location"])
+    assert signin.status == 200 and 'autocomplete="current-password"' in await signin.text()
+    assert (await sign_in(portal.client, "john", rd=SECURE)).status == 302
