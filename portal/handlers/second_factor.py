@@ -49,8 +49,10 @@ REAUTHENTICATE = "/api/firstfactor/reauthenticate"
 INCORRECT_PASSWORD = N_("Incorrect password.")  # noqa: S105 - a message, not a secret
 # A passkey and a code are both something the user has (RFC 8176 hwk, otp): one factor.
 CODE_AFTER_A_PASSKEY = N_("You signed in with a passkey: confirm with your password instead.")
-# Where a user registers a one-time password app (its page comes with the settings).
+# Where a user registers a one-time password app or a passkey (their pages come with the
+# settings; neither exists when totp.disable or webauthn.disable turns it off).
 REGISTER_TOTP_PAGE = "/settings/one-time-password"
+REGISTER_PASSKEY_PAGE = "/settings/passkeys"
 NOT_SIGNED_IN = N_("Please sign in first.")
 
 
@@ -152,7 +154,8 @@ async def _page(
 
 
 async def totp_get(request: web.Request) -> web.Response:
-    """Ask a one-factor session for its code (or, with no device, to register one first)."""
+    """Ask a one-factor session for its code (or, with no device, to register one first: a
+    one-time password app or a passkey, whichever the configuration offers)."""
     target = safe_redirect(request.app[CONFIG], request.query.get("rd"))
     found = await _signed_in(request)
     if found is None:
@@ -166,7 +169,16 @@ async def totp_get(request: web.Request) -> web.Response:
         await request.app[TOTP].registered(session.username)
         or await _passkey_usable(request, session)
     ):
-        return await _page(request, session, register_url=REGISTER_TOTP_PAGE)
+        config = request.app[CONFIG]
+        return await _page(
+            request,
+            session,
+            missing=True,
+            register_totp=None if config.totp.disable else REGISTER_TOTP_PAGE,
+            register_passkey=None if config.webauthn.disable else REGISTER_PASSKEY_PAGE,
+            # Back here once one is registered (another tab, the history), still headed for rd.
+            continue_url=totp_page_url(target),
+        )
     return await _page(request, session, rd=target or "", done=landing(request, target))
 
 

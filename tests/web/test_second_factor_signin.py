@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from html import escape
 from typing import Any
 from urllib.parse import quote
 
@@ -267,9 +268,42 @@ async def test_a_user_without_a_device_is_told_to_register_one_and_not_let_throu
     assert to_totp_page(signed, SECURE)
     assert page.status == 200
     assert 'id="second-factor-missing"' in html
+    assert "one-time password app or a passkey" in html
     assert 'href="/settings/one-time-password"' in html
+    assert 'href="/settings/passkeys"' in html
+    # Once one is registered, back to this step, still headed for the site.
+    assert f'id="continue" href="{escape(totp_page(SECURE))}"' in html
     assert 'name="token"' not in html
     assert (tried.status, await tried.json()) == (401, {"status": "KO", "message": WRONG_CODE})
+    assert (await ask(portal.client, SECURE)).status == 401
+
+
+@pytest.mark.parametrize(
+    ("turned_off", "offered", "said"),
+    [
+        ({"totp": {"disable": True}}, ["/settings/passkeys"], "Register a passkey first"),
+        ({"webauthn": {"disable": True}}, ["/settings/one-time-password"], "password app first"),
+        (
+            {"totp": {"disable": True}, "webauthn": {"disable": True}},
+            [],
+            "Ask your administrator",
+        ),
+    ],
+)
+async def test_without_a_device_only_what_the_portal_offers_is_proposed(
+    start_portal: StartPortal, turned_off: dict[str, Any], offered: list[str], said: str
+) -> None:
+    portal = await start_portal(access_control=RULES, **turned_off)
+    signed = await sign_in(portal.client, "john", rd=SECURE)
+    page = await portal.client.get(signed.headers["Location"], allow_redirects=False)
+    html = await page.text()
+
+    assert page.status == 200 and said in html
+    links = re.findall(r'href="(/settings/[^"]+)"', html)
+    assert links == offered
+    for link in links:  # each one a page that exists
+        assert (await portal.client.get(link, allow_redirects=False)).status != 404
+    assert ('id="continue"' in html) == bool(offered)
     assert (await ask(portal.client, SECURE)).status == 401
 
 
