@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -396,23 +397,35 @@ def test_serve_with_a_broken_backend_exits_before_opening_the_port(tmp_path: Pat
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_serve_with_a_busy_address_names_the_key_in_one_line(
-    tmp_path: Path, users_file: Path
-) -> None:
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """Hold a loopback port another process listens on; yield its number."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = taken.getsockname()[1]
-        config = write_config(tmp_path, busy)
-        result = portal("serve", "--config", str(config), cwd=tmp_path)
+        yield taken.getsockname()[1]
 
+
+def busy_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Return the one error line of a serve that found its address taken (exit 1, no trace)."""
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
-    # As for the metrics' and the authz listener's addresses: the key, the address, the reason.
-    assert errors[0].startswith(f"error: server.address: cannot listen on tcp://127.0.0.1:{busy}: ")
     assert "address already in use" in errors[0]
     assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_serve_with_a_busy_address_names_the_key_in_one_line(
+    tmp_path: Path, users_file: Path
+) -> None:
+    with taken_port() as busy:
+        config = write_config(tmp_path, busy)
+        result = portal("serve", "--config", str(config), cwd=tmp_path)
+
+    # As for the metrics' and the authz listener's addresses: the key, the address, the reason.
+    expected = f"error: server.address: cannot listen on tcp://127.0.0.1:{busy}: "
+    assert busy_error(result).startswith(expected)
 
 
 def test_serve_with_a_busy_metrics_address_says_so_in_one_line_and_opens_nothing(
@@ -421,22 +434,15 @@ def test_serve_with_a_busy_metrics_address_says_so_in_one_line_and_opens_nothing
     port = free_port()
     config = write_config(tmp_path, port)
     raw = YAML(typ="safe", pure=True).load(config.read_text())
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
+    with taken_port() as busy:
         address = f"tcp://127.0.0.1:{busy}/metrics"
         raw["telemetry"] = {"metrics": {"enabled": True, "address": address}}
         with config.open("w") as handle:
             YAML(typ="safe", pure=True).dump(raw, handle)
         result = portal("serve", "--config", str(config), cwd=tmp_path)
 
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    assert errors[0].startswith(f"error: telemetry.metrics.address: cannot listen on {address}: ")
-    assert "address already in use" in errors[0]
-    assert "Traceback" not in result.stderr
+    expected = f"error: telemetry.metrics.address: cannot listen on {address}: "
+    assert busy_error(result).startswith(expected)
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
