@@ -265,9 +265,10 @@ class PartnerTokens:
         # SECURITY (RFC 8725 section 3.11): a token typed as another kind (an OAuth access
         # token, RFC 9068's at+jwt; a logout token) is not a sign-in token, whoever signed it.
         # Types compare without case and with "application/" optional (RFC 7515 4.1.9).
-        typ = header.get("typ")
-        if typ is not None and (
-            not isinstance(typ, str) or typ.lower().removeprefix("application/") != "jwt"
+        # A `"typ": null` is a typ that is no string, not an absent one: refused too.
+        if "typ" in header and (
+            not isinstance(typ := header["typ"], str)
+            or typ.lower().removeprefix("application/") != "jwt"
         ):
             _refuse("type")
         algorithm = header.get("alg")

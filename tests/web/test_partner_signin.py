@@ -483,6 +483,11 @@ REFUSALS: dict[str, tuple[str, Callable[[], str]]] = {
     "an OAuth access token (RFC 9068)": ("type", lambda: hs_token({"typ": "at+jwt"})),
     "a logout token": ("type", lambda: hs_token({"typ": "logout+jwt"})),
     "a typ that is no string": ("type", lambda: hs_token({"typ": ["JWT"]})),
+    "a typ of null (present, and no string)": (
+        "type",
+        lambda: signed_by_hand({"alg": "HS256", "typ": None}),
+    ),
+    "an empty typ": ("type", lambda: signed_by_hand({"alg": "HS256", "typ": ""})),
     "kid not in the key set": (
         "kid",
         lambda: jose_jwt.encode({"alg": "ES256", "kid": "elsewhere"}, claims(EC_ISSUER), EC_KEY),
