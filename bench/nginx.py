@@ -20,7 +20,9 @@ wrk (-t2 -c64 by default, --latency, after a 2 s warm-up run) loads six cases on
   open       the page in a location without auth_request
   ceiling    the page behind the same auth_request subrequest, answered 200 by nginx itself
   bare       the same, answered by a bare aiohttp handler (bench/auth_request.py's baseline, 200
-             with john's Remote-* headers) on the portal's kind of event loop, keep-alive 64
+             with john's Remote-* headers) on the portal's kind of event loop, over TCP with
+             keepalive 64 whatever --keepalive and --unix say (its upstream and CPU columns
+             are the bare handler's)
   session    the page protected, with a valid session cookie (one sign-in through /api/firstfactor)
   anonymous  the page protected, no cookie: the portal's 401, nginx's 302 to the sign-in page
   denied     a protected page a rule denies, with the session cookie: the portal's 403
@@ -524,15 +526,17 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         directory / "bare.out",
         portal_environment(),
     )
-    nginx = start_nginx(nginx_dir)
+    nginx = None
     try:
+        nginx = start_nginx(nginx_dir)
         if portal_url.startswith("unix:"):
             up = await wait_for_socket(Path(portal_url[len("unix:") :]), portal)
         else:
             up = await wait_until_up(portal_url, portal)
         if not up or not await wait_until_up(f"http://{HOST}:{bare_port}", bare):
             print("error: the portal or the bare handler did not start:", file=sys.stderr)
-            print((directory / "portal.out").read_text(errors="replace")[-4000:], file=sys.stderr)
+            for out in ("portal.out", "bare.out"):
+                print((directory / out).read_text(errors="replace")[-4000:], file=sys.stderr)
             return 1
         await asyncio.sleep(0.3)
         if nginx.poll() is not None:
@@ -544,14 +548,17 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         asked = authz_port or portal_port  # where nginx's questions go: count its connections there
         results = []
         for case in CASES:
-            # The "portal" column of the bare case is the bare handler's CPU time.
-            processes = ([bare.pid if case.name == "bare" else portal.pid], workers)
-            results.append(await load(base, case, cookie, asked, processes, args))
+            # The bare case's "portal" and "upstream" columns are the bare handler's.
+            bare_case = case.name == "bare"
+            processes = ([bare.pid if bare_case else portal.pid], workers)
+            port = bare_port if bare_case else asked
+            results.append(await load(base, case, cookie, port, processes, args))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop_nginx(nginx)
+        if nginx is not None:
+            stop_nginx(nginx)
         stop(portal)
         stop(bare)
 
