@@ -75,6 +75,13 @@ def cookie_values(request: web.BaseRequest, name: str) -> list[str]:
     return found
 
 
+def route_path(request: web.Request, name: str) -> str | None:
+    """Return the path of the portal's route of that name (portal/routes.py), or None when the
+    configuration left it out (totp.disable, webauthn.disable, enable_passkey_login, ...)."""
+    named = request.app.router.named_resources()
+    return named[name].canonical if name in named else None
+
+
 def session_cookie(request: web.Request) -> SessionCookieConfig:
     """Return the cookie domain this request's Host belongs to (else the first one).
 

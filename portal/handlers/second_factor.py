@@ -31,6 +31,7 @@ from portal.handlers.common import (
     redirecting_form_action,
     render_page,
     request_ip,
+    route_path,
     session_cookie,
 )
 from portal.handlers.start import forgot_password_url
@@ -49,10 +50,6 @@ REAUTHENTICATE = "/api/firstfactor/reauthenticate"
 INCORRECT_PASSWORD = N_("Incorrect password.")  # noqa: S105 - a message, not a secret
 # A passkey and a code are both something the user has (RFC 8176 hwk, otp): one factor.
 CODE_AFTER_A_PASSKEY = N_("You signed in with a passkey: confirm with your password instead.")
-# Where a user registers a one-time password app or a passkey (their pages come with the
-# settings; neither exists when totp.disable or webauthn.disable turns it off).
-REGISTER_TOTP_PAGE = "/settings/one-time-password"
-REGISTER_PASSKEY_PAGE = "/settings/passkeys"
 NOT_SIGNED_IN = N_("Please sign in first.")
 
 
@@ -74,8 +71,7 @@ async def password_step(
     session was opened (or webauthn.disable), that step does not exist: the session is ended
     and the sign-in page takes the visitor back to target (a password, then their second
     factor), instead of a 404 until the session lapses."""
-    webauthn = request.app[CONFIG].webauthn
-    if webauthn.enable_passkey_login and not webauthn.disable:
+    if route_path(request, "second_factor_password") is not None:
         return password_page_url(target)
     await request.app[SESSIONS].destroy(found[1])
     return f"/?rd={quote(target, safe='')}" if target else "/"
@@ -169,13 +165,14 @@ async def totp_get(request: web.Request) -> web.Response:
         await request.app[TOTP].registered(session.username)
         or await _passkey_usable(request, session)
     ):
-        config = request.app[CONFIG]
+        # Where a user registers a one-time password app or a passkey: the settings pages
+        # the configuration has (totp.disable and webauthn.disable leave theirs out).
         return await _page(
             request,
             session,
             missing=True,
-            register_totp=None if config.totp.disable else REGISTER_TOTP_PAGE,
-            register_passkey=None if config.webauthn.disable else REGISTER_PASSKEY_PAGE,
+            register_totp=route_path(request, "totp_settings"),
+            register_passkey=route_path(request, "webauthn_settings"),
             # Back here once one is registered (another tab, the history), still headed for rd.
             continue_url=totp_page_url(target),
         )

@@ -20,6 +20,7 @@ from portal.handlers.common import (
     current_session,
     render_page,
     require_session,
+    route_path,
     see_other,
     session_cookie,
 )
@@ -80,12 +81,6 @@ async def _listed(request: web.Request, session: Session) -> list[ListedSession]
     )
 
 
-def _route(request: web.Request, name: str) -> str | None:
-    """Return the path of the route of that name, or None when the portal has no such route."""
-    named = request.app.router.named_resources()
-    return named[name].canonical if name in named else None
-
-
 def _has_path(request: web.Request, path: str) -> bool:
     return any(r.canonical == path for r in request.app.router.resources())
 
@@ -98,7 +93,7 @@ async def _page(
 ) -> web.Response:
     sessions = await _listed(request, session)
     totp = await request.app[TOTP].configuration(session.username)
-    questions_url = _route(request, "security_questions")
+    questions_url = route_path(request, "security_questions")
     questions_set_at = (
         await request.app[QUESTIONS].set_at(session.username) if questions_url else None
     )
@@ -114,7 +109,7 @@ async def _page(
         }
         for s in sessions
     ]
-    passkeys_url = _route(request, "webauthn_settings")
+    passkeys_url = route_path(request, "webauthn_settings")
     passkeys = [
         {
             "description": c.description,
@@ -127,8 +122,8 @@ async def _page(
         username=session.username,
         display_name=session.display_name or session.username,
         password_url=PASSWORD_PAGE if _has_path(request, PASSWORD_PAGE) else None,
-        reset_url=_route(request, "reset_step1"),
-        totp_url=_route(request, "totp_settings"),
+        reset_url=route_path(request, "reset_step1"),
+        totp_url=route_path(request, "totp_settings"),
         totp_added_at=when(totp.created_at) if totp else None,
         totp_last_used_at=when(totp.last_used_at) if totp and totp.last_used_at else None,
         passkeys_url=passkeys_url,

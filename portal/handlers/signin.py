@@ -25,6 +25,7 @@ from portal.handlers.common import (
     render_page,
     request_ip,
     require_captcha,
+    route_path,
     session_cookie,
 )
 from portal.handlers.second_factor import (
@@ -71,10 +72,10 @@ async def signin_get(request: web.Request) -> web.Response:
             raise web.HTTPFound(totp_page_url(target))
         if target:
             raise web.HTTPFound(target)
-        named = request.app.router.named_resources()
-        settings = named["security_questions"].canonical if "security_questions" in named else None
         return _page(
-            request, signed_in=session.display_name or session.username, questions_url=settings
+            request,
+            signed_in=session.display_name or session.username,
+            questions_url=route_path(request, "security_questions"),
         )
     target = safe_redirect(request.app[CONFIG], rd)
     webauthn = request.app[CONFIG].webauthn
