@@ -19,9 +19,10 @@ run at the same time. Both run on uvloop when it is installed (`pip install port
 `portal serve` then picks it), else on asyncio's loop; the first line says which.
 
 Variants (each a portal of its own, loaded the same way): `authz-port` (the defaults, with
-server.authz_address set and wrk asking there: the authz listener, aiohttp's low-level server,
-portal/authz_listener.py; the first line of the goals), `main-port` (the defaults, asked on the
-portal's own listener, where Authelia's nginx snippets ask), and on the authz listener:
+server.authz_address set and wrk asking there: the authz listener, an asyncio protocol with
+httptools, portal/authz_listener.py; the first line of the goals), `main-port` (the defaults,
+asked on the portal's own listener, where Authelia's nginx snippets ask), and on the authz
+listener:
 `portal+jwt` (identity_token on: an ES256 key it generates; every 200 then carries a signed
 Remote-JWT, reused per session and site until a fifth of its lifespan is left), `refresh-off`
 (authentication_backend.refresh_interval `disable`), and with --metrics `portal+met`
@@ -107,6 +108,46 @@ def serve_baseline(port: int) -> None:
     app.router.add_get(HEALTH, _baseline_health)
     factory, _ = event_loop_factory()  # the loop `portal serve` picks
     web.run_app(app, host=HOST, port=port, access_log=None, print=None, loop=factory())
+
+
+class _MinimalProtocol(asyncio.Protocol):
+    """The authz listener's machinery with nothing of the portal: httptools reads each request,
+    one task per request writes a fixed 200 with john's Remote-* headers (bench/nginx.py's
+    `minimal` case: what an authorizer built like portal/authz_listener.py allows)."""
+
+    answer = (
+        "HTTP/1.1 200 OK\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in JOHN.items())
+        + "Cache-Control: no-store\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        import httptools  # noqa: PLC0415 - the portal's dependency, only this mode needs it
+
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        asyncio.get_running_loop().create_task(self.write())
+
+    async def write(self) -> None:
+        assert isinstance(self.transport, asyncio.Transport)  # noqa: S101
+        self.transport.write(self.answer)
+
+
+def serve_minimal(port: int) -> None:
+    """Serve _MinimalProtocol until killed (this script's --serve-minimal mode)."""
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(_MinimalProtocol, HOST, port)
+        await server.serve_forever()
+
+    factory, _ = event_loop_factory()  # the loop `portal serve` picks
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve())
 
 
 # --- the portal as an admin runs it ---------------------------------------------------------
@@ -481,9 +522,13 @@ def main() -> int:
         help="load the portal with telemetry.metrics off and on, and print the ratio",
     )
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(args.serve_baseline)
+        return 0
+    if args.serve_minimal:
+        serve_minimal(args.serve_minimal)
         return 0
     if shutil.which("wrk") is None:
         print(

@@ -19,10 +19,11 @@ portal-location.conf's proxy_pass pointed at it, as the README tells admins to.
 wrk (-t2 -c64 by default, --latency, after a 2 s warm-up run) loads six cases one after the other:
   open       the page in a location without auth_request
   ceiling    the page behind the same auth_request subrequest, answered 200 by nginx itself
-  bare       the same, answered by a bare aiohttp handler (bench/auth_request.py's baseline, 200
-             with john's Remote-* headers) on the portal's kind of event loop, over TCP with
+  minimal    the same, answered by the authz listener's machinery with nothing of the portal
+             (bench/auth_request.py's --serve-minimal: asyncio and httptools, a fixed 200 with
+             john's Remote-* headers) on the portal's kind of event loop, over TCP with
              keepalive 64 whatever --keepalive and --unix say (its upstream and CPU columns
-             are the bare handler's)
+             are the minimal server's)
   session    the page protected, with a valid session cookie (one sign-in through /api/firstfactor)
   anonymous  the page protected, no cookie: the portal's 401, nginx's 302 to the sign-in page
   denied     a protected page a rule denies, with the session cookie: the portal's 403
@@ -109,10 +110,10 @@ CASES = (
     # The ceiling: the same auth_request subrequest, with the shipped snippets' headers and
     # keep-alive, answered 200 by an nginx server of its own at no cost: what nginx alone allows.
     Case("ceiling", "/ceiling/index.html", cookie=True, status=200),
-    # The same subrequest answered by a bare aiohttp handler (bench/auth_request.py's baseline:
-    # 200 with john's Remote-* headers, nothing else) on the portal's event loop: what any
-    # authorizer written with aiohttp allows, before it does any work.
-    Case("bare", "/bare/index.html", cookie=True, status=200),
+    # The same subrequest answered by the authz listener's machinery with nothing of the portal
+    # (bench/auth_request.py --serve-minimal: 200 with john's Remote-* headers) on the portal's
+    # event loop: what an authorizer built like the authz listener allows, before any work.
+    Case("minimal", "/minimal/index.html", cookie=True, status=200),
     Case("session", "/index.html", cookie=True, status=200),
     Case("anonymous", "/index.html", cookie=False, status=302),
     Case("denied", "/deny/index.html", cookie=True, status=403),
@@ -195,13 +196,13 @@ async def session_cookie(url: str) -> str:
 # --- nginx ------------------------------------------------------------------------------------
 
 
-def server_block(port: int, root: Path, ceiling_port: int, bare: str) -> str:
+def server_block(port: int, root: Path, ceiling_port: int, minimal: str) -> str:
     """Return the protected site's server block: the snippets included as the README says (the
     location snippet at server level; proxy.conf and the auth_request snippet in the protected
     location), a static page instead of proxy_pass, /open/ the same page without the portal, and
     /ceiling/ the same page behind copies of the snippets asking an nginx server that answers
-    200 at once (ceiling_port) instead of the portal, and /bare/ the same asking the bare
-    aiohttp handler at `bare` (host:port)."""
+    200 at once (ceiling_port) instead of the portal, and /minimal/ the same asking the
+    minimal server at `minimal` (host:port)."""
     return f"""\
 server {{
     listen {HOST}:{port};
@@ -225,16 +226,16 @@ server {{
         include snippets/ceiling-authrequest.conf;
     }}
 
-    include snippets/bare-location.conf;
+    include snippets/minimal-location.conf;
 
-    location /bare/ {{
+    location /minimal/ {{
         include snippets/proxy.conf;
-        include snippets/bare-authrequest.conf;
+        include snippets/minimal-authrequest.conf;
     }}
 }}
 
-upstream bare {{
-    server {bare};
+upstream minimal {{
+    server {minimal};
     keepalive 64;
 }}
 
@@ -283,7 +284,7 @@ def write_nginx(
     upstream: str,
     keepalive: int | None,
     workers: str,
-    bare: str,
+    minimal: str,
     authz_upstream: str | None = None,
 ) -> str:
     """Lay out workdir as /etc/nginx with the shipped files; return the upstream block in use
@@ -317,7 +318,7 @@ def write_nginx(
         (workdir / "snippets" / snippet).write_text(text)
     for page in ("www/index.html", "www/open/index.html", "www/deny/index.html"):
         (workdir / page).write_text(PAGE)
-    for other in ("ceiling", "bare"):
+    for other in ("ceiling", "minimal"):
         for snippet in ("portal-location.conf", "portal-authrequest.conf"):
             text = (workdir / "snippets" / snippet).read_text()
             text = text.replace("/internal/portal/authz", f"/internal/{other}/authz")
@@ -327,7 +328,7 @@ def write_nginx(
             (workdir / "snippets" / snippet.replace("portal", other)).write_text(text)
         (workdir / "www" / other).mkdir(exist_ok=True)
         (workdir / "www" / other / "index.html").write_text(PAGE)
-    app_conf = server_block(port, workdir / "www", free_port(), bare)
+    app_conf = server_block(port, workdir / "www", free_port(), minimal)
     (workdir / "conf.d" / "app.conf").write_text(app_conf)
     (workdir / "nginx.conf").write_text(main_conf(workdir, workers))
     start_upstream = http.index(name)
@@ -499,14 +500,14 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     nginx_port = free_port()
     nginx_dir = directory / "nginx"
     authz_upstream = None if authz_port is None else f"{HOST}:{authz_port}"
-    bare_port = free_port()
+    minimal_port = free_port()
     block = write_nginx(
         nginx_dir,
         nginx_port,
         upstream,
         args.keepalive,
         args.workers,
-        f"{HOST}:{bare_port}",
+        f"{HOST}:{minimal_port}",
         authz_upstream,
     )
 
@@ -520,10 +521,10 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
     portal = start(
         portal_command(config), directory, directory / "portal.out", portal_environment()
     )
-    bare = start(
-        [sys.executable, str(Path(authz.__file__).resolve()), "--serve-baseline", str(bare_port)],
+    minimal = start(
+        [sys.executable, str(Path(authz.__file__).resolve()), "--serve-minimal", str(minimal_port)],
         directory,
-        directory / "bare.out",
+        directory / "minimal.out",
         portal_environment(),
     )
     nginx = None
@@ -533,9 +534,9 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             up = await wait_for_socket(Path(portal_url[len("unix:") :]), portal)
         else:
             up = await wait_until_up(portal_url, portal)
-        if not up or not await wait_until_up(f"http://{HOST}:{bare_port}", bare):
-            print("error: the portal or the bare handler did not start:", file=sys.stderr)
-            for out in ("portal.out", "bare.out"):
+        if not up or not await wait_until_up(f"http://{HOST}:{minimal_port}", minimal):
+            print("error: the portal or the minimal server did not start:", file=sys.stderr)
+            for out in ("portal.out", "minimal.out"):
                 print((directory / out).read_text(errors="replace")[-4000:], file=sys.stderr)
             return 1
         await asyncio.sleep(0.3)
@@ -548,10 +549,10 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         asked = authz_port or portal_port  # where nginx's questions go: count its connections there
         results = []
         for case in CASES:
-            # The bare case's "portal" and "upstream" columns are the bare handler's.
-            bare_case = case.name == "bare"
-            processes = ([bare.pid if bare_case else portal.pid], workers)
-            port = bare_port if bare_case else asked
+            # The minimal case's "portal" and "upstream" columns are the minimal server's.
+            minimal_case = case.name == "minimal"
+            processes = ([minimal.pid if minimal_case else portal.pid], workers)
+            port = minimal_port if minimal_case else asked
             results.append(await load(base, case, cookie, port, processes, args))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -560,7 +561,7 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         if nginx is not None:
             stop_nginx(nginx)
         stop(portal)
-        stop(bare)
+        stop(minimal)
 
     report(results)
     return 0
@@ -596,7 +597,9 @@ def report(results: list[Load]) -> None:
     print("  (wrong: unexpected statuses and socket errors; upstream: connections nginx opened")
     print("   to the portal during the run but its first and last 0.5 s, from TIME-WAIT sockets;")
     print("   portal, nginx: their CPU time per request in microseconds, which depends less on")
-    print("   other load than req/s does; for `bare`, the bare handler's in the portal column)")
+    print(
+        "   other load than req/s does; for `minimal`, the minimal server's in the portal column)"
+    )
     opened, session, anonymous = by_name["open"], by_name["session"], by_name["anonymous"]
     protected_ratio = session.requests_per_second / opened.requests_per_second
     anonymous_ratio = anonymous.requests_per_second / session.requests_per_second
@@ -609,12 +612,12 @@ def report(results: list[Load]) -> None:
         "same subrequest answered 200 at no cost)"
     )
     print(f"  ratio session/ceiling (requests/s):   {protected_ratio / ceiling_ratio:.2f}")
-    bare_ratio = by_name["bare"].requests_per_second / opened.requests_per_second
+    minimal_ratio = by_name["minimal"].requests_per_second / opened.requests_per_second
     print(
-        f"  ratio bare/open (requests/s):         {bare_ratio:.2f}   (nginx asking a bare aiohttp "
-        "handler: 200 and john's Remote-* headers)"
+        f"  ratio minimal/open (requests/s):      {minimal_ratio:.2f}   (nginx asking the authz "
+        "listener's machinery: a fixed 200 and john's Remote-* headers)"
     )
-    print(f"  ratio session/bare (requests/s):      {protected_ratio / bare_ratio:.2f}")
+    print(f"  ratio session/minimal (requests/s):   {protected_ratio / minimal_ratio:.2f}")
     print(f"  ratio anonymous/session (requests/s): {anonymous_ratio:.2f}")
     print(f"  ratio denied/session (requests/s):    {denied_ratio:.2f}")
     print("\ngoals")
@@ -635,10 +638,10 @@ def report(results: list[Load]) -> None:
             f"  note  nginx alone reaches {ceiling_ratio:.2f}x with an authorizer that costs "
             f"nothing: {GOAL_SESSION_RATIO}x is out of reach here whatever the portal does"
         )
-    elif bare_ratio < GOAL_SESSION_RATIO:
+    elif minimal_ratio < GOAL_SESSION_RATIO:
         print(
-            f"  note  nginx asking a bare aiohttp handler reaches {bare_ratio:.2f}x: "
-            f"{GOAL_SESSION_RATIO}x is out of reach here for any authorizer served by aiohttp"
+            f"  note  nginx asking the authz listener's machinery without a verdict reaches "
+            f"{minimal_ratio:.2f}x: {GOAL_SESSION_RATIO}x is out of reach here for it"
         )
     wrong = sum(result.unexpected + result.socket_errors for result in results)
     verdict(wrong == 0, f"every answer as expected ({wrong} unexpected or socket errors)")

@@ -163,11 +163,11 @@ async def _authz_listener(app: web.Application) -> AsyncIterator[None]:
     if address is None:
         yield
         return
-    runner = await start_authz_listener(app, address)
+    listener = await start_authz_listener(app, address)
     try:
         yield
     finally:
-        await runner.cleanup()
+        await listener.close()
 
 
 async def _purge_forever(app: web.Application) -> None:

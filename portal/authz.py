@@ -21,9 +21,10 @@ from types import MappingProxyType
 from typing import NamedTuple
 from urllib.parse import quote
 
-from portal.access_control import AccessControl, Level
+from portal.access_control import AccessControl, Level, Target
+from portal.config import SessionCookieConfig
 from portal.identity_token import IdentityTokens
-from portal.sessions import TWO_FACTORS, Miss, SessionStore
+from portal.sessions import TWO_FACTORS, Miss, Session, SessionStore
 from portal.signin import CookieDomains
 from portal.users.base import User
 
@@ -84,6 +85,33 @@ class Authorizer:
         The session cookie is the one of the cookie domain covering the URL's host; the sign-in
         URL is that domain's authelia_url (else the portal's) with `rd` the original URL.
         """
+        known = self.verdict_now(url, method, ip, cookie_values)
+        if known is not None:
+            return known
+        assert ip is not None  # noqa: S101 - else verdict_now answered MALFORMED
+        target = self._access.target(url, method.upper(), ip)  # verdict_now read it: no error
+        cookie = self._cookies.for_host(target.host)
+        session = None
+        if cookie is not None:
+            session = await self._sessions.first_live_read(cookie_values(cookie.name or ""), cookie)
+        verdict = self._judge(url, target, cookie, session)
+        if self._signed(verdict) and session is not None and cookie is not None:
+            assert self._identity is not None  # noqa: S101 - _signed is False without it
+            # The issuer is the portal the visitor signed in to: this cookie domain's.
+            token = await self._identity.token(session, target, cookie.authelia_url)
+            verdict = verdict._replace(headers={**verdict.headers, self._identity.header: token})
+        return verdict
+
+    def verdict_now(
+        self,
+        url: str,
+        method: str,
+        ip: IPv4Address | IPv6Address | None,
+        cookie_values: Callable[[str], Sequence[str]],
+    ) -> Verdict | None:
+        """Answer as verdict does when no coroutine is needed: the session is in memory
+        (SessionStore.first_live_cached) and no identity token is to be signed; else None (then
+        await verdict). nginx's auth_request thus usually costs no coroutine at all."""
         try:
             if ip is None:
                 raise ValueError("unreadable client address")
@@ -93,13 +121,24 @@ class Authorizer:
         cookie = self._cookies.for_host(target.host)
         session = None
         if cookie is not None:
-            values = cookie_values(cookie.name or "")
-            # From memory when it can (no coroutine): a cached session nothing changed.
-            found = self._sessions.first_live_cached(values, cookie)
+            found = self._sessions.first_live_cached(cookie_values(cookie.name or ""), cookie)
             if isinstance(found, Miss):
-                session = await self._sessions.first_live_read(values, cookie)
-            else:
-                session = found
+                return None
+            session = found
+        verdict = self._judge(url, target, cookie, session)
+        return None if self._signed(verdict) else verdict
+
+    def _signed(self, verdict: Verdict) -> bool:
+        """Tell whether the verdict's answer carries an identity token: a signed-in visitor let
+        through (not a bypass) while identity_token is enabled."""
+        return (
+            self._identity is not None and verdict.outcome is Outcome.ALLOW and verdict is not _PASS
+        )
+
+    def _judge(
+        self, url: str, target: Target, cookie: SessionCookieConfig | None, session: Session | None
+    ) -> Verdict:
+        """The verdict for target with that session (None: anonymous), without identity token."""
         user = session.user if session is not None else None
         required = self._access.decide(target, user).required
         if required == "bypass":
@@ -110,12 +149,7 @@ class Authorizer:
         if session is None or (required == "two_factor" and session.level < TWO_FACTORS):
             portal = cookie.authelia_url if cookie is not None else self._portal_url
             return Verdict(Outcome.SIGN_IN, location=f"{portal}/?rd={quote(url, safe='')}")
-        headers = session.remote_headers
-        if self._identity is not None and cookie is not None:
-            # The issuer is the portal the visitor signed in to: this cookie domain's.
-            token = await self._identity.token(session, target, cookie.authelia_url)
-            headers = {**headers, self._identity.header: token}
-        return Verdict(Outcome.ALLOW, headers=headers)
+        return Verdict(Outcome.ALLOW, headers=session.remote_headers)
 
     @property
     def second_factor_enabled(self) -> bool:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
-from aiohttp import web
+from multidict import MultiMapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -26,6 +27,20 @@ _HOP = re.compile(
     r"|(?P<v4>[0-9.]+):(?P<v4port>[0-9]{1,5})"
     r"|(?P<bare>[0-9A-Fa-f:.]+))(?P=q)"
 )
+
+
+class RequestView(Protocol):
+    """What the client's address and the request id are read from: an aiohttp request, or the
+    authz listener's own (portal/authz_listener.py)."""
+
+    @property
+    def remote(self) -> str | None:
+        """The peer's address as aiohttp gives it: an IP address, '' for a unix socket peer,
+        None when unknown."""
+
+    @property
+    def headers(self) -> MultiMapping[str]:
+        """The request's header fields, names case-insensitive."""
 
 
 def _unmapped(address: IPAddress) -> IPAddress:
@@ -62,7 +77,7 @@ def read_hop(hop: str) -> IPAddress | None:
     return _unmapped(address)
 
 
-def _peer(request: web.BaseRequest) -> IPAddress | None:
+def _peer(request: RequestView) -> IPAddress | None:
     """Return the TCP peer's address, or None for a peer without one (a unix socket)."""
     try:
         return _unmapped(ipaddress.ip_address(request.remote or ""))
@@ -74,9 +89,7 @@ def _trusted(address: IPAddress, trusted_proxies: Sequence[Network]) -> bool:
     return any(address in net for net in trusted_proxies)
 
 
-def client_address(
-    request: web.BaseRequest, trusted_proxies: Sequence[Network]
-) -> IPAddress | None:
+def client_address(request: RequestView, trusted_proxies: Sequence[Network]) -> IPAddress | None:
     """Return the client's address; None when it cannot be known.
 
     X-Forwarded-For (every header of that name, in order, comma-separated hops) is believed only
@@ -125,7 +138,7 @@ class ClientAddresses:
         self._memo: dict[tuple[str | None, tuple[str, ...]], IPAddress | None] = {}
         self._peers: dict[str | None, bool] = {}
 
-    def from_proxy(self, request: web.BaseRequest) -> bool:
+    def from_proxy(self, request: RequestView) -> bool:
         """Tell whether the request's peer is a trusted proxy (server.trusted_proxies), or a
         unix socket (whose file permissions decide who may connect). Remembered per peer."""
         remote = request.remote
@@ -142,7 +155,7 @@ class ClientAddresses:
         self._peers[remote] = trusted
         return trusted
 
-    def parsed(self, request: web.BaseRequest) -> IPAddress | None:
+    def parsed(self, request: RequestView) -> IPAddress | None:
         """Return the client's address, or None when it cannot be known (a malformed request)."""
         forwarded = tuple(request.headers.getall("X-Forwarded-For", ()))
         key = (request.remote, forwarded)

@@ -43,9 +43,11 @@ def content_security_policy(form_action: str = "'self'", origins: Sequence[str] 
 ResponseHook = Callable[[web.BaseRequest, web.StreamResponse], Awaitable[None]]
 
 
-def security_headers(config: Config) -> ResponseHook:
-    """Return the on_response_prepare hook that sets the security headers on every response
-    (but an answer for nginx's auth_request: FOR_NGINX)."""
+def page_headers(config: Config) -> list[tuple[str, str]]:
+    """Return the security headers every page and API answer carries, as (name, value) pairs
+    (but the Cache-Control security_headers adds): CSP, nosniff, no-referrer, DENY framing,
+    same-origin opener, and HSTS when the portal is served over https (OWASP's HTTP Security
+    Response Headers Cheat Sheet)."""
     fixed = [
         ("Content-Security-Policy", content_security_policy()),
         ("X-Content-Type-Options", "nosniff"),
@@ -56,6 +58,14 @@ def security_headers(config: Config) -> ResponseHook:
     ]
     if config.portal_is_https:
         fixed.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return fixed
+
+
+def security_headers(config: Config) -> ResponseHook:
+    """Return the on_response_prepare hook that sets the security headers on every response
+    (but an answer for nginx's auth_request: FOR_NGINX): page_headers, and Cache-Control:
+    no-store on an error or an API answer that set none."""
+    fixed = page_headers(config)
 
     # Built once: nginx's auth_request makes this run for every request to a protected site.
     async def set_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

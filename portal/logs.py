@@ -234,18 +234,44 @@ class SafeAccessLogger(AbstractAccessLogger):
         level = logging.DEBUG if FOR_NGINX in request else logging.INFO
         if not self.logger.isEnabledFor(level):
             return
-        # SECURITY: request.path has no query string; path_qs or the raw line would leak tokens.
-        # What the client chose (method, path) is bounded here and escaped by the formatters
-        # (field values are JSON strings): no flood, no forged lines.
-        fields = {
-            "event": "request",
-            # The client as server.trusted_proxies let it be read (portal/request_id.py), else
-            # the peer (a request refused before the portal's handlers saw it).
-            "ip": str(client) if (client := request.get(CLIENT_IP)) is not None else request.remote,
-            "method": cut(request.method, 16),
-            "path": cut(request.path),
-            "status": response.status,
-            "duration_ms": round(time * 1000, 1),
-        }
-        extra = {"fields": fields, "request_id": request.get(REQUEST_ID)}
-        self.logger.log(level, "request", extra=extra)
+        # The client as server.trusted_proxies let it be read (portal/request_id.py), else the
+        # peer (a request refused before the portal's handlers saw it).
+        client = request.get(CLIENT_IP)
+        ip = str(client) if client is not None else request.remote
+        access_line(
+            self.logger,
+            level,
+            ip,
+            request.method,
+            request.path,
+            response.status,
+            time,
+            request.get(REQUEST_ID),
+        )
+
+
+def access_line(
+    logger: logging.Logger,
+    level: int,
+    ip: str | None,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    request_id: str | None,
+) -> None:
+    """Write one access line at `level`: event "request" with the client's address, method,
+    path (never with its query), status, duration (`seconds`, logged in ms) and request id.
+    Shared by SafeAccessLogger and the authz listener (portal/authz_listener.py)."""
+    # SECURITY: the path has no query string; path_qs or the raw line would leak tokens. What
+    # the client chose (method, path) is bounded here and escaped by the formatters (field
+    # values are JSON strings): no flood, no forged lines.
+    fields = {
+        "event": "request",
+        "ip": ip,
+        "method": cut(method, 16),
+        "path": cut(path),
+        "status": status,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    logger.log(level, "request", extra={"fields": fields, "request_id": request_id})

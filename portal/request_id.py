@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from portal.forwarded import ClientAddresses
+from portal.forwarded import ClientAddresses, RequestView
 from portal.keys import ADDRESSES
 from portal.logs import CLIENT_IP, REQUEST_ID, current_request_id
 
@@ -33,6 +33,16 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
+def request_id_for(request: RequestView, addresses: ClientAddresses) -> str:
+    """Return the request's id: the X-Request-Id a trusted proxy sent when well formed (at most
+    64 of A-Z a-z 0-9 . _ -), else a new one (new_request_id)."""
+    sent = request.headers.get(HEADER)
+    if sent is not None and _VALID.fullmatch(sent) and addresses.from_proxy(request):
+        return sent
+    # SECURITY: a visitor's own id is not believed: it could pose as another request's.
+    return new_request_id()
+
+
 def assign_request_id(request: web.BaseRequest, addresses: ClientAddresses) -> str:
     """Give the request its id (a trusted proxy's, when well formed, else a new one) and note
     the client's address (request[CLIENT_IP], unless it cannot be read) for the access log;
@@ -41,12 +51,7 @@ def assign_request_id(request: web.BaseRequest, addresses: ClientAddresses) -> s
     # For the access log: the client's address as the rest of the portal reads it.
     if client is not None:
         request[CLIENT_IP] = client
-    sent = request.headers.get(HEADER)
-    if sent is not None and _VALID.fullmatch(sent) and addresses.from_proxy(request):
-        request_id = sent
-    else:
-        # SECURITY: a visitor's own id is not believed: it could pose as another request's.
-        request_id = new_request_id()
+    request_id = request_id_for(request, addresses)
     request[REQUEST_ID] = request_id
     return request_id
 

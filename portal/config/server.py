@@ -101,7 +101,7 @@ class ServerConfig(Model):
 
     address: ServerAddress = Address("tcp", "", 9091)
     # Not in Authelia: a second listener serving only nginx's auth_request endpoints, from
-    # aiohttp's low-level server (portal/authz_listener.py); unset, the portal's listener alone.
+    # an asyncio protocol of its own (portal/authz_listener.py); unset, the portal's listener alone.
     authz_address: ServerAddress | None = None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.IPv4Network("127.0.0.0/8"),

@@ -16,6 +16,7 @@ from portal.captcha import CaptchaWidget
 from portal.config import CaptchaEndpoint, SessionCookieConfig, is_loopback_host
 from portal.csrf import CSRF_FIELD, csrf_token
 from portal.errors import BadRequestError
+from portal.forwarded import RequestView
 from portal.headers import content_security_policy
 from portal.i18n import N_
 from portal.keys import ADDRESSES, CAPTCHA, CONFIG, SESSIONS
@@ -55,7 +56,7 @@ def request_ip(request: web.Request) -> str:
 MAX_COOKIE_VALUES = 4
 
 
-def cookie_values(request: web.BaseRequest, name: str) -> list[str]:
+def cookie_values(request: RequestView, name: str) -> list[str]:
     """Return every non-empty value sent under the cookie name, in order, at most four.
 
     Reads only that name: aiohttp's request.cookies parses every cookie into Morsels (a

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
+from portal import authz_listener
 from portal.app import create_app
-from portal.authz import Authorizer
+from portal.authz import Authorizer, Outcome, Verdict
 from portal.deps import Dependencies, notifier_from_config, storage_from_config, users_from_config
 from portal.errors import BackendUnavailableError, ConfigError, StartupCheckError
 from tests.conftest import ConfigFactory, deep_merge
@@ -72,6 +73,16 @@ class TwoListeners:
         )
 
 
+def fail_verdicts(monkeypatch: pytest.MonkeyPatch, fail: Callable[..., None]) -> None:
+    """Make every verdict raise what `fail` raises, from memory or not."""
+
+    async def verdict(*args: object, **kwargs: object) -> None:
+        fail()
+
+    monkeypatch.setattr(Authorizer, "verdict", verdict)
+    monkeypatch.setattr(Authorizer, "verdict_now", fail)
+
+
 @pytest.fixture
 async def listeners(start_portal: StartPortal) -> AsyncIterator[TwoListeners]:
     port = free_port()
@@ -83,12 +94,13 @@ async def listeners(start_portal: StartPortal) -> AsyncIterator[TwoListeners]:
 
 
 def same_parts(answer: Answer) -> tuple[int, dict[str, str], bytes]:
-    """An answer without what differs per request or per server (id, date, server name)."""
+    """An answer without what differs per request or per server (id, date, server name, and
+    whether the connection stays open: the authz listener closes it after a body it refuses)."""
     status, headers, body = answer
     kept = {
         k.lower(): v
         for k, v in headers.items()
-        if k.lower() not in ("x-request-id", "date", "server")
+        if k.lower() not in ("x-request-id", "date", "server", "connection")
     }
     return status, kept, body
 
@@ -191,18 +203,18 @@ async def test_the_authz_listener_serves_nothing_else(
 async def test_a_backend_that_is_down_is_the_same_503_for_everyone(
     listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def down(*args: object, **kwargs: object) -> None:
+    def down(*args: object, **kwargs: object) -> None:
         raise BackendUnavailableError("the session store is down")
 
-    monkeypatch.setattr(Authorizer, "verdict", down)
+    fail_verdicts(monkeypatch, down)
     main, authz = await listeners.both("http://127.0.0.1/private")
     assert authz[0] == main[0] == 503
     assert authz[2] == main[2] and b"session store" not in authz[2]
 
-    async def broken(*args: object, **kwargs: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the verdict broke")
 
-    monkeypatch.setattr(Authorizer, "verdict", broken)
+    fail_verdicts(monkeypatch, broken)
     caplog.clear()
     _, authz = await listeners.both("http://127.0.0.1/private")
     assert authz[0] == 500 and b"verdict broke" not in authz[2] and b"Traceback" not in authz[2]
@@ -334,15 +346,17 @@ async def test_odd_requests_are_answered_as_on_the_portals_listener(
     authz = await raw_answer(listeners.port, request)
     assert main[0] != 200 or extra  # the cases above are refusals, or a body
     assert same_parts(authz) == same_parts(main)
+    # A body refused unread ends the connection, and the answer says so.
+    assert (authz[1].get("Connection") == "close") == (authz[0] in (413, 415))
 
 
 async def test_a_backend_that_is_down_gives_the_same_headers_on_both_listeners(
     listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def down(*args: object, **kwargs: object) -> None:
+    def down(*args: object, **kwargs: object) -> None:
         raise BackendUnavailableError("the session store is down")
 
-    monkeypatch.setattr(Authorizer, "verdict", down)
+    fail_verdicts(monkeypatch, down)
     main, authz = await listeners.both("http://127.0.0.1/private")
     assert main[0] == 503
     assert same_parts(authz) == same_parts(main)
@@ -362,3 +376,142 @@ async def test_a_body_in_a_content_coding_it_does_not_match_logs_no_error(
         assert status == 415
     await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def read_answers(reader: asyncio.StreamReader, count: int) -> list[Answer]:
+    """Read `count` answers off one connection."""
+    answers: list[Answer] = []
+    for _ in range(count):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in head[1:]:
+            if line:
+                name, _, text = line.partition(":")
+                headers.add(name, text.strip())
+        body = await reader.readexactly(int(headers.get("Content-Length", "0")))
+        answers.append((int(head[0].split()[1]), headers, body))
+    return answers
+
+
+def nginx_request(url: str, cookie: str = "", *, version: str = "1.1", extra: str = "") -> bytes:
+    """The request nginx's auth_request sends about `url`, as bytes."""
+    lines = [f"GET {AUTHZ} HTTP/{version}", "Host: portal", f"X-Original-URL: {url}"]
+    lines += [f"{k}: {v}" for k, v in NGINX.items()]
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
+@pytest.mark.parametrize("from_memory", [True, False])
+async def test_pipelined_requests_are_answered_in_order(
+    listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch, from_memory: bool
+) -> None:
+    await sign_in(listeners.portal.client, "john", DEMO_PASSWORD)
+    if not from_memory:  # every verdict awaits: each answer waits for the one before
+        monkeypatch.setattr(Authorizer, "verdict_now", lambda *args: None)
+    cookie = listeners.cookie()
+    urls = ["/private", "/deny", "/public", "/private"]
+    sent = [nginx_request(f"http://127.0.0.1{url}", cookie) for url in urls]
+    sent[-1] = nginx_request("http://127.0.0.1/private")  # no cookie: sign in
+    reader, writer = await asyncio.open_connection(HOST, listeners.port)
+    try:
+        writer.write(b"".join(sent))  # all at once, before any answer
+        answers = await read_answers(reader, len(sent))
+    finally:
+        writer.close()
+    assert [status for status, _, _ in answers] == [200, 403, 200, 401]
+    assert answers[0][1]["Remote-User"] == "john" and "Remote-User" not in answers[2][1]
+    assert answers[3][1]["Location"].startswith("http://127.0.0.1/?rd=")
+    assert not [h for _, h, _ in answers if "Connection" in h]  # kept alive
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        # A head over 64 KiB (nginx's own limits are four 8 KiB buffers).
+        (nginx_request("http://127.0.0.1/public", extra="X-Big: " + "a" * 70000 + "\r\n"), 431),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        # Content-Length and chunked together: a smuggling attempt (RFC 9112 section 6.1).
+        (
+            nginx_request(
+                "http://127.0.0.1/public",
+                extra="Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            )
+            + b"0\r\n\r\n",
+            400,
+        ),
+    ],
+)
+async def test_a_request_it_cannot_take_is_refused_and_the_connection_closed(
+    listeners: TwoListeners, request_bytes: bytes, status: int
+) -> None:
+    reader, writer = await asyncio.open_connection(HOST, listeners.port)
+    try:
+        # A good request first: answered before the refusal.
+        writer.write(nginx_request("http://127.0.0.1/public") + request_bytes)
+        (first, refused) = await read_answers(reader, 2)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
+    finally:
+        writer.close()
+    assert first[0] == 200
+    assert refused[0] == status and refused[1]["Connection"] == "close"
+    assert refused[1]["Content-Type"].startswith("application/json") and b'"KO"' in refused[2]
+    assert not [name for name in PAGE_HEADERS if name not in refused[1]]
+
+
+@pytest.mark.parametrize(("version", "extra"), [("1.0", ""), ("1.1", "Connection: close\r\n")])
+async def test_a_request_that_ends_its_connection_is_answered_then_closed(
+    listeners: TwoListeners, version: str, extra: str
+) -> None:
+    reader, writer = await asyncio.open_connection(HOST, listeners.port)
+    try:
+        writer.write(nginx_request("http://127.0.0.1/public", version=version, extra=extra))
+        [(status, headers, _)] = await read_answers(reader, 1)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+    assert (status, headers["Connection"]) == (200, "close")
+
+
+async def test_a_header_value_with_a_line_break_is_never_written(
+    listeners: TwoListeners, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A display name is the directory's: one with CR LF must not add header lines of its own.
+    forged = Verdict(Outcome.ALLOW, headers={"Remote-Name": "John\r\nRemote-Groups: admins"})
+    monkeypatch.setattr(Authorizer, "verdict_now", lambda *args: forged)
+    status, headers, _ = await listeners.on_authz(
+        "GET", AUTHZ, **{"X-Original-URL": "http://127.0.0.1/private", **NGINX}
+    )
+    assert status == 500 and "Remote-Groups" not in headers and "Remote-Name" not in headers
+    assert [r for r in caplog.records if "unsafe header" in r.getMessage()]
+
+
+async def test_an_idle_connection_is_closed(
+    start_portal: StartPortal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(authz_listener, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(authz_listener, "_SWEEP_EVERY", 0.1)
+    port = free_port()
+    await start_portal(access_control=RULES, server={"authz_address": f"tcp://{HOST}:{port}"})
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(nginx_request("http://127.0.0.1/public"))
+        [(status, _, _)] = await read_answers(reader, 1)
+        assert status == 200
+        # Kept alive at first, closed once idle; a request's head half sent counts as idle too.
+        writer.write(b"GET /api/verify HTTP/1.1\r\nHost: por")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+    # A head sent a byte at a time (slowloris) is closed too, however often bytes come.
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        head = nginx_request("http://127.0.0.1/public")
+        sent = 0
+        while sent < 100 and not reader.at_eof():  # at most 5 s of drip
+            writer.write(head[sent : sent + 1])
+            sent += 1
+            await asyncio.sleep(0.05)
+        assert reader.at_eof() and sent < 100
+    finally:
+        writer.close()
