@@ -299,11 +299,10 @@ def test_the_authz_address_must_be_a_listener_of_its_own(make_config: ConfigFact
     assert "server.authz_address" in str(raised.value)
 
 
-async def raw_answer(port: int, request: bytes) -> Answer:
-    """Send `request` as it is (no client re-encodes its path) and read one answer."""
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(request)
+async def read_answers(reader: asyncio.StreamReader, count: int) -> list[Answer]:
+    """Read `count` answers off one connection."""
+    answers: list[Answer] = []
+    for _ in range(count):
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         headers: CIMultiDict[str] = CIMultiDict()
         for line in head[1:]:
@@ -311,7 +310,17 @@ async def raw_answer(port: int, request: bytes) -> Answer:
                 name, _, text = line.partition(":")
                 headers.add(name, text.strip())
         body = await reader.readexactly(int(headers.get("Content-Length", "0")))
-        return int(head[0].split()[1]), headers, body
+        answers.append((int(head[0].split()[1]), headers, body))
+    return answers
+
+
+async def raw_answer(port: int, request: bytes) -> Answer:
+    """Send `request` as it is (no client re-encodes its path) and read one answer."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(request)
+        [answer] = await read_answers(reader, 1)
+        return answer
     finally:
         writer.close()
 
@@ -376,21 +385,6 @@ async def test_a_body_in_a_content_coding_it_does_not_match_logs_no_error(
         assert status == 415
     await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-async def read_answers(reader: asyncio.StreamReader, count: int) -> list[Answer]:
-    """Read `count` answers off one connection."""
-    answers: list[Answer] = []
-    for _ in range(count):
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in head[1:]:
-            if line:
-                name, _, text = line.partition(":")
-                headers.add(name, text.strip())
-        body = await reader.readexactly(int(headers.get("Content-Length", "0")))
-        answers.append((int(head[0].split()[1]), headers, body))
-    return answers
 
 
 def nginx_request(url: str, cookie: str = "", *, version: str = "1.1", extra: str = "") -> bytes:
