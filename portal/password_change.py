@@ -14,14 +14,15 @@ import asyncio
 import logging
 
 from portal.config import Config
-from portal.errors import PasswordChangeRequiredError
+from portal.errors import PasswordChangeRequiredError, StorageError
 from portal.i18n import N_, gettext
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
 from portal.password_policy import check_password
 from portal.sessions import SessionStore
-from portal.storage.base import OutboxMessage
+from portal.storage.base import IdentityVerificationStore, OutboxMessage
+from portal.tokens import ACTION
 from portal.users.base import User, UserBackend
 from portal.users.passwords import normalize_password
 
@@ -147,3 +148,24 @@ class PasswordChanger:
             },
         )
         await self._notifier.send(mail)
+
+
+async def revoke_reset_links(
+    verifications: IdentityVerificationStore, username: str, *, at: float, ip: str
+) -> None:
+    """Revoke the user's live reset links once their password changed (at `at`, from `ip`), so
+    storage records why each one stops working.
+
+    A storage failure is logged (error) and not raised: the password is written by then, and
+    the user must be told so and mailed, never shown a 500 that hides the change. The links no
+    longer work anyway: each carries the old password's fingerprint (portal/reset.py).
+    """
+    try:
+        await verifications.revoke_identity_verifications_for(username, ACTION, at=at, ip=ip)
+    except StorageError as exc:
+        log.error(
+            "cannot revoke %s's reset links after the password changed (they no longer work:"
+            " made for the old password): %s",
+            username,
+            exc,
+        )

@@ -17,11 +17,10 @@ from portal.errors import (
     PasswordRejectedError,
 )
 from portal.i18n import LanguageRecorder
-from portal.password_change import PasswordChanger
+from portal.password_change import PasswordChanger, revoke_reset_links
 from portal.regulation import Regulator
 from portal.sessions import Session
 from portal.storage.base import IdentityVerificationStore
-from portal.tokens import ACTION
 from portal.users.base import User, UserBackend
 
 # SECURITY: the ceiling sign-in applies; a longer "current password" is no password.
@@ -79,9 +78,7 @@ class PasswordSelfChange:
         now = self._clock.now()
         # SECURITY: a reset link mailed before the change must not undo it (the password
         # fingerprint in the token kills it too; this records why in storage).
-        await self._verifications.revoke_identity_verifications_for(
-            user.username, ACTION, at=now, ip=ip
-        )
+        await revoke_reset_links(self._verifications, user.username, at=now, ip=ip)
         # The mail queued next speaks the language this change was made in.
         await self._languages.record(user.username)
         await self._passwords.written(user, ip, now, kept_session=True)

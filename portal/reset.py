@@ -42,7 +42,7 @@ from portal.i18n import N_, LanguageRecorder, wanted_language
 from portal.mail import MailRenderer
 from portal.notify.base import Notifier
 from portal.notify.outbox import OutboxWorker
-from portal.password_change import PasswordChanger
+from portal.password_change import PasswordChanger, revoke_reset_links
 from portal.ratelimit import Bucket, RateLimiter, buckets_from_config
 from portal.regulation import Regulator
 from portal.reset_mail import RESET_MAIL, ResetMailJob
@@ -415,7 +415,7 @@ class PasswordResetService:
             if isinstance(exc, PasswordRejectedError):  # the directory's own policy refused it
                 raise ResetFormRejectedError(user.username, exc.reasons) from exc
             raise
-        await self._storage.revoke_identity_verifications_for(user.username, ACTION, at=now, ip=ip)
+        await revoke_reset_links(self._storage, user.username, at=now, ip=ip)
         if self._languages is not None:
             # The mailbox's owner completed it: their language, for this and later mails.
             await self._languages.record(user.username)

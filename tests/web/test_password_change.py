@@ -4,7 +4,9 @@ other one ended, earlier reset links dead, the "changed" mail read from the real
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from tests.web.conftest import (
     Portal,
     StartPortal,
     audit_events,
+    choose_password,
     follow_result,
     no_mail_sent,
     open_link,
@@ -311,3 +314,61 @@ async def still_the_demo_password(portal: Portal) -> bool:
         return (await sign_in(fresh)).status == 302
     finally:
         await fresh.session.close()
+
+
+def refuse_revocations(portal: Portal, *, another_link: bool = False) -> None:
+    """Make the storage refuse to revoke a reset link, and nothing else (a real SQLite error:
+    consuming a link still works); with another_link, john gets one more live link record
+    (as two step-1 requests at the same moment leave), which a completed reset revokes."""
+    path = portal.config.storage.local.path  # type: ignore[union-attr]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        if another_link:
+            db.execute(
+                "INSERT INTO identity_verifications (jti, username, action, issued_at,"
+                " issued_ip, expires_at) SELECT jti || '-twin', username, action, issued_at,"
+                " issued_ip, expires_at FROM identity_verifications WHERE username = 'john'"
+                " AND consumed_at IS NULL AND revoked_at IS NULL"
+            )
+        db.execute(
+            "CREATE TRIGGER no_revoke BEFORE UPDATE OF revoked_at ON identity_verifications"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+
+
+async def test_a_link_that_cannot_be_revoked_after_the_change_hides_no_change_and_no_mail(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    await request_reset(portal.client, "john")
+    link = reset_link_from(await portal.next_mail())
+    portal.smtp.deliveries.clear()
+    await signed_in_and_elevated(portal)
+    refuse_revocations(portal)
+    caplog.set_level(logging.INFO)
+
+    # The password is written: the user is told so and mailed, never a 500 hiding the change.
+    done = await change_password(portal.client, DEMO_PASSWORD, NEW_PASSWORD)
+    assert done.status == 200 and "Your password is changed" in await done.text()
+    assert (await portal.next_mail())["Subject"] == "[Portal] Your password was changed"
+    assert [e["username"] for e in audit_events(caplog, "password_changed")] == ["john"]
+    [error] = [r for r in caplog.records if "revoke" in r.getMessage()]
+    assert error.levelno == logging.ERROR and "john" in error.getMessage()
+    # The link is dead all the same: it was made for the old password.
+    assert (await open_link(portal.client, link)).status == 400
+
+
+async def test_a_link_that_cannot_be_revoked_after_a_reset_hides_no_reset_and_no_mail(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    await request_reset(portal.client, "john")
+    link = reset_link_from(await portal.next_mail())
+    refuse_revocations(portal, another_link=True)
+    await open_link(portal.client, link)
+    caplog.set_level(logging.INFO)
+
+    assert (await choose_password(portal.client, NEW_PASSWORD)).status == 200
+    assert (await portal.next_mail())["Subject"] == "[Portal] Your password was changed"
+    assert [e["username"] for e in audit_events(caplog, "reset_completed")] == ["john"]
+    [error] = [r for r in caplog.records if "revoke" in r.getMessage()]
+    assert error.levelno == logging.ERROR and "john" in error.getMessage()
+    assert (await sign_in(portal.client, password=NEW_PASSWORD)).status == 302
